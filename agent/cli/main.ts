@@ -1,0 +1,17 @@
+/**
+ * lifeboat-agent: the tenant-side command. One file per subcommand registers itself here.
+ */
+import { Command } from 'commander';
+import { runProgram } from '../../shared/cli/run.js';
+
+const program = new Command('lifeboat-agent')
+  .description('lifeboat agent: protects virtual disks by shipping encrypted change logs to the hoster')
+  .version('0.1.0')
+  .showHelpAfterError('(run with --help for usage)');
+
+const disk = program.command('disk').description('inspect, create, convert and compare virtual disk images');
+void disk;
+const log = program.command('log').description('inspect change logs (.hrl)');
+void log;
+
+await runProgram(program);
