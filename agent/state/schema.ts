@@ -1,0 +1,114 @@
+/**
+ * The agent's state files and their schemas. A VM's state is split by writer so no two processes
+ * ever write the same file: config.json is written by the commands (protect, pause, resume), and
+ * progress.json only by the replication engine (run). Version fields let a later agent migrate.
+ */
+import { z } from 'zod';
+
+export const StateVersion = 1;
+
+/** VM names become directory names and object-key segments: keep them plain. */
+export const VmNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+export const DiskIdPattern = /^disk[0-9]{1,3}$/;
+export const Frequencies = { '30s': 30_000, '5m': 300_000, '15m': 900_000 } as const;
+export const MaxHistory = 24;
+
+export const InitialMode = z.discriminatedUnion('mode', [
+  z.object({ mode: z.literal('network') }),
+  z.object({ mode: z.literal('media'), dir: z.string().min(1) }),
+  z.object({ mode: z.literal('existing') }),
+]);
+export type InitialMode = z.infer<typeof InitialMode>;
+
+export const Compression = z.enum(['zstd', 'lz4', 'none']);
+export type Compression = z.infer<typeof Compression>;
+
+export const DiskConfig = z.object({
+  id: z.string().regex(DiskIdPattern),
+  path: z.string().min(1),
+});
+export type DiskConfig = z.infer<typeof DiskConfig>;
+
+export const VmConfig = z.object({
+  version: z.literal(StateVersion),
+  name: z.string().regex(VmNamePattern),
+  disks: z.array(DiskConfig).min(1).max(64),
+  frequencyMs: z.union([z.literal(30_000), z.literal(300_000), z.literal(900_000)]),
+  history: z.number().int().min(0).max(MaxHistory),
+  appConsistentEveryMs: z.number().int().positive().nullable(),
+  preSnapshot: z.string().nullable(),
+  postSnapshot: z.string().nullable(),
+  compression: Compression,
+  initial: InitialMode,
+  startAt: z.iso.datetime().nullable(),
+  bandwidthBytesPerSec: z.number().int().positive().nullable(),
+  paused: z.boolean(),
+  createdAt: z.iso.datetime(),
+});
+export type VmConfig = z.infer<typeof VmConfig>;
+
+export const InitialProgress = z.object({
+  state: z.enum(['pending', 'running', 'done']),
+  chunkSize: z.number().int().positive(),
+  /** Bitmap of finished chunks, base64, bit i of byte i>>3 (LSB first) = chunk i. */
+  chunksDone: z.string(),
+  bytesTotal: z.number().int().nonnegative(),
+  bytesDone: z.number().int().nonnegative(),
+  bytesSent: z.number().int().nonnegative(),
+});
+export type InitialProgress = z.infer<typeof InitialProgress>;
+
+export const DiskProgress = z.object({
+  /** Generation of change tracking; a new one starts after anything that breaks continuity. */
+  generation: z.number().int().nonnegative(),
+  /** Sequence of the next log of this generation. */
+  nextSequence: z.number().int().nonnegative(),
+  /** Virtual size the service last heard of (a grown disk is noticed by comparing). */
+  virtualSize: z.number().int().nonnegative(),
+  initial: InitialProgress,
+  /** Set when the replica must be resynchronized (digest comparison) before cycles resume. */
+  resyncReason: z.string().nullable(),
+});
+export type DiskProgress = z.infer<typeof DiskProgress>;
+
+export const CycleStats = z.object({
+  startedAt: z.iso.datetime(),
+  finishedAt: z.iso.datetime(),
+  consistency: z.enum(['crash', 'application']),
+  changedBytes: z.number().int().nonnegative(),
+  sentBytes: z.number().int().nonnegative(),
+  logs: z.number().int().nonnegative(),
+  outcome: z.enum(['ok', 'missed', 'failed']),
+  error: z.string().nullable(),
+  warnings: z.array(z.string()),
+});
+export type CycleStats = z.infer<typeof CycleStats>;
+
+export const VmProgress = z.object({
+  version: z.literal(StateVersion),
+  registered: z.boolean(),
+  disks: z.record(z.string().regex(DiskIdPattern), DiskProgress),
+  lastCycle: CycleStats.nullable(),
+  /** Start of the last cycle the service acknowledged: the replica holds the VM as of then. */
+  lastCapturedAt: z.iso.datetime().nullable(),
+  lastAppConsistentAt: z.iso.datetime().nullable(),
+  /** Changed bytes seen but not yet acknowledged (a failed or missed cycle's). */
+  pendingBytes: z.number().int().nonnegative(),
+  counts: z.object({ ok: z.number().int().nonnegative(), missed: z.number().int().nonnegative(), failed: z.number().int().nonnegative() }),
+});
+export type VmProgress = z.infer<typeof VmProgress>;
+
+export const Identity = z.object({
+  version: z.literal(StateVersion),
+  serviceUrl: z.url(),
+  name: z.string().min(1).max(253),
+  tenant: z.string().min(1),
+  caFingerprint: z.string().min(1),
+  certNotAfter: z.iso.datetime(),
+  enrolledAt: z.iso.datetime(),
+});
+export type Identity = z.infer<typeof Identity>;
+
+export function emptyProgress(): VmProgress {
+  return { version: StateVersion, registered: false, disks: {}, lastCycle: null, lastCapturedAt: null, lastAppConsistentAt: null, pendingBytes: 0, counts: { ok: 0, missed: 0, failed: 0 } };
+}
