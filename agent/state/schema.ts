@@ -7,8 +7,8 @@ import { z } from 'zod';
 
 export const StateVersion = 1;
 
-/** VM names become directory names and object-key segments: keep them plain. */
-export const VmNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+/** VM names become directory names and object-key segments; the agent protocol's identifier rule. */
+export const VmNamePattern = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 export const DiskIdPattern = /^disk[0-9]{1,3}$/;
 export const Frequencies = { '30s': 30_000, '5m': 300_000, '15m': 900_000 } as const;
 export const MaxHistory = 24;

@@ -35,8 +35,8 @@ describe('state directory', () => {
     const state = new AgentState(join(dir, 'rt'));
     await state.init();
     await state.writeConfig(config('web-1'));
-    await state.writeConfig(config('db.2'));
-    expect(await state.listVms()).toEqual(['db.2', 'web-1']);
+    await state.writeConfig(config('db_2'));
+    expect(await state.listVms()).toEqual(['db_2', 'web-1']);
     expect((await state.readConfig('web-1')).name).toBe('web-1');
     const progress = await state.readProgress('web-1');
     expect(progress.registered).toBe(false);
@@ -44,7 +44,7 @@ describe('state directory', () => {
     expect((await state.readProgress('web-1')).registered).toBe(true);
     expect((await stat(join(state.vmDir('web-1'), 'config.json'))).mode & 0o777).toBe(0o600);
     await state.removeVm('web-1');
-    expect(await state.listVms()).toEqual(['db.2']);
+    expect(await state.listVms()).toEqual(['db_2']);
   });
 
   it('refuses corrupt or invalid state with an error naming the file, and leaves it alone', async () => {
@@ -60,7 +60,7 @@ describe('state directory', () => {
 
   it('rejects VM names that could escape the state directory', () => {
     const state = new AgentState(dir);
-    for (const bad of ['../x', 'a/b', '', '.hidden', 'x'.repeat(64)]) expect(() => state.vmDir(bad)).toThrow(/VM name/);
+    for (const bad of ['../x', 'a/b', '', '.hidden', 'Web', 'a.b', 'x'.repeat(65)]) expect(() => state.vmDir(bad)).toThrow(/VM name/);
   });
 
   it('says "not enrolled" when the identity is missing', async () => {

@@ -36,7 +36,7 @@ function parseState<T extends z.ZodType>(schema: T, value: unknown, path: string
 }
 
 export function checkVmName(name: string): string {
-  if (!VmNamePattern.test(name)) throw ErrInvalidArgument(`VM name "${name}" must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+  if (!VmNamePattern.test(name)) throw ErrInvalidArgument(`VM name "${name}" must be 1-64 lower-case letters, digits, '_' or '-', starting with a letter or digit`);
   return name;
 }
 
