@@ -1,0 +1,73 @@
+/**
+ * Pull-based reading of exact byte counts from a stream of chunks (a file stream, an object-store body,
+ * an opened envelope), holding only what the caller asked for plus one chunk. Parsers use it so that
+ * every length is bounded by the caller before anything is read.
+ */
+export type ByteSource = AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
+
+export class ByteReader {
+  private readonly iterator: AsyncIterator<Uint8Array> | Iterator<Uint8Array>;
+  private readonly chunks: Buffer[] = [];
+  private buffered = 0;
+  private ended = false;
+  /** Bytes handed out so far. */
+  position = 0;
+
+  constructor(source: ByteSource) {
+    this.iterator = Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : source[Symbol.iterator]();
+  }
+
+  /** Pulls chunks until at least n bytes are buffered or the source ended; returns the bytes buffered. */
+  async fill(n: number): Promise<number> {
+    while (this.buffered < n && !this.ended) {
+      const next = await this.iterator.next();
+      if (next.done) { this.ended = true; break; }
+      const chunk = next.value;
+      if (chunk.length === 0) continue;
+      this.chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
+      this.buffered += chunk.length;
+    }
+    return this.buffered;
+  }
+
+  /** True when every byte has been read. */
+  async atEnd(): Promise<boolean> {
+    return (await this.fill(1)) === 0;
+  }
+
+  /**
+   * Up to n bytes as slices of the source's chunks (no copy); fewer only at the end of the source.
+   * The slices stay valid as long as the source does not reuse its chunks.
+   */
+  async readPieces(n: number): Promise<Buffer[]> {
+    await this.fill(n);
+    const pieces: Buffer[] = [];
+    let want = Math.min(n, this.buffered);
+    while (want > 0) {
+      const head = this.chunks[0]!;
+      if (head.length <= want) {
+        pieces.push(head);
+        this.chunks.shift();
+        want -= head.length;
+        this.consumed(head.length);
+      } else {
+        pieces.push(head.subarray(0, want));
+        this.chunks[0] = head.subarray(want);
+        this.consumed(want);
+        want = 0;
+      }
+    }
+    return pieces;
+  }
+
+  /** Up to n bytes as one buffer (copied only when they span chunks); fewer only at the end. */
+  async read(n: number): Promise<Buffer> {
+    const pieces = await this.readPieces(n);
+    return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
+  }
+
+  private consumed(n: number): void {
+    this.buffered -= n;
+    this.position += n;
+  }
+}

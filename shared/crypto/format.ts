@@ -1,0 +1,111 @@
+/**
+ * The envelope's byte layout (docs/formats/envelope.md): the fixed header, its bounds, and the nonce and
+ * associated data of each frame. Sealing and opening both build frames from here, so the two can never
+ * disagree on what is authenticated.
+ */
+import { createCipheriv, createDecipheriv, createHash } from 'node:crypto';
+import { ErrTampered, ErrUnsupported, LifeboatError } from '../errors.js';
+
+export const EnvelopeMagic = Buffer.from([0x4c, 0x42, 0x45, 0x4e, 0x56, 0x00, 0x0d, 0x0a]);
+export const EnvelopeVersion = 1;
+export const FixedHeaderBytes = 24;
+export const TagBytes = 16;
+export const DefaultFrameSize = 1 << 20;
+export const MinFrameSize = 1 << 12;
+export const MaxFrameSize = 1 << 24;
+export const MaxContextBytes = 64 * 1024;
+export const MaxJweBytes = 4096;
+export const MaxFrames = 2 ** 32;
+
+export interface EnvelopeHeader {
+  frameSize: number;
+  context: Buffer;
+  jwe: string;
+}
+
+/** The header bytes [0, H): fixed part, context, JWE. */
+export function encodeHeader(h: EnvelopeHeader): Buffer {
+  checkFrameSize(h.frameSize);
+  const jwe = Buffer.from(h.jwe, 'ascii');
+  if (h.context.length > MaxContextBytes) throw new LifeboatError('too_large', `envelope context is ${h.context.length} bytes; at most ${MaxContextBytes}`);
+  if (jwe.length === 0 || jwe.length > MaxJweBytes) throw new Error(`wrapped key of ${jwe.length} bytes is out of bounds`);
+  const fixed = Buffer.alloc(FixedHeaderBytes);
+  EnvelopeMagic.copy(fixed, 0);
+  fixed.writeUInt16LE(EnvelopeVersion, 8);
+  fixed.writeUInt16LE(0, 10);
+  fixed.writeUInt32LE(h.frameSize, 12);
+  fixed.writeUInt32LE(h.context.length, 16);
+  fixed.writeUInt32LE(jwe.length, 20);
+  return Buffer.concat([fixed, h.context, jwe]);
+}
+
+/** Lengths of the variable part, from the fixed 24 bytes, each bounded before anything is read. */
+export function parseFixedHeader(fixed: Buffer): { frameSize: number; contextLength: number; jweLength: number } {
+  if (fixed.length < EnvelopeMagic.length || !fixed.subarray(0, EnvelopeMagic.length).equals(EnvelopeMagic)) {
+    throw new LifeboatError('corrupt', 'not a sealed lifeboat object (no envelope magic)');
+  }
+  if (fixed.length < FixedHeaderBytes) throw ErrTampered(`truncated: the envelope header ends after ${fixed.length} bytes`);
+  const version = fixed.readUInt16LE(8);
+  if (version !== EnvelopeVersion) throw ErrUnsupported(`envelope version ${version} is not supported (this reader knows ${EnvelopeVersion})`);
+  const flags = fixed.readUInt16LE(10);
+  if (flags !== 0) throw ErrUnsupported(`envelope flags 0x${flags.toString(16)} are not supported`);
+  const frameSize = fixed.readUInt32LE(12);
+  const contextLength = fixed.readUInt32LE(16);
+  const jweLength = fixed.readUInt32LE(20);
+  if (!isValidFrameSize(frameSize)) throw ErrTampered(`envelope frame size ${frameSize} is not a power of two from ${MinFrameSize} to ${MaxFrameSize}`);
+  if (contextLength > MaxContextBytes) throw ErrTampered(`envelope context length ${contextLength} exceeds ${MaxContextBytes}`);
+  if (jweLength === 0 || jweLength > MaxJweBytes) throw ErrTampered(`envelope key-wrap length ${jweLength} is not 1 to ${MaxJweBytes}`);
+  return { frameSize, contextLength, jweLength };
+}
+
+export function isValidFrameSize(n: number): boolean {
+  return Number.isInteger(n) && n >= MinFrameSize && n <= MaxFrameSize && (n & (n - 1)) === 0;
+}
+
+export function checkFrameSize(n: number): void {
+  if (!isValidFrameSize(n)) throw new RangeError(`frame size ${n} is not a power of two from ${MinFrameSize} to ${MaxFrameSize}`);
+}
+
+/** SHA-256 of the header bytes, bound into every frame. */
+export function headerDigest(header: Buffer): Buffer {
+  return createHash('sha256').update(header).digest();
+}
+
+function nonce(index: number): Buffer {
+  const n = Buffer.alloc(12);
+  n.writeUInt32LE(index >>> 0, 4);
+  n.writeUInt32LE(Math.floor(index / 2 ** 32), 8);
+  return n;
+}
+
+function associatedData(digest: Buffer, index: number, last: boolean): Buffer {
+  const aad = Buffer.allocUnsafe(41);
+  digest.copy(aad, 0);
+  aad.writeUInt32LE(index >>> 0, 32);
+  aad.writeUInt32LE(Math.floor(index / 2 ** 32), 36);
+  aad[40] = last ? 1 : 0;
+  return aad;
+}
+
+/** Seals one frame's plaintext: [ciphertext, tag]. */
+export function sealFrame(key: Buffer, digest: Buffer, index: number, last: boolean, plaintext: Buffer): [Buffer, Buffer] {
+  const cipher = createCipheriv('aes-256-gcm', key, nonce(index), { authTagLength: TagBytes });
+  cipher.setAAD(associatedData(digest, index, last));
+  const ciphertext = cipher.update(plaintext);
+  cipher.final();
+  return [ciphertext, cipher.getAuthTag()];
+}
+
+/** Opens one frame; the plaintext pieces, or undefined when the tag does not verify. */
+export function openFrame(key: Buffer, digest: Buffer, index: number, last: boolean, ciphertext: Buffer[], tag: Buffer): Buffer[] | undefined {
+  const decipher = createDecipheriv('aes-256-gcm', key, nonce(index), { authTagLength: TagBytes });
+  decipher.setAAD(associatedData(digest, index, last));
+  decipher.setAuthTag(tag);
+  const out = ciphertext.map((piece) => decipher.update(piece));
+  try {
+    decipher.final();
+  } catch {
+    return undefined;
+  }
+  return out;
+}

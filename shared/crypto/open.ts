@@ -1,0 +1,96 @@
+/**
+ * Opening: the envelope's bytes in, verified plaintext out (docs/formats/envelope.md, "Reading"). Each
+ * frame's plaintext is released only after its tag verified; memory is one frame plus the bytes that show
+ * whether another follows.
+ */
+import { ErrTampered } from '../errors.js';
+import { ByteReader, type ByteSource } from './byte-reader.js';
+import { FixedHeaderBytes, MaxFrames, TagBytes, headerDigest, openFrame, parseFixedHeader } from './format.js';
+import type { PrivateJwk } from './keys.js';
+import { unwrapDataKey } from './wrap.js';
+
+export interface OpenOptions {
+  /** The recipient's private key. */
+  key: PrivateJwk;
+}
+
+export interface OpenedStream {
+  /** The object's header (context), authenticated: frame 0 verified before openStream returned. */
+  context: Buffer;
+  frameSize: number;
+  /**
+   * The plaintext, frame by frame, each verified before it is yielded. Ends without error only when
+   * the last frame verified; until then nothing done with earlier frames may be treated as final.
+   * Throws LifeboatError('tampered') at the first frame that fails.
+   */
+  plaintext: AsyncIterable<Buffer>;
+}
+
+/**
+ * Opens a sealed stream: reads the header, unwraps the data key, verifies frame 0 (so the context is
+ * authenticated) and returns the rest as a lazy stream. Not an envelope: `corrupt`; unknown version:
+ * `unsupported`; anything altered, truncated, appended or sealed to another key: `tampered`.
+ */
+export async function openStream(sealed: ByteSource, options: OpenOptions): Promise<OpenedStream> {
+  const reader = new ByteReader(sealed);
+  const fixed = await reader.read(FixedHeaderBytes);
+  const { frameSize, contextLength, jweLength } = parseFixedHeader(fixed);
+  const rest = await reader.read(contextLength + jweLength);
+  if (rest.length < contextLength + jweLength) throw ErrTampered(`truncated: the envelope header ends after ${FixedHeaderBytes + rest.length} bytes`);
+  const context = Buffer.from(rest.subarray(0, contextLength));
+  const jwe = rest.subarray(contextLength).toString('latin1');
+  const dataKey = await unwrapDataKey(jwe, options.key);
+  const digest = headerDigest(Buffer.concat([fixed, rest]));
+
+  const frames = new FrameOpener(reader, dataKey, digest, frameSize);
+  const first = await frames.next();
+  async function* plaintext(): AsyncGenerator<Buffer> {
+    let frame: Buffer[] | undefined = first;
+    while (frame !== undefined) {
+      yield* frame;
+      frame = await frames.next();
+    }
+  }
+  return { context, frameSize, plaintext: plaintext() };
+}
+
+/** Reads and verifies frames in order; undefined after the last one. */
+class FrameOpener {
+  private index = 0;
+  private done = false;
+
+  constructor(private readonly reader: ByteReader, private readonly key: Buffer, private readonly digest: Buffer, private readonly frameSize: number) {}
+
+  async next(): Promise<Buffer[] | undefined> {
+    if (this.done) return undefined;
+    const full = this.frameSize + TagBytes;
+    const available = await this.reader.fill(full + 1);
+    const last = available <= full;
+    const length = last ? available : full;
+    const i = this.index;
+    if (length < TagBytes) {
+      throw ErrTampered(length === 0 && i === 0 ? 'truncated: the object has no frames' : `truncated inside frame ${i}`);
+    }
+    if (i >= MaxFrames) throw ErrTampered(`more than ${MaxFrames} frames`);
+    const body = await this.reader.readPieces(length - TagBytes);
+    const tag = await this.reader.read(TagBytes);
+    const plain = openFrame(this.key, this.digest, i, last, body, tag);
+    if (plain === undefined) throw this.diagnose(i, last, body, tag);
+    this.index++;
+    if (last) {
+      this.done = true;
+      this.key.fill(0);
+    }
+    return plain;
+  }
+
+  /** Tells truncation and appended data from other damage by trying the frame with the other flag. */
+  private diagnose(i: number, last: boolean, body: Buffer[], tag: Buffer): Error {
+    if (openFrame(this.key, this.digest, i, !last, body, tag) !== undefined) {
+      return last
+        ? ErrTampered(`truncated after frame ${i}: it was sealed as a frame with more to follow`)
+        : ErrTampered(`data after the last frame: frame ${i} was sealed as the last`);
+    }
+    return ErrTampered(`frame ${i} failed authentication: the object was altered, its frames reordered or dropped, its header changed, or it was sealed with another key`);
+  }
+}
