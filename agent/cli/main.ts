@@ -3,6 +3,10 @@
  */
 import { Command } from 'commander';
 import { runProgram } from '../../shared/cli/run.js';
+import { registerDiskCompare } from './disk-compare.js';
+import { registerDiskConvert } from './disk-convert.js';
+import { registerDiskCreate } from './disk-create.js';
+import { registerDiskInfo } from './disk-info.js';
 
 const program = new Command('lifeboat-agent')
   .description('lifeboat agent: protects virtual disks by shipping encrypted change logs to the hoster')
@@ -10,7 +14,10 @@ const program = new Command('lifeboat-agent')
   .showHelpAfterError('(run with --help for usage)');
 
 const disk = program.command('disk').description('inspect, create, convert and compare virtual disk images');
-void disk;
+registerDiskInfo(disk);
+registerDiskCreate(disk);
+registerDiskConvert(disk);
+registerDiskCompare(disk);
 const log = program.command('log').description('inspect change logs (.hrl)');
 void log;
 

@@ -1,0 +1,76 @@
+/** The disk subcommands as a user runs them: bin/lifeboat-agent.js spawned, exit codes and output checked. */
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { truncate, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { referee, scratchDir } from '../../test/helpers.js';
+
+const bin = resolve(import.meta.dirname, '../../bin/lifeboat-agent.js');
+let dir: Awaited<ReturnType<typeof scratchDir>>;
+beforeAll(async () => { dir = await scratchDir('lifeboat-cli-'); });
+afterAll(async () => { await dir.remove(); });
+
+function agent(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((res) => {
+    execFile(process.execPath, [bin, ...args], { cwd: dir.path }, (err, stdout, stderr) => {
+      res({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** One line on stderr, no stack trace, a non-zero exit. */
+function expectOneLineError(r: { code: number; stderr: string }, pattern: RegExp): void {
+  expect(r.code).not.toBe(0);
+  const lines = r.stderr.trimEnd().split('\n');
+  expect(lines).toHaveLength(1);
+  expect(lines[0]).toMatch(/^lifeboat-agent: /);
+  expect(lines[0]).toMatch(pattern);
+  expect(r.stderr).not.toMatch(/\n\s+at /);
+}
+
+describe('lifeboat-agent disk (raw)', () => {
+  it('creates, describes, converts and compares', async () => {
+    expect((await agent('disk', 'create', 'a.raw', '--size', '3M')).code).toBe(0);
+    await referee('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 1048576 5000', join(dir.path, 'a.raw')]);
+
+    const info = await agent('disk', 'info', 'a.raw', '--json');
+    expect(info.code).toBe(0);
+    expect(JSON.parse(info.stdout)).toMatchObject({ format: 'raw', virtualSize: 3 * 1024 * 1024, blockSize: null, logicalSectorSize: 512, parentChain: [] });
+    expect((await agent('disk', 'info', 'a.raw')).stdout).toMatch(/virtual size:\s+3.00 MiB \(3145728 bytes\)/);
+
+    const conv = await agent('disk', 'convert', 'a.raw', 'b.raw', '--json');
+    expect(conv.code).toBe(0);
+    expect(JSON.parse(conv.stdout)).toMatchObject({ format: 'raw', virtualSize: 3 * 1024 * 1024 });
+    await referee('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', join(dir.path, 'a.raw'), join(dir.path, 'b.raw')]);
+
+    expect(await agent('disk', 'compare', 'a.raw', 'b.raw')).toMatchObject({ code: 0, stdout: 'identical\n' });
+    await referee('qemu-io', ['-f', 'raw', '-c', 'write -P 0x01 2000003 1', join(dir.path, 'b.raw')]);
+    expect(await agent('disk', 'compare', 'a.raw', 'b.raw')).toMatchObject({ code: 1, stdout: 'differ at offset 2000003\n' });
+  });
+
+  it('gives one line and a non-zero exit for each bad input, leaving no output behind', async () => {
+    expectOneLineError(await agent('disk', 'info', 'missing.raw'), /missing.raw: no such file/);
+    expectOneLineError(await agent('disk', 'create', 'c.raw', '--size', 'lots'), /c.raw: size "lots" is not a size/);
+    expectOneLineError(await agent('disk', 'create', 'c.raw'), /c.raw: give --size/);
+    expectOneLineError(await agent('disk', 'create', 'c.raw', '--size', '1M', '--format', 'qcow9'), /unknown format "qcow9"/);
+    expect(existsSync(join(dir.path, 'c.raw'))).toBe(false);
+    await writeFile(join(dir.path, 'exists.raw'), 'x');
+    expectOneLineError(await agent('disk', 'create', 'exists.raw', '--size', '1M'), /exists.raw: already exists/);
+    expectOneLineError(await agent('disk', 'convert', 'missing.raw', 'd.raw'), /missing.raw: no such file/);
+    expect(existsSync(join(dir.path, 'd.raw'))).toBe(false);
+    expectOneLineError(await agent('disk', 'convert', 'exists.raw', 'exists.raw'), /already exists/);
+    expectOneLineError(await agent('disk', 'create', 'e.raw', '--parent', 'missing.vhdx'), /missing.vhdx: no such file/);
+    expect(existsSync(join(dir.path, 'e.raw'))).toBe(false);
+    const cmp = await agent('disk', 'compare', 'missing.raw', 'exists.raw');
+    expectOneLineError(cmp, /missing.raw: no such file/);
+    expect(cmp.code).toBe(2);
+  });
+
+  it('reads an empty file as a raw disk of size 0', async () => {
+    await truncate(join(dir.path, 'exists.raw'), 0);
+    const r = await agent('disk', 'info', 'exists.raw', '--json');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ format: 'raw', virtualSize: 0 });
+  });
+});

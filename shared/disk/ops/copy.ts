@@ -1,0 +1,92 @@
+/**
+ * The streaming copy every operation shares: reads from one disk and writes to another through a
+ * few reused buffers, the next read overlapping the previous write, so memory stays bounded
+ * (Depth x ChunkSize) whatever the disk size.
+ */
+import type { DiskImage, Extent } from '../types.js';
+import { nonZeroRuns } from './zero.js';
+
+/** Bytes per read; chunks are aligned to multiples of it so zero chunks match format blocks. */
+export const ChunkSize = 4 * 1024 * 1024;
+/** Buffers in flight: one being read while up to Depth-1 wait for or undergo their write. */
+const Depth = 3;
+/** Resolution at which zero runs inside a chunk are left unwritten. */
+const SparseGranule = 64 * 1024;
+
+/** Bytes of the virtual disk processed so far (written, skipped or found zero) and the total. */
+export interface Progress { done: number; total: number }
+export type ProgressFn = (progress: Progress) => void;
+
+export interface CopyOptions {
+  /**
+   * True when dst reads as zeros wherever it is not written (a new image): zero data is skipped.
+   * False (merging into an existing disk): zero data becomes dst.zero(), which still costs no data.
+   */
+  dstIsBlank: boolean;
+  onProgress?: ProgressFn;
+}
+
+/** Splits the extents into chunks that never cross a multiple of ChunkSize. */
+export async function* chunksOf(extents: AsyncIterable<Extent>): AsyncGenerator<Extent> {
+  for await (const e of extents) {
+    const end = e.offset + e.length;
+    for (let at = e.offset; at < end;) {
+      const next = Math.min(end, (Math.floor(at / ChunkSize) + 1) * ChunkSize);
+      yield { offset: at, length: next - at, kind: e.kind };
+      at = next;
+    }
+  }
+}
+
+/**
+ * Copies the given extents of src to the same offsets of dst: 'data' extents are read and written
+ * (their zero runs skipped or zeroed as options.dstIsBlank says), 'zero' extents zeroed unless dst
+ * is blank. Writes happen in ascending order; a failed write fails the copy.
+ */
+export async function copyExtents(src: DiskImage, dst: DiskImage, extents: AsyncIterable<Extent>, options: CopyOptions): Promise<void> {
+  const total = src.virtualSize;
+  const pool = Array.from({ length: Depth }, () => Buffer.allocUnsafe(ChunkSize));
+  const busy: Array<Promise<void>> = pool.map(() => Promise.resolve());
+  let tail: Promise<void> = Promise.resolve();
+  let slot = 0;
+  const enqueue = (job: () => Promise<void>): Promise<void> => {
+    tail = tail.then(job);
+    tail.catch(() => { /* surfaced by the next await on it */ });
+    return tail;
+  };
+
+  for await (const c of chunksOf(extents)) {
+    if (c.kind === 'zero') {
+      if (!options.dstIsBlank) await enqueue(() => dst.zero(c.offset, c.length));
+    } else {
+      slot = (slot + 1) % Depth;
+      await busy[slot];
+      const buf = pool[slot]!.subarray(0, c.length);
+      await src.read(c.offset, buf);
+      const runs = nonZeroRuns(buf, SparseGranule);
+      if (!options.dstIsBlank && (runs.length !== 1 || runs[0]![0] !== 0 || runs[0]![1] !== buf.length)) {
+        busy[slot] = enqueue(() => writeWithZeros(dst, c.offset, buf, runs));
+      } else if (runs.length > 0) {
+        busy[slot] = enqueue(() => writeRuns(dst, c.offset, buf, runs));
+      }
+    }
+    options.onProgress?.({ done: c.offset + c.length, total });
+  }
+  await tail;
+  options.onProgress?.({ done: total, total });
+}
+
+async function writeRuns(dst: DiskImage, offset: number, buf: Buffer, runs: Array<[number, number]>): Promise<void> {
+  for (const [s, e] of runs) await dst.write(offset + s, buf.subarray(s, e));
+}
+
+/** For a disk with content: the non-zero runs are written and the gaps between them zeroed. */
+async function writeWithZeros(dst: DiskImage, offset: number, buf: Buffer, runs: Array<[number, number]>): Promise<void> {
+  let cursor = 0;
+  for (const [s, e] of runs) {
+    if (s > cursor) await dst.zero(offset + cursor, s - cursor);
+    await dst.write(offset + s, buf.subarray(s, e));
+    cursor = e;
+  }
+  if (cursor < buf.length) await dst.zero(offset + cursor, buf.length - cursor);
+}
