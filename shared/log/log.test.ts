@@ -1,0 +1,125 @@
+import { createHash, randomBytes } from 'node:crypto';
+import fc from 'fast-check';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { Extent } from '../disk/types.js';
+import { generateKeyPair, type KeyPair } from '../crypto/index.js';
+import type { LifeboatError } from '../errors.js';
+import {
+  Compressions, LogReader, completeHeader, encodeLog, readLog, writeLog, type Compression, type LogHeader, type LogHeaderInit,
+} from './index.js';
+import { collect, drainExtents, memorySource } from './testing.js';
+
+const chunkSize = 64 * 1024;
+const init: LogHeaderInit = { tenant: 't1', vm: 'vm-7', disk: 'disk0', generation: 3, sequence: 42, virtualSize: 1 << 20, createdMs: 1_764_000_000_000, chunkSize };
+let pair: KeyPair;
+beforeAll(async () => { pair = await generateKeyPair(); });
+
+/** A disk whose bytes mix random and compressible runs, so every codec path is taken. */
+function sampleDisk(size: number): Buffer {
+  const disk = Buffer.alloc(size);
+  for (let at = 0; at < size; at += 16384) {
+    const n = Math.min(16384, size - at);
+    if ((at / 16384) % 3 === 0) randomBytes(n).copy(disk, at);
+    else disk.fill(`block ${at} `, at, at + n);
+  }
+  return disk;
+}
+
+function expectedExtents(extents: Extent[], disk: Buffer): Extent[] & { sha256?: string }[] {
+  const out: (Extent & { sha256?: string })[] = [];
+  for (const e of extents.filter((x) => x.length > 0)) {
+    const prev = out.at(-1);
+    if (prev && prev.kind === e.kind && prev.offset + prev.length === e.offset) prev.length += e.length;
+    else out.push({ ...e });
+  }
+  for (const e of out) if (e.kind === 'data') e.sha256 = createHash('sha256').update(disk.subarray(e.offset, e.offset + e.length)).digest('hex');
+  return out;
+}
+
+async function plainLog(header: LogHeader, disk: Buffer, extents: Extent[]): Promise<Buffer> {
+  return collect(encodeLog(header, memorySource(disk, extents)));
+}
+
+/** Arbitrary sorted, non-overlapping extents within the disk, touching or not. */
+const extentsArb = (size: number) => fc.array(fc.record({
+  gap: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 70_000 })),
+  length: fc.integer({ min: 1, max: 200_000 }),
+  zero: fc.boolean(),
+}), { maxLength: 12 }).map((parts) => {
+  const out: Extent[] = [];
+  let at = 0;
+  for (const p of parts) {
+    const offset = at + p.gap;
+    const length = Math.min(p.length, size - offset);
+    if (length <= 0) break;
+    out.push({ offset, length, kind: p.zero ? 'zero' : 'data' });
+    at = offset + length;
+  }
+  return out;
+});
+
+describe('log round trip', () => {
+  const disk = sampleDisk(1 << 20);
+  for (const compression of Compressions) {
+    it(`reads back any extents and their bytes (${compression})`, async () => {
+      await fc.assert(fc.asyncProperty(extentsArb(disk.length), async (extents) => {
+        const header = completeHeader({ ...init, compression });
+        const reader = await LogReader.open([await plainLog(header, disk, extents)]);
+        expect(reader.header).toEqual(header);
+        expect(await drainExtents(reader)).toEqual(expectedExtents(extents, disk));
+        const dataBytes = extents.filter((e) => e.kind === 'data').reduce((n, e) => n + e.length, 0);
+        expect(reader.trailer?.dataBytes).toBe(dataBytes);
+      }), { numRuns: 20 });
+    });
+  }
+
+  it('reads back a sealed log with every compression through readLog', async () => {
+    const extents: Extent[] = [{ offset: 0, length: 300_000, kind: 'data' }, { offset: 300_000, length: 4096, kind: 'zero' }, { offset: 700_000, length: 1, kind: 'data' }];
+    for (const compression of Compressions) {
+      const { header, sealed } = writeLog({ ...init, compression }, memorySource(disk, extents), { recipient: pair.publicKey, frameSize: 4096 });
+      const reader = await readLog([await collect(sealed)], { key: pair.privateKey, expect: { tenant: 't1', sequence: 42 } });
+      expect(reader.header).toEqual(header);
+      expect(await drainExtents(reader)).toEqual(expectedExtents(extents, disk));
+    }
+  });
+
+  it('compresses compressible data and stores incompressible data as is', async () => {
+    const zeros = Buffer.alloc(1 << 20);
+    const random = randomBytes(1 << 20);
+    const whole: Extent[] = [{ offset: 0, length: 1 << 20, kind: 'data' }];
+    for (const compression of ['zstd', 'lz4'] as Compression[]) {
+      const header = completeHeader({ ...init, compression });
+      expect((await plainLog(header, zeros, whole)).length).toBeLessThan(20_000);
+      expect((await plainLog(header, random, whole)).length).toBeLessThan((1 << 20) + 16 * 5 + 200);
+    }
+  });
+});
+
+describe('log writer input', () => {
+  const disk = Buffer.alloc(1 << 20);
+  const header = completeHeader(init);
+  const attempt = (extents: Extent[]) => plainLog(header, disk, extents).then(() => undefined, (e: unknown) => e as LifeboatError);
+
+  it('coalesces adjacent extents of one kind', async () => {
+    const reader = await LogReader.open([await plainLog(header, disk, [
+      { offset: 0, length: 10, kind: 'data' }, { offset: 10, length: 5, kind: 'data' }, { offset: 15, length: 5, kind: 'zero' },
+      { offset: 20, length: 5, kind: 'zero' }, { offset: 30, length: 1, kind: 'data' }])]);
+    expect((await drainExtents(reader)).map(({ offset, length, kind }) => ({ offset, length, kind }))).toEqual([
+      { offset: 0, length: 15, kind: 'data' }, { offset: 15, length: 10, kind: 'zero' }, { offset: 30, length: 1, kind: 'data' }]);
+  });
+
+  it('refuses unsorted, overlapping and out-of-disk extents', async () => {
+    expect((await attempt([{ offset: 100, length: 10, kind: 'data' }, { offset: 0, length: 10, kind: 'data' }]))?.message)
+      .toBe('extent at 0 overlaps or precedes the previous one, which ends at 110; extents must be sorted and not overlap');
+    expect((await attempt([{ offset: 0, length: 10, kind: 'data' }, { offset: 5, length: 10, kind: 'zero' }]))?.code).toBe('invalid_argument');
+    expect((await attempt([{ offset: (1 << 20) - 1, length: 2, kind: 'data' }]))?.message).toMatch(/ends beyond the disk's 1048576 bytes/);
+    expect((await attempt([{ offset: -1, length: 2, kind: 'data' }]))?.code).toBe('invalid_argument');
+  });
+
+  it('refuses header fields out of range', async () => {
+    for (const bad of [{ tenant: '' }, { vm: 'a/b' }, { disk: 'x'.repeat(129) }, { sequence: -1 }, { generation: 2 ** 53 }, { virtualSize: 0 }, { chunkSize: 1000 }]) {
+      const err = await plainLog(completeHeader({ ...init, ...bad }), disk, []).then(() => undefined, (e: unknown) => e as LifeboatError);
+      expect(err?.code).toBe('invalid_argument');
+    }
+  });
+});

@@ -1,0 +1,79 @@
+/**
+ * Change logs as they are stored: the plaintext `.hrl` stream sealed in the envelope, with the `.hrl`
+ * header as the envelope's context (docs/formats/hrl.md, docs/formats/envelope.md). This is what the
+ * agent uploads and the merge worker opens.
+ */
+import { createReadStream, createWriteStream } from 'node:fs';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { ByteSource } from '../crypto/byte-reader.js';
+import type { PrivateJwk, PublicJwk } from '../crypto/keys.js';
+import { openStream } from '../crypto/open.js';
+import { sealStream } from '../crypto/seal.js';
+import { ErrCorrupt, ErrTampered, isLifeboatError } from '../errors.js';
+import { decodeLogHeader, encodeLogHeader, type LogHeader } from './header.js';
+import { LogReader } from './reader.js';
+import { completeHeader, encodeLog, type EncodeOptions, type LogHeaderInit, type LogSource } from './writer.js';
+
+export interface WriteLogOptions extends EncodeOptions {
+  /** Who can open the log: the tenant's replica key at the hoster, or the agent's own for reverse replication. */
+  recipient: PublicJwk;
+  /** Envelope frame size (default 1 MiB). */
+  frameSize?: number;
+}
+
+/** The fields that say which log this is; readLog compares them with what the caller expects. */
+export type LogIdentity = Pick<LogHeader, 'tenant' | 'vm' | 'disk' | 'generation' | 'sequence'>;
+
+export interface ReadLogOptions {
+  key: PrivateJwk;
+  /**
+   * What the caller knows the log must be (from the object key and the catalog). A log whose
+   * authenticated header says otherwise was replayed under another name: `tampered`.
+   */
+  expect?: Partial<LogIdentity>;
+}
+
+/** Writes a sealed log: its complete header, and the sealed bytes as a stream (fresh buffers). */
+export function writeLog(init: LogHeaderInit, source: LogSource, options: WriteLogOptions): { header: LogHeader; sealed: AsyncGenerator<Buffer> } {
+  const header = completeHeader(init);
+  const context = encodeLogHeader(header);
+  const sealed = sealStream(encodeLog(header, source, options), { recipient: options.recipient, context, frameSize: options.frameSize });
+  return { header, sealed };
+}
+
+/** writeLog into a new file (refuses to overwrite one). */
+export async function writeLogFile(path: string, init: LogHeaderInit, source: LogSource, options: WriteLogOptions): Promise<LogHeader> {
+  const { header, sealed } = writeLog(init, source, options);
+  await pipeline(Readable.from(sealed), createWriteStream(path, { flags: 'wx', mode: 0o600 }));
+  return header;
+}
+
+/**
+ * Opens a sealed log: verifies the envelope's first frame, checks the authenticated header against
+ * `expect`, and returns a reader whose items are verified frame by frame. The log is whole and correct
+ * only when the items ended without error (reader.trailer is set); appliers stage until then.
+ */
+export async function readLog(sealed: ByteSource, options: ReadLogOptions): Promise<LogReader> {
+  const opened = await openStream(sealed, { key: options.key });
+  let claimed: LogHeader;
+  try {
+    claimed = decodeLogHeader(opened.context);
+  } catch (err) {
+    if (isLifeboatError(err)) throw ErrCorrupt(`not a change log: the sealed object's header is not a log header (${err.message})`, err);
+    throw err;
+  }
+  for (const [field, want] of Object.entries(options.expect ?? {}) as [keyof LogIdentity, string | number | undefined][]) {
+    if (want !== undefined && claimed[field] !== want) {
+      throw ErrTampered(`log is ${field} ${claimed[field]}, expected ${field} ${want}: replayed under another name`);
+    }
+  }
+  const reader = await LogReader.open(opened.plaintext);
+  if (!reader.headerBytes.equals(opened.context)) throw ErrCorrupt('the log header differs from the header it was sealed with');
+  return reader;
+}
+
+/** readLog from a file. */
+export function readLogFile(path: string, options: ReadLogOptions): Promise<LogReader> {
+  return readLog(createReadStream(path, { highWaterMark: 1 << 20 }), options);
+}

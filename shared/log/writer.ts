@@ -1,0 +1,143 @@
+/**
+ * Writing a change log: header, extents read chunk by chunk from the source, trailer
+ * (docs/formats/hrl.md, "Writer"). Memory is a few chunks whatever the log's size: raw bytes go
+ * through one reused read buffer and one compression buffer; output is packed into fresh blocks.
+ */
+import type { Extent } from '../disk/types.js';
+import { ErrInvalidArgument } from '../errors.js';
+import { ChunkCompressor, DefaultZstdLevel } from './codec.js';
+import { DefaultChunkShift, encodeLogHeader, type Compression, type LogHeader } from './header.js';
+import {
+  RecordData, RecordZero, chunkHeader, contentDigest, extentRecord, trailerCounts, type LogTotals,
+} from './records.js';
+
+/** Where a log's extents and their bytes come from: a change tracker and the disk. */
+export interface LogSource {
+  /** Extents in ascending offset order, not overlapping; adjacent ones of one kind are coalesced. */
+  extents: Iterable<Extent> | AsyncIterable<Extent>;
+  /** Fills buf with the disk's bytes at offset (called only for 'data' extents). */
+  read(offset: number, buf: Buffer): Promise<void>;
+}
+
+/** The header fields a writer chooses; the rest have defaults. */
+export type LogHeaderInit = Omit<LogHeader, 'compression' | 'chunkSize' | 'createdMs' | 'kind' | 'consistency'>
+  & Partial<Pick<LogHeader, 'compression' | 'chunkSize' | 'createdMs' | 'kind' | 'consistency'>>;
+
+export interface EncodeOptions {
+  /** zstd level (default 1). */
+  level?: number;
+}
+
+/** Output block size: big enough that a consumer sees few, small enough to stay cheap. */
+const BlockBytes = 1 << 20;
+
+/** A complete header from what the writer chose: zstd, 1 MiB chunks, now, incremental, crash. */
+export function completeHeader(init: LogHeaderInit): LogHeader {
+  return {
+    compression: 'zstd' satisfies Compression,
+    chunkSize: 2 ** DefaultChunkShift,
+    createdMs: Date.now(),
+    kind: 'incremental',
+    consistency: 'crash',
+    ...init,
+  };
+}
+
+/**
+ * The plaintext `.hrl` stream of a log. Yields fresh buffers (never reused). Unsorted, overlapping
+ * or out-of-disk extents are `invalid_argument`, raised before their bytes are written.
+ */
+export async function* encodeLog(header: LogHeader, source: LogSource, options: EncodeOptions = {}): AsyncGenerator<Buffer> {
+  const headerBytes = encodeLogHeader(header);
+  const digest = contentDigest();
+  const out = new BlockPacker();
+  const compressor = new ChunkCompressor(header.compression, header.chunkSize, options.level ?? DefaultZstdLevel);
+  const readBuf = Buffer.allocUnsafe(header.chunkSize);
+  const totals: LogTotals = { extentCount: 0, dataBytes: 0, zeroBytes: 0 };
+
+  digest.update(headerBytes);
+  out.push(headerBytes);
+  for await (const extent of coalesce(source.extents, header.virtualSize)) {
+    const data = extent.kind === 'data';
+    const record = extentRecord(data ? RecordData : RecordZero, extent.offset, extent.length);
+    digest.update(record);
+    out.push(record);
+    totals.extentCount++;
+    if (!data) {
+      totals.zeroBytes += extent.length;
+      continue;
+    }
+    totals.dataBytes += extent.length;
+    for (let done = 0; done < extent.length;) {
+      const raw = readBuf.subarray(0, Math.min(header.chunkSize, extent.length - done));
+      await source.read(extent.offset + done, raw);
+      digest.update(raw);
+      const chunk = compressor.compress(raw);
+      out.push(chunkHeader(chunk.codec, chunk.bytes.length));
+      out.push(chunk.bytes);
+      done += raw.length;
+      yield* out.takeFull();
+    }
+  }
+  const counts = trailerCounts(totals);
+  digest.update(counts);
+  out.push(counts);
+  out.push(digest.digest());
+  yield* out.takeAll();
+}
+
+/** Checks order and bounds and merges adjacent extents of one kind, looking one extent ahead. */
+async function* coalesce(extents: Iterable<Extent> | AsyncIterable<Extent>, virtualSize: number): AsyncGenerator<Extent> {
+  let pending: Extent | undefined;
+  let end = 0;
+  for await (const e of extents) {
+    if (!Number.isSafeInteger(e.offset) || !Number.isSafeInteger(e.length) || e.offset < 0 || e.length < 0 || (e.kind !== 'data' && e.kind !== 'zero')) {
+      throw ErrInvalidArgument(`extent ${JSON.stringify(e)} is not an offset, a length and a kind`);
+    }
+    if (e.length === 0) continue;
+    if (e.offset + e.length > virtualSize) throw ErrInvalidArgument(`extent at ${e.offset} of ${e.length} bytes ends beyond the disk's ${virtualSize} bytes`);
+    if (e.offset < end) throw ErrInvalidArgument(`extent at ${e.offset} overlaps or precedes the previous one, which ends at ${end}; extents must be sorted and not overlap`);
+    if (pending !== undefined && pending.kind === e.kind && pending.offset + pending.length === e.offset) {
+      pending = { ...pending, length: pending.length + e.length };
+    } else {
+      if (pending !== undefined) yield pending;
+      pending = { offset: e.offset, length: e.length, kind: e.kind };
+    }
+    end = e.offset + e.length;
+  }
+  if (pending !== undefined) yield pending;
+}
+
+/** Packs small and large pieces into fresh 1 MiB blocks, so consumers may keep what they are given. */
+class BlockPacker {
+  private block = Buffer.allocUnsafe(BlockBytes);
+  private used = 0;
+  private readonly full: Buffer[] = [];
+
+  push(bytes: Buffer): void {
+    for (let at = 0; at < bytes.length;) {
+      const n = Math.min(BlockBytes - this.used, bytes.length - at);
+      bytes.copy(this.block, this.used, at, at + n);
+      this.used += n;
+      at += n;
+      if (this.used === BlockBytes) {
+        this.full.push(this.block);
+        this.block = Buffer.allocUnsafe(BlockBytes);
+        this.used = 0;
+      }
+    }
+  }
+
+  /** The blocks filled so far. */
+  takeFull(): Buffer[] {
+    return this.full.splice(0);
+  }
+
+  /** Everything, the last block cut to what it holds. */
+  takeAll(): Buffer[] {
+    const rest = this.takeFull();
+    if (this.used > 0) rest.push(this.block.subarray(0, this.used));
+    this.used = 0;
+    return rest;
+  }
+}
