@@ -7,6 +7,12 @@ import { registerDiskCompare } from './disk-compare.js';
 import { registerDiskConvert } from './disk-convert.js';
 import { registerDiskCreate } from './disk-create.js';
 import { registerDiskInfo } from './disk-info.js';
+import { registerEnroll } from './enroll.js';
+import { registerPause } from './pause.js';
+import { registerProtect } from './protect.js';
+import { registerResume } from './resume.js';
+import { registerStatus } from './status.js';
+import { registerUnprotect } from './unprotect.js';
 
 const program = new Command('lifeboat-agent')
   .description('lifeboat agent: protects virtual disks by shipping encrypted change logs to the hoster')
@@ -20,5 +26,11 @@ registerDiskConvert(disk);
 registerDiskCompare(disk);
 const log = program.command('log').description('inspect change logs (.hrl)');
 void log;
+registerEnroll(program);
+registerProtect(program);
+registerUnprotect(program);
+registerPause(program);
+registerResume(program);
+registerStatus(program);
 
 await runProgram(program);

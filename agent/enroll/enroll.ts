@@ -1,0 +1,68 @@
+/**
+ * Enrollment (protocol §1.1, §3.1): pin the service CA by the token's fingerprint, send a CSR with the
+ * token, keep the certificate, key, CA chain and the tenant's replica key in the state directory.
+ * Nothing is written unless the service issued a certificate.
+ */
+import { LifeboatError } from '../../shared/errors.js';
+import { StateVersion } from '../state/schema.js';
+import type { AgentState } from '../state/store.js';
+import { send, sendJson } from '../transport/http-client.js';
+import { certificateFingerprint, certificateNotAfter, makeKeyAndCsr } from './csr.js';
+import { readEnrollmentToken } from './token.js';
+
+export interface EnrollOptions {
+  serviceUrl: string;
+  token: string;
+  serverName: string;
+}
+
+interface EnrollResponse {
+  certificate: string;
+  caChain: string[];
+  tenant: string;
+  serverName: string;
+  notAfter: string;
+  tenantReplicaKey: Record<string, unknown>;
+}
+
+/** Fetches the CA without trusting the connection, then trusts it only if its fingerprint matches. */
+export async function pinServiceCa(serviceUrl: string, fingerprint: string): Promise<string> {
+  const res = await send({ method: 'GET', url: new URL('/v1/ca', serviceUrl).toString(), tls: { insecure: true } });
+  let pem: string | undefined;
+  try {
+    pem = (JSON.parse(res.body.toString('utf8')) as { certificate?: string }).certificate;
+  } catch {
+    pem = undefined;
+  }
+  if (res.status !== 200 || typeof pem !== 'string') throw new LifeboatError('unavailable', `service ${new URL(serviceUrl).origin} did not return its CA (HTTP ${res.status}): is this a lifeboat agent endpoint?`);
+  let actual: string;
+  try {
+    actual = certificateFingerprint(pem);
+  } catch (err) {
+    throw new LifeboatError('corrupt', `service ${new URL(serviceUrl).origin} returned a CA that is not a certificate`, { cause: err });
+  }
+  if (actual !== fingerprint) throw new LifeboatError('unauthenticated', `service ${new URL(serviceUrl).origin} is not the service that issued this token (CA fingerprint ${actual.slice(0, 16)}… differs from the token's ${fingerprint.slice(0, 16)}…)`);
+  return pem;
+}
+
+export async function enroll(state: AgentState, options: EnrollOptions): Promise<{ tenant: string; serverName: string; notAfter: string }> {
+  const claims = readEnrollmentToken(options.token);
+  const serviceUrl = options.serviceUrl;
+  const caPem = await pinServiceCa(serviceUrl, claims.caFingerprint);
+  const { keyPem, csrPem } = await makeKeyAndCsr(options.serverName);
+  const res = await sendJson<EnrollResponse>({
+    method: 'POST', url: new URL('/v1/enroll', serviceUrl).toString(), tls: { ca: caPem },
+    json: { token: options.token.trim(), serverName: options.serverName, csr: csrPem },
+  });
+  await state.writeIdentity({
+    keyPem,
+    certPem: res.certificate,
+    caPem: [caPem, ...res.caChain.filter((c) => c.trim() !== caPem.trim())].join(''),
+    tenantKeyJwk: `${JSON.stringify(res.tenantReplicaKey)}\n`,
+    identity: {
+      version: StateVersion, serviceUrl, name: res.serverName, tenant: res.tenant, caFingerprint: claims.caFingerprint,
+      certNotAfter: certificateNotAfter(res.certificate), enrolledAt: new Date().toISOString(),
+    },
+  });
+  return { tenant: res.tenant, serverName: res.serverName, notAfter: res.notAfter };
+}

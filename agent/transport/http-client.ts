@@ -1,0 +1,145 @@
+/**
+ * One HTTP(S) request with node's client, the way the agent needs it: mutual TLS against a pinned CA,
+ * a streamed or small body, a bounded response, and failures turned into LifeboatErrors a user can
+ * read ("service https://dr:9443 does not answer: connection refused").
+ */
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Readable } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
+import { LifeboatError, userMessage } from '../../shared/errors.js';
+import type { ErrorCode } from '../../shared/errors.js';
+
+export const MaxResponseBytes = 16 << 20;
+export const DefaultTimeoutMs = 60_000;
+
+/** TLS material: ca pins the service CA; key and cert present the agent's client certificate. */
+export interface TlsOptions {
+  ca?: string;
+  key?: string;
+  cert?: string;
+  /** Only for fetching the CA before pinning it (protocol §1.1): the caller checks the fingerprint. */
+  insecure?: boolean;
+}
+
+export interface HttpRequest {
+  method: string;
+  url: string;
+  headers?: Record<string, string>;
+  body?: Buffer | Readable;
+  tls?: TlsOptions;
+  timeoutMs?: number;
+}
+
+export interface HttpResponse {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: Buffer;
+  /** The server's certificate (DER) for TLS connections, for pinning. */
+  peerCertificateDer?: Buffer;
+}
+
+const ErrorCodes = new Set<string>(['invalid_argument', 'not_found', 'already_exists', 'corrupt', 'unsupported', 'io', 'unauthenticated', 'forbidden', 'conflict', 'tampered', 'unavailable', 'too_large']);
+
+/** An error response of the service, with its stable code and reason (protocol §11). */
+export class ServiceError extends LifeboatError {
+  constructor(code: ErrorCode, message: string, readonly reason: string | undefined, status: number) {
+    super(code, message, { status });
+    this.name = 'ServiceError';
+  }
+
+  /** 5xx are worth retrying with backoff; 4xx are not. */
+  get retryable(): boolean {
+    return this.status >= 500;
+  }
+}
+
+export function isRetryable(err: unknown): boolean {
+  if (err instanceof ServiceError) return err.retryable;
+  return err instanceof LifeboatError && err.code === 'unavailable';
+}
+
+/** Sends the request; resolves with any HTTP response (the caller checks the status). */
+export function send(req: HttpRequest): Promise<HttpResponse> {
+  const url = new URL(req.url);
+  const isHttps = url.protocol === 'https:';
+  const doRequest = isHttps ? httpsRequest : httpRequest;
+  const tls = req.tls ?? {};
+  return new Promise<HttpResponse>((resolve, reject) => {
+    const r = doRequest(url, {
+      method: req.method,
+      headers: { ...(Buffer.isBuffer(req.body) ? { 'content-length': String(req.body.length) } : {}), ...req.headers },
+      ...(isHttps ? { ca: tls.ca, key: tls.key, cert: tls.cert, rejectUnauthorized: !tls.insecure, agent: false } : {}),
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      let total = 0;
+      const peer = isHttps ? (res.socket as TLSSocket).getPeerCertificate?.() : undefined;
+      res.on('data', (c: Buffer) => {
+        total += c.length;
+        if (total > MaxResponseBytes) res.destroy(new LifeboatError('too_large', `${url.origin}: response larger than ${MaxResponseBytes} bytes`));
+        else chunks.push(c);
+      });
+      res.on('error', (err) => reject(unreachable(url, err)));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), peerCertificateDer: peer?.raw }));
+    });
+    r.setTimeout(req.timeoutMs ?? DefaultTimeoutMs, () => r.destroy(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })));
+    r.on('error', (err) => reject(unreachable(url, err)));
+    if (req.body === undefined) r.end();
+    else if (Buffer.isBuffer(req.body)) r.end(req.body);
+    else {
+      req.body.on('error', (err) => r.destroy(err));
+      req.body.pipe(r);
+    }
+  });
+}
+
+function unreachable(url: URL, err: unknown): Error {
+  if (err instanceof LifeboatError) return err;
+  const e = err as NodeJS.ErrnoException;
+  const tlsCodes: Record<string, string> = {
+    CERT_HAS_EXPIRED: 'the service certificate has expired',
+    DEPTH_ZERO_SELF_SIGNED_CERT: 'the service certificate is not issued by the pinned CA',
+    UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'the service certificate is not issued by the pinned CA',
+    SELF_SIGNED_CERT_IN_CHAIN: 'the service certificate is not issued by the pinned CA',
+    ERR_TLS_CERT_ALTNAME_INVALID: 'the service certificate does not name this host',
+  };
+  if (e.code && tlsCodes[e.code]) return new LifeboatError('unauthenticated', `service ${url.origin}: ${tlsCodes[e.code]}`, { cause: err });
+  // A TLS alert from the server: it refused our client certificate (expired, revoked, unknown).
+  if (/alert|certificate/i.test(e.message ?? '')) return new LifeboatError('unauthenticated', `service ${url.origin} refused this agent's certificate (${e.message}); re-enroll if it expired or was revoked`, { cause: err });
+  const why = userMessage(err) ?? e.message ?? String(err);
+  return new LifeboatError('unavailable', `service ${url.origin} does not answer: ${why.replace(/^.*?: /, '')}`, { cause: err });
+}
+
+/** Sends and expects a 2xx; a JSON error body becomes a ServiceError with the service's code and message. */
+export async function sendOk(req: HttpRequest): Promise<HttpResponse> {
+  const res = await send(req);
+  if (res.status >= 200 && res.status < 300) return res;
+  let code: ErrorCode = res.status >= 500 ? 'unavailable' : 'invalid_argument';
+  let message = `HTTP ${res.status}`;
+  let reason: string | undefined;
+  try {
+    const body = JSON.parse(res.body.toString('utf8')) as { error?: { code?: string; message?: string; reason?: string } };
+    if (body.error?.code && ErrorCodes.has(body.error.code)) code = body.error.code as ErrorCode;
+    if (body.error?.message) message = body.error.message;
+    reason = body.error?.reason;
+  } catch {
+    // not JSON: keep the status line
+  }
+  if (res.status === 401 && code === 'invalid_argument') code = 'unauthenticated';
+  const where = new URL(req.url);
+  throw new ServiceError(code, `service ${where.origin}: ${message}`, reason, res.status);
+}
+
+/** Sends JSON, expects a 2xx with a JSON body (or none). */
+export async function sendJson<T>(req: Omit<HttpRequest, 'body'> & { json?: unknown }): Promise<T> {
+  const body = req.json === undefined ? undefined : Buffer.from(JSON.stringify(req.json));
+  const res = await sendOk({ ...req, body, headers: { ...(body ? { 'content-type': 'application/json' } : {}), accept: 'application/json', ...req.headers } });
+  if (res.body.length === 0) return undefined as T;
+  try {
+    return JSON.parse(res.body.toString('utf8')) as T;
+  } catch (err) {
+    throw new LifeboatError('corrupt', `service ${new URL(req.url).origin}: response is not JSON`, { cause: err });
+  }
+}
+

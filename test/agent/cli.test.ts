@@ -1,0 +1,102 @@
+/**
+ * The agent's commands on bad input: one clear line on stderr, a non-zero exit, and no state written.
+ */
+import { execFile } from 'node:child_process';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { scratchDir } from '../helpers.js';
+
+const bin = resolve(import.meta.dirname, '../../bin/lifeboat-agent.js');
+let dir: string;
+let remove: () => Promise<void>;
+beforeAll(async () => ({ path: dir, remove } = await scratchDir('lifeboat-agent-cli-')));
+afterAll(() => remove());
+
+async function agent(stateDir: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [bin, ...args], { env: { ...process.env, LIFEBOAT_AGENT_STATE: stateDir } });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+async function expectOneLine(stateDir: string, args: string[], pattern: RegExp): Promise<void> {
+  const r = await agent(stateDir, ...args);
+  expect(r.code).not.toBe(0);
+  expect(r.stderr).toMatch(pattern);
+  expect(r.stderr.trimEnd().split('\n')).toHaveLength(1);
+  expect(r.stderr).not.toMatch(/\n\s+at /);
+}
+
+describe('lifeboat-agent on bad input', () => {
+  it('protect refuses missing, unreadable and wrong disks and bad options, writing nothing', async () => {
+    const state = join(dir, 'protect');
+    const disk = join(dir, 'disk.raw');
+    await writeFile(disk, Buffer.alloc(1 << 20));
+    await Promise.all([
+      expectOneLine(state, ['protect', 'vm1', '--disk', join(dir, 'missing.raw')], /missing\.raw: no such file or directory/),
+      expectOneLine(state, ['protect', 'vm1', '--disk', dir], /is a directory/),
+      expectOneLine(state, ['protect', 'vm1', '--disk', disk, '--frequency', '7m'], /--frequency "7m" must be 30s, 5m or 15m/),
+      expectOneLine(state, ['protect', 'vm1', '--disk', disk, '--history', '25'], /--history "25"/),
+      expectOneLine(state, ['protect', 'vm1', '--disk', disk, '--compression', 'gzip'], /--compression "gzip"/),
+      expectOneLine(state, ['protect', 'vm1', '--disk', disk, '--initial', 'tape'], /--initial "tape"/),
+      expectOneLine(state, ['protect', 'vm1', '--disk', disk, '--initial', `media:${join(dir, 'nope')}`], /nope: no such file or directory/),
+      expectOneLine(state, ['protect', 'vm1', '--disk', disk, '--app-consistent-every', '4h'], /needs --pre-snapshot/),
+      expectOneLine(state, ['protect', 'vm1', '--disk', disk, '--bandwidth', 'fast'], /--bandwidth "fast"/),
+      expectOneLine(state, ['protect', '../vm', '--disk', disk], /VM name "\.\.\/vm"/),
+    ]);
+    await expect(readdir(state)).rejects.toThrow(/ENOENT/);
+  });
+
+  it('protect, pause, resume and status work on a good disk; unknown VMs are one line', async () => {
+    const state = join(dir, 'good');
+    const disk = join(dir, 'good.raw');
+    await writeFile(disk, Buffer.alloc(1 << 20));
+    const p = await agent(state, 'protect', 'vm1', '--disk', disk, '--frequency', '30s', '--history', '4');
+    expect(p.code).toBe(0);
+    expect((await agent(state, 'pause', 'vm1')).code).toBe(0);
+    const s = JSON.parse((await agent(state, 'status', '--json')).stdout) as { vms: { name: string; state: string; lastCycle: unknown; pendingBytes: number }[] };
+    expect(s.vms).toEqual([expect.objectContaining({ name: 'vm1', state: 'paused', lastCycle: null, pendingBytes: 0 })]);
+    expect((await agent(state, 'resume', 'vm1')).code).toBe(0);
+    await expectOneLine(state, ['pause', 'vm2'], /VM "vm2" is not protected/);
+    // Removing a disk from a protected VM is refused.
+    const other = join(dir, 'other.raw');
+    await writeFile(other, Buffer.alloc(1 << 20));
+    await expectOneLine(state, ['protect', 'vm1', '--disk', other], /already protects .*good\.raw/);
+    expect((await agent(state, 'protect', 'vm1', '--disk', disk, '--disk', other)).code).toBe(0);
+  });
+
+  it('reports corrupt state as one line naming the file', async () => {
+    const state = join(dir, 'corrupt');
+    await mkdir(join(state, 'vms', 'vm1'), { recursive: true });
+    await writeFile(join(state, 'vms', 'vm1', 'config.json'), '{"version":');
+    await expectOneLine(state, ['status'], /vms\/vm1\/config\.json: state file is not valid JSON/);
+  });
+
+  it('enroll refuses bad tokens and services that do not answer', async () => {
+    const state = join(dir, 'enroll');
+    const claims = Buffer.from(JSON.stringify({ tenant: 't', caFingerprint: '0'.repeat(64), exp: 4_000_000_000 })).toString('base64url');
+    const token = `eyJhbGciOiJFUzI1NiJ9.${claims}.c2ln`;
+    const expired = `eyJhbGciOiJFUzI1NiJ9.${Buffer.from(JSON.stringify({ tenant: 't', caFingerprint: '0'.repeat(64), exp: 1000 })).toString('base64url')}.c2ln`;
+    await Promise.all([
+      expectOneLine(state, ['enroll', '--service', 'https://127.0.0.1:1', '--token', 'garbage'], /enrollment token is not a JWT/),
+      expectOneLine(state, ['enroll', '--service', 'https://127.0.0.1:1', '--token', expired], /enrollment token expired/),
+      expectOneLine(state, ['enroll', '--service', 'http://127.0.0.1:1', '--token', token], /must be an https:\/\/ URL/),
+      expectOneLine(state, ['enroll', '--service', 'https://127.0.0.1:1', '--token', token], /service https:\/\/127\.0\.0\.1:1 does not answer: connection refused/),
+    ]);
+    await expect(readdir(state)).rejects.toThrow(/ENOENT/);
+  });
+
+  it('every agent command has --help', async () => {
+    const cmds = ['enroll', 'protect', 'unprotect', 'pause', 'resume', 'status'];
+    const results = await Promise.all(cmds.map((cmd) => agent(join(dir, 'help'), cmd, '--help')));
+    results.forEach((r, i) => {
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(new RegExp(`Usage: lifeboat-agent ${cmds[i]}`));
+    });
+  });
+});
