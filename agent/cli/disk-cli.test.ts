@@ -1,7 +1,7 @@
 /** The disk subcommands as a user runs them: bin/lifeboat-agent.js spawned, exit codes and output checked. */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { truncate, writeFile } from 'node:fs/promises';
+import { readFile, truncate, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { referee, scratchDir } from '../../test/helpers.js';
@@ -72,5 +72,27 @@ describe('lifeboat-agent disk (raw)', () => {
     const r = await agent('disk', 'info', 'exists.raw', '--json');
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ format: 'raw', virtualSize: 0 });
+  });
+
+  it('converts to VHD and refuses a corrupt VHD in one line, writing nothing', async () => {
+    expect((await agent('disk', 'create', 'v.raw', '--size', '5000K')).code).toBe(0);
+    await referee('qemu-io', ['-f', 'raw', '-c', 'write -P 0x21 4096 70000', join(dir.path, 'v.raw')]);
+    expect((await agent('disk', 'convert', 'v.raw', 'v.vhd', '--format', 'vhd')).code).toBe(0);
+    await referee('qemu-img', ['compare', '-f', 'raw', '-F', 'vpc', join(dir.path, 'v.raw'), join(dir.path, 'v.vhd')]);
+    const info = JSON.parse((await agent('disk', 'info', 'v.vhd', '--json')).stdout);
+    expect(info).toMatchObject({ format: 'vhd', subformat: 'dynamic', virtualSize: 5000 * 1024, blockSize: 2 * 1024 * 1024 });
+
+    const bytes = await readFile(join(dir.path, 'v.vhd'));
+    bytes[520] = bytes[520]! ^ 0xff; // inside the dynamic header: its checksum no longer matches
+    await writeFile(join(dir.path, 'bad.vhd'), bytes);
+    expectOneLineError(await agent('disk', 'info', 'bad.vhd'), /bad.vhd: .*checksum mismatch/);
+    expectOneLineError(await agent('disk', 'convert', 'bad.vhd', 'out.vhdx'), /bad.vhd/);
+    expect(existsSync(join(dir.path, 'out.vhdx'))).toBe(false);
+    await writeFile(join(dir.path, 'short.vhd'), bytes.subarray(0, 1000));
+    expectOneLineError(await agent('disk', 'info', 'short.vhd'), /short.vhd: .*outside the file/);
+    expectOneLineError(await agent('disk', 'create', 'f.vhd', '--size', '1M', '--type', 'fixed', '--block-size', '2M'), /f.vhd: a fixed VHD has no block size/);
+    expect(existsSync(join(dir.path, 'f.vhd'))).toBe(false);
+    expectOneLineError(await agent('disk', 'create', 'g.vhd', '--size', '3000G', '--format', 'vhd'), /g.vhd: .*exceeds 2040 GiB/);
+    expect(existsSync(join(dir.path, 'g.vhd'))).toBe(false);
   });
 });
