@@ -67,6 +67,12 @@ export interface DiskImage {
   /** Flushes and closes this disk and its parents. */
   close(): Promise<void>;
   info(): Promise<DiskInfo>;
+  /**
+   * Differencing disks only (optional): points this disk at the image at parentPath, recording that
+   * image's current identity (VHDX: its DataWriteGuid as parent_linkage) and its paths. Used after
+   * a merge wrote into the parent (same path) or to re-parent onto the image a layer was merged into.
+   */
+  setParent?(parentPath: string): Promise<void>;
 }
 
 export interface OpenOptions {
@@ -76,6 +82,12 @@ export interface OpenOptions {
    * module never imports the registry.
    */
   openParent?: (path: string) => Promise<DiskImage>;
+  /**
+   * Differencing disks: accept a parent found through the locator's paths even when its identity
+   * no longer matches the recorded link. Only for finishing an interrupted merge (mergeChild),
+   * which then calls setParent; never for reading a disk's contents.
+   */
+  acceptChangedParent?: boolean;
 }
 
 export interface CreateOptions {
