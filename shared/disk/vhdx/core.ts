@@ -1,0 +1,96 @@
+/**
+ * The state of one open VHDX file shared by the read, write and resize paths: its layout, the
+ * in-memory BAT, the sector bitmaps, block allocation and the barrier that makes new metadata
+ * durable. docs/formats/vhdx.md "Order of writes" is the contract this file keeps.
+ */
+import type { DiskImage } from '../types.js';
+import type { Bat } from './bat.js';
+import { SectorBitmaps } from './bitmap.js';
+import type { VhdxFile } from './file.js';
+import { GiB, MiB, type Regions } from './format.js';
+import type { HeaderState } from './headers.js';
+import { roundUp } from './journal.js';
+import type { VhdxMetadata } from './metadata.js';
+import type { VhdxLayout } from './open.js';
+
+/** Newly allocated bytes after which a write forces a barrier, bounding what a crash can lose. */
+export const MaxPendingAllocation = 4 * GiB;
+
+export class VhdxCore {
+  readonly file: VhdxFile;
+  readonly headers: HeaderState;
+  regions: Regions;
+  readonly meta: VhdxMetadata;
+  bat: Bat;
+  readonly bitmaps: SectorBitmaps | undefined;
+  readonly blockSize: number;
+  readonly sectorSize: number;
+  /** Next free, 1 MiB aligned file offset; blocks are appended there. */
+  nextAlloc: number;
+  private pendingAlloc = 0;
+  /** Data written since the last sync (flush has work to do). */
+  unsynced = false;
+  writesBegun = false;
+
+  constructor(layout: VhdxLayout, readonly parent: DiskImage | undefined) {
+    this.file = layout.file;
+    this.headers = layout.headers;
+    this.regions = layout.regions;
+    this.meta = layout.meta;
+    this.bat = layout.bat;
+    this.blockSize = layout.meta.blockSize;
+    this.sectorSize = layout.meta.logicalSectorSize;
+    this.nextAlloc = roundUp(layout.file.size, MiB);
+    this.bitmaps = layout.meta.hasParent ? new SectorBitmaps(this.file, this.bat, this.blockSize, this.sectorSize, (n) => this.allocate(n)) : undefined;
+  }
+
+  get virtualSize(): number {
+    return this.meta.virtualSize;
+  }
+
+  get hasParent(): boolean {
+    return this.meta.hasParent;
+  }
+
+  /** Changes FileWriteGuid and DataWriteGuid (durably) before the first change after open. */
+  async beginWrites(): Promise<void> {
+    if (this.writesBegun) return;
+    await this.headers.beginWrites(this.file, true);
+    this.writesBegun = true;
+  }
+
+  /** Appends bytes (a multiple of 1 MiB) of zeros at the end of the file; returns their offset. */
+  async allocate(bytes: number): Promise<number> {
+    const at = this.nextAlloc;
+    this.nextAlloc += bytes;
+    await this.file.extend(at + bytes);
+    this.pendingAlloc += bytes;
+    this.unsynced = true;
+    return at;
+  }
+
+  /** Called after a write path finishes: bounds the amount of allocation a crash could drop. */
+  async maybeBarrier(): Promise<void> {
+    if (this.pendingAlloc >= MaxPendingAllocation) await this.barrier(false);
+  }
+
+  /**
+   * The barrier: data written so far is made durable first, then the BAT pages and sector bitmap
+   * slices that point at it are written (and, when final, made durable too). Metadata therefore
+   * never reaches the disk before the data it describes.
+   */
+  async barrier(final: boolean): Promise<void> {
+    const metaDirty = this.bat.dirty || (this.bitmaps?.hasDirty ?? false);
+    if (metaDirty) {
+      await this.file.sync();
+      await this.bitmaps?.writeDirty();
+      for (const run of this.bat.takeDirtyRuns()) await this.file.write(run.data, this.regions.bat.fileOffset + run.at);
+      this.pendingAlloc = 0;
+      this.unsynced = true;
+    }
+    if (final && this.unsynced) {
+      await this.file.sync();
+      this.unsynced = false;
+    }
+  }
+}
