@@ -1,0 +1,162 @@
+/**
+ * The file adapter: objects are files under a root directory, key segments are path segments.
+ * A put writes a temporary file (".tmp-…", never listed) in the object's directory, fsyncs it,
+ * renames it over the key and fsyncs the directory, so readers see the old object or the whole new
+ * one and a crash leaves at most a stray temporary file. Grants need a service route (file-grant.ts).
+ */
+import { randomUUID } from 'node:crypto';
+import type { Stats } from 'node:fs';
+import { mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import type { Readable } from 'node:stream';
+import { ErrInvalidArgument, ErrUnsupported, LifeboatError } from '../errors.js';
+import { checkedStream } from './body.js';
+import { ErrRangeNotSatisfiable, storeError } from './errors.js';
+import type { FileGrantConfig } from './file-grant.js';
+import { signFileGrant } from './file-grant.js';
+import { assertValidKey, assertValidPrefix } from './keys.js';
+import { checkRange } from './range.js';
+import type { Body, GetOptions, Grant, GrantOptions, ListEntry, ObjectInfo, ObjectStore, PutOptions } from './types.js';
+
+const TempPrefix = '.tmp-';
+
+export interface FileStoreOptions {
+  /** Needed for grant(): where the service serves file grants, and the HMAC key it verifies with. */
+  grant?: FileGrantConfig;
+}
+
+export class FileStore implements ObjectStore {
+  readonly location: string;
+  private readonly root: string;
+
+  constructor(root: string, private readonly options: FileStoreOptions = {}) {
+    this.root = resolve(root);
+    this.location = `file://${this.root}`;
+  }
+
+  private pathOf(key: string): string {
+    assertValidKey(key);
+    return join(this.root, ...key.split('/'));
+  }
+
+  async put(key: string, body: Body, options: PutOptions = {}): Promise<void> {
+    const path = this.pathOf(key);
+    const dir = dirname(path);
+    const temp = join(dir, `${TempPrefix}${randomUUID()}`);
+    try {
+      options.signal?.throwIfAborted();
+      const source = checkedStream(body, options.contentLength);
+      const created = await mkdir(dir, { recursive: true });
+      const handle = await open(temp, 'wx', 0o600);
+      try {
+        for await (const chunk of source) {
+          options.signal?.throwIfAborted();
+          for (let at = 0; at < (chunk as Buffer).length; ) at += (await handle.write(chunk as Buffer, at)).bytesWritten;
+        }
+        options.signal?.throwIfAborted();
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await rename(temp, path);
+      await syncDirs(dir, created === undefined ? dir : dirname(created));
+    } catch (err) {
+      await unlink(temp).catch(() => undefined);
+      throw fileError(`put ${key}`, err);
+    }
+  }
+
+  async get(key: string, options: GetOptions = {}): Promise<Readable> {
+    const path = this.pathOf(key);
+    options.signal?.throwIfAborted();
+    const handle = await open(path, 'r').catch((err: unknown) => { throw fileError(`get ${key}`, err); });
+    try {
+      const info = await handle.stat();
+      if (!info.isFile()) throw new LifeboatError('not_found', `get ${key}: no such object`);
+      const range = checkRange(options.range);
+      if (range === undefined) return handle.createReadStream({ signal: options.signal });
+      if (range.offset >= info.size) throw ErrRangeNotSatisfiable(key, range.offset, info.size);
+      const end = Math.min(info.size, range.offset + range.length) - 1;
+      return handle.createReadStream({ start: range.offset, end, signal: options.signal });
+    } catch (err) {
+      await handle.close();
+      throw err;
+    }
+  }
+
+  async head(key: string): Promise<ObjectInfo> {
+    const info = await stat(this.pathOf(key), { bigint: false }).catch((err: unknown) => { throw fileError(`head ${key}`, err); });
+    if (!info.isFile()) throw new LifeboatError('not_found', `head ${key}: no such object`);
+    return { size: info.size, etag: etagOf(info), lastModified: info.mtime };
+  }
+
+  async *list(prefix: string): AsyncIterable<ListEntry> {
+    assertValidPrefix(prefix);
+    const cut = prefix.lastIndexOf('/');
+    const base = cut < 0 ? '' : prefix.slice(0, cut + 1);
+    yield* this.walk(base, prefix);
+  }
+
+  /** Depth-first in byte order of keys: a directory sorts as its name followed by '/'. */
+  private async *walk(dirKey: string, prefix: string): AsyncIterable<ListEntry> {
+    const dir = join(this.root, ...dirKey.split('/').filter(Boolean));
+    const entries = await readdir(dir, { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return [];
+      throw fileError(`list ${prefix}`, err);
+    });
+    const named = entries
+      .filter((e) => !e.name.startsWith('.') && (e.isFile() || e.isDirectory()))
+      .map((e) => ({ key: `${dirKey}${e.name}${e.isDirectory() ? '/' : ''}`, isDir: e.isDirectory() }))
+      .filter((e) => e.key.startsWith(prefix) || (e.isDir && prefix.startsWith(e.key)))
+      .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    for (const entry of named) {
+      if (entry.isDir) {
+        yield* this.walk(entry.key, prefix);
+        continue;
+      }
+      const info = await stat(join(this.root, ...entry.key.split('/'))).catch(() => undefined);
+      if (info?.isFile()) yield { key: entry.key, size: info.size, lastModified: info.mtime };
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    await unlink(this.pathOf(key)).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT' && err.code !== 'ENOTDIR') throw fileError(`delete ${key}`, err);
+    });
+  }
+
+  async grant(key: string, options: GrantOptions): Promise<Grant> {
+    assertValidKey(key);
+    if (this.options.grant === undefined) throw ErrUnsupported(`grant ${key}: this file store has no grant route configured (grantBaseUrl and signing key)`);
+    return signFileGrant(this.options.grant, key, options);
+  }
+
+  async close(): Promise<void> {}
+}
+
+/** fsyncs dir and each parent up to and including top, so new directories survive a crash too. */
+async function syncDirs(dir: string, top: string): Promise<void> {
+  for (let d = dir; ; d = dirname(d)) {
+    const h = await open(d, 'r');
+    try {
+      await h.sync();
+    } finally {
+      await h.close();
+    }
+    if (d === top || dirname(d) === d) return;
+  }
+}
+
+function etagOf(info: Stats): string {
+  return `${info.ino.toString(16)}-${info.size.toString(16)}-${Math.round(info.mtimeMs * 1000).toString(16)}`;
+}
+
+/** Path clashes (a key used as a directory, or under a key that is a file) are conflicts. */
+function fileError(op: string, err: unknown): unknown {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'EISDIR' || code === 'ENOTDIR' || code === 'EEXIST' || code === 'ENOTEMPTY') {
+    return new LifeboatError('conflict', `${op}: the key clashes with another key used as a directory`, { cause: err });
+  }
+  if (code === 'ENAMETOOLONG') return ErrInvalidArgument(`${op}: key too long for this filesystem`, err);
+  return storeError(op, err);
+}

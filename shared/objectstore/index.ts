@@ -1,0 +1,42 @@
+/**
+ * openObjectStore: the one factory that picks an adapter by URL scheme. Credentials in the URL's
+ * query (s3 accessKeyId/secretAccessKey, azure accountKey/sas) are accepted but the environment is
+ * preferred; store.location never contains them.
+ */
+import { fileURLToPath } from 'node:url';
+import { ErrInvalidArgument, ErrUnsupported } from '../errors.js';
+import type { FileGrantConfig } from './file-grant.js';
+import { FileStore } from './file.js';
+import type { ObjectStore } from './types.js';
+
+export type { Body, BodyFactory, ByteRange, Grant, GrantOperation, GrantOptions, ListEntry, ObjectInfo, ObjectStore, PutOptions, GetOptions } from './types.js';
+export { MaxGrantSeconds } from './types.js';
+
+export interface OpenObjectStoreOptions {
+  /** file:// stores: where the service serves grants and the HMAC key for them. */
+  grant?: FileGrantConfig;
+  /** Environment to read credentials from (default process.env). */
+  env?: NodeJS.ProcessEnv;
+}
+
+export async function openObjectStore(url: string, options: OpenObjectStoreOptions = {}): Promise<ObjectStore> {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw ErrInvalidArgument(`invalid object store URL ${JSON.stringify(redactUrl(url))}`);
+  }
+  switch (parsed.protocol) {
+    case 'file:':
+      return new FileStore(fileURLToPath(parsed), { grant: options.grant });
+    default:
+      throw ErrUnsupported(`object store URL scheme ${parsed.protocol} is not supported (file:, s3:, azure:)`);
+  }
+}
+
+/** A URL with its query string and user info removed, for messages and logs. */
+export function redactUrl(url: string): string {
+  const q = url.search(/[?#]/);
+  const bare = q < 0 ? url : url.slice(0, q);
+  return bare.replace(/\/\/[^/@]*@/, '//');
+}
