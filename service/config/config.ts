@@ -1,0 +1,134 @@
+/**
+ * The service's configuration file (lifeboat.json): its schema, where it is found, and loading it.
+ * Relative paths in the file are relative to the file's directory, so a data directory can move.
+ * A file that does not parse or validate is a user's mistake: one clear line naming the field.
+ */
+import { readFile } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { z } from 'zod';
+import { ErrInvalidArgument, LifeboatError } from '../../shared/errors.js';
+
+export const ConfigFileName = 'lifeboat.json';
+export const DefaultApiPort = 8080;
+export const DefaultAgentPort = 9443;
+export const DefaultRedisUrl = 'redis://127.0.0.1:6379';
+export const DefaultCertValidityDays = 30;
+export const DefaultGrantSeconds = 15 * 60;
+export const MaxConfigBytes = 1 << 20;
+
+const port = z.number().int().min(0).max(65535);
+
+export const configSchema = z.strictObject({
+  version: z.literal(1),
+  catalog: z.discriminatedUnion('kind', [
+    z.strictObject({ kind: z.literal('pglite'), dir: z.string().min(1) }),
+    z.strictObject({ kind: z.literal('postgres'), url: z.string().min(1), schema: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/).optional() }),
+  ]),
+  /** Redis for queues and locks; REDIS_URL overrides. */
+  redis: z.strictObject({ url: z.string().min(1) }),
+  objectStore: z.strictObject({ url: z.string().min(1) }),
+  /** Where replicas go when an authorization entry names no storage of its own. */
+  replicaRoot: z.string().min(1),
+  api: z.strictObject({ host: z.string().min(1), port }),
+  agentEndpoint: z.strictObject({
+    host: z.string().min(1),
+    port,
+    /** DNS names and IP addresses the agent endpoint's server certificate carries. */
+    serverNames: z.array(z.string().min(1).max(253)).min(1).max(32),
+    /** The URL agents are told to use (in enrollment tokens and upload grants). */
+    publicUrl: z.string().url(),
+  }),
+  trust: z.strictObject({
+    caKeyFile: z.string().min(1),
+    caCertFile: z.string().min(1),
+    /** Private JWK (ES256) that signs enrollment tokens, operator tokens and upload grants. */
+    signingKeyFile: z.string().min(1),
+    /** 32 random bytes (base64) that wrap tenants' replica private keys in the catalog. */
+    masterKeyFile: z.string().min(1),
+    certValidityDays: z.number().int().min(1).max(825),
+  }),
+  /** The operator API token the CLI uses to talk to the running service. */
+  adminTokenFile: z.string().min(1),
+  grantSeconds: z.number().int().min(60).max(7 * 24 * 3600),
+  /** Format of replica layers: dynamic VHDX (default), or raw without recovery-point chains. */
+  replicaFormat: z.enum(['vhdx', 'raw']).default('vhdx'),
+  /** Run merge workers inside `serve` (the embedded default). */
+  embeddedWorkers: z.boolean(),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+});
+
+export type ConfigFile = z.infer<typeof configSchema>;
+
+/** A loaded configuration: the file's content with every path made absolute. */
+export interface Config extends ConfigFile {
+  /** The file this came from. */
+  path: string;
+}
+
+/** The config path from --config, else LIFEBOAT_CONFIG; a clear error when neither is given. */
+export function configPath(option: string | undefined): string {
+  const p = option ?? process.env.LIFEBOAT_CONFIG;
+  if (!p) throw ErrInvalidArgument('no configuration: pass --config FILE or set LIFEBOAT_CONFIG (lifeboat-service init makes one)');
+  return resolve(p);
+}
+
+/** Reads, validates and resolves the configuration file. */
+export async function loadConfig(option: string | undefined): Promise<Config> {
+  const path = configPath(option);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw ErrInvalidArgument(`${path}: no such configuration file (lifeboat-service init makes one)`);
+    throw err;
+  }
+  if (text.length > MaxConfigBytes) throw new LifeboatError('too_large', `${path}: configuration larger than ${MaxConfigBytes} bytes`);
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw ErrInvalidArgument(`${path}: not JSON (${(err as Error).message})`);
+  }
+  return resolveConfig(parseConfig(json, path), path);
+}
+
+/** Validates a configuration object; the error names the first bad field. */
+export function parseConfig(json: unknown, where: string): ConfigFile {
+  const r = configSchema.safeParse(json);
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    const field = issue.path.length > 0 ? issue.path.join('.') : '(top level)';
+    throw ErrInvalidArgument(`${where}: ${field}: ${issue.message}`);
+  }
+  return r.data;
+}
+
+function resolveConfig(file: ConfigFile, path: string): Config {
+  const base = dirname(path);
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
+  const catalog = file.catalog.kind === 'pglite' ? { ...file.catalog, dir: abs(file.catalog.dir) } : file.catalog;
+  const objectStore = { url: file.objectStore.url.startsWith('file:') ? fileUrl(file.objectStore.url, base) : file.objectStore.url };
+  return {
+    ...file,
+    path,
+    catalog,
+    objectStore,
+    redis: { url: process.env.REDIS_URL ?? file.redis.url },
+    replicaRoot: abs(file.replicaRoot),
+    trust: {
+      ...file.trust,
+      caKeyFile: abs(file.trust.caKeyFile),
+      caCertFile: abs(file.trust.caCertFile),
+      signingKeyFile: abs(file.trust.signingKeyFile),
+      masterKeyFile: abs(file.trust.masterKeyFile),
+    },
+    adminTokenFile: abs(file.adminTokenFile),
+  };
+}
+
+/** file:relative/dir is relative to the config; file:///abs stays as it is. */
+function fileUrl(url: string, base: string): string {
+  if (url.startsWith('file://')) return url;
+  return `file://${resolve(base, url.slice('file:'.length))}`;
+}
