@@ -1,0 +1,61 @@
+/**
+ * The HTTP edge shared by the agent endpoint and the API: errors become `{error: {code, reason?,
+ * message}}` with their status (agent protocol §11); JSON bodies are size-limited and schema-checked
+ * before any handler sees them; path ids are validated.
+ */
+import type { Context, ErrorHandler, MiddlewareHandler } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import type { Logger } from 'pino';
+import type { z } from 'zod';
+import { isLifeboatError, LifeboatError } from '../../shared/errors.js';
+import { reasonOf } from '../errors.js';
+
+export const MaxJsonBodyBytes = 64 * 1024;
+/** Ids chosen by agents: lower case so replica paths cannot collide on case-insensitive file systems. */
+export const idPattern = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+
+export function errorBody(code: string, message: string, reason?: string) {
+  return { error: { code, ...(reason ? { reason } : {}), message } };
+}
+
+/** onError: LifeboatErrors answer with their status and message; anything else is a logged 500. */
+export function errorHandler(log: Logger): ErrorHandler {
+  return function handleError(err, c) {
+    if (isLifeboatError(err)) return c.json(errorBody(err.code, err.message, reasonOf(err)), err.status as ContentfulStatusCode);
+    log.error({ err, path: c.req.path }, 'request failed');
+    return c.json(errorBody('internal', 'internal error'), 500);
+  };
+}
+
+/** Refuses JSON bodies over MaxJsonBodyBytes with 413 before reading the rest. */
+export function jsonBodyLimit(maxSize = MaxJsonBodyBytes): MiddlewareHandler {
+  return bodyLimit({ maxSize, onError: (c) => c.json(errorBody('too_large', `request body larger than ${maxSize} bytes`), 413) });
+}
+
+/** The request's JSON body, checked against schema; 400 with the first bad field otherwise. */
+export async function readJson<S extends z.ZodType>(c: Context, schema: S): Promise<z.infer<S>> {
+  let json: unknown;
+  try {
+    json = await c.req.json();
+  } catch {
+    throw new LifeboatError('invalid_argument', 'request body is not JSON');
+  }
+  return check(schema, json, 'body');
+}
+
+/** Validates a value against a schema; the error names the first bad field. */
+export function check<S extends z.ZodType>(schema: S, value: unknown, what: string): z.infer<S> {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0]!;
+  const field = issue.path.length > 0 ? `${what}.${issue.path.join('.')}` : what;
+  throw new LifeboatError('invalid_argument', `${field}: ${issue.message}`);
+}
+
+/** A path parameter that must be an agent id (vm, disk, tenant). */
+export function pathId(c: Context, name: string): string {
+  const v = c.req.param(name);
+  if (v === undefined || !idPattern.test(v)) throw new LifeboatError('invalid_argument', `${name} ${JSON.stringify(String(v).slice(0, 80))} is not a valid id (1 to 64 of [a-z0-9_-], starting with a letter or digit)`);
+  return v;
+}

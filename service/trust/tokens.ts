@@ -1,0 +1,136 @@
+/**
+ * The service's signed tokens, all JWTs (jose, ES256) with the one signing key made at init, told
+ * apart by audience: enrollment tokens (one-time, jti recorded at use), operator API tokens (role
+ * claim) and upload grants (one object key, one method, a size bound). Tenants' replica private keys
+ * are kept wrapped under the master key (JWE, dir + A256GCM).
+ */
+import { randomUUID } from 'node:crypto';
+import type { webcrypto } from 'node:crypto';
+import { CompactEncrypt, compactDecrypt, errors as joseErrors, exportJWK, generateKeyPair, importJWK, jwtVerify, SignJWT } from 'jose';
+import type { JWK, JWTPayload } from 'jose';
+import { ErrUnauthenticated } from '../errors.js';
+
+export const AudEnroll = 'lifeboat-enroll';
+export const AudApi = 'lifeboat-api';
+export const AudUpload = 'lifeboat-upload';
+export const Issuer = 'lifeboat-service';
+export const MaxTokenLength = 8192;
+
+type CryptoKey = webcrypto.CryptoKey;
+
+export type Role = 'hoster-operator' | 'tenant-admin' | 'tenant-viewer';
+
+export interface Signer {
+  privateKey: CryptoKey;
+  publicKey: CryptoKey;
+}
+
+/** A new ES256 signing key as a private JWK, for init. */
+export async function newSigningJwk(): Promise<JWK> {
+  const { privateKey } = await generateKeyPair('ES256', { extractable: true });
+  return { ...(await exportJWK(privateKey)), alg: 'ES256' };
+}
+
+export async function loadSigner(jwk: JWK): Promise<Signer> {
+  const privateKey = await importJWK(jwk, 'ES256') as CryptoKey;
+  const { d: _d, ...pub } = jwk;
+  const publicKey = await importJWK(pub, 'ES256') as CryptoKey;
+  return { privateKey, publicKey };
+}
+
+async function sign(signer: Signer, audience: string, claims: JWTPayload, ttlSeconds: number, now = new Date()): Promise<string> {
+  const iat = Math.floor(now.getTime() / 1000);
+  return new SignJWT(claims).setProtectedHeader({ alg: 'ES256', typ: 'JWT' }).setIssuer(Issuer).setAudience(audience)
+    .setIssuedAt(iat).setExpirationTime(iat + ttlSeconds).setJti(claims.jti ?? randomUUID()).sign(signer.privateKey);
+}
+
+/**
+ * Verifies a token of one audience. Failures are 'unauthenticated' with reason token_expired or
+ * token_invalid; the message never echoes the token.
+ */
+async function verify(signer: Signer, token: string, audience: string, what: string, now?: Date): Promise<JWTPayload> {
+  if (typeof token !== 'string' || token.length === 0 || token.length > MaxTokenLength) throw unauthenticated('token_invalid', `${what} is malformed`);
+  try {
+    const { payload } = await jwtVerify(token, signer.publicKey, { issuer: Issuer, audience, algorithms: ['ES256'], ...(now ? { currentDate: now } : {}) });
+    return payload;
+  } catch (err) {
+    if (err instanceof joseErrors.JWTExpired) throw unauthenticated('token_expired', `${what} has expired`);
+    throw unauthenticated('token_invalid', `${what} is not valid (${err instanceof joseErrors.JOSEError ? err.code : 'malformed'})`);
+  }
+}
+
+const unauthenticated = ErrUnauthenticated;
+
+export interface EnrollClaims {
+  tenant: string;
+  jti: string;
+  caFingerprint: string;
+  endpoint?: string;
+  exp: number;
+}
+
+export async function signEnrollToken(signer: Signer, c: { tenant: string; caFingerprint: string; endpoint: string; ttlSeconds: number }): Promise<string> {
+  return sign(signer, AudEnroll, { tenant: c.tenant, caFingerprint: c.caFingerprint, endpoint: c.endpoint }, c.ttlSeconds);
+}
+
+export async function verifyEnrollToken(signer: Signer, token: string, now?: Date): Promise<EnrollClaims> {
+  const p = await verify(signer, token, AudEnroll, 'enrollment token', now);
+  if (typeof p.tenant !== 'string' || typeof p.jti !== 'string' || typeof p.caFingerprint !== 'string' || typeof p.exp !== 'number') {
+    throw unauthenticated('token_invalid', 'enrollment token lacks tenant, jti or caFingerprint');
+  }
+  return { tenant: p.tenant, jti: p.jti, caFingerprint: p.caFingerprint, exp: p.exp, ...(typeof p.endpoint === 'string' ? { endpoint: p.endpoint } : {}) };
+}
+
+export interface ApiClaims {
+  role: Role;
+  tenant?: string;
+  sub: string;
+}
+
+export async function signApiToken(signer: Signer, c: ApiClaims, ttlSeconds: number): Promise<string> {
+  return sign(signer, AudApi, { role: c.role, sub: c.sub, ...(c.tenant ? { tenant: c.tenant } : {}) }, ttlSeconds);
+}
+
+export async function verifyApiToken(signer: Signer, token: string): Promise<ApiClaims> {
+  const p = await verify(signer, token, AudApi, 'API token');
+  const role = p.role;
+  if (role !== 'hoster-operator' && role !== 'tenant-admin' && role !== 'tenant-viewer') throw unauthenticated('token_invalid', 'API token has no known role');
+  return { role, sub: String(p.sub ?? ''), ...(typeof p.tenant === 'string' ? { tenant: p.tenant } : {}) };
+}
+
+export interface UploadClaims {
+  tenant: string;
+  key: string;
+  maxSize: number;
+}
+
+export async function signUploadGrant(signer: Signer, c: UploadClaims, ttlSeconds: number): Promise<{ token: string; expiresAt: Date }> {
+  const now = new Date();
+  const token = await sign(signer, AudUpload, { tenant: c.tenant, key: c.key, maxSize: c.maxSize, method: 'PUT' }, ttlSeconds, now);
+  return { token, expiresAt: new Date(Math.floor(now.getTime() / 1000) * 1000 + ttlSeconds * 1000) };
+}
+
+export async function verifyUploadGrant(signer: Signer, token: string): Promise<UploadClaims> {
+  const p = await verify(signer, token, AudUpload, 'upload grant');
+  if (typeof p.tenant !== 'string' || typeof p.key !== 'string' || typeof p.maxSize !== 'number' || p.method !== 'PUT') {
+    throw unauthenticated('token_invalid', 'upload grant lacks tenant, key or maxSize');
+  }
+  return { tenant: p.tenant, key: p.key, maxSize: p.maxSize };
+}
+
+/** A tenant's replica key pair: the public JWK goes to agents, the private one is wrapped. */
+export async function newReplicaKeyPair(masterKey: Uint8Array): Promise<{ publicJwk: JWK; wrappedPrivate: string }> {
+  const { publicKey, privateKey } = await generateKeyPair('ECDH-ES', { crv: 'P-256', extractable: true });
+  const kid = randomUUID();
+  const publicJwk = { ...(await exportJWK(publicKey)), kid, alg: 'ECDH-ES', use: 'enc' };
+  const priv = { ...(await exportJWK(privateKey)), kid, alg: 'ECDH-ES', use: 'enc' };
+  const wrappedPrivate = await new CompactEncrypt(new TextEncoder().encode(JSON.stringify(priv)))
+    .setProtectedHeader({ alg: 'dir', enc: 'A256GCM' }).encrypt(masterKey);
+  return { publicJwk, wrappedPrivate };
+}
+
+/** The private JWK of a tenant's replica key. */
+export async function unwrapReplicaKey(masterKey: Uint8Array, wrapped: string): Promise<JWK> {
+  const { plaintext } = await compactDecrypt(wrapped, masterKey);
+  return JSON.parse(new TextDecoder().decode(plaintext)) as JWK;
+}
