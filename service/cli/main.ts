@@ -3,10 +3,23 @@
  */
 import { Command } from 'commander';
 import { runProgram } from '../../shared/cli/run.js';
+import { registerInit } from './init.js';
+import { registerPoints } from './points.js';
+import { registerServe } from './serve.js';
+import { registerTenant } from './tenant.js';
+import { registerToken } from './token.js';
+import { registerVm } from './vm.js';
 
 const program = new Command('lifeboat-service')
   .description('lifeboat service: receives tenants\' change logs and keeps their replica disks and recovery points')
   .version('0.1.0')
   .showHelpAfterError('(run with --help for usage)');
+
+registerInit(program);
+registerServe(program);
+registerTenant(program);
+registerToken(program);
+registerVm(program);
+registerPoints(program);
 
 await runProgram(program);

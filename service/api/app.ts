@@ -1,0 +1,51 @@
+/**
+ * The operator API (default port 8080): bearer JWTs with role hoster-operator; /healthz, /metrics
+ * and the OpenAPI document need none. The CLI's admin subcommands are clients of these routes.
+ */
+import { Hono } from 'hono';
+import type { MiddlewareHandler } from 'hono';
+import type { ServiceContext } from '../context.js';
+import { ErrForbidden, ErrUnauthenticated } from '../errors.js';
+import { check, errorHandler, jsonBodyLimit, readJson } from '../http/json.js';
+import type { Metrics } from '../metrics.js';
+import type { ApiClaims } from '../trust/tokens.js';
+import { verifyApiToken } from '../trust/tokens.js';
+import { openApiDocument } from './openapi.js';
+import { allowSchema, revokeSchema, tenantCreateSchema, tokenSchema, vmListQuery } from './schemas.js';
+import { allow, createEnrollToken, createTenant, points, revoke, tenantList, vmList } from './operations.js';
+
+type ApiEnv = { Variables: { operator: ApiClaims } };
+
+
+function requireOperator(ctx: ServiceContext): MiddlewareHandler<ApiEnv> {
+  return async function operatorAuth(c, next) {
+    const header = c.req.header('authorization') ?? '';
+    const m = /^Bearer ([A-Za-z0-9._-]+)$/.exec(header);
+    if (!m) throw ErrUnauthenticated('token_required', 'an operator API token is required (Authorization: Bearer …)');
+    const claims = await verifyApiToken(ctx.signer, m[1]!);
+    if (claims.role !== 'hoster-operator') throw ErrForbidden('role', `role ${claims.role} may not use the operator API`);
+    c.set('operator', claims);
+    await next();
+  };
+}
+
+export function apiApp(ctx: ServiceContext, metrics: Metrics, ready: () => boolean): Hono<ApiEnv> {
+  const app = new Hono<ApiEnv>();
+  app.onError(errorHandler(ctx.log));
+  app.notFound((c) => c.json({ error: { code: 'not_found', message: `no route ${c.req.method} ${c.req.path}` } }, 404));
+  app.get('/healthz', (c) => (ready() ? c.json({ status: 'ok' }) : c.json({ status: 'starting' }, 503)));
+  app.get('/metrics', async (c) => c.text(await metrics.registry.metrics(), 200, { 'content-type': metrics.registry.contentType }));
+  app.get('/v1/openapi.json', (c) => c.json(openApiDocument));
+
+  const v1 = new Hono<ApiEnv>();
+  v1.use('*', requireOperator(ctx), jsonBodyLimit());
+  v1.post('/tenants', async (c) => c.json(await createTenant(ctx, (await readJson(c, tenantCreateSchema)).name), 201));
+  v1.get('/tenants', async (c) => c.json({ tenants: await tenantList(ctx) }));
+  v1.post('/tenants/:tenant/authorizations', async (c) => c.json(await allow(ctx, c.req.param('tenant'), await readJson(c, allowSchema)), 201));
+  v1.post('/tenants/:tenant/tokens', async (c) => c.json(await createEnrollToken(ctx, c.req.param('tenant'), (await readJson(c, tokenSchema)).ttl), 201));
+  v1.post('/tenants/:tenant/revocations', async (c) => c.json(await revoke(ctx, c.req.param('tenant'), (await readJson(c, revokeSchema)).server)));
+  v1.get('/vms', async (c) => c.json({ vms: await vmList(ctx, check(vmListQuery, c.req.query(), 'query').tenant) }));
+  v1.get('/tenants/:tenant/vms/:vm/points', async (c) => c.json({ points: await points(ctx, c.req.param('tenant'), c.req.param('vm')) }));
+  app.route('/v1', v1);
+  return app;
+}

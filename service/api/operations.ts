@@ -1,0 +1,87 @@
+/**
+ * Operator operations behind the API (and so the CLI): tenants, authorization entries, enrollment
+ * tokens, revocation, VM listing and recovery points. Each validates its input and speaks the catalog.
+ */
+import { resolve } from 'node:path';
+import { LifeboatError } from '../../shared/errors.js';
+import { parseDuration } from '../../shared/units.js';
+import { revokeServer } from '../catalog/servers.js';
+import { insertTenant, listAuthorizations, listTenants, requireTenant, upsertAuthorization } from '../catalog/tenants.js';
+import { getVm, listVms } from '../catalog/vms.js';
+import type { ServiceContext } from '../context.js';
+import { idPattern } from '../http/json.js';
+import { vmStatus } from '../replication/status.js';
+import { normalizePattern, normalizeServerName } from '../trust/patterns.js';
+import { newReplicaKeyPair, signEnrollToken } from '../trust/tokens.js';
+
+export const DefaultTokenTtl = '1h';
+export const MaxTokenTtlMs = 7 * 86_400_000;
+export const DefaultTrustGroup = 'default';
+
+export function checkTenantName(name: string): string {
+  if (!idPattern.test(name)) throw new LifeboatError('invalid_argument', `tenant name ${JSON.stringify(name.slice(0, 80))} must be 1 to 64 of [a-z0-9_-], starting with a letter or digit`);
+  return name;
+}
+
+export async function createTenant(ctx: ServiceContext, name: string) {
+  checkTenantName(name);
+  const keys = await newReplicaKeyPair(ctx.masterKey);
+  const t = await insertTenant(ctx.db, { name, replicaPublicJwk: keys.publicJwk, replicaPrivateWrapped: keys.wrappedPrivate });
+  return { name: t.name, createdAt: t.createdAt.toISOString(), replicaKey: t.replicaPublicJwk };
+}
+
+export async function tenantList(ctx: ServiceContext) {
+  const tenants = await listTenants(ctx.db);
+  return Promise.all(tenants.map(async (t) => ({
+    name: t.name,
+    createdAt: t.createdAt.toISOString(),
+    authorizations: (await listAuthorizations(ctx.db, t.name)).map((a) => ({ pattern: a.pattern, storage: a.storage, trustGroup: a.trustGroup })),
+  })));
+}
+
+export async function allow(ctx: ServiceContext, tenant: string, a: { pattern: string; storage?: string | undefined; trustGroup?: string | undefined }) {
+  await requireTenant(ctx.db, checkTenantName(tenant));
+  const trustGroup = a.trustGroup ?? DefaultTrustGroup;
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(trustGroup)) throw new LifeboatError('invalid_argument', `trust group ${JSON.stringify(trustGroup.slice(0, 80))} must be 1 to 64 of [A-Za-z0-9._-]`);
+  const storage = resolve(a.storage ?? ctx.config.replicaRoot);
+  const row = await upsertAuthorization(ctx.db, { tenant, pattern: normalizePattern(a.pattern), storage, trustGroup });
+  return { tenant, pattern: row.pattern, storage: row.storage, trustGroup: row.trustGroup };
+}
+
+export async function createEnrollToken(ctx: ServiceContext, tenant: string, ttl = DefaultTokenTtl) {
+  await requireTenant(ctx.db, checkTenantName(tenant));
+  const ms = parseDuration(ttl, 'ttl');
+  if (ms < 1000 || ms > MaxTokenTtlMs) throw new LifeboatError('invalid_argument', `ttl ${ttl} must be between 1s and 7d`);
+  const seconds = Math.ceil(ms / 1000);
+  const token = await signEnrollToken(ctx.signer, { tenant, caFingerprint: ctx.ca.fingerprint, endpoint: ctx.config.agentEndpoint.publicUrl, ttlSeconds: seconds });
+  return { tenant, token, expiresAt: new Date(Date.now() + seconds * 1000).toISOString(), endpoint: ctx.config.agentEndpoint.publicUrl, caFingerprint: ctx.ca.fingerprint };
+}
+
+export async function revoke(ctx: ServiceContext, tenant: string, fqdn: string) {
+  await requireTenant(ctx.db, checkTenantName(tenant));
+  const name = normalizeServerName(fqdn);
+  const revoked = await revokeServer(ctx.db, tenant, name);
+  if (revoked === 0) throw new LifeboatError('not_found', `tenant ${tenant} has no live certificate for ${name}`);
+  return { tenant, server: name, revokedCertificates: revoked };
+}
+
+export async function vmList(ctx: ServiceContext, tenant?: string) {
+  if (tenant !== undefined) await requireTenant(ctx.db, checkTenantName(tenant));
+  const vms = await listVms(ctx.db, tenant);
+  return Promise.all(vms.map(async (v) => {
+    const s = await vmStatus(ctx.db, v);
+    return { tenant: v.tenant, name: v.name, state: s.state, health: s.health, lastAppliedAt: s.lastAppliedAt, pendingLogs: s.pendingLogs, disks: s.disks };
+  }));
+}
+
+/** Recovery points of a VM; the latest applied state is always one (id 'latest'). */
+export async function points(ctx: ServiceContext, tenant: string, vm: string) {
+  const v = await getVm(ctx.db, checkTenantName(tenant), vm);
+  if (!v) throw new LifeboatError('not_found', `tenant ${tenant} has no VM ${vm}`);
+  const rows = await ctx.db.query<{ id: number; createdAt: Date; consistency: string }>(
+    'SELECT id, created_at AS "createdAt", consistency FROM recovery_points WHERE tenant = $1 AND vm = $2 ORDER BY created_at', [tenant, vm]);
+  const s = await vmStatus(ctx.db, v);
+  const list = rows.map((r) => ({ id: String(r.id), createdAt: r.createdAt.toISOString(), consistency: r.consistency, latest: false }));
+  if (s.lastAppliedAt !== null) list.push({ id: 'latest', createdAt: s.lastAppliedAt, consistency: 'crash', latest: true });
+  return list;
+}

@@ -1,0 +1,8 @@
+/** Request bodies of the operator API, shared by the routes and the OpenAPI document. */
+import { z } from 'zod';
+
+export const tenantCreateSchema = z.strictObject({ name: z.string().min(1).max(64) });
+export const allowSchema = z.strictObject({ pattern: z.string().min(1).max(253), storage: z.string().min(1).max(4096).optional(), trustGroup: z.string().min(1).max(64).optional() });
+export const tokenSchema = z.strictObject({ ttl: z.string().min(1).max(16).optional() });
+export const revokeSchema = z.strictObject({ server: z.string().min(1).max(253) });
+export const vmListQuery = z.strictObject({ tenant: z.string().min(1).max(64).optional() });

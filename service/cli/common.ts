@@ -1,0 +1,54 @@
+/**
+ * What the admin subcommands share: the --config option and a client of the running service's
+ * operator API, authenticated with the admin token from the config. A service that is not running
+ * is one clear line, not a stack.
+ */
+import { readFile } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { LifeboatError } from '../../shared/errors.js';
+import type { Config } from '../config/config.js';
+import { loadConfig } from '../config/config.js';
+
+export const ConfigOptionHelp = 'configuration file (default: $LIFEBOAT_CONFIG)';
+
+/** Adds --config to a command. */
+export function withConfig(cmd: Command): Command {
+  return cmd.option('--config <file>', ConfigOptionHelp);
+}
+
+export interface ApiClient {
+  call<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T>;
+}
+
+export async function apiClient(configOption: string | undefined): Promise<ApiClient> {
+  const config: Config = await loadConfig(configOption);
+  const token = (await readFile(config.adminTokenFile, 'utf8')).trim();
+  const host = config.api.host === '0.0.0.0' || config.api.host === '::' ? '127.0.0.1' : config.api.host;
+  const base = `http://${host.includes(':') ? `[${host}]` : host}:${config.api.port}`;
+  return {
+    async call<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+      let res: Response;
+      try {
+        res = await fetch(`${base}${path}`, {
+          method,
+          headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+          ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+        });
+      } catch (err) {
+        throw new LifeboatError('unavailable', `the service is not running at ${base} (start it with lifeboat-service serve --config ${config.path})`, { cause: err });
+      }
+      const text = await res.text();
+      let json: unknown;
+      try {
+        json = JSON.parse(text);
+      } catch {
+        throw new LifeboatError('io', `${method} ${path}: HTTP ${res.status} with a body that is not JSON`);
+      }
+      if (!res.ok) {
+        const e = (json as { error?: { code?: string; message?: string } }).error;
+        throw new LifeboatError('invalid_argument', e?.message ?? `HTTP ${res.status}`, { status: res.status });
+      }
+      return json as T;
+    },
+  };
+}

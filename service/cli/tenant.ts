@@ -1,0 +1,47 @@
+/** `lifeboat-service tenant create|list|allow|revoke-server` through the operator API. */
+import type { Command } from 'commander';
+import { printJson } from '../../shared/cli/run.js';
+import { apiClient, withConfig } from './common.js';
+
+type Opts = { config?: string; json?: boolean };
+const seg = encodeURIComponent;
+
+export function registerTenant(program: Command): void {
+  const tenant = program.command('tenant').description('tenants and the servers they authorize');
+
+  withConfig(tenant.command('create <name>').description('create a tenant (and its replica key pair)')).option('--json', 'print JSON')
+    .action(async (name: string, opts: Opts) => {
+      const t = await (await apiClient(opts.config)).call<{ name: string }>('POST', '/v1/tenants', { name });
+      if (opts.json) return printJson(t);
+      process.stdout.write(`created tenant ${t.name}\n`);
+    });
+
+  withConfig(tenant.command('list').description('list tenants and their authorization entries')).option('--json', 'print JSON')
+    .action(async (opts: Opts) => {
+      const { tenants } = await (await apiClient(opts.config)).call<{ tenants: { name: string; authorizations: { pattern: string; storage: string; trustGroup: string }[] }[] }>('GET', '/v1/tenants');
+      if (opts.json) return printJson(tenants);
+      for (const t of tenants) {
+        process.stdout.write(`${t.name}\n`);
+        for (const a of t.authorizations) process.stdout.write(`  ${a.pattern}  storage=${a.storage}  trust-group=${a.trustGroup}\n`);
+      }
+    });
+
+  withConfig(tenant.command('allow <name>').description('authorize servers matching a pattern (at most one *) to replicate'))
+    .requiredOption('--server <pattern>', 'server name pattern: hv01.contoso.com, *.contoso.com, host*, *')
+    .option('--storage <dir>', 'replica storage for VMs from these servers (default: the replica root)')
+    .option('--trust-group <tag>', 'servers of one trust group may take over each other\'s VMs', 'default')
+    .option('--json', 'print JSON')
+    .action(async (name: string, opts: Opts & { server: string; storage?: string; trustGroup: string }) => {
+      const a = await (await apiClient(opts.config)).call<{ pattern: string; storage: string; trustGroup: string }>('POST', `/v1/tenants/${seg(name)}/authorizations`,
+        { pattern: opts.server, trustGroup: opts.trustGroup, ...(opts.storage ? { storage: opts.storage } : {}) });
+      if (opts.json) return printJson(a);
+      process.stdout.write(`tenant ${name} allows ${a.pattern} (storage ${a.storage}, trust group ${a.trustGroup})\n`);
+    });
+
+  withConfig(tenant.command('revoke-server <name> <fqdn>').description('revoke a server\'s certificates; effective at its next request')).option('--json', 'print JSON')
+    .action(async (name: string, fqdn: string, opts: Opts) => {
+      const r = await (await apiClient(opts.config)).call<{ server: string; revokedCertificates: number }>('POST', `/v1/tenants/${seg(name)}/revocations`, { server: fqdn });
+      if (opts.json) return printJson(r);
+      process.stdout.write(`revoked ${r.revokedCertificates} certificate(s) of ${r.server}\n`);
+    });
+}

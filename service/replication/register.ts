@@ -1,0 +1,85 @@
+/**
+ * register-vm: the agent's `PUT /v1/vms/{vm}` (agent protocol §5.1). The first registration binds
+ * the VM to the presenting server and the authorization entry that matched it, and creates each
+ * disk's replica under that entry's storage; later ones update settings, add disks and grow them.
+ * Replica files are created before the catalog rows commit; a crash between leaves an unreferenced
+ * directory that the next registration reuses (creation skips an existing state file).
+ */
+import { access, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createDisk, openDisk } from '../../shared/disk/index.js';
+import type { AgentIdentity } from '../agent-api/auth.js';
+import type { RegisterBody } from '../agent-api/schemas.js';
+import { frequencySeconds } from '../agent-api/schemas.js';
+import type { ServiceContext } from '../context.js';
+import { getDisk, getVm, insertDisk, insertVm, listDisks, updateDiskSize, updateVmSettings } from '../catalog/vms.js';
+import { ErrConflict } from '../errors.js';
+import { authorizationFor } from '../trust/enroll.js';
+import { initialState, readState, replicaDir, writeState } from './replica.js';
+import type { ReplicaFormat } from './replica.js';
+import { checkTrustGroup } from './scope.js';
+
+export async function registerVm(ctx: ServiceContext, agent: AgentIdentity, vm: string, body: RegisterBody): Promise<{ created: boolean }> {
+  return ctx.db.transaction(async (tx) => {
+    const existing = await getVm(tx, agent.tenant, vm, true);
+    const settings = {
+      tenant: agent.tenant, name: vm, displayName: body.displayName ?? null, serverFqdn: agent.fqdn,
+      frequencySeconds: frequencySeconds[body.frequency], history: body.history, appConsistentEvery: body.appConsistentEvery, compression: body.compression,
+    };
+    let storageDir: string;
+    if (existing) {
+      await checkTrustGroup(tx, agent, existing);
+      const disks = await listDisks(tx, agent.tenant, vm);
+      const removed = disks.find((d) => !body.disks.some((b) => b.id === d.id));
+      if (removed) throw ErrConflict('disk_removed', `disk ${removed.id} of VM ${vm} is registered and cannot be dropped (unprotect the VM first)`);
+      for (const d of disks) {
+        const b = body.disks.find((x) => x.id === d.id)!;
+        if (b.virtualSize < d.virtualSize) throw ErrConflict('disk_shrunk', `${d.id}: virtual size cannot shrink (${d.virtualSize} → ${b.virtualSize})`);
+      }
+      await updateVmSettings(tx, settings);
+      storageDir = existing.storageDir;
+    } else {
+      const entry = await authorizationFor(tx, agent.tenant, agent.fqdn);
+      storageDir = entry.storage === '' ? ctx.config.replicaRoot : entry.storage;
+      await insertVm(tx, { ...settings, authorizationId: entry.id, trustGroup: entry.trustGroup, storageDir });
+    }
+    for (const b of body.disks) {
+      const dir = replicaDir(storageDir, agent.tenant, vm, b.id);
+      const row = await getDisk(tx, agent.tenant, vm, b.id);
+      if (!row) {
+        await createReplica(dir, b.virtualSize, ctx.config.replicaFormat);
+        await insertDisk(tx, { tenant: agent.tenant, vm, id: b.id, virtualSize: b.virtualSize, sourceFormat: b.format, replicaDir: dir });
+      } else if (b.virtualSize > row.virtualSize) {
+        await growReplica(dir, b.virtualSize);
+        await updateDiskSize(tx, agent.tenant, vm, b.id, b.virtualSize);
+      }
+    }
+    return { created: !existing };
+  });
+}
+
+/** Creates the base layer and the initial state file, unless a previous attempt already did. */
+async function createReplica(dir: string, virtualSize: number, format: ReplicaFormat): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  try {
+    await access(join(dir, 'state.json'));
+    return;
+  } catch {
+    // not created yet
+  }
+  const state = initialState(format);
+  const disk = await createDisk(join(dir, state.layers[0]!), format, { virtualSize, type: 'dynamic' });
+  await disk.close();
+  await writeState(dir, state);
+}
+
+async function growReplica(dir: string, virtualSize: number): Promise<void> {
+  const state = await readState(dir);
+  const top = await openDisk(join(dir, state.layers.at(-1)!));
+  try {
+    await top.resize(virtualSize);
+    await top.flush();
+  } finally {
+    await top.close();
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * A replica disk on replica storage: `<storage>/<tenant>/<vm>/<disk>/` holding the layers of its
+ * chain and `state.json`, the applied state. The state file is written atomically (temporary file,
+ * fsync, rename, fsync of the directory) after the layer it describes is durable, so after a crash it
+ * is the authority and the catalog is made to follow it.
+ */
+import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { join, resolve, sep } from 'node:path';
+import { z } from 'zod';
+import { ErrCorrupt, ErrInvalidArgument } from '../../shared/errors.js';
+import { idPattern } from '../http/json.js';
+
+export const StateFileName = 'state.json';
+
+export const appliedStateSchema = z.strictObject({
+  version: z.literal(1),
+  generation: z.number().int().min(0),
+  baseComplete: z.boolean(),
+  appliedSequence: z.number().int().min(0),
+  state: z.enum(['initial_required', 'initial_in_progress', 'replicating', 'resync_required']),
+  resyncReason: z.string().nullable(),
+  /** Layer files of the chain, base first; the last is the writable top. */
+  layers: z.array(z.string().regex(/^[a-z0-9_.-]+$/)).min(1),
+  /** The last merge's fencing token, so a stale worker's write is recognisable. */
+  fence: z.number().int().min(0),
+  updatedAt: z.string(),
+});
+export type AppliedState = z.infer<typeof appliedStateSchema>;
+
+/** The replica directory of a disk; ids are validated again here so no path leaves storage. */
+export function replicaDir(storage: string, tenant: string, vm: string, disk: string): string {
+  for (const [what, id] of [['tenant', tenant], ['vm', vm], ['disk', disk]] as const) {
+    if (!idPattern.test(id)) throw ErrInvalidArgument(`invalid ${what} id ${JSON.stringify(id.slice(0, 80))}`);
+  }
+  const root = resolve(storage);
+  const dir = resolve(root, tenant, vm, disk);
+  if (!dir.startsWith(root + sep)) throw ErrInvalidArgument(`replica path escapes ${root}`);
+  return dir;
+}
+
+/** Replica disks are dynamic VHDX; 'raw' stands in where a VHDX chain is not needed (tests, no VHDX yet). */
+export type ReplicaFormat = 'vhdx' | 'raw';
+
+export function initialState(format: ReplicaFormat): AppliedState {
+  return { version: 1, generation: 0, baseComplete: false, appliedSequence: 0, state: 'initial_required', resyncReason: null, layers: [`base.${format}`], fence: 0, updatedAt: new Date().toISOString() };
+}
+
+export async function readState(dir: string): Promise<AppliedState> {
+  const path = join(dir, StateFileName);
+  const text = await readFile(path, 'utf8');
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw ErrCorrupt(`${path}: not JSON`);
+  }
+  const r = appliedStateSchema.safeParse(json);
+  if (!r.success) throw ErrCorrupt(`${path}: ${r.error.issues[0]!.path.join('.')}: ${r.error.issues[0]!.message}`);
+  return r.data;
+}
+
+/** Replaces state.json atomically and durably. */
+export async function writeState(dir: string, state: AppliedState): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  const path = join(dir, StateFileName);
+  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
+  const fh = await open(tmp, 'w', 0o644);
+  try {
+    await fh.writeFile(`${JSON.stringify({ ...state, updatedAt: new Date().toISOString() }, null, 2)}\n`);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+  const dh = await open(dir, 'r');
+  try {
+    await dh.sync();
+  } finally {
+    await dh.close();
+  }
+}

@@ -1,0 +1,91 @@
+/**
+ * One service process: the agent endpoint (HTTPS, client certificates), the operator API, and on
+ * embedded defaults the merge workers. `serve` and the tests start it through here.
+ */
+import type { Server as HttpServer } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { createAdaptorServer } from '@hono/node-server';
+import type { Logger } from 'pino';
+import { LifeboatError } from '../shared/errors.js';
+import { createAgentServer } from './agent-api/server.js';
+import { apiApp } from './api/app.js';
+import type { Config } from './config/config.js';
+import type { ServiceContext } from './context.js';
+import { openContext } from './context.js';
+import { createMetrics } from './metrics.js';
+import type { MergeQueue } from './queue.js';
+import { connectRedis, createMergeQueue } from './queue.js';
+import type { EnqueueMerge } from './replication/uploads.js';
+
+export interface StartOptions {
+  apiPort?: number | undefined;
+  agentPort?: number | undefined;
+  /** Run merge workers here (default: config.embeddedWorkers). */
+  workers?: boolean | undefined;
+  log?: Logger | undefined;
+  /** Tests without Redis pass their own; otherwise BullMQ on config.redis.url. */
+  enqueue?: EnqueueMerge | undefined;
+}
+
+export interface RunningService {
+  ctx: ServiceContext;
+  apiUrl: string;
+  agentUrl: string;
+  stop(): Promise<void>;
+}
+
+export async function startService(config: Config, options: StartOptions = {}): Promise<RunningService> {
+  const ctx = await openContext(config, options.log ? { log: options.log } : {});
+  const closers: (() => Promise<void>)[] = [() => ctx.close()];
+  const stop = async () => {
+    for (const close of closers.reverse()) await close().catch((err: unknown) => ctx.log.error({ err }, 'stop'));
+  };
+  try {
+    let queue: MergeQueue | undefined;
+    let enqueue = options.enqueue;
+    if (!enqueue) {
+      const redis = await connectRedis(config.redis.url);
+      closers.push(async () => redis.disconnect());
+      queue = createMergeQueue(redis);
+      closers.push(() => queue!.close());
+      enqueue = queue.enqueue;
+    }
+    if (options.workers ?? config.embeddedWorkers) {
+      const { startMergeWorkers } = await import('./workers/run.js');
+      const workers = await startMergeWorkers(ctx, { redisUrl: config.redis.url, enqueue });
+      closers.push(() => workers.stop());
+    }
+    const metrics = createMetrics();
+    let ready = false;
+    const api = createAdaptorServer({ fetch: apiApp(ctx, metrics, () => ready).fetch }) as HttpServer;
+    const agent = await createAgentServer(ctx, enqueue);
+    const apiPort = await listen(api, options.apiPort ?? config.api.port, config.api.host);
+    closers.push(() => closeServer(api));
+    const agentPort = await listen(agent, options.agentPort ?? config.agentEndpoint.port, config.agentEndpoint.host);
+    closers.push(() => closeServer(agent));
+    ready = true;
+    const host = (h: string) => (h === '0.0.0.0' || h === '::' ? '127.0.0.1' : h);
+    return { ctx, apiUrl: `http://${host(config.api.host)}:${apiPort}`, agentUrl: `https://${host(config.agentEndpoint.host)}:${agentPort}`, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+function listen(server: HttpServer | HttpsServer, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => reject(err.code === 'EADDRINUSE' ? new LifeboatError('unavailable', `port ${port} on ${host} is already in use`) : err));
+    server.listen(port, host, () => {
+      server.removeAllListeners('error');
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+function closeServer(server: HttpServer | HttpsServer): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}

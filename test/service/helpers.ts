@@ -1,0 +1,136 @@
+/**
+ * Service test helpers: a data directory made by init, a catalog in a fresh PostgreSQL schema with a
+ * random name (dropped after), a running service on ephemeral ports, and a minimal agent that makes
+ * keys and CSRs and speaks HTTPS with or without its client certificate.
+ */
+import 'reflect-metadata';
+import { randomBytes, webcrypto, KeyObject } from 'node:crypto';
+import { request } from 'node:https';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import * as x509 from '@peculiar/x509';
+import pg from 'pg';
+import pino from 'pino';
+import type { Config } from '../../service/config/config.js';
+import { loadConfig } from '../../service/config/config.js';
+import { initDataDir } from '../../service/config/init.js';
+import type { RunningService } from '../../service/runner.js';
+import { startService } from '../../service/runner.js';
+import type { EnqueueMerge } from '../../service/replication/uploads.js';
+import { scratchDir } from '../helpers.js';
+
+export const PgUrl = process.env.LIFEBOAT_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+export interface TestEnv {
+  dir: string;
+  config: Config;
+  schema: string;
+  cleanup(): Promise<void>;
+}
+
+/** init into a scratch directory, then point the catalog at a fresh schema of the test database. */
+export async function testEnv(overrides: (c: Record<string, unknown>) => void = () => undefined): Promise<TestEnv> {
+  const scratch = await scratchDir('lifeboat-svc-');
+  const { configPath } = await initDataDir({ dataDir: join(scratch.path, 'data'), publicHost: 'localhost' });
+  const schema = `t_${randomBytes(6).toString('hex')}`;
+  const file = JSON.parse(await readFile(configPath, 'utf8')) as Record<string, unknown>;
+  file.catalog = { kind: 'postgres', url: PgUrl, schema };
+  file.replicaFormat = 'raw';
+  file.logLevel = 'silent';
+  overrides(file);
+  await writeFile(configPath, JSON.stringify(file));
+  const config = await loadConfig(configPath);
+  return {
+    dir: scratch.path, config, schema,
+    async cleanup() {
+      const client = new pg.Client({ connectionString: PgUrl });
+      await client.connect();
+      await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      await client.end();
+      await scratch.remove();
+    },
+  };
+}
+
+/** A running service on ephemeral ports, without workers; merges are recorded, not run. */
+export async function testService(env: TestEnv, enqueue?: EnqueueMerge): Promise<RunningService & { enqueued: { tenant: string; vm: string; disk: string }[] }> {
+  const enqueued: { tenant: string; vm: string; disk: string }[] = [];
+  const svc = await startService(env.config, {
+    apiPort: 0, agentPort: 0, workers: false, log: pino({ level: 'silent' }),
+    enqueue: enqueue ?? (async (ref) => {
+      enqueued.push(ref);
+    }),
+  });
+  return { ...svc, enqueued };
+}
+
+export interface HttpResult<T = unknown> {
+  status: number;
+  body: T;
+}
+
+export interface TlsIdentity {
+  keyPem: string;
+  certPem: string;
+}
+
+/** An HTTPS JSON call trusting only caPem, optionally with a client certificate. */
+export function httpsJson<T = Record<string, unknown>>(url: string, options: { method?: string; body?: unknown; rawBody?: string | Buffer; caPem: string; identity?: TlsIdentity | undefined }): Promise<HttpResult<T>> {
+  return new Promise((resolve, reject) => {
+    const payload = options.rawBody ?? (options.body === undefined ? undefined : JSON.stringify(options.body));
+    const req = request(url, {
+      method: options.method ?? 'GET',
+      ca: options.caPem,
+      ...(options.identity ? { key: options.identity.keyPem, cert: options.identity.certPem } : {}),
+      headers: payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+      agent: false,
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (d: Buffer) => chunks.push(d));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let body: unknown = text;
+        try {
+          body = text.length > 0 ? JSON.parse(text) : undefined;
+        } catch {
+          // not JSON: keep the text
+        }
+        resolve({ status: res.statusCode ?? 0, body: body as T });
+      });
+    });
+    req.on('error', reject);
+    if (payload !== undefined) req.write(payload);
+    req.end();
+  });
+}
+
+/** A new EC P-256 key and a CSR for it. */
+export async function newKeyAndCsr(cn = 'agent'): Promise<{ keyPem: string; csrPem: string }> {
+  const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
+  const keys = await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify']) as webcrypto.CryptoKeyPair;
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: `CN=${cn}`, keys, signingAlgorithm: alg });
+  return { keyPem: KeyObject.from(keys.privateKey).export({ type: 'pkcs8', format: 'pem' }) as string, csrPem: csr.toString('pem') };
+}
+
+/** Operator API call with the admin token of the config. */
+export async function operator<T = Record<string, unknown>>(svc: RunningService, method: string, path: string, body?: unknown, token?: string): Promise<HttpResult<T>> {
+  const bearer = token ?? (await readFile(svc.ctx.config.adminTokenFile, 'utf8')).trim();
+  const res = await fetch(`${svc.apiUrl}${path}`, {
+    method, headers: { authorization: `Bearer ${bearer}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const text = await res.text();
+  return { status: res.status, body: (text ? JSON.parse(text) : undefined) as T };
+}
+
+/** Creates a tenant, allows a pattern, makes a token and enrolls serverName; returns its identity. */
+export async function enrolledAgent(svc: RunningService, tenant: string, pattern: string, serverName: string): Promise<TlsIdentity & { tenant: string; serverName: string }> {
+  const exists = await operator(svc, 'GET', '/v1/tenants');
+  if (!(exists.body as { tenants: { name: string }[] }).tenants.some((t) => t.name === tenant)) await operator(svc, 'POST', '/v1/tenants', { name: tenant });
+  await operator(svc, 'POST', `/v1/tenants/${tenant}/authorizations`, { pattern });
+  const { body: tok } = await operator<{ token: string }>(svc, 'POST', `/v1/tenants/${tenant}/tokens`, {});
+  const { keyPem, csrPem } = await newKeyAndCsr(serverName);
+  const res = await httpsJson<{ certificate: string }>(`${svc.agentUrl}/v1/enroll`, { method: 'POST', body: { token: tok.token, serverName, csr: csrPem }, caPem: svc.ctx.ca.certPem });
+  if (res.status !== 200) throw new Error(`enroll ${serverName}: ${res.status} ${JSON.stringify(res.body)}`);
+  return { keyPem, certPem: res.body.certificate, tenant, serverName };
+}
