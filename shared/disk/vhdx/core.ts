@@ -32,7 +32,7 @@ export class VhdxCore {
   unsynced = false;
   writesBegun = false;
 
-  constructor(layout: VhdxLayout, readonly parent: DiskImage | undefined) {
+  constructor(layout: VhdxLayout, public parent: DiskImage | undefined) {
     this.file = layout.file;
     this.headers = layout.headers;
     this.regions = layout.regions;

@@ -28,12 +28,13 @@ async function openVhdx(path: string, options: OpenOptions): Promise<DiskImage> 
     try {
       if (layout.meta.hasParent) {
         if (!options.openParent) throw ErrUnsupported('differencing disk opened without a way to open its parent');
-        parent = await openLinkedParent(path, layout.meta.parentLocator!, options.openParent, (img) => (img instanceof VhdxImage ? img : undefined));
+        const identify = (img: DiskImage) => (img instanceof VhdxImage ? img : undefined);
+        parent = await openLinkedParent(path, layout.meta.parentLocator!, options.openParent, identify, options.acceptChangedParent);
         if (parent.logicalSectorSize !== layout.meta.logicalSectorSize) {
           throw ErrCorrupt(`parent has ${parent.logicalSectorSize}-byte sectors, the child ${layout.meta.logicalSectorSize}-byte ones`);
         }
       }
-      return new VhdxImage(path, layout, parent, options.readOnly ?? false);
+      return new VhdxImage(path, layout, parent, options.readOnly ?? false, options.openParent);
     } catch (err) {
       await parent?.close().catch(() => undefined);
       await layout.file.close();

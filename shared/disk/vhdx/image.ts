@@ -6,7 +6,8 @@ import { ErrInvalidArgument, ErrUnsupported } from '../../errors.js';
 import type { DiskImage, DiskInfo, Extent, ExtentQuery } from '../types.js';
 import { VhdxCore } from './core.js';
 import type { VhdxLayout } from './open.js';
-import type { ParentIdentity } from './parent.js';
+import { makeLocator, type ParentIdentity } from './parent.js';
+import { rewriteParentLocator } from './relink.js';
 import { listExtents, readVirtual } from './reader.js';
 import { resizeVirtual } from './resize.js';
 import { writeVirtual, zeroVirtual } from './writer.js';
@@ -17,9 +18,17 @@ export class VhdxImage implements DiskImage, ParentIdentity {
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
 
-  constructor(readonly path: string, layout: VhdxLayout, readonly parent: DiskImage | undefined, readonly readOnly: boolean) {
+  constructor(
+    readonly path: string,
+    layout: VhdxLayout,
+    parent: DiskImage | undefined,
+    readonly readOnly: boolean,
+    private readonly openParent?: (path: string) => Promise<DiskImage>,
+  ) {
     this.core = new VhdxCore(layout, parent);
   }
+
+  get parent(): DiskImage | undefined { return this.core.parent; }
 
   get virtualSize(): number { return this.core.virtualSize; }
   get logicalSectorSize(): number { return this.core.sectorSize; }
@@ -97,6 +106,31 @@ export class VhdxImage implements DiskImage, ParentIdentity {
         await this.core.file.close();
         await this.parent?.close();
       }
+    });
+  }
+
+  /**
+   * Links this differencing disk to the image at parentPath: its locator records that image's
+   * DataWriteGuid and paths (through the log), and reads go to it from now on. The disk's own
+   * DataWriteGuid stays, so disks on top of it keep their link.
+   */
+  setParent(parentPath: string): Promise<void> {
+    this.checkWritable('set parent');
+    if (!this.core.hasParent) throw ErrUnsupported(`set parent: ${this.path} is not a differencing disk`);
+    return this.exclusive(async () => {
+      if (!this.openParent) throw ErrUnsupported(`set parent: ${this.path} was opened without a way to open parents`);
+      const next = await this.openParent(parentPath);
+      try {
+        if (!(next instanceof VhdxImage)) throw ErrUnsupported(`parent ${parentPath} is not a VHDX image`);
+        if (next.logicalSectorSize !== this.logicalSectorSize) throw ErrInvalidArgument(`parent ${parentPath} has ${next.logicalSectorSize}-byte sectors, this disk ${this.logicalSectorSize}-byte ones`);
+        await rewriteParentLocator(this.core, makeLocator(this.path, parentPath, next.dataWriteGuid));
+      } catch (err) {
+        await next.close();
+        throw err;
+      }
+      const old = this.core.parent;
+      this.core.parent = next;
+      await old?.close();
     });
   }
 

@@ -47,13 +47,15 @@ export interface ParentIdentity {
 
 /**
  * Finds and opens the parent, and checks that it is the image the locator links to (its
- * DataWriteGuid equals parent_linkage or parent_linkage2).
+ * DataWriteGuid equals parent_linkage or parent_linkage2). With acceptChanged the identity check
+ * is skipped: only for finishing an interrupted merge, which then rewrites the link.
  */
 export async function openLinkedParent(
   childPath: string,
   locator: Map<string, string>,
   openParent: (path: string) => Promise<DiskImage>,
   identify: (img: DiskImage) => ParentIdentity | undefined,
+  acceptChanged = false,
 ): Promise<DiskImage> {
   const linkage = locator.get('parent_linkage');
   if (!linkage) throw ErrCorrupt('parent locator has no parent_linkage');
@@ -71,7 +73,7 @@ export async function openLinkedParent(
       await parent.close();
       throw ErrUnsupported(`parent ${path} is not a VHDX image`);
     }
-    if (!accepted.includes(normGuid(id.dataWriteGuid))) {
+    if (!acceptChanged && !accepted.includes(normGuid(id.dataWriteGuid))) {
       await parent.close();
       throw ErrCorrupt(`parent ${path} does not match its locator (parent_linkage ${linkage})`);
     }
