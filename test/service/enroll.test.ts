@@ -94,7 +94,7 @@ describe('enrollment', () => {
     const tok = await token();
     const bad = await enroll(tok, 'not a name');
     expect(bad.res.status).toBe(400);
-    expect(String((bad.res.body.error as { message: string }).message)).toMatch(/not a DNS name/);
+    expect(String((bad.res.body.error as unknown as { message: string }).message)).toMatch(/not a DNS name/);
     const noCsr = await httpsJson<{ error: { message: string } }>(`${svc.agentUrl}/v1/enroll`, { method: 'POST', body: { token: tok, serverName: 'i.contoso.com', csr: 'nonsense' }, caPem });
     expect(noCsr.status).toBe(400);
     expect(noCsr.body.error.message).toMatch(/csr/);

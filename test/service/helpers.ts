@@ -6,6 +6,8 @@
 import 'reflect-metadata';
 import { randomBytes, webcrypto, KeyObject } from 'node:crypto';
 import { request } from 'node:https';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
@@ -36,6 +38,8 @@ export async function testEnv(overrides: (c: Record<string, unknown>) => void = 
   const file = JSON.parse(await readFile(configPath, 'utf8')) as Record<string, unknown>;
   file.catalog = { kind: 'postgres', url: PgUrl, schema };
   file.replicaFormat = 'raw';
+  const agentPort = await freePort();
+  file.agentEndpoint = { ...(file.agentEndpoint as object), port: agentPort, publicUrl: `https://localhost:${agentPort}` };
   file.logLevel = 'silent';
   overrides(file);
   await writeFile(configPath, JSON.stringify(file));
@@ -52,11 +56,23 @@ export async function testEnv(overrides: (c: Record<string, unknown>) => void = 
   };
 }
 
+/** A port free right now (the kernel's pick), for a service whose public URL must be known up front. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
 /** A running service on ephemeral ports, without workers; merges are recorded, not run. */
 export async function testService(env: TestEnv, enqueue?: EnqueueMerge): Promise<RunningService & { enqueued: { tenant: string; vm: string; disk: string }[] }> {
   const enqueued: { tenant: string; vm: string; disk: string }[] = [];
   const svc = await startService(env.config, {
-    apiPort: 0, agentPort: 0, workers: false, log: pino({ level: 'silent' }),
+    apiPort: 0, workers: false, log: pino({ level: 'silent' }),
     enqueue: enqueue ?? (async (ref) => {
       enqueued.push(ref);
     }),
