@@ -49,6 +49,12 @@ export type VmConfig = z.infer<typeof VmConfig>;
 
 export const InitialProgress = z.object({
   state: z.enum(['pending', 'running', 'done']),
+  /** full: the whole disk; delta: only blocks differing from the service's digests (existing, resync). */
+  mode: z.enum(['full', 'delta']),
+  /** Generation of the base being sent (0 before it started). */
+  generation: z.number().int().nonnegative(),
+  /** Virtual size the base covers (fixed when it starts). */
+  virtualSize: z.number().int().nonnegative(),
   chunkSize: z.number().int().positive(),
   /** Bitmap of finished chunks, base64, bit i of byte i>>3 (LSB first) = chunk i. */
   chunksDone: z.string(),
@@ -57,6 +63,25 @@ export const InitialProgress = z.object({
   bytesSent: z.number().int().nonnegative(),
 });
 export type InitialProgress = z.infer<typeof InitialProgress>;
+
+/**
+ * An object sealed and spooled but not yet acknowledged: after a restart it is uploaded again from
+ * the spool (the same bytes: objects are write-once) and committed, never re-sealed.
+ */
+export const InflightObject = z.object({
+  kind: z.enum(['log', 'chunk']),
+  generation: z.number().int().positive(),
+  /** Sequence of a log, index of a chunk. */
+  number: z.number().int().nonnegative(),
+  spool: z.string().min(1),
+  size: z.number().int().nonnegative(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  consistency: z.enum(['crash', 'application']),
+  createdAt: z.iso.datetime(),
+  /** Bytes the tracker reported changed for this log (for status). */
+  changedBytes: z.number().int().nonnegative(),
+});
+export type InflightObject = z.infer<typeof InflightObject>;
 
 export const DiskProgress = z.object({
   /** Generation of change tracking; a new one starts after anything that breaks continuity. */
@@ -68,6 +93,7 @@ export const DiskProgress = z.object({
   initial: InitialProgress,
   /** Set when the replica must be resynchronized (digest comparison) before cycles resume. */
   resyncReason: z.string().nullable(),
+  inflight: z.array(InflightObject),
 });
 export type DiskProgress = z.infer<typeof DiskProgress>;
 

@@ -47,6 +47,23 @@ export class ScanTracker implements ChangeTracker {
     await rm(this.options.pendingPath, { force: true });
     return new ScanCycle(disk, this.options);
   }
+
+  async commitPending(): Promise<void> {
+    // A pending map exists only once its scan finished and was fsynced (ScanCycle.extents()).
+    try {
+      await rename(this.options.pendingPath, this.options.mapPath);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+    await syncDir(dirname(this.options.mapPath));
+  }
+
+  /** Installs a map built elsewhere (the initial copy's) as the committed baseline. */
+  async adopt(mapPath: string): Promise<void> {
+    await rename(mapPath, this.options.mapPath);
+    await syncDir(dirname(this.options.mapPath));
+  }
 }
 
 class ScanCycle implements TrackedCycle {
@@ -69,7 +86,9 @@ class ScanCycle implements TrackedCycle {
 
     const old = await BlockMapReader.open(this.options.mapPath);
     const seed = old?.header.seed ?? randomSeed();
-    const writer = await BlockMapWriter.create(this.options.pendingPath, { seed, blockCount });
+    // Written under .tmp and renamed once complete, so a .pending map is always a finished scan.
+    const partial = `${this.options.pendingPath}.tmp`;
+    const writer = await BlockMapWriter.create(partial, { seed, blockCount });
     try {
       const buf = Buffer.allocUnsafe(windowBlocks * MapBlockSize);
       const oldDigests = new Uint32Array(windowBlocks);
@@ -138,6 +157,7 @@ class ScanCycle implements TrackedCycle {
       }
       if (run) yield run;
       await writer.sync();
+      await rename(partial, this.options.pendingPath);
       this.scanned = true;
     } finally {
       await writer.close();

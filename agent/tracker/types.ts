@@ -31,4 +31,9 @@ export interface ChangeTracker {
   hasBaseline(): Promise<boolean>;
   /** Starts a cycle over the open disk (which must stay open until the cycle ends). */
   begin(disk: DiskImage): Promise<TrackedCycle>;
+  /**
+   * Commits the last cycle that was read to the end but whose acknowledgement came only after a
+   * restart (its TrackedCycle object is gone). A no-op when there is none.
+   */
+  commitPending(): Promise<void>;
 }

@@ -1,0 +1,80 @@
+/**
+ * One chunk of an initial copy or resynchronization: a range of the disk read once into a buffer,
+ * digested for the tracker's map, and turned into the extents of a base log: for a full base every
+ * block that is not zeros (holes and zero blocks are skipped: a full base reads as zero where it lists
+ * nothing), for a delta base every 1 MiB block whose SHA-256 differs from the replica's.
+ */
+import { createHash } from 'node:crypto';
+import type { DiskImage, Extent } from '../../shared/disk/index.js';
+import { MapBlockSize, blockDigest, zeroDigest } from '../tracker/blockmap.js';
+
+export const DeltaBlockSize = 1 << 20;
+const zeroBlock = Buffer.alloc(DeltaBlockSize);
+
+export interface ChunkContents {
+  /** The chunk's bytes (zeros where the disk has holes). */
+  data: Buffer;
+  /** Map digests of its 64 KiB blocks. */
+  digests: Uint32Array;
+  bytesRead: number;
+}
+
+/** Reads [start, start+length) into buf, skipping ranges the disk reports unallocated (not for raw). */
+export async function readChunk(disk: DiskImage, start: number, length: number, buf: Buffer, seed: bigint): Promise<ChunkContents> {
+  const data = buf.subarray(0, length);
+  const allocated = new Uint8Array(Math.ceil(length / MapBlockSize));
+  let bytesRead = 0;
+  const ranges: { offset: number; length: number }[] = disk.format === 'raw' ? [{ offset: start, length }] : [];
+  if (disk.format !== 'raw') for await (const e of disk.extents({ offset: start, length })) ranges.push(e);
+  data.fill(0);
+  for (const r of ranges) {
+    const s = Math.max(r.offset, start);
+    const e = Math.min(r.offset + r.length, start + length);
+    if (e <= s) continue;
+    await disk.read(s, data.subarray(s - start, e - start));
+    bytesRead += e - s;
+    allocated.fill(1, Math.floor((s - start) / MapBlockSize), Math.ceil((e - start) / MapBlockSize));
+  }
+  const digests = new Uint32Array(allocated.length);
+  const pad = Buffer.alloc(MapBlockSize);
+  for (let i = 0; i < digests.length; i++) {
+    if (!allocated[i]) { digests[i] = zeroDigest(seed); continue; }
+    let block = data.subarray(i * MapBlockSize, (i + 1) * MapBlockSize);
+    if (block.length < MapBlockSize) block = Buffer.concat([block, pad.subarray(block.length)]);
+    digests[i] = blockDigest(block, seed);
+  }
+  return { data, digests, bytesRead };
+}
+
+/** Extents of the non-zero 64 KiB blocks of a chunk at start (a full base). */
+export function nonZeroExtents(c: ChunkContents, start: number): Extent[] {
+  return coalesce(c.data, start, MapBlockSize, (block) => (isZero(block) ? undefined : 'data'));
+}
+
+/** Extents of the 1 MiB blocks that differ from the replica's digests (index → sha256; absent = zeros). */
+export function differingExtents(c: ChunkContents, start: number, remote: Map<number, string>): Extent[] {
+  return coalesce(c.data, start, DeltaBlockSize, (block, offset) => {
+    const want = remote.get(offset / DeltaBlockSize);
+    const zero = isZero(block);
+    if (want === undefined) return zero ? undefined : 'data';
+    if (createHash('sha256').update(block).digest('hex') === want) return undefined;
+    return zero ? 'zero' : 'data';
+  });
+}
+
+function isZero(block: Buffer): boolean {
+  return block.equals(zeroBlock.subarray(0, block.length));
+}
+
+function coalesce(data: Buffer, start: number, blockSize: number, classify: (block: Buffer, offset: number) => Extent['kind'] | undefined): Extent[] {
+  const out: Extent[] = [];
+  for (let o = 0; o < data.length; o += blockSize) {
+    const block = data.subarray(o, o + blockSize);
+    const kind = classify(block, start + o);
+    if (kind === undefined) continue;
+    const last = out.at(-1);
+    if (last && last.kind === kind && last.offset + last.length === start + o) last.length += block.length;
+    else out.push({ offset: start + o, length: block.length, kind });
+  }
+  return out;
+}

@@ -1,0 +1,56 @@
+/**
+ * What the replication engine works with: the state directory, the service, the tenant's replica
+ * key, a logger and a clock. Tests build one with the real service or a local test transport.
+ */
+import type { PublicJwk } from '../../shared/crypto/keys.js';
+import type { VmProgress } from '../state/schema.js';
+import type { AgentState } from '../state/store.js';
+import type { AgentTransport } from '../transport/types.js';
+import type { RetryOptions } from './retry.js';
+
+/** The part of a pino logger the engine uses. */
+export interface EngineLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+export interface EngineContext {
+  state: AgentState;
+  transport: AgentTransport;
+  tenant: string;
+  recipient: PublicJwk;
+  logger: EngineLogger;
+  now(): Date;
+  retry?: RetryOptions;
+  /** Chunks of an initial copy sealed and uploaded at once (default 3). */
+  parallelChunks?: number;
+  /** Called as an initial copy advances (a progress bar on a terminal). */
+  onInitialProgress?: (vm: string, disk: string, done: number, total: number) => void;
+}
+
+export const silentLogger: EngineLogger = { info() {}, warn() {}, error() {} };
+
+/**
+ * A VM's progress held in memory and written atomically after every change, one write at a time
+ * (parallel chunk uploads finish in any order).
+ */
+export class ProgressBook {
+  private queue: Promise<void> = Promise.resolve();
+
+  constructor(private readonly state: AgentState, readonly vm: string, public progress: VmProgress) {}
+
+  static async load(state: AgentState, vm: string): Promise<ProgressBook> {
+    return new ProgressBook(state, vm, await state.readProgress(vm));
+  }
+
+  /** Applies fn to the progress and persists it; resolves when it is durable. */
+  update(fn: (p: VmProgress) => void): Promise<void> {
+    const run = this.queue.then(async () => {
+      fn(this.progress);
+      await this.state.writeProgress(this.vm, this.progress);
+    });
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+}

@@ -1,0 +1,177 @@
+/**
+ * The replication engine: cycle(vm) does what is due for one VM now (registration with the service,
+ * a pending or resumed base, else one change-log cycle per disk) and runOnce() does it for every
+ * protected VM. The daemon (daemon.ts) is a timer around cycle(); tests call it directly.
+ *
+ * A failure leaves the VM's replication position untouched: the tracker keeps its changes, spooled
+ * objects stay recorded, and the next cycle carries everything.
+ */
+import type { DiskImage } from '../../shared/disk/index.js';
+import { openDisk } from '../../shared/disk/index.js';
+import { userMessage } from '../../shared/errors.js';
+import type { CycleStats, DiskProgress, VmConfig } from '../state/schema.js';
+import type { DiskStatus, VmRegistration } from '../transport/types.js';
+import type { EngineContext } from './context.js';
+import { ProgressBook } from './context.js';
+import { diskCycle, recoverLogs } from './cycle.js';
+import { runHook } from './hooks.js';
+import { DefaultChunkSize, runBase, startBase } from './initial.js';
+import { withRetry } from './retry.js';
+
+const FrequencyNames: Record<number, VmRegistration['frequency']> = { 30_000: '30s', 300_000: '5m', 900_000: '15m' };
+
+export interface VmCycleResult {
+  vm: string;
+  outcome: 'ok' | 'missed' | 'skipped' | 'failed';
+  stats?: CycleStats;
+  error?: string;
+}
+
+function freshDisk(): DiskProgress {
+  return {
+    generation: 0, nextSequence: 1, virtualSize: 0, resyncReason: null, inflight: [],
+    initial: { state: 'pending', mode: 'full', generation: 0, virtualSize: 0, chunkSize: DefaultChunkSize, chunksDone: '', bytesTotal: 0, bytesDone: 0, bytesSent: 0 },
+  };
+}
+
+function awaitsNothing(sd: DiskStatus | undefined, p: DiskProgress): boolean {
+  return sd !== undefined && sd.baseComplete && sd.generation >= p.generation;
+}
+
+export class Replicator {
+  constructor(readonly ctx: EngineContext) {}
+
+  /** One pass over every protected VM; failures are logged and reported, not thrown. */
+  async runOnce(): Promise<VmCycleResult[]> {
+    const results: VmCycleResult[] = [];
+    for (const vm of await this.ctx.state.listVms()) {
+      try {
+        results.push(await this.cycle(vm));
+      } catch (err) {
+        const error = userMessage(err) ?? (err instanceof Error ? err.message : String(err));
+        this.ctx.logger.error({ vm, err: error }, 'cycle failed');
+        if (userMessage(err) === undefined) this.ctx.logger.error({ vm, stack: (err as Error).stack }, 'bug');
+        results.push({ vm, outcome: 'failed', error });
+      }
+    }
+    return results;
+  }
+
+  /** Does what is due for the VM now. Throws when the cycle failed (the daemon retries with backoff). */
+  async cycle(vm: string): Promise<VmCycleResult> {
+    const { ctx } = this;
+    const config = await ctx.state.readConfig(vm);
+    if (config.paused) return { vm, outcome: 'skipped' };
+    if (config.startAt && Date.parse(config.startAt) > ctx.now().getTime()) return { vm, outcome: 'skipped' };
+    const started = ctx.now();
+    const book = await ProgressBook.load(ctx.state, vm);
+    const disks = new Map<string, DiskImage>();
+    try {
+      for (const d of config.disks) disks.set(d.id, await openDisk(d.path, { readOnly: true }));
+      const service = await this.register(book, config, disks);
+      const warnings: string[] = [];
+      let changedBytes = 0;
+      let sentBytes = 0;
+      let logs = 0;
+
+      // Bases first: a new disk, an initial copy in progress, a resynchronization the service asked for.
+      for (const d of config.disks) {
+        sentBytes += await recoverLogs(ctx, book, config, d.id);
+        const p = book.progress.disks[d.id]!;
+        const sd = service.get(d.id);
+        if (sd?.state === 'resync_required' && p.initial.state === 'done') {
+          ctx.logger.warn({ vm, disk: d.id, reason: sd.resyncReason }, 'service asks for a resynchronization');
+          await book.update((x) => { x.disks[d.id]!.resyncReason = sd.resyncReason ?? 'service asked for resynchronization'; x.disks[d.id]!.initial.state = 'pending'; });
+        }
+        if (p.initial.state !== 'done') {
+          const delta = config.initial.mode === 'existing' || p.resyncReason !== null || sd?.baseComplete === true;
+          await startBase(ctx, book, d.id, disks.get(d.id)!, delta ? 'delta' : 'full', sd?.generation ?? 0);
+          ctx.logger.info({ vm, disk: d.id, mode: book.progress.disks[d.id]!.initial.mode, generation: book.progress.disks[d.id]!.initial.generation }, 'base');
+          sentBytes += await runBase(ctx, book, config, d.id, disks.get(d.id)!);
+        }
+      }
+
+      // Then one log per disk, application-consistent when due and the hooks succeed.
+      const consistency = await this.quiesce(config, book, warnings);
+      let thawed = consistency === 'crash';
+      const thaw = async () => {
+        if (thawed) return;
+        thawed = true;
+        const why = config.postSnapshot ? await runHook(config.postSnapshot, { LIFEBOAT_VM: vm }) : undefined;
+        if (why) warnings.push(`post-snapshot hook failed: ${why}`);
+      };
+      try {
+        // A base shipped on media counts only once the hoster imported it; until then changes stay tracked.
+        const ready = config.disks.filter((d) => config.initial.mode !== 'media' || awaitsNothing(service.get(d.id), book.progress.disks[d.id]!));
+        for (const [i, d] of ready.entries()) {
+          const r = await diskCycle(ctx, book, config, d.id, disks.get(d.id)!, consistency, i === ready.length - 1 ? thaw : async () => {});
+          changedBytes += r.changedBytes;
+          sentBytes += r.sentBytes;
+          logs++;
+        }
+      } finally {
+        await thaw();
+      }
+      for (const w of warnings) ctx.logger.warn({ vm }, w);
+
+      const finished = ctx.now();
+      const missed = finished.getTime() - started.getTime() > config.frequencyMs;
+      const stats: CycleStats = {
+        startedAt: started.toISOString(), finishedAt: finished.toISOString(), consistency, changedBytes, sentBytes, logs,
+        outcome: missed ? 'missed' : 'ok', error: null, warnings,
+      };
+      await book.update((p) => {
+        p.lastCycle = stats;
+        p.lastCapturedAt = started.toISOString();
+        if (consistency === 'application') p.lastAppConsistentAt = started.toISOString();
+        if (missed) p.counts.missed++;
+        else p.counts.ok++;
+      });
+      ctx.logger.info({ vm, changedBytes, sentBytes, logs, consistency, outcome: stats.outcome }, 'cycle');
+      return { vm, outcome: stats.outcome, stats };
+    } finally {
+      for (const disk of disks.values()) await disk.close();
+    }
+  }
+
+  /** Registers the VM (again when a disk was added or grew) and returns the service's view of its disks. */
+  private async register(book: ProgressBook, config: VmConfig, disks: Map<string, DiskImage>): Promise<Map<string, DiskStatus>> {
+    const { ctx } = this;
+    const p = book.progress;
+    const changed = !p.registered || config.disks.some((d) => p.disks[d.id]?.virtualSize !== disks.get(d.id)!.virtualSize);
+    const registration: VmRegistration = {
+      displayName: config.name,
+      disks: config.disks.map((d) => ({ id: d.id, virtualSize: disks.get(d.id)!.virtualSize, format: disks.get(d.id)!.format })),
+      frequency: FrequencyNames[config.frequencyMs]!,
+      history: config.history,
+      appConsistentEvery: config.appConsistentEveryMs === null ? 0 : config.appConsistentEveryMs / 3_600_000,
+      compression: config.compression,
+    };
+    const status = changed
+      ? await withRetry(() => ctx.transport.registerVm(config.name, registration), ctx.retry)
+      : await withRetry(() => ctx.transport.vmStatus(config.name), ctx.retry);
+    if (changed) {
+      await book.update((x) => {
+        x.registered = true;
+        for (const d of config.disks) {
+          x.disks[d.id] ??= freshDisk();
+          x.disks[d.id]!.virtualSize = disks.get(d.id)!.virtualSize;
+        }
+      });
+    }
+    return new Map(status.disks.map((d) => [d.id, d]));
+  }
+
+  /** Runs the pre-snapshot hook when an application-consistent point is due. */
+  private async quiesce(config: VmConfig, book: ProgressBook, warnings: string[]): Promise<'crash' | 'application'> {
+    const every = config.appConsistentEveryMs;
+    if (every === null || (!config.preSnapshot && !config.postSnapshot)) return 'crash';
+    const last = book.progress.lastAppConsistentAt;
+    if (last && this.ctx.now().getTime() - Date.parse(last) < every) return 'crash';
+    if (!config.preSnapshot) return 'application';
+    const why = await runHook(config.preSnapshot, { LIFEBOAT_VM: config.name });
+    if (!why) return 'application';
+    warnings.push(`pre-snapshot hook failed, this point is crash-consistent: ${why}`);
+    return 'crash';
+  }
+}

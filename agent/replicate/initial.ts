@@ -1,0 +1,134 @@
+/**
+ * The base of a generation: the initial copy of a disk (full) or a resynchronization against the
+ * replica's block digests (delta: `--initial existing`, or after any break in continuity). The disk
+ * is cut into chunks, each sealed as a base log (sequence = chunk index), uploaded in parallel and
+ * committed; finished chunks are recorded in progress.json, so a killed agent resumes without
+ * resending them. The chunks' map digests build the scan tracker's baseline, adopted when the service
+ * accepted the whole base. With --initial media:DIR the sealed chunks and a manifest go to DIR instead
+ * (docs/formats/agent-media.md).
+ */
+import { rm } from 'node:fs/promises';
+import type { DiskImage } from '../../shared/disk/index.js';
+import { writeLog } from '../../shared/log/index.js';
+import type { InflightObject, VmConfig } from '../state/schema.js';
+import { BlockMapWriter, blockCountOf, randomSeed } from '../tracker/blockmap.js';
+import { MapBlockSize } from '../tracker/blockmap.js';
+import { hasBit, withBit } from './bitmap.js';
+import { DeltaBlockSize, differingExtents, nonZeroExtents, readChunk } from './chunk.js';
+import type { EngineContext, ProgressBook } from './context.js';
+import { MediaWriter } from './media.js';
+import { shipInflight } from './ship.js';
+import { spool } from './spool.js';
+import { scanTrackerFor, spoolPath } from './trackers.js';
+
+export const DefaultChunkSize = 16 << 20;
+export const DefaultParallelChunks = 3;
+
+/**
+ * Starts a base of a new generation for the disk (newer than any the service reported), or does
+ * nothing when one is already running.
+ */
+export async function startBase(ctx: EngineContext, book: ProgressBook, diskId: string, disk: DiskImage, mode: 'full' | 'delta', serviceGeneration: number): Promise<void> {
+  const d = book.progress.disks[diskId]!;
+  if (d.initial.state === 'running') return;
+  const generation = Math.max(d.generation, d.initial.generation, serviceGeneration) + 1;
+  const map = await BlockMapWriter.create(ctx.state.mapPath(book.vm, diskId, 'initial'), { seed: randomSeed(), blockCount: blockCountOf(disk.virtualSize) });
+  await map.close();
+  await book.update((p) => {
+    p.disks[diskId]!.initial = {
+      state: 'running', mode, generation, virtualSize: disk.virtualSize, chunkSize: DefaultChunkSize, chunksDone: '',
+      bytesTotal: disk.virtualSize, bytesDone: 0, bytesSent: 0,
+    };
+  });
+}
+
+/** Sends (or resumes) the running base; returns the bytes sent. */
+export async function runBase(ctx: EngineContext, book: ProgressBook, config: VmConfig, diskId: string, disk: DiskImage): Promise<number> {
+  const vm = config.name;
+  const ip = book.progress.disks[diskId]!.initial;
+  const { generation, chunkSize, mode, virtualSize } = ip;
+  const chunkCount = Math.max(1, Math.ceil(virtualSize / chunkSize));
+  const mapPath = ctx.state.mapPath(vm, diskId, 'initial');
+  let map = await BlockMapWriter.reopen(mapPath);
+  if (!map) {
+    // The map of the finished chunks is gone: start the base over rather than trust it.
+    map = await BlockMapWriter.create(mapPath, { seed: randomSeed(), blockCount: blockCountOf(virtualSize) });
+    await book.update((p) => { Object.assign(p.disks[diskId]!.initial, { chunksDone: '', bytesDone: 0, bytesSent: 0 }); });
+  }
+  const media = config.initial.mode === 'media' ? new MediaWriter(config.initial.dir, { tenant: ctx.tenant, vm, disk: diskId, generation, mode, chunkCount, virtualSize }) : undefined;
+  let sent = 0;
+  try {
+    // Chunks sealed before a restart go out first, as they were.
+    for (const o of book.progress.disks[diskId]!.inflight.filter((x) => x.kind === 'chunk' && x.generation === generation)) {
+      await shipInflight(ctx, vm, diskId, o, config.bandwidthBytesPerSec);
+      await markDone(book, diskId, o, Math.min(chunkSize, virtualSize - o.number * chunkSize));
+      sent += o.size;
+    }
+    const todo: number[] = [];
+    for (let i = 0; i < chunkCount; i++) if (!hasBit(book.progress.disks[diskId]!.initial.chunksDone, i)) todo.push(i);
+    const seed = map.header.seed;
+    const worker = async () => {
+      const buf = Buffer.allocUnsafe(chunkSize);
+      for (let i = todo.shift(); i !== undefined; i = todo.shift()) {
+        const start = i * chunkSize;
+        const length = Math.min(chunkSize, virtualSize - start);
+        const contents = await readChunk(disk, start, length, buf, seed);
+        const remote = mode === 'delta' ? await remoteDigests(ctx, vm, diskId, start, length) : undefined;
+        const extents = remote ? differingExtents(contents, start, remote) : nonZeroExtents(contents, start);
+        const createdAt = ctx.now();
+        const { sealed } = writeLog(
+          { tenant: ctx.tenant, vm, disk: diskId, generation, sequence: i, virtualSize, consistency: 'crash', compression: config.compression, createdMs: createdAt.getTime(), kind: mode },
+          { extents, read: async (offset, out) => { contents.data.copy(out, 0, offset - start, offset - start + out.length); } },
+          { recipient: ctx.recipient },
+        );
+        const spooled = await spool(spoolPath(ctx.state, vm, diskId, 'chunk', generation, i), sealed);
+        await map!.write(start / MapBlockSize, contents.digests);
+        await map!.sync();
+        const o: InflightObject = { kind: 'chunk', generation, number: i, spool: spooled.path, size: spooled.size, sha256: spooled.sha256, consistency: 'crash', createdAt: createdAt.toISOString(), changedBytes: 0 };
+        if (media) {
+          await media.writeChunk(o);
+          await rm(o.spool, { force: true });
+        } else {
+          await book.update((p) => { p.disks[diskId]!.inflight.push(o); });
+          await shipInflight(ctx, vm, diskId, o, config.bandwidthBytesPerSec);
+        }
+        await markDone(book, diskId, o, length);
+        sent += o.size;
+        const ipNow = book.progress.disks[diskId]!.initial;
+        ctx.onInitialProgress?.(vm, diskId, ipNow.bytesDone, ipNow.bytesTotal);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(ctx.parallelChunks ?? DefaultParallelChunks, todo.length) }, worker));
+  } finally {
+    await map.close();
+  }
+
+  if (media) await media.finish();
+  else await ctx.transport.completeInitial(vm, diskId, { generation, mode, chunkCount, consistency: 'crash', createdAt: ctx.now().toISOString() });
+  await scanTrackerFor(ctx.state, vm, diskId).adopt(mapPath);
+  await book.update((p) => {
+    const d = p.disks[diskId]!;
+    d.initial.state = 'done';
+    d.generation = generation;
+    d.nextSequence = 1;
+    d.virtualSize = virtualSize;
+    d.resyncReason = null;
+  });
+  return sent;
+}
+
+async function markDone(book: ProgressBook, diskId: string, o: InflightObject, length: number): Promise<void> {
+  await book.update((p) => {
+    const d = p.disks[diskId]!;
+    if (hasBit(d.initial.chunksDone, o.number)) return;
+    d.initial.chunksDone = withBit(d.initial.chunksDone, o.number);
+    d.initial.bytesDone += length;
+    d.initial.bytesSent += o.size;
+    d.inflight = d.inflight.filter((x) => !(x.kind === 'chunk' && x.number === o.number && x.generation === o.generation));
+  });
+}
+
+async function remoteDigests(ctx: EngineContext, vm: string, disk: string, offset: number, length: number): Promise<Map<number, string>> {
+  const r = await ctx.transport.digests(vm, disk, { blockSize: DeltaBlockSize, offset, length: Math.ceil(length / DeltaBlockSize) * DeltaBlockSize });
+  return new Map(r.blocks.map((b) => [b.index, b.sha256]));
+}

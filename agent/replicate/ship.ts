@@ -1,0 +1,56 @@
+/**
+ * Ships a spooled object: grant, upload (throttled when a bandwidth is set), commit, retried with
+ * backoff. Re-shipping after a crash sends the same bytes; a commit the service already recorded
+ * answers "duplicate", which is success.
+ */
+import { createReadStream } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { LifeboatError } from '../../shared/errors.js';
+import type { InflightObject } from '../state/schema.js';
+import type { CommitStatus, GrantRequest } from '../transport/types.js';
+import type { EngineContext } from './context.js';
+import { withRetry } from './retry.js';
+
+export async function shipInflight(ctx: EngineContext, vm: string, disk: string, o: InflightObject, bandwidth: number | null): Promise<CommitStatus> {
+  const request: GrantRequest = o.kind === 'log'
+    ? { kind: 'log', generation: o.generation, sequence: o.number }
+    : { kind: 'chunk', generation: o.generation, index: o.number };
+  const retry = ctx.retry ?? {};
+  const grant = await withRetry(() => ctx.transport.grant(vm, disk, request), retry);
+  if (o.size > grant.maxSize) throw new LifeboatError('too_large', `${vm}/${disk}: ${o.kind} ${o.number} is ${o.size} bytes, over the service's limit of ${grant.maxSize}`);
+  await withRetry(async () => {
+    try {
+      await ctx.transport.upload(grant, throttled(createReadStream(o.spool, { highWaterMark: 1 << 20 }), bandwidth), o.size);
+    } catch (err) {
+      // Uploaded and committed before a crash: the store keeps the first copy; the commit decides.
+      if (err instanceof LifeboatError && (err.code === 'already_exists' || err.code === 'conflict')) return;
+      throw err;
+    }
+  }, retry);
+  const commit = { generation: o.generation, key: grant.key, size: o.size, sha256: o.sha256, consistency: o.consistency, createdAt: o.createdAt };
+  const status = await withRetry(() => (o.kind === 'log'
+    ? ctx.transport.commitLog(vm, disk, { ...commit, sequence: o.number })
+    : ctx.transport.commitChunk(vm, disk, { ...commit, index: o.number })), retry);
+  await rm(o.spool, { force: true });
+  return status;
+}
+
+/** Paces a stream to bytesPerSecond (no pacing when null). */
+export function throttled(stream: Readable, bytesPerSecond: number | null): Readable {
+  if (bytesPerSecond === null) return stream;
+  return Readable.from((async function* () {
+    const start = Date.now();
+    let sent = 0;
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      for (let i = 0; i < chunk.length; i += 64 * 1024) {
+        const piece = chunk.subarray(i, i + 64 * 1024);
+        sent += piece.length;
+        const due = start + (sent / bytesPerSecond) * 1000;
+        const wait = due - Date.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        yield piece;
+      }
+    }
+  })());
+}
