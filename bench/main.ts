@@ -4,8 +4,14 @@
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Benchmark, BenchRow } from './lib.js';
+import { cryptoBench } from './crypto.js';
+import { logBench } from './log.js';
+import { diskBenchmark } from './disk.js';
 
 const benchmarks: Benchmark[] = [
+  cryptoBench,
+  logBench,
+  diskBenchmark,
 ];
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');

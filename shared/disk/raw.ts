@@ -5,7 +5,9 @@
  *
  * Extents: Node has no SEEK_DATA/SEEK_HOLE and no fallocate, so extents() reads the file in large
  * chunks and reports runs of all-zero granules as holes, as `qemu-img convert` detects zero data.
- * zero() cannot release space for the same reason; it only guarantees the range reads as zeros.
+ * With scan: false it reads nothing and reports the whole range as data (callers that read it
+ * anyway detect zeros themselves). zero() cannot release space for the same reason; it only
+ * guarantees the range reads as zeros.
  */
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { ErrInvalidArgument, ErrUnsupported, LifeboatError } from '../errors.js';
@@ -81,6 +83,10 @@ export class FlatRegion {
     const length = query.length ?? this.size - start;
     checkRange(start, length, this.size, 'extents');
     const end = start + length;
+    if (query.scan === false) {
+      if (length > 0) yield { offset: start, length, kind: 'data' };
+      return;
+    }
     let pending: Extent | undefined;
     const emit = function* (e: Extent): Generator<Extent> {
       if (pending && pending.kind === e.kind && pending.offset + pending.length === e.offset) { pending.length += e.length; return; }

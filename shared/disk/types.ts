@@ -23,6 +23,12 @@ export interface ExtentQuery {
    * for merging a child into its parent.
    */
   layer?: 'chain' | 'own';
+  /**
+   * False: answer from metadata alone, never by reading data. A format that finds zero ranges only
+   * by reading them (raw) then reports its whole range as 'data'; for callers that read what they
+   * are given and detect zeros themselves (convert, compare), so nothing is read twice. Default true.
+   */
+  scan?: boolean;
 }
 
 export interface DiskInfo {

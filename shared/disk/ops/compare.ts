@@ -13,7 +13,7 @@ export type CompareResult = { identical: true } | { identical: false; offset: nu
 /** The 'data' extents of disk in [start, end). */
 async function* dataIn(disk: DiskImage, start: number, end: number): AsyncGenerator<Extent> {
   if (end <= start) return;
-  for await (const e of disk.extents({ offset: start, length: end - start })) {
+  for await (const e of disk.extents({ offset: start, length: end - start, scan: false })) {
     if (e.kind === 'data') yield e;
   }
 }

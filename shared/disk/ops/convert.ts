@@ -37,7 +37,7 @@ export async function convertDisk(src: DiskImage, dstPath: string, format: DiskF
       blockSize: options.blockSize,
       ...(format === 'vhdx' ? { logicalSectorSize: src.logicalSectorSize, physicalSectorSize: src.physicalSectorSize } : {}),
     });
-    await copyExtents(src, dst, src.extents({ layer: 'chain' }), { dstIsBlank: true, onProgress: options.onProgress });
+    await copyExtents(src, dst, src.extents({ layer: 'chain', scan: false }), { dstIsBlank: true, onProgress: options.onProgress });
     const done = dst;
     dst = undefined;
     await done.close();
