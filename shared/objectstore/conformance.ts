@@ -13,9 +13,12 @@ import type { ObjectStore } from './types.js';
 
 export interface ConformanceTarget {
   store: ObjectStore;
+  /** Drops the whole backend (an emulator); without one the suite deletes the keys it wrote. */
   teardown?: () => Promise<void>;
-  /** Set when the backend cannot bind a grant's signature to its key (s3rver skips SigV4 checks). */
-  grantsNotKeyBound?: string;
+  /** Why the backend cannot refuse a grant used for another key or operation (s3rver skips SigV4 checks). */
+  grantsUnverified?: string;
+  /** Why the backend lists keys in another order than bytes (s3rver walks directories first). */
+  listOrderUnreliable?: string;
 }
 
 export interface ConformanceOptions {
@@ -74,7 +77,12 @@ export function objectStoreConformance(name: string, setup: () => Promise<Confor
 
     afterAll(async () => {
       if (target === undefined) return;
-      for await (const e of target.store.list(ns)) await target.store.delete(e.key);
+      // Emulators vanish with their teardown; a real bucket is cleaned of this run's keys.
+      if (target.teardown === undefined) {
+        const keys: string[] = [];
+        for await (const e of target.store.list(ns)) keys.push(e.key);
+        for (let i = 0; i < keys.length; i += 32) await Promise.all(keys.slice(i, i + 32).map((k) => target?.store.delete(k)));
+      }
       await target.store.close();
       await target.teardown?.();
     });
@@ -121,6 +129,8 @@ export function objectStoreConformance(name: string, setup: () => Promise<Confor
       await expect(store.get(key, { range: { offset: 100_000, length: 1 } })).rejects.toMatchObject({ code: 'invalid_argument', status: 416 });
       await expect(store.get(key, { range: { offset: 200_000, length: 1 } })).rejects.toMatchObject({ code: 'invalid_argument', status: 416 });
       await expectCode(store.get(key, { range: { offset: 0, length: 0 } }), 'invalid_argument');
+      await store.put(`${ns}range/empty`, Buffer.alloc(0));
+      await expect(store.get(`${ns}range/empty`, { range: { offset: 0, length: 1 } })).rejects.toMatchObject({ code: 'invalid_argument', status: 416 });
       await expectCode(store.get(key, { range: { offset: -1, length: 5 } }), 'invalid_argument');
     });
 
@@ -168,12 +178,18 @@ export function objectStoreConformance(name: string, setup: () => Promise<Confor
     });
 
     it('lists by plain prefix in byte order, including keys that extend the prefix', async (ctx) => {
-      const { store } = use(ctx);
+      const t = use(ctx);
+      const { store } = t;
       const keys = ['p/ab', 'p/a/x', 'p/a-b', 'p/a.x', 'p/b', 'p/a/y/z', 'q/a'].map((k) => `${ns}list/${k}`);
       for (const k of keys) await store.put(k, Buffer.from(k));
-      expect(await listKeys(store, `${ns}list/p/a`)).toEqual(['p/a-b', 'p/a.x', 'p/a/x', 'p/a/y/z', 'p/ab'].map((k) => `${ns}list/${k}`));
-      expect(await listKeys(store, `${ns}list/p/a/`)).toEqual(['p/a/x', 'p/a/y/z'].map((k) => `${ns}list/${k}`));
-      expect(await listKeys(store, `${ns}list/`)).toEqual([...keys].sort());
+      const listed = async (prefix: string) => {
+        const got = await listKeys(store, prefix);
+        return t.listOrderUnreliable === undefined ? got : got.sort();
+      };
+      expect(await listed(`${ns}list/p/a`)).toEqual(['p/a-b', 'p/a.x', 'p/a/x', 'p/a/y/z', 'p/ab'].map((k) => `${ns}list/${k}`));
+      expect(await listed(`${ns}list/p/a/`)).toEqual(['p/a/x', 'p/a/y/z'].map((k) => `${ns}list/${k}`));
+      expect(await listed(`${ns}list/`)).toEqual([...keys].sort());
+      if (t.listOrderUnreliable !== undefined) await ctx.annotate(`order not checked: ${t.listOrderUnreliable}`);
       expect(await listKeys(store, `${ns}list/none`)).toEqual([]);
       const entries = [];
       for await (const e of store.list(`${ns}list/p/b`)) entries.push(e);
@@ -238,13 +254,13 @@ export function objectStoreConformance(name: string, setup: () => Promise<Confor
     it('binds a grant to its key and operation', async (ctx) => {
       const t = use(ctx);
       const { store } = t;
+      if (t.grantsUnverified !== undefined) ctx.skip(t.grantsUnverified);
       const put = await store.grant(`${ns}grant/one.bin`, { operation: 'put', expiresIn: 300 });
       const get = await store.grant(`${ns}grant/one.bin`, { operation: 'get', expiresIn: 300 });
       // A get grant does not allow a put.
       const asPut = await fetch(get.url, { method: 'PUT', headers: { ...put.headers, ...get.headers }, body: Buffer.from('x') });
       expect(asPut.status).toBeGreaterThanOrEqual(400);
       await expectCode(store.head(`${ns}grant/one.bin`), 'not_found');
-      if (t.grantsNotKeyBound !== undefined) ctx.skip(t.grantsNotKeyBound);
       const other = put.url.replace('one.bin', 'two.bin');
       expect(other).not.toBe(put.url);
       const res = await fetch(other, { method: 'PUT', headers: put.headers, body: Buffer.from('x') });

@@ -10,8 +10,8 @@ import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { ErrInvalidArgument, LifeboatError, isLifeboatError } from '../errors.js';
 import { assertValidKey } from './keys.js';
+import { grantExpiry } from './checks.js';
 import type { Grant, GrantOperation, GrantOptions, ObjectStore } from './types.js';
-import { MaxGrantSeconds } from './types.js';
 
 /** Shortest HMAC key accepted: 32 bytes, the size of the SHA-256 output. */
 export const MinSigningKeyBytes = 32;
@@ -32,17 +32,6 @@ export function assertSigningKey(signingKey: Buffer): void {
   if (!Buffer.isBuffer(signingKey) || signingKey.length < MinSigningKeyBytes) {
     throw ErrInvalidArgument(`file grant signing key must be at least ${MinSigningKeyBytes} bytes`);
   }
-}
-
-/** Checks a grant's options and returns its expiry. */
-export function grantExpiry(options: GrantOptions): Date {
-  const { operation, expiresIn } = options;
-  if (operation !== 'put' && operation !== 'get') throw ErrInvalidArgument(`invalid grant operation ${String(operation)}`);
-  if (!Number.isInteger(expiresIn) || expiresIn < 1 || expiresIn > MaxGrantSeconds) {
-    throw ErrInvalidArgument(`grant expiresIn must be 1 to ${MaxGrantSeconds} seconds, got ${expiresIn}`);
-  }
-  const start = options.issuedAt ?? new Date();
-  return new Date(Math.floor(start.getTime() / 1000) * 1000 + expiresIn * 1000);
 }
 
 /** Signs a grant for one key and operation. */

@@ -15,7 +15,7 @@ import { ErrRangeNotSatisfiable, storeError } from './errors.js';
 import type { FileGrantConfig } from './file-grant.js';
 import { signFileGrant } from './file-grant.js';
 import { assertValidKey, assertValidPrefix } from './keys.js';
-import { checkRange } from './range.js';
+import { checkRange } from './checks.js';
 import type { Body, GetOptions, Grant, GrantOptions, ListEntry, ObjectInfo, ObjectStore, PutOptions } from './types.js';
 
 const TempPrefix = '.tmp-';

@@ -29,6 +29,10 @@ export async function openObjectStore(url: string, options: OpenObjectStoreOptio
   switch (parsed.protocol) {
     case 'file:':
       return new FileStore(fileURLToPath(parsed), { grant: options.grant });
+    case 's3:': {
+      const { openS3Store } = await import('./s3.js');
+      return openS3Store(parsed, options.env ?? process.env);
+    }
     default:
       throw ErrUnsupported(`object store URL scheme ${parsed.protocol} is not supported (file:, s3:, azure:)`);
   }
