@@ -2,7 +2,7 @@
  * The `.hrl` record layer (docs/formats/hrl.md, "Extent records" and "Trailer"): byte sizes, encoders
  * for the fixed records, and the running digest over the log's uncompressed content.
  */
-import { createHash, type Hash } from 'node:crypto';
+import { xxh3 } from '@node-rs/xxhash';
 
 export const RecordData = 1;
 export const RecordZero = 2;
@@ -13,7 +13,7 @@ export const ExtentRecordBytes = 17;
 export const ChunkHeaderBytes = 5;
 /** Type and three counts (what the digest covers), then the digest. */
 export const TrailerCountsBytes = 25;
-export const DigestBytes = 32;
+export const DigestBytes = 8;
 
 export function extentRecord(type: number, offset: number, length: number): Buffer {
   const b = Buffer.allocUnsafe(ExtentRecordBytes);
@@ -45,7 +45,27 @@ export function trailerCounts(t: LogTotals): Buffer {
   return b;
 }
 
-/** SHA-256 over the uncompressed content, fed in log order by writer and reader alike. */
-export function contentDigest(): Hash {
-  return createHash('sha256');
+/**
+ * XXH3-64 (seed 0) over the uncompressed content, fed in log order by writer and reader alike. Not a
+ * security mechanism (the envelope authenticates every byte): it catches writer and codec defects, and
+ * at ~10x the speed of SHA-256 it costs almost nothing beside compression.
+ */
+export class ContentDigest {
+  private readonly state = xxh3.Xxh3.withSeed(0n);
+
+  update(bytes: Uint8Array): this {
+    this.state.update(bytes);
+    return this;
+  }
+
+  /** The 8-byte digest, little-endian. */
+  digest(): Buffer {
+    const b = Buffer.allocUnsafe(DigestBytes);
+    b.writeBigUInt64LE(this.state.digest());
+    return b;
+  }
+}
+
+export function contentDigest(): ContentDigest {
+  return new ContentDigest();
 }

@@ -38,7 +38,7 @@ export interface ReadLogOptions {
 export function writeLog(init: LogHeaderInit, source: LogSource, options: WriteLogOptions): { header: LogHeader; sealed: AsyncGenerator<Buffer> } {
   const header = completeHeader(init);
   const context = encodeLogHeader(header);
-  const sealed = sealStream(encodeLog(header, source, options), { recipient: options.recipient, context, frameSize: options.frameSize });
+  const sealed = sealStream(encodeLog(header, source, { ...options, reuseBuffers: true }), { recipient: options.recipient, context, frameSize: options.frameSize });
   return { header, sealed };
 }
 

@@ -26,6 +26,11 @@ export type LogHeaderInit = Omit<LogHeader, 'compression' | 'chunkSize' | 'creat
 export interface EncodeOptions {
   /** zstd level (default 1). */
   level?: number;
+  /**
+   * Reuse each yielded buffer once the next one is asked for. Only for consumers that copy what
+   * they are given before asking for more, such as sealStream; it saves one allocation per MiB.
+   */
+  reuseBuffers?: boolean;
 }
 
 /** Output block size: big enough that a consumer sees few, small enough to stay cheap. */
@@ -50,7 +55,7 @@ export function completeHeader(init: LogHeaderInit): LogHeader {
 export async function* encodeLog(header: LogHeader, source: LogSource, options: EncodeOptions = {}): AsyncGenerator<Buffer> {
   const headerBytes = encodeLogHeader(header);
   const digest = contentDigest();
-  const out = new BlockPacker();
+  const out = new BlockPacker(options.reuseBuffers ?? false);
   const compressor = new ChunkCompressor(header.compression, header.chunkSize, options.level ?? DefaultZstdLevel);
   const readBuf = Buffer.allocUnsafe(header.chunkSize);
   const totals: LogTotals = { extentCount: 0, dataBytes: 0, zeroBytes: 0 };
@@ -76,14 +81,14 @@ export async function* encodeLog(header: LogHeader, source: LogSource, options: 
       out.push(chunkHeader(chunk.codec, chunk.bytes.length));
       out.push(chunk.bytes);
       done += raw.length;
-      yield* out.takeFull();
+      yield* out.drain(out.takeFull());
     }
   }
   const counts = trailerCounts(totals);
   digest.update(counts);
   out.push(counts);
   out.push(digest.digest());
-  yield* out.takeAll();
+  yield* out.drain(out.takeAll());
 }
 
 /** Checks order and bounds and merges adjacent extents of one kind, looking one extent ahead. */
@@ -108,11 +113,31 @@ async function* coalesce(extents: Iterable<Extent> | AsyncIterable<Extent>, virt
   if (pending !== undefined) yield pending;
 }
 
-/** Packs small and large pieces into fresh 1 MiB blocks, so consumers may keep what they are given. */
+/**
+ * Packs small and large pieces into 1 MiB blocks: fresh ones, so consumers may keep what they are
+ * given, or recycled ones when the consumer copies.
+ */
 class BlockPacker {
-  private block = Buffer.allocUnsafe(BlockBytes);
+  private readonly spare: Buffer[] = [];
+  private block: Buffer;
   private used = 0;
   private readonly full: Buffer[] = [];
+
+  constructor(private readonly reuse: boolean) {
+    this.block = this.fresh();
+  }
+
+  /** Yields blocks; with reuse, each goes back to the spares once the consumer asks for the next. */
+  *drain(blocks: Buffer[]): Generator<Buffer> {
+    for (const b of blocks) {
+      yield b;
+      if (this.reuse && b.buffer.byteLength === BlockBytes && this.spare.length < 4) this.spare.push(Buffer.from(b.buffer, b.byteOffset, BlockBytes));
+    }
+  }
+
+  private fresh(): Buffer {
+    return this.spare.pop() ?? Buffer.allocUnsafeSlow(BlockBytes);
+  }
 
   push(bytes: Buffer): void {
     for (let at = 0; at < bytes.length;) {
@@ -122,7 +147,7 @@ class BlockPacker {
       at += n;
       if (this.used === BlockBytes) {
         this.full.push(this.block);
-        this.block = Buffer.allocUnsafe(BlockBytes);
+        this.block = this.fresh();
         this.used = 0;
       }
     }
