@@ -134,10 +134,10 @@ export function findReplay(log: Buffer, logGuid: string, fileSize: number): Repl
 }
 
 /**
- * Builds one log entry holding data writes (each 4 KiB aligned, a multiple of 4 KiB long), with
- * tail pointing at itself so it is a complete sequence of one entry.
+ * Builds one log entry holding data writes (each 4 KiB aligned, a multiple of 4 KiB long). Its tail
+ * is opts.tail, by default its own position (a complete sequence of one entry).
  */
-export function buildEntry(writes: { at: number; data: Buffer }[], opts: { pos: number; seq: bigint; logGuid: string; fileSize: number }): Buffer {
+export function buildEntry(writes: { at: number; data: Buffer }[], opts: { pos: number; seq: bigint; logGuid: string; fileSize: number; tail?: number }): Buffer {
   const sectors = writes.flatMap((w) => {
     const out: { at: number; data: Buffer }[] = [];
     for (let i = 0; i < w.data.length; i += LogSector) out.push({ at: w.at + i, data: w.data.subarray(i, i + LogSector) });
@@ -147,7 +147,7 @@ export function buildEntry(writes: { at: number; data: Buffer }[], opts: { pos: 
   const entry = Buffer.alloc((descSectors + sectors.length) * LogSector);
   entry.write('loge', 0, 'latin1');
   entry.writeUInt32LE(entry.length, 8);
-  entry.writeUInt32LE(opts.pos, 12);
+  entry.writeUInt32LE(opts.tail ?? opts.pos, 12);
   entry.writeBigUInt64LE(opts.seq, 16);
   entry.writeUInt32LE(sectors.length, 24);
   writeGuid(entry, 32, opts.logGuid);
