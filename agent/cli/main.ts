@@ -8,9 +8,11 @@ import { registerDiskConvert } from './disk-convert.js';
 import { registerDiskCreate } from './disk-create.js';
 import { registerDiskInfo } from './disk-info.js';
 import { registerEnroll } from './enroll.js';
+import { registerLogInspect } from './log-inspect.js';
 import { registerPause } from './pause.js';
 import { registerProtect } from './protect.js';
 import { registerResume } from './resume.js';
+import { registerRun } from './run.js';
 import { registerStatus } from './status.js';
 import { registerUnprotect } from './unprotect.js';
 
@@ -25,12 +27,13 @@ registerDiskCreate(disk);
 registerDiskConvert(disk);
 registerDiskCompare(disk);
 const log = program.command('log').description('inspect change logs (.hrl)');
-void log;
+registerLogInspect(log);
 registerEnroll(program);
 registerProtect(program);
 registerUnprotect(program);
 registerPause(program);
 registerResume(program);
 registerStatus(program);
+registerRun(program);
 
 await runProgram(program);

@@ -92,7 +92,7 @@ describe('lifeboat-agent on bad input', () => {
   });
 
   it('every agent command has --help', async () => {
-    const cmds = ['enroll', 'protect', 'unprotect', 'pause', 'resume', 'status'];
+    const cmds = ['enroll', 'protect', 'unprotect', 'pause', 'resume', 'status', 'run'];
     const results = await Promise.all(cmds.map((cmd) => agent(join(dir, 'help'), cmd, '--help')));
     results.forEach((r, i) => {
       expect(r.code).toBe(0);

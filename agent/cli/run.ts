@@ -1,0 +1,85 @@
+/**
+ * lifeboat-agent run [--once]: the replication engine. --once does what is due now (pending initial
+ * copies, then one cycle for every VM), waits for the service to acknowledge every commit and exits:
+ * 0 when every VM succeeded, 1 with one line per failed VM otherwise. Without --once it runs as a
+ * daemon, logging JSON lines (pino) on stderr, until SIGINT or SIGTERM.
+ */
+import type { Command } from 'commander';
+import { pino } from 'pino';
+import { checkJwk } from '../../shared/crypto/keys.js';
+import { LifeboatError } from '../../shared/errors.js';
+import { formatBytes } from '../../shared/units.js';
+import type { EngineContext, EngineLogger } from '../replicate/context.js';
+import { silentLogger } from '../replicate/context.js';
+import { runDaemon } from '../replicate/daemon.js';
+import { Replicator } from '../replicate/engine.js';
+import { takeRunLock } from '../state/lock.js';
+import type { AgentState } from '../state/store.js';
+import { HttpTransport } from '../transport/http.js';
+import { agentState, withStateDir } from './agent-options.js';
+import type { StateDirOption } from './agent-options.js';
+import { progressBar } from './disk-common.js';
+
+export function registerRun(program: Command): void {
+  withStateDir(program
+    .command('run')
+    .description('replicate protected VMs: the daemon, or with --once what is due now')
+    .option('--once', 'ship pending initial copies and one cycle for every VM, wait for the acknowledgements, exit'))
+    .action(async (opts: StateDirOption & { once?: boolean }) => {
+      const state = agentState(opts);
+      await state.init();
+      const release = await takeRunLock(state.dir);
+      try {
+        if (opts.once) await runOnce(state);
+        else await daemon(state);
+      } finally {
+        await release();
+      }
+    });
+}
+
+/** The engine's context from the enrolled identity; a clear error when the certificate expired. */
+export async function engineContext(state: AgentState, logger: EngineLogger): Promise<EngineContext> {
+  const files = await state.readIdentity();
+  if (Date.parse(files.identity.certNotAfter) <= Date.now()) {
+    throw new LifeboatError('unauthenticated', `this agent's certificate expired at ${files.identity.certNotAfter}; enroll again with a new token`);
+  }
+  let recipient;
+  try {
+    recipient = checkJwk(JSON.parse(files.tenantKeyJwk), 'public', 'tenant replica key');
+  } catch (err) {
+    throw new LifeboatError('corrupt', `${state.identityDir}/tenant-key.jwk: not a replica key; enroll again`, { cause: err });
+  }
+  return { state, transport: HttpTransport.fromIdentity(files), tenant: files.identity.tenant, recipient, logger, now: () => new Date() };
+}
+
+async function runOnce(state: AgentState): Promise<void> {
+  const ctx = await engineContext(state, silentLogger);
+  const bars = new Map<string, ReturnType<typeof progressBar>>();
+  ctx.onInitialProgress = (vm, disk, done, total) => {
+    const label = `${vm}/${disk} initial copy`;
+    if (!bars.has(label)) bars.set(label, progressBar(label));
+    bars.get(label)!.update({ done, total });
+  };
+  const results = await new Replicator(ctx).runOnce();
+  for (const bar of bars.values()) bar.end();
+  const failed = results.filter((r) => r.outcome === 'failed');
+  for (const r of results) {
+    if (r.outcome === 'failed') continue;
+    const s = r.stats;
+    process.stdout.write(s ? `${r.vm}: ${r.outcome}, ${s.logs} log(s), changed ${formatBytes(s.changedBytes)}, sent ${formatBytes(s.sentBytes)}\n` : `${r.vm}: ${r.outcome}\n`);
+  }
+  if (failed.length > 0) {
+    throw new LifeboatError('unavailable', failed.map((r) => `${r.vm}: ${r.error}`).join('; '));
+  }
+}
+
+async function daemon(state: AgentState): Promise<void> {
+  const logger = pino({ base: { app: 'lifeboat-agent' } }, pino.destination(2));
+  const ctx = await engineContext(state, logger);
+  const controller = new AbortController();
+  const stop = () => controller.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  await runDaemon(new Replicator(ctx), { logger, signal: controller.signal });
+}

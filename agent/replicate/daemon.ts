@@ -1,0 +1,63 @@
+/**
+ * The daemon: a timer around Replicator.cycle(). Each VM runs at its frequency, measured from the
+ * start of its last cycle; a failed cycle is logged and retried with backoff (never later than the
+ * VM's next regular cycle). The list of VMs and their settings are re-read every pass, so protect,
+ * pause and resume take effect without a restart.
+ */
+import type { EngineLogger } from './context.js';
+import type { Replicator } from './engine.js';
+import { backoffDelay } from './retry.js';
+
+export const PollMs = 5_000;
+
+export interface DaemonOptions {
+  logger: EngineLogger;
+  signal: AbortSignal;
+}
+
+interface Schedule { due: number; failures: number }
+
+export async function runDaemon(replicator: Replicator, options: DaemonOptions): Promise<void> {
+  const { logger, signal } = options;
+  const { state } = replicator.ctx;
+  const schedules = new Map<string, Schedule>();
+  logger.info({ stateDir: state.dir }, 'agent running');
+  while (!signal.aborted) {
+    const vms = await state.listVms();
+    for (const vm of [...schedules.keys()]) if (!vms.includes(vm)) schedules.delete(vm);
+    for (const vm of vms) {
+      if (signal.aborted) break;
+      const s = schedules.get(vm) ?? { due: 0, failures: 0 };
+      schedules.set(vm, s);
+      if (Date.now() < s.due) continue;
+      const started = Date.now();
+      try {
+        const config = await state.readConfig(vm);
+        const r = await replicator.cycle(vm);
+        s.failures = 0;
+        s.due = r.outcome === 'skipped' ? Date.now() + PollMs : started + config.frequencyMs;
+      } catch (err) {
+        s.failures++;
+        const frequency = await state.readConfig(vm).then((c) => c.frequencyMs, () => 60_000);
+        const delay = Math.min(frequency, backoffDelay(s.failures - 1, 1_000, 300_000));
+        s.due = Date.now() + delay;
+        logger.error({ vm, err: err instanceof Error ? err.message : String(err), retryInMs: delay, failures: s.failures }, 'cycle failed');
+      }
+    }
+    const next = Math.min(Date.now() + PollMs, ...[...schedules.values()].map((s) => s.due));
+    await sleep(Math.max(0, next - Date.now()), signal);
+  }
+  logger.info({}, 'agent stopped');
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done);
+  });
+}
