@@ -74,3 +74,25 @@ export async function readAll(stream: AsyncIterable<Buffer | Uint8Array>): Promi
   for await (const chunk of stream) parts.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
   return Buffer.concat(parts);
 }
+
+/** Regroups a byte stream into Buffers of exactly size bytes (the last may be shorter, none empty). */
+export async function* rechunk(stream: AsyncIterable<Buffer | Uint8Array>, size: number): AsyncIterable<Buffer> {
+  let parts: Buffer[] = [];
+  let held = 0;
+  for await (const piece of stream) {
+    let chunk = Buffer.isBuffer(piece) ? piece : Buffer.from(piece);
+    while (held + chunk.length >= size) {
+      const take = size - held;
+      parts.push(chunk.subarray(0, take));
+      yield Buffer.concat(parts);
+      chunk = chunk.subarray(take);
+      parts = [];
+      held = 0;
+    }
+    if (chunk.length > 0) {
+      parts.push(chunk);
+      held += chunk.length;
+    }
+  }
+  if (held > 0) yield Buffer.concat(parts);
+}

@@ -33,6 +33,10 @@ export async function openObjectStore(url: string, options: OpenObjectStoreOptio
       const { openS3Store } = await import('./s3.js');
       return openS3Store(parsed, options.env ?? process.env);
     }
+    case 'azure:': {
+      const { openAzureStore } = await import('./azure.js');
+      return openAzureStore(parsed, options.env ?? process.env);
+    }
     default:
       throw ErrUnsupported(`object store URL scheme ${parsed.protocol} is not supported (file:, s3:, azure:)`);
   }

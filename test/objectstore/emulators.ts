@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { BlobServiceClient, StorageSharedKeyCredential } from '@azure/storage-blob';
 import { scratchDir } from '../helpers.js';
 
 export interface Emulator {
@@ -65,8 +66,11 @@ export async function startAzurite(container = 'lifeboat-test'): Promise<Emulato
     child.once('exit', (code) => reject(new Error(`azurite-blob exited (${code}) before listening: ${out.trim().slice(-500)}`)));
   });
   const endpoint = `http://127.0.0.1:${port}/${azuriteAccount}`;
+  const service = new BlobServiceClient(endpoint, new StorageSharedKeyCredential(azuriteAccount, azuriteKey));
+  await service.getContainerClient(container).createIfNotExists();
   return {
-    url: `azure://${azuriteAccount}/${container}/pfx?endpoint=${encodeURIComponent(endpoint)}`,
+    // Small list pages so the conformance suite's 1005 keys cross several pages.
+    url: `azure://${azuriteAccount}/${container}/pfx?endpoint=${encodeURIComponent(endpoint)}&listPageSize=300`,
     env: { ...process.env, AZURE_STORAGE_KEY: azuriteKey, AZURE_STORAGE_CONNECTION_STRING: undefined },
     stop: async () => {
       child.kill('SIGTERM');
