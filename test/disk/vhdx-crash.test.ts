@@ -91,7 +91,7 @@ describe('crash safety', () => {
     it(`a ${kind} disk killed at random instants ${Rounds} times stays consistent`, async () => {
       const image = join(dir.path, `${kind}.vhdx`);
       const intents = join(dir.path, `${kind}.intents`);
-      let settled = Buffer.alloc(16 * M);
+      let settled: Buffer = Buffer.alloc(16 * M);
       if (kind === 'differencing') {
         const parent = join(dir.path, 'parent.vhdx');
         const p = await vhdxDriver.create(parent, { virtualSize: settled.length, blockSize: M });
