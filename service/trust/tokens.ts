@@ -7,6 +7,8 @@
 import { randomUUID } from 'node:crypto';
 import type { webcrypto } from 'node:crypto';
 import { CompactEncrypt, compactDecrypt, errors as joseErrors, exportJWK, generateKeyPair, importJWK, jwtVerify, SignJWT } from 'jose';
+import { checkJwk, generateKeyPair as generateRecipientKeyPair } from '../../shared/crypto/keys.js';
+import type { PrivateJwk, PublicJwk } from '../../shared/crypto/keys.js';
 import type { JWK, JWTPayload } from 'jose';
 import { ErrUnauthenticated } from '../errors.js';
 
@@ -118,19 +120,20 @@ export async function verifyUploadGrant(signer: Signer, token: string): Promise<
   return { tenant: p.tenant, key: p.key, maxSize: p.maxSize };
 }
 
-/** A tenant's replica key pair: the public JWK goes to agents, the private one is wrapped. */
-export async function newReplicaKeyPair(masterKey: Uint8Array): Promise<{ publicJwk: JWK; wrappedPrivate: string }> {
-  const { publicKey, privateKey } = await generateKeyPair('ECDH-ES', { crv: 'P-256', extractable: true });
+/**
+ * A tenant's replica key pair (the envelope's default curve, shared/crypto): the public JWK goes to
+ * agents, the private one is kept wrapped under the master key.
+ */
+export async function newReplicaKeyPair(masterKey: Uint8Array): Promise<{ publicJwk: PublicJwk; wrappedPrivate: string }> {
+  const pair = await generateRecipientKeyPair();
   const kid = randomUUID();
-  const publicJwk = { ...(await exportJWK(publicKey)), kid, alg: 'ECDH-ES', use: 'enc' };
-  const priv = { ...(await exportJWK(privateKey)), kid, alg: 'ECDH-ES', use: 'enc' };
-  const wrappedPrivate = await new CompactEncrypt(new TextEncoder().encode(JSON.stringify(priv)))
+  const wrappedPrivate = await new CompactEncrypt(new TextEncoder().encode(JSON.stringify({ ...pair.privateKey, kid })))
     .setProtectedHeader({ alg: 'dir', enc: 'A256GCM' }).encrypt(masterKey);
-  return { publicJwk, wrappedPrivate };
+  return { publicJwk: { ...pair.publicKey, kid }, wrappedPrivate };
 }
 
 /** The private JWK of a tenant's replica key. */
-export async function unwrapReplicaKey(masterKey: Uint8Array, wrapped: string): Promise<JWK> {
+export async function unwrapReplicaKey(masterKey: Uint8Array, wrapped: string): Promise<PrivateJwk> {
   const { plaintext } = await compactDecrypt(wrapped, masterKey);
-  return JSON.parse(new TextDecoder().decode(plaintext)) as JWK;
+  return checkJwk(JSON.parse(new TextDecoder().decode(plaintext)), 'private', 'replica key') as PrivateJwk;
 }

@@ -1,7 +1,43 @@
-/** Placeholder until the merge job lands: workers that do nothing yet. */
+/**
+ * Merge workers in a process: a BullMQ worker on queue "merge" (each job merges one disk) and a
+ * timer that calls Merger.merge() as a sweep. `serve` runs them embedded; `worker` runs them alone.
+ */
+import { Worker } from 'bullmq';
 import type { ServiceContext } from '../context.js';
+import type { DiskRef } from '../queue.js';
+import { MergeQueueName, connectRedis } from '../queue.js';
 import type { EnqueueMerge } from '../replication/uploads.js';
+import { Merger } from './merger.js';
 
-export async function startMergeWorkers(_ctx: ServiceContext, _options: { redisUrl: string; enqueue: EnqueueMerge }): Promise<{ stop(): Promise<void> }> {
-  return { stop: async () => undefined };
+export const DefaultSweepMs = 5000;
+export const DefaultConcurrency = 2;
+
+export async function startMergeWorkers(ctx: ServiceContext, options: { redisUrl: string; enqueue?: EnqueueMerge; sweepMs?: number; concurrency?: number }): Promise<{ merger: Merger; stop(): Promise<void> }> {
+  const redis = await connectRedis(options.redisUrl);
+  const bullConnection = await connectRedis(options.redisUrl);
+  const merger = new Merger(ctx, redis);
+  const worker = new Worker<DiskRef>(MergeQueueName, async (job) => {
+    const result = await merger.mergeDisk(job.data);
+    if (!result) throw new Error(`disk ${job.data.tenant}/${job.data.vm}/${job.data.disk} is being merged by another worker; retrying`);
+    return result;
+  }, { connection: bullConnection, concurrency: options.concurrency ?? DefaultConcurrency });
+  worker.on('failed', (job, err) => ctx.log.warn({ job: job?.id, err: err.message }, 'merge job failed'));
+  let sweeping = false;
+  const timer = setInterval(() => {
+    if (sweeping) return;
+    sweeping = true;
+    merger.merge().catch((err: unknown) => ctx.log.error({ err }, 'merge sweep failed')).finally(() => {
+      sweeping = false;
+    });
+  }, options.sweepMs ?? DefaultSweepMs);
+  timer.unref();
+  return {
+    merger,
+    async stop() {
+      clearInterval(timer);
+      await worker.close();
+      bullConnection.disconnect();
+      redis.disconnect();
+    },
+  };
 }

@@ -42,7 +42,7 @@ describe('enrollment', () => {
     expect(body.tenant).toBe('contoso');
     expect(body.serverName).toBe('hv01.contoso.com');
     expect(body.caChain).toEqual([caPem]);
-    expect(body.tenantReplicaKey.kty).toBe('EC');
+    expect(body.tenantReplicaKey.kty).toBe('OKP');
     const cert = new x509.X509Certificate(body.certificate);
     const san = cert.getExtension(x509.SubjectAlternativeNameExtension)!;
     expect(san.names.items.map((n) => n.value)).toEqual(['hv01.contoso.com']);

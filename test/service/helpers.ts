@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
 import pg from 'pg';
 import pino from 'pino';
+import type { PublicJwk } from '../../shared/crypto/keys.js';
 import type { Config } from '../../service/config/config.js';
 import { loadConfig } from '../../service/config/config.js';
 import { initDataDir } from '../../service/config/init.js';
@@ -140,13 +141,13 @@ export async function operator<T = Record<string, unknown>>(svc: RunningService,
 }
 
 /** Creates a tenant, allows a pattern, makes a token and enrolls serverName; returns its identity. */
-export async function enrolledAgent(svc: RunningService, tenant: string, pattern: string, serverName: string): Promise<TlsIdentity & { tenant: string; serverName: string }> {
+export async function enrolledAgent(svc: RunningService, tenant: string, pattern: string, serverName: string): Promise<TlsIdentity & { tenant: string; serverName: string; replicaKey: PublicJwk }> {
   const exists = await operator(svc, 'GET', '/v1/tenants');
   if (!(exists.body as { tenants: { name: string }[] }).tenants.some((t) => t.name === tenant)) await operator(svc, 'POST', '/v1/tenants', { name: tenant });
   await operator(svc, 'POST', `/v1/tenants/${tenant}/authorizations`, { pattern });
   const { body: tok } = await operator<{ token: string }>(svc, 'POST', `/v1/tenants/${tenant}/tokens`, {});
   const { keyPem, csrPem } = await newKeyAndCsr(serverName);
-  const res = await httpsJson<{ certificate: string }>(`${svc.agentUrl}/v1/enroll`, { method: 'POST', body: { token: tok.token, serverName, csr: csrPem }, caPem: svc.ctx.ca.certPem });
+  const res = await httpsJson<{ certificate: string; tenantReplicaKey: PublicJwk }>(`${svc.agentUrl}/v1/enroll`, { method: 'POST', body: { token: tok.token, serverName, csr: csrPem }, caPem: svc.ctx.ca.certPem });
   if (res.status !== 200) throw new Error(`enroll ${serverName}: ${res.status} ${JSON.stringify(res.body)}`);
-  return { keyPem, certPem: res.body.certificate, tenant, serverName };
+  return { keyPem, certPem: res.body.certificate, tenant, serverName, replicaKey: res.body.tenantReplicaKey };
 }

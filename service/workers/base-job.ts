@@ -1,0 +1,102 @@
+/**
+ * Step `base` of a merge run (same queue and lock as merge-job.ts): applies a completed initial copy
+ * or delta base of a newer generation.
+ *
+ * Input: the disk, its applied state, and the pending `bases` row of a generation newer than the
+ *   state's (or equal to it while its base is incomplete).
+ * Output: full → the chunks written into a new base layer, which replaces the chain; delta → the
+ *   chunks written into the top layer. Then state.json = { generation, baseComplete, sequence 0,
+ *   replicating }, and the catalog follows.
+ * Failure codes: any chunk failing its checks (envelope, .hrl, digest, names, kind ≠ mode) → nothing
+ *   applied (full: the new layer is deleted; delta: every chunk is staged and verified before the
+ *   first is applied), base row `rejected`, disk `resync_required` with the reason.
+ * Idempotent: the new base layer has a name per generation and is recreated from scratch on a
+ *   retry; state.json switches to it in one atomic write; a retried delta writes the same bytes.
+ */
+import { rm, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createDisk, openDisk } from '../../shared/disk/index.js';
+import type { PrivateJwk } from '../../shared/crypto/keys.js';
+import { ErrTampered, isLifeboatError } from '../../shared/errors.js';
+import type { Queryable } from '../catalog/db.js';
+import type { LogRow } from '../catalog/logs.js';
+import type { ServiceContext } from '../context.js';
+import type { DiskRef } from '../queue.js';
+import type { AppliedState } from '../replication/replica.js';
+import type { StagedLog } from './stage.js';
+import { applyStaged, stageLog } from './stage.js';
+
+export interface BaseRow {
+  generation: number;
+  mode: 'full' | 'delta';
+  chunkCount: number;
+  consistency: string;
+}
+
+/** The newest pending base that is newer than the applied state, if any. */
+export async function pendingBase(db: Queryable, ref: DiskRef, state: AppliedState): Promise<BaseRow | undefined> {
+  const rows = await db.query<BaseRow>(`SELECT generation, mode, chunk_count AS "chunkCount", consistency FROM bases
+    WHERE tenant = $1 AND vm = $2 AND disk = $3 AND status = 'pending' AND (generation > $4 OR (generation = $4 AND NOT $5)) ORDER BY generation DESC LIMIT 1`,
+  [ref.tenant, ref.vm, ref.disk, state.generation, state.baseComplete]);
+  return rows[0];
+}
+
+async function chunks(db: Queryable, ref: DiskRef, base: BaseRow): Promise<LogRow[]> {
+  return db.query<LogRow>(`SELECT tenant, vm, disk, kind, generation, sequence, key, size, sha256, consistency, created_at AS "createdAt", committed_at AS "committedAt", status
+    FROM logs WHERE tenant = $1 AND vm = $2 AND disk = $3 AND kind = 'chunk' AND generation = $4 AND sequence < $5 ORDER BY sequence`,
+  [ref.tenant, ref.vm, ref.disk, base.generation, base.chunkCount]);
+}
+
+export type BaseOutcome = { ok: true; state: AppliedState } | { ok: false; reason: string };
+
+/**
+ * Applies base to the replica in dir; returns the state to commit, or the reason it was refused. The
+ * caller commits the state (fenced) and marks rows.
+ */
+export async function applyBase(ctx: ServiceContext, ref: DiskRef, dir: string, state: AppliedState, base: BaseRow, key: PrivateJwk, staging: string, format: 'vhdx' | 'raw', virtualSize: number): Promise<BaseOutcome> {
+  const rows = await chunks(ctx.db, ref, base);
+  const stage = async (row: LogRow): Promise<StagedLog> => {
+    const staged = await stageLog({ object: await ctx.store.get(row.key), key, sha256: row.sha256, size: row.size, expect: { ...ref, generation: base.generation, sequence: row.sequence } }, join(staging, `chunk-${row.sequence}`));
+    if (staged.header.kind !== base.mode) throw ErrTampered(`chunk ${row.sequence} is a ${staged.header.kind} log, not ${base.mode}`);
+    return staged;
+  };
+  const refused = (err: unknown): BaseOutcome => {
+    if (isLifeboatError(err) && ['tampered', 'corrupt', 'not_found', 'invalid_argument', 'unsupported'].includes(err.code)) {
+      return { ok: false, reason: `base of generation ${base.generation} refused: ${err.message}` };
+    }
+    throw err;
+  };
+  if (base.mode === 'delta') {
+    const staged: StagedLog[] = [];
+    try {
+      for (const row of rows) staged.push(await stage(row));
+    } catch (err) {
+      return refused(err);
+    }
+    const image = await openDisk(join(dir, state.layers.at(-1)!));
+    try {
+      for (const s of staged) await applyStaged(s, image);
+      await image.flush();
+    } finally {
+      await image.close();
+    }
+    return { ok: true, state: { ...state, generation: base.generation, baseComplete: true, appliedSequence: 0, state: 'replicating', resyncReason: null } };
+  }
+  const layer = `base-g${base.generation}.${format}`;
+  await rm(join(dir, layer), { force: true });
+  const image = await createDisk(join(dir, layer), format, { virtualSize, type: 'dynamic' });
+  try {
+    for (const row of rows) {
+      const staged = await stage(row);
+      await applyStaged(staged, image);
+      await unlink(staged.path);
+    }
+    await image.flush();
+  } catch (err) {
+    await image.close();
+    await rm(join(dir, layer), { force: true });
+    return refused(err);
+  }
+  await image.close();
+  return { ok: true, state: { ...state, generation: base.generation, baseComplete: true, appliedSequence: 0, state: 'replicating', resyncReason: null, layers: [layer] } };
+}

@@ -1,0 +1,37 @@
+/**
+ * A per-disk lock in Redis with a fencing token. Acquiring takes a fresh token from a counter that
+ * only grows (INCR), then SET NX PX; the holder checks `stillHeld()` before each durable step and
+ * writes its token into the applied state, so a worker that lost its lock (paused past the TTL)
+ * stops before it writes, and a state file written by a newer holder is never overwritten by an
+ * older one (see merge-job.ts).
+ */
+import type { Redis } from 'ioredis';
+
+export const DefaultLockMs = 120_000;
+
+export interface DiskLock {
+  fence: number;
+  /** True while this holder's token is the lock's value; extends the TTL when so. */
+  stillHeld(): Promise<boolean>;
+  release(): Promise<void>;
+}
+
+const extendScript = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`;
+const releaseScript = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`;
+
+/** Takes the lock named name, or returns undefined when another holder has it. */
+export async function acquireLock(redis: Redis, name: string, ttlMs = DefaultLockMs, prefix = 'lifeboat'): Promise<DiskLock | undefined> {
+  const key = `${prefix}:lock:${name}`;
+  const fence = await redis.incr(`${prefix}:fence:${name}`);
+  const ok = await redis.set(key, String(fence), 'PX', ttlMs, 'NX');
+  if (ok !== 'OK') return undefined;
+  return {
+    fence,
+    async stillHeld() {
+      return Number(await redis.eval(extendScript, 1, key, String(fence), String(ttlMs))) === 1;
+    },
+    async release() {
+      await redis.eval(releaseScript, 1, key, String(fence));
+    },
+  };
+}

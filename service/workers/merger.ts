@@ -1,0 +1,36 @@
+/**
+ * The merge daemon's public methods: `mergeDisk(ref)` runs merge-job.ts for one disk under its lock;
+ * `merge()` sweeps every disk with pending work once (the periodic timer and tests call it), so a
+ * commit whose queue job was swallowed by a job already running is still merged.
+ */
+import type { Redis } from 'ioredis';
+import type { ServiceContext } from '../context.js';
+import type { DiskRef } from '../queue.js';
+import { mergeJobId } from '../queue.js';
+import { acquireLock } from './lock.js';
+import type { MergeResult } from './merge-job.js';
+import { mergeDisk } from './merge-job.js';
+
+export class Merger {
+  constructor(private readonly ctx: ServiceContext, private readonly redis: Redis, private readonly lockPrefix = 'lifeboat') {}
+
+  /** Merges one disk; undefined when another worker holds it (it will see this disk's work). */
+  async mergeDisk(ref: DiskRef): Promise<MergeResult | undefined> {
+    const lock = await acquireLock(this.redis, mergeJobId(ref), undefined, this.lockPrefix);
+    if (!lock) return undefined;
+    try {
+      return await mergeDisk(this.ctx, ref, lock);
+    } finally {
+      await lock.release();
+    }
+  }
+
+  /** One sweep over every disk with pending logs or bases; returns how many logs were applied. */
+  async merge(): Promise<number> {
+    const disks = await this.ctx.db.query<DiskRef>(`SELECT DISTINCT tenant, vm, disk FROM logs WHERE status = 'pending'
+      UNION SELECT DISTINCT tenant, vm, disk FROM bases WHERE status = 'pending'`);
+    let applied = 0;
+    for (const ref of disks) applied += (await this.mergeDisk(ref))?.applied ?? 0;
+    return applied;
+  }
+}
