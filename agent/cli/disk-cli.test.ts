@@ -1,7 +1,7 @@
 /** The disk subcommands as a user runs them: bin/lifeboat-agent.js spawned, exit codes and output checked. */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readFile, truncate, writeFile } from 'node:fs/promises';
+import { readFile, rename, truncate, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { referee, scratchDir } from '../../test/helpers.js';
@@ -50,18 +50,20 @@ describe('lifeboat-agent disk (raw)', () => {
   });
 
   it('gives one line and a non-zero exit for each bad input, leaving no output behind', async () => {
-    expectOneLineError(await agent('disk', 'info', 'missing.raw'), /missing.raw: no such file/);
-    expectOneLineError(await agent('disk', 'create', 'c.raw', '--size', 'lots'), /c.raw: size "lots" is not a size/);
-    expectOneLineError(await agent('disk', 'create', 'c.raw'), /c.raw: give --size/);
-    expectOneLineError(await agent('disk', 'create', 'c.raw', '--size', '1M', '--format', 'qcow9'), /unknown format "qcow9"/);
-    expect(existsSync(join(dir.path, 'c.raw'))).toBe(false);
     await writeFile(join(dir.path, 'exists.raw'), 'x');
-    expectOneLineError(await agent('disk', 'create', 'exists.raw', '--size', '1M'), /exists.raw: already exists/);
-    expectOneLineError(await agent('disk', 'convert', 'missing.raw', 'd.raw'), /missing.raw: no such file/);
-    expect(existsSync(join(dir.path, 'd.raw'))).toBe(false);
-    expectOneLineError(await agent('disk', 'convert', 'exists.raw', 'exists.raw'), /already exists/);
-    expectOneLineError(await agent('disk', 'create', 'e.raw', '--parent', 'missing.vhdx'), /missing.vhdx: no such file/);
-    expect(existsSync(join(dir.path, 'e.raw'))).toBe(false);
+    const cases: Array<[string[], RegExp]> = [
+      [['disk', 'info', 'missing.raw'], /missing.raw: no such file/],
+      [['disk', 'create', 'c.raw', '--size', 'lots'], /c.raw: size "lots" is not a size/],
+      [['disk', 'create', 'c.raw'], /c.raw: give --size/],
+      [['disk', 'create', 'c.raw', '--size', '1M', '--format', 'qcow9'], /unknown format "qcow9"/],
+      [['disk', 'create', 'exists.raw', '--size', '1M'], /exists.raw: already exists/],
+      [['disk', 'convert', 'missing.raw', 'd.raw'], /missing.raw: no such file/],
+      [['disk', 'convert', 'exists.raw', 'exists.raw'], /already exists/],
+      [['disk', 'create', 'e.raw', '--parent', 'missing.vhdx'], /missing.vhdx: no such file/],
+    ];
+    const results = await Promise.all(cases.map(([args]) => agent(...args)));
+    results.forEach((r, i) => expectOneLineError(r, cases[i]![1]));
+    for (const f of ['c.raw', 'd.raw', 'e.raw']) expect(existsSync(join(dir.path, f))).toBe(false);
     const cmp = await agent('disk', 'compare', 'missing.raw', 'exists.raw');
     expectOneLineError(cmp, /missing.raw: no such file/);
     expect(cmp.code).toBe(2);
@@ -85,14 +87,34 @@ describe('lifeboat-agent disk (raw)', () => {
     const bytes = await readFile(join(dir.path, 'v.vhd'));
     bytes[520] = bytes[520]! ^ 0xff; // inside the dynamic header: its checksum no longer matches
     await writeFile(join(dir.path, 'bad.vhd'), bytes);
-    expectOneLineError(await agent('disk', 'info', 'bad.vhd'), /bad.vhd: .*checksum mismatch/);
-    expectOneLineError(await agent('disk', 'convert', 'bad.vhd', 'out.vhdx'), /bad.vhd/);
-    expect(existsSync(join(dir.path, 'out.vhdx'))).toBe(false);
     await writeFile(join(dir.path, 'short.vhd'), bytes.subarray(0, 1000));
-    expectOneLineError(await agent('disk', 'info', 'short.vhd'), /short.vhd: .*outside the file/);
-    expectOneLineError(await agent('disk', 'create', 'f.vhd', '--size', '1M', '--type', 'fixed', '--block-size', '2M'), /f.vhd: a fixed VHD has no block size/);
-    expect(existsSync(join(dir.path, 'f.vhd'))).toBe(false);
-    expectOneLineError(await agent('disk', 'create', 'g.vhd', '--size', '3000G', '--format', 'vhd'), /g.vhd: .*exceeds 2040 GiB/);
-    expect(existsSync(join(dir.path, 'g.vhd'))).toBe(false);
+    const cases: Array<[string[], RegExp]> = [
+      [['disk', 'info', 'bad.vhd'], /bad.vhd: .*checksum mismatch/],
+      [['disk', 'convert', 'bad.vhd', 'out.vhdx'], /bad.vhd/],
+      [['disk', 'info', 'short.vhd'], /short.vhd: .*outside the file/],
+      [['disk', 'create', 'f.vhd', '--size', '1M', '--type', 'fixed', '--block-size', '2M'], /f.vhd: a fixed VHD has no block size/],
+      [['disk', 'create', 'g.vhd', '--size', '3000G', '--format', 'vhd'], /g.vhd: .*exceeds 2040 GiB/],
+    ];
+    const results = await Promise.all(cases.map(([args]) => agent(...args)));
+    results.forEach((r, i) => expectOneLineError(r, cases[i]![1]));
+    for (const f of ['out.vhdx', 'f.vhd', 'g.vhd']) expect(existsSync(join(dir.path, f))).toBe(false);
+  });
+
+  it('makes and describes a VHDX chain, and refuses it in one line once its parent is gone', async () => {
+    expect((await agent('disk', 'create', 'base.vhdx', '--size', '8M', '--block-size', '1M')).code).toBe(0);
+    await referee('qemu-io', ['-f', 'vhdx', '-c', 'write -P 0x44 0 3M', join(dir.path, 'base.vhdx')]);
+    expect((await agent('disk', 'create', 'top.vhdx', '--parent', 'base.vhdx')).code).toBe(0);
+    const info = JSON.parse((await agent('disk', 'info', 'top.vhdx', '--json')).stdout);
+    expect(info).toMatchObject({ format: 'vhdx', subformat: 'differencing', virtualSize: 8 * 1024 * 1024, blockSize: 1024 * 1024 });
+    expect(info.parentChain).toEqual([join(dir.path, 'base.vhdx')]);
+    expect((await agent('disk', 'convert', 'top.vhdx', 'top.raw')).code).toBe(0);
+    await referee('qemu-img', ['compare', '-f', 'vhdx', '-F', 'raw', join(dir.path, 'base.vhdx'), join(dir.path, 'top.raw')]);
+    expect(await agent('disk', 'compare', 'top.vhdx', 'top.raw')).toMatchObject({ code: 0 });
+
+    await rename(join(dir.path, 'base.vhdx'), join(dir.path, 'moved.vhdx'));
+    const [info2, conv] = await Promise.all([agent('disk', 'info', 'top.vhdx'), agent('disk', 'convert', 'top.vhdx', 'lost.raw')]);
+    expectOneLineError(info2, /top.vhdx: .*parent not found/);
+    expectOneLineError(conv, /top.vhdx: .*parent not found/);
+    expect(existsSync(join(dir.path, 'lost.raw'))).toBe(false);
   });
 });
