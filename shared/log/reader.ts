@@ -4,6 +4,7 @@
  * before it is read; every rule of the format is checked as the bytes go by.
  */
 import { ByteReader, type ByteSource } from '../crypto/byte-reader.js';
+import type { Extent } from '../disk/types.js';
 import { ErrCorrupt } from '../errors.js';
 import { ChunkDecompressor } from './codec.js';
 import { decodeLogHeader, headerLength, readSafe, type LogHeader } from './header.js';
@@ -95,6 +96,17 @@ export class LogReader {
       }
     }
     this.trailer = await this.checkTrailer(totals, digest.update(trailerCounts(totals)).digest());
+  }
+
+  /**
+   * The whole extents (offset, length, kind) without their bytes, read through items(): chunks are
+   * still decompressed and checked. Read once, like items().
+   */
+  async *extents(): AsyncGenerator<Extent> {
+    for await (const item of this.items()) {
+      if (item.kind === 'zero') yield { offset: item.offset, length: item.length, kind: 'zero' };
+      else if (item.offset + item.length === item.extent.offset + item.extent.length) yield { ...item.extent, kind: 'data' };
+    }
   }
 
   private async checkTrailer(totals: LogTotals, computed: Buffer): Promise<LogTrailer> {
