@@ -46,6 +46,9 @@ describe('raw images', () => {
     expect(await collect(disk.extents())).toEqual([{ offset: 9 * MiB, length: 4096, kind: 'data' }]);
     await disk.zero(9 * MiB, 4096);
     expect(await collect(disk.extents())).toEqual([]);
+    await disk.write(9 * MiB, Buffer.alloc(4096, 1));
+    expect(await collect(disk.extents({ offset: MiB, length: 2 * MiB, scan: false }))).toEqual([{ offset: MiB, length: 2 * MiB, kind: 'data' }]);
+    await disk.zero(9 * MiB, 4096);
     const own = await collect(disk.extents({ layer: 'own' }));
     expect(own).toEqual([{ offset: 0, length: 16 * MiB, kind: 'zero' }]);
     const info = await disk.info();

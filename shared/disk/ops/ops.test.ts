@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { referee, scratchDir } from '../../../test/helpers.js';
 import { createDisk, openDisk } from '../index.js';
-import { compareDisks, convertDisk, type Progress } from './index.js';
+import { compareDisks, convertDisk, mergeChild, type Progress } from './index.js';
 import { firstDifference } from './compare.js';
 import { nonZeroRuns } from './zero.js';
 
@@ -71,5 +71,12 @@ describe('compareDisks', () => {
     expect(await compareDisks(da!, dd!)).toEqual({ identical: false, offset: 15 * MiB + 17 });
     expect(await compareDisks(da!, da!)).toEqual({ identical: true });
     for (const x of [da, db, dc, dd]) await x!.close();
+  });
+});
+
+describe('mergeChild', () => {
+  it('refuses a disk without a parent', async () => {
+    const path = await sample('lonely.raw', MiB, []);
+    await expect(mergeChild(path)).rejects.toThrow(/has no parent/);
   });
 });

@@ -1,10 +1,11 @@
 /** VHDs against qemu as the referee: what qemu writes we read, what we write qemu reads. */
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { referee, scratchDir } from '../../../test/helpers.js';
 import { createDisk, openDisk } from '../index.js';
 import { compareDisks, convertDisk } from '../ops/index.js';
+import { vhdChecksum } from './footer.js';
 
 let dir: Awaited<ReturnType<typeof scratchDir>>;
 beforeAll(async () => { dir = await scratchDir('lifeboat-vhd-'); });
@@ -85,5 +86,23 @@ describe('VHDs we write', () => {
     expect(await compareDisks(back, other)).toEqual({ identical: true });
     await back.close();
     await other.close();
+  });
+
+  it('sizes a disk by its CHS geometry unless its creator states Current Size, as qemu does', async () => {
+    const path = join(dir.path, 'creator.vhd');
+    const d = await createDisk(path, 'vhd', { virtualSize: 10_240_000, type: 'fixed' });
+    await d.close();
+    const bytes = await readFile(path);
+    const footerAt = bytes.length - 512;
+    for (const creator of ['vpc ', 'win ']) {
+      bytes.write(creator, footerAt + 28, 'latin1');
+      bytes.writeUInt32BE(vhdChecksum(bytes.subarray(footerAt), 64), footerAt + 64);
+      await writeFile(path, bytes);
+      const qemuSize = JSON.parse(await referee('qemu-img', ['info', '--output=json', '-f', 'vpc', path]))['virtual-size'] as number;
+      const ours = await openDisk(path, { readOnly: true });
+      expect(ours.virtualSize).toBe(qemuSize);
+      expect(qemuSize === 10_240_000).toBe(creator === 'win ');
+      await ours.close();
+    }
   });
 });
