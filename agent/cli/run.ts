@@ -6,16 +6,14 @@
  */
 import type { Command } from 'commander';
 import { pino } from 'pino';
-import { checkJwk } from '../../shared/crypto/keys.js';
 import { LifeboatError } from '../../shared/errors.js';
 import { formatBytes } from '../../shared/units.js';
-import type { EngineContext, EngineLogger } from '../replicate/context.js';
 import { silentLogger } from '../replicate/context.js';
 import { runDaemon } from '../replicate/daemon.js';
 import { Replicator } from '../replicate/engine.js';
+import { engineContext } from '../replicate/from-state.js';
 import { takeRunLock } from '../state/lock.js';
 import type { AgentState } from '../state/store.js';
-import { HttpTransport } from '../transport/http.js';
 import { agentState, withStateDir } from './agent-options.js';
 import type { StateDirOption } from './agent-options.js';
 import { progressBar } from './disk-common.js';
@@ -36,21 +34,6 @@ export function registerRun(program: Command): void {
         await release();
       }
     });
-}
-
-/** The engine's context from the enrolled identity; a clear error when the certificate expired. */
-export async function engineContext(state: AgentState, logger: EngineLogger): Promise<EngineContext> {
-  const files = await state.readIdentity();
-  if (Date.parse(files.identity.certNotAfter) <= Date.now()) {
-    throw new LifeboatError('unauthenticated', `this agent's certificate expired at ${files.identity.certNotAfter}; enroll again with a new token`);
-  }
-  let recipient;
-  try {
-    recipient = checkJwk(JSON.parse(files.tenantKeyJwk), 'public', 'tenant replica key');
-  } catch (err) {
-    throw new LifeboatError('corrupt', `${state.identityDir}/tenant-key.jwk: not a replica key; enroll again`, { cause: err });
-  }
-  return { state, transport: HttpTransport.fromIdentity(files), tenant: files.identity.tenant, recipient, logger, now: () => new Date() };
 }
 
 async function runOnce(state: AgentState): Promise<void> {

@@ -4,6 +4,7 @@
  * (isRetryable), the engine decides when to retry.
  */
 import type { Readable } from 'node:stream';
+import { rootCertificates } from 'node:tls';
 import type { IdentityFiles } from '../state/store.js';
 import { sendJson, sendOk } from './http-client.js';
 import type { TlsOptions } from './http-client.js';
@@ -51,12 +52,14 @@ export class HttpTransport implements AgentTransport {
   }
 
   async upload(grant: Grant, body: Readable, size: number): Promise<void> {
-    // The service's own upload route sits on the agent endpoint: trust it through the pinned CA.
+    // The service's own upload route sits on the agent endpoint (under the name in its public URL,
+    // which may differ from the one the agent was given): trust the pinned CA besides the public
+    // roots. The client certificate goes only to the service's own origin.
     const sameOrigin = new URL(grant.url).origin === new URL(this.baseUrl).origin;
     await sendOk({
       method: grant.method, url: grant.url, body,
       headers: { ...grant.headers, 'content-length': String(size) },
-      ...(sameOrigin ? { tls: this.tls } : {}),
+      tls: sameOrigin ? this.tls : { ca: [...rootCertificates, this.tls.ca!].join('\n') },
       timeoutMs: 300_000,
     });
   }

@@ -1,0 +1,21 @@
+/** The engine's context from the enrolled identity in the state directory. */
+import { checkJwk } from '../../shared/crypto/keys.js';
+import { LifeboatError } from '../../shared/errors.js';
+import type { AgentState } from '../state/store.js';
+import { HttpTransport } from '../transport/http.js';
+import type { EngineContext, EngineLogger } from './context.js';
+
+/** A clear error when the agent is not enrolled, its certificate expired or its replica key is damaged. */
+export async function engineContext(state: AgentState, logger: EngineLogger, now: () => Date = () => new Date()): Promise<EngineContext> {
+  const files = await state.readIdentity();
+  if (Date.parse(files.identity.certNotAfter) <= now().getTime()) {
+    throw new LifeboatError('unauthenticated', `this agent's certificate expired at ${files.identity.certNotAfter}; enroll again with a new token`);
+  }
+  let recipient;
+  try {
+    recipient = checkJwk(JSON.parse(files.tenantKeyJwk), 'public', 'tenant replica key');
+  } catch (err) {
+    throw new LifeboatError('corrupt', `${state.identityDir}/tenant-key.jwk: not a replica key; enroll again`, { cause: err });
+  }
+  return { state, transport: HttpTransport.fromIdentity(files), tenant: files.identity.tenant, recipient, logger, now };
+}
