@@ -1,7 +1,6 @@
 /** `lifeboat-service init --data-dir DIR [--object-store URL]`: a new data directory with defaults. */
 import type { Command } from 'commander';
 import { printJson } from '../../shared/cli/run.js';
-import { initDataDir } from '../config/init.js';
 
 export function registerInit(program: Command): void {
   program.command('init')
@@ -11,6 +10,7 @@ export function registerInit(program: Command): void {
     .option('--public-host <name>', 'host name agents use to reach the service (default: this machine\'s)')
     .option('--json', 'print what was made as JSON')
     .action(async (opts: { dataDir: string; objectStore?: string; publicHost?: string; json?: boolean }) => {
+      const { initDataDir } = await import('../config/init.js');
       const result = await initDataDir({ dataDir: opts.dataDir, objectStore: opts.objectStore, publicHost: opts.publicHost });
       if (opts.json) return printJson(result);
       for (const m of result.made) process.stdout.write(`made ${m.what}: ${m.path}\n`);

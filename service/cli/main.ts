@@ -9,6 +9,7 @@ import { registerServe } from './serve.js';
 import { registerTenant } from './tenant.js';
 import { registerToken } from './token.js';
 import { registerVm } from './vm.js';
+import { registerWorker } from './worker.js';
 
 const program = new Command('lifeboat-service')
   .description('lifeboat service: receives tenants\' change logs and keeps their replica disks and recovery points')
@@ -17,6 +18,7 @@ const program = new Command('lifeboat-service')
 
 registerInit(program);
 registerServe(program);
+registerWorker(program);
 registerTenant(program);
 registerToken(program);
 registerVm(program);

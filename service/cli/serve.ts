@@ -5,7 +5,6 @@
 import type { Command } from 'commander';
 import pino from 'pino';
 import { loadConfig } from '../config/config.js';
-import { startService } from '../runner.js';
 import { parsePort, waitForSignal } from './process.js';
 import { withConfig } from './common.js';
 
@@ -17,6 +16,7 @@ export function registerServe(program: Command): void {
     .action(async (opts: { config?: string; apiPort?: string; agentPort?: string; workers: boolean }) => {
       const config = await loadConfig(opts.config);
       const log = pino({ level: config.logLevel, base: { service: 'lifeboat' } }, pino.destination(2));
+      const { startService } = await import('../runner.js');
       const svc = await startService(config, {
         apiPort: parsePort(opts.apiPort, '--api-port'), agentPort: parsePort(opts.agentPort, '--agent-port'),
         workers: opts.workers ? undefined : false, log,

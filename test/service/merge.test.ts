@@ -5,7 +5,7 @@
  * refused with nothing applied. The test keeps a reference copy of each disk to compare against.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,6 +18,7 @@ import { collect, memorySource } from '../../shared/log/testing.js';
 import { Merger } from '../../service/workers/merger.js';
 import type { TestEnv, TlsIdentity } from './helpers.js';
 import { enrolledAgent, httpsJson, testEnv, testService } from './helpers.js';
+import { referee } from '../helpers.js';
 
 const MiB = 1 << 20;
 const Size = 4 * MiB;
@@ -76,7 +77,9 @@ function scribble(disk: Buffer, ranges: [number, number][]): Extent[] {
 }
 
 beforeAll(async () => {
-  env = await testEnv();
+  env = await testEnv((c) => {
+    c.replicaFormat = 'vhdx';
+  });
   svc = await testService(env);
   caPem = svc.ctx.ca.certPem;
   agent = await enrolledAgent(svc, 'acme', '*.acme.example', 'hv1.acme.example');
@@ -129,6 +132,11 @@ describe('merge', () => {
     await merger.merge();
     expect(await diskState('disk0')).toMatchObject({ appliedSequence: 3, pendingLogs: 0, state: 'replicating' });
     expect((await replica('disk0')).equals(reference[3]!)).toBe(true);
+    // qemu-img, the independent referee, reads the VHDX replica as the same bytes.
+    const dir = join(env.config.replicaRoot, 'acme', 'db', 'disk0');
+    const state = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as { layers: string[] };
+    await writeFile(join(env.dir, 'reference.raw'), reference[3]!);
+    await referee('qemu-img', ['compare', '-q', '-f', 'vhdx', '-F', 'raw', join(dir, state.layers.at(-1)!), join(env.dir, 'reference.raw')]);
   });
 
   it('ignores duplicates, including a log the catalog lost track of after a crash', async () => {

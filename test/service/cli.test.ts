@@ -1,0 +1,114 @@
+/**
+ * The commands as an operator runs them: init, serve on the embedded defaults (PGlite catalog, file
+ * store), the admin subcommands through the running service's API, and clear one-line errors.
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { scratchDir } from '../helpers.js';
+import { freePort } from './helpers.js';
+
+const bin = join(import.meta.dirname, '..', '..', 'bin', 'lifeboat-service.js');
+
+function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+let scratch: Awaited<ReturnType<typeof scratchDir>>;
+let config: string;
+let serve: ChildProcess | undefined;
+let ready: string;
+
+beforeAll(async () => {
+  scratch = await scratchDir('lifeboat-cli-');
+  const init = await run(['init', '--data-dir', join(scratch.path, 'data'), '--public-host', 'localhost']);
+  expect(init.code).toBe(0);
+  config = join(scratch.path, 'data', 'lifeboat.json');
+  expect(init.stdout).toContain(`made configuration: ${config}`);
+  expect((await stat(join(scratch.path, 'data', 'keys', 'ca.key'))).mode & 0o777).toBe(0o600);
+  const file = JSON.parse(await readFile(config, 'utf8')) as { api: { port: number }; agentEndpoint: { port: number }; logLevel: string };
+  file.api.port = await freePort();
+  file.agentEndpoint.port = await freePort();
+  await writeFile(config, JSON.stringify(file));
+
+  serve = spawn(process.execPath, [bin, 'serve', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+  ready = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    let err = '';
+    serve!.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    serve!.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('\n')) resolve(out);
+    });
+    serve!.on('exit', (code) => reject(new Error(`serve exited ${code}: ${err.slice(-2000)}`)));
+  });
+});
+afterAll(async () => {
+  if (serve && serve.exitCode === null) {
+    const exited = new Promise((resolve) => serve!.once('exit', resolve));
+    serve.kill('SIGTERM');
+    await exited;
+  }
+  await scratch?.remove();
+});
+
+describe('lifeboat-service', () => {
+  it('init refuses to overwrite a data directory', async () => {
+    const again = await run(['init', '--data-dir', join(scratch.path, 'data')]);
+    expect(again.code).toBe(1);
+    expect(again.stderr.trim().split('\n')).toHaveLength(1);
+    expect(again.stderr).toMatch(/already exists/);
+  });
+
+  it('serve prints one ready line with its URLs', () => {
+    expect(ready).toMatch(/^lifeboat-service ready: api http:\/\/127\.0\.0\.1:\d+ agents https:\/\/127\.0\.0\.1:\d+\n$/);
+  });
+
+  it('admin subcommands work through the running service', async () => {
+    expect((await run(['tenant', 'create', 'acme', '--config', config])).stdout).toBe('created tenant acme\n');
+    const bad = await run(['tenant', 'allow', 'acme', '--server', '*.*.acme.com', '--config', config]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/^lifeboat-service: server pattern "\*\.\*\.acme\.com" has 2 '\*'; at most one is allowed/);
+    expect(bad.stderr.trim().split('\n')).toHaveLength(1);
+    const ok = await run(['tenant', 'allow', 'acme', '--server', '*.acme.com', '--config', config]);
+    expect(ok.code).toBe(0);
+    const list = await run(['tenant', 'list', '--json'], { LIFEBOAT_CONFIG: config });
+    expect(JSON.parse(list.stdout)).toMatchObject([{ name: 'acme', authorizations: [{ pattern: '*.acme.com', trustGroup: 'default' }] }]);
+    const token = await run(['token', 'create', '--tenant', 'acme', '--ttl', '30m', '--config', config]);
+    expect(token.code).toBe(0);
+    expect(token.stdout.trim().split('\n').at(-1)).toMatch(/^[\w-]+\.[\w-]+\.[\w-]+$/);
+    expect(JSON.parse((await run(['vm', 'list', '--json', '--config', config])).stdout)).toEqual([]);
+    const points = await run(['points', 'nope', '--tenant', 'acme', '--config', config]);
+    expect(points.code).toBe(1);
+    expect(points.stderr).toBe('lifeboat-service: tenant acme has no VM nope\n');
+    const revoke = await run(['tenant', 'revoke-server', 'acme', 'hv1.acme.com', '--config', config]);
+    expect(revoke.stderr).toMatch(/no live certificate/);
+  });
+
+  it('says clearly when there is no config, a bad config, or no running service', async () => {
+    const none = await run(['vm', 'list'], { LIFEBOAT_CONFIG: '' });
+    expect(none.stderr).toMatch(/no configuration: pass --config FILE or set LIFEBOAT_CONFIG/);
+    const badFile = join(scratch.path, 'bad.json');
+    await writeFile(badFile, JSON.stringify({ version: 1 }));
+    const bad = await run(['serve', '--config', badFile]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/^lifeboat-service: .*bad\.json: catalog: /);
+    const file = JSON.parse(await readFile(config, 'utf8')) as { api: { port: number } };
+    file.api.port = await freePort();
+    const stopped = join(scratch.path, 'data', 'stopped.json');
+    await writeFile(stopped, JSON.stringify(file));
+    const down = await run(['vm', 'list', '--config', stopped]);
+    expect(down.code).toBe(1);
+    expect(down.stderr).toMatch(/the service is not running at http:\/\/127\.0\.0\.1:\d+/);
+  });
+});
