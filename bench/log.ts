@@ -62,7 +62,7 @@ async function zstdCpuSeconds(args: string[]): Promise<number> {
 }
 
 async function zstdRows(ctx: Parameters<Benchmark['run']>[0], work: string): Promise<BenchRow[]> {
-  const disk = await syntheticDisk(ctx, ctx.quick ? 256 : 1024);
+  const disk = await syntheticDisk(ctx, ctx.quick ? 256 : 4096);
   const size = (await stat(disk)).size;
   const level = DefaultZstdLevel;
   const zst = join(work, 'disk.zst');
@@ -104,7 +104,7 @@ async function zstdRows(ctx: Parameters<Benchmark['run']>[0], work: string): Pro
 }
 
 async function rssRows(ctx: Parameters<Benchmark['run']>[0], work: string): Promise<BenchRow[]> {
-  const disk = await syntheticDisk(ctx, ctx.quick ? 256 : 1024);
+  const disk = await syntheticDisk(ctx, ctx.quick ? 256 : 4096);
   const dataBytes = ctx.quick ? 256 * MiB : 2048 * MiB;
   const { privatePath, publicPath } = await saveKeyPair(join(work, 'key'), await generateKeyPair());
   const logPath = join(work, 'big.hrl');
