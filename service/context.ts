@@ -13,6 +13,8 @@ import { wrap } from '../shared/errors.js';
 import type { Db } from './catalog/db.js';
 import { openCatalog } from './catalog/db.js';
 import type { Config } from './config/config.js';
+import type { Metrics } from './metrics.js';
+import { createMetrics } from './metrics.js';
 import type { ServiceCa } from './trust/ca.js';
 import { loadCa } from './trust/ca.js';
 import type { Signer } from './trust/tokens.js';
@@ -32,6 +34,7 @@ export interface ServiceContext {
   fileGrantKey: Buffer;
   store: ObjectStore;
   log: Logger;
+  metrics: Metrics;
   close(): Promise<void>;
 }
 
@@ -63,7 +66,7 @@ export async function openContext(config: Config, options: { log?: Logger } = {}
   const store = await openObjectStore(config.objectStore.url, { grant: { grantBaseUrl: `${config.agentEndpoint.publicUrl}${FileGrantPath}`, signingKey: fileGrantKey } });
   const db = await openCatalog(config.catalog);
   return {
-    config, db, ...keys, fileGrantKey, store, log,
+    config, db, ...keys, fileGrantKey, store, log, metrics: createMetrics(),
     async close() {
       await store.close();
       await db.close();

@@ -13,7 +13,6 @@ import { apiApp } from './api/app.js';
 import type { Config } from './config/config.js';
 import type { ServiceContext } from './context.js';
 import { openContext } from './context.js';
-import { createMetrics } from './metrics.js';
 import type { MergeQueue } from './queue.js';
 import { connectRedis, createMergeQueue } from './queue.js';
 import type { EnqueueMerge } from './replication/uploads.js';
@@ -56,9 +55,8 @@ export async function startService(config: Config, options: StartOptions = {}): 
       const workers = await startMergeWorkers(ctx, { redisUrl: config.redis.url, enqueue });
       closers.push(() => workers.stop());
     }
-    const metrics = createMetrics();
     let ready = false;
-    const api = createAdaptorServer({ fetch: apiApp(ctx, metrics, () => ready).fetch }) as HttpServer;
+    const api = createAdaptorServer({ fetch: apiApp(ctx, () => ready).fetch }) as HttpServer;
     const agent = await createAgentServer(ctx, enqueue);
     const apiPort = await listen(api, options.apiPort ?? config.api.port, config.api.host);
     closers.push(() => closeServer(api));

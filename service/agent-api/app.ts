@@ -9,7 +9,7 @@ import type { ServiceContext } from '../context.js';
 import { FileGrantPath } from '../context.js';
 import { getVm, listVms, setVmProtected } from '../catalog/vms.js';
 import { ErrNotFoundHere } from '../errors.js';
-import { check, errorHandler, jsonBodyLimit, pathId, readJson } from '../http/json.js';
+import { check, countRequests, errorHandler, jsonBodyLimit, pathId, readJson } from '../http/json.js';
 import { registerVm } from '../replication/register.js';
 import { blockDigests } from '../replication/digests.js';
 import { vmForAgent, diskForAgent } from '../replication/scope.js';
@@ -23,6 +23,7 @@ import { chunkSchema, commitSchema, digestsQuerySchema, enrollSchema, grantSchem
 
 export function agentApp(ctx: ServiceContext, enqueue: EnqueueMerge): Hono<AgentEnv> {
   const app = new Hono<AgentEnv>();
+  app.use('*', countRequests(ctx.metrics, 'agent'));
   app.onError(errorHandler(ctx.log));
   app.notFound((c) => c.json({ error: { code: 'not_found', message: `no route ${c.req.method} ${c.req.path}` } }, 404));
 

@@ -6,8 +6,7 @@ import { Hono } from 'hono';
 import type { MiddlewareHandler } from 'hono';
 import type { ServiceContext } from '../context.js';
 import { ErrForbidden, ErrUnauthenticated } from '../errors.js';
-import { check, errorHandler, jsonBodyLimit, readJson } from '../http/json.js';
-import type { Metrics } from '../metrics.js';
+import { check, countRequests, errorHandler, jsonBodyLimit, readJson } from '../http/json.js';
 import type { ApiClaims } from '../trust/tokens.js';
 import { verifyApiToken } from '../trust/tokens.js';
 import { openApiDocument } from './openapi.js';
@@ -29,8 +28,10 @@ function requireOperator(ctx: ServiceContext): MiddlewareHandler<ApiEnv> {
   };
 }
 
-export function apiApp(ctx: ServiceContext, metrics: Metrics, ready: () => boolean): Hono<ApiEnv> {
+export function apiApp(ctx: ServiceContext, ready: () => boolean): Hono<ApiEnv> {
+  const { metrics } = ctx;
   const app = new Hono<ApiEnv>();
+  app.use('*', countRequests(metrics, 'api'));
   app.onError(errorHandler(ctx.log));
   app.notFound((c) => c.json({ error: { code: 'not_found', message: `no route ${c.req.method} ${c.req.path}` } }, 404));
   app.get('/healthz', (c) => (ready() ? c.json({ status: 'ok' }) : c.json({ status: 'starting' }, 503)));

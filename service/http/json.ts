@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { isLifeboatError, LifeboatError } from '../../shared/errors.js';
 import { reasonOf } from '../errors.js';
+import type { Metrics } from '../metrics.js';
 
 export const MaxJsonBodyBytes = 64 * 1024;
 /** Ids chosen by agents: lower case so replica paths cannot collide on case-insensitive file systems. */
@@ -58,4 +59,12 @@ export function pathId(c: Context, name: string): string {
   const v = c.req.param(name);
   if (v === undefined || !idPattern.test(v)) throw new LifeboatError('invalid_argument', `${name} ${JSON.stringify(String(v).slice(0, 80))} is not a valid id (1 to 64 of [a-z0-9_-], starting with a letter or digit)`);
   return v;
+}
+
+/** Counts every request by surface and final status. */
+export function countRequests(metrics: Metrics, surface: 'api' | 'agent'): MiddlewareHandler {
+  return async function count(c, next) {
+    await next();
+    metrics.httpRequests.inc({ surface, status: String(c.res.status) });
+  };
 }

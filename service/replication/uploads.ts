@@ -64,6 +64,7 @@ export async function commitLog(ctx: ServiceContext, enqueue: EnqueueMerge, agen
   if (body.key !== logKey(ref, body.generation, body.sequence)) throw new LifeboatError('invalid_argument', `key must be ${logKey(ref, body.generation, body.sequence)}`);
   await checkObject(ctx, body.key, body.size, MaxLogBytes);
   const status = await record(ctx.db, { ...ref, kind: 'log', generation: body.generation, sequence: body.sequence, key: body.key, size: body.size, sha256: body.sha256, consistency: body.consistency, createdAt: new Date(body.createdAt) });
+  ctx.metrics.commits.inc({ status });
   await enqueue(ref);
   return { status, generation: body.generation, sequence: body.sequence };
 }

@@ -69,6 +69,7 @@ export async function mergeDisk(ctx: ServiceContext, ref: DiskRef, lock: MergeFe
     for (const row of await pendingLogs(ctx.db, ref.tenant, ref.vm, ref.disk, 'log', state.generation)) {
       if (row.sequence <= state.appliedSequence) {
         await setLogStatus(ctx.db, row, 'skipped', 'duplicate of an applied sequence');
+        ctx.metrics.merges.inc({ outcome: 'duplicate' });
         result.duplicates++;
         continue;
       }
@@ -120,6 +121,7 @@ async function mergeOne(ctx: ServiceContext, ref: DiskRef, dir: string, state: A
     const next: AppliedState = { ...state, state: 'resync_required', resyncReason: `${where} refused: ${err.message}`, fence: lock.fence };
     await commitState(ctx, ref, dir, next, lock);
     await setLogStatus(ctx.db, row, 'rejected', err.message);
+    ctx.metrics.merges.inc({ outcome: 'rejected' });
     ctx.log.warn({ ...ref, generation: row.generation, sequence: row.sequence, err: err.message }, 'log refused; resynchronization required');
     return { state: next, rejected: true };
   }
@@ -135,6 +137,8 @@ async function mergeOne(ctx: ServiceContext, ref: DiskRef, dir: string, state: A
   const next: AppliedState = { ...state, appliedSequence: row.sequence, fence: lock.fence };
   await commitState(ctx, ref, dir, next, lock, new Date());
   await setLogStatus(ctx.db, row, 'applied');
+  ctx.metrics.merges.inc({ outcome: 'applied' });
+  ctx.metrics.commitToApplied.observe((Date.now() - row.committedAt.getTime()) / 1000);
   return { state: next, rejected: false };
 }
 

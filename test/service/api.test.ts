@@ -1,0 +1,48 @@
+/** The operator API: token checks, bad input, OpenAPI, health and metrics. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { signApiToken } from '../../service/trust/tokens.js';
+import type { TestEnv } from './helpers.js';
+import { operator, testEnv, testService } from './helpers.js';
+
+let env: TestEnv;
+let svc: Awaited<ReturnType<typeof testService>>;
+
+beforeAll(async () => {
+  env = await testEnv();
+  svc = await testService(env);
+});
+afterAll(async () => {
+  await svc?.stop();
+  await env?.cleanup();
+});
+
+describe('operator API', () => {
+  it('requires an operator token', async () => {
+    const none = await fetch(`${svc.apiUrl}/v1/tenants`);
+    expect(none.status).toBe(401);
+    expect(((await none.json()) as { error: { message: string } }).error.message).toMatch(/operator API token is required/);
+    const viewer = await signApiToken(svc.ctx.signer, { role: 'tenant-viewer', tenant: 'x', sub: 'v' }, 60);
+    expect((await operator(svc, 'GET', '/v1/tenants', undefined, viewer)).status).toBe(403);
+    expect((await operator(svc, 'GET', '/v1/tenants', undefined, 'a.b.c')).status).toBe(401);
+  });
+
+  it('refuses bad input with a 4xx naming the problem', async () => {
+    expect((await operator(svc, 'POST', '/v1/tenants', { name: 'Bad Name' })).body).toMatchObject({ error: { code: 'invalid_argument' } });
+    expect((await operator(svc, 'POST', '/v1/tenants', { name: 'ok', extra: 1 })).status).toBe(400);
+    expect((await operator(svc, 'POST', '/v1/tenants', { name: 'dup' })).status).toBe(201);
+    expect((await operator(svc, 'POST', '/v1/tenants', { name: 'dup' })).status).toBe(409);
+    expect((await operator(svc, 'POST', '/v1/tenants/dup/authorizations', { pattern: 'a*b*' })).body).toMatchObject({ error: { message: expect.stringMatching(/at most one/) } });
+    expect((await operator(svc, 'POST', '/v1/tenants/nope/tokens', {})).status).toBe(404);
+    expect((await operator(svc, 'POST', '/v1/tenants/dup/tokens', { ttl: '30d' })).status).toBe(400);
+  });
+
+  it('serves health, metrics and an OpenAPI document of its routes', async () => {
+    expect((await fetch(`${svc.apiUrl}/healthz`)).status).toBe(200);
+    const metrics = await (await fetch(`${svc.apiUrl}/metrics`)).text();
+    expect(metrics).toMatch(/lifeboat_http_requests_total\{surface="api",status="401"\} \d+/);
+    const doc = (await (await fetch(`${svc.apiUrl}/v1/openapi.json`)).json()) as { openapi: string; paths: Record<string, Record<string, { requestBody?: unknown }>> };
+    expect(doc.openapi).toBe('3.1.0');
+    expect(Object.keys(doc.paths)).toContain('/v1/tenants/{tenant}/authorizations');
+    expect(JSON.stringify(doc.paths['/v1/tenants']!.post!.requestBody)).toContain('"additionalProperties":false');
+  });
+});
