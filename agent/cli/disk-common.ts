@@ -70,6 +70,7 @@ export function sizeOption(value: string | undefined, what: string): number | un
 export function progressBar(label: string): { update: (p: Progress) => void; end: () => void } {
   const tty = process.stderr.isTTY === true;
   let last = 0;
+  let lastDone = -1;
   let drawn = false;
   const draw = (p: Progress) => {
     const frac = p.total === 0 ? 1 : p.done / p.total;
@@ -80,10 +81,11 @@ export function progressBar(label: string): { update: (p: Progress) => void; end
   };
   return {
     update(p) {
-      if (!tty) return;
+      if (!tty || p.done === lastDone) return;
       const now = Date.now();
       if (now - last < 100 && p.done < p.total) return;
       last = now;
+      lastDone = p.done;
       draw(p);
     },
     end() {

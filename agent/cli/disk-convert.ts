@@ -3,6 +3,7 @@
  * writes SRC's virtual contents (through its parent chain) into a new image. A progress bar goes
  * to stderr when it is a terminal. A failed convert leaves no DST behind.
  */
+import { existsSync, rmSync } from 'node:fs';
 import type { Command } from 'commander';
 import { printJson } from '../../shared/cli/run.js';
 import { convertDisk } from '../../shared/disk/ops/index.js';
@@ -27,9 +28,19 @@ export function registerDiskConvert(disk: Command): void {
       const src = await openImage(srcPath);
       const bar = progressBar(`converting ${srcPath}`);
       const t0 = Date.now();
+      // Interrupted, the partial output goes too (convertDisk removes it on any failure it sees).
+      const interrupted = () => {
+        bar.end();
+        if (existsSync(dstPath) && !existedBefore) rmSync(dstPath, { force: true });
+        process.stderr.write(`lifeboat-agent: ${dstPath}: interrupted; removed the partial output\n`);
+        process.exit(130);
+      };
+      const existedBefore = existsSync(dstPath);
+      process.once('SIGINT', interrupted);
       try {
         await about(dstPath, () => convertDisk(src, dstPath, format, { type, blockSize, onProgress: flags.json ? undefined : bar.update }));
       } finally {
+        process.off('SIGINT', interrupted);
         bar.end();
         await src.close();
       }
