@@ -68,7 +68,7 @@ export class AzureStore implements ObjectStore {
     const abortSignal = options.signal;
     try {
       abortSignal?.throwIfAborted();
-      const blocks = rechunk(checkedStream(body, options.contentLength), this.blockSize)[Symbol.asyncIterator]();
+      const blocks = rechunk(checkedStream(body, options.contentLength, abortSignal), this.blockSize)[Symbol.asyncIterator]();
       const first = await blocks.next();
       const firstBlock = first.done ? Buffer.alloc(0) : first.value;
       if (firstBlock.length < this.blockSize) {

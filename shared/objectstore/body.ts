@@ -1,5 +1,5 @@
 /** Turning a put's Body into bytes to send, and checking a declared length on the way. */
-import { Readable, Transform, pipeline } from 'node:stream';
+import { Readable, Transform, addAbortSignal, pipeline } from 'node:stream';
 import type { TransformCallback } from 'node:stream';
 import { ErrInvalidArgument } from '../errors.js';
 import type { Body, BodyFactory } from './types.js';
@@ -56,16 +56,22 @@ export class LengthCheck extends Transform {
   }
 }
 
-/** The body as a length-checked Readable (a Buffer is checked up front). */
-export function checkedStream(body: Body, contentLength: number | undefined): Readable {
+/**
+ * The body as a length-checked Readable (a Buffer is checked up front). With a signal, an abort
+ * destroys the stream, so a put stuck waiting on its source still stops.
+ */
+export function checkedStream(body: Body, contentLength: number | undefined, signal?: AbortSignal): Readable {
   const expected = declaredLength(body, contentLength);
   const opened = openBody(body);
+  let out: Readable;
   if (Buffer.isBuffer(opened)) {
     if (expected !== undefined && expected !== opened.length) throw ErrInvalidArgument(`body is ${opened.length} bytes, declared ${expected}`);
-    return Readable.from([opened]);
+    out = Readable.from([opened], { objectMode: false });
+  } else {
+    // pipeline forwards a source failure into the check stream, where the consumer sees it.
+    out = pipeline(opened, new LengthCheck(expected), () => undefined);
   }
-  // pipeline forwards a source failure into the check stream, where the consumer sees it.
-  return pipeline(opened, new LengthCheck(expected), () => undefined);
+  return signal === undefined ? out : addAbortSignal(signal, out);
 }
 
 /** Reads a whole stream into one Buffer (for small objects and tests). */

@@ -45,7 +45,7 @@ export class FileStore implements ObjectStore {
     const temp = join(dir, `${TempPrefix}${randomUUID()}`);
     try {
       options.signal?.throwIfAborted();
-      const source = checkedStream(body, options.contentLength);
+      const source = checkedStream(body, options.contentLength, options.signal);
       const created = await mkdir(dir, { recursive: true });
       const handle = await open(temp, 'wx', 0o600);
       try {

@@ -94,7 +94,7 @@ export class S3Store implements ObjectStore {
       const length = declaredLength(body, options.contentLength);
       const upload = new Upload({
         client: this.client,
-        params: { Bucket: this.bucket, Key, Body: checkedStream(body, length), ...(length === undefined ? {} : { ContentLength: length }) },
+        params: { Bucket: this.bucket, Key, Body: checkedStream(body, length, options.signal), ...(length === undefined ? {} : { ContentLength: length }) },
         partSize: this.partSize,
         queueSize: DefaultQueueSize,
         leavePartsOnError: false,
