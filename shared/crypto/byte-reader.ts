@@ -10,6 +10,7 @@ export class ByteReader {
   private readonly chunks: Buffer[] = [];
   private buffered = 0;
   private ended = false;
+  private closed = false;
   /** Bytes handed out so far. */
   position = 0;
 
@@ -64,6 +65,19 @@ export class ByteReader {
   async read(n: number): Promise<Buffer> {
     const pieces = await this.readPieces(n);
     return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
+  }
+
+  /**
+   * Stops reading: ends the source's iterator, which destroys a Node stream and closes its file.
+   * Readers call it when they finish or fail, so an abandoned log never holds a descriptor.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.ended = true;
+    this.chunks.length = 0;
+    this.buffered = 0;
+    await this.iterator.return?.();
   }
 
   private consumed(n: number): void {

@@ -24,6 +24,8 @@ export interface OpenedStream {
    * Throws LifeboatError('tampered') at the first frame that fails.
    */
   plaintext: AsyncIterable<Buffer>;
+  /** Stops reading and releases the source (a file stream is destroyed); idempotent. */
+  close(): Promise<void>;
 }
 
 /**
@@ -33,25 +35,36 @@ export interface OpenedStream {
  */
 export async function openStream(sealed: ByteSource, options: OpenOptions): Promise<OpenedStream> {
   const reader = new ByteReader(sealed);
-  const fixed = await reader.read(FixedHeaderBytes);
-  const { frameSize, contextLength, jweLength } = parseFixedHeader(fixed);
-  const rest = await reader.read(contextLength + jweLength);
-  if (rest.length < contextLength + jweLength) throw ErrTampered(`truncated: the envelope header ends after ${FixedHeaderBytes + rest.length} bytes`);
-  const context = Buffer.from(rest.subarray(0, contextLength));
-  const jwe = rest.subarray(contextLength).toString('latin1');
-  const dataKey = await unwrapDataKey(jwe, options.key);
-  const digest = headerDigest(Buffer.concat([fixed, rest]));
-
-  const frames = new FrameOpener(reader, dataKey, digest, frameSize);
-  const first = await frames.next();
+  let frames: FrameOpener;
+  let first: Buffer[] | undefined;
+  let context: Buffer;
+  let frameSize: number;
+  try {
+    const fixed = await reader.read(FixedHeaderBytes);
+    const lengths = parseFixedHeader(fixed);
+    frameSize = lengths.frameSize;
+    const rest = await reader.read(lengths.contextLength + lengths.jweLength);
+    if (rest.length < lengths.contextLength + lengths.jweLength) throw ErrTampered(`truncated: the envelope header ends after ${FixedHeaderBytes + rest.length} bytes`);
+    context = Buffer.from(rest.subarray(0, lengths.contextLength));
+    const dataKey = await unwrapDataKey(rest.subarray(lengths.contextLength).toString('latin1'), options.key);
+    frames = new FrameOpener(reader, dataKey, headerDigest(Buffer.concat([fixed, rest])), frameSize);
+    first = await frames.next();
+  } catch (err) {
+    await reader.close();
+    throw err;
+  }
   async function* plaintext(): AsyncGenerator<Buffer> {
-    let frame: Buffer[] | undefined = first;
-    while (frame !== undefined) {
-      yield* frame;
-      frame = await frames.next();
+    try {
+      let frame: Buffer[] | undefined = first;
+      while (frame !== undefined) {
+        yield* frame;
+        frame = await frames.next();
+      }
+    } finally {
+      await reader.close();
     }
   }
-  return { context, frameSize, plaintext: plaintext() };
+  return { context, frameSize, plaintext: plaintext(), close: () => reader.close() };
 }
 
 /** Reads and verifies frames in order; undefined after the last one. */

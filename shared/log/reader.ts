@@ -43,15 +43,31 @@ export class LogReader {
   /** Reads the header from a plaintext `.hrl` stream. */
   static async open(source: ByteSource | ByteReader): Promise<LogReader> {
     const reader = source instanceof ByteReader ? source : new ByteReader(source);
-    const first = await reader.read(12);
-    const length = headerLength(first);
-    const rest = await reader.read(length - 12);
-    const headerBytes = Buffer.concat([first, rest]);
-    return new LogReader(decodeLogHeader(headerBytes), headerBytes, reader);
+    try {
+      const first = await reader.read(12);
+      const length = headerLength(first);
+      const rest = await reader.read(length - 12);
+      const headerBytes = Buffer.concat([first, rest]);
+      return new LogReader(decodeLogHeader(headerBytes), headerBytes, reader);
+    } catch (err) {
+      await reader.close();
+      throw err;
+    }
   }
 
-  /** The extents, chunk by chunk; throws `corrupt` at the first broken rule. Read once. */
+  /**
+   * The extents, chunk by chunk; throws `corrupt` at the first broken rule. Read once. Ending the loop
+   * early, or a failure, closes the source.
+   */
   async *items(): AsyncGenerator<LogItem> {
+    try {
+      yield* this.readItems();
+    } finally {
+      await this.reader.close();
+    }
+  }
+
+  private async *readItems(): AsyncGenerator<LogItem> {
     const { header, reader } = this;
     const digest = contentDigest().update(this.headerBytes);
     const decompressor = new ChunkDecompressor(header.compression, header.chunkSize);

@@ -56,21 +56,34 @@ export async function writeLogFile(path: string, init: LogHeaderInit, source: Lo
  */
 export async function readLog(sealed: ByteSource, options: ReadLogOptions): Promise<LogReader> {
   const opened = await openStream(sealed, { key: options.key });
+  try {
+    checkIdentity(opened.context, options.expect ?? {});
+  } catch (err) {
+    await opened.close();
+    throw err;
+  }
+  const reader = await LogReader.open(opened.plaintext);
+  if (!reader.headerBytes.equals(opened.context)) {
+    await opened.close();
+    throw ErrCorrupt('the log header differs from the header it was sealed with');
+  }
+  return reader;
+}
+
+/** The authenticated header must be a log header naming what the caller expects. */
+function checkIdentity(context: Buffer, expect: Partial<LogIdentity>): void {
   let claimed: LogHeader;
   try {
-    claimed = decodeLogHeader(opened.context);
+    claimed = decodeLogHeader(context);
   } catch (err) {
     if (isLifeboatError(err)) throw ErrCorrupt(`not a change log: the sealed object's header is not a log header (${err.message})`, err);
     throw err;
   }
-  for (const [field, want] of Object.entries(options.expect ?? {}) as [keyof LogIdentity, string | number | undefined][]) {
+  for (const [field, want] of Object.entries(expect) as [keyof LogIdentity, string | number | undefined][]) {
     if (want !== undefined && claimed[field] !== want) {
       throw ErrTampered(`log is ${field} ${claimed[field]}, expected ${field} ${want}: replayed under another name`);
     }
   }
-  const reader = await LogReader.open(opened.plaintext);
-  if (!reader.headerBytes.equals(opened.context)) throw ErrCorrupt('the log header differs from the header it was sealed with');
-  return reader;
 }
 
 /** readLog from a file. */

@@ -5,6 +5,7 @@ import { generateKeyPair, sealStream, type KeyPair } from '../crypto/index.js';
 import { LifeboatError } from '../errors.js';
 import { Compressions, LogReader, completeHeader, encodeLog, encodeLogHeader, readLog, writeLog, type LogHeaderInit } from './index.js';
 import { collect, drainExtents, memorySource } from './testing.js';
+import { scratchDir } from '../../test/helpers.js';
 
 const init: LogHeaderInit = { tenant: 'acme', vm: 'web-1', disk: 'd0', generation: 2, sequence: 9, virtualSize: 1 << 20, createdMs: 1_764_000_000_000, chunkSize: 64 * 1024 };
 const frameSize = 4096;
@@ -118,4 +119,33 @@ describe('plaintext log corruption', () => {
       }
     });
   }
+});
+
+describe('sources are released', () => {
+  it('closes the file stream when a log fails, is abandoned, or is read to the end', async () => {
+    const { createReadStream } = await import('node:fs');
+    const { writeFile } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const dir = await scratchDir();
+    const path = join(dir.path, 'bad.hrl');
+    const bad = Buffer.from(sealed);
+    bad[bad.length - 10]! ^= 1;
+    await writeFile(path, bad);
+    try {
+      const failing = createReadStream(path, { highWaterMark: 4096 });
+      await expect(readLog(failing, { key: pair.privateKey }).then(drainExtents)).rejects.toThrow(/failed authentication/);
+      expect(failing.destroyed).toBe(true);
+
+      const replayed = createReadStream(path, { highWaterMark: 4096 });
+      await expect(readLog(replayed, { key: pair.privateKey, expect: { sequence: 1 } })).rejects.toThrow(/replayed/);
+      expect(replayed.destroyed).toBe(true);
+
+      const abandoned = createReadStream(path, { highWaterMark: 4096 });
+      const reader = await readLog(abandoned, { key: pair.privateKey });
+      for await (const _ of reader.items()) break;
+      expect(abandoned.destroyed).toBe(true);
+    } finally {
+      await dir.remove();
+    }
+  });
 });
