@@ -12,15 +12,15 @@ import { Merger } from './merger.js';
 export const DefaultSweepMs = 5000;
 export const DefaultConcurrency = 2;
 
-export async function startMergeWorkers(ctx: ServiceContext, options: { redisUrl: string; enqueue?: EnqueueMerge; sweepMs?: number; concurrency?: number }): Promise<{ merger: Merger; stop(): Promise<void> }> {
+export async function startMergeWorkers(ctx: ServiceContext, options: { redisUrl: string; enqueue?: EnqueueMerge; sweepMs?: number; concurrency?: number; prefix?: string }): Promise<{ merger: Merger; stop(): Promise<void> }> {
   const redis = await connectRedis(options.redisUrl);
   const bullConnection = await connectRedis(options.redisUrl);
-  const merger = new Merger(ctx, redis);
+  const merger = new Merger(ctx, redis, options.prefix);
   const worker = new Worker<DiskRef>(MergeQueueName, async (job) => {
     const result = await merger.mergeDisk(job.data);
     if (!result) throw new Error(`disk ${job.data.tenant}/${job.data.vm}/${job.data.disk} is being merged by another worker; retrying`);
     return result;
-  }, { connection: bullConnection, concurrency: options.concurrency ?? DefaultConcurrency });
+  }, { connection: bullConnection, concurrency: options.concurrency ?? DefaultConcurrency, ...(options.prefix ? { prefix: options.prefix } : {}) });
   worker.on('failed', (job, err) => ctx.log.warn({ job: job?.id, err: err.message }, 'merge job failed'));
   let sweeping = false;
   const timer = setInterval(() => {
