@@ -59,11 +59,15 @@ export class VhdxCore {
     this.writesBegun = true;
   }
 
-  /** Appends bytes (a multiple of 1 MiB) of zeros at the end of the file; returns their offset. */
-  async allocate(bytes: number): Promise<number> {
+  /**
+   * Appends bytes (a multiple of 1 MiB) at the end of the file; returns their offset. They read as
+   * zeros, unless fill is 'caller-writes-all': then the caller's write covers (and extends over)
+   * the whole range before anything points at it, and the file is not extended here.
+   */
+  async allocate(bytes: number, fill: 'zeros' | 'caller-writes-all' = 'zeros'): Promise<number> {
     const at = this.nextAlloc;
     this.nextAlloc += bytes;
-    await this.file.extend(at + bytes);
+    if (fill === 'zeros') await this.file.extend(at + bytes);
     this.pendingAlloc += bytes;
     this.unsynced = true;
     return at;

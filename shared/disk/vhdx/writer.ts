@@ -56,7 +56,7 @@ async function writeAligned(core: VhdxCore, offset: number, data: Buffer): Promi
       fileOff = bat.offset(idx) + inBlock;
       if (src === 'bitmap') after.push(() => core.bitmaps!.setPresent(block, inBlock / ss, (inBlock + n) / ss));
     } else {
-      const base = await core.allocate(blockSize);
+      const base = await core.allocate(blockSize, n === blockSize ? 'caller-writes-all' : 'zeros');
       fileOff = base + inBlock;
       // A block that only partly comes from this write keeps the parent's other sectors.
       if (src === 'parent' && n < blockSize) {
