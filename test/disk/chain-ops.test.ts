@@ -77,4 +77,33 @@ describe('differencing chains through the generic operations', () => {
       await referee('qemu-img', ['compare', '-f', 'raw', '-F', 'vhdx', flat, paths[0]!]);
     }), { numRuns: 3 });
   });
+
+  it('finishes a merge interrupted after part of the child reached the parent', async () => {
+    const basePath = join(dir.path, 'crash-base.vhdx');
+    const topPath = join(dir.path, 'crash-top.vhdx');
+    const ref = Buffer.alloc(Size);
+    const base = await createDisk(basePath, 'vhdx', { virtualSize: Size, blockSize: 1024 * KiB });
+    await apply(base, [{ zero: false, offset: 0, length: Size, byte: 1 }], ref);
+    await base.close();
+    const top = await createChildDisk(topPath, basePath);
+    await apply(top, [{ zero: false, offset: 100, length: 700 * KiB, byte: 2 }, { zero: true, offset: 2048 * KiB, length: 900 * KiB, byte: 0 },
+      { zero: false, offset: 4096 * KiB + 5, length: 1000 * KiB, byte: 3 }], ref);
+    await top.close();
+
+    // The first of the child's own extents reaches the parent, then the process "dies": the parent
+    // has changed (a new DataWriteGuid) but the child's link to it was never renewed.
+    const child = await openDisk(topPath, { readOnly: true });
+    const parent = await openDisk(basePath);
+    const first = (await child.extents({ layer: 'own' })[Symbol.asyncIterator]().next()).value!;
+    const buf = Buffer.alloc(first.length);
+    await child.read(first.offset, buf);
+    await parent.write(first.offset, buf);
+    await parent.close();
+    await child.close();
+    await expect(openDisk(topPath, { readOnly: true })).rejects.toThrow(/does not match/);
+
+    await mergeChild(topPath);
+    await expectReads(topPath, ref);
+    await expectReads(basePath, ref);
+  });
 });
