@@ -178,6 +178,7 @@ export const rawDriver: DiskFormatDriver = {
     const size = options.virtualSize;
     if (!Number.isSafeInteger(size) || size < 0) throw ErrInvalidArgument(`virtual size ${size} is not a byte count`);
     if (options.type === 'fixed') throw ErrUnsupported('raw images are always sparse; use --type dynamic or no --type');
+    if (options.blockSize !== undefined) throw ErrInvalidArgument('raw images have no block size');
     const fh = await open(path, 'wx+');
     try {
       await fh.truncate(size);

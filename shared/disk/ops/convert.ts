@@ -31,8 +31,10 @@ export async function convertDisk(src: DiskImage, dstPath: string, format: DiskF
   await refuseExisting(dstPath);
   let dst: DiskImage | undefined;
   try {
+    // Sector formats hold whole sectors: an odd-sized raw source gains zeros up to the next one.
+    const sector = format === 'raw' ? 1 : format === 'vhdx' ? src.logicalSectorSize : 512;
     dst = await createDisk(dstPath, format, {
-      virtualSize: src.virtualSize,
+      virtualSize: Math.ceil(src.virtualSize / sector) * sector,
       type: options.type,
       blockSize: options.blockSize,
       ...(format === 'vhdx' ? { logicalSectorSize: src.logicalSectorSize, physicalSectorSize: src.physicalSectorSize } : {}),

@@ -58,6 +58,20 @@ describe('convertDisk', () => {
   });
 });
 
+describe('convertDisk of an odd-sized raw disk', () => {
+  it('rounds a sector format up to whole sectors, the extra bytes zero', async () => {
+    const src = await sample('odd.raw', 3 * MiB + 100, [[3 * MiB + 50, 50, 9]]);
+    const s = await openDisk(src, { readOnly: true });
+    const out = join(dir.path, 'odd.vhd');
+    await convertDisk(s, out, 'vhd');
+    const d = await openDisk(out, { readOnly: true });
+    expect(d.virtualSize).toBe(3 * MiB + 512);
+    expect(await compareDisks(s, d)).toEqual({ identical: true });
+    await d.close();
+    await s.close();
+  });
+});
+
 describe('compareDisks', () => {
   it('names the first differing byte, and treats an all-zero extra part as identical', async () => {
     const a = await sample('cmp-a.raw', 12 * MiB, [[3 * MiB, 1000, 5]]);
