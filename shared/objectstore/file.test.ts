@@ -1,6 +1,9 @@
 import { randomBytes } from 'node:crypto';
+import { readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
+import { describe, expect, it } from 'vitest';
 import { scratchDir } from '../../test/helpers.js';
 import { objectStoreConformance } from './conformance.js';
 import { fileGrantHandler } from './file-grant.js';
@@ -24,3 +27,26 @@ objectStoreConformance('file', async () => {
     },
   };
 }, { mustRun: true });
+
+describe('file store specifics', () => {
+  it('hides temporary files, refuses keys that clash with directories, and maps keys under the root only', async () => {
+    const dir = await scratchDir('lifeboat-objectstore-');
+    try {
+      const store = new FileStore(dir.path);
+      await store.put('a/b', Buffer.from('x'));
+      // A crash mid-put leaves a temporary file behind; it is never listed or readable as a key.
+      await writeFile(join(dir.path, 'a', '.tmp-crashed'), 'partial');
+      const keys = [];
+      for await (const e of store.list('')) keys.push(e.key);
+      expect(keys).toEqual(['a/b']);
+      await expect(store.put('a', Buffer.from('y'))).rejects.toMatchObject({ code: 'conflict' });
+      await expect(store.put('a/b/c', Buffer.from('y'))).rejects.toMatchObject({ code: 'conflict' });
+      await expect(store.get('a')).rejects.toMatchObject({ code: 'not_found' });
+      expect(await readdir(join(dir.path, 'a'))).toEqual(expect.arrayContaining(['b', '.tmp-crashed']));
+      expect((await readdir(join(dir.path, 'a'))).filter((n) => n.startsWith('.tmp-') && n !== '.tmp-crashed')).toEqual([]);
+      await expect(store.grant('a/b', { operation: 'get', expiresIn: 60 })).rejects.toMatchObject({ code: 'unsupported' });
+    } finally {
+      await dir.remove();
+    }
+  });
+});
