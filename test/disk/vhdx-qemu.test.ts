@@ -105,6 +105,23 @@ describe('images made and written by us', () => {
     });
   }
 
+  it('uses the valid header and region table when the other is damaged, and repairs the table on a writable open', async () => {
+    const img = join(dir.path, 'damaged.vhdx');
+    const d = await vhdxDriver.create(img, { virtualSize: 8 * M, blockSize: M });
+    await d.write(M, pattern(Buffer.alloc(M), 5));
+    await d.close();
+    const fh = await open(img, 'r+');
+    await fh.write(Buffer.from('xx'), 0, 2, 64 * K + 100); // header 1
+    await fh.write(Buffer.from('xx'), 0, 2, 192 * K + 100); // region table 1
+    await fh.close();
+    await expect(referee('qemu-img', ['check', '-f', 'vhdx', img])).rejects.toThrow();
+    const w = await openVhdx(img);
+    await w.write(0, Buffer.alloc(4 * K, 1));
+    await w.close();
+    await referee('qemu-img', ['check', '-q', '-f', 'vhdx', img]);
+    expect(await referee('qemu-io', ['-r', '-f', 'vhdx', '-c', 'read -P 1 0 4k', img])).not.toMatch(/fail/i);
+  });
+
   it('refuses to overwrite an existing file and leaves nothing behind on bad parameters', async () => {
     const img = join(dir.path, 'exists.vhdx');
     await (await vhdxDriver.create(img, { virtualSize: 4 * M })).close();

@@ -83,6 +83,11 @@ export class SectorBitmaps {
     return this.dirty.size > 0;
   }
 
+  /** Bytes of dirty slices pinned in memory until the next barrier. */
+  get dirtyBytes(): number {
+    return this.dirty.size * this.bytesPerBlock;
+  }
+
   /** Writes every dirty slice to its bitmap block. */
   async writeDirty(): Promise<void> {
     for (const block of [...this.dirty].sort((a, b) => a - b)) {

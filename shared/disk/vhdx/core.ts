@@ -15,6 +15,8 @@ import type { VhdxLayout } from './open.js';
 
 /** Newly allocated bytes after which a write forces a barrier, bounding what a crash can lose. */
 export const MaxPendingAllocation = 4 * GiB;
+/** Dirty sector bitmap bytes after which a write forces a barrier, bounding pinned memory. */
+export const MaxPendingBitmapBytes = 16 * MiB;
 
 export class VhdxCore {
   readonly file: VhdxFile;
@@ -75,7 +77,7 @@ export class VhdxCore {
 
   /** Called after a write path finishes: bounds the amount of allocation a crash could drop. */
   async maybeBarrier(): Promise<void> {
-    if (this.pendingAlloc >= MaxPendingAllocation) await this.barrier(false);
+    if (this.pendingAlloc >= MaxPendingAllocation || (this.bitmaps?.dirtyBytes ?? 0) >= MaxPendingBitmapBytes) await this.barrier(false);
   }
 
   /**

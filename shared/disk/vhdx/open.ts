@@ -56,6 +56,7 @@ async function readLayout(file: VhdxFile): Promise<VhdxLayout> {
   if (replayed) await file.read(head, 0, 'header section');
 
   const regions = validateRegions(readRegionTables(head), file.size);
+  if (!file.readOnly) await repairRegionTables(file, head);
   if (regions.metadata.length > MaxMetadataRegion) throw ErrUnsupported(`metadata region of ${regions.metadata.length} bytes is too large`);
   const metaBytes = Buffer.alloc(regions.metadata.length);
   await file.read(metaBytes, regions.metadata.fileOffset, 'metadata region');
@@ -91,4 +92,18 @@ function readRegionTables(head: Buffer): RegionEntry[] {
 function checkRequired(entries: RegionEntry[]): void {
   const unknown = entries.find((e) => e.required && e.guid !== GuidBatRegion && e.guid !== GuidMetadataRegion);
   if (unknown) throw ErrUnsupported(`unknown required region ${unknown.guid}`);
+}
+
+/**
+ * Writable open: a damaged region table is rewritten from the valid one (qemu reads only the
+ * first). One copy stays valid throughout, so a crash during the repair changes nothing.
+ */
+async function repairRegionTables(file: VhdxFile, head: Buffer): Promise<void> {
+  const tables = RegionTableOffsets.map((at) => head.subarray(at, at + RegionTableSize));
+  const valid = tables.map((t) => parseRegionTable(t) !== undefined);
+  const good = valid.indexOf(true);
+  const bad = valid.indexOf(false);
+  if (good < 0 || bad < 0) return;
+  await file.write(Buffer.from(tables[good]!), RegionTableOffsets[bad]!);
+  await file.sync();
 }
