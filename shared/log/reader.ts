@@ -6,24 +6,24 @@
 import { ByteReader, type ByteSource } from '../crypto/byte-reader.js';
 import type { Extent } from '../disk/types.js';
 import { ErrCorrupt } from '../errors.js';
-import { ChunkDecompressor } from './codec.js';
+import { ChunkDecompressor, CodecStored } from './codec.js';
 import { decodeLogHeader, headerLength, readSafe, type LogHeader } from './header.js';
 import {
   ChunkHeaderBytes, DigestBytes, ExtentRecordBytes, RecordData, RecordEnd, RecordZero, TrailerCountsBytes,
   contentDigest, trailerCounts, type LogTotals,
 } from './records.js';
 
-/** A zero extent, or one chunk of a data extent. */
+/** A zero extent, or a piece of a data extent (at most one chunk; stored chunks may come in several). */
 export type LogItem =
   | { kind: 'zero'; offset: number; length: number }
   | {
     kind: 'data';
-    /** Where this chunk's bytes go. */
+    /** Where this piece's bytes go. */
     offset: number;
     length: number;
-    /** The chunk's bytes: valid until the next item is asked for (copy to keep them). */
+    /** The piece's bytes: valid until the next item is asked for (copy to keep them). */
     data: Buffer;
-    /** The whole extent this chunk belongs to (its first chunk has offset === extent.offset). */
+    /** The whole extent this piece belongs to (its first piece has offset === extent.offset). */
     extent: { offset: number; length: number };
   };
 
@@ -56,7 +56,7 @@ export class LogReader {
   }
 
   /**
-   * The extents, chunk by chunk; throws `corrupt` at the first broken rule. Read once. Ending the loop
+   * The extents, piece by piece; throws `corrupt` at the first broken rule. Read once. Ending the loop
    * early, or a failure, closes the source.
    */
   async *items(): AsyncGenerator<LogItem> {
@@ -103,6 +103,17 @@ export class LogReader {
         const storedLength = chunkHead.readUInt32LE(1);
         if (storedLength < 1 || storedLength > rawLength || (codec !== 0 && storedLength === rawLength)) {
           throw ErrCorrupt(`${where}: chunk at ${offset + done} claims ${storedLength} stored bytes for ${rawLength} raw bytes`);
+        }
+        if (codec === CodecStored && storedLength === rawLength) {
+          // Stored as is: hand out the pieces as they arrived rather than copying them together.
+          const pieces = await this.reader.readPieces(storedLength);
+          if (pieces.reduce((n, p) => n + p.length, 0) < storedLength) throw ErrCorrupt('truncated: the log ends inside a chunk');
+          for (const data of pieces) {
+            digest.update(data);
+            yield { kind: 'data', offset: offset + done, length: data.length, data, extent };
+            done += data.length;
+          }
+          continue;
         }
         const stored = await this.exactly(storedLength, 'a chunk');
         const data = decompressor.decompress(codec, stored, rawLength, `${where}: chunk at ${offset + done}`);

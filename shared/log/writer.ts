@@ -27,14 +27,17 @@ export interface EncodeOptions {
   /** zstd level (default 1). */
   level?: number;
   /**
-   * Reuse each yielded buffer once the next one is asked for. Only for consumers that copy what
-   * they are given before asking for more, such as sealStream; it saves one allocation per MiB.
+   * Yielded buffers may be reused (or overwritten) once the next one is asked for. Only for consumers
+   * that copy what they are given before asking for more, such as sealStream: it saves an allocation
+   * and a copy per MiB.
    */
   reuseBuffers?: boolean;
 }
 
 /** Output block size: big enough that a consumer sees few, small enough to stay cheap. */
 const BlockBytes = 1 << 20;
+/** With reuse, pieces this large are yielded as they are rather than copied into a block. */
+const PassThroughBytes = 64 * 1024;
 
 /** A complete header from what the writer chose: zstd, 1 MiB chunks, now, incremental, crash. */
 export function completeHeader(init: LogHeaderInit): LogHeader {
@@ -81,14 +84,14 @@ export async function* encodeLog(header: LogHeader, source: LogSource, options: 
       out.push(chunkHeader(chunk.codec, chunk.bytes.length));
       out.push(chunk.bytes);
       done += raw.length;
-      yield* out.drain(out.takeFull());
+      yield* out.drain();
     }
   }
   const counts = trailerCounts(totals);
   digest.update(counts);
   out.push(counts);
   out.push(digest.digest());
-  yield* out.drain(out.takeAll());
+  yield* out.drain(true);
 }
 
 /** Checks order and bounds and merges adjacent extents of one kind, looking one extent ahead. */
@@ -114,55 +117,55 @@ async function* coalesce(extents: Iterable<Extent> | AsyncIterable<Extent>, virt
 }
 
 /**
- * Packs small and large pieces into 1 MiB blocks: fresh ones, so consumers may keep what they are
- * given, or recycled ones when the consumer copies.
+ * Packs pieces into 1 MiB blocks: fresh ones, so consumers may keep what they are given; or, for a
+ * consumer that copies (reuse), recycled blocks, with large pieces passed through uncopied.
  */
 class BlockPacker {
   private readonly spare: Buffer[] = [];
-  private block: Buffer;
+  private readonly own = new WeakSet<ArrayBufferLike>();
+  private block: Buffer | undefined;
   private used = 0;
-  private readonly full: Buffer[] = [];
+  private readonly ready: Buffer[] = [];
 
-  constructor(private readonly reuse: boolean) {
-    this.block = this.fresh();
-  }
-
-  /** Yields blocks; with reuse, each goes back to the spares once the consumer asks for the next. */
-  *drain(blocks: Buffer[]): Generator<Buffer> {
-    for (const b of blocks) {
-      yield b;
-      if (this.reuse && b.buffer.byteLength === BlockBytes && this.spare.length < 4) this.spare.push(Buffer.from(b.buffer, b.byteOffset, BlockBytes));
-    }
-  }
-
-  private fresh(): Buffer {
-    return this.spare.pop() ?? Buffer.allocUnsafeSlow(BlockBytes);
-  }
+  constructor(private readonly reuse: boolean) {}
 
   push(bytes: Buffer): void {
+    if (this.reuse && bytes.length >= PassThroughBytes) {
+      this.flush();
+      this.ready.push(bytes);
+      return;
+    }
     for (let at = 0; at < bytes.length;) {
+      this.block ??= this.fresh();
       const n = Math.min(BlockBytes - this.used, bytes.length - at);
       bytes.copy(this.block, this.used, at, at + n);
       this.used += n;
       at += n;
-      if (this.used === BlockBytes) {
-        this.full.push(this.block);
-        this.block = this.fresh();
-        this.used = 0;
-      }
+      if (this.used === BlockBytes) this.flush();
     }
   }
 
-  /** The blocks filled so far. */
-  takeFull(): Buffer[] {
-    return this.full.splice(0);
+  /**
+   * Yields what is ready (at the end, also the partial block). With reuse, a block goes back to the
+   * spares when the consumer asks for the next piece, having copied this one.
+   */
+  *drain(final = false): Generator<Buffer> {
+    if (final) this.flush();
+    for (const b of this.ready.splice(0)) {
+      yield b;
+      if (this.reuse && this.own.has(b.buffer) && this.spare.length < 4) this.spare.push(Buffer.from(b.buffer, 0, BlockBytes));
+    }
   }
 
-  /** Everything, the last block cut to what it holds. */
-  takeAll(): Buffer[] {
-    const rest = this.takeFull();
-    if (this.used > 0) rest.push(this.block.subarray(0, this.used));
+  private flush(): void {
+    if (this.block !== undefined && this.used > 0) this.ready.push(this.block.subarray(0, this.used));
+    this.block = undefined;
     this.used = 0;
-    return rest;
+  }
+
+  private fresh(): Buffer {
+    const b = this.spare.pop() ?? Buffer.allocUnsafeSlow(BlockBytes);
+    this.own.add(b.buffer);
+    return b;
   }
 }
