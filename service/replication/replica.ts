@@ -21,6 +21,13 @@ export const appliedStateSchema = z.strictObject({
   resyncReason: z.string().nullable(),
   /** Layer files of the chain, base first; the last is the writable top. */
   layers: z.array(z.string().regex(/^[a-z0-9_.-]+$/)).min(1),
+  /** Recovery points, oldest first: each names the frozen layer that ends its chain. */
+  points: z.array(z.strictObject({
+    name: z.string().regex(/^p[0-9]+$/),
+    layer: z.string().regex(/^[a-z0-9_.-]+$/),
+    createdAt: z.string(),
+    consistency: z.enum(['crash', 'application']),
+  })).default([]),
   /** The last merge's fencing token, so a stale worker's write is recognisable. */
   fence: z.number().int().min(0),
   updatedAt: z.string(),
@@ -42,7 +49,7 @@ export function replicaDir(storage: string, tenant: string, vm: string, disk: st
 export type ReplicaFormat = 'vhdx' | 'raw';
 
 export function initialState(format: ReplicaFormat): AppliedState {
-  return { version: 1, generation: 0, baseComplete: false, appliedSequence: 0, state: 'initial_required', resyncReason: null, layers: [`base.${format}`], fence: 0, updatedAt: new Date().toISOString() };
+  return { version: 1, generation: 0, baseComplete: false, appliedSequence: 0, state: 'initial_required', resyncReason: null, layers: [`base.${format}`], points: [], fence: 0, updatedAt: new Date().toISOString() };
 }
 
 export async function readState(dir: string): Promise<AppliedState> {

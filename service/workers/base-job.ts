@@ -98,5 +98,5 @@ export async function applyBase(ctx: ServiceContext, ref: DiskRef, dir: string, 
     return refused(err);
   }
   await image.close();
-  return { ok: true, state: { ...state, generation: base.generation, baseComplete: true, appliedSequence: 0, state: 'replicating', resyncReason: null, layers: [layer] } };
+  return { ok: true, state: { ...state, generation: base.generation, baseComplete: true, appliedSequence: 0, state: 'replicating', resyncReason: null, layers: [layer], points: [] } };
 }

@@ -105,6 +105,8 @@ async function mergeBase(ctx: ServiceContext, ref: DiskRef, dir: string, state: 
   await commitState(ctx, ref, dir, next, lock, new Date());
   await ctx.db.query(`UPDATE bases SET status = 'applied' WHERE tenant = $1 AND vm = $2 AND disk = $3 AND generation = $4`, where);
   await ctx.db.query(`UPDATE logs SET status = 'applied', applied_at = now() WHERE tenant = $1 AND vm = $2 AND disk = $3 AND generation = $4 AND kind = 'chunk' AND status = 'pending'`, where);
+  // A full base replaces the chain, and with it the disk's recovery points.
+  if (base.mode === 'full') await ctx.db.query('DELETE FROM recovery_points WHERE tenant = $1 AND vm = $2', [ref.tenant, ref.vm]);
   // Layers the new base replaced: unreferenced once state.json names the new chain.
   for (const old of state.layers) if (!next.layers.includes(old)) await rm(join(dir, old), { force: true });
   return next;

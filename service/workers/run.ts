@@ -1,6 +1,6 @@
 /**
  * Merge workers in a process: a BullMQ worker on queue "merge" (each job merges one disk) and a
- * timer that calls Merger.merge() as a sweep. `serve` runs them embedded; `worker` runs them alone.
+ * timer that calls Merger.merge() as a sweep, and one that calls Pointer.points() and prune(). `serve` runs them embedded; `worker` runs them alone.
  */
 import { Worker } from 'bullmq';
 import type { ServiceContext } from '../context.js';
@@ -8,9 +8,12 @@ import type { DiskRef } from '../queue.js';
 import { MergeQueueName, connectRedis } from '../queue.js';
 import type { EnqueueMerge } from '../replication/uploads.js';
 import { Merger } from './merger.js';
+import { Pointer } from './points-job.js';
 
 export const DefaultSweepMs = 5000;
 export const DefaultConcurrency = 2;
+/** Points are due hourly; checking each minute keeps them within a minute of the hour. */
+export const DefaultPointsMs = 60_000;
 
 export async function startMergeWorkers(ctx: ServiceContext, options: { redisUrl: string; enqueue?: EnqueueMerge; sweepMs?: number; concurrency?: number; prefix?: string }): Promise<{ merger: Merger; stop(): Promise<void> }> {
   const redis = await connectRedis(options.redisUrl);
@@ -31,10 +34,16 @@ export async function startMergeWorkers(ctx: ServiceContext, options: { redisUrl
     });
   }, options.sweepMs ?? DefaultSweepMs);
   timer.unref();
+  const pointer = new Pointer(ctx, redis, options.prefix);
+  const pointsTimer = setInterval(() => {
+    pointer.points().then(() => pointer.prune()).catch((err: unknown) => ctx.log.error({ err }, 'recovery points failed'));
+  }, DefaultPointsMs);
+  pointsTimer.unref();
   return {
     merger,
     async stop() {
       clearInterval(timer);
+      clearInterval(pointsTimer);
       await worker.close();
       bullConnection.disconnect();
       redis.disconnect();

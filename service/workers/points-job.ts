@@ -1,0 +1,134 @@
+/**
+ * Jobs `point` and `prune` (run by the Pointer daemon: a timer around `points(now)` and `prune(now)`,
+ * called directly by tests with an injected clock).
+ *
+ * point — Input: a protected VM with history N > 0 whose every disk has a complete base, and whose
+ *   newest point is an hour old or more (or none). Output: on each disk, under its merge lock, the top
+ *   layer is frozen and a new empty child becomes the top (`p<ms>.vhdx`); state.json gains the point;
+ *   then one catalog row for the VM. The point is application-consistent when the last applied log of
+ *   every disk was. Failure: a disk in resync_required or locked by a merge → the VM is skipped this
+ *   round (retried next tick). Idempotent: a disk whose state.json already has the point is left alone.
+ * prune — Input: points older than N hours. Output: the point's frozen layer (unless it is the base)
+ *   is merged into the base (mergeChild), the next layer re-parented onto the base, the layer dropped
+ *   from state.json and deleted; then the catalog row goes. Idempotent: mergeChild writes the same
+ *   bytes on a rerun and state.json changes in one atomic write, the file deletion comes last.
+ */
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Redis } from 'ioredis';
+import { createChildDisk, openDisk } from '../../shared/disk/index.js';
+import { mergeChild } from '../../shared/disk/ops/index.js';
+import type { DiskRow, VmRow } from '../catalog/vms.js';
+import { listDisks, listVms } from '../catalog/vms.js';
+import type { ServiceContext } from '../context.js';
+import { mergeJobId } from '../queue.js';
+import type { AppliedState } from '../replication/replica.js';
+import { readState, writeState } from '../replication/replica.js';
+import type { DiskLock } from './lock.js';
+import { acquireLock } from './lock.js';
+
+export const PointEveryMs = 3_600_000;
+
+type Point = AppliedState['points'][number];
+
+export class Pointer {
+  constructor(private readonly ctx: ServiceContext, private readonly redis: Redis, private readonly lockPrefix = 'lifeboat') {}
+
+  /** Makes the points that are due at now; returns how many VMs got one. */
+  async points(now = new Date()): Promise<number> {
+    let made = 0;
+    for (const vm of await listVms(this.ctx.db)) {
+      if (!vm.protected || vm.history === 0) continue;
+      const last = await this.ctx.db.query<{ at: Date }>('SELECT max(created_at) AS at FROM recovery_points WHERE tenant = $1 AND vm = $2', [vm.tenant, vm.name]);
+      const at = last[0]?.at ?? null;
+      if (at !== null && now.getTime() - new Date(at).getTime() < PointEveryMs) continue;
+      if (await this.makePoint(vm, now)) made++;
+    }
+    return made;
+  }
+
+  /** Drops the points older than each VM's history; returns how many. */
+  async prune(now = new Date()): Promise<number> {
+    let pruned = 0;
+    for (const vm of await listVms(this.ctx.db)) {
+      const old = await this.ctx.db.query<{ id: number; layer: string }>(
+        'SELECT id, layer FROM recovery_points WHERE tenant = $1 AND vm = $2 AND created_at <= $3 ORDER BY created_at',
+        [vm.tenant, vm.name, new Date(now.getTime() - vm.history * PointEveryMs)]);
+      for (const point of old) {
+        if (!(await this.onEachDisk(vm, (disk, lock) => this.prunePoint(disk, point.layer, lock)))) break;
+        await this.ctx.db.query('DELETE FROM recovery_points WHERE id = $1', [point.id]);
+        pruned++;
+      }
+    }
+    return pruned;
+  }
+
+  private async makePoint(vm: VmRow, now: Date): Promise<boolean> {
+    const disks = await listDisks(this.ctx.db, vm.tenant, vm.name);
+    if (disks.length === 0 || disks.some((d) => !d.baseComplete || d.state !== 'replicating')) return false;
+    const name = `p${now.getTime()}`;
+    const consistency = await this.consistencyOf(vm, disks);
+    const ok = await this.onEachDisk(vm, (disk, lock) => this.freeze(disk, { name, layer: '', createdAt: now.toISOString(), consistency }, lock));
+    if (ok) await this.ctx.db.query('INSERT INTO recovery_points (tenant, vm, created_at, consistency, layer) VALUES ($1, $2, $3, $4, $5)', [vm.tenant, vm.name, now, consistency, name]);
+    return ok;
+  }
+
+  private async consistencyOf(vm: VmRow, disks: DiskRow[]): Promise<'crash' | 'application'> {
+    for (const d of disks) {
+      const rows = await this.ctx.db.query<{ consistency: string }>(`SELECT consistency FROM logs WHERE tenant = $1 AND vm = $2 AND disk = $3 AND kind = 'log'
+        AND generation = $4 AND sequence = $5 AND status = 'applied'`, [vm.tenant, vm.name, d.id, d.generation, d.appliedSequence]);
+      if (rows[0]?.consistency !== 'application') return 'crash';
+    }
+    return 'application';
+  }
+
+  /** Runs fn on every disk of the VM, each under its merge lock; false when a disk was busy. */
+  private async onEachDisk(vm: VmRow, fn: (disk: DiskRow, lock: DiskLock) => Promise<void>): Promise<boolean> {
+    for (const disk of await listDisks(this.ctx.db, vm.tenant, vm.name)) {
+      const lock = await acquireLock(this.redis, mergeJobId({ tenant: vm.tenant, vm: vm.name, disk: disk.id }), undefined, this.lockPrefix);
+      if (!lock) return false;
+      try {
+        await fn(disk, lock);
+      } finally {
+        await lock.release();
+      }
+    }
+    return true;
+  }
+
+  private async freeze(disk: DiskRow, point: Point, lock: DiskLock): Promise<void> {
+    const dir = disk.replicaDir;
+    const state = await readState(dir);
+    if (state.points.some((p) => p.name === point.name)) return;
+    const top = state.layers.at(-1)!;
+    const child = `${point.name}.vhdx`;
+    await rm(join(dir, child), { force: true });
+    const image = await createChildDisk(join(dir, child), join(dir, top));
+    await image.close();
+    if (!(await lock.stillHeld())) throw new Error(`point ${point.name} of ${disk.id}: lock lost`);
+    await writeState(dir, { ...state, layers: [...state.layers, child], points: [...state.points, { ...point, layer: top }], fence: Math.max(state.fence, lock.fence) });
+  }
+
+  private async prunePoint(disk: DiskRow, name: string, lock: DiskLock): Promise<void> {
+    const dir = disk.replicaDir;
+    const state = await readState(dir);
+    const point = state.points.find((p) => p.name === name);
+    if (!point) return;
+    const base = state.layers[0]!;
+    let layers = state.layers;
+    if (point.layer !== base) {
+      const i = state.layers.indexOf(point.layer);
+      await mergeChild(join(dir, point.layer));
+      const next = await openDisk(join(dir, state.layers[i + 1]!));
+      try {
+        await next.setParent?.(join(dir, base));
+      } finally {
+        await next.close();
+      }
+      layers = state.layers.filter((l) => l !== point.layer);
+    }
+    if (!(await lock.stillHeld())) throw new Error(`prune ${name} of ${disk.id}: lock lost`);
+    await writeState(dir, { ...state, layers, points: state.points.filter((p) => p.name !== name), fence: Math.max(state.fence, lock.fence) });
+    if (layers !== state.layers) await rm(join(dir, point.layer), { force: true });
+  }
+}

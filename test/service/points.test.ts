@@ -1,0 +1,108 @@
+/**
+ * Recovery points as layers of the VHDX chain, driven by an injected clock (no sleeping): one per hour
+ * for a VM with history N, each reading as the disk did when it was made, pruned after N hours by
+ * merging its layer into the base, while the latest keeps replicating on top.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openDisk } from '../../shared/disk/index.js';
+import { Merger } from '../../service/workers/merger.js';
+import { Pointer } from '../../service/workers/points-job.js';
+import { SimAgent, scribble } from './agent-sim.js';
+import type { TestEnv } from './helpers.js';
+import { enrolledAgent, operator, testEnv, testService } from './helpers.js';
+
+const MiB = 1 << 20;
+const Hour = 3_600_000;
+const t0 = Date.parse('2026-11-25T00:00:00.000Z');
+let env: TestEnv;
+let svc: Awaited<ReturnType<typeof testService>>;
+let agent: SimAgent;
+let redis: Redis;
+let merger: Merger;
+let pointer: Pointer;
+const source = Buffer.alloc(4 * MiB);
+let seq = 0;
+
+async function cycle(consistency: 'crash' | 'application' = 'crash'): Promise<void> {
+  seq++;
+  const bytes = await agent.sealed('d0', 1, seq, source, scribble(source, [[(seq % 4) * MiB, 256 * 1024]]));
+  const obj = await agent.upload('d0', { kind: 'log', generation: 1, sequence: seq }, bytes);
+  expect((await agent.call('POST', '/v1/vms/web/disks/d0/commits', { generation: 1, sequence: seq, ...obj, consistency })).status).toBe(202);
+  await merger.merge();
+}
+
+const dir = () => join(env.config.replicaRoot, 'acme', 'web', 'd0');
+const state = async () => JSON.parse(await readFile(join(dir(), 'state.json'), 'utf8')) as { layers: string[]; points: { name: string; layer: string; consistency: string }[] };
+
+async function contentAt(layer: string): Promise<Buffer> {
+  const img = await openDisk(join(dir(), layer), { readOnly: true });
+  try {
+    const buf = Buffer.alloc(img.virtualSize);
+    await img.read(0, buf);
+    return buf;
+  } finally {
+    await img.close();
+  }
+}
+
+beforeAll(async () => {
+  env = await testEnv((c) => {
+    c.replicaFormat = 'vhdx';
+  });
+  svc = await testService(env);
+  agent = new SimAgent(svc, await enrolledAgent(svc, 'acme', '*', 'hv1.acme.example'), 'web');
+  const r = await agent.call('PUT', '/v1/vms/web', { disks: [{ id: 'd0', virtualSize: 4 * MiB, format: 'vhdx' }], frequency: '5m', history: 2, appConsistentEvery: 1, compression: 'lz4' });
+  expect(r.status).toBe(201);
+  redis = new Redis('redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
+  merger = new Merger(svc.ctx, redis, `lbtest-${env.schema}`);
+  pointer = new Pointer(svc.ctx, redis, `lbtest-${env.schema}`);
+  await agent.commitBase('d0', 1, 'full', source, [scribble(source, [[0, MiB]])]);
+  await merger.merge();
+});
+afterAll(async () => {
+  redis?.disconnect();
+  await svc?.stop();
+  await env?.cleanup();
+});
+
+describe('recovery points', () => {
+  const refs = new Map<string, Buffer>();
+
+  it('makes one point an hour, each reading as the disk did then', async () => {
+    await cycle('application');
+    expect(await pointer.points(new Date(t0))).toBe(1);
+    refs.set(`p${t0}`, Buffer.from(source));
+    await cycle();
+    expect(await pointer.points(new Date(t0 + Hour / 2))).toBe(0);
+    await cycle();
+    expect(await pointer.points(new Date(t0 + Hour))).toBe(1);
+    refs.set(`p${t0 + Hour}`, Buffer.from(source));
+    await cycle();
+    const s = await state();
+    expect(s.layers).toEqual(['base-g1.vhdx', `p${t0}.vhdx`, `p${t0 + Hour}.vhdx`]);
+    expect(s.points.map((p) => [p.name, p.layer, p.consistency])).toEqual([[`p${t0}`, 'base-g1.vhdx', 'application'], [`p${t0 + Hour}`, `p${t0}.vhdx`, 'crash']]);
+    for (const p of s.points) expect((await contentAt(p.layer)).equals(refs.get(p.name)!), p.name).toBe(true);
+    expect((await agent.replica('d0')).equals(source)).toBe(true);
+    const listed = await operator<{ points: { id: string; consistency: string; latest: boolean }[] }>(svc, 'GET', '/v1/tenants/acme/vms/web/points');
+    expect(listed.body.points.map((p) => [p.consistency, p.latest])).toEqual([['application', false], ['crash', false], ['crash', true]]);
+  });
+
+  it('prunes points older than the history by merging their layers into the base', async () => {
+    expect(await pointer.prune(new Date(t0 + 2 * Hour - 1))).toBe(0);
+    expect(await pointer.prune(new Date(t0 + 2 * Hour))).toBe(1); // the oldest: its layer is the base
+    expect(await pointer.points(new Date(t0 + 2 * Hour))).toBe(1);
+    refs.set(`p${t0 + 2 * Hour}`, Buffer.from(source));
+    await cycle();
+    expect(await pointer.prune(new Date(t0 + 3 * Hour))).toBe(1); // its layer is merged into the base
+    const s = await state();
+    expect(s.points.map((p) => p.name)).toEqual([`p${t0 + 2 * Hour}`]);
+    expect(s.layers).toEqual(['base-g1.vhdx', `p${t0 + Hour}.vhdx`, `p${t0 + 2 * Hour}.vhdx`]);
+    for (const p of s.points) expect((await contentAt(p.layer)).equals(refs.get(p.name)!), p.name).toBe(true);
+    expect((await agent.replica('d0')).equals(source)).toBe(true);
+    await cycle();
+    expect((await agent.replica('d0')).equals(source)).toBe(true);
+  });
+});
