@@ -7,11 +7,13 @@ import type { Benchmark, BenchRow } from './lib.js';
 import { cryptoBench } from './crypto.js';
 import { logBench } from './log.js';
 import { diskBenchmark } from './disk.js';
+import { agentBench } from './agent.js';
 
 const benchmarks: Benchmark[] = [
   cryptoBench,
   logBench,
   diskBenchmark,
+  agentBench,
 ];
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');

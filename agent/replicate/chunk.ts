@@ -16,6 +16,8 @@ export interface ChunkContents {
   data: Buffer;
   /** Map digests of its 64 KiB blocks. */
   digests: Uint32Array;
+  /** 1 for each 64 KiB block that reads as zeros. */
+  zero: Uint8Array;
   bytesRead: number;
 }
 
@@ -26,7 +28,7 @@ export async function readChunk(disk: DiskImage, start: number, length: number, 
   let bytesRead = 0;
   const ranges: { offset: number; length: number }[] = disk.format === 'raw' ? [{ offset: start, length }] : [];
   if (disk.format !== 'raw') for await (const e of disk.extents({ offset: start, length })) ranges.push(e);
-  data.fill(0);
+  if (disk.format !== 'raw') data.fill(0); // a raw chunk is read whole
   for (const r of ranges) {
     const s = Math.max(r.offset, start);
     const e = Math.min(r.offset + r.length, start + length);
@@ -36,19 +38,25 @@ export async function readChunk(disk: DiskImage, start: number, length: number, 
     allocated.fill(1, Math.floor((s - start) / MapBlockSize), Math.ceil((e - start) / MapBlockSize));
   }
   const digests = new Uint32Array(allocated.length);
+  const zero = new Uint8Array(allocated.length);
   const pad = Buffer.alloc(MapBlockSize);
   for (let i = 0; i < digests.length; i++) {
-    if (!allocated[i]) { digests[i] = zeroDigest(seed); continue; }
     let block = data.subarray(i * MapBlockSize, (i + 1) * MapBlockSize);
+    // Zeros are found by comparison (it stops at the first non-zero byte) and never hashed.
+    if (!allocated[i] || isZero(block)) {
+      zero[i] = 1;
+      digests[i] = zeroDigest(seed);
+      continue;
+    }
     if (block.length < MapBlockSize) block = Buffer.concat([block, pad.subarray(block.length)]);
     digests[i] = blockDigest(block, seed);
   }
-  return { data, digests, bytesRead };
+  return { data, digests, zero, bytesRead };
 }
 
 /** Extents of the non-zero 64 KiB blocks of a chunk at start (a full base). */
 export function nonZeroExtents(c: ChunkContents, start: number): Extent[] {
-  return coalesce(c.data, start, MapBlockSize, (block) => (isZero(block) ? undefined : 'data'));
+  return coalesce(c.data, start, MapBlockSize, (_block, offset) => (c.zero[(offset - start) / MapBlockSize] ? undefined : 'data'));
 }
 
 /** Extents of the 1 MiB blocks that differ from the replica's digests (index → sha256; absent = zeros). */

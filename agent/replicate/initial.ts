@@ -7,7 +7,7 @@
  * accepted the whole base. With --initial media:DIR the sealed chunks and a manifest go to DIR instead
  * (docs/formats/agent-media.md).
  */
-import { rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import type { DiskImage } from '../../shared/disk/index.js';
 import { writeLog } from '../../shared/log/index.js';
 import type { InflightObject, VmConfig } from '../state/schema.js';
@@ -17,9 +17,8 @@ import { hasBit, withBit } from './bitmap.js';
 import { DeltaBlockSize, differingExtents, nonZeroExtents, readChunk } from './chunk.js';
 import type { EngineContext, ProgressBook } from './context.js';
 import { MediaWriter } from './media.js';
-import { shipInflight } from './ship.js';
-import { spool } from './spool.js';
-import { scanTrackerFor, spoolPath } from './trackers.js';
+import { LostObject, shipInflight } from './ship.js';
+import { scanTrackerFor } from './trackers.js';
 
 export const DefaultChunkSize = 16 << 20;
 export const DefaultParallelChunks = 3;
@@ -60,7 +59,13 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
   try {
     // Chunks sealed before a restart go out first, as they were.
     for (const o of book.progress.disks[diskId]!.inflight.filter((x) => x.kind === 'chunk' && x.generation === generation)) {
-      await shipInflight(ctx, vm, diskId, o, config.bandwidthBytesPerSec);
+      try {
+        await shipInflight(ctx, vm, diskId, o, config.bandwidthBytesPerSec);
+      } catch (err) {
+        if (!(err instanceof LostObject)) throw err;
+        await dropInflight(book, diskId, o);
+        continue;
+      }
       await markDone(book, diskId, o, Math.min(chunkSize, virtualSize - o.number * chunkSize));
       sent += o.size;
     }
@@ -81,16 +86,22 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
           { extents, read: async (offset, out) => { contents.data.copy(out, 0, offset - start, offset - start + out.length); } },
           { recipient: ctx.recipient },
         );
-        const spooled = await spool(spoolPath(ctx.state, vm, diskId, 'chunk', generation, i), sealed);
+        // A chunk is at most chunkSize plus framing: held in memory, never spooled (see InflightObject).
+        const body: Buffer[] = [];
+        const hash = createHash('sha256');
+        for await (const b of sealed) {
+          body.push(b);
+          hash.update(b);
+        }
+        const size = body.reduce((t, b) => t + b.length, 0);
         await map!.write(start / MapBlockSize, contents.digests);
         await map!.sync();
-        const o: InflightObject = { kind: 'chunk', generation, number: i, spool: spooled.path, size: spooled.size, sha256: spooled.sha256, consistency: 'crash', createdAt: createdAt.toISOString(), changedBytes: 0 };
+        const o: InflightObject = { kind: 'chunk', generation, number: i, spool: '', size, sha256: hash.digest('hex'), consistency: 'crash', createdAt: createdAt.toISOString(), changedBytes: 0 };
         if (media) {
-          await media.writeChunk(o);
-          await rm(o.spool, { force: true });
+          await media.writeChunk(o, body);
         } else {
           await book.update((p) => { p.disks[diskId]!.inflight.push(o); });
-          await shipInflight(ctx, vm, diskId, o, config.bandwidthBytesPerSec);
+          await shipInflight(ctx, vm, diskId, o, config.bandwidthBytesPerSec, body);
         }
         await markDone(book, diskId, o, length);
         sent += o.size;
@@ -115,6 +126,13 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
     d.resyncReason = null;
   });
   return sent;
+}
+
+async function dropInflight(book: ProgressBook, diskId: string, o: InflightObject): Promise<void> {
+  await book.update((p) => {
+    const d = p.disks[diskId]!;
+    d.inflight = d.inflight.filter((x) => !(x.kind === 'chunk' && x.number === o.number && x.generation === o.generation));
+  });
 }
 
 async function markDone(book: ProgressBook, diskId: string, o: InflightObject, length: number): Promise<void> {

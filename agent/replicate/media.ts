@@ -4,7 +4,7 @@
  * import-media`. Layout and manifest: docs/formats/agent-media.md. The manifest is rewritten
  * atomically after every chunk, so it always lists exactly the chunks that are complete on the media.
  */
-import { copyFile, mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LifeboatError, wrap } from '../../shared/errors.js';
 import { writeJsonAtomic } from '../state/atomic.js';
@@ -49,15 +49,21 @@ export class MediaWriter {
     return this.manifest;
   }
 
-  /** Copies a spooled chunk onto the media and lists it in the manifest. */
-  writeChunk(o: InflightObject): Promise<void> {
+  /** Writes a sealed chunk onto the media and lists it in the manifest. */
+  writeChunk(o: InflightObject, body: Buffer[]): Promise<void> {
     const run = this.queue.then(() => this.media(async () => {
       const manifest = await this.load();
       await mkdir(this.dir, { recursive: true });
       const file = `${hex16(o.number)}.chunk`;
       const tmp = join(this.dir, `.tmp-${file}`);
       try {
-        await copyFile(o.spool, tmp);
+        const fh = await open(tmp, 'w', 0o644);
+        try {
+          await fh.writev(body);
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
         await rename(tmp, join(this.dir, file));
       } catch (err) {
         await rm(tmp, { force: true });

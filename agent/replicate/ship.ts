@@ -1,7 +1,9 @@
 /**
- * Ships a spooled object: grant, upload (throttled when a bandwidth is set), commit, retried with
+ * Ships a sealed object: grant, upload (throttled when a bandwidth is set), commit, retried with
  * backoff. Re-shipping after a crash sends the same bytes; a commit the service already recorded
- * answers "duplicate", which is success.
+ * answers "duplicate", which is success. An object held in memory (a chunk) that a crash lost is only
+ * committed again (see InflightObject); when the service has no such object, LostObject is thrown
+ * and the caller seals it anew.
  */
 import { createReadStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
@@ -12,16 +14,19 @@ import type { CommitStatus, GrantRequest } from '../transport/types.js';
 import type { EngineContext } from './context.js';
 import { withRetry } from './retry.js';
 
-export async function shipInflight(ctx: EngineContext, vm: string, disk: string, o: InflightObject, bandwidth: number | null): Promise<CommitStatus> {
+export class LostObject extends Error {}
+
+export async function shipInflight(ctx: EngineContext, vm: string, disk: string, o: InflightObject, bandwidth: number | null, body?: Buffer[]): Promise<CommitStatus> {
   const request: GrantRequest = o.kind === 'log'
     ? { kind: 'log', generation: o.generation, sequence: o.number }
     : { kind: 'chunk', generation: o.generation, index: o.number };
   const retry = ctx.retry ?? {};
   const grant = await withRetry(() => ctx.transport.grant(vm, disk, request), retry);
   if (o.size > grant.maxSize) throw new LifeboatError('too_large', `${vm}/${disk}: ${o.kind} ${o.number} is ${o.size} bytes, over the service's limit of ${grant.maxSize}`);
-  await withRetry(async () => {
+  const source = body ? () => Readable.from(body) : o.spool ? () => createReadStream(o.spool, { highWaterMark: 1 << 20 }) : undefined;
+  if (source) await withRetry(async () => {
     try {
-      await ctx.transport.upload(grant, throttled(createReadStream(o.spool, { highWaterMark: 1 << 20 }), bandwidth), o.size);
+      await ctx.transport.upload(grant, throttled(source(), bandwidth), o.size);
     } catch (err) {
       // Uploaded and committed before a crash: the store keeps the first copy; the commit decides.
       if (err instanceof LifeboatError && (err.code === 'already_exists' || err.code === 'conflict')) return;
@@ -29,10 +34,16 @@ export async function shipInflight(ctx: EngineContext, vm: string, disk: string,
     }
   }, retry);
   const commit = { generation: o.generation, key: grant.key, size: o.size, sha256: o.sha256, consistency: o.consistency, createdAt: o.createdAt };
-  const status = await withRetry(() => (o.kind === 'log'
-    ? ctx.transport.commitLog(vm, disk, { ...commit, sequence: o.number })
-    : ctx.transport.commitChunk(vm, disk, { ...commit, index: o.number })), retry);
-  await rm(o.spool, { force: true });
+  let status: CommitStatus;
+  try {
+    status = await withRetry(() => (o.kind === 'log'
+      ? ctx.transport.commitLog(vm, disk, { ...commit, sequence: o.number })
+      : ctx.transport.commitChunk(vm, disk, { ...commit, index: o.number })), retry);
+  } catch (err) {
+    if (!source && err instanceof LifeboatError && err.code === 'corrupt') throw new LostObject(`${o.kind} ${o.number} was not stored before the agent stopped`);
+    throw err;
+  }
+  if (o.spool) await rm(o.spool, { force: true });
   return status;
 }
 

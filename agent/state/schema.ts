@@ -65,15 +65,19 @@ export const InitialProgress = z.object({
 export type InitialProgress = z.infer<typeof InitialProgress>;
 
 /**
- * An object sealed and spooled but not yet acknowledged: after a restart it is uploaded again from
- * the spool (the same bytes: objects are write-once) and committed, never re-sealed.
+ * An object sealed but not yet acknowledged. A log is spooled to a file: after a restart it is
+ * uploaded again from the spool (the same bytes: objects are write-once) and committed, never
+ * re-sealed. A chunk is held in memory only (spool ""): after a restart its commit is retried with
+ * the recorded size and digest; the service accepts it only if that very object was stored, and
+ * otherwise ("object missing" or "size mismatch") nothing was committed under its key and the chunk
+ * is sealed again.
  */
 export const InflightObject = z.object({
   kind: z.enum(['log', 'chunk']),
   generation: z.number().int().positive(),
   /** Sequence of a log, index of a chunk. */
   number: z.number().int().nonnegative(),
-  spool: z.string().min(1),
+  spool: z.string(),
   size: z.number().int().nonnegative(),
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
   consistency: z.enum(['crash', 'application']),

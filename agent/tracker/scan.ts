@@ -128,9 +128,12 @@ class ScanCycle implements TrackedCycle {
           this.readBytes += len;
           for (let k = i; k < j; k++) {
             const block = chunk.subarray((k - i) * MapBlockSize, (k - i + 1) * MapBlockSize);
-            newDigests[k] = blockDigest(block, seed);
-            // A block of zeros travels as a zero extent, without data.
-            if (newDigests[k] === zero && block.equals(zeroBlock)) hasData[k] = 0;
+            // A block of zeros is found by comparison (it stops at the first non-zero byte), is
+            // never hashed, and travels as a zero extent without data.
+            if (block.equals(zeroBlock)) {
+              newDigests[k] = zero;
+              hasData[k] = 0;
+            } else newDigests[k] = blockDigest(block, seed);
           }
           i = j;
         }

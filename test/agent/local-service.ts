@@ -10,6 +10,7 @@ import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { PrivateJwk } from '../../shared/crypto/keys.js';
+import { LifeboatError } from '../../shared/errors.js';
 import { readLog } from '../../shared/log/index.js';
 import type { ObjectStore } from '../../shared/objectstore/index.js';
 import { chunkKey, logKey } from '../../shared/objectstore/keys.js';
@@ -94,8 +95,10 @@ export class LocalService implements AgentTransport {
   }
 
   private async verify(c: ObjectCommit): Promise<void> {
-    const info = await this.store.head(c.key);
-    if (info.size !== c.size) throw new Error(`fake service: ${c.key} is ${info.size} bytes, commit says ${c.size}`);
+    // As the protocol says: 422 corrupt (object_missing, size_mismatch) when the object is not there as committed.
+    const info = await this.store.head(c.key).catch(() => undefined);
+    if (!info) throw new LifeboatError('corrupt', `fake service: ${c.key} does not exist`);
+    if (info.size !== c.size) throw new LifeboatError('corrupt', `fake service: ${c.key} is ${info.size} bytes, commit says ${c.size}`);
     const hash = createHash('sha256');
     for await (const b of await this.store.get(c.key)) hash.update(b as Buffer);
     if (hash.digest('hex') !== c.sha256) throw new Error(`fake service: ${c.key} digest differs from its commit`);

@@ -13,6 +13,7 @@ import { createDisk, openDisk } from '../../shared/disk/index.js';
 import { FileStore } from '../../shared/objectstore/file.js';
 import type { EngineContext } from '../../agent/replicate/context.js';
 import { silentLogger } from '../../agent/replicate/context.js';
+import { runDaemon } from '../../agent/replicate/daemon.js';
 import { Replicator } from '../../agent/replicate/engine.js';
 import type { VmConfig } from '../../agent/state/schema.js';
 import { AgentState } from '../../agent/state/store.js';
@@ -160,6 +161,24 @@ describe('replication engine', () => {
     expect(await s.replicaEqualsSource()).toBe(true);
   });
 
+  it('seals a chunk again when the agent stopped before the chunk was stored', async () => {
+    const s = await setup({ size: 64 * MiB });
+    s.ctx.parallelChunks = 1;
+    const upload = s.service.upload.bind(s.service);
+    let uploads = 0;
+    s.service.upload = async (...args) => {
+      if (++uploads === 2) throw Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
+      return upload(...args);
+    };
+    expect((await s.replicator.runOnce())[0]!.outcome).toBe('failed');
+    expect((await s.state.readProgress('web01')).disks.disk0!.inflight).toEqual([expect.objectContaining({ kind: 'chunk', number: 1, spool: '' })]);
+    s.service.calls = [];
+    expect((await s.replicator.runOnce())[0]!.outcome).toBe('ok');
+    // The lost chunk's commit is refused (no such object), so it is sealed and sent again with the rest.
+    expect(s.service.calls.filter((c) => c === 'commitChunk')).toHaveLength(1 + 3);
+    expect(await s.replicaEqualsSource()).toBe(true);
+  });
+
   it('with an existing replica sends only the blocks that differ', async () => {
     const s = await setup({ initial: { mode: 'existing' } });
     await s.service.registerVm('web01', { disks: [{ id: 'disk0', virtualSize: 40 * MiB, format: 'raw' }], frequency: '5m', history: 0, appConsistentEvery: 0, compression: 'zstd' });
@@ -212,6 +231,16 @@ describe('replication engine', () => {
     expect(failed!.outcome).not.toBe('failed');
     expect(failed!.stats!.consistency).toBe('crash');
     expect(failed!.stats!.warnings.join()).toMatch(/pre-snapshot hook failed.*exited 3/);
+    expect(await s.replicaEqualsSource()).toBe(true);
+  });
+
+  it('the daemon runs cycles as a timer around cycle() and stops when told', async () => {
+    const s = await setup();
+    const controller = new AbortController();
+    const cycles: string[] = [];
+    const logger = { ...silentLogger, info: (obj: object, msg?: string) => { if (msg === 'cycle') { cycles.push(JSON.stringify(obj)); controller.abort(); } } };
+    await runDaemon(new Replicator({ ...s.ctx, logger }), { logger, signal: controller.signal });
+    expect(cycles).toHaveLength(1);
     expect(await s.replicaEqualsSource()).toBe(true);
   });
 
