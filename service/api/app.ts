@@ -9,6 +9,7 @@ import { ErrForbidden, ErrUnauthenticated } from '../errors.js';
 import { check, countRequests, errorHandler, jsonBodyLimit, readJson } from '../http/json.js';
 import type { ApiClaims } from '../trust/tokens.js';
 import { verifyApiToken } from '../trust/tokens.js';
+import { exportDisk, exportSchema } from './export.js';
 import { openApiDocument } from './openapi.js';
 import { allowSchema, revokeSchema, tenantCreateSchema, tokenSchema, vmListQuery } from './schemas.js';
 import { allow, createEnrollToken, createTenant, points, revoke, tenantList, vmList } from './operations.js';
@@ -47,6 +48,7 @@ export function apiApp(ctx: ServiceContext, ready: () => boolean): Hono<ApiEnv> 
   v1.post('/tenants/:tenant/revocations', async (c) => c.json(await revoke(ctx, c.req.param('tenant'), (await readJson(c, revokeSchema)).server)));
   v1.get('/vms', async (c) => c.json({ vms: await vmList(ctx, check(vmListQuery, c.req.query(), 'query').tenant) }));
   v1.get('/tenants/:tenant/vms/:vm/points', async (c) => c.json({ points: await points(ctx, c.req.param('tenant'), c.req.param('vm')) }));
+  v1.post('/tenants/:tenant/vms/:vm/exports', async (c) => c.json(await exportDisk(ctx, c.req.param('tenant'), c.req.param('vm'), await readJson(c, exportSchema)), 201));
   app.route('/v1', v1);
   return app;
 }

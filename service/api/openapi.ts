@@ -3,6 +3,7 @@
  * the routes check, so the document cannot drift from what the server accepts.
  */
 import { z } from 'zod';
+import { exportSchema } from './export.js';
 import { allowSchema, revokeSchema, tenantCreateSchema, tokenSchema } from './schemas.js';
 
 const error = {
@@ -37,6 +38,9 @@ export const openApiDocument = {
     },
     '/v1/vms': {
       get: { summary: 'VMs with state, health, lastAppliedAt, pendingLogs', parameters: [{ name: 'tenant', in: 'query', required: false, schema: { type: 'string' } }], responses: { 200: ok('{vms: [...]}'), ...errors } },
+    },
+    '/v1/tenants/{tenant}/vms/{vm}/exports': {
+      post: { summary: 'write a flat image of a disk at a point (or latest) to a path on the service host', parameters: [tenantParam, { name: 'vm', in: 'path', required: true, schema: { type: 'string' } }], requestBody: body(exportSchema), responses: { 201: ok('{path, virtualSize}'), 503: { description: 'disk busy' }, ...errors } },
     },
     '/v1/tenants/{tenant}/vms/{vm}/points': {
       get: { summary: 'recovery points of a VM', parameters: [tenantParam, { name: 'vm', in: 'path', required: true, schema: { type: 'string' } }], responses: { 200: ok('{points: [{id, createdAt, consistency, latest}]}'), ...errors } },

@@ -3,6 +3,7 @@
  */
 import { Command } from 'commander';
 import { runProgram } from '../../shared/cli/run.js';
+import { registerExport } from './export.js';
 import { registerInit } from './init.js';
 import { registerPoints } from './points.js';
 import { registerServe } from './serve.js';
@@ -23,5 +24,6 @@ registerTenant(program);
 registerToken(program);
 registerVm(program);
 registerPoints(program);
+registerExport(program);
 
 await runProgram(program);

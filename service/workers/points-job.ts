@@ -82,18 +82,24 @@ export class Pointer {
     return 'application';
   }
 
-  /** Runs fn on every disk of the VM, each under its merge lock; false when a disk was busy. */
+  /**
+   * Runs fn on every disk of the VM holding all their merge locks at once, so a point spans the same
+   * moment on every disk; false (nothing done) when any disk was busy.
+   */
   private async onEachDisk(vm: VmRow, fn: (disk: DiskRow, lock: DiskLock) => Promise<void>): Promise<boolean> {
-    for (const disk of await listDisks(this.ctx.db, vm.tenant, vm.name)) {
-      const lock = await acquireLock(this.redis, mergeJobId({ tenant: vm.tenant, vm: vm.name, disk: disk.id }), undefined, this.lockPrefix);
-      if (!lock) return false;
-      try {
-        await fn(disk, lock);
-      } finally {
-        await lock.release();
+    const disks = await listDisks(this.ctx.db, vm.tenant, vm.name);
+    const locks: DiskLock[] = [];
+    try {
+      for (const disk of disks) {
+        const lock = await acquireLock(this.redis, mergeJobId({ tenant: vm.tenant, vm: vm.name, disk: disk.id }), undefined, this.lockPrefix);
+        if (!lock) return false;
+        locks.push(lock);
       }
+      for (const [i, disk] of disks.entries()) await fn(disk, locks[i]!);
+      return true;
+    } finally {
+      for (const lock of locks) await lock.release();
     }
-    return true;
   }
 
   private async freeze(disk: DiskRow, point: Point, lock: DiskLock): Promise<void> {

@@ -3,13 +3,14 @@
  * for a VM with history N, each reading as the disk did when it was made, pruned after N hours by
  * merging its layer into the base, while the latest keeps replicating on top.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDisk } from '../../shared/disk/index.js';
 import { Merger } from '../../service/workers/merger.js';
 import { Pointer } from '../../service/workers/points-job.js';
+import { referee } from '../helpers.js';
 import { SimAgent, scribble } from './agent-sim.js';
 import type { TestEnv } from './helpers.js';
 import { enrolledAgent, operator, testEnv, testService } from './helpers.js';
@@ -104,5 +105,20 @@ describe('recovery points', () => {
     expect((await agent.replica('d0')).equals(source)).toBe(true);
     await cycle();
     expect((await agent.replica('d0')).equals(source)).toBe(true);
+  });
+
+  it('exports a point and the latest as flat images', async () => {
+    const listed = await operator<{ points: { id: string; latest: boolean }[] }>(svc, 'GET', '/v1/tenants/acme/vms/web/points');
+    const point = listed.body.points.find((p) => !p.latest)!;
+    const raw = join(env.dir, 'point.raw');
+    const r = await operator(svc, 'POST', '/v1/tenants/acme/vms/web/exports', { disk: 'd0', point: point.id, format: 'raw', path: raw });
+    expect(r.status).toBe(201);
+    expect((await readFile(raw)).equals(refs.get(`p${t0 + 2 * Hour}`)!)).toBe(true);
+    const vhdx = join(env.dir, 'latest.vhdx');
+    expect((await operator(svc, 'POST', '/v1/tenants/acme/vms/web/exports', { disk: 'd0', format: 'vhdx', path: vhdx })).status).toBe(201);
+    await writeFile(join(env.dir, 'source.raw'), source);
+    await referee('qemu-img', ['compare', '-q', '-f', 'vhdx', '-F', 'raw', vhdx, join(env.dir, 'source.raw')]);
+    expect((await operator(svc, 'POST', '/v1/tenants/acme/vms/web/exports', { disk: 'd0', point: '999999', format: 'raw', path: join(env.dir, 'x.raw') })).status).toBe(404);
+    expect((await operator(svc, 'POST', '/v1/tenants/acme/vms/web/exports', { disk: 'd0', format: 'raw', path: 'relative.raw' })).status).toBe(400);
   });
 });
