@@ -48,7 +48,7 @@ async function openHandle(path: string, fh: FileHandle, readOnly: boolean): Prom
   const header = parseHeader(hbuf, virtualSize, size);
   const bat = await readBat(fh, header);
   // Without a valid footer at the end (a writer stopped before moving it), new blocks go past the file.
-  const footerAt = isFooter(tail) ? size - FooterSize : Math.ceil(size / SectorSize) * SectorSize;
+  const footerAt = Math.ceil((isFooter(tail) ? size - FooterSize : size) / SectorSize) * SectorSize;
   const img = new DynamicVhd(path, fh, footer, header, bat, size, footerAt, readOnly);
   if (!readOnly && !isFooter(tail)) await writeFull(fh, serializeFooter(footer), footerAt);
   return img;

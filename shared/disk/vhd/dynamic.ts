@@ -15,7 +15,7 @@ import type { Extent, ExtentQuery } from '../types.js';
 import { isZero } from '../ops/zero.js';
 import { VhdImage } from './base.js';
 import { FooterSize, SectorSize, serializeFooter, type Footer } from './footer.js';
-import { bitmapSize, serializeHeader, Unallocated, type DynamicHeader } from './header.js';
+import { bitmapSize, HeaderSize, serializeHeader, Unallocated, type DynamicHeader } from './header.js';
 
 const ZeroChunk = Buffer.alloc(1024 * 1024);
 
@@ -33,7 +33,9 @@ export class DynamicVhd extends VhdImage {
     this.blockSize = header.blockSize;
     this.bitmapBytes = bitmapSize(header.blockSize);
     this.footerAt = footerAt;
-    // Every used entry must lie inside the file, past the footer copy at offset 0.
+    // Every used entry must lie inside the file, past the footer copy, clear of the header and BAT.
+    const headerAt = Number(footer.dataOffset);
+    const batEnd = header.tableOffset + header.maxTableEntries * 4;
     const used = Math.ceil(this.virtualSize / this.blockSize);
     for (let i = 0; i < used; i++) {
       const e = bat[i]!;
@@ -41,6 +43,9 @@ export class DynamicVhd extends VhdImage {
       const start = e * SectorSize;
       const end = start + this.bitmapBytes + this.blockLength(i);
       if (start < FooterSize || end > fileSize) throw ErrCorrupt(`VHD BAT entry ${i} points at sector ${e}, outside the file of ${fileSize} bytes`);
+      if (overlaps(start, end, headerAt, headerAt + HeaderSize) || overlaps(start, end, header.tableOffset, batEnd)) {
+        throw ErrCorrupt(`VHD BAT entry ${i} points at sector ${e}, inside the header or the BAT`);
+      }
       this.footerAt = Math.max(this.footerAt, Math.ceil((start + this.bitmapBytes + this.blockSize) / SectorSize) * SectorSize);
     }
     this.footerAt = Math.max(this.footerAt, this.header.tableOffset + Math.ceil(header.maxTableEntries * 4 / SectorSize) * SectorSize);
@@ -186,6 +191,8 @@ export class DynamicVhd extends VhdImage {
     return run;
   }
 }
+
+const overlaps = (a0: number, a1: number, b0: number, b1: number) => a0 < b1 && b0 < a1;
 
 /** Reads the BAT's entries into memory (4 bytes each, bounded by parseHeader against the file). */
 export async function readBat(fh: FileHandle, header: DynamicHeader): Promise<Uint32Array> {
