@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { signFileGrant, verifyFileGrant } from './file-grant.js';
+import { scratchDir } from '../../test/helpers.js';
+import { fileGrantHandler, signFileGrant, verifyFileGrant } from './file-grant.js';
+import { FileStore } from './file.js';
 
 const signingKey = randomBytes(32);
 const config = { grantBaseUrl: 'https://dr.example/v1/objects', signingKey };
@@ -42,6 +44,28 @@ describe('file grants', () => {
     expect(() => signFileGrant({ ...config, signingKey: randomBytes(16) }, key, { operation: 'get', expiresIn: 60 })).toThrow(expect.objectContaining({ code: 'invalid_argument' }));
     for (const expiresIn of [0, -1, 1.5, 8 * 24 * 3600]) {
       expect(() => signFileGrant(config, key, { operation: 'get', expiresIn })).toThrow(expect.objectContaining({ code: 'invalid_argument' }));
+    }
+  });
+});
+
+describe('fileGrantHandler', () => {
+  it('stores a granted upload, refuses one without a length or over the limit, and serves granted gets', async () => {
+    const dir = await scratchDir('lifeboat-grant-');
+    try {
+      const store = new FileStore(dir.path, { grant: config });
+      const handle = fileGrantHandler(store, signingKey, { maxBytes: 8 });
+      const put = (await store.grant('g/x', { operation: 'put', expiresIn: 60 })).url;
+      expect((await handle(new Request(put, { method: 'PUT', body: 'too long body', headers: { 'content-length': '13' } }))).status).toBe(413);
+      expect((await handle(new Request(put, { method: 'PUT', body: 'short' }))).status).toBe(411);
+      await expect(store.head('g/x')).rejects.toMatchObject({ code: 'not_found' });
+      expect((await handle(new Request(put, { method: 'PUT', body: 'short', headers: { 'content-length': '5' } }))).status).toBe(200);
+      const get = (await store.grant('g/x', { operation: 'get', expiresIn: 60 })).url;
+      const res = await handle(new Request(get));
+      expect(await res.text()).toBe('short');
+      expect((await handle(new Request(put))).status).toBe(403);
+      expect((await handle(new Request(get, { method: 'DELETE' }))).status).toBe(405);
+    } finally {
+      await dir.remove();
     }
   });
 });

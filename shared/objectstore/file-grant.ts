@@ -13,6 +13,8 @@ import { assertValidKey } from './keys.js';
 import { grantExpiry } from './checks.js';
 import type { Grant, GrantOperation, GrantOptions, ObjectStore } from './types.js';
 
+/** Largest upload through a grant by default: 5 GiB, as for one S3 PUT. */
+export const DefaultMaxGrantPutBytes = 5 * 1024 ** 3;
 /** Shortest HMAC key accepted: 32 bytes, the size of the SHA-256 output. */
 export const MinSigningKeyBytes = 32;
 const domain = 'lifeboat-file-grant-v1';
@@ -75,18 +77,22 @@ export function verifyFileGrant(requestUrl: string | URL, operation: GrantOperat
 
 /**
  * A fetch-style handler (web Request → Response; mount it in Hono) that serves file-store grants:
- * PUT stores the request body under the granted key, GET streams the object. Errors become their
- * HTTP status with a one-line text body.
+ * PUT stores the request body under the granted key (Content-Length required, at most maxBytes),
+ * GET streams the object. Errors become their HTTP status with a one-line text body.
  */
-export function fileGrantHandler(store: ObjectStore, signingKey: Buffer): (req: Request) => Promise<Response> {
+export function fileGrantHandler(store: ObjectStore, signingKey: Buffer, options: { maxBytes?: number } = {}): (req: Request) => Promise<Response> {
   assertSigningKey(signingKey);
+  const maxBytes = options.maxBytes ?? DefaultMaxGrantPutBytes;
   return async (req) => {
     try {
       if (req.method === 'PUT') {
         const key = verifyFileGrant(req.url, 'put', { signingKey });
+        // A declared length bounds the upload before any byte is stored (the put checks it exactly).
         const length = req.headers.get('content-length');
+        if (length === null || !/^\d{1,16}$/.test(length)) throw new LifeboatError('invalid_argument', 'a grant upload needs a Content-Length', { status: 411 });
+        if (Number(length) > maxBytes) throw new LifeboatError('too_large', `upload of ${length} bytes is over the limit of ${maxBytes}`);
         const body = req.body === null ? Buffer.alloc(0) : Readable.fromWeb(req.body as WebReadableStream<Uint8Array>);
-        await store.put(key, body, length === null ? {} : { contentLength: Number(length) });
+        await store.put(key, body, { contentLength: Number(length) });
         return new Response(null, { status: 200 });
       }
       if (req.method === 'GET') {

@@ -42,6 +42,9 @@ describe('file store specifics', () => {
       await expect(store.put('a', Buffer.from('y'))).rejects.toMatchObject({ code: 'conflict' });
       await expect(store.put('a/b/c', Buffer.from('y'))).rejects.toMatchObject({ code: 'conflict' });
       await expect(store.get('a')).rejects.toMatchObject({ code: 'not_found' });
+      await expect(store.head('a/b/c')).rejects.toMatchObject({ code: 'not_found' });
+      await expect(store.get('a/b/c')).rejects.toMatchObject({ code: 'not_found' });
+      await store.delete('a/b/c');
       expect(await readdir(join(dir.path, 'a'))).toEqual(expect.arrayContaining(['b', '.tmp-crashed']));
       expect((await readdir(join(dir.path, 'a'))).filter((n) => n.startsWith('.tmp-') && n !== '.tmp-crashed')).toEqual([]);
       await expect(store.grant('a/b', { operation: 'get', expiresIn: 60 })).rejects.toMatchObject({ code: 'unsupported' });

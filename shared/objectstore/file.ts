@@ -69,7 +69,7 @@ export class FileStore implements ObjectStore {
   async get(key: string, options: GetOptions = {}): Promise<Readable> {
     const path = this.pathOf(key);
     options.signal?.throwIfAborted();
-    const handle = await open(path, 'r').catch((err: unknown) => { throw fileError(`get ${key}`, err); });
+    const handle = await open(path, 'r').catch((err: unknown) => { throw readError(`get ${key}`, err); });
     try {
       const info = await handle.stat();
       if (!info.isFile()) throw new LifeboatError('not_found', `get ${key}: no such object`);
@@ -85,7 +85,7 @@ export class FileStore implements ObjectStore {
   }
 
   async head(key: string): Promise<ObjectInfo> {
-    const info = await stat(this.pathOf(key), { bigint: false }).catch((err: unknown) => { throw fileError(`head ${key}`, err); });
+    const info = await stat(this.pathOf(key)).catch((err: unknown) => { throw readError(`head ${key}`, err); });
     if (!info.isFile()) throw new LifeboatError('not_found', `head ${key}: no such object`);
     return { size: info.size, etag: etagOf(info), lastModified: info.mtime };
   }
@@ -151,7 +151,14 @@ function etagOf(info: Stats): string {
   return `${info.ino.toString(16)}-${info.size.toString(16)}-${Math.round(info.mtimeMs * 1000).toString(16)}`;
 }
 
-/** Path clashes (a key used as a directory, or under a key that is a file) are conflicts. */
+/** For reads, a path through a file (ENOTDIR) is just a missing object. */
+function readError(op: string, err: unknown): unknown {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'ENOENT' || code === 'ENOTDIR') return new LifeboatError('not_found', `${op}: no such object`, { cause: err });
+  return fileError(op, err);
+}
+
+/** For writes, path clashes (a key used as a directory, or under a key that is a file) are conflicts. */
 function fileError(op: string, err: unknown): unknown {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   if (code === 'EISDIR' || code === 'ENOTDIR' || code === 'EEXIST' || code === 'ENOTEMPTY') {

@@ -11,6 +11,12 @@ import type { ObjectStore } from './types.js';
 
 export type { Body, BodyFactory, ByteRange, Grant, GrantOperation, GrantOptions, ListEntry, ObjectInfo, ObjectStore, PutOptions, GetOptions } from './types.js';
 export { MaxGrantSeconds } from './types.js';
+export * from './keys.js';
+export { fileGrantHandler, signFileGrant, verifyFileGrant } from './file-grant.js';
+export type { FileGrantConfig } from './file-grant.js';
+export { isRetryable } from './errors.js';
+export { readAll } from './body.js';
+export * from './wrappers/index.js';
 
 export interface OpenObjectStoreOptions {
   /** file:// stores: where the service serves grants and the HMAC key for them. */
