@@ -25,6 +25,8 @@ export interface EngineContext {
   retry?: RetryOptions;
   /** Chunks of an initial copy sealed and uploaded at once (default 3). */
   parallelChunks?: number;
+  /** Interval of the periodic verification against the service's digests (default 7 days). */
+  verifyEveryMs?: number;
   /** Called as an initial copy advances (a progress bar on a terminal). */
   onInitialProgress?: (vm: string, disk: string, done: number, total: number) => void;
 }

@@ -18,6 +18,9 @@ import { runHook } from './hooks.js';
 import { DefaultChunkSize, runBase, startBase } from './initial.js';
 import { withRetry } from './retry.js';
 
+/** How often each disk is compared with its replica through the service's digests. */
+export const DefaultVerifyEveryMs = 7 * 24 * 3_600_000;
+
 const FrequencyNames: Record<number, VmRegistration['frequency']> = { 30_000: '30s', 300_000: '5m', 900_000: '15m' };
 
 export interface VmCycleResult {
@@ -75,6 +78,8 @@ export class Replicator {
       let logs = 0;
 
       // Bases first: a new disk, an initial copy in progress, a resynchronization the service asked for.
+      book.progress.lastVerifiedAt ??= started.toISOString();
+      let verified = false;
       for (const d of config.disks) {
         sentBytes += await recoverLogs(ctx, book, config, d.id);
         const p = book.progress.disks[d.id]!;
@@ -82,11 +87,18 @@ export class Replicator {
         if (sd?.state === 'resync_required' && p.initial.state === 'done') {
           ctx.logger.warn({ vm, disk: d.id, reason: sd.resyncReason }, 'service asks for a resynchronization');
           await book.update((x) => { x.disks[d.id]!.resyncReason = sd.resyncReason ?? 'service asked for resynchronization'; x.disks[d.id]!.initial.state = 'pending'; });
+        } else if (this.verificationDue(book, config, sd)) {
+          // Periodic verification: bounds how long a block the scan tracker missed (a digest
+          // collision) can stay wrong at the hoster. Only when the service has applied everything,
+          // so its digests describe the latest replica.
+          ctx.logger.info({ vm, disk: d.id }, 'verifying the replica against its block digests');
+          await book.update((x) => { x.disks[d.id]!.resyncReason = 'periodic verification'; x.disks[d.id]!.initial.state = 'pending'; });
         }
         if (p.initial.state !== 'done') {
           const delta = config.initial.mode === 'existing' || p.resyncReason !== null || sd?.baseComplete === true;
           await startBase(ctx, book, d.id, disks.get(d.id)!, delta ? 'delta' : 'full', sd?.generation ?? 0);
           ctx.logger.info({ vm, disk: d.id, mode: book.progress.disks[d.id]!.initial.mode, generation: book.progress.disks[d.id]!.initial.generation }, 'base');
+          if (book.progress.disks[d.id]!.initial.mode === 'delta') verified = true;
           sentBytes += await runBase(ctx, book, config, d.id, disks.get(d.id)!);
         }
       }
@@ -121,6 +133,7 @@ export class Replicator {
         outcome: missed ? 'missed' : 'ok', error: null, warnings,
       };
       await book.update((p) => {
+        if (verified) p.lastVerifiedAt = started.toISOString();
         p.lastCycle = stats;
         p.lastCapturedAt = started.toISOString();
         if (consistency === 'application') p.lastAppConsistentAt = started.toISOString();
@@ -160,6 +173,12 @@ export class Replicator {
       });
     }
     return new Map(status.disks.map((d) => [d.id, d]));
+  }
+
+  private verificationDue(book: ProgressBook, config: VmConfig, sd: DiskStatus | undefined): boolean {
+    const last = book.progress.lastVerifiedAt;
+    if (!last || !sd || !sd.baseComplete || sd.pendingLogs > 0 || config.initial.mode === 'media') return false;
+    return this.ctx.now().getTime() - Date.parse(last) >= (this.ctx.verifyEveryMs ?? DefaultVerifyEveryMs);
   }
 
   /** Runs the pre-snapshot hook when an application-consistent point is due. */

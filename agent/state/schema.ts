@@ -122,6 +122,8 @@ export const VmProgress = z.object({
   /** Start of the last cycle the service acknowledged: the replica holds the VM as of then. */
   lastCapturedAt: z.iso.datetime().nullable(),
   lastAppConsistentAt: z.iso.datetime().nullable(),
+  /** When the replica was last compared with the disk through the service's digests (a delta base). */
+  lastVerifiedAt: z.iso.datetime().nullable().default(null),
   /** Changed bytes seen but not yet acknowledged (a failed or missed cycle's). */
   pendingBytes: z.number().int().nonnegative(),
   counts: z.object({ ok: z.number().int().nonnegative(), missed: z.number().int().nonnegative(), failed: z.number().int().nonnegative() }),
@@ -140,5 +142,5 @@ export const Identity = z.object({
 export type Identity = z.infer<typeof Identity>;
 
 export function emptyProgress(): VmProgress {
-  return { version: StateVersion, registered: false, disks: {}, lastCycle: null, lastCapturedAt: null, lastAppConsistentAt: null, pendingBytes: 0, counts: { ok: 0, missed: 0, failed: 0 } };
+  return { version: StateVersion, registered: false, disks: {}, lastCycle: null, lastCapturedAt: null, lastAppConsistentAt: null, lastVerifiedAt: null, pendingBytes: 0, counts: { ok: 0, missed: 0, failed: 0 } };
 }
