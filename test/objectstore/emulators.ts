@@ -56,11 +56,17 @@ export async function startAzurite(container = 'lifeboat-test'): Promise<Emulato
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const port = await new Promise<number>((resolve, reject) => {
     let out = '';
-    child.stdout.on('data', (b: Buffer) => {
+    const onData = (b: Buffer) => {
       out += b.toString();
       const m = /successfully listens on http:\/\/127\.0\.0\.1:(\d+)/.exec(out);
-      if (m) resolve(Number(m[1]));
-    });
+      if (m) {
+        // Keep draining its output (so a full pipe never stalls it) without keeping it.
+        child.stdout.off('data', onData);
+        child.stdout.resume();
+        resolve(Number(m[1]));
+      }
+    };
+    child.stdout.on('data', onData);
     child.stderr.on('data', (b: Buffer) => { out += b.toString(); });
     child.once('error', reject);
     child.once('exit', (code) => reject(new Error(`azurite-blob exited (${code}) before listening: ${out.trim().slice(-500)}`)));
