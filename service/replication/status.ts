@@ -1,7 +1,7 @@
 /**
  * The VM status document (agent protocol §5.3), shared by the agent endpoint and the operator API.
- * Health as Hyper-V reports it: critical when a disk needs resynchronization; warning when nothing
- * was applied for over an hour while the VM is protected and has a base; normal otherwise.
+ * Health as Hyper-V reports it: critical when a disk needs resynchronization; warning when more than
+ * 20% of the last hour's cycles were missed or nothing was applied for over an hour; normal otherwise.
  */
 import type { Queryable } from '../catalog/db.js';
 import { pendingByDisk } from '../catalog/logs.js';
@@ -9,6 +9,8 @@ import type { DiskRow, VmRow } from '../catalog/vms.js';
 import { listDisks } from '../catalog/vms.js';
 
 export const WarningAfterMs = 3_600_000;
+export const MaxMissedShare = 0.2;
+const HourMs = 3_600_000;
 const frequencyName: Record<number, string> = { 30: '30s', 300: '5m', 900: '15m' };
 const stateRank = ['replicating', 'initial_in_progress', 'initial_required', 'resync_required'] as const;
 
@@ -18,6 +20,7 @@ export async function vmStatus(db: Queryable, vm: VmRow, now = new Date()) {
   const disks = await listDisks(db, vm.tenant, vm.name);
   const pending = await pendingByDisk(db, vm.tenant, vm.name);
   const lastAppliedAt = latest(disks.map((d) => d.lastAppliedAt));
+  const stats = await hourStats(db, vm, disks, now);
   const worst = disks.reduce((w, d) => Math.max(w, stateRank.indexOf(d.state)), 0);
   const state = vm.protected ? stateRank[worst]! : 'unprotected';
   return {
@@ -25,7 +28,10 @@ export async function vmStatus(db: Queryable, vm: VmRow, now = new Date()) {
     tenant: vm.tenant,
     displayName: vm.displayName,
     state,
-    health: health(vm, disks, lastAppliedAt, now),
+    health: computeHealth({ protected: vm.protected, resync: disks.some((d) => d.state === 'resync_required'), since: lastAppliedAt ?? vm.createdAt, now, ...stats.cycles }),
+    cycles: stats.cycles,
+    logBytes: stats.logBytes,
+    lastError: disks.find((d) => d.resyncReason !== null)?.resyncReason ?? stats.lastError,
     frequency: frequencyName[vm.frequencySeconds] ?? `${vm.frequencySeconds}s`,
     history: vm.history,
     appConsistentEvery: vm.appConsistentEvery,
@@ -54,12 +60,49 @@ function diskStatus(d: DiskRow, pending: { logs: number; bytes: number } | undef
   };
 }
 
-function health(vm: VmRow, disks: DiskRow[], lastAppliedAt: Date | undefined, now: Date): Health {
-  if (!vm.protected) return 'normal';
-  if (disks.some((d) => d.state === 'resync_required')) return 'critical';
-  const since = lastAppliedAt ?? vm.createdAt;
-  if (now.getTime() - since.getTime() > WarningAfterMs) return 'warning';
+export interface HealthInput {
+  protected: boolean;
+  resync: boolean;
+  /** When something was last applied (or the VM registered). */
+  since: Date;
+  now: Date;
+  expected: number;
+  missed: number;
+}
+
+export function computeHealth(h: HealthInput): Health {
+  if (!h.protected) return 'normal';
+  if (h.resync) return 'critical';
+  if (h.now.getTime() - h.since.getTime() > WarningAfterMs) return 'warning';
+  if (h.expected > 0 && h.missed / h.expected > MaxMissedShare) return 'warning';
   return 'normal';
+}
+
+/**
+ * The last hour of the VM's first disk (each cycle ships one log per disk): cycles expected from the
+ * frequency since replication of its generation began (at most an hour back), cycles seen, log sizes,
+ * and the last refused log's error.
+ */
+async function hourStats(db: Queryable, vm: VmRow, disks: DiskRow[], now: Date) {
+  const first = disks[0];
+  const empty = { cycles: { expected: 0, successful: 0, missed: 0 }, logBytes: { average: 0, largest: 0 }, lastError: null as string | null };
+  if (!first || !first.baseComplete) return empty;
+  const from = new Date(now.getTime() - HourMs);
+  const rows = await db.query<{ n: number; avg: number | null; max: number | null; began: Date | null; err: string | null }>(
+    `SELECT (SELECT count(*) FROM logs WHERE tenant = $1 AND vm = $2 AND disk = $3 AND kind = 'log' AND created_at > $4)::int8 AS n,
+            (SELECT avg(size)::float8 FROM logs WHERE tenant = $1 AND vm = $2 AND kind = 'log' AND created_at > $4) AS avg,
+            (SELECT max(size) FROM logs WHERE tenant = $1 AND vm = $2 AND kind = 'log' AND created_at > $4)::int8 AS max,
+            (SELECT min(committed_at) FROM logs WHERE tenant = $1 AND vm = $2 AND disk = $3 AND generation = $5) AS began,
+            (SELECT error FROM logs WHERE tenant = $1 AND vm = $2 AND status = 'rejected' ORDER BY committed_at DESC LIMIT 1) AS err`,
+    [vm.tenant, vm.name, first.id, from, first.generation]);
+  const r = rows[0]!;
+  const start = Math.max(from.getTime(), r.began ? new Date(r.began).getTime() : now.getTime());
+  const expected = Math.floor((now.getTime() - start) / (vm.frequencySeconds * 1000));
+  return {
+    cycles: { expected, successful: r.n, missed: Math.max(0, expected - r.n) },
+    logBytes: { average: Math.round(r.avg ?? 0), largest: r.max ?? 0 },
+    lastError: r.err,
+  };
 }
 
 function latest(dates: (Date | null)[]): Date | undefined {
