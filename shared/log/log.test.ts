@@ -1,13 +1,17 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Extent } from '../disk/types.js';
 import { generateKeyPair, type KeyPair } from '../crypto/index.js';
 import type { LifeboatError } from '../errors.js';
 import {
-  Compressions, LogReader, completeHeader, encodeLog, readLog, writeLog, type Compression, type LogHeader, type LogHeaderInit,
+  Compressions, LogReader, completeHeader, encodeLog, readLog, writeLog, writeLogFile, type Compression, type LogHeader, type LogHeaderInit,
 } from './index.js';
 import { collect, drainExtents, memorySource } from './testing.js';
+import { scratchDir } from '../../test/helpers.js';
 
 const chunkSize = 64 * 1024;
 const init: LogHeaderInit = { tenant: 't1', vm: 'vm-7', disk: 'disk0', generation: 3, sequence: 42, virtualSize: 1 << 20, createdMs: 1_764_000_000_000, chunkSize };
@@ -136,6 +140,23 @@ describe('log writer input', () => {
     for (const bad of [{ tenant: '' }, { vm: 'a/b' }, { disk: 'x'.repeat(129) }, { sequence: -1 }, { generation: 2 ** 53 }, { virtualSize: 0 }, { chunkSize: 1000 }]) {
       const err = await plainLog(completeHeader({ ...init, ...bad }), disk, []).then(() => undefined, (e: unknown) => e as LifeboatError);
       expect(err?.code).toBe('invalid_argument');
+    }
+  });
+});
+
+describe('writeLogFile', () => {
+  it('leaves nothing behind when the writer fails, and never overwrites a file', async () => {
+    const dir = await scratchDir();
+    try {
+      const path = join(dir.path, 'x.hrl');
+      const unsorted: Extent[] = [{ offset: 4096, length: 10, kind: 'data' }, { offset: 0, length: 10, kind: 'data' }];
+      await expect(writeLogFile(path, init, memorySource(Buffer.alloc(1 << 20), unsorted), { recipient: pair.publicKey })).rejects.toThrow(/must be sorted/);
+      expect(existsSync(path)).toBe(false);
+      await writeFile(path, 'keep me');
+      await expect(writeLogFile(path, init, memorySource(Buffer.alloc(1 << 20), []), { recipient: pair.publicKey })).rejects.toMatchObject({ code: 'EEXIST' });
+      expect(await readFile(path, 'utf8')).toBe('keep me');
+    } finally {
+      await dir.remove();
     }
   });
 });

@@ -4,6 +4,7 @@
  * agent uploads and the merge worker opens.
  */
 import { createReadStream, createWriteStream } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ByteSource } from '../crypto/byte-reader.js';
@@ -42,10 +43,21 @@ export function writeLog(init: LogHeaderInit, source: LogSource, options: WriteL
   return { header, sealed };
 }
 
-/** writeLog into a new file (refuses to overwrite one). */
+/**
+ * writeLog into a new file, mode 0600. Refuses to overwrite a file (EEXIST); if writing fails, the
+ * partial file is removed, so a failed write leaves nothing behind.
+ */
 export async function writeLogFile(path: string, init: LogHeaderInit, source: LogSource, options: WriteLogOptions): Promise<LogHeader> {
   const { header, sealed } = writeLog(init, source, options);
-  await pipeline(Readable.from(sealed), createWriteStream(path, { flags: 'wx', mode: 0o600 }));
+  const out = createWriteStream(path, { flags: 'wx', mode: 0o600 });
+  let created = false;
+  out.once('open', () => { created = true; });
+  try {
+    await pipeline(Readable.from(sealed), out);
+  } catch (err) {
+    if (created) await rm(path, { force: true });
+    throw err;
+  }
   return header;
 }
 
