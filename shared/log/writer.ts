@@ -52,8 +52,9 @@ export function completeHeader(init: LogHeaderInit): LogHeader {
 }
 
 /**
- * The plaintext `.hrl` stream of a log. Yields fresh buffers (never reused). Unsorted, overlapping
- * or out-of-disk extents are `invalid_argument`, raised before their bytes are written.
+ * The plaintext `.hrl` stream of a log. Yields fresh buffers unless options.reuseBuffers. Unsorted,
+ * overlapping or out-of-disk extents are `invalid_argument`, raised when the writer reaches them
+ * (what came before has been yielded: consumers of a failed stream discard it).
  */
 export async function* encodeLog(header: LogHeader, source: LogSource, options: EncodeOptions = {}): AsyncGenerator<Buffer> {
   const headerBytes = encodeLogHeader(header);
