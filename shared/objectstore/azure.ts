@@ -10,7 +10,7 @@ import { BlobSASPermissions, BlobServiceClient, StorageSharedKeyCredential } fro
 import type { ContainerClient, StoragePipelineOptions } from '@azure/storage-blob';
 import { ErrInvalidArgument } from '../errors.js';
 import { checkedStream, rechunk } from './body.js';
-import { checkRange, grantExpiry } from './checks.js';
+import { checkRange, grantExpiry, servedRange } from './checks.js';
 import { ErrRangeNotSatisfiable, storeError } from './errors.js';
 import { assertValidKey, assertValidPrefix } from './keys.js';
 import type { Body, GetOptions, Grant, GrantOptions, ListEntry, ObjectInfo, ObjectStore, PutOptions, SignalOptions } from './types.js';
@@ -110,16 +110,7 @@ export class AzureStore implements ObjectStore {
     const range = checkRange(options.range);
     try {
       const res = await blob.download(range?.offset ?? 0, range?.length, { abortSignal: options.signal, maxRetryRequests: 0 });
-      const stream = res.readableStreamBody as Readable;
-      if (range !== undefined) {
-        const total = /\/(\d+)$/.exec(res.contentRange ?? '')?.[1];
-        const size = total === undefined ? res.contentLength ?? 0 : Number(total);
-        if (range.offset >= size) {
-          stream.destroy();
-          throw ErrRangeNotSatisfiable(key, range.offset, size);
-        }
-      }
-      return stream;
+      return servedRange(key, range, res.readableStreamBody as Readable, res.contentRange, res.contentLength);
     } catch (err) {
       if (range !== undefined && (err as { statusCode?: number }).statusCode === 416) throw ErrRangeNotSatisfiable(key, range.offset);
       throw storeError(`get ${key}`, err);

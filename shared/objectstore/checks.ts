@@ -1,5 +1,7 @@
 /** Checks on arguments every adapter makes the same way, before any I/O. */
+import type { Readable } from 'node:stream';
 import { ErrInvalidArgument } from '../errors.js';
+import { ErrRangeNotSatisfiable } from './errors.js';
 import type { ByteRange, GrantOptions } from './types.js';
 import { MaxGrantSeconds } from './types.js';
 
@@ -21,4 +23,18 @@ export function grantExpiry(options: GrantOptions): Date {
   }
   const start = options.issuedAt ?? new Date();
   return new Date(Math.floor(start.getTime() / 1000) * 1000 + expiresIn * 1000);
+}
+
+/**
+ * The body of a ranged response, unless the range started at or past the end of the object: some
+ * servers answer that with the whole (empty) object instead of 416. The object's size comes from
+ * Content-Range ("bytes a-b/size") or, without one, the length of what was served.
+ */
+export function servedRange(key: string, range: ByteRange | undefined, stream: Readable, contentRange: string | undefined, contentLength: number | undefined): Readable {
+  if (range === undefined) return stream;
+  const total = /\/(\d+)$/.exec(contentRange ?? '')?.[1];
+  const size = total === undefined ? contentLength ?? 0 : Number(total);
+  if (range.offset < size) return stream;
+  stream.destroy();
+  throw ErrRangeNotSatisfiable(key, range.offset, size);
 }

@@ -18,7 +18,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { ErrInvalidArgument } from '../errors.js';
 import { checkedStream, declaredLength } from './body.js';
-import { checkRange, grantExpiry } from './checks.js';
+import { checkRange, grantExpiry, servedRange } from './checks.js';
 import { ErrRangeNotSatisfiable, storeError } from './errors.js';
 import { assertValidKey, assertValidPrefix } from './keys.js';
 import type { Body, GetOptions, Grant, GrantOptions, ListEntry, ObjectInfo, ObjectStore, PutOptions, SignalOptions } from './types.js';
@@ -120,15 +120,7 @@ export class S3Store implements ObjectStore {
       const res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key, Range }), { abortSignal: options.signal });
       const stream = res.Body as Readable;
       // S3 answers 416 for a range past the end, but some servers serve an empty object instead.
-      if (range !== undefined) {
-        const total = /\/(\d+)$/.exec(res.ContentRange ?? '')?.[1];
-        const size = total === undefined ? res.ContentLength ?? 0 : Number(total);
-        if (range.offset >= size) {
-          stream.destroy();
-          throw ErrRangeNotSatisfiable(key, range.offset, size);
-        }
-      }
-      return stream;
+      return servedRange(key, range, stream, res.ContentRange, res.ContentLength);
     } catch (err) {
       if (range !== undefined && (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 416) {
         throw ErrRangeNotSatisfiable(key, range.offset);
