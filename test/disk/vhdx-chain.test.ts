@@ -8,6 +8,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createChildDisk, createDisk, openDisk } from '../../shared/disk/index.js';
 import type { DiskImage } from '../../shared/disk/types.js';
+import type { VhdxImage } from '../../shared/disk/vhdx/image.js';
+import { makeLocator } from '../../shared/disk/vhdx/parent.js';
+import { rewriteParentLocator } from '../../shared/disk/vhdx/relink.js';
 import { referee, scratchDir } from '../helpers.js';
 import { firstDifferenceFrom, pattern, rng } from './vhdx-helpers.js';
 
@@ -156,5 +159,24 @@ describe('differencing chains', () => {
 
     await rename(join(moved, 'p.vhdx'), join(moved, 'gone.vhdx'));
     await expect(openDisk(join(moved, 'c.vhdx'))).rejects.toMatchObject({ code: 'not_found', message: expect.stringMatching(/parent not found/) });
+  });
+
+  it('refuses to make a disk its own ancestor', async () => {
+    const x = join(dir.path, 'loop-x.vhdx');
+    const a = join(dir.path, 'loop-a.vhdx');
+    const b = join(dir.path, 'loop-b.vhdx');
+    await (await createDisk(x, 'vhdx', { virtualSize: 4 * M, blockSize: M })).close();
+    await (await createChildDisk(a, x)).close();
+    await (await createChildDisk(b, a)).close();
+    const da = await openDisk(a);
+    await expect(da.setParent!(b)).rejects.toMatchObject({ code: 'invalid_argument', message: expect.stringMatching(/one of its children/) });
+    await expect(da.setParent!(a)).rejects.toMatchObject({ code: 'invalid_argument' });
+    // Forge the loop underneath the check: opening then stops instead of recursing.
+    const db = (await openDisk(b, { readOnly: true })) as VhdxImage;
+    const guid = db.dataWriteGuid;
+    await db.close();
+    await rewriteParentLocator((da as VhdxImage).core, makeLocator(a, b, guid));
+    await da.close();
+    await expect(openDisk(b, { readOnly: true })).rejects.toMatchObject({ code: 'corrupt', message: expect.stringMatching(/parent chain loops/) });
   });
 });

@@ -2,6 +2,7 @@
  * A VHDX file as a DiskImage. Changes (write, zero, resize, flush, close) run one at a time;
  * reads run freely beside them. See docs/formats/vhdx.md for what each operation does on disk.
  */
+import { realpath } from 'node:fs/promises';
 import { ErrInvalidArgument, ErrUnsupported } from '../../errors.js';
 import type { DiskImage, DiskInfo, Extent, ExtentQuery } from '../types.js';
 import { VhdxCore } from './core.js';
@@ -123,6 +124,10 @@ export class VhdxImage implements DiskImage, ParentIdentity {
       try {
         if (!(next instanceof VhdxImage)) throw ErrUnsupported(`parent ${parentPath} is not a VHDX image`);
         if (next.logicalSectorSize !== this.logicalSectorSize) throw ErrInvalidArgument(`parent ${parentPath} has ${next.logicalSectorSize}-byte sectors, this disk ${this.logicalSectorSize}-byte ones`);
+        const self = await realpath(this.path);
+        for (let p: DiskImage | undefined = next; p; p = p.parent) {
+          if ((await realpath(p.path)) === self) throw ErrInvalidArgument(`set parent: ${parentPath} is ${this.path} or one of its children`);
+        }
         await rewriteParentLocator(this.core, makeLocator(this.path, parentPath, next.dataWriteGuid));
       } catch (err) {
         await next.close();
