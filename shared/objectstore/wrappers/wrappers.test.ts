@@ -1,7 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { scratchDir } from '../../../test/helpers.js';
+import { LifeboatError } from '../../errors.js';
 import { readAll } from '../body.js';
 import { streamOf } from '../conformance.js';
 import { FileStore } from '../file.js';
@@ -44,6 +46,27 @@ class Counting extends ForwardingStore {
 class Stalled extends ForwardingStore {
   override head(_key: string, options?: { signal?: AbortSignal }) {
     return new Promise<never>((_, reject) => options?.signal?.addEventListener('abort', () => reject(options.signal?.reason)));
+  }
+  /** A download that sends some bytes and then nothing more. */
+  override async get() {
+    const stream = new Readable({ read() {} });
+    stream.push(Buffer.alloc(1000));
+    return stream;
+  }
+}
+
+/** A fake standing for a backend whose listing connection drops once, after two entries. */
+class DroppingList extends ForwardingStore {
+  dropped = false;
+  override async *list(prefix: string) {
+    let n = 0;
+    for await (const e of super.list(prefix)) {
+      if (n++ === 2 && !this.dropped) {
+        this.dropped = true;
+        throw new LifeboatError('unavailable', `list ${prefix}: connection reset`);
+      }
+      yield e;
+    }
   }
 }
 
@@ -98,12 +121,28 @@ describe('withRetry', () => {
   });
 });
 
+describe('withRetry listings', () => {
+  it('starts a listing cut midway again and yields each key once, in order', async () => {
+    for (let i = 0; i < 5; i++) await store.put(`listing/k${i}`, Buffer.from('x'));
+    const dropping = new DroppingList(store);
+    const keys = [];
+    for await (const e of withRetry(dropping, { sleep: noSleep }).list('listing/')) keys.push(e.key);
+    expect(dropping.dropped).toBe(true);
+    expect(keys).toEqual([0, 1, 2, 3, 4].map((i) => `listing/k${i}`));
+  });
+});
+
 describe('withTimeout', () => {
   it('fails a request that gets no answer as unavailable, which withRetry retries', async () => {
     const counting = new Counting(new Stalled(store));
     await expect(withTimeout(counting, { timeoutMs: 20 }).head('x')).rejects.toMatchObject({ code: 'unavailable', message: expect.stringContaining('timed out') });
     await expect(withRetry(withTimeout(counting, { timeoutMs: 20 }), { sleep: noSleep, attempts: 3 }).head('x')).rejects.toMatchObject({ code: 'unavailable' });
     expect(counting.calls).toBe(4);
+  });
+
+  it('fails a download that stops moving', async () => {
+    const stream = await withTimeout(new Stalled(store), { idleMs: 20 }).get('x');
+    await expect(readAll(stream)).rejects.toMatchObject({ code: 'unavailable', message: expect.stringContaining('timed out') });
   });
 
   it('aborts a put whose body stalls, leaving nothing behind', async () => {
