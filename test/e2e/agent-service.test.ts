@@ -11,6 +11,7 @@ import { silentLogger } from '../../agent/replicate/context.js';
 import { Replicator } from '../../agent/replicate/engine.js';
 import { engineContext } from '../../agent/replicate/from-state.js';
 import { AgentState } from '../../agent/state/store.js';
+import { HttpTransport } from '../../agent/transport/http.js';
 import { referee } from '../helpers.js';
 import type { TestEnv } from '../service/helpers.js';
 import { operator, testEnv, testService } from '../service/helpers.js';
@@ -70,6 +71,21 @@ describe('agent and service', () => {
     expect(svc.enqueued.filter((e) => e.vm === 'web01').length).toBeGreaterThanOrEqual(2);
     const vms = await operator<{ vms?: { name: string }[] } | { name: string }[]>(svc, 'GET', '/v1/vms?tenant=acme');
     expect(JSON.stringify(vms.body)).toContain('web01');
+  });
+
+  it('tells a clear line when the service stops answering, and carries the changes to the next cycle', async () => {
+    const state = await enrolledState('hv03');
+    const path = await protectVhdx(state, 'app01');
+    const ctx = { ...(await engineContext(state, silentLogger)), retry: { attempts: 1 } };
+    expect((await new Replicator(ctx).runOnce())[0]!.outcome).toBe('ok');
+    await referee('qemu-io', ['-c', 'write -P 0x42 7M 64k', path]);
+    const before = await state.readProgress('app01');
+    const dead = { ...ctx, transport: HttpTransport.fromIdentity({ ...(await state.readIdentity()), identity: { ...(await state.readIdentity()).identity, serviceUrl: 'https://127.0.0.1:1' } }) };
+    const [failed] = await new Replicator(dead).runOnce();
+    expect(failed).toMatchObject({ outcome: 'failed', error: 'service https://127.0.0.1:1 does not answer: connection refused' });
+    expect(await state.readProgress('app01')).toEqual(before);
+    const [ok] = await new Replicator(ctx).runOnce();
+    expect(ok!.stats!.changedBytes).toBe(64 << 10);
   });
 
   it('reports a revoked certificate as a clear error and leaves the VM state untouched', async () => {
