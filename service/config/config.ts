@@ -52,6 +52,8 @@ export const configSchema = z.strictObject({
   grantSeconds: z.number().int().min(60).max(7 * 24 * 3600),
   /** Format of replica layers: dynamic VHDX (default), or raw without recovery-point chains. */
   replicaFormat: z.enum(['vhdx', 'raw']).default('vhdx'),
+  /** How often workers sweep the catalog for disks with pending work (besides queue jobs). */
+  mergeSweepMs: z.number().int().min(50).max(600_000).default(5000),
   /** Run merge workers inside `serve` (the embedded default). */
   embeddedWorkers: z.boolean(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),

@@ -46,6 +46,7 @@ export async function initDataDir(options: InitOptions): Promise<InitResult> {
     adminTokenFile: 'keys/admin.token',
     grantSeconds: DefaultGrantSeconds,
     replicaFormat: 'vhdx',
+    mergeSweepMs: 5000,
     embeddedWorkers: true,
     logLevel: 'info',
   };

@@ -32,7 +32,7 @@ export async function startMergeWorkers(ctx: ServiceContext, options: { redisUrl
     merger.merge().catch((err: unknown) => ctx.log.error({ err }, 'merge sweep failed')).finally(() => {
       sweeping = false;
     });
-  }, options.sweepMs ?? DefaultSweepMs);
+  }, options.sweepMs ?? ctx.config.mergeSweepMs ?? DefaultSweepMs);
   timer.unref();
   const pointer = new Pointer(ctx, redis, options.prefix);
   const pointsTimer = setInterval(() => {
