@@ -62,7 +62,10 @@ describe('lifeboat-agent on bad input', () => {
     const s = JSON.parse((await agent(state, 'status', '--json')).stdout) as { vms: { name: string; state: string; lastCycle: unknown; pendingBytes: number }[] };
     expect(s.vms).toEqual([expect.objectContaining({ name: 'vm1', state: 'paused', lastCycle: null, pendingBytes: 0 })]);
     expect((await agent(state, 'resume', 'vm1')).code).toBe(0);
-    await expectOneLine(state, ['pause', 'vm2'], /VM "vm2" is not protected/);
+    await Promise.all([
+      expectOneLine(state, ['pause', 'vm2'], /VM "vm2" is not protected/),
+      expectOneLine(state, ['run', '--once'], /this agent is not enrolled/),
+    ]);
     // Removing a disk from a protected VM is refused.
     const other = join(dir, 'other.raw');
     await writeFile(other, Buffer.alloc(1 << 20));
