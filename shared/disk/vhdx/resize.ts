@@ -1,10 +1,11 @@
 /**
  * Growing the virtual disk. The new size (and, when the BAT must move, both region tables) change
  * through the log in one entry, so a crash leaves either the old disk or the new one. Everything
- * the new metadata points at (zeroed BAT tail, relocated BAT) is durable before the entry is logged.
+ * the new metadata points at (the BAT's new entries, a relocated BAT, a fixed disk's new blocks)
+ * is durable before the entry is logged.
  */
 import { ErrInvalidArgument } from '../../errors.js';
-import { batLayout, PayloadFullyPresent, PayloadPartiallyPresent } from './bat.js';
+import { Bat, batLayout, PayloadFullyPresent, PayloadPartiallyPresent } from './bat.js';
 import type { VhdxCore } from './core.js';
 import { MaxVirtualSize, MiB, RegionTableOffsets, serializeRegionTable, writeU64, GuidBatRegion, GuidMetadataRegion } from './format.js';
 import { roundUp, writeThroughLog, type LoggedWrite } from './journal.js';
@@ -26,6 +27,12 @@ export async function resizeVirtual(core: VhdxCore, newSize: number): Promise<vo
   const newEntries = Math.max(layout.totalEntries, oldEntries);
   const grown = Buffer.alloc(newEntries * 8);
   bat.bytes.copy(grown);
+  if (core.meta.leaveBlockAllocated && !core.hasParent) {
+    // A fixed disk stays fully provisioned: the new blocks are allocated (zero-filled) up front.
+    const enc = new Bat(grown, bat.chunkRatio);
+    const oldBlocks = Math.ceil(oldSize / core.blockSize);
+    for (let b = oldBlocks; b < layout.dataBlocks; b++) enc.set(enc.payloadIndex(b), PayloadFullyPresent, await core.allocate(core.blockSize));
+  }
 
   const logged: LoggedWrite[] = [];
   let region = core.regions.bat;
@@ -38,7 +45,7 @@ export async function resizeVirtual(core: VhdxCore, newSize: number): Promise<vo
     const table = serializeRegionTable([region, core.regions.metadata].sort((a, b) => order(a.guid) - order(b.guid)));
     for (const off of RegionTableOffsets) logged.push({ at: off, data: table });
   } else if (newEntries > oldEntries) {
-    await core.file.writeZeros(region.fileOffset + oldEntries * 8, (newEntries - oldEntries) * 8);
+    await core.file.write(grown.subarray(oldEntries * 8), region.fileOffset + oldEntries * 8);
   }
   await core.file.sync();
 
