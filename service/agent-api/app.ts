@@ -9,7 +9,7 @@ import type { ServiceContext } from '../context.js';
 import { FileGrantPath } from '../context.js';
 import { getVm, listVms, setVmProtected } from '../catalog/vms.js';
 import { ErrNotFoundHere } from '../errors.js';
-import { check, countRequests, errorHandler, jsonBodyLimit, pathId, readJson } from '../http/json.js';
+import { check, countRequests, errorHandler, bodySizeLimit, pathId, readJson } from '../http/json.js';
 import { registerVm } from '../replication/register.js';
 import { blockDigests } from '../replication/digests.js';
 import { vmForAgent, diskForAgent } from '../replication/scope.js';
@@ -19,7 +19,7 @@ import { commitChunk, commitLog, completeInitial, grantUpload } from '../replica
 import { enroll, renew } from '../trust/enroll.js';
 import type { AgentEnv } from './auth.js';
 import { requireAgent } from './auth.js';
-import { chunkSchema, commitSchema, digestsQuerySchema, enrollSchema, grantSchema, initialSchema, registerSchema, renewSchema } from './schemas.js';
+import { MaxLogBytes, chunkSchema, commitSchema, digestsQuerySchema, enrollSchema, grantSchema, initialSchema, registerSchema, renewSchema } from './schemas.js';
 
 export function agentApp(ctx: ServiceContext, enqueue: EnqueueMerge): Hono<AgentEnv> {
   const app = new Hono<AgentEnv>();
@@ -28,12 +28,13 @@ export function agentApp(ctx: ServiceContext, enqueue: EnqueueMerge): Hono<Agent
   app.notFound((c) => c.json({ error: { code: 'not_found', message: `no route ${c.req.method} ${c.req.path}` } }, 404));
 
   app.get('/v1/ca', (c) => c.json({ certificate: ctx.ca.certPem, fingerprint: ctx.ca.fingerprint }));
-  app.post('/v1/enroll', jsonBodyLimit(), async (c) => c.json(await enroll(ctx, await readJson(c, enrollSchema))));
+  app.post('/v1/enroll', bodySizeLimit(), async (c) => c.json(await enroll(ctx, await readJson(c, enrollSchema))));
   const grants = fileGrantHandler(ctx.store, ctx.fileGrantKey);
-  app.on(['PUT', 'GET'], FileGrantPath, (c) => grants(c.req.raw));
+  // The grant is the credential; the size bound is the largest object a grant is ever made for.
+  app.on(['PUT', 'GET'], FileGrantPath, bodySizeLimit(MaxLogBytes), (c) => grants(c.req.raw));
 
   const agent = new Hono<AgentEnv>();
-  agent.use('*', requireAgent(ctx), jsonBodyLimit());
+  agent.use('*', requireAgent(ctx), bodySizeLimit());
   agent.post('/renew', async (c) => c.json(await renew(ctx, c.var.agent.cert, (await readJson(c, renewSchema)).csr)));
 
   agent.get('/vms', async (c) => {

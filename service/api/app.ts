@@ -6,7 +6,7 @@ import { Hono } from 'hono';
 import type { MiddlewareHandler } from 'hono';
 import type { ServiceContext } from '../context.js';
 import { ErrForbidden, ErrUnauthenticated } from '../errors.js';
-import { check, countRequests, errorHandler, jsonBodyLimit, readJson } from '../http/json.js';
+import { check, countRequests, errorHandler, bodySizeLimit, readJson } from '../http/json.js';
 import type { ApiClaims } from '../trust/tokens.js';
 import { verifyApiToken } from '../trust/tokens.js';
 import { exportDisk, exportSchema } from './export.js';
@@ -40,7 +40,7 @@ export function apiApp(ctx: ServiceContext, ready: () => boolean): Hono<ApiEnv> 
   app.get('/v1/openapi.json', (c) => c.json(openApiDocument));
 
   const v1 = new Hono<ApiEnv>();
-  v1.use('*', requireOperator(ctx), jsonBodyLimit());
+  v1.use('*', requireOperator(ctx), bodySizeLimit());
   v1.post('/tenants', async (c) => c.json(await createTenant(ctx, (await readJson(c, tenantCreateSchema)).name), 201));
   v1.get('/tenants', async (c) => c.json({ tenants: await tenantList(ctx) }));
   v1.post('/tenants/:tenant/authorizations', async (c) => c.json(await allow(ctx, c.req.param('tenant'), await readJson(c, allowSchema)), 201));

@@ -29,8 +29,8 @@ export function errorHandler(log: Logger): ErrorHandler {
   };
 }
 
-/** Refuses JSON bodies over MaxJsonBodyBytes with 413 before reading the rest. */
-export function jsonBodyLimit(maxSize = MaxJsonBodyBytes): MiddlewareHandler {
+/** Refuses bodies over maxSize (default MaxJsonBodyBytes) with 413 before reading the rest. */
+export function bodySizeLimit(maxSize = MaxJsonBodyBytes): MiddlewareHandler {
   return bodyLimit({ maxSize, onError: (c) => c.json(errorBody('too_large', `request body larger than ${maxSize} bytes`), 413) });
 }
 
