@@ -77,14 +77,18 @@ export function objectStoreConformance(name: string, setup: () => Promise<Confor
 
     afterAll(async () => {
       if (target === undefined) return;
-      // Emulators vanish with their teardown; a real bucket is cleaned of this run's keys.
-      if (target.teardown === undefined) {
-        const keys: string[] = [];
-        for await (const e of target.store.list(ns)) keys.push(e.key);
-        for (let i = 0; i < keys.length; i += 32) await Promise.all(keys.slice(i, i + 32).map((k) => target?.store.delete(k)));
+      const { store, teardown } = target;
+      try {
+        // Emulators vanish with their teardown; a real bucket is cleaned of this run's keys.
+        if (teardown === undefined) {
+          const keys: string[] = [];
+          for await (const e of store.list(ns)) keys.push(e.key);
+          for (let i = 0; i < keys.length; i += 32) await Promise.all(keys.slice(i, i + 32).map((k) => store.delete(k)));
+        }
+      } finally {
+        await store.close();
+        await teardown?.();
       }
-      await target.store.close();
-      await target.teardown?.();
     });
 
     /** The store, or a skip (or a failure when the suite must run) naming why there is none. */

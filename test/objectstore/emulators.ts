@@ -31,7 +31,10 @@ export async function startS3rver(bucket = 'lifeboat-test'): Promise<Emulator> {
   const dir = await scratchDir('lifeboat-s3rver-');
   const S3rver = createRequire(import.meta.url)('s3rver') as S3rverClass;
   const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: dir.path, configureBuckets: [{ name: bucket }] });
-  const { port } = await server.run();
+  const { port } = await server.run().catch(async (err: unknown) => {
+    await dir.remove();
+    throw err;
+  });
   return {
     url: `s3://${bucket}/pfx?endpoint=http://127.0.0.1:${port}&region=us-east-1&forcePathStyle=true`,
     env: { ...process.env, ...s3rverEnv },
@@ -53,7 +56,15 @@ export async function startAzurite(container = 'lifeboat-test'): Promise<Emulato
     cwd: dir.path,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const exited = new Promise<void>((resolve) => {
+    child.once('exit', () => resolve());
+    child.once('error', () => resolve());
+  });
+  const stop = async () => {
+    child.kill('SIGTERM');
+    await exited;
+    await dir.remove();
+  };
   const port = await new Promise<number>((resolve, reject) => {
     let out = '';
     const onData = (b: Buffer) => {
@@ -70,19 +81,21 @@ export async function startAzurite(container = 'lifeboat-test'): Promise<Emulato
     child.stderr.on('data', (b: Buffer) => { out += b.toString(); });
     child.once('error', reject);
     child.once('exit', (code) => reject(new Error(`azurite-blob exited (${code}) before listening: ${out.trim().slice(-500)}`)));
+  }).catch(async (err: unknown) => {
+    await stop();
+    throw err;
   });
   const endpoint = `http://127.0.0.1:${port}/${azuriteAccount}`;
   const service = new BlobServiceClient(endpoint, new StorageSharedKeyCredential(azuriteAccount, azuriteKey));
-  await service.getContainerClient(container).createIfNotExists();
+  await service.getContainerClient(container).createIfNotExists().catch(async (err: unknown) => {
+    await stop();
+    throw err;
+  });
   return {
     // Small list pages so the conformance suite's 1005 keys cross several pages.
     url: `azure://${azuriteAccount}/${container}/pfx?endpoint=${encodeURIComponent(endpoint)}&listPageSize=300`,
     env: { ...process.env, AZURE_STORAGE_KEY: azuriteKey, AZURE_STORAGE_CONNECTION_STRING: undefined },
-    stop: async () => {
-      child.kill('SIGTERM');
-      await exited;
-      await dir.remove();
-    },
+    stop,
   };
 }
 
