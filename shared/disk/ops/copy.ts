@@ -63,10 +63,9 @@ export async function copyExtents(src: DiskImage, dst: DiskImage, extents: Async
   for await (const c of chunksOf(extents)) {
     const done = c.offset + c.length;
     if (c.kind === 'zero') {
-      enqueue(async () => {
-        if (!options.dstIsBlank) await dst.zero(c.offset, c.length);
-        options.onProgress?.({ done, total });
-      });
+      // Awaited, so the loop never runs ahead of the writes by more than the buffers in flight.
+      if (!options.dstIsBlank) await enqueue(() => dst.zero(c.offset, c.length));
+      options.onProgress?.({ done, total });
       continue;
     }
     slot = (slot + 1) % Depth;
