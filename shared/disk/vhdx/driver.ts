@@ -43,6 +43,12 @@ async function openVhdx(path: string, options: OpenOptions): Promise<DiskImage> 
   });
 }
 
+/** A file we just created already has fresh write GUIDs that nothing links to: no header update is due. */
+function fresh(img: DiskImage): DiskImage {
+  if (img instanceof VhdxImage) img.core.writesBegun = true;
+  return img;
+}
+
 export const vhdxDriver: DiskFormatDriver = {
   format: 'vhdx',
 
@@ -58,7 +64,7 @@ export const vhdxDriver: DiskFormatDriver = {
       logicalSectorSize: options.logicalSectorSize ?? 512,
       physicalSectorSize: options.physicalSectorSize ?? 4096,
     });
-    return openVhdx(path, {});
+    return fresh(await openVhdx(path, {}));
   },
 
   async createChild(path: string, options: CreateChildOptions): Promise<DiskImage> {
@@ -79,12 +85,12 @@ export const vhdxDriver: DiskFormatDriver = {
     }
     // The child opens the parent we already hold instead of opening it a second time.
     let handed = false;
-    return openVhdx(path, {
+    return fresh(await openVhdx(path, {
       openParent: async (p) => {
         if (handed) return options.openParent(p);
         handed = true;
         return parent;
       },
-    });
+    }));
   },
 };
