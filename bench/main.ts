@@ -8,12 +8,14 @@ import { cryptoBench } from './crypto.js';
 import { logBench } from './log.js';
 import { diskBenchmark } from './disk.js';
 import { agentBench } from './agent.js';
+import { mergeBench } from './service.js';
 
 const benchmarks: Benchmark[] = [
   cryptoBench,
   logBench,
   diskBenchmark,
   agentBench,
+  mergeBench,
 ];
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
