@@ -16,7 +16,7 @@ import { openVhdx, pattern, rng } from './vhdx-helpers.js';
 
 const Unit = 4096;
 const M = 1 << 20;
-const Rounds = 15;
+const Rounds = 20;
 const child = fileURLToPath(new URL('./vhdx-crash-child.ts', import.meta.url));
 
 let dir: { path: string; remove: () => Promise<void> };
