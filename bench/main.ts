@@ -9,6 +9,7 @@ import { logBench } from './log.js';
 import { diskBenchmark } from './disk.js';
 import { agentBench } from './agent.js';
 import { mergeBench } from './service.js';
+import { loadBench } from './service-load.js';
 
 const benchmarks: Benchmark[] = [
   cryptoBench,
@@ -16,6 +17,7 @@ const benchmarks: Benchmark[] = [
   diskBenchmark,
   agentBench,
   mergeBench,
+  loadBench,
 ];
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
