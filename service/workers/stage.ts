@@ -69,7 +69,7 @@ export async function stageLog(input: StageInput, path: string): Promise<StagedL
     if (bytes !== input.size) throw ErrTampered(`object holds ${bytes} bytes, the commit says ${input.size}`);
     const got = digest.digest('hex');
     if (got !== input.sha256) throw ErrTampered(`object digest ${got} differs from the committed ${input.sha256}`);
-    await out.sync();
+    // No fsync: a staging file never outlives its run; after a crash the log is staged again.
     return { path, header: reader.header };
   } finally {
     await out.close();
