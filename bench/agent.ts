@@ -42,10 +42,13 @@ async function run(ctx: BenchContext): Promise<BenchRow[]> {
     await runCommand('cp', ['--sparse=always', pristine, src]);
     await runCommand('cp', ['--sparse=always', pristine, rsyncDst]);
     await runCommand('dd', [`if=${src}`, 'of=/dev/null', 'bs=4M']); // both sides read from the page cache
+    // Write back the copies first: otherwise whoever runs first pays for their writeback in its fsyncs.
+    await runCommand('sync', []);
 
     // (a) initial copy
     const initial = await agent('initial', join(dir, 'ours'), src);
     await runCommand('restic', ['init', '-q'], { env });
+    await runCommand('sync', []);
     const resticInitial = await runCommand('restic', ['backup', '-q', '--no-cache', src], { env });
     const bytes = initial.bytes!;
     const ratioA = (bytes / initial.seconds) / (bytes / resticInitial.seconds);

@@ -23,8 +23,10 @@ export interface EngineContext {
   logger: EngineLogger;
   now(): Date;
   retry?: RetryOptions;
-  /** Chunks of an initial copy sealed and uploaded at once (default 3). */
+  /** Chunks of an initial copy in flight at once (default 2). */
   parallelChunks?: number;
+  /** Threads that read and seal the chunks of a base (default 0: in this thread). */
+  sealThreads?: number;
   /** Interval of the periodic verification against the service's digests (default 7 days). */
   verifyEveryMs?: number;
   /** Called as an initial copy advances (a progress bar on a terminal). */

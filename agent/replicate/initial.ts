@@ -7,21 +7,23 @@
  * accepted the whole base. With --initial media:DIR the sealed chunks and a manifest go to DIR instead
  * (docs/formats/agent-media.md).
  */
-import { createHash } from 'node:crypto';
 import type { DiskImage } from '../../shared/disk/index.js';
-import { writeLog } from '../../shared/log/index.js';
 import type { InflightObject, VmConfig } from '../state/schema.js';
 import { BlockMapWriter, blockCountOf, randomSeed } from '../tracker/blockmap.js';
 import { MapBlockSize } from '../tracker/blockmap.js';
 import { hasBit, withBit } from './bitmap.js';
-import { DeltaBlockSize, differingExtents, nonZeroExtents, readChunk } from './chunk.js';
+import { DeltaBlockSize } from './chunk.js';
 import type { EngineContext, ProgressBook } from './context.js';
 import { MediaWriter } from './media.js';
+import { SealPool } from './seal-pool.js';
 import { LostObject, shipInflight } from './ship.js';
 import { scanTrackerFor } from './trackers.js';
 
 export const DefaultChunkSize = 16 << 20;
-export const DefaultParallelChunks = 3;
+export const DefaultParallelChunks = 2;
+/** Sealing threads: 0 (in this thread). Under tsx each thread loads its own compiler and sources
+ * (about 100 MiB each), which costs more than it gains on two cores; a compiled build may differ. */
+export const DefaultSealThreads = 0;
 
 /**
  * Starts a base of a new generation for the disk (newer than any the service reported), or does
@@ -56,6 +58,7 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
   }
   const media = config.initial.mode === 'media' ? new MediaWriter(config.initial.dir, { tenant: ctx.tenant, vm, disk: diskId, generation, mode, chunkCount, virtualSize }) : undefined;
   let sent = 0;
+  const pool = new SealPool(ctx.sealThreads ?? DefaultSealThreads);
   try {
     // Chunks sealed before a restart go out first, as they were.
     for (const o of book.progress.disks[diskId]!.inflight.filter((x) => x.kind === 'chunk' && x.generation === generation)) {
@@ -73,35 +76,25 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
     for (let i = 0; i < chunkCount; i++) if (!hasBit(book.progress.disks[diskId]!.initial.chunksDone, i)) todo.push(i);
     const seed = map.header.seed;
     const worker = async () => {
-      const buf = Buffer.allocUnsafe(chunkSize);
       for (let i = todo.shift(); i !== undefined; i = todo.shift()) {
         const start = i * chunkSize;
         const length = Math.min(chunkSize, virtualSize - start);
-        const contents = await readChunk(disk, start, length, buf, seed);
         const remote = mode === 'delta' ? await remoteDigests(ctx, vm, diskId, start, length) : undefined;
-        const extents = remote ? differingExtents(contents, start, remote) : nonZeroExtents(contents, start);
         const createdAt = ctx.now();
-        const { sealed } = writeLog(
-          { tenant: ctx.tenant, vm, disk: diskId, generation, sequence: i, virtualSize, consistency: 'crash', compression: config.compression, createdMs: createdAt.getTime(), kind: mode },
-          { extents, read: async (offset, out) => { contents.data.copy(out, 0, offset - start, offset - start + out.length); } },
-          { recipient: ctx.recipient },
-        );
-        // A chunk is at most chunkSize plus framing: held in memory, never spooled (see InflightObject).
-        const body: Buffer[] = [];
-        const hash = createHash('sha256');
-        for await (const b of sealed) {
-          body.push(b);
-          hash.update(b);
-        }
-        const size = body.reduce((t, b) => t + b.length, 0);
-        await map!.write(start / MapBlockSize, contents.digests);
+        // Read, digested and sealed on a sealing thread; a chunk is at most chunkSize plus framing,
+        // held in memory, never spooled (see InflightObject).
+        const sealed = await pool.seal({
+          diskPath: disk.path, start, length, seed: seed.toString(), remote: remote ? [...remote] : undefined, recipient: ctx.recipient,
+          header: { tenant: ctx.tenant, vm, disk: diskId, generation, sequence: i, virtualSize, consistency: 'crash', compression: config.compression, createdMs: createdAt.getTime(), kind: mode },
+        });
+        await map!.write(start / MapBlockSize, sealed.digests);
         await map!.sync();
-        const o: InflightObject = { kind: 'chunk', generation, number: i, spool: '', size, sha256: hash.digest('hex'), consistency: 'crash', createdAt: createdAt.toISOString(), changedBytes: 0 };
+        const o: InflightObject = { kind: 'chunk', generation, number: i, spool: '', size: sealed.size, sha256: sealed.sha256, consistency: 'crash', createdAt: createdAt.toISOString(), changedBytes: 0 };
         if (media) {
-          await media.writeChunk(o, body);
+          await media.writeChunk(o, sealed.body);
         } else {
           await book.update((p) => { p.disks[diskId]!.inflight.push(o); });
-          await shipInflight(ctx, vm, diskId, o, config.bandwidthBytesPerSec, body);
+          await shipInflight(ctx, vm, diskId, o, config.bandwidthBytesPerSec, sealed.body);
         }
         await markDone(book, diskId, o, length);
         sent += o.size;
@@ -111,6 +104,7 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
     };
     await Promise.all(Array.from({ length: Math.min(ctx.parallelChunks ?? DefaultParallelChunks, todo.length) }, worker));
   } finally {
+    await pool.close();
     await map.close();
   }
 

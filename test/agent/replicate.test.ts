@@ -50,7 +50,7 @@ async function setup(options: { size?: number; initial?: VmConfig['initial']; co
     bandwidthBytesPerSec: null, paused: false, createdAt: new Date().toISOString(), ...options.config,
   };
   await state.writeConfig(config);
-  const ctx: EngineContext = { state, transport: service, tenant: 'acme', recipient: keys.publicKey, logger: silentLogger, now: () => new Date(), retry: { attempts: 1 } };
+  const ctx: EngineContext = { state, transport: service, tenant: 'acme', recipient: keys.publicKey, logger: silentLogger, now: () => new Date(), retry: { attempts: 1 }, sealThreads: 0 };
   const replicator = new Replicator(ctx);
   const write = async (offset: number, data: Buffer) => {
     const d = await openDisk(source);
@@ -140,8 +140,9 @@ describe('replication engine', () => {
     expect((await s.state.readProgress('web01')).disks.disk0!.inflight).toEqual([]);
   });
 
-  it('resumes an interrupted initial copy without resending finished chunks', async () => {
+  it('resumes an interrupted initial copy without resending finished chunks (sealing threads)', async () => {
     const s = await setup({ size: 64 * MiB });
+    s.ctx.sealThreads = 2;
     await s.write(40 * MiB, randomBytes(20 * MiB));
     s.ctx.parallelChunks = 1;
     const commitChunk = s.service.commitChunk.bind(s.service);

@@ -1,0 +1,84 @@
+/**
+ * Reads a chunk of a disk, digests its blocks for the tracker's map, selects the extents of the base
+ * (non-zero blocks, or blocks differing from the replica's digests) and seals them as a base log.
+ * Runs on a sealing thread (seal-worker.ts) or, with no threads, in the calling one.
+ */
+import { createHash } from 'node:crypto';
+import type { PublicJwk } from '../../shared/crypto/keys.js';
+import type { DiskImage } from '../../shared/disk/index.js';
+import { openDisk } from '../../shared/disk/index.js';
+import type { LogHeaderInit } from '../../shared/log/index.js';
+import { writeLog } from '../../shared/log/index.js';
+import { differingExtents, nonZeroExtents, readChunk } from './chunk.js';
+import type { ChunkContents } from './chunk.js';
+
+export interface SealJob {
+  diskPath: string;
+  start: number;
+  length: number;
+  /** The map seed, as a decimal string (bigints do not cross threads). */
+  seed: string;
+  /** The replica's digests of 1 MiB blocks for a delta base (index, sha256); absent for a full one. */
+  remote?: [number, string][];
+  header: LogHeaderInit;
+  recipient: PublicJwk;
+}
+
+/** A sealed chunk: its bytes as the sealer produced them (not copied into one buffer), size, digest, map digests. */
+export interface Sealed { body: Buffer[]; size: number; sha256: string; digests: Uint32Array }
+
+/** What a sealer keeps between jobs: its open disks and its read buffers (one per job running). */
+export class SealerState {
+  private readonly disks = new Map<string, Promise<DiskImage>>();
+  private readonly free: Buffer[] = [];
+
+  disk(path: string): Promise<DiskImage> {
+    let d = this.disks.get(path);
+    if (!d) {
+      d = openDisk(path, { readOnly: true });
+      this.disks.set(path, d);
+    }
+    return d;
+  }
+
+  acquire(length: number): Buffer {
+    const buf = this.free.pop();
+    return buf && buf.length >= length ? buf : Buffer.allocUnsafe(length);
+  }
+
+  release(buf: Buffer): void {
+    this.free.push(buf);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.disks.values()].map(async (d) => (await d).close()));
+    this.disks.clear();
+  }
+}
+
+export async function sealChunk(job: SealJob, state: SealerState): Promise<Sealed> {
+  const disk = await state.disk(job.diskPath);
+  const buf = state.acquire(job.length);
+  try {
+    return await sealRead(job, await readChunk(disk, job.start, job.length, buf, BigInt(job.seed)));
+  } finally {
+    state.release(buf);
+  }
+}
+
+async function sealRead(job: SealJob, contents: ChunkContents): Promise<Sealed> {
+  const extents = job.remote ? differingExtents(contents, job.start, new Map(job.remote)) : nonZeroExtents(contents, job.start);
+  const { sealed } = writeLog(job.header, {
+    extents,
+    read: async (offset, out) => { contents.data.copy(out, 0, offset - job.start, offset - job.start + out.length); },
+  }, { recipient: job.recipient });
+  const body: Buffer[] = [];
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const b of sealed) {
+    body.push(b);
+    hash.update(b);
+    size += b.length;
+  }
+  return { body, size, sha256: hash.digest('hex'), digests: contents.digests };
+}
