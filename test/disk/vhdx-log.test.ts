@@ -78,7 +78,7 @@ describe('log replay', () => {
     expect((await readFile(`${path}.raw`)).equals(expected)).toBe(true);
   });
 
-  it('replays a wrapping two-entry sequence from its tail and ignores stale and incomplete entries', async () => {
+  it('replays a wrapping two-entry sequence (data and zero descriptors) from its tail and ignores stale and incomplete entries', async () => {
     const { path, blockAt } = await imageWithOneBlock('wrap.vhdx');
     await withLayout(path, async (l) => {
       const logGuid = newGuid();
@@ -98,13 +98,13 @@ describe('log replay', () => {
       const a = buildEntry([{ at: blockAt, data: sector(0xaa) }, { at: blockAt + 4 * K, data: sector(0xab) }], { pos: aPos, seq: 7n, logGuid, fileSize });
       expect(a.length).toBe(12 * K);
       await put(a, aPos);
-      await put(buildEntry([{ at: blockAt + 4 * K, data: sector(0xbb) }], { pos: 4 * K, seq: 8n, logGuid, fileSize, tail: aPos }), 4 * K);
+      await put(buildEntry([{ at: blockAt + 4 * K, data: sector(0xbb) }], { pos: 4 * K, seq: 8n, logGuid, fileSize, tail: aPos, zeros: [{ at: blockAt + 64 * K, length: 64 * K }] }), 4 * K);
       // A higher sequence number whose tail lies outside its own sequence: incomplete, ignored.
       await put(buildEntry([{ at: blockAt, data: sector(0xcc) }], { pos: 512 * K, seq: 50n, logGuid, fileSize, tail: 600 * K }), 512 * K);
       await l.file.sync();
     });
     const expected = Buffer.alloc(4 * M);
-    expected.fill(0x11, 0, M).fill(0xaa, 0, 4 * K).fill(0xbb, 4 * K, 8 * K);
+    expected.fill(0x11, 0, M).fill(0xaa, 0, 4 * K).fill(0xbb, 4 * K, 8 * K).fill(0, 64 * K, 128 * K);
     expect((await readAll(path, true)).equals(expected)).toBe(true);
     expect((await readAll(path, false)).equals(expected)).toBe(true);
     await referee('qemu-img', ['check', '-q', '-f', 'vhdx', path]);

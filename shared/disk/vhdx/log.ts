@@ -134,22 +134,28 @@ export function findReplay(log: Buffer, logGuid: string, fileSize: number): Repl
 }
 
 /**
- * Builds one log entry holding data writes (each 4 KiB aligned, a multiple of 4 KiB long). Its tail
- * is opts.tail, by default its own position (a complete sequence of one entry).
+ * Builds one log entry holding data writes (each 4 KiB aligned, a multiple of 4 KiB long) and zero
+ * ranges (likewise aligned). Its tail is opts.tail, by default its own position (a complete
+ * sequence of one entry).
  */
-export function buildEntry(writes: { at: number; data: Buffer }[], opts: { pos: number; seq: bigint; logGuid: string; fileSize: number; tail?: number }): Buffer {
+export function buildEntry(
+  writes: { at: number; data: Buffer }[],
+  opts: { pos: number; seq: bigint; logGuid: string; fileSize: number; tail?: number; zeros?: { at: number; length: number }[] },
+): Buffer {
   const sectors = writes.flatMap((w) => {
     const out: { at: number; data: Buffer }[] = [];
     for (let i = 0; i < w.data.length; i += LogSector) out.push({ at: w.at + i, data: w.data.subarray(i, i + LogSector) });
     return out;
   });
-  const descSectors = descriptorSectors(sectors.length);
+  const zeros = opts.zeros ?? [];
+  const count = sectors.length + zeros.length;
+  const descSectors = descriptorSectors(count);
   const entry = Buffer.alloc((descSectors + sectors.length) * LogSector);
   entry.write('loge', 0, 'latin1');
   entry.writeUInt32LE(entry.length, 8);
   entry.writeUInt32LE(opts.tail ?? opts.pos, 12);
   entry.writeBigUInt64LE(opts.seq, 16);
-  entry.writeUInt32LE(sectors.length, 24);
+  entry.writeUInt32LE(count, 24);
   writeGuid(entry, 32, opts.logGuid);
   writeU64(entry, 48, opts.fileSize);
   writeU64(entry, 56, opts.fileSize);
@@ -165,6 +171,13 @@ export function buildEntry(writes: { at: number; data: Buffer }[], opts: { pos: 
     entry.writeUInt32LE(Number(opts.seq >> 32n), ds + 4);
     s.data.copy(entry, ds + 8, 8, 4092);
     entry.writeUInt32LE(Number(opts.seq & 0xffffffffn), ds + 4092);
+  });
+  zeros.forEach((z, i) => {
+    const d = EntryHeaderSize + (sectors.length + i) * DescriptorSize;
+    entry.write('zero', d, 'latin1');
+    writeU64(entry, d + 8, z.length);
+    writeU64(entry, d + 16, z.at);
+    entry.writeBigUInt64LE(opts.seq, d + 24);
   });
   entry.writeUInt32LE(checksumWithHole(entry, 4), 4);
   return entry;
