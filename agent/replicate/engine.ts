@@ -87,6 +87,10 @@ export class Replicator {
         if (sd?.state === 'resync_required' && p.initial.state === 'done') {
           ctx.logger.warn({ vm, disk: d.id, reason: sd.resyncReason }, 'service asks for a resynchronization');
           await book.update((x) => { x.disks[d.id]!.resyncReason = sd.resyncReason ?? 'service asked for resynchronization'; x.disks[d.id]!.initial.state = 'pending'; });
+        } else if (sd?.state === 'initial_required' && p.initial.state === 'done' && config.initial.mode !== 'media') {
+          // The service has no base for this disk (its replica was removed): a full copy again.
+          ctx.logger.warn({ vm, disk: d.id }, 'service has no replica of this disk; sending a full copy');
+          await book.update((x) => { x.disks[d.id]!.initial.state = 'pending'; });
         } else if (this.verificationDue(book, config, sd)) {
           // Periodic verification: bounds how long a block the scan tracker missed (a digest
           // collision) can stay wrong at the hoster. Only when the service has applied everything,
@@ -95,7 +99,9 @@ export class Replicator {
           await book.update((x) => { x.disks[d.id]!.resyncReason = 'periodic verification'; x.disks[d.id]!.initial.state = 'pending'; });
         }
         if (p.initial.state !== 'done') {
-          const delta = config.initial.mode === 'existing' || p.resyncReason !== null || sd?.baseComplete === true;
+          // A delta against the replica whenever the service holds one (existing copies, resync,
+          // verification, re-protection after lost state); otherwise the whole disk.
+          const delta = sd?.baseComplete === true;
           await startBase(ctx, book, d.id, disks.get(d.id)!, delta ? 'delta' : 'full', sd?.generation ?? 0);
           ctx.logger.info({ vm, disk: d.id, mode: book.progress.disks[d.id]!.initial.mode, generation: book.progress.disks[d.id]!.initial.generation }, 'base');
           if (book.progress.disks[d.id]!.initial.mode === 'delta') verified = true;

@@ -219,6 +219,19 @@ describe('replication engine', () => {
     expect(await s.replicaEqualsSource()).toBe(true);
   });
 
+  it('sends a full copy again when the service no longer has a replica of the disk', async () => {
+    const s = await setup();
+    await s.replicator.runOnce();
+    const d = s.service.vms.get('web01')!.get('disk0')!;
+    d.baseComplete = false;
+    await writeFile(s.service.replicaPath('web01', 'disk0'), Buffer.alloc(0));
+    await s.write(6 * MiB, randomBytes(B));
+    const [r] = await s.replicator.runOnce();
+    expect(r!.outcome).toBe('ok');
+    expect((await s.state.readProgress('web01')).disks.disk0!.initial).toMatchObject({ mode: 'full', generation: 2, state: 'done' });
+    expect(await s.replicaEqualsSource()).toBe(true);
+  });
+
   it('writes the sealed chunks and a manifest to media', async () => {
     const s = await setup();
     const media = join(s.root, 'usb');
