@@ -104,3 +104,30 @@ describe('random operation sequences against a model', () => {
     }
   }
 });
+
+describe('concurrent callers', () => {
+  it('writes and zeroes issued together apply in call order, and reads beside them see whole blocks', async () => {
+    const path = join(dir.path, 'concurrent.vhdx');
+    const size = 9 * M + 4096;
+    const d = await vhdxDriver.create(path, { virtualSize: size, blockSize: M });
+    const model = Buffer.alloc(size);
+    const pending: Promise<void>[] = [];
+    for (let i = 0; i < 60; i++) {
+      const at = (i * 7919 * 512) % (size - 2 * M);
+      const len = 1 + ((i * 104729) % (2 * M));
+      if (i % 5 === 4) {
+        pending.push(d.zero(at, len));
+        model.fill(0, at, at + len);
+      } else {
+        const data = pattern(Buffer.alloc(len), 500 + i);
+        pending.push(d.write(at, data));
+        data.copy(model, at);
+      }
+      if (i % 7 === 0) pending.push(d.read(0, Buffer.alloc(size)));
+    }
+    await Promise.all(pending);
+    expect(await firstDifferenceFrom(d, model)).toBe(-1);
+    await d.close();
+    await referee('qemu-img', ['check', '-q', '-f', 'vhdx', path]);
+  });
+});
