@@ -10,6 +10,7 @@ import { diskBenchmark } from './disk.js';
 import { agentBench } from './agent.js';
 import { mergeBench } from './service.js';
 import { loadBench } from './service-load.js';
+import { mergeStagesBench } from './service-merge-stages.js';
 
 const benchmarks: Benchmark[] = [
   cryptoBench,
@@ -18,6 +19,7 @@ const benchmarks: Benchmark[] = [
   agentBench,
   mergeBench,
   loadBench,
+  mergeStagesBench,
 ];
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
