@@ -47,6 +47,23 @@ describe('VHDs made by qemu-img and written by qemu-io', () => {
 });
 
 describe('VHDs we write', () => {
+  it('writes into a dynamic VHD made by qemu-img, and qemu reads our blocks', async () => {
+    const vhd = join(dir.path, 'q-then-ours.vhd');
+    await referee('qemu-img', ['create', '-f', 'vpc', '-o', 'subformat=dynamic', vhd, '9M']);
+    await referee('qemu-io', ['-f', 'vpc', '-c', 'write -P 0x61 1M 100K', vhd]);
+    const d = await openDisk(vhd);
+    const ref = Buffer.alloc(d.virtualSize);
+    ref.fill(0x61, 1024 * 1024, 1124 * 1024);
+    for (const [off, len, byte] of [[1024 * 1024 + 4096, 3000, 0x62], [5 * 1024 * 1024 - 10, 20, 0x63], [d.virtualSize - 512, 512, 0x64]] as const) {
+      await d.write(off, Buffer.alloc(len, byte));
+      ref.fill(byte, off, off + len);
+    }
+    await d.close();
+    const raw = `${vhd}.raw`;
+    await referee('qemu-img', ['convert', '-f', 'vpc', '-O', 'raw', vhd, raw]);
+    expect((await readFile(raw)).equals(ref)).toBe(true);
+  });
+
   for (const type of ['dynamic', 'fixed'] as const) {
     for (const size of [3 * 1024 * 1024 + 512, 10_240_000, 8 * 1024 * 1024]) {
       it(`converts a ${size}-byte raw disk into a ${type} VHD that qemu reads back identical, size exact`, async () => {
