@@ -50,7 +50,8 @@ async function runOnce(state: AgentState): Promise<void> {
   for (const r of results) {
     if (r.outcome === 'failed') continue;
     const s = r.stats;
-    process.stdout.write(s ? `${r.vm}: ${r.outcome}, ${s.logs} log(s), changed ${formatBytes(s.changedBytes)}, sent ${formatBytes(s.sentBytes)}\n` : `${r.vm}: ${r.outcome}\n`);
+    const base = r.baseBytes ? `base of ${formatBytes(r.baseBytes)} shipped, then ` : '';
+    process.stdout.write(s ? `${r.vm}: ${base}${r.outcome}, ${s.logs} log(s), changed ${formatBytes(s.changedBytes)}, sent ${formatBytes(s.sentBytes)}\n` : `${r.vm}: ${r.outcome}\n`);
   }
   if (failed.length > 0) {
     throw new LifeboatError('unavailable', failed.map((r) => `${r.vm}: ${r.error}`).join('; '));

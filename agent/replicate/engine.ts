@@ -27,6 +27,8 @@ export interface VmCycleResult {
   vm: string;
   outcome: 'ok' | 'missed' | 'skipped' | 'failed';
   stats?: CycleStats;
+  /** Bytes of disk covered by bases (initial copies, resynchronizations) shipped in this cycle. */
+  baseBytes?: number;
   error?: string;
 }
 
@@ -80,6 +82,7 @@ export class Replicator {
       // Bases first: a new disk, an initial copy in progress, a resynchronization the service asked for.
       book.progress.lastVerifiedAt ??= started.toISOString();
       let verified = false;
+      let baseBytes = 0;
       for (const d of config.disks) {
         sentBytes += await recoverLogs(ctx, book, config, d.id);
         const p = book.progress.disks[d.id]!;
@@ -105,6 +108,7 @@ export class Replicator {
           await startBase(ctx, book, d.id, disks.get(d.id)!, delta ? 'delta' : 'full', sd?.generation ?? 0);
           ctx.logger.info({ vm, disk: d.id, mode: book.progress.disks[d.id]!.initial.mode, generation: book.progress.disks[d.id]!.initial.generation }, 'base');
           if (book.progress.disks[d.id]!.initial.mode === 'delta') verified = true;
+          baseBytes += book.progress.disks[d.id]!.initial.virtualSize;
           sentBytes += await runBase(ctx, book, config, d.id, disks.get(d.id)!);
         }
       }
@@ -147,7 +151,7 @@ export class Replicator {
         else p.counts.ok++;
       });
       ctx.logger.info({ vm, changedBytes, sentBytes, logs, consistency, outcome: stats.outcome }, 'cycle');
-      return { vm, outcome: stats.outcome, stats };
+      return { vm, outcome: stats.outcome, stats, baseBytes };
     } finally {
       for (const disk of disks.values()) await disk.close();
     }
