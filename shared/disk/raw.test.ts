@@ -46,6 +46,14 @@ describe('raw images', () => {
     expect(await collect(disk.extents())).toEqual([{ offset: 9 * MiB, length: 4096, kind: 'data' }]);
     await disk.zero(9 * MiB, 4096);
     expect(await collect(disk.extents())).toEqual([]);
+    // Zeroing an unaligned range around one written block allocates none of its neighbours.
+    await disk.flush();
+    const before = await blocksOf(path);
+    await disk.write(10 * MiB + 4096, Buffer.alloc(4096, 2));
+    await disk.zero(10 * MiB + 100, 3 * 4096);
+    await disk.flush();
+    expect(await blocksOf(path)).toBeLessThanOrEqual(before + 8);
+    expect(await collect(disk.extents())).toEqual([]);
     await disk.write(9 * MiB, Buffer.alloc(4096, 1));
     expect(await collect(disk.extents({ offset: MiB, length: 2 * MiB, scan: false }))).toEqual([{ offset: MiB, length: 2 * MiB, kind: 'data' }]);
     await disk.zero(9 * MiB, 4096);

@@ -67,10 +67,14 @@ export class FlatRegion {
   async zero(offset: number, length: number): Promise<void> {
     checkRange(offset, length, this.size, 'zero');
     const end = offset + length;
-    for (let at = offset; at < end; at += ScanChunk) {
+    // Scanned from an aligned start, so granules match filesystem blocks and a zero written into
+    // a granule holding data never fills a neighbouring hole.
+    for (let at = Math.floor(offset / ScanChunk) * ScanChunk; at < end; at += ScanChunk) {
       const buf = this.scratchBuf().subarray(0, Math.min(ScanChunk, end - at));
       await readFull(this.fh, buf, this.base + at);
-      for (const [s, e] of nonZeroRuns(buf, ZeroGranule)) {
+      for (const [runStart, e] of nonZeroRuns(buf, ZeroGranule)) {
+        const s = Math.max(runStart, offset - at);
+        if (s >= e) continue;
         buf.fill(0, s, e);
         await writeFull(this.fh, buf.subarray(s, e), this.base + at + s);
       }
