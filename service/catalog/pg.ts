@@ -8,7 +8,7 @@ const Int8Oid = 20;
 export async function openPg(url: string, schema?: string): Promise<Db> {
   const pool = new pg.Pool({
     connectionString: url,
-    max: 8,
+    max: 16,
     types: { getTypeParser: ((oid: number, format?: 'text' | 'binary') => (oid === Int8Oid ? Number : pg.types.getTypeParser(oid, format))) as typeof pg.types.getTypeParser },
     ...(schema ? { options: `-c search_path=${schema}` } : {}),
   });

@@ -12,7 +12,7 @@ import { waitForSignal } from './process.js';
 
 export function registerWorker(program: Command): void {
   withConfig(program.command('worker').description('run merge workers alone (needs a PostgreSQL catalog)'))
-    .option('--concurrency <n>', 'disks merged at once by this process', '2')
+    .option('--concurrency <n>', 'disks merged at once by this process', '8')
     .action(async (opts: { config?: string; concurrency: string }) => {
       const config = await loadConfig(opts.config);
       if (config.catalog.kind === 'pglite') throw ErrUnsupported('worker needs a PostgreSQL catalog (catalog.kind "postgres"); with the embedded PGlite catalog, serve runs the workers');

@@ -56,7 +56,9 @@ export async function mergeDisk(ctx: ServiceContext, ref: DiskRef, lock: MergeFe
   const disk = await getDisk(ctx.db, ref.tenant, ref.vm, ref.disk);
   if (!disk) return result;
   let state = await readState(disk.replicaDir);
-  await follow(ctx, ref, state, null);
+  if (disk.generation !== state.generation || disk.appliedSequence !== state.appliedSequence || disk.state !== state.state || disk.baseComplete !== state.baseComplete) {
+    await follow(ctx, ref, state, null); // the catalog lagged state.json (a crash between the two)
+  }
   let key: PrivateJwk | undefined;
   const tenantKey = async () => (key ??= await unwrapReplicaKey(ctx.masterKey, (await requireTenant(ctx.db, ref.tenant)).replicaPrivateWrapped));
   const staging = await mkdtemp(join(tmpdir(), 'lifeboat-merge-'));

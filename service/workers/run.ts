@@ -11,7 +11,8 @@ import { Merger } from './merger.js';
 import { Pointer } from './points-job.js';
 
 export const DefaultSweepMs = 5000;
-export const DefaultConcurrency = 2;
+/** Merges wait mostly on fsync and the catalog, so a process runs several disks at once. */
+export const DefaultConcurrency = 8;
 /** Points are due hourly; checking each minute keeps them within a minute of the hour. */
 export const DefaultPointsMs = 60_000;
 
