@@ -34,12 +34,12 @@ describe('lifeboat-agent disk (raw)', () => {
     expect((await agent('disk', 'create', 'a.raw', '--size', '3M')).code).toBe(0);
     await referee('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 1048576 5000', join(dir.path, 'a.raw')]);
 
-    const info = await agent('disk', 'info', 'a.raw', '--json');
+    const [info, text, conv] = await Promise.all([
+      agent('disk', 'info', 'a.raw', '--json'), agent('disk', 'info', 'a.raw'), agent('disk', 'convert', 'a.raw', 'b.raw', '--json'),
+    ]);
     expect(info.code).toBe(0);
     expect(JSON.parse(info.stdout)).toMatchObject({ format: 'raw', virtualSize: 3 * 1024 * 1024, blockSize: null, logicalSectorSize: 512, parentChain: [] });
-    expect((await agent('disk', 'info', 'a.raw')).stdout).toMatch(/virtual size:\s+3.00 MiB \(3145728 bytes\)/);
-
-    const conv = await agent('disk', 'convert', 'a.raw', 'b.raw', '--json');
+    expect(text.stdout).toMatch(/virtual size:\s+3.00 MiB \(3145728 bytes\)/);
     expect(conv.code).toBe(0);
     expect(JSON.parse(conv.stdout)).toMatchObject({ format: 'raw', virtualSize: 3 * 1024 * 1024 });
     await referee('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', join(dir.path, 'a.raw'), join(dir.path, 'b.raw')]);
