@@ -25,12 +25,17 @@ export async function about<T>(file: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/** Refuses a path that is not an existing regular file, in one line naming it. */
+export async function requireFile(file: string): Promise<void> {
+  const st = await stat(file).catch(() => undefined);
+  if (!st) throw new LifeboatError('not_found', `${file}: no such file`);
+  if (!st.isFile()) throw new LifeboatError('invalid_argument', `${file}: not a regular file`);
+}
+
 /** Opens an existing image of any format (read-only unless asked), naming the file in any error. */
 export function openImage(file: string, options: { readOnly?: boolean } = { readOnly: true }): Promise<DiskImage> {
   return about(file, async () => {
-    const st = await stat(file).catch(() => undefined);
-    if (!st) throw new LifeboatError('not_found', `${file}: no such file`);
-    if (!st.isFile()) throw new LifeboatError('invalid_argument', `${file}: not a regular file`);
+    await requireFile(file);
     return openDisk(file, options);
   });
 }

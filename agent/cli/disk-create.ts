@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import { LifeboatError } from '../../shared/errors.js';
 import { createChildDisk, createDisk, type DiskImage } from '../../shared/disk/index.js';
 import { refuseExisting } from '../../shared/disk/ops/convert.js';
-import { about, openImage, outputFormat, outputType, sizeOption } from './disk-common.js';
+import { about, outputFormat, outputType, requireFile, sizeOption } from './disk-common.js';
 
 interface CreateFlags { size?: string; format?: string; blockSize?: string; type?: string; parent?: string }
 
@@ -34,8 +34,8 @@ async function create(file: string, flags: CreateFlags): Promise<DiskImage> {
     if (flags.size !== undefined || flags.type !== undefined || flags.format !== undefined) {
       throw new LifeboatError('invalid_argument', `${file}: --parent takes neither --size, --type nor --format (the child has its parent's)`);
     }
-    const parent = await openImage(flags.parent);
-    await parent.close();
+    const parent = flags.parent;
+    await requireFile(parent).catch((err: Error) => { throw new LifeboatError('not_found', `${file}: parent ${err.message}`); });
   }
   const size = sizeOption(flags.size, 'size');
   if (flags.parent === undefined && size === undefined) throw new LifeboatError('invalid_argument', `${file}: give --size SIZE or --parent FILE`);
