@@ -23,7 +23,7 @@ export interface EngineContext {
   logger: EngineLogger;
   now(): Date;
   retry?: RetryOptions;
-  /** Chunks of an initial copy in flight at once (default 2). */
+  /** Chunks of an initial copy in flight at once (default 4). */
   parallelChunks?: number;
   /** Threads that read and seal the chunks of a base (default 0: in this thread). */
   sealThreads?: number;

@@ -90,10 +90,6 @@ export class Replicator {
         if (sd?.state === 'resync_required' && p.initial.state === 'done') {
           ctx.logger.warn({ vm, disk: d.id, reason: sd.resyncReason }, 'service asks for a resynchronization');
           await book.update((x) => { x.disks[d.id]!.resyncReason = sd.resyncReason ?? 'service asked for resynchronization'; x.disks[d.id]!.initial.state = 'pending'; });
-        } else if (sd?.state === 'initial_required' && p.initial.state === 'done' && config.initial.mode !== 'media') {
-          // The service has no base for this disk (its replica was removed): a full copy again.
-          ctx.logger.warn({ vm, disk: d.id }, 'service has no replica of this disk; sending a full copy');
-          await book.update((x) => { x.disks[d.id]!.initial.state = 'pending'; });
         } else if (this.verificationDue(book, config, sd)) {
           // Periodic verification: bounds how long a block the scan tracker missed (a digest
           // collision) can stay wrong at the hoster. Only when the service has applied everything,

@@ -19,8 +19,8 @@ import { SealPool } from './seal-pool.js';
 import { LostObject, shipInflight } from './ship.js';
 import { scanTrackerFor } from './trackers.js';
 
-export const DefaultChunkSize = 16 << 20;
-export const DefaultParallelChunks = 2;
+export const DefaultChunkSize = 8 << 20;
+export const DefaultParallelChunks = 4;
 /** Sealing threads: 0 (in this thread). Under tsx each thread loads its own compiler and sources
  * (about 100 MiB each), which costs more than it gains on two cores; a compiled build may differ. */
 export const DefaultSealThreads = 0;

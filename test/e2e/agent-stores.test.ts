@@ -8,6 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { enroll } from '../../agent/enroll/enroll.js';
 import { silentLogger } from '../../agent/replicate/context.js';
 import { Replicator } from '../../agent/replicate/engine.js';
+import { DefaultChunkSize } from '../../agent/replicate/initial.js';
 import { engineContext } from '../../agent/replicate/from-state.js';
 import { AgentState } from '../../agent/state/store.js';
 import { openObjectStore } from '../../shared/objectstore/index.js';
@@ -63,7 +64,7 @@ describe.each([
     const keys: string[] = [];
     for await (const e of store.list('tenants/acme/vms/web01/disks/disk0/')) keys.push(e.key);
     await store.close();
-    expect(keys.filter((k) => k.endsWith('.chunk'))).toHaveLength(3);
+    expect(keys.filter((k) => k.endsWith('.chunk'))).toHaveLength(Math.ceil((40 << 20) / DefaultChunkSize));
     expect(keys.filter((k) => k.endsWith('.hrl'))).toHaveLength(2);
   });
 });
