@@ -80,6 +80,17 @@ describe('lifeboat-agent on bad input', () => {
     await expectOneLine(state, ['status'], /vms\/vm1\/config\.json: state file is not valid JSON/);
   });
 
+  it('run refuses an expired certificate with one line', async () => {
+    const state = join(dir, 'expired');
+    await mkdir(join(state, 'identity'), { recursive: true });
+    for (const f of ['key.pem', 'cert.pem', 'ca.pem', 'tenant-key.jwk']) await writeFile(join(state, 'identity', f), 'x');
+    await writeFile(join(state, 'identity', 'agent.json'), JSON.stringify({
+      version: 1, serviceUrl: 'https://dr.example.net:9443', name: 'hv01.example.net', tenant: 'acme', caFingerprint: '0'.repeat(64),
+      certNotAfter: '2020-01-01T00:00:00.000Z', enrolledAt: '2019-12-01T00:00:00.000Z',
+    }));
+    await expectOneLine(state, ['run', '--once'], /certificate expired at 2020-01-01T00:00:00\.000Z; enroll again/);
+  });
+
   it('enroll refuses bad tokens and services that do not answer', async () => {
     const state = join(dir, 'enroll');
     const claims = Buffer.from(JSON.stringify({ tenant: 't', caFingerprint: '0'.repeat(64), exp: 4_000_000_000 })).toString('base64url');
