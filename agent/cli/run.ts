@@ -65,5 +65,7 @@ async function daemon(state: AgentState): Promise<void> {
   const stop = () => controller.abort();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  await runDaemon(new Replicator(ctx), { logger, signal: controller.signal });
+  // Each pass re-reads the identity, renewing the certificate when due.
+  const beforePass = async () => { ctx.transport = (await engineContext(state, logger)).transport; };
+  await runDaemon(new Replicator(ctx), { logger, signal: controller.signal, beforePass });
 }

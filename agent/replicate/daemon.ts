@@ -13,6 +13,8 @@ export const PollMs = 5_000;
 export interface DaemonOptions {
   logger: EngineLogger;
   signal: AbortSignal;
+  /** Called before every pass (certificate renewal); may replace the replicator's transport. */
+  beforePass?: () => Promise<void>;
 }
 
 interface Schedule { due: number; failures: number }
@@ -23,6 +25,7 @@ export async function runDaemon(replicator: Replicator, options: DaemonOptions):
   const schedules = new Map<string, Schedule>();
   logger.info({ stateDir: state.dir }, 'agent running');
   while (!signal.aborted) {
+    await options.beforePass?.().catch((err: unknown) => logger.error({ err: err instanceof Error ? err.message : String(err) }, 'before pass'));
     const vms = await state.listVms();
     for (const vm of [...schedules.keys()]) if (!vms.includes(vm)) schedules.delete(vm);
     for (const vm of vms) {

@@ -88,6 +88,23 @@ describe('agent and service', () => {
     expect(ok!.stats!.changedBytes).toBe(64 << 10);
   });
 
+  it('renews its certificate after two thirds of its validity and keeps replicating with it', async () => {
+    const state = await enrolledState('hv04');
+    await protectVhdx(state, 'mail01');
+    const before = await state.readIdentity();
+    const later = () => new Date(Date.now() + 25 * 86_400_000); // of a 30-day certificate
+    const ctx = { ...(await engineContext(state, silentLogger, later)), retry: { attempts: 1 } };
+    const after = await state.readIdentity();
+    expect(after.certPem).not.toBe(before.certPem);
+    expect(after.keyPem).not.toBe(before.keyPem);
+    expect(Date.parse(after.identity.certNotAfter)).toBeGreaterThanOrEqual(Date.parse(before.identity.certNotAfter));
+    // Not due again right after renewal.
+    await engineContext(state, silentLogger);
+    expect((await state.readIdentity()).certPem).toBe(after.certPem);
+    const [r] = await new Replicator({ ...ctx, now: () => new Date() }).runOnce();
+    expect(r, r?.error).toMatchObject({ outcome: 'ok' });
+  });
+
   it('reports a revoked certificate as a clear error and leaves the VM state untouched', async () => {
     const state = await enrolledState('hv02');
     await protectVhdx(state, 'db01');

@@ -1,0 +1,32 @@
+/**
+ * Certificate renewal (protocol §3.2): after two thirds of its validity the agent makes a new key and
+ * CSR and asks the service, over mutual TLS with the current certificate, for a new certificate.
+ * The old one stays valid until its own expiry, so a failed renewal is retried at the next pass.
+ */
+import { X509Certificate } from 'node:crypto';
+import type { AgentState, IdentityFiles } from '../state/store.js';
+import { sendJson } from '../transport/http-client.js';
+import { certificateNotAfter, makeKeyAndCsr } from './csr.js';
+
+interface RenewResponse { certificate: string; caChain: string[]; notAfter: string }
+
+/** When the certificate should be renewed: two thirds into its validity. */
+export function renewAfter(certPem: string): Date {
+  const cert = new X509Certificate(certPem);
+  const from = Date.parse(cert.validFrom);
+  const to = Date.parse(cert.validTo);
+  return new Date(from + ((to - from) * 2) / 3);
+}
+
+/** Renews the certificate when due; returns the new identity, or undefined when nothing was due. */
+export async function renewIfDue(state: AgentState, files: IdentityFiles, now = new Date()): Promise<IdentityFiles | undefined> {
+  if (now < renewAfter(files.certPem)) return undefined;
+  const { keyPem, csrPem } = await makeKeyAndCsr(files.identity.name);
+  const res = await sendJson<RenewResponse>({
+    method: 'POST', url: new URL('/v1/renew', files.identity.serviceUrl).toString(),
+    tls: { ca: files.caPem, key: files.keyPem, cert: files.certPem }, json: { csr: csrPem },
+  });
+  const renewed: IdentityFiles = { ...files, keyPem, certPem: res.certificate, identity: { ...files.identity, certNotAfter: certificateNotAfter(res.certificate) } };
+  await state.writeIdentity(renewed);
+  return renewed;
+}
