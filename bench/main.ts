@@ -11,6 +11,7 @@ import { agentBench } from './agent.js';
 import { mergeBench } from './service.js';
 import { loadBench } from './service-load.js';
 import { mergeStagesBench } from './service-merge-stages.js';
+import { mergeSmallBench } from './service-merge-small.js';
 
 const benchmarks: Benchmark[] = [
   cryptoBench,
@@ -20,6 +21,7 @@ const benchmarks: Benchmark[] = [
   mergeBench,
   loadBench,
   mergeStagesBench,
+  mergeSmallBench,
 ];
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
