@@ -46,7 +46,7 @@ export function createMergeQueue(connection: Redis, prefix?: string): MergeQueue
   return {
     queue,
     async enqueue(ref) {
-      await queue.add('merge', ref, { jobId: mergeJobId(ref), removeOnComplete: true, removeOnFail: true, attempts: 5, backoff: { type: 'exponential', delay: 1000 } });
+      await queue.add('merge', ref, { jobId: mergeJobId(ref), removeOnComplete: true, removeOnFail: true, attempts: 20, backoff: { type: 'fixed', delay: 250 } });
     },
     close: () => queue.close(),
   };

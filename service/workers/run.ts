@@ -30,7 +30,7 @@ export async function startMergeWorkers(ctx: ServiceContext, options: { redisUrl
   const timer = setInterval(() => {
     if (sweeping) return;
     sweeping = true;
-    merger.merge().catch((err: unknown) => ctx.log.error({ err }, 'merge sweep failed')).finally(() => {
+    merger.merge({ olderThanMs: 2 * (options.sweepMs ?? ctx.config.mergeSweepMs ?? DefaultSweepMs) }).catch((err: unknown) => ctx.log.error({ err }, 'merge sweep failed')).finally(() => {
       sweeping = false;
     });
   }, options.sweepMs ?? ctx.config.mergeSweepMs ?? DefaultSweepMs);
