@@ -266,6 +266,30 @@ describe('replication engine', () => {
     expect(await s.replicaEqualsSource()).toBe(true);
   });
 
+  it('the daemon runs VMs independently: one held up does not hold back another', async () => {
+    const s = await setup();
+    const other = join(s.root, 'other.raw');
+    await (await createDisk(other, 'raw', { virtualSize: 8 * MiB })).close();
+    await s.state.writeConfig({ ...(await s.state.readConfig('web01')), name: 'db01', disks: [{ id: 'disk0', path: other }] });
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => { release = r; });
+    const register = s.service.registerVm.bind(s.service);
+    s.service.registerVm = async (vm, r) => {
+      if (vm === 'db01') await gate; // db01 is stuck until web01 has finished a cycle
+      return register(vm, r);
+    };
+    const controller = new AbortController();
+    const order: string[] = [];
+    const logger = { ...silentLogger, info: (obj: object, msg?: string) => {
+      if (msg !== 'cycle') return;
+      order.push((obj as { vm: string }).vm);
+      if (order.length === 1) release();
+      else controller.abort();
+    } };
+    await runDaemon(new Replicator({ ...s.ctx, logger }), { logger, signal: controller.signal });
+    expect(order).toEqual(['web01', 'db01']);
+  });
+
   it('skips paused VMs', async () => {
     const s = await setup({ config: { paused: true } });
     expect(await s.replicator.runOnce()).toEqual([{ vm: 'web01', outcome: 'skipped' }]);
