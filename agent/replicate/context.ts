@@ -36,11 +36,14 @@ export interface EngineContext {
 export const silentLogger: EngineLogger = { info() {}, warn() {}, error() {} };
 
 /**
- * A VM's progress held in memory and written atomically after every change, one write at a time
- * (parallel chunk uploads finish in any order).
+ * A VM's progress held in memory and written atomically after every change. Writes are group
+ * commits: changes that arrive while a write is under way (parallel chunks finishing) are applied
+ * together and made durable by the next single write; each update resolves once a write that
+ * includes it is durable.
  */
 export class ProgressBook {
-  private queue: Promise<void> = Promise.resolve();
+  private waiting: { fn: (p: VmProgress) => void; resolve: () => void; reject: (e: unknown) => void }[] = [];
+  private writing = false;
 
   constructor(private readonly state: AgentState, readonly vm: string, public progress: VmProgress) {}
 
@@ -50,11 +53,25 @@ export class ProgressBook {
 
   /** Applies fn to the progress and persists it; resolves when it is durable. */
   update(fn: (p: VmProgress) => void): Promise<void> {
-    const run = this.queue.then(async () => {
-      fn(this.progress);
-      await this.state.writeProgress(this.vm, this.progress);
+    return new Promise<void>((resolve, reject) => {
+      this.waiting.push({ fn, resolve, reject });
+      if (!this.writing) void this.flush();
     });
-    this.queue = run.catch(() => undefined);
-    return run;
+  }
+
+  private async flush(): Promise<void> {
+    this.writing = true;
+    while (this.waiting.length > 0) {
+      const batch = this.waiting;
+      this.waiting = [];
+      try {
+        for (const u of batch) u.fn(this.progress);
+        await this.state.writeProgress(this.vm, this.progress);
+        for (const u of batch) u.resolve();
+      } catch (err) {
+        for (const u of batch) u.reject(err);
+      }
+    }
+    this.writing = false;
   }
 }
