@@ -87,8 +87,10 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
           diskPath: disk.path, start, length, seed: seed.toString(), remote: remote ? [...remote] : undefined, recipient: ctx.recipient,
           header: { tenant: ctx.tenant, vm, disk: diskId, generation, sequence: i, virtualSize, consistency: 'crash', compression: config.compression, createdMs: createdAt.getTime(), kind: mode },
         });
+        // Not fsynced per chunk: digests lost in a crash read as 0 and only make the first cycle
+        // resend those blocks (a wrong digest can only cause a resend, never a missed change,
+        // unless it collides). The map is fsynced once, before it becomes the baseline.
         await map!.write(start / MapBlockSize, sealed.digests);
-        await map!.sync();
         const o: InflightObject = { kind: 'chunk', generation, number: i, spool: '', size: sealed.size, sha256: sealed.sha256, consistency: 'crash', createdAt: createdAt.toISOString(), changedBytes: 0 };
         if (media) {
           await media.writeChunk(o, sealed.body);
@@ -103,6 +105,7 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
       }
     };
     await Promise.all(Array.from({ length: Math.min(ctx.parallelChunks ?? DefaultParallelChunks, todo.length) }, worker));
+    await map.sync();
   } finally {
     await pool.close();
     await map.close();
