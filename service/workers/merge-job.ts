@@ -47,6 +47,21 @@ export interface MergeResult {
   state: AppliedState['state'];
 }
 
+/** Tenants' unwrapped replica keys, per context: a key never changes for a tenant within v1. */
+const replicaKeys = new WeakMap<ServiceContext, Map<string, Promise<PrivateJwk>>>();
+
+function replicaKey(ctx: ServiceContext, tenant: string): Promise<PrivateJwk> {
+  let cache = replicaKeys.get(ctx);
+  if (!cache) replicaKeys.set(ctx, (cache = new Map()));
+  let key = cache.get(tenant);
+  if (!key) {
+    key = requireTenant(ctx.db, tenant).then((t) => unwrapReplicaKey(ctx.masterKey, t.replicaPrivateWrapped));
+    key.catch(() => cache.delete(tenant));
+    cache.set(tenant, key);
+  }
+  return key;
+}
+
 export class LockLostError extends Error {
   readonly code = 'lock_lost';
 }
@@ -60,7 +75,7 @@ export async function mergeDisk(ctx: ServiceContext, ref: DiskRef, lock: MergeFe
     await follow(ctx, ref, state, null); // the catalog lagged state.json (a crash between the two)
   }
   let key: PrivateJwk | undefined;
-  const tenantKey = async () => (key ??= await unwrapReplicaKey(ctx.masterKey, (await requireTenant(ctx.db, ref.tenant)).replicaPrivateWrapped));
+  const tenantKey = async () => (key ??= await replicaKey(ctx, ref.tenant));
   const staging = await mkdtemp(join(tmpdir(), 'lifeboat-merge-'));
   try {
     const base = await pendingBase(ctx.db, ref, state);
