@@ -107,7 +107,11 @@ export const mergeStagesBench: Benchmark = {
         for (const name of Object.keys(stages) as (keyof typeof stages)[]) times[name].push(await stages[name]());
         await Promise.all(['dd.out', 'staged', 'replica.vhdx', 'plain.out'].map((f) => rm(join(dir, f), { force: true })));
       }
-      const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+      const median = (xs: number[]) => {
+        const s = [...xs].sort((a, b) => a - b);
+        const mid = s.length >> 1;
+        return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+      };
       const ddSeconds = median(times.dd);
       const row = (name: string, seconds: number, goal = '-'): BenchRow => {
         const ratio = ddSeconds / seconds;
