@@ -6,14 +6,18 @@
 import type { DiskImage, Extent } from '../types.js';
 import { nonZeroRuns } from './zero.js';
 
-/** Bytes per read; chunks are aligned to multiples of it so zero chunks match format blocks. */
-export const ChunkSize = 8 * 1024 * 1024;
+/**
+ * Bytes per read; chunks are aligned to multiples of it so zero chunks match format blocks. Small
+ * enough that a chunk just read is still in the CPU's cache when it is written out (measured:
+ * 1 MiB chunks convert faster than 8 MiB ones, as qemu-img's small buffers do).
+ */
+export const ChunkSize = 1024 * 1024;
 /**
  * Buffers in flight (Depth x ChunkSize of memory): reads fill them ahead, several at once, while
  * the writes drain them in order. Several requests in flight hide the latency of each one, which
  * dominates on a busy machine.
  */
-const Depth = 4;
+const Depth = 8;
 /** Resolution at which zero runs inside a chunk are left unwritten. */
 const SparseGranule = 64 * 1024;
 
