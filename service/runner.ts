@@ -56,7 +56,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
       closers.push(() => workers.stop());
     }
     let ready = false;
-    const api = createAdaptorServer({ fetch: apiApp(ctx, () => ready).fetch }) as HttpServer;
+    const api = createAdaptorServer({ fetch: apiApp(ctx, () => ready, enqueue).fetch }) as HttpServer;
     const agent = await createAgentServer(ctx, enqueue);
     const apiPort = await listen(api, options.apiPort ?? config.api.port, config.api.host);
     closers.push(() => closeServer(api));

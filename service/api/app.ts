@@ -7,9 +7,11 @@ import type { MiddlewareHandler } from 'hono';
 import type { ServiceContext } from '../context.js';
 import { ErrForbidden, ErrUnauthenticated } from '../errors.js';
 import { check, countRequests, errorHandler, bodySizeLimit, readJson } from '../http/json.js';
+import type { EnqueueMerge } from '../replication/uploads.js';
 import type { ApiClaims } from '../trust/tokens.js';
 import { verifyApiToken } from '../trust/tokens.js';
 import { exportDisk, exportSchema } from './export.js';
+import { importMedia, importMediaSchema } from './import-media.js';
 import { openApiDocument } from './openapi.js';
 import { allowSchema, revokeSchema, tenantCreateSchema, tokenSchema, vmListQuery } from './schemas.js';
 import { allow, createEnrollToken, createTenant, points, revoke, tenantList, vmList } from './operations.js';
@@ -29,7 +31,7 @@ function requireOperator(ctx: ServiceContext): MiddlewareHandler<ApiEnv> {
   };
 }
 
-export function apiApp(ctx: ServiceContext, ready: () => boolean): Hono<ApiEnv> {
+export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: EnqueueMerge): Hono<ApiEnv> {
   const { metrics } = ctx;
   const app = new Hono<ApiEnv>();
   app.use('*', countRequests(metrics, 'api'));
@@ -49,6 +51,7 @@ export function apiApp(ctx: ServiceContext, ready: () => boolean): Hono<ApiEnv> 
   v1.get('/vms', async (c) => c.json({ vms: await vmList(ctx, check(vmListQuery, c.req.query(), 'query').tenant) }));
   v1.get('/tenants/:tenant/vms/:vm/points', async (c) => c.json({ points: await points(ctx, c.req.param('tenant'), c.req.param('vm')) }));
   v1.post('/tenants/:tenant/vms/:vm/exports', async (c) => c.json(await exportDisk(ctx, c.req.param('tenant'), c.req.param('vm'), await readJson(c, exportSchema)), 201));
+  v1.post('/tenants/:tenant/media-imports', async (c) => c.json(await importMedia(ctx, enqueue, c.req.param('tenant'), await readJson(c, importMediaSchema))));
   app.route('/v1', v1);
   return app;
 }

@@ -4,6 +4,7 @@
 import { Command } from 'commander';
 import { runProgram } from '../../shared/cli/run.js';
 import { registerExport } from './export.js';
+import { registerImportMedia } from './import-media.js';
 import { registerInit } from './init.js';
 import { registerPoints } from './points.js';
 import { registerServe } from './serve.js';
@@ -25,5 +26,6 @@ registerToken(program);
 registerVm(program);
 registerPoints(program);
 registerExport(program);
+registerImportMedia(program);
 
 await runProgram(program);
