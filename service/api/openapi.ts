@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import { exportSchema } from './export.js';
+import { importMediaSchema } from './import-media.js';
 import { allowSchema, revokeSchema, tenantCreateSchema, tokenSchema } from './schemas.js';
 
 const error = {
@@ -41,6 +42,9 @@ export const openApiDocument = {
     },
     '/v1/tenants/{tenant}/vms/{vm}/exports': {
       post: { summary: 'write a flat image of a disk at a point (or latest) to a path on the service host', parameters: [tenantParam, { name: 'vm', in: 'path', required: true, schema: { type: 'string' } }], requestBody: body(exportSchema), responses: { 201: ok('{path, virtualSize}'), 503: { description: 'disk busy' }, ...errors } },
+    },
+    '/v1/tenants/{tenant}/media-imports': {
+      post: { summary: 'import one disk\'s base from external media at a path on the service host (docs/formats/agent-media.md)', parameters: [tenantParam], requestBody: body(importMediaSchema), responses: { 200: ok('{vm, disk, generation, mode, status, chunks, stored, bytes}'), 409: { description: 'media of another tenant, stale generation, or chunks committed differently' }, ...errors } },
     },
     '/v1/tenants/{tenant}/vms/{vm}/points': {
       get: { summary: 'recovery points of a VM', parameters: [tenantParam, { name: 'vm', in: 'path', required: true, schema: { type: 'string' } }], responses: { 200: ok('{points: [{id, createdAt, consistency, latest}]}'), ...errors } },
