@@ -91,9 +91,16 @@ export async function readMediaManifest(baseDir: string, want: { tenant: string;
   return m;
 }
 
-/** Checks that chunks 0 … chunkCount−1 are all on the media with the manifest's size and SHA-256; nothing is written. */
-async function verifyChunks(baseDir: string, m: MediaManifest): Promise<void> {
+type MediaChunk = MediaManifest['chunks'][number];
+
+/**
+ * Checks that chunks 0 … chunkCount−1 are all on the media with the manifest's size and SHA-256 and
+ * returns their entries in index order; nothing is written.
+ */
+async function verifyChunks(baseDir: string, m: MediaManifest): Promise<MediaChunk[]> {
   const byIndex = new Map(m.chunks.map((c) => [c.index, c]));
+  if (byIndex.size !== m.chunks.length) throw new LifeboatError('corrupt', `${join(baseDir, 'manifest.json')} lists a chunk twice`);
+  const out: MediaChunk[] = [];
   for (let i = 0; i < m.chunkCount; i++) {
     const c = byIndex.get(i);
     const name = `${hex16(i)}.chunk`;
@@ -111,7 +118,9 @@ async function verifyChunks(baseDir: string, m: MediaManifest): Promise<void> {
     const hash = createHash('sha256');
     await pipeline(createReadStream(path), hash);
     if (hash.digest('hex') !== c.sha256) throw new LifeboatError('corrupt', `chunk ${i} (${path}) is damaged: its SHA-256 differs from the manifest`);
+    out.push(c);
   }
+  return out;
 }
 
 export interface ImportResult {
@@ -138,11 +147,10 @@ export async function importMedia(ctx: ServiceContext, enqueue: EnqueueMerge | u
   const ref = { tenant, vm, disk: diskId };
   const result: ImportResult = { ...ref, generation, mode: m.mode, status: 'duplicate', chunks: m.chunkCount, stored: 0, bytes: 0 };
   if (disk.baseComplete && generation < disk.generation) throw ErrConflict('stale_generation', `media generation ${generation} is older than generation ${disk.generation}, whose base is complete`);
-  await verifyChunks(baseDir, m);
+  const chunks = await verifyChunks(baseDir, m);
   // Already merged: its chunk objects may have been cleaned up since, so store nothing again.
   if (disk.baseComplete && generation === disk.generation) return result;
 
-  const chunks = m.chunks.filter((c) => c.index < m.chunkCount);
   const committed = new Set((await ctx.db.query<{ sequence: number }>(`SELECT sequence FROM logs WHERE tenant = $1 AND vm = $2 AND disk = $3 AND kind = 'chunk' AND generation = $4`,
     [tenant, vm, diskId, generation])).map((r) => Number(r.sequence)));
   for (const c of chunks) {
