@@ -55,24 +55,39 @@ async function run(ctx: BenchContext): Promise<BenchRow[]> {
   try {
     // Three interleaved rounds: a burst of writeback from a neighbour hits one round, not one side.
     // The ratio reported is the median of the rounds' ratios; the times are each side's best.
+    // Ours returns only when the image is durable (close() fsyncs). qemu-img convert's default
+    // cache mode for its output is 'unsafe': it returns with the image still in dirty pages, whose
+    // writeback then lands on whoever runs next. So every timed step starts after a sync, and qemu
+    // is measured twice: as a user runs it (default) and with the same durability as ours
+    // (-t writeback, which flushes before it exits). The goal is judged on the like-for-like pair.
     const qemu: number[] = [];
+    const qemuDurable: number[] = [];
     const lib: number[] = [];
     const cli: number[] = [];
-    for (let i = 0; i < Rounds; i++) {
+    const convertQemu = async (cache: string[]) => {
       await rm(peer, { force: true });
-      qemu.push((await runCommand('qemu-img', ['convert', '-f', 'raw', '-O', 'vhdx', '-o', 'subformat=dynamic', raw, peer])).seconds);
+      await runCommand('sync', []);
+      return (await runCommand('qemu-img', ['convert', ...cache, '-f', 'raw', '-O', 'vhdx', '-o', 'subformat=dynamic', raw, peer])).seconds;
+    };
+    for (let i = 0; i < Rounds; i++) {
+      qemu.push(await convertQemu([]));
+      qemuDurable.push(await convertQemu(['-t', 'writeback']));
       await rm(ours, { force: true });
+      await runCommand('sync', []);
       lib.push(await timeIt(() => convertFile(raw, ours)));
       await rm(ours, { force: true });
+      await runCommand('sync', []);
       cli.push((await runCommand(process.execPath, [agentBin, 'disk', 'convert', raw, ours, '--format', 'vhdx'])).seconds);
     }
     await runCommand('qemu-img', ['compare', '-f', 'raw', '-F', 'vhdx', raw, ours]);
-    const ratio = median(lib.map((t, i) => t / qemu[i]!));
-    const cliRatio = median(cli.map((t, i) => t / qemu[i]!));
-    rows.push({ name: `convert ${sizeMiB} MiB raw → dynamic VHDX`, ours: secs(Math.min(...lib)), peer: `${secs(Math.min(...qemu))} qemu-img`, ratio: `${ratio.toFixed(2)}x`, goal: '≤ 1.2x', ok: ratio <= 1.2 });
+    const ratio = median(lib.map((t, i) => t / qemuDurable[i]!));
+    const ratioDefault = median(lib.map((t, i) => t / qemu[i]!));
+    const cliRatio = median(cli.map((t, i) => t / qemuDurable[i]!));
+    rows.push({ name: `convert ${sizeMiB} MiB raw → dynamic VHDX, both durable`, ours: secs(Math.min(...lib)), peer: `${secs(Math.min(...qemuDurable))} qemu-img -t writeback`, ratio: `${ratio.toFixed(2)}x`, goal: '≤ 1.2x', ok: ratio <= 1.2 });
+    rows.push({ name: `  vs qemu-img's default (returns before durable)`, ours: secs(Math.min(...lib)), peer: `${secs(Math.min(...qemu))} qemu-img`, ratio: `${ratioDefault.toFixed(2)}x`, goal: '(informational)', ok: undefined });
     const startup = (await runCommand(process.execPath, [agentBin, '--version'])).seconds;
     rows.push({
-      name: `  same through the CLI (startup ${secs(startup)})`, ours: secs(Math.min(...cli)), peer: `${secs(Math.min(...qemu))} qemu-img`,
+      name: `  same through the CLI (startup ${secs(startup)})`, ours: secs(Math.min(...cli)), peer: `${secs(Math.min(...qemuDurable))} qemu-img -t writeback`,
       ratio: `${cliRatio.toFixed(2)}x`, goal: '(informational)', ok: undefined,
     });
 
