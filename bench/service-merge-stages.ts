@@ -17,7 +17,7 @@ import { generateKeyPair } from '../shared/crypto/index.js';
 import type { PrivateJwk } from '../shared/crypto/keys.js';
 import { createDisk } from '../shared/disk/index.js';
 import { readLog, writeLogFile } from '../shared/log/index.js';
-import { applyStaged, stageLog } from '../service/workers/stage.js';
+import { applyStaged, discardStaged, stageLog } from '../service/workers/stage.js';
 import type { StagedLog } from '../service/workers/stage.js';
 import { mbps, runCommand, timeIt, type Benchmark, type BenchRow } from './lib.js';
 
@@ -105,6 +105,7 @@ export const mergeStagesBench: Benchmark = {
       const times: Record<keyof typeof stages, number[]> = { dd: [], verify: [], stage: [], apply: [], single: [], plain: [] };
       for (let r = 0; r < rounds; r++) {
         for (const name of Object.keys(stages) as (keyof typeof stages)[]) times[name].push(await stages[name]());
+        if (staged) await discardStaged(staged); // releases its share of the in-memory staging budget
         await Promise.all(['dd.out', 'staged', 'replica.vhdx', 'plain.out'].map((f) => rm(join(dir, f), { force: true })));
       }
       const median = (xs: number[]) => {

@@ -13,7 +13,7 @@
  * Idempotent: the new base layer has a name per generation and is recreated from scratch on a
  *   retry; state.json switches to it in one atomic write; a retried delta writes the same bytes.
  */
-import { rm, unlink } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createDisk, openDisk } from '../../shared/disk/index.js';
 import type { PrivateJwk } from '../../shared/crypto/keys.js';
@@ -24,7 +24,7 @@ import type { ServiceContext } from '../context.js';
 import type { DiskRef } from '../queue.js';
 import type { AppliedState } from '../replication/replica.js';
 import type { StagedLog } from './stage.js';
-import { applyStaged, stageLog } from './stage.js';
+import { applyStaged, discardStaged, stageLog } from './stage.js';
 
 export interface BaseRow {
   generation: number;
@@ -69,16 +69,20 @@ export async function applyBase(ctx: ServiceContext, ref: DiskRef, dir: string, 
   if (base.mode === 'delta') {
     const staged: StagedLog[] = [];
     try {
-      for (const row of rows) staged.push(await stage(row));
-    } catch (err) {
-      return refused(err);
-    }
-    const image = await openDisk(join(dir, state.layers.at(-1)!));
-    try {
-      for (const s of staged) await applyStaged(s, image);
-      await image.flush();
+      try {
+        for (const row of rows) staged.push(await stage(row));
+      } catch (err) {
+        return refused(err);
+      }
+      const image = await openDisk(join(dir, state.layers.at(-1)!));
+      try {
+        for (const s of staged) await applyStaged(s, image);
+        await image.flush();
+      } finally {
+        await image.close();
+      }
     } finally {
-      await image.close();
+      for (const s of staged) await discardStaged(s);
     }
     return { ok: true, state: { ...state, generation: base.generation, baseComplete: true, appliedSequence: 0, state: 'replicating', resyncReason: null } };
   }
@@ -88,8 +92,11 @@ export async function applyBase(ctx: ServiceContext, ref: DiskRef, dir: string, 
   try {
     for (const row of rows) {
       const staged = await stage(row);
-      await applyStaged(staged, image);
-      await unlink(staged.path);
+      try {
+        await applyStaged(staged, image);
+      } finally {
+        await discardStaged(staged);
+      }
     }
     await image.flush();
   } catch (err) {

@@ -30,7 +30,7 @@ import type { DiskRef } from '../queue.js';
 import type { AppliedState } from '../replication/replica.js';
 import { readState, writeState } from '../replication/replica.js';
 import { unwrapReplicaKey } from '../trust/tokens.js';
-import { applyStaged, stageLog } from './stage.js';
+import { applyStaged, discardStaged, stageLog } from './stage.js';
 import type { BaseRow } from './base-job.js';
 import { applyBase, pendingBase } from './base-job.js';
 
@@ -144,14 +144,18 @@ async function mergeOne(ctx: ServiceContext, ref: DiskRef, dir: string, state: A
     ctx.log.warn({ ...ref, generation: row.generation, sequence: row.sequence, err: err.message }, 'log refused; resynchronization required');
     return { state: next, rejected: true };
   }
-  if (!(await lock.stillHeld())) throw new LockLostError(`${where}: lock lost`);
-  const image = await openDisk(join(dir, state.layers.at(-1)!));
   try {
-    if (staged.header.virtualSize > image.virtualSize) await image.resize(staged.header.virtualSize);
-    await applyStaged(staged, image);
-    await image.flush();
+    if (!(await lock.stillHeld())) throw new LockLostError(`${where}: lock lost`);
+    const image = await openDisk(join(dir, state.layers.at(-1)!));
+    try {
+      if (staged.header.virtualSize > image.virtualSize) await image.resize(staged.header.virtualSize);
+      await applyStaged(staged, image);
+      await image.flush();
+    } finally {
+      await image.close();
+    }
   } finally {
-    await image.close();
+    await discardStaged(staged);
   }
   const next: AppliedState = { ...state, appliedSequence: row.sequence, fence: lock.fence };
   await commitState(ctx, ref, dir, next, lock, new Date());

@@ -1,14 +1,19 @@
 /**
  * Staging a log before it touches a replica: the sealed object is streamed from the store through a
- * SHA-256 of its bytes into the envelope and .hrl readers, and every verified item is written to a
- * local staging file. Only when the reader ended cleanly (trailer set), the object digest equals the
- * committed one and the header names this disk, generation and sequence, is the staging file handed
- * to apply. A failure leaves the replica untouched.
+ * SHA-256 of its bytes into the envelope and .hrl readers, and every verified item is kept. Only when
+ * the reader ended cleanly (trailer set), the object digest equals the committed one and the header
+ * names this disk, generation and sequence, is the staged log handed to apply. A failure leaves the
+ * replica untouched.
+ *
+ * Where the items are kept: in memory, as runs of contiguous data packed into large slabs (so apply
+ * issues few, large writes), while the process-wide budget allows (`StageMemoryBytes`, shared by every
+ * merge running in the process); a log that outgrows it spills to a local staging file and continues
+ * there. Callers release a staged log with `discardStaged` once applied or abandoned.
  *
  * Staging file: records of [kind u8 (1 data, 2 zero)][offset u64 LE][length u64 LE][data if kind 1].
  */
 import { createHash } from 'node:crypto';
-import { open } from 'node:fs/promises';
+import { open, rm } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { PrivateJwk } from '../../shared/crypto/keys.js';
@@ -20,10 +25,22 @@ import type { DiskImage } from '../../shared/disk/index.js';
 const RecordHeaderBytes = 17;
 const KindData = 1;
 const KindZero = 2;
+/** Memory staging packs data into slabs of this size; a contiguous run grows to a slab per write. */
+const SlabBytes = 8 << 20;
+/** Bytes of staged plaintext all merges of a process may hold in memory at once; beyond it, files. */
+export const StageMemoryBytes = 256 << 20;
+
+/** One contiguous piece of a staged log: data to write, or a range to zero. */
+export type StagedRun = { kind: 'data'; offset: number; data: Buffer } | { kind: 'zero'; offset: number; length: number };
 
 export interface StagedLog {
-  path: string;
   header: LogHeader;
+  /** The staging file, when the log spilled to disk (or null when it stayed in memory). */
+  path: string | null;
+  /** The log's runs, when it stayed in memory. */
+  runs: StagedRun[] | null;
+  /** Budget bytes this log holds until discarded. */
+  reserved: number;
 }
 
 export interface StageInput {
@@ -35,7 +52,100 @@ export interface StageInput {
   size: number;
 }
 
-/** Verifies the whole object and writes its extents to path; throws tampered/corrupt otherwise. */
+/** The process-wide memory budget; `limit` is settable for tests of the spill path. */
+export const stageBudget = { limit: StageMemoryBytes, used: 0 };
+
+function reserve(bytes: number): boolean {
+  if (stageBudget.used + bytes > stageBudget.limit) return false;
+  stageBudget.used += bytes;
+  return true;
+}
+
+/** Accumulates verified items: in memory while the budget allows, then in the staging file. */
+class Stager {
+  runs: StagedRun[] | null = [];
+  reserved = 0;
+  private slab: Buffer | null = null;
+  private fill = 0;
+  private out: FileHandle | null = null;
+  private at = 0;
+  private readonly head = Buffer.alloc(RecordHeaderBytes);
+
+  constructor(private readonly path: string) {}
+
+  get spilled(): boolean {
+    return this.out !== null;
+  }
+
+  async add(item: { kind: 'data' | 'zero'; offset: number; length: number; data?: Buffer }): Promise<void> {
+    if (this.runs && item.kind === 'zero') {
+      this.runs.push({ kind: 'zero', offset: item.offset, length: item.length });
+      return;
+    }
+    if (this.runs && this.keep(item.offset, item.data!)) return;
+    if (this.runs) await this.spill();
+    await this.record(item.kind, item.offset, item.length, item.data);
+  }
+
+  /** Copies data into the current slab (the reader may reuse its buffers); false when over budget. */
+  private keep(offset: number, data: Buffer): boolean {
+    if (!this.slab || this.fill + data.length > this.slab.length) {
+      const size = Math.max(SlabBytes, data.length);
+      if (!reserve(size)) return false;
+      this.reserved += size;
+      this.slab = Buffer.allocUnsafe(size);
+      this.fill = 0;
+    }
+    const start = this.fill;
+    data.copy(this.slab, start);
+    this.fill += data.length;
+    const last = this.runs!.at(-1);
+    // Extend the previous run when it is contiguous on the disk and ends where this copy begins.
+    if (last?.kind === 'data' && last.offset + last.data.length === offset && last.data.buffer === this.slab.buffer && last.data.byteOffset + last.data.length === this.slab.byteOffset + start) {
+      this.runs![this.runs!.length - 1] = { kind: 'data', offset: last.offset, data: this.slab.subarray(start - last.data.length, this.fill) };
+    } else {
+      this.runs!.push({ kind: 'data', offset, data: this.slab.subarray(start, this.fill) });
+    }
+    return true;
+  }
+
+  /** Moves what memory holds into the staging file and releases its budget. */
+  private async spill(): Promise<void> {
+    this.out = await open(this.path, 'wx', 0o600);
+    const runs = this.runs!;
+    this.runs = null;
+    for (const r of runs) await this.record(r.kind, r.offset, r.kind === 'zero' ? r.length : r.data.length, r.kind === 'data' ? r.data : undefined);
+    this.release();
+    this.slab = null;
+  }
+
+  private async record(kind: 'data' | 'zero', offset: number, length: number, data?: Buffer): Promise<void> {
+    const head = this.head;
+    head.writeUInt8(kind === 'data' ? KindData : KindZero, 0);
+    head.writeBigUInt64LE(BigInt(offset), 1);
+    head.writeBigUInt64LE(BigInt(length), 9);
+    await this.out!.write(head, 0, RecordHeaderBytes, this.at);
+    this.at += RecordHeaderBytes;
+    if (data) {
+      await this.out!.write(data, 0, length, this.at);
+      this.at += length;
+    }
+  }
+
+  release(): void {
+    stageBudget.used -= this.reserved;
+    this.reserved = 0;
+  }
+
+  async close(): Promise<void> {
+    await this.out?.close();
+  }
+}
+
+/**
+ * Verifies the whole object and stages its items (memory or path); throws tampered/corrupt
+ * otherwise, having released whatever it held.
+ */
 export async function stageLog(input: StageInput, path: string): Promise<StagedLog> {
   const digest = createHash('sha256');
   let bytes = 0;
@@ -46,39 +156,48 @@ export async function stageLog(input: StageInput, path: string): Promise<StagedL
       yield chunk;
     }
   }
-  const out = await open(path, 'wx', 0o600);
+  const stager = new Stager(path);
+  let ok = false;
   try {
     const source = hashed();
     const reader = await readLog(source, { key: input.key, expect: input.expect });
-    const head = Buffer.alloc(RecordHeaderBytes);
-    let at = 0;
-    for await (const item of reader.items()) {
-      head.writeUInt8(item.kind === 'data' ? KindData : KindZero, 0);
-      head.writeBigUInt64LE(BigInt(item.offset), 1);
-      head.writeBigUInt64LE(BigInt(item.length), 9);
-      await out.write(head, 0, RecordHeaderBytes, at);
-      at += RecordHeaderBytes;
-      if (item.kind === 'data') {
-        await out.write(item.data, 0, item.length, at);
-        at += item.length;
-      }
-    }
+    for await (const item of reader.items()) await stager.add(item);
     if (!reader.trailer) throw ErrTampered('log ended without its trailer');
     // Drain anything after the trailer so the digest covers the whole object.
     while (!(await source.next()).done) { /* counted by hashed() */ }
     if (bytes !== input.size) throw ErrTampered(`object holds ${bytes} bytes, the commit says ${input.size}`);
     const got = digest.digest('hex');
     if (got !== input.sha256) throw ErrTampered(`object digest ${got} differs from the committed ${input.sha256}`);
-    // No fsync: a staging file never outlives its run; after a crash the log is staged again.
-    return { path, header: reader.header };
+    ok = true;
+    // No fsync of a staging file: it never outlives its run; after a crash the log is staged again.
+    return { header: reader.header, path: stager.spilled ? path : null, runs: stager.runs, reserved: stager.reserved };
   } finally {
-    await out.close();
+    await stager.close();
+    if (!ok) {
+      stager.release();
+      if (stager.spilled) await rm(path, { force: true });
+    }
   }
+}
+
+/** Releases a staged log: its memory budget and its staging file. Safe to call twice. */
+export async function discardStaged(staged: StagedLog): Promise<void> {
+  stageBudget.used -= staged.reserved;
+  staged.reserved = 0;
+  staged.runs = null;
+  if (staged.path) await rm(staged.path, { force: true });
 }
 
 /** Writes a staged log's extents into the disk (the top layer of a replica). */
 export async function applyStaged(staged: StagedLog, disk: DiskImage, bufferBytes = 1 << 20): Promise<void> {
-  const fh: FileHandle = await open(staged.path, 'r');
+  if (staged.runs) {
+    for (const r of staged.runs) {
+      if (r.kind === 'zero') await disk.zero(r.offset, r.length);
+      else await disk.write(r.offset, r.data);
+    }
+    return;
+  }
+  const fh: FileHandle = await open(staged.path!, 'r');
   try {
     const head = Buffer.alloc(RecordHeaderBytes);
     let at = 0;

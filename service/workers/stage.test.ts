@@ -1,0 +1,99 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateKeyPair } from '../../shared/crypto/index.js';
+import type { PrivateJwk } from '../../shared/crypto/keys.js';
+import { createDisk } from '../../shared/disk/index.js';
+import type { Extent } from '../../shared/disk/types.js';
+import { writeLogFile } from '../../shared/log/index.js';
+import { memorySource } from '../../shared/log/testing.js';
+import { applyStaged, discardStaged, stageBudget, stageLog } from './stage.js';
+
+const MiB = 1 << 20;
+const identity = { tenant: 't', vm: 'v', disk: 'd', generation: 1, sequence: 1 };
+const size = 24 * MiB;
+// Data runs that meet (coalesced on apply), a zero range, data across a slab boundary.
+const extents: Extent[] = [
+  { offset: 0, length: 3 * MiB + 5, kind: 'data' },
+  { offset: 4 * MiB, length: 2 * MiB, kind: 'zero' },
+  { offset: 6 * MiB, length: 10 * MiB, kind: 'data' },
+];
+
+let dir: string;
+let key: PrivateJwk;
+let logPath: string;
+let sha256: string;
+let logSize: number;
+const source = randomBytes(size);
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'lifeboat-stage-'));
+  const pair = await generateKeyPair();
+  key = pair.privateKey;
+  logPath = join(dir, 'log.hrl');
+  await writeLogFile(logPath, { ...identity, virtualSize: size }, memorySource(source, extents), { recipient: pair.publicKey });
+  const bytes = await readFile(logPath);
+  sha256 = createHash('sha256').update(bytes).digest('hex');
+  logSize = (await stat(logPath)).size;
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** What the replica must hold: a disk of 0xee bytes with the log's extents written over it. */
+function expected(): Buffer {
+  const out = Buffer.alloc(size, 0xee);
+  for (const e of extents) {
+    if (e.kind === 'zero') out.fill(0, e.offset, e.offset + e.length);
+    else source.copy(out, e.offset, e.offset, e.offset + e.length);
+  }
+  return out;
+}
+
+async function stageAndApply(name: string): Promise<{ inMemory: boolean; image: Buffer }> {
+  const staged = await stageLog({ object: createReadStream(logPath, { highWaterMark: 256 * 1024 }), key, expect: identity, sha256, size: logSize }, join(dir, `${name}.staged`));
+  const inMemory = staged.runs !== null;
+  const disk = await createDisk(join(dir, `${name}.raw`), 'raw', { virtualSize: size });
+  try {
+    await disk.write(0, Buffer.alloc(size, 0xee));
+    await applyStaged(staged, disk);
+    const image = Buffer.alloc(size);
+    await disk.read(0, image);
+    return { inMemory, image };
+  } finally {
+    await disk.close();
+    await discardStaged(staged);
+  }
+}
+
+describe('stageLog', () => {
+  it('keeps a log in memory within the budget, applies it exactly and releases the budget', async () => {
+    const { inMemory, image } = await stageAndApply('memory');
+    expect(inMemory).toBe(true);
+    expect(image.equals(expected())).toBe(true);
+    expect(stageBudget.used).toBe(0);
+  });
+
+  it('spills a log that outgrows the budget to a staging file and applies the same bytes', async () => {
+    const limit = stageBudget.limit;
+    stageBudget.limit = 8 * MiB;
+    try {
+      const { inMemory, image } = await stageAndApply('spill');
+      expect(inMemory).toBe(false);
+      expect(image.equals(expected())).toBe(true);
+      expect(stageBudget.used).toBe(0);
+      await expect(stat(join(dir, 'spill.staged'))).rejects.toMatchObject({ code: 'ENOENT' });
+    } finally {
+      stageBudget.limit = limit;
+    }
+  });
+
+  it('refuses a log whose digest differs from the committed one and holds nothing afterwards', async () => {
+    const input = { object: createReadStream(logPath), key, expect: identity, sha256: '0'.repeat(64), size: logSize };
+    await expect(stageLog(input, join(dir, 'bad.staged'))).rejects.toMatchObject({ code: 'tampered' });
+    expect(stageBudget.used).toBe(0);
+  });
+});
