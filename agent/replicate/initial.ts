@@ -7,6 +7,7 @@
  * accepted the whole base. With --initial media:DIR the sealed chunks and a manifest go to DIR instead
  * (docs/formats/agent-media.md).
  */
+import { availableParallelism } from 'node:os';
 import type { DiskImage } from '../../shared/disk/index.js';
 import type { InflightObject, VmConfig } from '../state/schema.js';
 import { BlockMapWriter, blockCountOf, randomSeed } from '../tracker/blockmap.js';
@@ -19,11 +20,10 @@ import { SealPool } from './seal-pool.js';
 import { LostObject, shipInflight } from './ship.js';
 import { scanTrackerFor } from './trackers.js';
 
-export const DefaultChunkSize = 8 << 20;
+export const DefaultChunkSize = 4 << 20;
 export const DefaultParallelChunks = 4;
-/** Sealing threads: 0 (in this thread). Under tsx each thread loads its own compiler and sources
- * (about 100 MiB each), which costs more than it gains on two cores; a compiled build may differ. */
-export const DefaultSealThreads = 0;
+/** Sealing threads: one per core, at most 2 (each holds a read buffer and a sealed chunk, about 2 chunks). */
+export const DefaultSealThreads = Math.min(2, availableParallelism());
 
 /**
  * Starts a base of a new generation for the disk (newer than any the service reported), or does
@@ -58,7 +58,8 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
   }
   const media = config.initial.mode === 'media' ? new MediaWriter(config.initial.dir, { tenant: ctx.tenant, vm, disk: diskId, generation, mode, chunkCount, virtualSize }) : undefined;
   let sent = 0;
-  const pool = new SealPool(ctx.sealThreads ?? DefaultSealThreads);
+  const sealThreads = ctx.sealThreads ?? DefaultSealThreads;
+  const pool = new SealPool(sealThreads);
   try {
     // Chunks sealed before a restart go out first, as they were.
     for (const o of book.progress.disks[diskId]!.inflight.filter((x) => x.kind === 'chunk' && x.generation === generation)) {
@@ -93,18 +94,22 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
         await map!.write(start / MapBlockSize, sealed.digests);
         const o: InflightObject = { kind: 'chunk', generation, number: i, spool: '', size: sealed.size, sha256: sealed.sha256, consistency: 'crash', createdAt: createdAt.toISOString(), changedBytes: 0 };
         if (media) {
-          await media.writeChunk(o, sealed.body);
+          await media.writeChunk(o, [sealed.body]);
         } else {
           await book.update((p) => { p.disks[diskId]!.inflight.push(o); });
-          await shipInflight(ctx, vm, diskId, o, config.bandwidthBytesPerSec, sealed.body);
+          await shipInflight(ctx, vm, diskId, o, config.bandwidthBytesPerSec, [sealed.body]);
         }
+        pool.recycle(sealed.body);
         await markDone(book, diskId, o, length);
         sent += o.size;
         const ipNow = book.progress.disks[diskId]!.initial;
         ctx.onInitialProgress?.(vm, diskId, ipNow.bytesDone, ipNow.bytesTotal);
       }
     };
-    await Promise.all(Array.from({ length: Math.min(ctx.parallelChunks ?? DefaultParallelChunks, todo.length) }, worker));
+    // With sealing threads, one chunk more than threads: each thread has the next chunk while the
+    // previous one uploads, and no more sealed chunks wait in memory than that.
+    const parallel = ctx.parallelChunks ?? (sealThreads > 0 ? sealThreads + 1 : DefaultParallelChunks);
+    await Promise.all(Array.from({ length: Math.min(parallel, todo.length) }, worker));
     await map.sync();
   } finally {
     await pool.close();

@@ -24,13 +24,21 @@ export interface SealJob {
   recipient: PublicJwk;
 }
 
-/** A sealed chunk: its bytes as the sealer produced them (not copied into one buffer), size, digest, map digests. */
-export interface Sealed { body: Buffer[]; size: number; sha256: string; digests: Uint32Array }
+/** A sealed chunk: its bytes (one buffer, exactly size long, with memory of its own), digest, map digests. */
+export interface Sealed { body: Buffer; size: number; sha256: string; digests: Uint32Array }
 
-/** What a sealer keeps between jobs: its open disks and its read buffers (one per job running). */
+/** Room for a sealed chunk beyond its plaintext: headers, records, frame tags (it grows if ever short). */
+const SealSlack = 256 * 1024;
+
+/**
+ * What a sealer keeps between jobs: its open disks, its read buffers (one per job running) and the
+ * output buffers of chunks already shipped (recycled: a fresh large buffer per chunk is slow, and dead
+ * ones pile up between collections).
+ */
 export class SealerState {
   private readonly disks = new Map<string, Promise<DiskImage>>();
   private readonly free: Buffer[] = [];
+  private readonly outputs: ArrayBuffer[] = [];
 
   disk(path: string): Promise<DiskImage> {
     let d = this.disks.get(path);
@@ -50,6 +58,17 @@ export class SealerState {
     this.free.push(buf);
   }
 
+  /** An output buffer of at least length bytes, with memory of its own. */
+  output(length: number): ArrayBuffer {
+    const b = this.outputs.pop();
+    return b && b.byteLength >= length ? b : new ArrayBuffer(length);
+  }
+
+  /** Takes back the memory of a shipped chunk's body (its owner no longer reads it). */
+  recycle(buf: ArrayBuffer): void {
+    if (this.outputs.length < 2) this.outputs.push(buf);
+  }
+
   async close(): Promise<void> {
     await Promise.all([...this.disks.values()].map(async (d) => (await d).close()));
     this.disks.clear();
@@ -60,25 +79,30 @@ export async function sealChunk(job: SealJob, state: SealerState): Promise<Seale
   const disk = await state.disk(job.diskPath);
   const buf = state.acquire(job.length);
   try {
-    return await sealRead(job, await readChunk(disk, job.start, job.length, buf, BigInt(job.seed)));
+    return await sealRead(job, await readChunk(disk, job.start, job.length, buf, BigInt(job.seed)), state);
   } finally {
     state.release(buf);
   }
 }
 
-async function sealRead(job: SealJob, contents: ChunkContents): Promise<Sealed> {
+async function sealRead(job: SealJob, contents: ChunkContents, state: SealerState): Promise<Sealed> {
   const extents = job.remote ? differingExtents(contents, job.start, new Map(job.remote)) : nonZeroExtents(contents, job.start);
   const { sealed } = writeLog(job.header, {
     extents,
     read: async (offset, out) => { contents.data.copy(out, 0, offset - job.start, offset - job.start + out.length); },
   }, { recipient: job.recipient });
-  const body: Buffer[] = [];
+  // Copied as it comes into one buffer of its own, which a sealing thread hands over without copying.
+  let body = Buffer.from(state.output(job.length + SealSlack));
   const hash = createHash('sha256');
   let size = 0;
   for await (const b of sealed) {
-    body.push(b);
+    if (size + b.length > body.length) {
+      const bigger = Buffer.from(new ArrayBuffer(2 * (size + b.length)));
+      body.copy(bigger, 0, 0, size);
+      body = bigger;
+    }
+    size += b.copy(body, size);
     hash.update(b);
-    size += b.length;
   }
-  return { body, size, sha256: hash.digest('hex'), digests: contents.digests };
+  return { body: body.subarray(0, size), size, sha256: hash.digest('hex'), digests: contents.digests };
 }

@@ -1,8 +1,13 @@
 /**
- * A small pool of sealing threads (seal-worker.ts) for bases: hashing, compressing and encrypting a
- * chunk is CPU work that a single JavaScript thread would serialize. Each thread loads the sources
- * through tsx's loader (the agent runs its TypeScript directly), resolved from this module. A pool of
- * size 0 seals in the calling thread.
+ * A small pool of sealing threads (seal-worker.ts) for bases: reading, hashing, compressing and
+ * encrypting a chunk is CPU work that a single JavaScript thread would serialize. A pool of size 0
+ * seals in the calling thread.
+ *
+ * The threads run plain JavaScript, not the TypeScript sources through tsx's loader (a loader and a
+ * compiler per thread cost about 100 MiB each): seal-worker.ts is bundled once per process with
+ * esbuild (the compiler tsx itself uses) into one ES module, its packages left as imports by absolute
+ * URL, and each thread starts from that module as a data: URL. A compiled build (this file as .js)
+ * starts the threads from seal-worker.js directly.
  */
 import { Worker } from 'node:worker_threads';
 import { LifeboatError } from '../../shared/errors.js';
@@ -14,13 +19,39 @@ export interface SealReply {
   id: number;
   ok: boolean;
   body?: ArrayBuffer;
+  size?: number;
   sha256?: string;
   digests?: Uint32Array;
   error?: string;
   code?: string;
 }
 
-const workerSource = (tsxApi: string, entry: string) => `import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); })`;
+let bundled: Promise<URL> | undefined;
+
+/** The module the threads start from: seal-worker.js beside a compiled build, else the bundle. */
+function workerModule(): Promise<URL> {
+  if (import.meta.url.endsWith('.js')) return Promise.resolve(new URL('./seal-worker.js', import.meta.url));
+  bundled ??= bundleWorker();
+  return bundled;
+}
+
+async function bundleWorker(): Promise<URL> {
+  const { build } = await import('esbuild');
+  const r = await build({
+    entryPoints: [new URL('./seal-worker.ts', import.meta.url).pathname], bundle: true, write: false, format: 'esm', platform: 'node',
+    target: 'node20', logLevel: 'silent',
+    // A data: module resolves only absolute specifiers: packages become file: URLs resolved from
+    // here, and import.meta.url (createRequire in the codec) this module's URL.
+    define: { 'import.meta.url': JSON.stringify(import.meta.url) },
+    plugins: [{
+      name: 'absolute-packages',
+      setup(b) {
+        b.onResolve({ filter: /^[^./]/ }, (a) => ({ path: a.path.startsWith('node:') ? a.path : import.meta.resolve(a.path), external: true }));
+      },
+    }],
+  });
+  return new URL(`data:text/javascript;base64,${Buffer.from(r.outputFiles[0]!.contents).toString('base64')}`);
+}
 
 export class SealPool {
   private readonly workers: Worker[] = [];
@@ -29,24 +60,36 @@ export class SealPool {
   private readonly pending = new Map<number, { resolve: (r: SealReply) => void; reject: (e: Error) => void }>();
   private nextId = 1;
   private readonly local: SealerState | undefined;
+  /** Which thread's memory a sealed body is, to give it back there. */
+  private readonly owners = new WeakMap<ArrayBufferLike, Worker>();
 
-  constructor(size: number) {
+  private started: Promise<void> | undefined;
+
+  constructor(private readonly size: number) {
     if (size === 0) this.local = new SealerState();
-    const source = workerSource(import.meta.resolve('tsx/esm/api'), new URL('./seal-worker.ts', import.meta.url).href);
-    for (let i = 0; i < size; i++) {
-      const w = new Worker(source, { eval: true });
-      w.on('message', (r: SealReply) => {
-        const p = this.pending.get(r.id);
-        this.pending.delete(r.id);
-        p?.resolve(r);
-      });
-      w.on('error', (err) => {
-        for (const p of this.pending.values()) p.reject(err);
-        this.pending.clear();
-      });
-      this.workers.push(w);
-      this.idle.push(w);
-    }
+  }
+
+  /** Starts the threads on first use (bundling the worker's code once per process). */
+  private start(): Promise<void> {
+    this.started ??= workerModule().then((module) => { for (let i = 0; i < this.size; i++) this.spawn(module); });
+    return this.started;
+  }
+
+  private spawn(module: URL): void {
+    // A small young generation: the threads' garbage is mostly buffers, whose memory is outside the
+    // heap, and a large one only lets dead chunks pile up (resident memory stays < 256 MiB).
+    const w = new Worker(module, { resourceLimits: { maxYoungGenerationSizeMb: 4 } });
+    w.on('message', (r: SealReply) => {
+      const p = this.pending.get(r.id);
+      this.pending.delete(r.id);
+      p?.resolve(r);
+    });
+    w.on('error', (err) => {
+      for (const p of this.pending.values()) p.reject(err);
+      this.pending.clear();
+    });
+    this.workers.push(w);
+    this.idle.push(w);
   }
 
   private async take(): Promise<Worker> {
@@ -70,20 +113,34 @@ export class SealPool {
   /** Reads and seals one chunk on a free thread. */
   async seal(job: SealJob): Promise<Sealed> {
     if (this.local) return sealChunk(job, this.local);
+    await this.start();
     const w = await this.take();
     try {
       const r = await this.call(w, { job });
       // LifeboatError codes are lower case; anything else (an errno) is an I/O error.
       if (!r.ok) throw new LifeboatError(r.code && /^[a-z_]+$/.test(r.code) ? r.code as ErrorCode : 'io', r.error ?? 'sealing failed');
-      const body = Buffer.from(r.body!);
-      return { body: [body], size: body.length, sha256: r.sha256!, digests: r.digests! };
+      const body = Buffer.from(r.body!, 0, r.size);
+      this.owners.set(r.body!, w);
+      return { body, size: r.size!, sha256: r.sha256!, digests: r.digests! };
     } finally {
       this.give(w);
     }
   }
 
+  /** Gives a shipped body's memory back to its sealer for the next chunk; the caller must not use it after. */
+  recycle(body: Buffer): void {
+    if (this.local) {
+      this.local.recycle(body.buffer as ArrayBuffer);
+      return;
+    }
+    const w = this.owners.get(body.buffer);
+    this.owners.delete(body.buffer);
+    if (w) w.postMessage({ recycle: body.buffer }, [body.buffer as ArrayBuffer]);
+  }
+
   async close(): Promise<void> {
     await this.local?.close();
+    await this.started?.catch(() => undefined);
     await Promise.all(this.workers.map(async (w) => {
       await this.call(w, { close: true }).catch(() => undefined);
       await w.terminate();
