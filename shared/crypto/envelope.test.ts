@@ -77,6 +77,31 @@ describe('envelope round trip', () => {
       }), { numRuns: 25 });
   });
 
+  it('round-trips producers that reuse chunks as soon as allowed, sealing whole frames in place', async () => {
+    /** Yields copies of the chunks and overwrites each one as soon as the contract allows. */
+    function* lending(data: Buffer, sizes: number[], keep: number): Generator<Buffer> {
+      const lent: Buffer[] = [];
+      for (let at = 0, i = 0; at < data.length; i++) {
+        const n = sizes[i % sizes.length]!;
+        const b = Buffer.from(data.subarray(at, at + n));
+        at += n;
+        yield b;
+        lent.push(b);
+        if (lent.length > keep) lent.shift()!.fill(0xee);
+      }
+    }
+    const size = fc.constantFrom(0, 1, frameSize - 1, frameSize, frameSize + 1, 2 * frameSize, 2 * frameSize + 3);
+    await fc.assert(fc.asyncProperty(
+      fc.integer({ min: 0, max: 5 * frameSize }), fc.array(size, { minLength: 1, maxLength: 6 }), fc.boolean(),
+      async (n, sizes, outlive) => {
+        const plain = randomBytes(n);
+        const chunks = lending(plain, [...sizes, frameSize], outlive ? 1 : 0);
+        const sealed = await collect(sealStream(chunks, { recipient: pair.publicKey, frameSize, chunksOutliveNext: outlive }));
+        expect(sealed.length).toBe(headerLength(sealed) + n + 16 * Math.max(1, Math.ceil(n / frameSize)));
+        expect((await open(sealed)).plain.equals(plain)).toBe(true);
+      }), { numRuns: 60 });
+  });
+
   it('works with a P-256 recipient key', async () => {
     const p256 = await generateKeyPair('P-256');
     const plain = randomBytes(5000);
