@@ -57,10 +57,12 @@ async function run(ctx: BenchContext): Promise<BenchRow[]> {
     // The ratio reported is the median of the rounds' ratios; the times are each side's best.
     // Ours returns only when the image is durable (close() fsyncs). qemu-img convert's default
     // cache mode for its output is 'unsafe': it returns with the image still in dirty pages, whose
-    // writeback then lands on whoever runs next. So every timed step starts after a sync, and qemu
-    // is measured twice: as a user runs it (default) and with the same durability as ours
-    // (-t writeback, which flushes before it exits). The goal is judged on the like-for-like pair.
+    // writeback then lands on whoever runs next. So every timed step starts after a sync, and the
+    // goal compares time to a durable image: qemu-img as a user runs it, then `sync FILE` (an
+    // fsync of its output). Its own durable mode (-t writeback, a flush at every metadata update)
+    // and its bare default are shown beside it.
     const qemu: number[] = [];
+    const qemuThenSync: number[] = [];
     const qemuDurable: number[] = [];
     const lib: number[] = [];
     const cli: number[] = [];
@@ -71,6 +73,7 @@ async function run(ctx: BenchContext): Promise<BenchRow[]> {
     };
     for (let i = 0; i < Rounds; i++) {
       qemu.push(await convertQemu([]));
+      qemuThenSync.push(qemu[i]! + (await runCommand('sync', [peer])).seconds);
       qemuDurable.push(await convertQemu(['-t', 'writeback']));
       await rm(ours, { force: true });
       await runCommand('sync', []);
@@ -80,14 +83,16 @@ async function run(ctx: BenchContext): Promise<BenchRow[]> {
       cli.push((await runCommand(process.execPath, [agentBin, 'disk', 'convert', raw, ours, '--format', 'vhdx'])).seconds);
     }
     await runCommand('qemu-img', ['compare', '-f', 'raw', '-F', 'vhdx', raw, ours]);
-    const ratio = median(lib.map((t, i) => t / qemuDurable[i]!));
-    const ratioDefault = median(lib.map((t, i) => t / qemu[i]!));
-    const cliRatio = median(cli.map((t, i) => t / qemuDurable[i]!));
-    rows.push({ name: `convert ${sizeMiB} MiB raw → dynamic VHDX, both durable`, ours: secs(Math.min(...lib)), peer: `${secs(Math.min(...qemuDurable))} qemu-img -t writeback`, ratio: `${ratio.toFixed(2)}x`, goal: '≤ 1.2x', ok: ratio <= 1.2 });
-    rows.push({ name: `  vs qemu-img's default (returns before durable)`, ours: secs(Math.min(...lib)), peer: `${secs(Math.min(...qemu))} qemu-img`, ratio: `${ratioDefault.toFixed(2)}x`, goal: '(informational)', ok: undefined });
+    const ratioOf = (ours: number[], peer: number[]) => median(ours.map((t, i) => t / peer[i]!));
+    const best = (xs: number[]) => secs(Math.min(...xs));
+    const ratio = ratioOf(lib, qemuThenSync);
+    const cliRatio = ratioOf(cli, qemuThenSync);
+    rows.push({ name: `convert ${sizeMiB} MiB raw → dynamic VHDX, to durable`, ours: best(lib), peer: `${best(qemuThenSync)} qemu-img+sync`, ratio: `${ratio.toFixed(2)}x`, goal: '≤ 1.2x', ok: ratio <= 1.2 });
+    rows.push({ name: '  vs qemu-img -t writeback (its durable mode)', ours: best(lib), peer: `${best(qemuDurable)} qemu-img`, ratio: `${ratioOf(lib, qemuDurable).toFixed(2)}x`, goal: '(informational)', ok: undefined });
+    rows.push({ name: "  vs qemu-img's default (returns before durable)", ours: best(lib), peer: `${best(qemu)} qemu-img`, ratio: `${ratioOf(lib, qemu).toFixed(2)}x`, goal: '(informational)', ok: undefined });
     const startup = (await runCommand(process.execPath, [agentBin, '--version'])).seconds;
     rows.push({
-      name: `  same through the CLI (startup ${secs(startup)})`, ours: secs(Math.min(...cli)), peer: `${secs(Math.min(...qemuDurable))} qemu-img -t writeback`,
+      name: `  same through the CLI (startup ${secs(startup)})`, ours: best(cli), peer: `${best(qemuThenSync)} qemu-img+sync`,
       ratio: `${cliRatio.toFixed(2)}x`, goal: '(informational)', ok: undefined,
     });
 
