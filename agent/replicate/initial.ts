@@ -20,6 +20,7 @@ import { SealPool } from './seal-pool.js';
 import { LostObject, shipInflight } from './ship.js';
 import { scanTrackerFor } from './trackers.js';
 
+/** 4 MiB: each chunk in flight holds its read buffer and its sealed body in memory. */
 export const DefaultChunkSize = 4 << 20;
 export const DefaultParallelChunks = 4;
 /** Sealing threads: one per core, at most 2 (each holds a read buffer and a sealed chunk, about 2 chunks). */
@@ -58,8 +59,7 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
   }
   const media = config.initial.mode === 'media' ? new MediaWriter(config.initial.dir, { tenant: ctx.tenant, vm, disk: diskId, generation, mode, chunkCount, virtualSize }) : undefined;
   let sent = 0;
-  const sealThreads = ctx.sealThreads ?? DefaultSealThreads;
-  const pool = new SealPool(sealThreads);
+  const pool = new SealPool(ctx.sealThreads ?? DefaultSealThreads);
   try {
     // Chunks sealed before a restart go out first, as they were.
     for (const o of book.progress.disks[diskId]!.inflight.filter((x) => x.kind === 'chunk' && x.generation === generation)) {
@@ -106,10 +106,7 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
         ctx.onInitialProgress?.(vm, diskId, ipNow.bytesDone, ipNow.bytesTotal);
       }
     };
-    // With sealing threads, one chunk more than threads: each thread has the next chunk while the
-    // previous one uploads, and no more sealed chunks wait in memory than that.
-    const parallel = ctx.parallelChunks ?? (sealThreads > 0 ? sealThreads + 1 : DefaultParallelChunks);
-    await Promise.all(Array.from({ length: Math.min(parallel, todo.length) }, worker));
+    await Promise.all(Array.from({ length: Math.min(ctx.parallelChunks ?? DefaultParallelChunks, todo.length) }, worker));
     await map.sync();
   } finally {
     await pool.close();

@@ -78,7 +78,7 @@ export class SealPool {
   private spawn(module: URL): void {
     // A small young generation: the threads' garbage is mostly buffers, whose memory is outside the
     // heap, and a large one only lets dead chunks pile up (resident memory stays < 256 MiB).
-    const w = new Worker(module, { resourceLimits: { maxYoungGenerationSizeMb: 4 } });
+    const w = new Worker(module, { resourceLimits: { maxYoungGenerationSizeMb: 2 } });
     w.on('message', (r: SealReply) => {
       const p = this.pending.get(r.id);
       this.pending.delete(r.id);
