@@ -56,3 +56,10 @@ export async function pendingByDisk(db: Queryable, tenant: string, vm: string): 
     `SELECT disk, count(*)::int8 AS logs, COALESCE(sum(size), 0)::int8 AS bytes FROM logs WHERE tenant = $1 AND vm = $2 AND kind = 'log' AND status = 'pending' GROUP BY disk`, [tenant, vm]);
   return new Map(rows.map((r) => [r.disk, { logs: r.logs, bytes: r.bytes }]));
 }
+
+/** Marks the logs first..last of one disk and generation applied, in one statement (a merge batch). */
+export async function markLogsApplied(db: Queryable, l: Pick<LogRow, 'tenant' | 'vm' | 'disk' | 'generation'>, first: number, last: number): Promise<void> {
+  await db.query(`UPDATE logs SET status = 'applied', error = NULL, applied_at = now()
+    WHERE tenant = $1 AND vm = $2 AND disk = $3 AND kind = 'log' AND generation = $4 AND sequence BETWEEN $5 AND $6 AND status = 'pending'`,
+  [l.tenant, l.vm, l.disk, l.generation, first, last]);
+}

@@ -3,41 +3,38 @@
  *
  * Input: { tenant, vm, disk }. The caller holds the disk's lock (lock.ts) and passes its fence.
  * Output: every committed log of the disk's current generation that follows the applied sequence
- *   without a gap is applied to the top layer of the replica, in sequence order; state.json beside
- *   the replica and then the catalog record the new applied sequence after each log.
+ *   without a gap is applied to the top layer of the replica, in sequence order, in batches
+ *   (log-batch.ts); state.json beside the replica and then the catalog record the new applied
+ *   sequence after each batch.
  * Failure codes: a log that fails the envelope, the .hrl checks, the committed size/digest or names
  *   another disk/generation/sequence → the disk goes to `resync_required` with the reason, the log
  *   row to `rejected`, and nothing of that log is applied (it is staged and verified completely
  *   first). Lost lock → stops before the next durable step (`lock_lost`). I/O errors throw and the
  *   job is retried.
  * Idempotent: state.json is the authority. A log at or below its applied sequence is a duplicate and
- *   only marked so; a crash between applying and writing state re-applies the same log, which writes
- *   the same bytes at the same offsets. A missing sequence stops the run (gaps wait); the next commit
+ *   only marked so; a crash between applying and writing state re-applies the same logs in order,
+ *   which writes the same bytes at the same offsets. A missing sequence stops the run (gaps wait); the next commit
  *   or the periodic sweep starts it again.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openDisk } from '../../shared/disk/index.js';
 import type { PrivateJwk } from '../../shared/crypto/keys.js';
-import { isLifeboatError } from '../../shared/errors.js';
-import type { LogRow } from '../catalog/logs.js';
-import { pendingLogs, setLogStatus } from '../catalog/logs.js';
 import { requireTenant } from '../catalog/tenants.js';
-import { getDisk, setDiskState } from '../catalog/vms.js';
+import { getDisk } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';
 import type { DiskRef } from '../queue.js';
 import type { AppliedState } from '../replication/replica.js';
-import { readState, writeState } from '../replication/replica.js';
+import { readState } from '../replication/replica.js';
 import { unwrapReplicaKey } from '../trust/tokens.js';
-import { applyStaged, discardStaged, stageLog } from './stage.js';
 import type { BaseRow } from './base-job.js';
 import { applyBase, pendingBase } from './base-job.js';
+import type { MergeFence } from './commit-state.js';
+import { commitState, follow } from './commit-state.js';
+import { mergeLogs } from './log-batch.js';
 
-export interface MergeFence {
-  fence: number;
-  stillHeld(): Promise<boolean>;
-}
+export { LockLostError } from './commit-state.js';
+export type { MergeFence } from './commit-state.js';
 
 export interface MergeResult {
   applied: number;
@@ -62,10 +59,6 @@ function replicaKey(ctx: ServiceContext, tenant: string): Promise<PrivateJwk> {
   return key;
 }
 
-export class LockLostError extends Error {
-  readonly code = 'lock_lost';
-}
-
 export async function mergeDisk(ctx: ServiceContext, ref: DiskRef, lock: MergeFence): Promise<MergeResult> {
   const result: MergeResult = { applied: 0, duplicates: 0, rejected: 0, appliedSequence: 0, state: 'initial_required' };
   const disk = await getDisk(ctx.db, ref.tenant, ref.vm, ref.disk);
@@ -75,7 +68,7 @@ export async function mergeDisk(ctx: ServiceContext, ref: DiskRef, lock: MergeFe
     await follow(ctx, ref, state, null); // the catalog lagged state.json (a crash between the two)
   }
   let key: PrivateJwk | undefined;
-  const tenantKey = async () => (key ??= await replicaKey(ctx, ref.tenant));
+  const tenantKey = async (): Promise<PrivateJwk> => (key ??= await replicaKey(ctx, ref.tenant));
   const staging = await mkdtemp(join(tmpdir(), 'lifeboat-merge-'));
   try {
     const base = await pendingBase(ctx.db, ref, state);
@@ -83,22 +76,7 @@ export async function mergeDisk(ctx: ServiceContext, ref: DiskRef, lock: MergeFe
     result.appliedSequence = state.appliedSequence;
     result.state = state.state;
     if (state.state === 'resync_required' || !state.baseComplete) return result;
-    for (const row of await pendingLogs(ctx.db, ref.tenant, ref.vm, ref.disk, 'log', state.generation)) {
-      if (row.sequence <= state.appliedSequence) {
-        await setLogStatus(ctx.db, row, 'skipped', 'duplicate of an applied sequence');
-        ctx.metrics.merges.inc({ outcome: 'duplicate' });
-        result.duplicates++;
-        continue;
-      }
-      if (row.sequence !== state.appliedSequence + 1) break; // a gap: wait for the missing log
-      const next = await mergeOne(ctx, ref, disk.replicaDir, state, row, await tenantKey(), join(staging, `${row.sequence}.staged`), lock);
-      state = next.state;
-      if (next.rejected) {
-        result.rejected++;
-        break;
-      }
-      result.applied++;
-    }
+    state = await mergeLogs(ctx, ref, disk.replicaDir, state, tenantKey, staging, lock, result);
   } finally {
     await rm(staging, { recursive: true, force: true });
   }
@@ -127,58 +105,4 @@ async function mergeBase(ctx: ServiceContext, ref: DiskRef, dir: string, state: 
   // Layers the new base replaced: unreferenced once state.json names the new chain.
   for (const old of state.layers) if (!next.layers.includes(old)) await rm(join(dir, old), { force: true });
   return next;
-}
-
-async function mergeOne(ctx: ServiceContext, ref: DiskRef, dir: string, state: AppliedState, row: LogRow, key: PrivateJwk, stagingPath: string, lock: MergeFence): Promise<{ state: AppliedState; rejected: boolean }> {
-  const where = `log ${row.generation}/${row.sequence} of ${ref.tenant}/${ref.vm}/${ref.disk}`;
-  let staged;
-  try {
-    staged = await stageLog({ object: await ctx.store.get(row.key), key, sha256: row.sha256, size: row.size, expect: { ...ref, generation: row.generation, sequence: row.sequence } }, stagingPath);
-  } catch (err) {
-    if (!isLifeboatError(err) || !['tampered', 'corrupt', 'not_found', 'invalid_argument', 'unsupported'].includes(err.code)) throw err;
-    if (!(await lock.stillHeld())) throw new LockLostError(`${where}: lock lost`);
-    const next: AppliedState = { ...state, state: 'resync_required', resyncReason: `${where} refused: ${err.message}`, fence: lock.fence };
-    await commitState(ctx, ref, dir, next, lock);
-    await setLogStatus(ctx.db, row, 'rejected', err.message);
-    ctx.metrics.merges.inc({ outcome: 'rejected' });
-    ctx.log.warn({ ...ref, generation: row.generation, sequence: row.sequence, err: err.message }, 'log refused; resynchronization required');
-    return { state: next, rejected: true };
-  }
-  try {
-    if (!(await lock.stillHeld())) throw new LockLostError(`${where}: lock lost`);
-    const image = await openDisk(join(dir, state.layers.at(-1)!));
-    try {
-      if (staged.header.virtualSize > image.virtualSize) await image.resize(staged.header.virtualSize);
-      await applyStaged(staged, image);
-      await image.flush();
-    } finally {
-      await image.close();
-    }
-  } finally {
-    await discardStaged(staged);
-  }
-  const next: AppliedState = { ...state, appliedSequence: row.sequence, fence: lock.fence };
-  await commitState(ctx, ref, dir, next, lock, new Date());
-  await setLogStatus(ctx.db, row, 'applied');
-  ctx.metrics.merges.inc({ outcome: 'applied' });
-  ctx.metrics.commitToApplied.observe((Date.now() - row.committedAt.getTime()) / 1000);
-  return { state: next, rejected: false };
-}
-
-/**
- * Writes the applied state durably (the authority), unless a newer lock holder already wrote one, then
- * makes the catalog follow it.
- */
-async function commitState(ctx: ServiceContext, ref: DiskRef, dir: string, next: AppliedState, lock: MergeFence, appliedAt: Date | null = null): Promise<void> {
-  const current = await readState(dir);
-  if (current.fence > lock.fence || !(await lock.stillHeld())) throw new LockLostError(`merge of ${ref.tenant}/${ref.vm}/${ref.disk}: a newer worker holds the disk`);
-  await writeState(dir, next);
-  await follow(ctx, ref, next, appliedAt);
-}
-
-/** The catalog follows the applied state written beside the replica. */
-async function follow(ctx: ServiceContext, ref: DiskRef, s: AppliedState, appliedAt: Date | null): Promise<void> {
-  await setDiskState(ctx.db, ref.tenant, ref.vm, ref.disk, {
-    generation: s.generation, baseComplete: s.baseComplete, appliedSequence: s.appliedSequence, state: s.state, resyncReason: s.resyncReason, lastAppliedAt: appliedAt,
-  });
 }

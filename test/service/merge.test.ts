@@ -121,6 +121,27 @@ describe('merge', () => {
     expect(stale.body.error?.reason).toBe('stale_generation');
   });
 
+  it('applies a run of logs in one batch and records exactly those before a tampered one', async () => {
+    let reference3 = Buffer.alloc(0);
+    for (let seq = 1; seq <= 5; seq++) {
+      const bytes = await agent.sealed('disk0', 2, seq, source, scribble(source, [[seq * 4096, 4096], [MiB / 2 + seq * 8192, MiB]]));
+      if (seq === 3) reference3 = Buffer.from(source);
+      const obj = await agent.commitLog('disk0', seq, bytes, 2);
+      if (seq === 4) {
+        const flipped = Buffer.from(bytes);
+        flipped[Math.floor(flipped.length / 2)]! ^= 0x01;
+        await svc.ctx.store.put(obj.key, flipped);
+      }
+    }
+    await merger.merge();
+    expect(await agent.diskState('disk0')).toMatchObject({ state: 'resync_required', generation: 2, appliedSequence: 3 });
+    expect((await agent.replica('disk0')).equals(reference3)).toBe(true);
+    const dir = join(env.config.replicaRoot, 'acme', 'db', 'disk0');
+    expect(JSON.parse(await readFile(join(dir, 'state.json'), 'utf8'))).toMatchObject({ generation: 2, appliedSequence: 3, state: 'resync_required' });
+    const rows = await svc.ctx.db.query<{ sequence: number; status: string }>(`SELECT sequence, status FROM logs WHERE disk = 'disk0' AND kind = 'log' AND generation = 2 ORDER BY sequence`);
+    expect(rows.map((r) => [Number(r.sequence), r.status])).toEqual([[1, 'applied'], [2, 'applied'], [3, 'applied'], [4, 'rejected'], [5, 'pending']]);
+  });
+
   it('refuses a log replayed under another sequence', async () => {
     const src1 = Buffer.alloc(Size);
     await agent.commitBase('disk1', 1, 'full', src1, [scribble(src1, [[0, 65536]])]);
