@@ -10,6 +10,7 @@ import { pipeline } from 'node:stream/promises';
 import type { ByteSource } from '../crypto/byte-reader.js';
 import type { PrivateJwk, PublicJwk } from '../crypto/keys.js';
 import { openStream } from '../crypto/open.js';
+import { DefaultFrameSize } from '../crypto/format.js';
 import { sealStream } from '../crypto/seal.js';
 import { ErrCorrupt, ErrTampered, isLifeboatError } from '../errors.js';
 import { decodeLogHeader, encodeLogHeader, type LogHeader } from './header.js';
@@ -39,7 +40,10 @@ export interface ReadLogOptions {
 export function writeLog(init: LogHeaderInit, source: LogSource, options: WriteLogOptions): { header: LogHeader; sealed: AsyncGenerator<Buffer> } {
   const header = completeHeader(init);
   const context = encodeLogHeader(header);
-  const sealed = sealStream(encodeLog(header, source, { ...options, reuseBuffers: true }), { recipient: options.recipient, context, frameSize: options.frameSize });
+  // Blocks of exactly one frame that outlive the next are sealed where they lie, without a copy.
+  const frameSize = options.frameSize ?? DefaultFrameSize;
+  const plain = encodeLog(header, source, { ...options, reuseBuffers: true, blockSize: frameSize });
+  const sealed = sealStream(plain, { recipient: options.recipient, context, frameSize, chunksOutliveNext: true });
   return { header, sealed };
 }
 

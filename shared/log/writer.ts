@@ -1,11 +1,12 @@
 /**
  * Writing a change log: header, extents read chunk by chunk from the source, trailer
  * (docs/formats/hrl.md, "Writer"). Memory is a few chunks whatever the log's size: raw bytes go
- * through one reused read buffer and one compression buffer; output is packed into fresh blocks.
+ * through one reused read buffer and one compression buffer (uncompressed logs read straight into the
+ * output blocks); output is packed into fresh or recycled blocks.
  */
 import type { Extent } from '../disk/types.js';
 import { ErrInvalidArgument } from '../errors.js';
-import { ChunkCompressor, DefaultZstdLevel } from './codec.js';
+import { ChunkCompressor, CodecStored, DefaultZstdLevel } from './codec.js';
 import { DefaultChunkShift, encodeLogHeader, type Compression, type LogHeader } from './header.js';
 import {
   RecordData, RecordZero, chunkHeader, contentDigest, extentRecord, trailerCounts, type LogTotals,
@@ -27,17 +28,21 @@ export interface EncodeOptions {
   /** zstd level (default 1). */
   level?: number;
   /**
-   * Yielded buffers may be reused (or overwritten) once the next one is asked for. Only for consumers
-   * that copy what they are given before asking for more, such as sealStream: it saves an allocation
-   * and a copy per MiB.
+   * Yielded buffers may be reused (or overwritten) once the buffer after the next one is asked for.
+   * Only for consumers that are done with what they are given by then, such as sealStream with
+   * chunksOutliveNext: it saves an allocation per block.
    */
   reuseBuffers?: boolean;
+  /**
+   * Bytes per yielded block (default 1 MiB, at most 4 MiB); every block but the last is full. A sealer's
+   * frame size here lets it seal blocks where they lie.
+   */
+  blockSize?: number;
 }
 
-/** Output block size: big enough that a consumer sees few, small enough to stay cheap. */
+/** Default output block size: big enough that a consumer sees few, small enough to stay cheap. */
 const BlockBytes = 1 << 20;
-/** With reuse, pieces this large are yielded as they are rather than copied into a block. */
-const PassThroughBytes = 64 * 1024;
+const MaxBlockBytes = 4 << 20;
 
 /** A complete header from what the writer chose: zstd, 1 MiB chunks, now, incremental, crash. */
 export function completeHeader(init: LogHeaderInit): LogHeader {
@@ -59,7 +64,7 @@ export function completeHeader(init: LogHeaderInit): LogHeader {
 export async function* encodeLog(header: LogHeader, source: LogSource, options: EncodeOptions = {}): AsyncGenerator<Buffer> {
   const headerBytes = encodeLogHeader(header);
   const digest = contentDigest();
-  const out = new BlockPacker(options.reuseBuffers ?? false);
+  const out = new BlockPacker(options.reuseBuffers ?? false, Math.min(options.blockSize ?? BlockBytes, MaxBlockBytes));
   const compressor = new ChunkCompressor(header.compression, header.chunkSize, options.level ?? DefaultZstdLevel);
   const readBuf = Buffer.allocUnsafe(header.chunkSize);
   const totals: LogTotals = { extentCount: 0, dataBytes: 0, zeroBytes: 0 };
@@ -78,7 +83,21 @@ export async function* encodeLog(header: LogHeader, source: LogSource, options: 
     }
     totals.dataBytes += extent.length;
     for (let done = 0; done < extent.length;) {
-      const raw = readBuf.subarray(0, Math.min(header.chunkSize, extent.length - done));
+      const length = Math.min(header.chunkSize, extent.length - done);
+      if (header.compression === 'none') {
+        // Stored as is: read the disk straight into the output, no intermediate copy.
+        out.push(chunkHeader(CodecStored, length));
+        let at = extent.offset + done;
+        for (const slice of out.take(length)) {
+          await source.read(at, slice);
+          digest.update(slice);
+          at += slice.length;
+        }
+        done += length;
+        yield* out.drain();
+        continue;
+      }
+      const raw = readBuf.subarray(0, length);
       await source.read(extent.offset + done, raw);
       digest.update(raw);
       const chunk = compressor.compress(raw);
@@ -118,43 +137,48 @@ async function* coalesce(extents: Iterable<Extent> | AsyncIterable<Extent>, virt
 }
 
 /**
- * Packs pieces into 1 MiB blocks: fresh ones, so consumers may keep what they are given; or, for a
- * consumer that copies (reuse), recycled blocks, with large pieces passed through uncopied.
+ * Packs pieces into full blocks: fresh ones, so consumers may keep what they are given; or, for a
+ * consumer that is done with a block once it asked for the one after next (reuse), recycled blocks.
  */
 class BlockPacker {
   private readonly spare: Buffer[] = [];
-  private readonly own = new WeakSet<ArrayBufferLike>();
+  /** With reuse: the block the consumer may still hold, recycled when it asks for the one after. */
+  private lent: Buffer | undefined;
   private block: Buffer | undefined;
   private used = 0;
   private readonly ready: Buffer[] = [];
 
-  constructor(private readonly reuse: boolean) {}
+  constructor(private readonly reuse: boolean, private readonly blockBytes: number) {}
 
+  /** Copies bytes into the blocks. */
   push(bytes: Buffer): void {
-    if (this.reuse && bytes.length >= PassThroughBytes) {
-      this.flush();
-      this.ready.push(bytes);
-      return;
-    }
-    for (let at = 0; at < bytes.length;) {
-      this.block ??= this.fresh();
-      const n = Math.min(BlockBytes - this.used, bytes.length - at);
-      bytes.copy(this.block, this.used, at, at + n);
-      this.used += n;
-      at += n;
-      if (this.used === BlockBytes) this.flush();
-    }
+    let at = 0;
+    for (const slice of this.take(bytes.length)) at += bytes.copy(slice, 0, at, at + slice.length);
   }
 
-  /**
-   * Yields what is ready (at the end, also the partial block). With reuse, a block goes back to the
-   * spares when the consumer asks for the next piece, having copied this one.
-   */
+  /** Reserves the next n bytes of the blocks and returns them as slices, for the caller to fill before drain(). */
+  take(n: number): Buffer[] {
+    const slices: Buffer[] = [];
+    while (n > 0) {
+      this.block ??= this.fresh();
+      const k = Math.min(this.blockBytes - this.used, n);
+      slices.push(this.block.subarray(this.used, this.used + k));
+      this.used += k;
+      n -= k;
+      if (this.used === this.blockBytes) this.flush();
+    }
+    return slices;
+  }
+
+  /** Yields the full blocks (at the end, also the partial one). */
   *drain(final = false): Generator<Buffer> {
     if (final) this.flush();
     for (const b of this.ready.splice(0)) {
       yield b;
-      if (this.reuse && this.own.has(b.buffer) && this.spare.length < 4) this.spare.push(Buffer.from(b.buffer, 0, BlockBytes));
+      if (!this.reuse) continue;
+      // The consumer asked for the block after b: the one before b is free again.
+      if (this.lent !== undefined && this.spare.length < 2) this.spare.push(this.lent);
+      this.lent = Buffer.from(b.buffer, b.byteOffset, this.blockBytes);
     }
   }
 
@@ -165,8 +189,6 @@ class BlockPacker {
   }
 
   private fresh(): Buffer {
-    const b = this.spare.pop() ?? Buffer.allocUnsafeSlow(BlockBytes);
-    this.own.add(b.buffer);
-    return b;
+    return this.spare.pop() ?? Buffer.allocUnsafeSlow(this.blockBytes);
   }
 }
