@@ -6,7 +6,6 @@
 import { hostname } from 'node:os';
 import type { Command } from 'commander';
 import { ErrInvalidArgument } from '../../shared/errors.js';
-import { enroll } from '../enroll/enroll.js';
 import { agentState, withStateDir } from './agent-options.js';
 import type { StateDirOption } from './agent-options.js';
 
@@ -26,6 +25,8 @@ export function registerEnroll(program: Command): void {
       }
       if (url.protocol !== 'https:') throw ErrInvalidArgument(`--service "${opts.service}" must be an https:// URL`);
       const state = agentState(opts);
+      // Loaded here, not at start-up: X.509 and its polyfills cost every other command ~0.3 s.
+      const { enroll } = await import('../enroll/enroll.js');
       const r = await enroll(state, { serviceUrl: url.origin, token: opts.token, serverName: opts.name.toLowerCase() });
       process.stdout.write(`enrolled ${r.serverName} with tenant ${r.tenant}; certificate valid until ${r.notAfter}; state in ${state.dir}\n`);
     });
