@@ -59,7 +59,8 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
   }
   const media = config.initial.mode === 'media' ? new MediaWriter(config.initial.dir, { tenant: ctx.tenant, vm, disk: diskId, generation, mode, chunkCount, virtualSize }) : undefined;
   let sent = 0;
-  const pool = new SealPool(ctx.sealThreads ?? DefaultSealThreads);
+  const sealThreads = ctx.sealThreads ?? DefaultSealThreads;
+  const pool = new SealPool(sealThreads);
   try {
     // Chunks sealed before a restart go out first, as they were.
     for (const o of book.progress.disks[diskId]!.inflight.filter((x) => x.kind === 'chunk' && x.generation === generation)) {
@@ -106,7 +107,10 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
         ctx.onInitialProgress?.(vm, diskId, ipNow.bytesDone, ipNow.bytesTotal);
       }
     };
-    await Promise.all(Array.from({ length: Math.min(ctx.parallelChunks ?? DefaultParallelChunks, todo.length) }, worker));
+    // With sealing threads, one chunk more than threads: each thread has its next chunk while one
+    // uploads; more would only hold more sealed chunks in memory.
+    const parallel = ctx.parallelChunks ?? (sealThreads > 0 ? sealThreads + 1 : DefaultParallelChunks);
+    await Promise.all(Array.from({ length: Math.min(parallel, todo.length) }, worker));
     await map.sync();
   } finally {
     await pool.close();

@@ -66,7 +66,7 @@ export class SealerState {
 
   /** Takes back the memory of a shipped chunk's body (its owner no longer reads it). */
   recycle(buf: ArrayBuffer): void {
-    if (this.outputs.length < 2) this.outputs.push(buf);
+    if (this.outputs.length < 1) this.outputs.push(buf);
   }
 
   async close(): Promise<void> {

@@ -15,7 +15,7 @@ const state = new SealerState();
 // resident memory bounded (a few ms each).
 setFlagsFromString('--expose-gc');
 const collect = runInNewContext('gc') as () => void;
-const CollectEvery = 16 << 20;
+const CollectEvery = 8 << 20;
 let sealedSinceCollect = 0;
 
 parentPort!.on('message', (msg: { id: number; job?: SealJob; close?: boolean; recycle?: ArrayBuffer }) => {
