@@ -7,7 +7,6 @@
  * accepted the whole base. With --initial media:DIR the sealed chunks and a manifest go to DIR instead
  * (docs/formats/agent-media.md).
  */
-import { availableParallelism } from 'node:os';
 import type { DiskImage } from '../../shared/disk/index.js';
 import type { InflightObject, VmConfig } from '../state/schema.js';
 import { BlockMapWriter, blockCountOf, randomSeed } from '../tracker/blockmap.js';
@@ -20,11 +19,14 @@ import { SealPool } from './seal-pool.js';
 import { LostObject, shipInflight } from './ship.js';
 import { scanTrackerFor } from './trackers.js';
 
-/** 4 MiB: each chunk in flight holds its read buffer and its sealed body in memory. */
-export const DefaultChunkSize = 4 << 20;
+export const DefaultChunkSize = 8 << 20;
 export const DefaultParallelChunks = 4;
-/** Sealing threads: one per core, at most 2 (each holds a read buffer and a sealed chunk, about 2 chunks). */
-export const DefaultSealThreads = Math.min(2, availableParallelism());
+/**
+ * Sealing threads: 0 (in this thread). Two threads (plain JavaScript, see seal-pool.ts) were faster
+ * only while the shared 2-core machine was heavily loaded and slower otherwise, the agent's own I/O
+ * (an fsync per object and per progress write) being what the threads waited for; see docs/agent.md.
+ */
+export const DefaultSealThreads = 0;
 
 /**
  * Starts a base of a new generation for the disk (newer than any the service reported), or does
