@@ -16,7 +16,8 @@
  *   which writes the same bytes at the same offsets. A missing sequence stops the run (gaps wait); the next commit
  *   or the periodic sweep starts it again.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { PrivateJwk } from '../../shared/crypto/keys.js';
@@ -69,7 +70,8 @@ export async function mergeDisk(ctx: ServiceContext, ref: DiskRef, lock: MergeFe
   }
   let key: PrivateJwk | undefined;
   const tenantKey = async (): Promise<PrivateJwk> => (key ??= await replicaKey(ctx, ref.tenant));
-  const staging = await mkdtemp(join(tmpdir(), 'lifeboat-merge-'));
+  // Created only if a log spills out of the memory budget (stage.ts): most merges touch no file here.
+  const staging = join(tmpdir(), `lifeboat-merge-${randomUUID()}`);
   try {
     const base = await pendingBase(ctx.db, ref, state);
     if (base) state = await mergeBase(ctx, ref, disk.replicaDir, state, base, await tenantKey(), staging, lock, disk.virtualSize);

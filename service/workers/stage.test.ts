@@ -56,7 +56,7 @@ function expected(): Buffer {
 async function stageAndApply(name: string): Promise<{ inMemory: boolean; image: Buffer }> {
   const staged = await stageLog({ object: createReadStream(logPath, { highWaterMark: 256 * 1024 }), key, expect: identity, sha256, size: logSize }, join(dir, `${name}.staged`));
   const inMemory = staged.runs !== null;
-  const disk = await createDisk(join(dir, `${name}.raw`), 'raw', { virtualSize: size });
+  const disk = await createDisk(join(dir, `${name.replace('/', '-')}.raw`), 'raw', { virtualSize: size });
   try {
     await disk.write(0, Buffer.alloc(size, 0xee));
     await applyStaged(staged, disk);
@@ -81,11 +81,12 @@ describe('stageLog', () => {
     const limit = stageBudget.limit;
     stageBudget.limit = 8 * MiB;
     try {
-      const { inMemory, image } = await stageAndApply('spill');
+      // The staging directory does not exist yet: a spill creates it.
+      const { inMemory, image } = await stageAndApply('later/spill');
       expect(inMemory).toBe(false);
       expect(image.equals(expected())).toBe(true);
       expect(stageBudget.used).toBe(0);
-      await expect(stat(join(dir, 'spill.staged'))).rejects.toMatchObject({ code: 'ENOENT' });
+      await expect(stat(join(dir, 'later', 'spill.staged'))).rejects.toMatchObject({ code: 'ENOENT' });
     } finally {
       stageBudget.limit = limit;
     }

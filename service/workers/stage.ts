@@ -8,13 +8,15 @@
  * Where the items are kept: in memory, as runs of contiguous data packed into large slabs (so apply
  * issues few, large writes), while the process-wide budget allows (`StageMemoryBytes`, shared by every
  * merge running in the process); a log that outgrows it spills to a local staging file and continues
- * there. Callers release a staged log with `discardStaged` once applied or abandoned.
+ * there (its directory is created then). Callers release a staged log with `discardStaged` once
+ * applied or abandoned.
  *
  * Staging file: records of [kind u8 (1 data, 2 zero)][offset u64 LE][length u64 LE][data if kind 1].
  */
 import { createHash } from 'node:crypto';
-import { open, rm } from 'node:fs/promises';
+import { mkdir, open, rm } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { PrivateJwk } from '../../shared/crypto/keys.js';
 import { ErrTampered } from '../../shared/errors.js';
@@ -25,8 +27,12 @@ import type { DiskImage } from '../../shared/disk/index.js';
 const RecordHeaderBytes = 17;
 const KindData = 1;
 const KindZero = 2;
-/** Memory staging packs data into slabs of this size; a contiguous run grows to a slab per write. */
+/**
+ * Memory staging packs data into slabs: the first is small (most logs of a 30 s cycle are), each next
+ * one twice the last up to SlabBytes, so a big log is written in runs of up to SlabBytes.
+ */
 const SlabBytes = 8 << 20;
+const FirstSlabBytes = 256 << 10;
 /** Bytes of staged plaintext all merges of a process may hold in memory at once; beyond it, files. */
 export const StageMemoryBytes = 256 << 20;
 
@@ -67,6 +73,7 @@ class Stager {
   reserved = 0;
   private slab: Buffer | null = null;
   private fill = 0;
+  private nextSlab = FirstSlabBytes;
   private out: FileHandle | null = null;
   private at = 0;
   private readonly head = Buffer.alloc(RecordHeaderBytes);
@@ -90,7 +97,8 @@ class Stager {
   /** Copies data into the current slab (the reader may reuse its buffers); false when over budget. */
   private keep(offset: number, data: Buffer): boolean {
     if (!this.slab || this.fill + data.length > this.slab.length) {
-      const size = Math.max(SlabBytes, data.length);
+      const size = Math.max(this.nextSlab, data.length);
+      this.nextSlab = Math.min(SlabBytes, this.nextSlab * 2);
       if (!reserve(size)) return false;
       this.reserved += size;
       this.slab = Buffer.allocUnsafe(size);
@@ -111,6 +119,7 @@ class Stager {
 
   /** Moves what memory holds into the staging file and releases its budget. */
   private async spill(): Promise<void> {
+    await mkdir(dirname(this.path), { recursive: true, mode: 0o700 });
     this.out = await open(this.path, 'wx', 0o600);
     const runs = this.runs!;
     this.runs = null;
