@@ -1,8 +1,8 @@
 /** Shared test helpers: scratch directories and the external referees (qemu-img, qemu-io). */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 
 export const execFileP = promisify(execFile);
@@ -17,4 +17,29 @@ export async function scratchDir(prefix = 'lifeboat-test-'): Promise<{ path: str
 export async function referee(cmd: 'qemu-img' | 'qemu-io', args: string[]): Promise<string> {
   const { stdout } = await execFileP(cmd, args, { maxBuffer: 64 << 20 });
   return stdout;
+}
+
+export interface CommandOutput { code: number; stdout: string; stderr: string }
+
+const bins = {
+  agent: resolve(import.meta.dirname, '..', 'bin', 'lifeboat-agent.js'),
+  service: resolve(import.meta.dirname, '..', 'bin', 'lifeboat-service.js'),
+};
+
+/**
+ * Runs one of our commands as a user runs it (bin/lifeboat-agent.js or bin/lifeboat-service.js) and
+ * collects its exit code and output; a non-zero exit resolves, it does not reject.
+ */
+export function runBin(which: keyof typeof bins, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<CommandOutput> {
+  return new Promise((res, reject) => {
+    const child = spawn(process.execPath, [bins[which], ...args], {
+      cwd: options.cwd, env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => res({ code: code ?? -1, stdout, stderr }));
+  });
 }

@@ -1,22 +1,17 @@
 /** The disk subcommands as a user runs them: bin/lifeboat-agent.js spawned, exit codes and output checked. */
-import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, rename, truncate, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { referee, scratchDir } from '../../test/helpers.js';
+import { runBin, referee, scratchDir } from '../../test/helpers.js';
+import type { CommandOutput } from '../../test/helpers.js';
 
-const bin = resolve(import.meta.dirname, '../../bin/lifeboat-agent.js');
 let dir: Awaited<ReturnType<typeof scratchDir>>;
 beforeAll(async () => { dir = await scratchDir('lifeboat-cli-'); });
 afterAll(async () => { await dir.remove(); });
 
-function agent(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((res) => {
-    execFile(process.execPath, [bin, ...args], { cwd: dir.path }, (err, stdout, stderr) => {
-      res({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
-    });
-  });
+function agent(...args: string[]): Promise<CommandOutput> {
+  return runBin('agent', args, { cwd: dir.path });
 }
 
 /** One line on stderr, no stack trace, a non-zero exit. */

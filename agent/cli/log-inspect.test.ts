@@ -1,24 +1,19 @@
 /** lifeboat-agent log inspect as a user runs it: bin/lifeboat-agent.js spawned on the test vectors. */
-import { execFile } from 'node:child_process';
 import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateKeyPair, saveJwk } from '../../shared/crypto/index.js';
-import { scratchDir } from '../../test/helpers.js';
+import { runBin, scratchDir } from '../../test/helpers.js';
+import type { CommandOutput } from '../../test/helpers.js';
 
-const bin = resolve(import.meta.dirname, '../../bin/lifeboat-agent.js');
 const vectors = resolve(import.meta.dirname, '../../test/vectors');
 const key = join(vectors, 'key.jwk');
 let dir: Awaited<ReturnType<typeof scratchDir>>;
 beforeAll(async () => { dir = await scratchDir('lifeboat-log-cli-'); });
 afterAll(async () => { await dir.remove(); });
 
-function agent(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((res) => {
-    execFile(process.execPath, [bin, ...args], { cwd: dir.path }, (err, stdout, stderr) => {
-      res({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
-    });
-  });
+function agent(...args: string[]): Promise<CommandOutput> {
+  return runBin('agent', args, { cwd: dir.path });
 }
 
 /** One line on stderr naming the file, nothing on stdout, no stack trace, a non-zero exit. */

@@ -7,9 +7,8 @@
  * damaged or missing chunk stops the import of its disk with one line naming it, re-import is a
  * duplicate.
  */
-import { spawn } from 'node:child_process';
 import { cp, mkdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,11 +21,11 @@ import { AgentState } from '../../agent/state/store.js';
 import type { RunningService } from '../../service/runner.js';
 import { startService } from '../../service/runner.js';
 import { Merger } from '../../service/workers/merger.js';
-import { referee } from '../helpers.js';
+import { referee, runBin } from '../helpers.js';
+import type { CommandOutput } from '../helpers.js';
 import type { TestEnv } from '../service/helpers.js';
 import { freePort, operator, testEnv } from '../service/helpers.js';
 
-const serviceBin = resolve(import.meta.dirname, '../../bin/lifeboat-service.js');
 let env: TestEnv;
 let svc: RunningService;
 let redis: Redis;
@@ -36,16 +35,8 @@ let disk: string;
 let media: string;
 const enqueued: string[] = [];
 
-function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((res, reject) => {
-    const child = spawn(process.execPath, [serviceBin, ...args, '--config', env.config.path], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => res({ code: code ?? -1, stdout, stderr }));
-  });
+function cli(args: string[]): Promise<CommandOutput> {
+  return runBin('service', [...args, '--config', env.config.path]);
 }
 
 async function runOnce(): Promise<VmCycleResult> {

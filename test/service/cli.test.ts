@@ -7,21 +7,14 @@ import type { ChildProcess } from 'node:child_process';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { scratchDir } from '../helpers.js';
+import { runBin, scratchDir } from '../helpers.js';
+import type { CommandOutput } from '../helpers.js';
 import { freePort } from './helpers.js';
 
 const bin = join(import.meta.dirname, '..', '..', 'bin', 'lifeboat-service.js');
 
-function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
+function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CommandOutput> {
+  return runBin('service', args, { env });
 }
 
 let scratch: Awaited<ReturnType<typeof scratchDir>>;
