@@ -4,6 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
+import { openDisk } from '../shared/disk/index.js';
 
 export const execFileP = promisify(execFile);
 
@@ -42,4 +43,16 @@ export function runBin(which: keyof typeof bins, args: string[], options: { cwd?
     child.on('error', reject);
     child.on('close', (code) => res({ code: code ?? -1, stdout, stderr }));
   });
+}
+
+/** The whole virtual contents of a small image (a test's replica), read through our own reader. */
+export async function readWholeImage(path: string): Promise<Buffer> {
+  const img = await openDisk(path, { readOnly: true });
+  try {
+    const buf = Buffer.alloc(img.virtualSize);
+    await img.read(0, buf);
+    return buf;
+  } finally {
+    await img.close();
+  }
 }

@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { expect } from 'vitest';
-import { openDisk } from '../../shared/disk/index.js';
+import { readWholeImage } from '../helpers.js';
 import type { Extent } from '../../shared/disk/types.js';
 import type { PublicJwk } from '../../shared/crypto/keys.js';
 import { writeLog } from '../../shared/log/index.js';
@@ -70,14 +70,7 @@ export class SimAgent {
   async replica(disk: string): Promise<Buffer> {
     const dir = join(this.svc.ctx.config.replicaRoot, this.id.tenant, this.vm, disk);
     const state = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as { layers: string[] };
-    const img = await openDisk(join(dir, state.layers.at(-1)!), { readOnly: true });
-    try {
-      const buf = Buffer.alloc(img.virtualSize);
-      await img.read(0, buf);
-      return buf;
-    } finally {
-      await img.close();
-    }
+    return readWholeImage(join(dir, state.layers.at(-1)!));
   }
 }
 

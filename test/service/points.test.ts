@@ -7,10 +7,9 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openDisk } from '../../shared/disk/index.js';
 import { Merger } from '../../service/workers/merger.js';
 import { Pointer } from '../../service/workers/points-job.js';
-import { referee } from '../helpers.js';
+import { readWholeImage, referee } from '../helpers.js';
 import { SimAgent, scribble } from './agent-sim.js';
 import type { TestEnv } from './helpers.js';
 import { enrolledAgent, operator, testEnv, testService } from './helpers.js';
@@ -38,15 +37,8 @@ async function cycle(consistency: 'crash' | 'application' = 'crash'): Promise<vo
 const dir = () => join(env.config.replicaRoot, 'acme', 'web', 'd0');
 const state = async () => JSON.parse(await readFile(join(dir(), 'state.json'), 'utf8')) as { layers: string[]; points: { name: string; layer: string; consistency: string }[] };
 
-async function contentAt(layer: string): Promise<Buffer> {
-  const img = await openDisk(join(dir(), layer), { readOnly: true });
-  try {
-    const buf = Buffer.alloc(img.virtualSize);
-    await img.read(0, buf);
-    return buf;
-  } finally {
-    await img.close();
-  }
+function contentAt(layer: string): Promise<Buffer> {
+  return readWholeImage(join(dir(), layer));
 }
 
 beforeAll(async () => {
