@@ -2,6 +2,7 @@
 import { open } from 'node:fs/promises';
 import { vhdxDriver } from '../../shared/disk/vhdx/driver.js';
 import type { DiskImage } from '../../shared/disk/types.js';
+import { seededRandom } from '../../shared/random.js';
 
 /** Opens a VHDX (and its parents, read-only) through the driver alone. */
 export function openVhdx(path: string, readOnly = false): Promise<DiskImage> {
@@ -46,17 +47,8 @@ export async function firstDifferenceFrom(disk: DiskImage, model: Buffer): Promi
   return -1;
 }
 
-/** A deterministic pseudo-random generator (mulberry32) so failures reproduce. */
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A deterministic pseudo-random generator so failures reproduce. */
+export const rng = seededRandom;
 
 /** Fills buf with bytes derived from seed (cheap, distinct per seed and position). */
 export function pattern(buf: Buffer, seed: number): Buffer {

@@ -13,6 +13,7 @@ import { declaredLength } from '../body.js';
 import { ErrUnavailable } from '../errors.js';
 import type { Body, GetOptions, Grant, GrantOptions, ListEntry, ObjectInfo, ObjectStore, PutOptions, SignalOptions } from '../types.js';
 import { ForwardingStore, mapBody, mapStream } from './base.js';
+import { seededRandom } from '../../random.js';
 
 export type FaultOperation = 'put' | 'get' | 'head' | 'list' | 'delete' | 'grant';
 
@@ -33,18 +34,6 @@ export interface FaultStats {
   failed: number;
   cutUploads: number;
   cutDownloads: number;
-}
-
-/** mulberry32: a small, fast, seedable PRNG; uniform in [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Passes cutAt bytes through, then fails like a dropped connection. */
