@@ -68,9 +68,16 @@ export async function readState(dir: string): Promise<AppliedState> {
 
 /** Replaces state.json atomically and durably. */
 export async function writeState(dir: string, state: AppliedState): Promise<void> {
+  await installState(dir, await prepareState(dir, state));
+}
+
+/**
+ * First half of writeState: the new state in a temporary file beside state.json, written and
+ * fsynced; returns its path. The caller installs it (installState) or removes it.
+ */
+export async function prepareState(dir: string, state: AppliedState): Promise<string> {
   await mkdir(dir, { recursive: true });
-  const path = join(dir, StateFileName);
-  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
+  const tmp = join(dir, `${StateFileName}.tmp-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`);
   const fh = await open(tmp, 'w', 0o644);
   try {
     await fh.writeFile(`${JSON.stringify({ ...state, updatedAt: new Date().toISOString() }, null, 2)}\n`);
@@ -78,7 +85,12 @@ export async function writeState(dir: string, state: AppliedState): Promise<void
   } finally {
     await fh.close();
   }
-  await rename(tmp, path);
+  return tmp;
+}
+
+/** Second half: renames a prepared file over state.json and fsyncs the directory. */
+export async function installState(dir: string, tmp: string): Promise<void> {
+  await rename(tmp, join(dir, StateFileName));
   const dh = await open(dir, 'r');
   try {
     await dh.sync();

@@ -1,9 +1,11 @@
 /**
  * A per-disk lock in Redis with a fencing token. Acquiring takes a fresh token from a counter that
- * only grows (INCR), then SET NX PX; the holder checks `stillHeld()` before each durable step and
- * writes its token into the applied state, so a worker that lost its lock (paused past the TTL)
- * stops before it writes, and a state file written by a newer holder is never overwritten by an
- * older one (see merge-job.ts).
+ * only grows (INCR), then SET NX PX with the token as the value. `stillHeld()` is one Lua call that
+ * checks the value is still our token and extends the lease to a full TTL; the holder calls it before
+ * each step that writes the replica, and commit-state.ts calls it as the last thing before renaming a
+ * prepared state.json into place, after comparing the token already in state.json with ours. So a
+ * worker that lost its lock (paused past the TTL, or killed) stops before it writes, and a state file
+ * written by a newer holder is never replaced by an older one (docs/service.md "Fencing").
  */
 import type { Redis } from 'ioredis';
 

@@ -23,7 +23,8 @@ import { listDisks, listVms } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';
 import { mergeJobId } from '../queue.js';
 import type { AppliedState } from '../replication/replica.js';
-import { readState, writeState } from '../replication/replica.js';
+import { readState } from '../replication/replica.js';
+import { writeFencedState } from './commit-state.js';
 import type { DiskLock } from './lock.js';
 import { acquireLock } from './lock.js';
 
@@ -111,8 +112,7 @@ export class Pointer {
     await rm(join(dir, child), { force: true });
     const image = await createChildDisk(join(dir, child), join(dir, top));
     await image.close();
-    if (!(await lock.stillHeld())) throw new Error(`point ${point.name} of ${disk.id}: lock lost`);
-    await writeState(dir, { ...state, layers: [...state.layers, child], points: [...state.points, { ...point, layer: top }], fence: Math.max(state.fence, lock.fence) });
+    await writeFencedState(dir, { ...state, layers: [...state.layers, child], points: [...state.points, { ...point, layer: top }] }, lock, `point ${point.name} of ${disk.id}`);
   }
 
   private async prunePoint(disk: DiskRow, name: string, lock: DiskLock): Promise<void> {
@@ -133,8 +133,7 @@ export class Pointer {
       }
       layers = state.layers.filter((l) => l !== point.layer);
     }
-    if (!(await lock.stillHeld())) throw new Error(`prune ${name} of ${disk.id}: lock lost`);
-    await writeState(dir, { ...state, layers, points: state.points.filter((p) => p.name !== name), fence: Math.max(state.fence, lock.fence) });
+    await writeFencedState(dir, { ...state, layers, points: state.points.filter((p) => p.name !== name) }, lock, `prune ${name} of ${disk.id}`);
     if (layers !== state.layers) await rm(join(dir, point.layer), { force: true });
   }
 }
