@@ -38,6 +38,7 @@ export async function vmStatus(db: Queryable, vm: VmRow, now = new Date()) {
     compression: vm.compression,
     lastAppliedAt: lastAppliedAt?.toISOString() ?? null,
     pendingLogs: [...pending.values()].reduce((n, p) => n + p.logs, 0),
+    pendingBytes: [...pending.values()].reduce((n, p) => n + p.bytes, 0),
     disks: disks.map((d) => diskStatus(d, pending.get(d.id))),
   };
 }
@@ -79,28 +80,38 @@ export function computeHealth(h: HealthInput): Health {
 }
 
 /**
- * The last hour of the VM's first disk (each cycle ships one log per disk): cycles expected from the
- * frequency since replication of its generation began (at most an hour back), cycles seen, log sizes,
- * and the last refused log's error.
+ * The last hour of the VM over all its disks that have a complete base. Each cycle ships one log per
+ * disk, so a VM cycle is successful only when every disk's log of it arrived: per disk, the cycles
+ * expected from the frequency since replication of its current generation began (at most an hour
+ * back) and the logs of that generation received; the VM expects as many cycles as its longest
+ * replicating disk and has as many successful ones as its disk with the fewest logs. Log sizes are
+ * every disk's logs of the hour; the error is the last refused log's, of any disk.
  */
 async function hourStats(db: Queryable, vm: VmRow, disks: DiskRow[], now: Date) {
-  const first = disks[0];
-  const empty = { cycles: { expected: 0, successful: 0, missed: 0 }, logBytes: { average: 0, largest: 0 }, lastError: null as string | null };
-  if (!first || !first.baseComplete) return empty;
+  const counted = disks.filter((d) => d.baseComplete);
   const from = new Date(now.getTime() - HourMs);
-  const rows = await db.query<{ n: number; avg: number | null; max: number | null; began: Date | null; err: string | null }>(
-    `SELECT (SELECT count(*) FROM logs WHERE tenant = $1 AND vm = $2 AND disk = $3 AND kind = 'log' AND created_at > $4)::int8 AS n,
-            (SELECT avg(size)::float8 FROM logs WHERE tenant = $1 AND vm = $2 AND kind = 'log' AND created_at > $4) AS avg,
-            (SELECT max(size) FROM logs WHERE tenant = $1 AND vm = $2 AND kind = 'log' AND created_at > $4)::int8 AS max,
-            (SELECT min(committed_at) FROM logs WHERE tenant = $1 AND vm = $2 AND disk = $3 AND generation = $5) AS began,
+  const rows = await db.query<{ avg: number | null; max: number | null; err: string | null }>(
+    `SELECT (SELECT avg(size)::float8 FROM logs WHERE tenant = $1 AND vm = $2 AND kind = 'log' AND created_at > $3) AS avg,
+            (SELECT max(size) FROM logs WHERE tenant = $1 AND vm = $2 AND kind = 'log' AND created_at > $3)::int8 AS max,
             (SELECT error FROM logs WHERE tenant = $1 AND vm = $2 AND status = 'rejected' ORDER BY committed_at DESC LIMIT 1) AS err`,
-    [vm.tenant, vm.name, first.id, from, first.generation]);
+    [vm.tenant, vm.name, from]);
   const r = rows[0]!;
-  const start = Math.max(from.getTime(), r.began ? new Date(r.began).getTime() : now.getTime());
-  const expected = Math.floor((now.getTime() - start) / (vm.frequencySeconds * 1000));
+  const perDisk = counted.length === 0 ? [] : await db.query<{ disk: string; generation: number; n: number; began: Date | null }>(
+    `SELECT disk, generation, (count(*) FILTER (WHERE kind = 'log' AND created_at > $3))::int8 AS n, min(committed_at) AS began
+       FROM logs WHERE tenant = $1 AND vm = $2 GROUP BY disk, generation`,
+    [vm.tenant, vm.name, from]);
+  let expected = 0;
+  let successful = Infinity;
+  for (const d of counted) {
+    const row = perDisk.find((x) => x.disk === d.id && Number(x.generation) === d.generation);
+    const start = Math.max(from.getTime(), row?.began ? new Date(row.began).getTime() : now.getTime());
+    expected = Math.max(expected, Math.floor((now.getTime() - start) / (vm.frequencySeconds * 1000)));
+    successful = Math.min(successful, Number(row?.n ?? 0));
+  }
+  successful = Math.min(expected, counted.length === 0 ? 0 : successful);
   return {
-    cycles: { expected, successful: r.n, missed: Math.max(0, expected - r.n) },
-    logBytes: { average: Math.round(r.avg ?? 0), largest: r.max ?? 0 },
+    cycles: { expected, successful, missed: expected - successful },
+    logBytes: { average: Math.round(r.avg ?? 0), largest: Number(r.max ?? 0) },
     lastError: r.err,
   };
 }
