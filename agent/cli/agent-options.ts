@@ -72,7 +72,13 @@ export function parseBandwidth(text: string): number {
   const bits = /^\s*(\d+(?:\.\d+)?)\s*([kmg]?)bit(?:\/s)?\s*$/i.exec(text);
   let bytes: number;
   if (bits) bytes = Math.floor(Number(bits[1]) * ({ '': 1, k: 1e3, m: 1e6, g: 1e9 } as Record<string, number>)[bits[2]!.toLowerCase()]! / 8);
-  else bytes = parseSize(text.replace(/\/s$/i, ''), '--bandwidth');
+  else {
+    try {
+      bytes = parseSize(text.replace(/\/s$/i, ''), '--bandwidth');
+    } catch {
+      throw ErrInvalidArgument(`--bandwidth "${text}" must be a rate such as 20M or 20MB/s (bytes per second) or 100mbit`);
+    }
+  }
   if (bytes < 1024) throw ErrInvalidArgument(`--bandwidth "${text}" is below 1 KiB/s`);
   return bytes;
 }

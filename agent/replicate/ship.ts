@@ -1,5 +1,5 @@
 /**
- * Ships a sealed object: grant, upload (throttled when a bandwidth is set), commit, retried with
+ * Ships a sealed object: grant, upload (within the VM's bandwidth limit when one is set), commit, retried with
  * backoff. Re-shipping after a crash sends the same bytes; a commit the service already recorded
  * answers "duplicate", which is success. An object held in memory (a chunk) that a crash lost is only
  * committed again (see InflightObject); when the service has no such object, LostObject is thrown
@@ -10,6 +10,7 @@ import { rm } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { LifeboatError } from '../../shared/errors.js';
 import type { InflightObject } from '../state/schema.js';
+import { paced, uploadLimit } from '../transport/bandwidth.js';
 import type { CommitStatus, GrantRequest } from '../transport/types.js';
 import type { EngineContext } from './context.js';
 import { withRetry } from './retry.js';
@@ -26,7 +27,7 @@ export async function shipInflight(ctx: EngineContext, vm: string, disk: string,
   const source = body ? () => Readable.from(body) : o.spool ? () => createReadStream(o.spool, { highWaterMark: 1 << 20 }) : undefined;
   if (source) await withRetry(async () => {
     try {
-      await ctx.transport.upload(grant, throttled(source(), bandwidth), o.size);
+      await ctx.transport.upload(grant, paced(source(), uploadLimit(`${ctx.state.dir}\0${vm}`, bandwidth)), o.size);
     } catch (err) {
       // Uploaded and committed before a crash: the store keeps the first copy; the commit decides.
       if (err instanceof LifeboatError && (err.code === 'already_exists' || err.code === 'conflict')) return;
@@ -45,23 +46,4 @@ export async function shipInflight(ctx: EngineContext, vm: string, disk: string,
   }
   if (o.spool) await rm(o.spool, { force: true });
   return status;
-}
-
-/** Paces a stream to bytesPerSecond (no pacing when null). */
-export function throttled(stream: Readable, bytesPerSecond: number | null): Readable {
-  if (bytesPerSecond === null) return stream;
-  return Readable.from((async function* () {
-    const start = Date.now();
-    let sent = 0;
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      for (let i = 0; i < chunk.length; i += 64 * 1024) {
-        const piece = chunk.subarray(i, i + 64 * 1024);
-        sent += piece.length;
-        const due = start + (sent / bytesPerSecond) * 1000;
-        const wait = due - Date.now();
-        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-        yield piece;
-      }
-    }
-  })());
 }

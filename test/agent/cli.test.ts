@@ -2,7 +2,7 @@
  * The agent's commands on bad input: one clear line on stderr, a non-zero exit, and no state written.
  */
 import { execFile } from 'node:child_process';
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -50,6 +50,28 @@ describe('lifeboat-agent on bad input', () => {
       expectOneLine(state, ['protect', '../vm', '--disk', disk], /VM name "\.\.\/vm"/),
     ]);
     await expect(readdir(state)).rejects.toThrow(/ENOENT/);
+  });
+
+  it('protect --bandwidth refuses a bad RATE with one line and records a good one in bytes per second', async () => {
+    const state = join(dir, 'bandwidth');
+    const disk = join(dir, 'bandwidth.raw');
+    await writeFile(disk, Buffer.alloc(1 << 20));
+    const rate = /must be a rate such as 20M or 20MB\/s \(bytes per second\) or 100mbit/;
+    await Promise.all([
+      expectOneLine(state, ['protect', 'vm1', '--disk', disk, '--bandwidth', 'fast'], rate),
+      expectOneLine(state, ['protect', 'vm1', '--disk', disk, '--bandwidth', '-1M'], rate),
+      expectOneLine(state, ['protect', 'vm1', '--disk', disk, '--bandwidth', '1e9'], rate),
+      expectOneLine(state, ['protect', 'vm1', '--disk', disk, '--bandwidth', ''], rate),
+      expectOneLine(state, ['protect', 'vm1', '--disk', disk, '--bandwidth', '0'], /--bandwidth "0" is below 1 KiB\/s/),
+      expectOneLine(state, ['protect', 'vm1', '--disk', disk, '--bandwidth', '8000bit'], /--bandwidth "8000bit" is below 1 KiB\/s/),
+    ]);
+    await expect(readdir(state)).rejects.toThrow(/ENOENT/);
+    for (const [text, bytes] of [['20M', 20 * 2 ** 20], ['20MB/s', 20 * 2 ** 20], ['100mbit', 12_500_000], ['1gbit/s', 125_000_000], ['64K', 65_536]] as const) {
+      const r = await agent(state, 'protect', 'vm1', '--disk', disk, '--bandwidth', text);
+      expect(r.code, r.stderr).toBe(0);
+      const config = JSON.parse(await readFile(join(state, 'vms', 'vm1', 'config.json'), 'utf8')) as { bandwidthBytesPerSec: number };
+      expect(config.bandwidthBytesPerSec, text).toBe(bytes);
+    }
   });
 
   it('protect, pause, resume and status work on a good disk; unknown VMs are one line', async () => {
