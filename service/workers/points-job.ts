@@ -7,7 +7,9 @@
  *   layer is frozen and a new empty child becomes the top (`p<ms>.vhdx`); state.json gains the point;
  *   then one catalog row for the VM. The point is application-consistent when the last applied log of
  *   every disk was. Failure: a disk in resync_required or locked by a merge → the VM is skipped this
- *   round (retried next tick). Idempotent: a disk whose state.json already has the point is left alone.
+ *   round (retried next tick). Idempotent: a disk whose state.json already has the point is left alone;
+ *   the catalog row is written while every disk's lock is held, and a point some disks froze but the
+ *   catalog never recorded (a killed worker) is undone before the next one is made (undoInterrupted).
  * prune — Input: points older than N hours. Output: the point's frozen layer (unless it is the base)
  *   is merged into the base (mergeChild), the next layer re-parented onto the base, the layer dropped
  *   from state.json and deleted; then the catalog row goes. Idempotent: mergeChild writes the same
@@ -69,9 +71,12 @@ export class Pointer {
     if (disks.length === 0 || disks.some((d) => !d.baseComplete || d.state !== 'replicating')) return false;
     const name = `p${now.getTime()}`;
     const consistency = await this.consistencyOf(vm, disks);
-    const ok = await this.onEachDisk(vm, (disk, lock) => this.freeze(disk, { name, layer: '', createdAt: now.toISOString(), consistency }, lock));
-    if (ok) await this.ctx.db.query('INSERT INTO recovery_points (tenant, vm, created_at, consistency, layer) VALUES ($1, $2, $3, $4, $5)', [vm.tenant, vm.name, now, consistency, name]);
-    return ok;
+    // The catalog row goes in while the locks are still held: until then another worker would take
+    // this point for an interrupted one (below) and undo it.
+    return this.onEachDisk(vm, (disk, lock) => this.freeze(disk, { name, layer: '', createdAt: now.toISOString(), consistency }, lock),
+      async () => {
+        await this.ctx.db.query('INSERT INTO recovery_points (tenant, vm, created_at, consistency, layer) VALUES ($1, $2, $3, $4, $5)', [vm.tenant, vm.name, now, consistency, name]);
+      });
   }
 
   private async consistencyOf(vm: VmRow, disks: DiskRow[]): Promise<'crash' | 'application'> {
@@ -87,7 +92,7 @@ export class Pointer {
    * Runs fn on every disk of the VM holding all their merge locks at once, so a point spans the same
    * moment on every disk; false (nothing done) when any disk was busy.
    */
-  private async onEachDisk(vm: VmRow, fn: (disk: DiskRow, lock: DiskLock) => Promise<void>): Promise<boolean> {
+  private async onEachDisk(vm: VmRow, fn: (disk: DiskRow, lock: DiskLock) => Promise<void>, whileLocked?: () => Promise<void>): Promise<boolean> {
     const disks = await listDisks(this.ctx.db, vm.tenant, vm.name);
     const locks: DiskLock[] = [];
     try {
@@ -97,6 +102,7 @@ export class Pointer {
         locks.push(lock);
       }
       for (const [i, disk] of disks.entries()) await fn(disk, locks[i]!);
+      await whileLocked?.();
       return true;
     } finally {
       for (const lock of locks) await lock.release();
@@ -105,6 +111,7 @@ export class Pointer {
 
   private async freeze(disk: DiskRow, point: Point, lock: DiskLock): Promise<void> {
     const dir = disk.replicaDir;
+    await this.undoInterrupted(disk, point.name, lock);
     const state = await readState(dir);
     if (state.points.some((p) => p.name === point.name)) return;
     const top = state.layers.at(-1)!;
@@ -113,6 +120,46 @@ export class Pointer {
     const image = await createChildDisk(join(dir, child), join(dir, top));
     await image.close();
     await writeFencedState(dir, { ...state, layers: [...state.layers, child], points: [...state.points, { ...point, layer: top }] }, lock, `point ${point.name} of ${disk.id}`);
+  }
+
+  /**
+   * A point in state.json without a catalog row is one whose creation was interrupted after this disk
+   * froze and before every disk had (a worker killed mid-way): the VM has no such point, and its layer
+   * would stay in the chain for good. It is undone: the layer above the frozen one is merged back into
+   * it (mergeChild; a point that froze that layer now names the merged one, which reads the same), the
+   * layer after it re-parented, state.json written without the point, and the merged file deleted.
+   * Crash-safe like a prune: state.json changes in one fenced write after the merge, which a rerun
+   * repeats with the same bytes. `keep` is the point being made now (a rerun with the same name).
+   */
+  private async undoInterrupted(disk: DiskRow, keep: string, lock: DiskLock): Promise<void> {
+    const dir = disk.replicaDir;
+    const known = new Set((await this.ctx.db.query<{ layer: string }>('SELECT layer FROM recovery_points WHERE tenant = $1 AND vm = $2', [disk.tenant, disk.vm])).map((r) => r.layer));
+    known.add(keep);
+    for (;;) {
+      const state = await readState(dir);
+      const orphan = state.points.findLast((p) => !known.has(p.name));
+      if (!orphan) return;
+      const i = state.layers.indexOf(orphan.layer);
+      const above = state.layers[i + 1];
+      const what = `undo interrupted point ${orphan.name} of ${disk.id}`;
+      if (i < 0 || above === undefined) {
+        await writeFencedState(dir, { ...state, points: state.points.filter((p) => p !== orphan) }, lock, what);
+        continue;
+      }
+      await mergeChild(join(dir, above));
+      const after = state.layers[i + 2];
+      if (after !== undefined) {
+        const next = await openDisk(join(dir, after), { acceptChangedParent: true });
+        try {
+          await next.setParent?.(join(dir, orphan.layer));
+        } finally {
+          await next.close();
+        }
+      }
+      const points = state.points.filter((p) => p !== orphan).map((p) => (p.layer === above ? { ...p, layer: orphan.layer } : p));
+      await writeFencedState(dir, { ...state, layers: state.layers.filter((l) => l !== above), points }, lock, what);
+      await rm(join(dir, above), { force: true });
+    }
   }
 
   private async prunePoint(disk: DiskRow, name: string, lock: DiskLock): Promise<void> {

@@ -26,8 +26,8 @@ export class SimAgent {
     return httpsJson<Json>(`${this.svc.agentUrl}${path}`, { method, caPem: this.svc.ctx.ca.certPem, identity: this.id, ...(body === undefined ? {} : { body }) });
   }
 
-  async register(disks: { id: string; virtualSize: number }[]): Promise<void> {
-    const r = await this.call('PUT', `/v1/vms/${this.vm}`, { disks: disks.map((d) => ({ ...d, format: 'raw' })), frequency: '30s', history: 0, appConsistentEvery: 0, compression: 'zstd' });
+  async register(disks: { id: string; virtualSize: number }[], options: { history?: number } = {}): Promise<void> {
+    const r = await this.call('PUT', `/v1/vms/${this.vm}`, { disks: disks.map((d) => ({ ...d, format: 'raw' })), frequency: '30s', history: options.history ?? 0, appConsistentEvery: 0, compression: 'zstd' });
     expect(r.status).toBe(201);
   }
 

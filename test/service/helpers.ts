@@ -151,3 +151,41 @@ export async function enrolledAgent(svc: RunningService, tenant: string, pattern
   if (res.status !== 200) throw new Error(`enroll ${serverName}: ${res.status} ${JSON.stringify(res.body)}`);
   return { keyPem, certPem: res.body.certificate, tenant, serverName, replicaKey: res.body.tenantReplicaKey };
 }
+
+/**
+ * A Redis database of its own on the shared server, for anything that runs real service processes
+ * with their default queue and lock names (the bench, tests with worker processes): an empty
+ * database among 1–15, claimed with a marker key so a second claimant passes it by. drop() deletes
+ * the keys of that database that the run made (every key, the database was empty) and the marker.
+ */
+export async function claimRedisDb(base = 'redis://127.0.0.1:6379'): Promise<{ url: string; db: number; drop(): Promise<void> }> {
+  const { Redis } = await import('ioredis');
+  const marker = `lifeboat-claim:${process.pid}:${randomBytes(4).toString('hex')}`;
+  const dbs = Array.from({ length: 15 }, (_, i) => i + 1).sort(() => Math.random() - 0.5);
+  for (const db of dbs) {
+    const redis = new Redis(`${base}/${db}`, { maxRetriesPerRequest: 1, lazyConnect: true });
+    try {
+      await redis.connect();
+      if ((await redis.dbsize()) !== 0) continue;
+      if ((await redis.set('lifeboat-claim', marker, 'EX', 6 * 3600, 'NX')) !== 'OK') continue;
+      if ((await redis.dbsize()) !== 1) {
+        await redis.del('lifeboat-claim');
+        continue;
+      }
+    } finally {
+      redis.disconnect();
+    }
+    return {
+      url: `${base}/${db}`, db,
+      async drop() {
+        const r = new Redis(`${base}/${db}`, { maxRetriesPerRequest: 1 });
+        try {
+          if ((await r.get('lifeboat-claim')) === marker) await r.flushdb();
+        } finally {
+          r.disconnect();
+        }
+      },
+    };
+  }
+  throw new Error('no empty Redis database among 1–15 to claim');
+}
