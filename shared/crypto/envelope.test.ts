@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LifeboatError } from '../errors.js';
 import { scratchDir } from '../../test/helpers.js';
 import {
-  generateKeyPair, loadPrivateKey, loadPublicKey, openStream, saveKeyPair, sealStream, type KeyPair,
+  FrameSealer, generateKeyPair, loadPrivateKey, loadPublicKey, openStream, saveKeyPair, sealStream, type KeyPair,
 } from './index.js';
 
 const frameSize = 4096;
@@ -102,6 +102,38 @@ describe('envelope round trip', () => {
       }), { numRuns: 60 });
   });
 
+  it('round-trips plaintext written into a FrameSealer in any pieces, reserved or pushed', async () => {
+    await fc.assert(fc.asyncProperty(
+      fc.integer({ min: 0, max: 4 * frameSize + 10 }), fc.array(fc.integer({ min: 1, max: 2 * frameSize + 1 }), { minLength: 1, maxLength: 6 }), fc.boolean(),
+      async (n, sizes, reserve) => {
+        const plain = randomBytes(n);
+        const sealer = await FrameSealer.create({ recipient: pair.publicKey, context: Buffer.from('ctx'), frameSize });
+        const parts: Buffer[] = [];
+        for (let at = 0, i = 0; at < n; i++) {
+          const want = Math.min(sizes[i % sizes.length]!, n - at);
+          if (reserve) {
+            const slice = sealer.reserve(want);
+            expect(slice.length).toBeGreaterThan(0);
+            expect(slice.length).toBeLessThanOrEqual(want);
+            plain.copy(slice, 0, at, at + slice.length);
+            sealer.commit(slice.length);
+            at += slice.length;
+          } else {
+            sealer.push(plain.subarray(at, at + want));
+            at += want;
+          }
+          parts.push(...sealer.drain());
+        }
+        sealer.finish();
+        parts.push(...sealer.drain());
+        const sealed = Buffer.concat(parts);
+        // Canonical framing: full frames, then a last frame of the remainder (full when n is a multiple).
+        expect(sealed.length).toBe(headerLength(sealed) + n + 16 * Math.max(1, Math.ceil(n / frameSize)));
+        const opened = await open(sealed);
+        expect(opened.context.toString()).toBe('ctx');
+        expect(opened.plain.equals(plain)).toBe(true);
+      }), { numRuns: 60 });
+  });
   it('works with a P-256 recipient key', async () => {
     const p256 = await generateKeyPair('P-256');
     const plain = randomBytes(5000);

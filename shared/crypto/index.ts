@@ -14,4 +14,4 @@ export {
   type Curve, type KeyPair, type PrivateJwk, type PublicJwk,
 } from './keys.js';
 export { openStream, type OpenOptions, type OpenedStream } from './open.js';
-export { sealStream, type SealOptions } from './seal.js';
+export { FrameSealer, sealStream, type SealOptions } from './seal.js';

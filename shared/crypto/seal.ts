@@ -81,3 +81,85 @@ export async function* sealStream(plaintext: ByteSource, options: SealOptions): 
   yield* sealFrame(dataKey, digest, index, true, held ?? frame.subarray(0, filled));
   dataKey.fill(0);
 }
+
+/**
+ * Sealing for a writer that builds its plaintext in place: it writes straight into the sealer's one
+ * frame buffer (reserve, fill, commit; or push to copy), and each full frame is sealed where it lies
+ * as soon as more plaintext shows it is not the last, so no byte is copied between the writer's
+ * records and the frame that gets encrypted. The envelope's bytes (header, then each frame's
+ * ciphertext and tag) collect in fresh buffers, never reused, taken with drain(). Memory is one frame
+ * plus what was not drained yet.
+ */
+export class FrameSealer {
+  private readonly frame: Buffer;
+  private filled = 0;
+  private index = 0;
+  private reserved = 0;
+  private finished = false;
+  private ready: Buffer[];
+
+  private constructor(private readonly dataKey: Buffer, private readonly digest: Buffer, header: Buffer, readonly frameSize: number) {
+    this.frame = Buffer.allocUnsafe(frameSize);
+    this.ready = [header];
+  }
+
+  /** A sealer under a fresh data key; its header is the first thing drained. */
+  static async create(options: SealOptions): Promise<FrameSealer> {
+    const frameSize = options.frameSize ?? DefaultFrameSize;
+    const dataKey = randomBytes(DataKeyBytes);
+    const jwe = await wrapDataKey(dataKey, options.recipient);
+    const header = encodeHeader({ frameSize, context: Buffer.from(options.context ?? new Uint8Array(0)), jwe });
+    return new FrameSealer(dataKey, headerDigest(header), header, frameSize);
+  }
+
+  /**
+   * Up to max (at least 1) writable bytes at the end of the plaintext, in the frame buffer; the caller
+   * fills them and calls commit. Reserving promises plaintext: a full frame is sealed first, as not the
+   * last.
+   */
+  reserve(max: number): Buffer {
+    if (this.finished) throw new Error('the sealer is finished');
+    if (!(max >= 1)) throw new RangeError(`reserve needs at least 1 byte, not ${max}`);
+    if (this.filled === this.frameSize) this.seal(false);
+    this.reserved = Math.min(max, this.frameSize - this.filled);
+    return this.frame.subarray(this.filled, this.filled + this.reserved);
+  }
+
+  /** The first n bytes of the reserved slice now hold plaintext. */
+  commit(n: number): void {
+    if (n > this.reserved || n < 0) throw new RangeError(`commit of ${n} bytes exceeds the ${this.reserved} reserved`);
+    this.filled += n;
+    this.reserved = 0;
+  }
+
+  /** Appends a copy of bytes to the plaintext. */
+  push(bytes: Uint8Array): void {
+    for (let at = 0; at < bytes.length;) {
+      const slice = this.reserve(bytes.length - at);
+      slice.set(bytes.subarray(at, at + slice.length));
+      this.commit(slice.length);
+      at += slice.length;
+    }
+  }
+
+  /** The envelope's bytes sealed since the last call, in order. */
+  drain(): Buffer[] {
+    const out = this.ready;
+    this.ready = [];
+    return out;
+  }
+
+  /** Seals the last frame (what is in the frame buffer, possibly nothing) and forgets the data key. */
+  finish(): void {
+    if (this.finished) return;
+    this.seal(true);
+    this.finished = true;
+    this.dataKey.fill(0);
+  }
+
+  private seal(last: boolean): void {
+    if (!last && this.index + 1 >= MaxFrames) throw new RangeError(`an envelope holds at most ${MaxFrames} frames`);
+    for (const piece of sealFrame(this.dataKey, this.digest, this.index++, last, this.frame.subarray(0, this.filled))) this.ready.push(piece);
+    this.filled = 0;
+  }
+}

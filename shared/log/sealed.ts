@@ -11,11 +11,12 @@ import type { ByteSource } from '../crypto/byte-reader.js';
 import type { PrivateJwk, PublicJwk } from '../crypto/keys.js';
 import { openStream } from '../crypto/open.js';
 import { DefaultFrameSize } from '../crypto/format.js';
-import { sealStream } from '../crypto/seal.js';
+import { FrameSealer } from '../crypto/seal.js';
 import { ErrCorrupt, ErrTampered, isLifeboatError } from '../errors.js';
 import { decodeLogHeader, encodeLogHeader, type LogHeader } from './header.js';
 import { LogReader } from './reader.js';
-import { completeHeader, encodeLog, type EncodeOptions, type LogHeaderInit, type LogSource } from './writer.js';
+import { DefaultZstdLevel } from './codec.js';
+import { completeHeader, encodeInto, type EncodeOptions, type LogHeaderInit, type LogSource } from './writer.js';
 
 export interface WriteLogOptions extends EncodeOptions {
   /** Who can open the log: the tenant's replica key at the hoster, or the agent's own for reverse replication. */
@@ -36,15 +37,18 @@ export interface ReadLogOptions {
   expect?: Partial<LogIdentity>;
 }
 
-/** Writes a sealed log: its complete header, and the sealed bytes as a stream (fresh buffers). */
+/**
+ * Writes a sealed log: its complete header, and the sealed bytes as a stream (fresh buffers). The
+ * records are written straight into the envelope's frame buffer and each frame is sealed where it lies.
+ */
 export function writeLog(init: LogHeaderInit, source: LogSource, options: WriteLogOptions): { header: LogHeader; sealed: AsyncGenerator<Buffer> } {
   const header = completeHeader(init);
   const context = encodeLogHeader(header);
-  // Blocks of exactly one frame that outlive the next are sealed where they lie, without a copy.
-  const frameSize = options.frameSize ?? DefaultFrameSize;
-  const plain = encodeLog(header, source, { ...options, reuseBuffers: true, blockSize: frameSize });
-  const sealed = sealStream(plain, { recipient: options.recipient, context, frameSize, chunksOutliveNext: true });
-  return { header, sealed };
+  async function* sealed(): AsyncGenerator<Buffer> {
+    const sealer = await FrameSealer.create({ recipient: options.recipient, context, frameSize: options.frameSize ?? DefaultFrameSize });
+    yield* encodeInto(header, source, sealer, options.level ?? DefaultZstdLevel);
+  }
+  return { header, sealed: sealed() };
 }
 
 /**

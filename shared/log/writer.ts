@@ -62,11 +62,34 @@ export function completeHeader(init: LogHeaderInit): LogHeader {
  * (what came before has been yielded: consumers of a failed stream discard it).
  */
 export async function* encodeLog(header: LogHeader, source: LogSource, options: EncodeOptions = {}): AsyncGenerator<Buffer> {
+  const out = new BlockPacker(options.reuseBuffers ?? false, Math.min(options.blockSize ?? BlockBytes, MaxBlockBytes));
+  yield* encodeInto(header, source, out, options.level ?? DefaultZstdLevel);
+}
+
+/**
+ * Where the writer puts the log's bytes: plaintext blocks (BlockPacker) or the envelope's frames
+ * (FrameSealer). The writer reads the disk straight into reserved space, so a byte read is never
+ * copied again before it is sealed.
+ */
+export interface LogSink {
+  /** Appends a copy of bytes. */
+  push(bytes: Uint8Array): void;
+  /** Up to max (at least 1) contiguous writable bytes at the end of the output. */
+  reserve(max: number): Buffer;
+  /** The first n reserved bytes now hold output. */
+  commit(n: number): void;
+  /** The output ready since the last call. */
+  drain(): Iterable<Buffer>;
+  /** Ends the output: what remains is ready. */
+  finish(): void;
+}
+
+/** Writes the log into sink, yielding the sink's output as it becomes ready. */
+export async function* encodeInto(header: LogHeader, source: LogSource, out: LogSink, level: number): AsyncGenerator<Buffer> {
   const headerBytes = encodeLogHeader(header);
   const digest = contentDigest();
-  const out = new BlockPacker(options.reuseBuffers ?? false, Math.min(options.blockSize ?? BlockBytes, MaxBlockBytes));
-  const compressor = new ChunkCompressor(header.compression, header.chunkSize, options.level ?? DefaultZstdLevel);
-  const readBuf = Buffer.allocUnsafe(header.chunkSize);
+  const compressor = new ChunkCompressor(header.compression, header.chunkSize, level);
+  const readBuf = header.compression === 'none' ? undefined : Buffer.allocUnsafe(header.chunkSize);
   const totals: LogTotals = { extentCount: 0, dataBytes: 0, zeroBytes: 0 };
 
   digest.update(headerBytes);
@@ -84,14 +107,16 @@ export async function* encodeLog(header: LogHeader, source: LogSource, options: 
     totals.dataBytes += extent.length;
     for (let done = 0; done < extent.length;) {
       const length = Math.min(header.chunkSize, extent.length - done);
-      if (header.compression === 'none') {
+      if (readBuf === undefined) {
         // Stored as is: read the disk straight into the output, no intermediate copy.
         out.push(chunkHeader(CodecStored, length));
-        let at = extent.offset + done;
-        for (const slice of out.take(length)) {
+        for (let at = extent.offset + done, left = length; left > 0;) {
+          const slice = out.reserve(left);
           await source.read(at, slice);
           digest.update(slice);
+          out.commit(slice.length);
           at += slice.length;
+          left -= slice.length;
         }
         done += length;
         yield* out.drain();
@@ -111,7 +136,8 @@ export async function* encodeLog(header: LogHeader, source: LogSource, options: 
   digest.update(counts);
   out.push(counts);
   out.push(digest.digest());
-  yield* out.drain(true);
+  out.finish();
+  yield* out.drain();
 }
 
 /** Checks order and bounds and merges adjacent extents of one kind, looking one extent ahead. */
@@ -140,39 +166,45 @@ async function* coalesce(extents: Iterable<Extent> | AsyncIterable<Extent>, virt
  * Packs pieces into full blocks: fresh ones, so consumers may keep what they are given; or, for a
  * consumer that is done with a block once it asked for the one after next (reuse), recycled blocks.
  */
-class BlockPacker {
+class BlockPacker implements LogSink {
   private readonly spare: Buffer[] = [];
   /** With reuse: the block the consumer may still hold, recycled when it asks for the one after. */
   private lent: Buffer | undefined;
   private block: Buffer | undefined;
   private used = 0;
+  private reserved = 0;
   private readonly ready: Buffer[] = [];
 
   constructor(private readonly reuse: boolean, private readonly blockBytes: number) {}
 
-  /** Copies bytes into the blocks. */
-  push(bytes: Buffer): void {
-    let at = 0;
-    for (const slice of this.take(bytes.length)) at += bytes.copy(slice, 0, at, at + slice.length);
-  }
-
-  /** Reserves the next n bytes of the blocks and returns them as slices, for the caller to fill before drain(). */
-  take(n: number): Buffer[] {
-    const slices: Buffer[] = [];
-    while (n > 0) {
-      this.block ??= this.fresh();
-      const k = Math.min(this.blockBytes - this.used, n);
-      slices.push(this.block.subarray(this.used, this.used + k));
-      this.used += k;
-      n -= k;
-      if (this.used === this.blockBytes) this.flush();
+  push(bytes: Uint8Array): void {
+    for (let at = 0; at < bytes.length;) {
+      const slice = this.reserve(bytes.length - at);
+      slice.set(bytes.subarray(at, at + slice.length));
+      this.commit(slice.length);
+      at += slice.length;
     }
-    return slices;
   }
 
-  /** Yields the full blocks (at the end, also the partial one). */
-  *drain(final = false): Generator<Buffer> {
-    if (final) this.flush();
+  reserve(max: number): Buffer {
+    this.block ??= this.fresh();
+    this.reserved = Math.min(this.blockBytes - this.used, max);
+    return this.block.subarray(this.used, this.used + this.reserved);
+  }
+
+  commit(n: number): void {
+    if (n > this.reserved || n < 0) throw new RangeError(`commit of ${n} bytes exceeds the ${this.reserved} reserved`);
+    this.used += n;
+    this.reserved = 0;
+    if (this.used === this.blockBytes) this.flush();
+  }
+
+  finish(): void {
+    this.flush();
+  }
+
+  /** Yields the full blocks (after finish, also the partial one). */
+  *drain(): Generator<Buffer> {
     for (const b of this.ready.splice(0)) {
       yield b;
       if (!this.reuse) continue;
