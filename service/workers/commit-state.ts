@@ -21,6 +21,8 @@ export interface MergeFence {
   fence: number;
   /** True, and the lease extended to a full TTL, while this holder's token is the lock's value. */
   stillHeld(): Promise<boolean>;
+  /** Told of a newer token found in state.json (see lock.ts). */
+  observe?(fence: number): Promise<void>;
 }
 
 export class LockLostError extends Error {
@@ -31,14 +33,24 @@ export class LockLostError extends Error {
  * Replaces state.json with next (its fence set to the holder's token) unless the lock was lost or a
  * newer holder already wrote one; what is written is exactly what a later reader sees.
  */
+/** Holders that have committed once: a later commit of theirs finds their own token in the file. */
+const committed = new WeakSet<MergeFence>();
+
 export async function writeFencedState(dir: string, next: AppliedState, lock: MergeFence, what: string): Promise<AppliedState> {
   const state: AppliedState = { ...next, fence: lock.fence };
   const tmp = await prepareState(dir, state);
   try {
     const current = await readState(dir);
-    if (current.fence > lock.fence) throw new LockLostError(`${what}: state.json carries fencing token ${current.fence}, newer than ours (${lock.fence})`);
+    if (current.fence > lock.fence || (current.fence === lock.fence && !committed.has(lock))) {
+      // Either a newer holder committed, or Redis lost the token counter (a token can then come
+      // back, so the same token is refused too unless this holder wrote it): raise the counter past
+      // the file's token so the next holder can commit again (this run stops either way).
+      await lock.observe?.(current.fence);
+      throw new LockLostError(`${what}: state.json carries fencing token ${current.fence}, ${current.fence > lock.fence ? 'newer than' : 'the same as'} ours (${lock.fence})`);
+    }
     if (!(await lock.stillHeld())) throw new LockLostError(`${what}: the lock lapsed (fencing token ${lock.fence})`);
     await installState(dir, tmp);
+    committed.add(lock);
   } catch (err) {
     await rm(tmp, { force: true });
     throw err;

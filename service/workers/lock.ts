@@ -16,15 +16,22 @@ export interface DiskLock {
   /** True while this holder's token is the lock's value; extends the TTL when so. */
   stillHeld(): Promise<boolean>;
   release(): Promise<void>;
+  /**
+   * Raises the token counter to at least `fence`: called when state.json carries a token the counter
+   * has not reached (Redis lost its data), so the next holder's token is newer than the file's again.
+   */
+  observe(fence: number): Promise<void>;
 }
 
 const extendScript = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`;
+const raiseScript = `local v = tonumber(redis.call('GET', KEYS[1]) or '0') if v < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end return 1`;
 const releaseScript = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`;
 
 /** Takes the lock named name, or returns undefined when another holder has it. */
 export async function acquireLock(redis: Redis, name: string, ttlMs = DefaultLockMs, prefix = 'lifeboat'): Promise<DiskLock | undefined> {
   const key = `${prefix}:lock:${name}`;
-  const fence = await redis.incr(`${prefix}:fence:${name}`);
+  const counter = `${prefix}:fence:${name}`;
+  const fence = await redis.incr(counter);
   const ok = await redis.set(key, String(fence), 'PX', ttlMs, 'NX');
   if (ok !== 'OK') return undefined;
   return {
@@ -34,6 +41,9 @@ export async function acquireLock(redis: Redis, name: string, ttlMs = DefaultLoc
     },
     async release() {
       await redis.eval(releaseScript, 1, key, String(fence));
+    },
+    async observe(seen: number) {
+      await redis.eval(raiseScript, 1, counter, String(seen));
     },
   };
 }

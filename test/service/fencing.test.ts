@@ -79,6 +79,24 @@ describe('state.json fencing', () => {
     expect((await readdir(dir)).filter((f) => f.includes('.tmp-'))).toEqual([]);
   });
 
+  it('recovers when Redis lost the token counter: the refused holder raises it past the file\'s token', async () => {
+    const dir = await replica('lost');
+    const first = (await acquireLock(redis, 'lost', 60_000, prefix))!;
+    const s = await readState(dir);
+    await writeFencedState(dir, { ...s, appliedSequence: 2 }, first, 'first');
+    await first.release();
+    await redis.set(`${prefix}:fence:lost`, '0'); // as after a Redis restart without its data
+    const behind = (await acquireLock(redis, 'lost', 60_000, prefix))!;
+    expect(behind.fence).toBeLessThan(first.fence + 1);
+    await expect(writeFencedState(dir, { ...s, appliedSequence: 3 }, behind, 'behind')).rejects.toBeInstanceOf(LockLostError);
+    await behind.release();
+    const next = (await acquireLock(redis, 'lost', 60_000, prefix))!;
+    expect(next.fence).toBeGreaterThan(first.fence);
+    await writeFencedState(dir, { ...s, appliedSequence: 3 }, next, 'next');
+    expect(await readState(dir)).toMatchObject({ appliedSequence: 3, fence: next.fence });
+    await next.release();
+  });
+
   it('a lock lost to expiry is not extended by stillHeld, and a held one is', async () => {
     const lock = (await acquireLock(redis, 'lease', 200, prefix))!;
     expect(await lock.stillHeld()).toBe(true);
