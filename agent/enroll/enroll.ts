@@ -4,9 +4,10 @@
  * Nothing is written unless the service issued a certificate.
  */
 import { LifeboatError } from '../../shared/errors.js';
+import { caResponseSchema, enrollResponseSchema } from '../../shared/protocol/schemas.js';
 import { StateVersion } from '../state/schema.js';
 import type { AgentState } from '../state/store.js';
-import { send, sendJson } from '../transport/http-client.js';
+import { send, sendParsed } from '../transport/http-client.js';
 import { certificateFingerprint, certificateNotAfter, makeKeyAndCsr } from './csr.js';
 import { readEnrollmentToken } from './token.js';
 
@@ -16,25 +17,17 @@ export interface EnrollOptions {
   serverName: string;
 }
 
-interface EnrollResponse {
-  certificate: string;
-  caChain: string[];
-  tenant: string;
-  serverName: string;
-  notAfter: string;
-  tenantReplicaKey: Record<string, unknown>;
-}
-
 /** Fetches the CA without trusting the connection, then trusts it only if its fingerprint matches. */
 export async function pinServiceCa(serviceUrl: string, fingerprint: string): Promise<string> {
   const res = await send({ method: 'GET', url: new URL('/v1/ca', serviceUrl).toString(), tls: { insecure: true } });
-  let pem: string | undefined;
+  let body: unknown;
   try {
-    pem = (JSON.parse(res.body.toString('utf8')) as { certificate?: string }).certificate;
+    body = JSON.parse(res.body.toString('utf8'));
   } catch {
-    pem = undefined;
+    body = undefined;
   }
-  if (res.status !== 200 || typeof pem !== 'string') throw new LifeboatError('unavailable', `service ${new URL(serviceUrl).origin} did not return its CA (HTTP ${res.status}): is this a lifeboat agent endpoint?`);
+  const pem = caResponseSchema.safeParse(body).data?.certificate;
+  if (res.status !== 200 || pem === undefined) throw new LifeboatError('unavailable', `service ${new URL(serviceUrl).origin} did not return its CA (HTTP ${res.status}): is this a lifeboat agent endpoint?`);
   let actual: string;
   try {
     actual = certificateFingerprint(pem);
@@ -50,7 +43,7 @@ export async function enroll(state: AgentState, options: EnrollOptions): Promise
   const serviceUrl = options.serviceUrl;
   const caPem = await pinServiceCa(serviceUrl, claims.caFingerprint);
   const { keyPem, csrPem } = await makeKeyAndCsr(options.serverName);
-  const res = await sendJson<EnrollResponse>({
+  const res = await sendParsed(enrollResponseSchema, {
     method: 'POST', url: new URL('/v1/enroll', serviceUrl).toString(), tls: { ca: caPem },
     json: { token: options.token.trim(), serverName: options.serverName, csr: csrPem },
   });

@@ -4,11 +4,10 @@
  * The old one stays valid until its own expiry, so a failed renewal is retried at the next pass.
  */
 import { X509Certificate } from 'node:crypto';
+import { enrollResponseSchema } from '../../shared/protocol/schemas.js';
 import type { AgentState, IdentityFiles } from '../state/store.js';
-import { sendJson } from '../transport/http-client.js';
+import { sendParsed } from '../transport/http-client.js';
 import { certificateNotAfter, makeKeyAndCsr } from './csr.js';
-
-interface RenewResponse { certificate: string; caChain: string[]; notAfter: string }
 
 /** When the certificate should be renewed: two thirds into its validity. */
 export function renewAfter(certPem: string): Date {
@@ -22,7 +21,7 @@ export function renewAfter(certPem: string): Date {
 export async function renewIfDue(state: AgentState, files: IdentityFiles, now = new Date()): Promise<IdentityFiles | undefined> {
   if (now < renewAfter(files.certPem)) return undefined;
   const { keyPem, csrPem } = await makeKeyAndCsr(files.identity.name);
-  const res = await sendJson<RenewResponse>({
+  const res = await sendParsed(enrollResponseSchema, {
     method: 'POST', url: new URL('/v1/renew', files.identity.serviceUrl).toString(),
     tls: { ca: files.caPem, key: files.keyPem, cert: files.certPem }, json: { csr: csrPem },
   });

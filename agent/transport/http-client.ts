@@ -8,8 +8,10 @@ import { request as httpsRequest } from 'node:https';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
+import type { z } from 'zod';
 import { LifeboatError, userMessage } from '../../shared/errors.js';
 import type { ErrorCode } from '../../shared/errors.js';
+import { errorResponseSchema } from '../../shared/protocol/schemas.js';
 
 export const MaxResponseBytes = 16 << 20;
 export const DefaultTimeoutMs = 60_000;
@@ -118,21 +120,27 @@ export async function sendOk(req: HttpRequest): Promise<HttpResponse> {
   let code: ErrorCode = res.status >= 500 ? 'unavailable' : 'invalid_argument';
   let message = `HTTP ${res.status}`;
   let reason: string | undefined;
+  let body: unknown;
   try {
-    const body = JSON.parse(res.body.toString('utf8')) as { error?: { code?: string; message?: string; reason?: string } };
-    if (body.error?.code && ErrorCodes.has(body.error.code)) code = body.error.code as ErrorCode;
-    if (body.error?.message) message = body.error.message;
-    reason = body.error?.reason;
+    body = JSON.parse(res.body.toString('utf8'));
   } catch {
     // not JSON: keep the status line
+  }
+  const parsed = errorResponseSchema.safeParse(body);
+  if (parsed.success) {
+    if (ErrorCodes.has(parsed.data.error.code)) code = parsed.data.error.code as ErrorCode;
+    if (parsed.data.error.message) message = parsed.data.error.message;
+    reason = parsed.data.error.reason;
   }
   if (res.status === 401 && code === 'invalid_argument') code = 'unauthenticated';
   const where = new URL(req.url);
   throw new ServiceError(code, `service ${where.origin}: ${message}`, reason, res.status);
 }
 
+type JsonRequest = Omit<HttpRequest, 'body'> & { json?: unknown };
+
 /** Sends JSON, expects a 2xx with a JSON body (or none). */
-export async function sendJson<T>(req: Omit<HttpRequest, 'body'> & { json?: unknown }): Promise<T> {
+export async function sendJson<T>(req: JsonRequest): Promise<T> {
   const body = req.json === undefined ? undefined : Buffer.from(JSON.stringify(req.json));
   const res = await sendOk({ ...req, body, headers: { ...(body ? { 'content-type': 'application/json' } : {}), accept: 'application/json', ...req.headers } });
   if (res.body.length === 0) return undefined as T;
@@ -143,3 +151,21 @@ export async function sendJson<T>(req: Omit<HttpRequest, 'body'> & { json?: unkn
   }
 }
 
+/**
+ * Sends JSON, expects a 2xx whose JSON body the protocol's schema accepts (shared/protocol/schemas.ts):
+ * unknown fields are dropped, anything else unexpected (a missing field, an unknown state) is one
+ * line naming the request and the field, never guessed at (protocol §12).
+ */
+export async function sendParsed<S extends z.ZodType>(schema: S, req: JsonRequest): Promise<z.output<S>> {
+  const parsed = schema.safeParse(await sendJson<unknown>(req));
+  if (parsed.success) return parsed.data;
+  const url = new URL(req.url);
+  throw new LifeboatError('corrupt', `service ${url.origin}: unexpected answer to ${req.method} ${url.pathname}: ${describeIssue(parsed.error)}`);
+}
+
+function describeIssue(error: z.ZodError): string {
+  const issue = error.issues[0];
+  if (!issue) return 'does not match the protocol';
+  const where = issue.path.length > 0 ? issue.path.join('.') : 'body';
+  return `${where}: ${issue.message}`.replace(/\s+/g, ' ');
+}

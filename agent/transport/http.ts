@@ -1,12 +1,16 @@
 /**
  * AgentTransport over HTTPS with the agent's client certificate (docs/formats/agent-protocol.md).
  * Every call names its operation in errors; 5xx answers and unreachable services are retryable
- * (isRetryable), the engine decides when to retry.
+ * (isRetryable), the engine decides when to retry. Every answer is checked against the protocol's
+ * response schemas (shared/protocol/schemas.ts) before the engine sees it.
  */
 import type { Readable } from 'node:stream';
 import { rootCertificates } from 'node:tls';
+import {
+  commitResponseSchema, digestsResponseSchema, grantResponseSchema, vmStatusSchema,
+} from '../../shared/protocol/schemas.js';
 import type { IdentityFiles } from '../state/store.js';
-import { sendJson, sendOk } from './http-client.js';
+import { sendOk, sendParsed } from './http-client.js';
 import type { TlsOptions } from './http-client.js';
 import type {
   AgentTransport, BlockDigests, CommitStatus, Grant, GrantRequest, ObjectCommit, VmRegistration, VmStatus,
@@ -36,7 +40,7 @@ export class HttpTransport implements AgentTransport {
   }
 
   registerVm(vm: string, registration: VmRegistration): Promise<VmStatus> {
-    return sendJson({ method: 'PUT', url: this.url(this.vmPath(vm)), json: registration, tls: this.tls });
+    return sendParsed(vmStatusSchema, { method: 'PUT', url: this.url(this.vmPath(vm)), json: registration, tls: this.tls });
   }
 
   async unregisterVm(vm: string): Promise<void> {
@@ -44,11 +48,11 @@ export class HttpTransport implements AgentTransport {
   }
 
   vmStatus(vm: string): Promise<VmStatus> {
-    return sendJson({ method: 'GET', url: this.url(this.vmPath(vm)), tls: this.tls });
+    return sendParsed(vmStatusSchema, { method: 'GET', url: this.url(this.vmPath(vm)), tls: this.tls });
   }
 
   grant(vm: string, disk: string, request: GrantRequest): Promise<Grant> {
-    return sendJson({ method: 'POST', url: this.url(this.diskPath(vm, disk, '/grants')), json: request, tls: this.tls });
+    return sendParsed(grantResponseSchema, { method: 'POST', url: this.url(this.diskPath(vm, disk, '/grants')), json: request, tls: this.tls });
   }
 
   async upload(grant: Grant, body: Readable, size: number): Promise<void> {
@@ -65,23 +69,23 @@ export class HttpTransport implements AgentTransport {
   }
 
   async commitLog(vm: string, disk: string, commit: ObjectCommit & { sequence: number }): Promise<CommitStatus> {
-    const r = await sendJson<{ status: CommitStatus }>({ method: 'POST', url: this.url(this.diskPath(vm, disk, '/commits')), json: commit, tls: this.tls });
+    const r = await sendParsed(commitResponseSchema, { method: 'POST', url: this.url(this.diskPath(vm, disk, '/commits')), json: commit, tls: this.tls });
     return r.status;
   }
 
   async commitChunk(vm: string, disk: string, commit: ObjectCommit & { index: number }): Promise<CommitStatus> {
     const { consistency: _c, ...body } = commit;
-    const r = await sendJson<{ status: CommitStatus }>({ method: 'POST', url: this.url(this.diskPath(vm, disk, '/chunks')), json: body, tls: this.tls });
+    const r = await sendParsed(commitResponseSchema, { method: 'POST', url: this.url(this.diskPath(vm, disk, '/chunks')), json: body, tls: this.tls });
     return r.status;
   }
 
   async completeInitial(vm: string, disk: string, body: { generation: number; mode: 'full' | 'delta'; chunkCount: number; consistency: 'crash' | 'application'; createdAt: string }): Promise<CommitStatus> {
-    const r = await sendJson<{ status: CommitStatus }>({ method: 'POST', url: this.url(this.diskPath(vm, disk, '/initial')), json: body, tls: this.tls });
+    const r = await sendParsed(commitResponseSchema, { method: 'POST', url: this.url(this.diskPath(vm, disk, '/initial')), json: body, tls: this.tls });
     return r.status;
   }
 
   digests(vm: string, disk: string, query: { blockSize: number; offset: number; length: number }): Promise<BlockDigests> {
     const qs = new URLSearchParams({ blockSize: String(query.blockSize), offset: String(query.offset), length: String(query.length) });
-    return sendJson({ method: 'GET', url: this.url(this.diskPath(vm, disk, `/digests?${qs}`)), tls: this.tls });
+    return sendParsed(digestsResponseSchema, { method: 'GET', url: this.url(this.diskPath(vm, disk, `/digests?${qs}`)), tls: this.tls });
   }
 }

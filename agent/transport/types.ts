@@ -4,55 +4,18 @@
  * HttpTransport, and the same interface leaves room for other carriers.
  */
 import type { Readable } from 'node:stream';
+import type {
+  CommitStatus, DigestsResponse, DiskState, DiskStatus, GrantBody, GrantResponse, RegisterBody, VmStatus,
+} from '../../shared/protocol/schemas.js';
 
-export type Frequency = '30s' | '5m' | '15m';
-
-export interface VmRegistration {
-  displayName?: string;
-  disks: { id: string; virtualSize: number; format: 'raw' | 'vhd' | 'vhdx' }[];
-  frequency: Frequency;
-  history: number;
-  appConsistentEvery: number;
-  compression: 'zstd' | 'lz4' | 'none';
-}
-
-export type DiskState = 'initial_required' | 'initial_in_progress' | 'replicating' | 'resync_required' | 'unprotected';
-
-export interface DiskStatus {
-  id: string;
-  virtualSize: number;
-  state: DiskState;
-  resyncReason: string | null;
-  generation: number;
-  baseComplete: boolean;
-  appliedSequence: number;
-  nextSequence: number;
-  pendingLogs: number;
-  pendingBytes: number;
-  expect: { action: 'initial' | 'logs' | 'resync'; generation: number; nextSequence: number };
-}
-
-export interface VmStatus {
-  vm: string;
-  state: string;
-  health: string;
-  lastAppliedAt: string | null;
-  disks: DiskStatus[];
-}
-
-export type GrantRequest =
-  | { kind: 'log'; generation: number; sequence: number }
-  | { kind: 'chunk'; generation: number; index: number }
-  | { kind: 'manifest'; generation: number };
-
-export interface Grant {
-  url: string;
-  method: string;
-  headers: Record<string, string>;
-  expiresAt: string;
-  key: string;
-  maxSize: number;
-}
+// The protocol's shapes, from the schemas both sides use (shared/protocol/schemas.ts).
+export type { CommitStatus, DiskState, DiskStatus, VmStatus };
+export type VmRegistration = RegisterBody;
+export type Frequency = VmRegistration['frequency'];
+export type GrantRequest = GrantBody;
+export type Grant = GrantResponse;
+/** Blocks that read as zeros in the replica are omitted. */
+export type BlockDigests = DigestsResponse;
 
 export interface ObjectCommit {
   generation: number;
@@ -62,20 +25,6 @@ export interface ObjectCommit {
   consistency: 'crash' | 'application';
   createdAt: string;
 }
-
-export interface BlockDigests {
-  generation: number;
-  appliedSequence: number;
-  virtualSize: number;
-  blockSize: number;
-  offset: number;
-  length: number;
-  algorithm: 'sha256';
-  /** Blocks that read as zeros in the replica are omitted. */
-  blocks: { index: number; sha256: string }[];
-}
-
-export type CommitStatus = 'accepted' | 'duplicate';
 
 export interface AgentTransport {
   registerVm(vm: string, registration: VmRegistration): Promise<VmStatus>;

@@ -19,7 +19,7 @@ import { commitChunk, commitLog, completeInitial, grantUpload } from '../replica
 import { enroll, renew } from '../trust/enroll.js';
 import type { AgentEnv } from './auth.js';
 import { requireAgent } from './auth.js';
-import { MaxLogBytes, chunkSchema, commitSchema, digestsQuerySchema, enrollSchema, grantSchema, initialSchema, registerSchema, renewSchema } from './schemas.js';
+import { MaxLogBytes, chunkSchema, commitSchema, digestsQuerySchema, enrollSchema, grantSchema, initialSchema, registerSchema, renewSchema } from '../../shared/protocol/schemas.js';
 
 export function agentApp(ctx: ServiceContext, enqueue: EnqueueMerge): Hono<AgentEnv> {
   const app = new Hono<AgentEnv>();

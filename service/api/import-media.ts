@@ -14,7 +14,7 @@ import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import { LifeboatError } from '../../shared/errors.js';
 import { chunkKey } from '../../shared/objectstore/keys.js';
-import { MaxChunkBytes, MaxGeneration, MaxManifestBytes, MaxVirtualSize } from '../agent-api/schemas.js';
+import { MaxChunkBytes, MaxGeneration, MaxManifestBytes, MaxVirtualSize } from '../../shared/protocol/schemas.js';
 import { insertLog } from '../catalog/logs.js';
 import { getDisk, getVm } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';

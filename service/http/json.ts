@@ -11,10 +11,11 @@ import type { z } from 'zod';
 import { isLifeboatError, LifeboatError } from '../../shared/errors.js';
 import { reasonOf } from '../errors.js';
 import type { Metrics } from '../metrics.js';
+import { IdPattern } from '../../shared/protocol/schemas.js';
 
 export const MaxJsonBodyBytes = 64 * 1024;
-/** Ids chosen by agents: lower case so replica paths cannot collide on case-insensitive file systems. */
-export const idPattern = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+/** Ids chosen by agents (agent protocol §1). */
+export const idPattern = IdPattern;
 
 export function errorBody(code: string, message: string, reason?: string) {
   return { error: { code, ...(reason ? { reason } : {}), message } };

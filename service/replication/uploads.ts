@@ -7,8 +7,8 @@
 import { chunkKey, logKey, manifestKey } from '../../shared/objectstore/keys.js';
 import { LifeboatError, isLifeboatError } from '../../shared/errors.js';
 import type { AgentIdentity } from '../agent-api/auth.js';
-import type { ChunkBody, CommitBody, GrantBody, InitialBody } from '../agent-api/schemas.js';
-import { MaxChunkBytes, MaxLogBytes, MaxManifestBytes } from '../agent-api/schemas.js';
+import type { ChunkBody, CommitBody, GrantBody, InitialBody } from '../../shared/protocol/schemas.js';
+import { MaxChunkBytes, MaxLogBytes, MaxManifestBytes } from '../../shared/protocol/schemas.js';
 import type { Queryable } from '../catalog/db.js';
 import type { LogRow } from '../catalog/logs.js';
 import { insertLog } from '../catalog/logs.js';

@@ -9,6 +9,7 @@ import { KeyObject, createHash, randomBytes, webcrypto } from 'node:crypto';
 import { isIP } from 'node:net';
 import * as x509 from '@peculiar/x509';
 import { ErrInvalidArgument } from '../../shared/errors.js';
+import { MaxCsrPemBytes } from '../../shared/protocol/schemas.js';
 
 x509.cryptoProvider.set(webcrypto as never);
 
@@ -16,7 +17,6 @@ type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
 
 const ecdsa = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
-export const MaxCsrPemBytes = 16 * 1024;
 const DayMs = 86_400_000;
 
 export interface ServiceCa {

@@ -11,12 +11,12 @@ import { checkJwk, generateKeyPair as generateRecipientKeyPair } from '../../sha
 import type { PrivateJwk, PublicJwk } from '../../shared/crypto/keys.js';
 import type { JWK, JWTPayload } from 'jose';
 import { ErrUnauthenticated } from '../errors.js';
+import { MaxTokenLength } from '../../shared/protocol/schemas.js';
 
 export const AudEnroll = 'lifeboat-enroll';
 export const AudApi = 'lifeboat-api';
 export const AudUpload = 'lifeboat-upload';
 export const Issuer = 'lifeboat-service';
-export const MaxTokenLength = 8192;
 
 type CryptoKey = webcrypto.CryptoKey;
 

@@ -1,0 +1,163 @@
+/**
+ * The agent protocol v1 (docs/formats/agent-protocol.md) as zod schemas, the one definition both
+ * sides use: the service checks every request body with the request schemas (strict: an unknown field
+ * is refused, §1), the agent checks every response with the response schemas (§12: an unknown field is
+ * ignored, an unknown state, action or status is an error, never guessed at).
+ */
+import { z } from 'zod';
+
+// Limits (§1, §3.1, §5.1, §7.1).
+export const MaxDisksPerVm = 64;
+export const MinVirtualSize = 1 << 20;
+export const MaxVirtualSize = 64 * 2 ** 40;
+export const MaxGeneration = 2 ** 32 - 1;
+export const MaxLogBytes = 4 * 2 ** 30;
+export const MaxChunkBytes = 2 ** 30;
+export const MaxManifestBytes = 16 * 2 ** 20;
+export const MaxCsrPemBytes = 16 * 1024;
+export const MaxTokenLength = 8192;
+/** Ids chosen by agents: lower case so replica paths cannot collide on case-insensitive file systems. */
+export const IdPattern = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+
+const id = z.string().regex(IdPattern, 'must be 1 to 64 of [a-z0-9_-], starting with a letter or digit');
+const csr = z.string().min(1).max(MaxCsrPemBytes);
+const generation = z.number().int().min(1).max(MaxGeneration);
+const seq = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const size = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const sha256 = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lower-case hex digits');
+const time = z.string().max(64).refine((s) => !Number.isNaN(Date.parse(s)), 'must be an RFC 3339 time');
+const key = z.string().min(1).max(1024);
+const consistency = z.enum(['crash', 'application']);
+const pem = z.string().min(1);
+
+export const frequencySeconds = { '30s': 30, '5m': 300, '15m': 900 } as const;
+
+// Requests (agent → service), strict.
+
+/** §3.1 POST /v1/enroll */
+export const enrollSchema = z.strictObject({ token: z.string().min(1).max(MaxTokenLength), serverName: z.string().min(1).max(253), csr });
+/** §3.2 POST /v1/renew */
+export const renewSchema = z.strictObject({ csr });
+
+/** §5.1 PUT /v1/vms/{vm} */
+export const registerSchema = z.strictObject({
+  displayName: z.string().min(1).max(128).optional(),
+  disks: z.array(z.strictObject({
+    id,
+    virtualSize: z.number().int().min(MinVirtualSize).max(MaxVirtualSize).refine((n) => n % 512 === 0, 'must be a multiple of 512'),
+    format: z.enum(['vhdx', 'vhd', 'raw']),
+  })).min(1).max(MaxDisksPerVm).refine((d) => new Set(d.map((x) => x.id)).size === d.length, 'disk ids must be unique'),
+  frequency: z.enum(['30s', '5m', '15m']),
+  history: z.number().int().min(0).max(24),
+  appConsistentEvery: z.number().int().min(0).max(12),
+  compression: z.enum(['none', 'zstd', 'lz4']),
+});
+export type RegisterBody = z.infer<typeof registerSchema>;
+
+/** §7.1 POST /v1/vms/{vm}/disks/{disk}/grants */
+export const grantSchema = z.discriminatedUnion('kind', [
+  z.strictObject({ kind: z.literal('log'), generation, sequence: seq.min(1) }),
+  z.strictObject({ kind: z.literal('chunk'), generation, index: seq }),
+  z.strictObject({ kind: z.literal('manifest'), generation }),
+]);
+export type GrantBody = z.infer<typeof grantSchema>;
+
+/** §10 POST /v1/vms/{vm}/disks/{disk}/commits */
+export const commitSchema = z.strictObject({ generation, sequence: seq.min(1), key, size, sha256, consistency, createdAt: time });
+export type CommitBody = z.infer<typeof commitSchema>;
+
+/** §8 POST /v1/vms/{vm}/disks/{disk}/chunks */
+export const chunkSchema = z.strictObject({ generation, index: seq, key, size, sha256, createdAt: time });
+export type ChunkBody = z.infer<typeof chunkSchema>;
+
+/** §8 POST /v1/vms/{vm}/disks/{disk}/initial */
+export const initialSchema = z.strictObject({
+  generation, mode: z.enum(['full', 'delta']), chunkCount: z.number().int().min(0).max(2 ** 24), consistency, createdAt: time,
+});
+export type InitialBody = z.infer<typeof initialSchema>;
+
+/** §9 GET /v1/vms/{vm}/disks/{disk}/digests query */
+export const digestsQuerySchema = z.strictObject({
+  blockSize: z.coerce.number().int().min(64 * 1024).max(64 * 2 ** 20).refine((n) => (n & (n - 1)) === 0, 'must be a power of two'),
+  offset: z.coerce.number().int().min(0).max(MaxVirtualSize).default(0),
+  length: z.coerce.number().int().min(1).max(2 ** 30).default(2 ** 30),
+});
+
+// Responses (service → agent): unknown fields are dropped, unknown enum values refused.
+
+/** §3.3 GET /v1/ca */
+export const caResponseSchema = z.object({ certificate: pem, fingerprint: z.string().optional() });
+
+/** §3.1 and §3.2: the answer to enroll and renew. */
+export const enrollResponseSchema = z.object({
+  certificate: pem,
+  caChain: z.array(pem),
+  tenant: z.string().min(1),
+  serverName: z.string().min(1),
+  notAfter: time,
+  tenantReplicaKey: z.looseObject({ kty: z.string() }),
+});
+export type EnrollResponse = z.infer<typeof enrollResponseSchema>;
+
+export const diskStates = ['initial_required', 'initial_in_progress', 'replicating', 'resync_required', 'unprotected'] as const;
+export type DiskState = (typeof diskStates)[number];
+
+/** §5.3 a disk of the VM status document. */
+export const diskStatusSchema = z.object({
+  id,
+  virtualSize: size,
+  state: z.enum(diskStates),
+  resyncReason: z.string().nullable(),
+  generation: z.number().int().min(0).max(MaxGeneration),
+  baseComplete: z.boolean(),
+  appliedSequence: seq,
+  nextSequence: seq,
+  pendingLogs: seq,
+  pendingBytes: size,
+  expect: z.object({ action: z.enum(['initial', 'logs', 'resync']), generation: z.number().int().min(0).max(MaxGeneration), nextSequence: seq }),
+});
+export type DiskStatus = z.infer<typeof diskStatusSchema>;
+
+/** §5.3 GET /v1/vms/{vm}, and the answer to PUT /v1/vms/{vm}. */
+export const vmStatusSchema = z.object({
+  vm: id,
+  state: z.enum(diskStates),
+  health: z.enum(['normal', 'warning', 'critical']),
+  lastAppliedAt: time.nullable(),
+  disks: z.array(diskStatusSchema),
+});
+export type VmStatus = z.infer<typeof vmStatusSchema>;
+
+/** §7.1 the answer to a grant request. */
+export const grantResponseSchema = z.object({
+  url: z.url(),
+  method: z.string().min(1),
+  headers: z.record(z.string(), z.string()),
+  expiresAt: time,
+  key,
+  maxSize: size,
+});
+export type GrantResponse = z.infer<typeof grantResponseSchema>;
+
+export const commitStatusSchema = z.enum(['accepted', 'duplicate']);
+export type CommitStatus = z.infer<typeof commitStatusSchema>;
+/** §8 and §10: the answer to chunks, initial and commits. */
+export const commitResponseSchema = z.object({ status: commitStatusSchema });
+
+/** §9 the answer to a digests query. */
+export const digestsResponseSchema = z.object({
+  generation: z.number().int().min(0).max(MaxGeneration),
+  appliedSequence: seq,
+  virtualSize: size,
+  blockSize: size,
+  offset: size,
+  length: size,
+  algorithm: z.literal('sha256'),
+  blocks: z.array(z.object({ index: seq, sha256 })),
+});
+export type DigestsResponse = z.infer<typeof digestsResponseSchema>;
+
+/** §11 every error response. */
+export const errorResponseSchema = z.object({
+  error: z.object({ code: z.string(), reason: z.string().optional(), message: z.string() }),
+});
