@@ -1,7 +1,7 @@
 /**
  * The agent's whole path against the real service, shared by the e2e files so that every object
- * store runs the same scenario: the service (PostgreSQL catalog, VHDX replicas) on the file store, on
- * s3rver or on Azurite (started here), a tenant, an agent enrolled by its own code, VHDX disks made by
+ * store runs the same scenario: the service on embedded defaults (PGlite catalog, VHDX replicas) on
+ * the file store, on s3rver or on Azurite (started here), a tenant, an agent enrolled by its own code, VHDX disks made by
  * qemu-img and written by qemu-io, cycles run in-process or as `lifeboat-agent run --once` (killed
  * where a test says), merges by Merger.merge() (no timers), the latest point exported and compared
  * with the source by `qemu-img compare`.
@@ -71,6 +71,7 @@ export class Scenario {
     private readonly redis: Redis,
     private readonly emulator: Emulator | undefined,
     private readonly restoreEnv: () => void,
+    private readonly commitListeners: Set<() => Promise<void>>,
   ) {}
 
   /** Puts the service on the emulator's store (or the file store) and enrolls the agent. */
@@ -86,10 +87,17 @@ export class Scenario {
     }
     try {
       const env = await testEnv((c) => {
+        // Embedded defaults as `lifeboat-service init` writes them (PGlite catalog, VHDX replicas);
+        // only the object store differs per case.
+        c.catalog = { kind: 'pglite', dir: 'catalog' };
         c.replicaFormat = 'vhdx';
         if (emulator) c.objectStore = { url: emulator.url };
       });
-      const svc = await testService(env);
+      // The service calls enqueue once it has recorded a commit of a log or a base, before it answers.
+      const commitListeners = new Set<() => Promise<void>>();
+      const svc = await testService(env, async () => {
+        for (const listener of commitListeners) await listener();
+      });
       const redis = new Redis('redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
       const merger = new Merger(svc.ctx, redis, `lifeboat-test-${env.schema}`);
       expect((await operator(svc, 'POST', '/v1/tenants', { name: 'acme' })).status).toBe(201);
@@ -97,7 +105,7 @@ export class Scenario {
       const token = (await operator<{ token: string }>(svc, 'POST', '/v1/tenants/acme/tokens', {})).body.token;
       const state = new AgentState(join(env.dir, 'agent'));
       await enroll(state, { serviceUrl: svc.agentUrl, token, serverName: 'hv01.acme.test' });
-      return new Scenario(store, env, svc, merger, state, redis, emulator, restoreEnv);
+      return new Scenario(store, env, svc, merger, state, redis, emulator, restoreEnv, commitListeners);
     } catch (err) {
       restoreEnv();
       await emulator?.stop();
@@ -159,10 +167,10 @@ export class Scenario {
   }
 
   /**
-   * Runs `lifeboat-agent run --once` as a user does. A trigger (onFile, whenTrue) is armed with a
-   * function that SIGKILLs the run; it returns its disarm.
+   * Runs `lifeboat-agent run --once` as a user does. A trigger (onFile, whenTrue, onCommit) is armed
+   * with a function that SIGKILLs the run and resolves once it is gone; it returns its disarm.
    */
-  async runAgent(trigger?: (kill: () => void) => () => void): Promise<AgentRun> {
+  async runAgent(trigger?: Trigger): Promise<AgentRun> {
     const started = performance.now();
     const child = spawn(process.execPath, [agentBin, 'run', '--once', '--state-dir', this.state.dir], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -172,14 +180,31 @@ export class Scenario {
     let exited = false;
     let killed = false;
     const closed = new Promise<[number | null, NodeJS.Signals | null]>((r) => child.on('close', (code, signal) => { exited = true; r([code, signal]); }));
-    const disarm = trigger?.(() => {
-      if (exited || killed) return;
-      killed = true;
-      child.kill('SIGKILL');
+    const disarm = trigger?.(async () => {
+      if (!exited && !killed) {
+        killed = true;
+        child.kill('SIGKILL');
+      }
+      await closed;
     });
     const [code, signal] = await closed;
     disarm?.();
     return { code, signal, killed, stdout, stderr, ms: performance.now() - started };
+  }
+
+  /**
+   * Kills at the first commit the service records (a log's, or a base's completion), before the
+   * service answers: the agent never hears that its commit was recorded.
+   */
+  onCommit(): Trigger {
+    return (kill) => {
+      const listener = async () => {
+        this.commitListeners.delete(listener);
+        await kill();
+      };
+      this.commitListeners.add(listener);
+      return () => { this.commitListeners.delete(listener); };
+    };
   }
 
   /** Merges what was committed, exports the latest point of a disk and compares it with the source. */
@@ -236,25 +261,28 @@ export function storeSuite(store: StoreCase, body: (use: (ctx: TestContext) => S
   });
 }
 
+/** Arms a kill (SIGKILL, resolved once the process is gone); returns the disarm. */
+export type Trigger = (kill: () => Promise<void>) => () => void;
+
 /** Kills at the nth change of a file in dir whose name matches (fs.watch: sees short-lived files too). */
-export function onFile(dir: string, pattern: RegExp, nth = 1): (kill: () => void) => () => void {
+export function onFile(dir: string, pattern: RegExp, nth = 1): Trigger {
   return (kill) => {
     let seen = 0;
     mkdirSync(dir, { recursive: true });
     const watcher = watch(dir, (_event, name) => {
-      if (name && pattern.test(name) && ++seen === nth) kill();
+      if (name && pattern.test(name) && ++seen === nth) void kill();
     });
     return () => watcher.close();
   };
 }
 
 /** Kills the first time the condition holds, checked every 20 ms. */
-export function whenTrue(condition: () => Promise<boolean>): (kill: () => void) => () => void {
+export function whenTrue(condition: () => Promise<boolean>): Trigger {
   return (kill) => {
     let stopped = false;
     void (async () => {
       while (!stopped) {
-        if (await condition().catch(() => false)) return kill();
+        if (await condition().catch(() => false)) return void kill();
         await new Promise((r) => setTimeout(r, 20));
       }
     })();
