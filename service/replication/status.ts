@@ -96,17 +96,19 @@ async function hourStats(db: Queryable, vm: VmRow, disks: DiskRow[], now: Date) 
             (SELECT error FROM logs WHERE tenant = $1 AND vm = $2 AND status = 'rejected' ORDER BY committed_at DESC LIMIT 1) AS err`,
     [vm.tenant, vm.name, from]);
   const r = rows[0]!;
-  const perDisk = counted.length === 0 ? [] : await db.query<{ disk: string; generation: number; n: number; began: Date | null }>(
-    `SELECT disk, generation, (count(*) FILTER (WHERE kind = 'log' AND created_at > $3))::int8 AS n, min(committed_at) AS began
-       FROM logs WHERE tenant = $1 AND vm = $2 GROUP BY disk, generation`,
-    [vm.tenant, vm.name, from]);
   let expected = 0;
   let successful = Infinity;
   for (const d of counted) {
-    const row = perDisk.find((x) => x.disk === d.id && Number(x.generation) === d.generation);
-    const start = Math.max(from.getTime(), row?.began ? new Date(row.began).getTime() : now.getTime());
+    // Index lookups on the primary key (tenant, vm, disk, kind, generation, sequence): the logs of the
+    // disk's generation received in the hour, and when the generation began (its first chunk or log).
+    const row = (await db.query<{ n: number; began: Date | null }>(
+      `SELECT (SELECT count(*) FROM logs WHERE tenant = $1 AND vm = $2 AND disk = $3 AND kind = 'log' AND generation = $4 AND created_at > $5)::int8 AS n,
+              LEAST((SELECT committed_at FROM logs WHERE tenant = $1 AND vm = $2 AND disk = $3 AND kind = 'chunk' AND generation = $4 ORDER BY sequence LIMIT 1),
+                    (SELECT committed_at FROM logs WHERE tenant = $1 AND vm = $2 AND disk = $3 AND kind = 'log' AND generation = $4 ORDER BY sequence LIMIT 1)) AS began`,
+      [vm.tenant, vm.name, d.id, d.generation, from]))[0]!;
+    const start = Math.max(from.getTime(), row.began ? new Date(row.began).getTime() : now.getTime());
     expected = Math.max(expected, Math.floor((now.getTime() - start) / (vm.frequencySeconds * 1000)));
-    successful = Math.min(successful, Number(row?.n ?? 0));
+    successful = Math.min(successful, Number(row.n));
   }
   successful = Math.min(expected, counted.length === 0 ? 0 : successful);
   return {
