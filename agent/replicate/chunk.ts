@@ -10,6 +10,8 @@ import { MapBlockSize, blockDigest, zeroDigest } from '../tracker/blockmap.js';
 
 export const DeltaBlockSize = 1 << 20;
 const zeroBlock = Buffer.alloc(DeltaBlockSize);
+/** Pads a short last block to the map's block size (never written). */
+const pad = Buffer.alloc(MapBlockSize);
 
 export interface ChunkContents {
   /** The chunk's bytes (zeros where the disk has holes). */
@@ -39,7 +41,6 @@ export async function readChunk(disk: DiskImage, start: number, length: number, 
   }
   const digests = new Uint32Array(allocated.length);
   const zero = new Uint8Array(allocated.length);
-  const pad = Buffer.alloc(MapBlockSize);
   for (let i = 0; i < digests.length; i++) {
     let block = data.subarray(i * MapBlockSize, (i + 1) * MapBlockSize);
     // Zeros are found by comparison (it stops at the first non-zero byte) and never hashed.

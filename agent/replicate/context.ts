@@ -59,6 +59,20 @@ export class ProgressBook {
     });
   }
 
+  /**
+   * Applies fn to the progress in memory now, without a write of its own: it becomes durable with the
+   * next update (or persist()). For changes whose loss in a crash is already covered by what is on
+   * disk, such as a chunk marked done whose inflight record, still on disk, gets it committed again.
+   */
+  defer(fn: (p: VmProgress) => void): void {
+    fn(this.progress);
+  }
+
+  /** Makes every change applied so far durable. */
+  persist(): Promise<void> {
+    return this.update(() => {});
+  }
+
   private async flush(): Promise<void> {
     this.writing = true;
     while (this.waiting.length > 0) {

@@ -8,7 +8,7 @@
  * (docs/formats/agent-media.md).
  */
 import type { DiskImage } from '../../shared/disk/index.js';
-import type { InflightObject, VmConfig } from '../state/schema.js';
+import type { InflightObject, VmConfig, VmProgress } from '../state/schema.js';
 import { BlockMapWriter, blockCountOf, randomSeed } from '../tracker/blockmap.js';
 import { MapBlockSize } from '../tracker/blockmap.js';
 import { hasBit, withBit } from './bitmap.js';
@@ -98,12 +98,18 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
         const o: InflightObject = { kind: 'chunk', generation, number: i, spool: '', size: sealed.size, sha256: sealed.sha256, consistency: 'crash', createdAt: createdAt.toISOString(), changedBytes: 0 };
         if (media) {
           await media.writeChunk(o, [sealed.body]);
+          pool.recycle(sealed.body);
+          await markDone(book, diskId, o, length);
         } else {
+          // One progress write per chunk: its inflight record, durable before the upload. The chunk
+          // marked done afterwards rides along with the next write (another chunk's record, or the
+          // final one): until then the record on disk gets it committed again after a crash, by its
+          // recorded digest, without sending it again.
           await book.update((p) => { p.disks[diskId]!.inflight.push(o); });
           await shipInflight(ctx, vm, diskId, o, config.bandwidthBytesPerSec, [sealed.body]);
+          pool.recycle(sealed.body);
+          book.defer((p) => { applyDone(p, diskId, o, length); });
         }
-        pool.recycle(sealed.body);
-        await markDone(book, diskId, o, length);
         sent += o.size;
         const ipNow = book.progress.disks[diskId]!.initial;
         ctx.onInitialProgress?.(vm, diskId, ipNow.bytesDone, ipNow.bytesTotal);
@@ -115,6 +121,8 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
     await Promise.all(Array.from({ length: Math.min(parallel, todo.length) }, worker));
     await map.sync();
   } finally {
+    // Chunks marked done since the last write (after a failure too, so a retry skips them).
+    await book.persist().catch(() => undefined);
     await pool.close();
     await map.close();
   }
@@ -141,14 +149,17 @@ async function dropInflight(book: ProgressBook, diskId: string, o: InflightObjec
 }
 
 async function markDone(book: ProgressBook, diskId: string, o: InflightObject, length: number): Promise<void> {
-  await book.update((p) => {
-    const d = p.disks[diskId]!;
-    if (hasBit(d.initial.chunksDone, o.number)) return;
-    d.initial.chunksDone = withBit(d.initial.chunksDone, o.number);
-    d.initial.bytesDone += length;
-    d.initial.bytesSent += o.size;
-    d.inflight = d.inflight.filter((x) => !(x.kind === 'chunk' && x.number === o.number && x.generation === o.generation));
-  });
+  await book.update((p) => { applyDone(p, diskId, o, length); });
+}
+
+/** Records a committed chunk as done and drops its inflight record. */
+function applyDone(p: VmProgress, diskId: string, o: InflightObject, length: number): void {
+  const d = p.disks[diskId]!;
+  if (hasBit(d.initial.chunksDone, o.number)) return;
+  d.initial.chunksDone = withBit(d.initial.chunksDone, o.number);
+  d.initial.bytesDone += length;
+  d.initial.bytesSent += o.size;
+  d.inflight = d.inflight.filter((x) => !(x.kind === 'chunk' && x.number === o.number && x.generation === o.generation));
 }
 
 async function remoteDigests(ctx: EngineContext, vm: string, disk: string, offset: number, length: number): Promise<Map<number, string>> {

@@ -27,6 +27,9 @@ export interface SealJob {
 /** A sealed chunk: its bytes (one buffer, exactly size long, with memory of its own), digest, map digests. */
 export interface Sealed { body: Buffer; size: number; sha256: string; digests: Uint32Array }
 
+/** Output buffers a sealer keeps for reuse: one per chunk it can have in flight. */
+const KeptOutputs = 3;
+
 /** Room for a sealed chunk beyond its plaintext: headers, records, frame tags (it grows if ever short). */
 const SealSlack = 256 * 1024;
 
@@ -61,12 +64,13 @@ export class SealerState {
   /** An output buffer of at least length bytes, with memory of its own. */
   output(length: number): ArrayBuffer {
     const b = this.outputs.pop();
-    return b && b.byteLength >= length ? b : new ArrayBuffer(length);
+    // Not zero-filled (new ArrayBuffer would be): every byte handed out is written first.
+    return b && b.byteLength >= length ? b : Buffer.allocUnsafeSlow(length).buffer as ArrayBuffer;
   }
 
   /** Takes back the memory of a shipped chunk's body (its owner no longer reads it). */
   recycle(buf: ArrayBuffer): void {
-    if (this.outputs.length < 1) this.outputs.push(buf);
+    if (this.outputs.length < KeptOutputs) this.outputs.push(buf);
   }
 
   async close(): Promise<void> {

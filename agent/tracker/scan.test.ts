@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDisk, openDisk } from '../../shared/disk/index.js';
 import type { DiskImage, Extent } from '../../shared/disk/index.js';
 import { scratchDir } from '../../test/helpers.js';
-import { MapBlockSize, mapFileSize } from './blockmap.js';
+import { xxh3 } from '@node-rs/xxhash';
+import { MapBlockSize, blockDigest, mapFileSize, zeroDigest } from './blockmap.js';
 import { ScanTracker } from './scan.js';
 
 const B = MapBlockSize;
@@ -14,6 +15,17 @@ let dir: string;
 let remove: () => Promise<void>;
 beforeAll(async () => ({ path: dir, remove } = await scratchDir('lifeboat-agent-tracker-')));
 afterAll(() => remove());
+
+describe('block digests', () => {
+  it('are the low 32 bits of the seeded XXH3-64 the map format specifies, whichever seed came before', () => {
+    const seeds = [1n, 0xfedcba9876543210n, 1n, 2n ** 64n - 1n];
+    const block = randomBytes(MapBlockSize);
+    for (const seed of seeds) {
+      expect(blockDigest(block, seed)).toBe(Number(xxh3.xxh64(block, seed) & 0xffffffffn));
+      expect(zeroDigest(seed)).toBe(Number(xxh3.xxh64(Buffer.alloc(MapBlockSize), seed) & 0xffffffffn));
+    }
+  });
+});
 
 let n = 0;
 async function fixture(size: number, options: { bufferSize?: number; consultExtents?: boolean } = {}) {
