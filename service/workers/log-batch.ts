@@ -1,8 +1,10 @@
 /**
  * Applying a disk's pending logs in batches (called by merge-job.ts under the disk's lock).
  *
- * Each log is staged and verified completely (stage.ts) before any of it is written, then applied to
- * the top layer, which stays open for the batch. After up to MaxBatchLogs logs, at the end of the
+ * Each log is verified completely (stage.ts) before any of it becomes visible, then applied to the
+ * top layer, which stays open for the batch: data for blocks the layer does not hold yet is written
+ * straight into new blocks of a VHDX top layer as it streams in, and published (BAT entries changed)
+ * only after the log verified; the rest is staged and written then. After up to MaxBatchLogs logs, at the end of the
  * run of consecutive sequences, or before a refusal is recorded, the layer is flushed once, state.json
  * records the last applied sequence once (fenced, fsynced) and the catalog marks the batch applied in
  * one statement. Crash-safety: state.json only ever names logs whose bytes are durable; a crash
@@ -12,6 +14,7 @@
 import { join } from 'node:path';
 import { openDisk } from '../../shared/disk/index.js';
 import type { DiskImage } from '../../shared/disk/index.js';
+import type { LogHeader } from '../../shared/log/index.js';
 import type { PrivateJwk } from '../../shared/crypto/keys.js';
 import { isLifeboatError } from '../../shared/errors.js';
 import type { LogRow } from '../catalog/logs.js';
@@ -22,6 +25,7 @@ import type { AppliedState } from '../replication/replica.js';
 import { commitState, LockLostError } from './commit-state.js';
 import type { MergeFence } from './commit-state.js';
 import { applyStaged, discardStaged, stageLog } from './stage.js';
+import type { DirectSink } from './stage.js';
 
 /** Logs applied between two durable state writes: bounds what a crash makes the next run redo. */
 export const MaxBatchLogs = 32;
@@ -72,7 +76,15 @@ export async function mergeLogs(ctx: ServiceContext, ref: DiskRef, dir: string, 
         const where = `log ${row.generation}/${row.sequence} of ${ref.tenant}/${ref.vm}/${ref.disk}`;
         let staged;
         try {
-          staged = await stageLog({ object: await ctx.store.get(row.key), key: await key(), sha256: row.sha256, size: row.size, expect: { ...ref, generation: row.generation, sequence: row.sequence } }, join(staging, `${row.sequence}.staged`));
+          image ??= await openDisk(join(dir, state.layers.at(-1)!));
+          const top = image;
+          // Data of blocks the top layer does not hold yet goes there directly, invisible until applied.
+          const direct = async (header: LogHeader): Promise<DirectSink | undefined> => {
+            if (!top.freshWrites || header.virtualSize > top.virtualSize) return undefined;
+            if (!(await lock.stillHeld())) throw new LockLostError(`${where}: lock lost`);
+            return await top.freshWrites();
+          };
+          staged = await stageLog({ object: await ctx.store.get(row.key), key: await key(), sha256: row.sha256, size: row.size, expect: { ...ref, generation: row.generation, sequence: row.sequence }, direct }, join(staging, `${row.sequence}.staged`));
         } catch (err) {
           if (!isLifeboatError(err) || !refusedCodes.includes(err.code)) throw err;
           await record();
@@ -80,7 +92,6 @@ export async function mergeLogs(ctx: ServiceContext, ref: DiskRef, dir: string, 
         }
         try {
           if (!(await lock.stillHeld())) throw new LockLostError(`${where}: lock lost`);
-          image ??= await openDisk(join(dir, state.layers.at(-1)!));
           if (staged.header.virtualSize > image.virtualSize) await image.resize(staged.header.virtualSize);
           await applyStaged(staged, image);
         } finally {

@@ -69,6 +69,20 @@ async function stageAndApply(name: string): Promise<{ inMemory: boolean; image: 
   }
 }
 
+/** A dynamic VHDX of 0xee bytes with its first 8 MiB allocated, the rest not. */
+async function vhdxReplica(name: string) {
+  const disk = await createDisk(join(dir, `${name}.vhdx`), 'vhdx', { virtualSize: size, blockSize: MiB });
+  await disk.write(0, Buffer.alloc(8 * MiB, 0xee));
+  await disk.flush();
+  return disk;
+}
+
+async function whole(disk: Awaited<ReturnType<typeof createDisk>>): Promise<Buffer> {
+  const out = Buffer.alloc(size);
+  await disk.read(0, out);
+  return out;
+}
+
 describe('stageLog', () => {
   it('keeps a log in memory within the budget, applies it exactly and releases the budget', async () => {
     const { inMemory, image } = await stageAndApply('memory');
@@ -89,6 +103,44 @@ describe('stageLog', () => {
       await expect(stat(join(dir, 'later', 'spill.staged'))).rejects.toMatchObject({ code: 'ENOENT' });
     } finally {
       stageBudget.limit = limit;
+    }
+  });
+
+  it('writes blocks the VHDX does not hold directly, stages the rest, and applies the same bytes', async () => {
+    const disk = await vhdxReplica('direct');
+    try {
+      const before = await whole(disk);
+      const staged = await stageLog({ object: createReadStream(logPath), key, expect: identity, sha256, size: logSize, direct: async () => disk.freshWrites!() }, join(dir, 'direct.staged'));
+      // Written but not visible yet: the replica reads as before until apply.
+      expect((await whole(disk)).equals(before)).toBe(true);
+      // The partly written block 3, which the replica holds, was staged.
+      expect(staged.runs!.filter((r) => r.kind === 'data').map((r) => r.offset)).toEqual([3 * MiB]);
+      await applyStaged(staged, disk);
+      await discardStaged(staged);
+      const want = Buffer.alloc(size);
+      want.fill(0xee, 0, 8 * MiB);
+      for (const e of extents) {
+        if (e.kind === 'zero') want.fill(0, e.offset, e.offset + e.length);
+        else source.copy(want, e.offset, e.offset, e.offset + e.length);
+      }
+      expect((await whole(disk)).equals(want)).toBe(true);
+      expect(stageBudget.used).toBe(0);
+    } finally {
+      await disk.close();
+    }
+  });
+
+  it('leaves a VHDX as it was when a log written directly into it fails its digest', async () => {
+    const disk = await vhdxReplica('direct-bad');
+    try {
+      const before = await whole(disk);
+      const input = { object: createReadStream(logPath), key, expect: identity, sha256: '0'.repeat(64), size: logSize, direct: async () => disk.freshWrites!() };
+      await expect(stageLog(input, join(dir, 'direct-bad.staged'))).rejects.toMatchObject({ code: 'tampered' });
+      await disk.flush(); // the image takes changes again: the direct writer ended
+      expect((await whole(disk)).equals(before)).toBe(true);
+      expect(stageBudget.used).toBe(0);
+    } finally {
+      await disk.close();
     }
   });
 

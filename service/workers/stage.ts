@@ -11,6 +11,12 @@
  * there (its directory is created then). Callers release a staged log with `discardStaged` once
  * applied or abandoned.
  *
+ * Direct writes: when the caller offers a sink (a VHDX top layer's fresh writes,
+ * shared/disk/vhdx/fresh.ts), data goes straight into new blocks of the replica that nothing points
+ * at yet, and only what the sink refuses (blocks the layer already holds, partly covered blocks of a
+ * differencing layer) is staged. The sink is published by applyStaged, after verification, and
+ * abandoned when the log fails: so it changes nothing the replica reads until then either.
+ *
  * Staging file: records of [kind u8 (1 data, 2 zero)][offset u64 LE][length u64 LE][data if kind 1].
  */
 import { createHash } from 'node:crypto';
@@ -22,7 +28,7 @@ import type { PrivateJwk } from '../../shared/crypto/keys.js';
 import { ErrTampered } from '../../shared/errors.js';
 import type { LogHeader } from '../../shared/log/index.js';
 import { readLog } from '../../shared/log/index.js';
-import type { DiskImage } from '../../shared/disk/index.js';
+import type { DiskImage, FreshWriter } from '../../shared/disk/index.js';
 
 const RecordHeaderBytes = 17;
 const KindData = 1;
@@ -39,8 +45,13 @@ export const StageMemoryBytes = 256 << 20;
 /** One contiguous piece of a staged log: data to write, or a range to zero. */
 export type StagedRun = { kind: 'data'; offset: number; data: Buffer } | { kind: 'zero'; offset: number; length: number };
 
+/** Where data may go straight away without changing what the replica reads (a FreshWriter). */
+export type DirectSink = FreshWriter;
+
 export interface StagedLog {
   header: LogHeader;
+  /** The sink that took part of the data directly, to publish before the staged runs are written. */
+  direct: DirectSink | null;
   /** The staging file, when the log spilled to disk (or null when it stayed in memory). */
   path: string | null;
   /** The log's runs, when it stayed in memory. */
@@ -56,6 +67,11 @@ export interface StageInput {
   expect: { tenant: string; vm: string; disk: string; generation: number; sequence: number };
   sha256: string;
   size: number;
+  /**
+   * Offers a sink for the log once its authenticated header is known (undefined: stage everything).
+   * Called at most once; the sink is abandoned if the log fails.
+   */
+  direct?: (header: LogHeader) => Promise<DirectSink | undefined>;
 }
 
 /** The process-wide memory budget; `limit` is settable for tests of the spill path. */
@@ -167,10 +183,20 @@ export async function stageLog(input: StageInput, path: string): Promise<StagedL
   }
   const stager = new Stager(path);
   let ok = false;
+  let direct: DirectSink | undefined;
   try {
     const source = hashed();
     const reader = await readLog(source, { key: input.key, expect: input.expect });
-    for await (const item of reader.items()) await stager.add(item);
+    try {
+      direct = await input.direct?.(reader.header);
+    } catch (err) {
+      input.object.destroy();
+      throw err;
+    }
+    for await (const item of reader.items()) {
+      if (direct && item.kind === 'data') await writeDirect(direct, stager, item);
+      else await stager.add(item);
+    }
     if (!reader.trailer) throw ErrTampered('log ended without its trailer');
     // Drain anything after the trailer so the digest covers the whole object.
     while (!(await source.next()).done) { /* counted by hashed() */ }
@@ -179,26 +205,44 @@ export async function stageLog(input: StageInput, path: string): Promise<StagedL
     if (got !== input.sha256) throw ErrTampered(`object digest ${got} differs from the committed ${input.sha256}`);
     ok = true;
     // No fsync of a staging file: it never outlives its run; after a crash the log is staged again.
-    return { header: reader.header, path: stager.spilled ? path : null, runs: stager.runs, reserved: stager.reserved };
+    return { header: reader.header, direct: direct ?? null, path: stager.spilled ? path : null, runs: stager.runs, reserved: stager.reserved };
   } finally {
     await stager.close();
     if (!ok) {
+      await direct?.abandon();
       stager.release();
       if (stager.spilled) await rm(path, { force: true });
     }
   }
 }
 
-/** Releases a staged log: its memory budget and its staging file. Safe to call twice. */
+/** Offers a data item to the sink block by block; stages the pieces it refuses. */
+async function writeDirect(direct: DirectSink, stager: Stager, item: { offset: number; length: number; data: Buffer; extent: { offset: number; length: number } }): Promise<void> {
+  const bs = direct.blockSize;
+  for (let at = 0; at < item.length;) {
+    const pos = item.offset + at;
+    const n = Math.min(item.length - at, bs - (pos % bs));
+    const piece = item.data.subarray(at, at + n);
+    if (!(await direct.write(pos, piece, item.extent))) await stager.add({ kind: 'data', offset: pos, length: n, data: piece });
+    at += n;
+  }
+}
+
+/** Releases a staged log: its memory budget, its staging file, and direct writes not published. Safe to call twice. */
 export async function discardStaged(staged: StagedLog): Promise<void> {
+  await staged.direct?.abandon();
   stageBudget.used -= staged.reserved;
   staged.reserved = 0;
   staged.runs = null;
   if (staged.path) await rm(staged.path, { force: true });
 }
 
-/** Writes a staged log's extents into the disk (the top layer of a replica). */
+/**
+ * Writes a staged log's extents into the disk (the top layer of a replica): publishes what went
+ * there directly, then writes the staged runs.
+ */
 export async function applyStaged(staged: StagedLog, disk: DiskImage, bufferBytes = 1 << 20): Promise<void> {
+  await staged.direct?.publish();
   if (staged.runs) {
     for (const r of staged.runs) {
       if (r.kind === 'zero') await disk.zero(r.offset, r.length);

@@ -79,6 +79,30 @@ export interface DiskImage {
    * a merge wrote into the parent (same path) or to re-parent onto the image a layer was merged into.
    */
   setParent?(parentPath: string): Promise<void>;
+  /**
+   * Optional (VHDX): starts writes into new blocks that nothing reads until `publish()`; until the
+   * writer is published or abandoned every other change to the image waits. See FreshWriter.
+   */
+  freshWrites?(): Promise<FreshWriter>;
+}
+
+/**
+ * Writes that change nothing the image reads until published: a merge applies a log's data as it
+ * streams in and makes it visible only once the whole log verified (docs/formats/vhdx.md).
+ */
+export interface FreshWriter {
+  /** Pieces passed to write() lie inside one block of this size. */
+  readonly blockSize: number;
+  /**
+   * Writes the piece into a new block (true), or refuses it (false, nothing written) when its block
+   * cannot take fresh writes; extent is the whole range the caller writes contiguously, of which the
+   * piece is part. The caller may reuse data once the promise settles.
+   */
+  write(offset: number, data: Buffer, extent: { offset: number; length: number }): Promise<boolean>;
+  /** Makes everything written visible (durable at the next flush) and ends the writer. */
+  publish(): Promise<void>;
+  /** Drops everything written and ends the writer; safe after publish. */
+  abandon(): Promise<void>;
 }
 
 export interface OpenOptions {

@@ -4,7 +4,7 @@
  * durable. docs/formats/vhdx.md "Order of writes" is the contract this file keeps.
  */
 import type { DiskImage } from '../types.js';
-import type { Bat } from './bat.js';
+import { PayloadFullyPresent, PayloadPartiallyPresent, SbPresent, type Bat } from './bat.js';
 import { SectorBitmaps } from './bitmap.js';
 import type { VhdxFile } from './file.js';
 import { GiB, MiB, type Regions } from './format.js';
@@ -30,6 +30,13 @@ export class VhdxCore {
   /** Next free, 1 MiB aligned file offset; blocks are appended there. */
   nextAlloc: number;
   private pendingAlloc = 0;
+  /**
+   * Whole blocks of the file that nothing references, durably: reusable by a write that fills a
+   * block whole (fresh.ts). Found at a writable open; replaced blocks join after a final barrier.
+   */
+  private readonly free: number[] = [];
+  /** Blocks replaced since the last final barrier: free once the BAT that no longer names them is durable. */
+  private released: number[] = [];
   /** Data written since the last sync (flush has work to do). */
   unsynced = false;
   writesBegun = false;
@@ -44,6 +51,22 @@ export class VhdxCore {
     this.sectorSize = layout.meta.logicalSectorSize;
     this.nextAlloc = roundUp(layout.file.size, MiB);
     this.bitmaps = layout.meta.hasParent ? new SectorBitmaps(this.file, this.bat, this.blockSize, this.sectorSize, (n) => this.allocate(n)) : undefined;
+    if (!layout.file.readOnly) this.free.push(...freeBlocks(layout, this.blockSize));
+  }
+
+  /** A free whole block's offset (its old bytes are garbage: the caller overwrites all of it), or undefined. */
+  takeFreeBlock(): number | undefined {
+    const at = this.free.pop();
+    if (at !== undefined) {
+      this.pendingAlloc += this.blockSize;
+      this.unsynced = true;
+    }
+    return at;
+  }
+
+  /** The block at offset is no longer referenced in memory; reusable after the next final barrier. */
+  releaseBlock(offset: number): void {
+    this.released.push(offset);
   }
 
   get virtualSize(): number {
@@ -98,5 +121,41 @@ export class VhdxCore {
       await this.file.sync();
       this.unsynced = false;
     }
+    if (final && this.released.length > 0) {
+      // The BAT on disk no longer names these blocks.
+      this.free.push(...this.released);
+      this.released = [];
+    }
   }
+}
+
+/** At most this many BAT entries are scanned for free space at open (bounds the work on huge disks). */
+const MaxScannedEntries = 1 << 20;
+
+/**
+ * Payload space no durable entry references (blocks replaced or zeroed before a close, blocks
+ * allocated by a writer that crashed), cut into whole blocks at 1 MiB alignment. Read right after
+ * open, when the BAT in memory is the BAT on disk.
+ */
+function freeBlocks(layout: VhdxLayout, blockSize: number): number[] {
+  const { bat, reserved, file } = layout;
+  if (bat.entryCount > MaxScannedEntries) return [];
+  const used: { start: number; end: number }[] = [...reserved];
+  const sbInterval = bat.chunkRatio + 1;
+  for (let i = 0; i < bat.entryCount; i++) {
+    const st = bat.state(i);
+    const isSb = (i + 1) % sbInterval === 0;
+    if (isSb ? st !== SbPresent : st !== PayloadFullyPresent && st !== PayloadPartiallyPresent) continue;
+    const at = bat.offset(i);
+    used.push({ start: at, end: at + (isSb ? MiB : blockSize) });
+  }
+  used.sort((a, b) => a.start - b.start);
+  const out: number[] = [];
+  let pos = 0;
+  const end = Math.floor(file.size / MiB) * MiB;
+  for (const u of [...used, { start: end, end }]) {
+    for (let at = roundUp(pos, MiB); at + blockSize <= Math.min(u.start, end); at += blockSize) out.push(at);
+    pos = Math.max(pos, u.end);
+  }
+  return out.reverse(); // taken from the end of the array: lowest offsets first
 }

@@ -6,6 +6,7 @@ import { realpath } from 'node:fs/promises';
 import { ErrInvalidArgument, ErrUnsupported } from '../../errors.js';
 import type { DiskImage, DiskInfo, Extent, ExtentQuery } from '../types.js';
 import { VhdxCore } from './core.js';
+import { FreshWrites } from './fresh.js';
 import type { VhdxLayout } from './open.js';
 import { makeLocator, type ParentIdentity } from './parent.js';
 import { rewriteParentLocator } from './relink.js';
@@ -77,6 +78,22 @@ export class VhdxImage implements DiskImage, ParentIdentity {
     return this.exclusive(async () => {
       await this.core.beginWrites();
       await zeroVirtual(this.core, offset, length);
+    });
+  }
+
+  /**
+   * Starts fresh writes (fresh.ts): data into new blocks that become visible only at publish().
+   * Until the writer is published or abandoned, every other change to this image waits.
+   */
+  freshWrites(): Promise<FreshWrites> {
+    this.checkWritable('write');
+    if (this.closed) throw ErrInvalidArgument(`write: ${this.path} is closed`);
+    return new Promise<FreshWrites>((resolve, reject) => {
+      void this.exclusive(async () => {
+        await this.core.beginWrites();
+        // The queue stays held until the writer ends.
+        await new Promise<void>((ended) => resolve(new FreshWrites(this.core, ended)));
+      }).catch(reject);
     });
   }
 

@@ -24,6 +24,8 @@ export interface VhdxLayout {
   bat: Bat;
   /** True when a log was replayed (in memory for a read-only open). */
   replayed: boolean;
+  /** File ranges that are not payload: header section, log, every region of the region table. */
+  reserved: { start: number; end: number }[];
 }
 
 /** True when head starts with the VHDX file type identifier. */
@@ -55,7 +57,8 @@ async function readLayout(file: VhdxFile): Promise<VhdxLayout> {
   const replayed = await replayLog(file, headers);
   if (replayed) await file.read(head, 0, 'header section');
 
-  const regions = validateRegions(readRegionTables(head), file.size);
+  const entries = readRegionTables(head);
+  const regions = validateRegions(entries, file.size);
   if (!file.readOnly) await repairRegionTables(file, head);
   if (regions.metadata.length > MaxMetadataRegion) throw ErrUnsupported(`metadata region of ${regions.metadata.length} bytes is too large`);
   const metaBytes = Buffer.alloc(regions.metadata.length);
@@ -75,7 +78,9 @@ async function readLayout(file: VhdxFile): Promise<VhdxLayout> {
     { start: regions.metadata.fileOffset, end: regions.metadata.fileOffset + regions.metadata.length },
   ];
   validateBat(bat, meta.blockSize, file.size, reserved);
-  return { file, headers, regions, meta, bat, replayed };
+  // Regions we do not know (optional ones) are not payload either.
+  for (const e of entries) if (e.guid !== GuidBatRegion && e.guid !== GuidMetadataRegion) reserved.push({ start: e.fileOffset, end: e.fileOffset + e.length });
+  return { file, headers, regions, meta, bat, replayed, reserved };
 }
 
 /** The first valid region table; the second is the spare used when the first is damaged. */

@@ -1,0 +1,188 @@
+/**
+ * Fresh writes: data written into newly allocated blocks that nothing points at until `publish()`.
+ * This is the write path of a merge that must apply nothing of a log before the whole log verified:
+ * the log's data goes straight to its final place in the file as it streams in, the BAT entries that
+ * make it visible change only once the caller knows the log is good, and a log that fails is
+ * dropped by `abandon()` (its blocks stay unreferenced space, as after a crash). docs/formats/vhdx.md,
+ * "Fresh writes".
+ *
+ * A block takes fresh writes when the caller's extent rewrites all of it (a block this file holds
+ * is then replaced by a new one, without copying, and its old space is reused once the BAT that
+ * no longer names it is durable), or when this file does not hold it and has no parent (the rest
+ * of a new block reads as zeros, as the unallocated block did). Any other range is refused
+ * (`write` returns false) and the caller applies it the ordinary way after `publish()`.
+ *
+ * Writes are gathered into large buffers, contiguous in the file, and written with a bounded
+ * number in flight while the caller produces the next ones. Every `WritebackBytes` written, a data
+ * sync is started in the background (not awaited), so the disk works while the log is still being
+ * read and the final flush has little left to do.
+ */
+import type { FreshWriter } from '../types.js';
+import { PayloadFullyPresent } from './bat.js';
+import type { VhdxCore } from './core.js';
+import { MiB } from './format.js';
+import { blockSource, locate } from './reader.js';
+
+/** Size of one gathering buffer. */
+const GatherBytes = 4 * MiB;
+/** Buffer writes in flight at once. */
+const InFlight = 2;
+/** Bytes written between two background data syncs. */
+export const WritebackBytes = 64 * MiB;
+/** Gathering buffers kept for reuse between writers (fresh large buffers are slow to fault in). */
+const pool: Buffer[] = [];
+const PoolMax = 8;
+
+function takeBuffer(): Buffer {
+  return pool.pop() ?? Buffer.allocUnsafe(GatherBytes);
+}
+
+function giveBuffer(b: Buffer): void {
+  if (pool.length < PoolMax) pool.push(b);
+}
+
+export class FreshWrites implements FreshWriter {
+  /** Blocks allocated by this writer: block number → file offset. */
+  private readonly blocks = new Map<number, number>();
+  /** Blocks this file held before, replaced whole: block number → old file offset. */
+  private readonly replaced = new Map<number, number>();
+  private buf: Buffer | null = null;
+  private fill = 0;
+  private bufFileOff = 0;
+  private readonly flying: Promise<void>[] = [];
+  private sinceSync = 0;
+  private syncing: Promise<void> | null = null;
+  private failed: unknown = undefined;
+  private done = false;
+  /** Bytes accepted. */
+  bytes = 0;
+
+  constructor(private readonly core: VhdxCore, private readonly onEnd: () => void) {}
+
+  /** Pieces passed to write() must lie inside one block of this size. */
+  get blockSize(): number {
+    return this.core.blockSize;
+  }
+
+  /**
+   * Writes data at virtual offset `offset` (a range inside one block) into fresh space, or returns
+   * false (nothing written) when that block cannot take it. `extent` is the whole range the
+   * caller will write contiguously, of which this piece is a part; it tells whether the block is
+   * covered whole. The caller may reuse data once the promise settles.
+   */
+  async write(offset: number, data: Buffer, extent: { offset: number; length: number }): Promise<boolean> {
+    if (this.done) throw new Error('fresh writes already ended');
+    if (this.failed !== undefined) throw this.failed;
+    const core = this.core;
+    const { block, inBlock, n, idx } = locate(core, offset, data.length);
+    if (n !== data.length) throw new RangeError(`fresh write of ${data.length} bytes at ${offset} crosses a block boundary`);
+    let base = this.blocks.get(block);
+    if (base === undefined) {
+      const src = blockSource(core, core.bat.state(idx));
+      const blockStart = block * core.blockSize;
+      const whole = extent.offset <= blockStart && extent.offset + extent.length >= Math.min(blockStart + core.blockSize, core.virtualSize);
+      // A block this file holds is replaced only when the extent rewrites all of it (no copy).
+      if ((src === 'file' || src === 'bitmap' || src === 'parent') && !whole) return false;
+      if (src === 'file' || src === 'bitmap') this.replaced.set(block, core.bat.offset(idx));
+      // A block written whole may reuse free space; otherwise new space at the end of the file,
+      // extended first so the rest of the block reads as zeros (writes in flight lie below it).
+      base = (whole ? core.takeFreeBlock() : undefined) ?? await core.allocate(core.blockSize);
+      this.blocks.set(block, base);
+    }
+    await this.put(data, base + inBlock);
+    this.bytes += data.length;
+    return true;
+  }
+
+  /** Copies data into the gathering buffer, sending it off when full or when the file offset jumps. */
+  private async put(data: Buffer, fileOff: number): Promise<void> {
+    let at = 0;
+    while (at < data.length) {
+      if (this.buf && this.bufFileOff + this.fill !== fileOff + at) await this.send();
+      if (!this.buf) {
+        this.buf = takeBuffer();
+        this.fill = 0;
+        this.bufFileOff = fileOff + at;
+      }
+      const n = Math.min(data.length - at, this.buf.length - this.fill);
+      data.copy(this.buf, this.fill, at, at + n);
+      this.fill += n;
+      at += n;
+      if (this.fill === this.buf.length) await this.send();
+    }
+  }
+
+  private async send(): Promise<void> {
+    const buf = this.buf;
+    if (!buf) return;
+    const length = this.fill;
+    const pos = this.bufFileOff;
+    this.buf = null;
+    this.fill = 0;
+    await this.drainTo(InFlight - 1);
+    const write = this.core.file.write(buf.subarray(0, length), pos).then(() => giveBuffer(buf), (err: unknown) => {
+      this.failed ??= err;
+    });
+    this.flying.push(write);
+    this.core.unsynced = true;
+    this.sinceSync += length;
+    if (this.sinceSync >= WritebackBytes && !this.syncing) {
+      this.sinceSync = 0;
+      // Starts writeback of what is written so far; the flush after publish still syncs everything.
+      this.syncing = this.core.file.sync().catch((err: unknown) => {
+        this.failed ??= err;
+      }).finally(() => {
+        this.syncing = null;
+      });
+    }
+  }
+
+  /** Waits until at most `max` buffer writes are in flight; rethrows a write's failure. */
+  private async drainTo(max: number): Promise<void> {
+    while (this.flying.length > max) await this.flying.shift();
+    if (this.failed !== undefined) throw this.failed;
+  }
+
+  /** Waits for every write (and background sync) started so far. */
+  private async settle(): Promise<void> {
+    await this.send();
+    await this.drainTo(0);
+    await this.syncing;
+    if (this.failed !== undefined) throw this.failed;
+  }
+
+  /**
+   * Makes everything written visible: the new blocks' BAT entries change in memory (FULLY_PRESENT),
+   * to reach the disk at the next barrier, after the data. Ends the writer.
+   */
+  async publish(): Promise<void> {
+    try {
+      await this.settle();
+      for (const [block, base] of this.blocks) this.core.bat.set(this.core.bat.payloadIndex(block), PayloadFullyPresent, base);
+      for (const old of this.replaced.values()) this.core.releaseBlock(old);
+    } finally {
+      this.end();
+    }
+  }
+
+  /**
+   * Drops everything written: the blocks stay unreferenced (leaked until the image is converted,
+   * as after a crash) and the image reads as before. Ends the writer; safe to call after publish.
+   */
+  async abandon(): Promise<void> {
+    if (this.done) return;
+    try {
+      await this.settle().catch(() => undefined);
+    } finally {
+      this.end();
+    }
+  }
+
+  private end(): void {
+    if (this.done) return;
+    this.done = true;
+    if (this.buf) giveBuffer(this.buf);
+    this.buf = null;
+    this.onEnd();
+  }
+}
