@@ -5,8 +5,11 @@
  */
 export type ByteSource = AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
 
+/** Chunks that arrive in batches (an opened envelope's frames): one pull takes a whole batch. */
+export type ByteBatches = AsyncIterable<readonly Uint8Array[]>;
+
 export class ByteReader {
-  private readonly iterator: AsyncIterator<Uint8Array> | Iterator<Uint8Array>;
+  private readonly iterator: AsyncIterator<Uint8Array | readonly Uint8Array[]> | Iterator<Uint8Array>;
   private readonly chunks: Buffer[] = [];
   private buffered = 0;
   private ended = false;
@@ -18,15 +21,22 @@ export class ByteReader {
     this.iterator = Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : source[Symbol.iterator]();
   }
 
+  /** A reader over batches of chunks, each batch pulled at once (fewer awaits than chunk by chunk). */
+  static ofBatches(batches: ByteBatches): ByteReader {
+    return new ByteReader(batches as unknown as AsyncIterable<Uint8Array>);
+  }
+
   /** Pulls chunks until at least n bytes are buffered or the source ended; returns the bytes buffered. */
   async fill(n: number): Promise<number> {
     while (this.buffered < n && !this.ended) {
       const next = await this.iterator.next();
       if (next.done) { this.ended = true; break; }
-      const chunk = next.value;
-      if (chunk.length === 0) continue;
-      this.chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
-      this.buffered += chunk.length;
+      const value = next.value;
+      if (Array.isArray(value)) {
+        for (const chunk of value as readonly Uint8Array[]) this.add(chunk);
+      } else {
+        this.add(value as Uint8Array);
+      }
     }
     return this.buffered;
   }
@@ -78,6 +88,12 @@ export class ByteReader {
     this.chunks.length = 0;
     this.buffered = 0;
     await this.iterator.return?.();
+  }
+
+  private add(chunk: Uint8Array): void {
+    if (chunk.length === 0) return;
+    this.chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
+    this.buffered += chunk.length;
   }
 
   private consumed(n: number): void {

@@ -7,11 +7,11 @@
  * - `openStream(sealed, { key })` returns the authenticated context and the verified plaintext;
  * - `generateKeyPair`, `saveKeyPair`, `saveJwk`, `loadPrivateKey`, `loadPublicKey` handle keys.
  */
-export { ByteReader, type ByteSource } from './byte-reader.js';
+export { ByteReader, type ByteBatches, type ByteSource } from './byte-reader.js';
 export { DefaultFrameSize, EnvelopeMagic, EnvelopeVersion, MaxContextBytes, MaxFrameSize, MinFrameSize } from './format.js';
 export {
   SupportedCurves, checkJwk, generateKeyPair, loadPrivateKey, loadPublicKey, publicPart, saveJwk, saveKeyPair,
   type Curve, type KeyPair, type PrivateJwk, type PublicJwk,
 } from './keys.js';
-export { openStream, type OpenOptions, type OpenedStream } from './open.js';
+export { openFrames, openStream, type OpenOptions, type OpenedFrames, type OpenedStream } from './open.js';
 export { FrameSealer, sealStream, type SealOptions } from './seal.js';

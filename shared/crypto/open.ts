@@ -28,12 +28,30 @@ export interface OpenedStream {
   close(): Promise<void>;
 }
 
+/** An opened stream whose plaintext comes frame by frame, as the pieces of each verified frame. */
+export interface OpenedFrames extends Omit<OpenedStream, 'plaintext'> {
+  /** Each frame's plaintext pieces, verified before they are yielded; same rules as plaintext. */
+  frames: AsyncIterable<Buffer[]>;
+}
+
 /**
  * Opens a sealed stream: reads the header, unwraps the data key, verifies frame 0 (so the context is
  * authenticated) and returns the rest as a lazy stream. Not an envelope: `corrupt`; unknown version:
  * `unsupported`; anything altered, truncated, appended or sealed to another key: `tampered`.
  */
 export async function openStream(sealed: ByteSource, options: OpenOptions): Promise<OpenedStream> {
+  const { frames, ...opened } = await openFrames(sealed, options);
+  async function* plaintext(): AsyncGenerator<Buffer> {
+    for await (const frame of frames) yield* frame;
+  }
+  return { ...opened, plaintext: plaintext() };
+}
+
+/**
+ * openStream with the plaintext as whole frames (each frame's pieces at once), for consumers that
+ * take a frame at a time (a ByteReader over batches): one step per frame instead of one per piece.
+ */
+export async function openFrames(sealed: ByteSource, options: OpenOptions): Promise<OpenedFrames> {
   const reader = new ByteReader(sealed);
   let frames: FrameOpener;
   let first: Buffer[] | undefined;
@@ -53,18 +71,18 @@ export async function openStream(sealed: ByteSource, options: OpenOptions): Prom
     await reader.close();
     throw err;
   }
-  async function* plaintext(): AsyncGenerator<Buffer> {
+  async function* all(): AsyncGenerator<Buffer[]> {
     try {
       let frame: Buffer[] | undefined = first;
       while (frame !== undefined) {
-        yield* frame;
+        yield frame;
         frame = await frames.next();
       }
     } finally {
       await reader.close();
     }
   }
-  return { context, frameSize, plaintext: plaintext(), close: () => reader.close() };
+  return { context, frameSize, frames: all(), close: () => reader.close() };
 }
 
 /** Reads and verifies frames in order; undefined after the last one. */

@@ -7,9 +7,9 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { ByteSource } from '../crypto/byte-reader.js';
+import { ByteReader, type ByteSource } from '../crypto/byte-reader.js';
 import type { PrivateJwk, PublicJwk } from '../crypto/keys.js';
-import { openStream } from '../crypto/open.js';
+import { openFrames } from '../crypto/open.js';
 import { DefaultFrameSize } from '../crypto/format.js';
 import { FrameSealer } from '../crypto/seal.js';
 import { ErrCorrupt, ErrTampered, isLifeboatError } from '../errors.js';
@@ -75,14 +75,15 @@ export async function writeLogFile(path: string, init: LogHeaderInit, source: Lo
  * only when the items ended without error (reader.trailer is set); appliers stage until then.
  */
 export async function readLog(sealed: ByteSource, options: ReadLogOptions): Promise<LogReader> {
-  const opened = await openStream(sealed, { key: options.key });
+  const opened = await openFrames(sealed, { key: options.key });
   try {
     checkIdentity(opened.context, options.expect ?? {});
   } catch (err) {
     await opened.close();
     throw err;
   }
-  const reader = await LogReader.open(opened.plaintext);
+  // The plaintext reader takes a whole verified frame per pull.
+  const reader = await LogReader.open(ByteReader.ofBatches(opened.frames));
   if (!reader.headerBytes.equals(opened.context)) {
     await opened.close();
     throw ErrCorrupt('the log header differs from the header it was sealed with');
