@@ -13,7 +13,8 @@
  * The logs are sealed before the clock starts (agents seal on their own hosts' CPUs); each request is
  * retried with the agent's own backoff (agent/replicate/retry.ts), and what still fails is counted.
  *
- * Reports: commits accepted per second against the rate offered (the peer), commits applied per
+ * Reports: commits accepted per second against the schedule (the peer: 1,000 VMs every 30 s ask for
+ * 33.3/s; what the client managed to offer is shown too), commits applied per
  * second, the time from commit to applied (catalog clock) at p50/p99/max over EVERY accepted commit,
  * and how many were not applied by the end (60 s after the last commit): an unapplied log counts as
  * infinitely late in the percentiles, so it can only push them over the goal. Goal: p99 under 5 s,
@@ -215,6 +216,9 @@ async function run(ctx: { workDir: string; quick: boolean }): Promise<BenchRow[]
     const max = latencies.at(-1) ?? NaN;
     const firstCommit = Math.min(...rows.map((r) => new Date(r.committed).getTime()));
     const lastApplied = Math.max(...applied.map((r) => new Date(r.applied!).getTime()));
+    // The schedule is what 1,000 VMs every 30 s ask for; offered is what the client managed to send
+    // (it falls behind the schedule when the machine is saturated, and that counts against us).
+    const scheduled = (vmCount * 1000) / CycleMs;
     const asked = events.length / offeredSeconds;
     const got = accepted / offeredSeconds;
     const appliedRate = applied.length / ((lastApplied - firstCommit) / 1000);
@@ -223,8 +227,8 @@ async function run(ctx: { workDir: string; quick: boolean }): Promise<BenchRow[]
     process.stderr.write(`bench: load: ${events.length} offered, ${accepted} accepted, ${failures.length} failed after retries, ${retries} requests retried, schedule slipped by up to ${(lateMs / 1000).toFixed(1)} s; catalog: ${statuses}\n`);
     const load = loads.length > 0 ? loads.reduce((a, b) => a + b, 0) / loads.length : loadavg()[0]!;
     return [
-      { name: `load ${vmCount} VMs: commits accepted per second`, ours: `${got.toFixed(1)}/s`, peer: `offered ${asked.toFixed(1)}/s`, ratio: (got / asked).toFixed(2), goal: `≥ 0.95, none failed after retries (${failures.length}); ${retries} retried; schedule ${(vmCount * 1000 / CycleMs).toFixed(1)}/s`, ok: got / asked >= 0.95 && failures.length === 0 },
-      { name: `load ${vmCount} VMs: commits applied per second`, ours: `${appliedRate.toFixed(1)}/s`, peer: `offered ${asked.toFixed(1)}/s`, ratio: (appliedRate / asked).toFixed(2), goal: '≥ 0.95', ok: appliedRate / asked >= 0.95 },
+      { name: `load ${vmCount} VMs: commits accepted per second`, ours: `${got.toFixed(1)}/s`, peer: `schedule ${scheduled.toFixed(1)}/s`, ratio: (got / scheduled).toFixed(2), goal: `≥ 0.95, none failed after retries (${failures.length}); ${retries} retried; offered ${asked.toFixed(1)}/s`, ok: got / scheduled >= 0.95 && failures.length === 0 },
+      { name: `load ${vmCount} VMs: commits applied per second`, ours: `${appliedRate.toFixed(1)}/s`, peer: `schedule ${scheduled.toFixed(1)}/s`, ratio: (appliedRate / scheduled).toFixed(2), goal: '≥ 0.95', ok: appliedRate / scheduled >= 0.95 },
       { name: `load ${vmCount} VMs: commit → applied p50 / p99`, ours: `${secs(p50)} / ${secs(p99)}`, peer: '-', ratio: '-', goal: `p99 < ${GoalP99} s over all ${rows.length} commits`, ok: p99 < GoalP99 },
       { name: `load ${vmCount} VMs: commit → applied max`, ours: secs(max), peer: '-', ratio: '-', goal: 'reported', ok: undefined },
       { name: `load ${vmCount} VMs: not applied ${DrainMs / 1000} s after the last commit`, ours: `${unapplied} of ${rows.length}`, peer: '-', ratio: '-', goal: '0', ok: unapplied === 0 },
