@@ -48,7 +48,7 @@ export function registerProtect(program: Command): void {
     .option('--compression <c>', 'log compression: zstd, lz4 or none', 'zstd')
     .option('--initial <how>', 'initial copy: network, media:DIR (write to a directory for shipping) or existing (the hoster has a copy)', 'network')
     .option('--start-at <time>', 'start the initial copy at HH:MM or an ISO time')
-    .option('--bandwidth <rate>', 'limit uploads, e.g. 20M (bytes/s) or 100mbit'))
+    .option('--bandwidth <rate>', 'limit the VM\'s uploads, all disks together, e.g. 20M or 20MB/s (bytes/s) or 100mbit'))
     .action(async (vm: string, opts: ProtectOptions) => {
       const state = agentState(opts);
       const config = await buildConfig(checkVmName(vm), opts, await state.findConfig(vm));
