@@ -11,13 +11,22 @@ export type ByteBatches = AsyncIterable<readonly Uint8Array[]>;
 export class ByteReader {
   private readonly iterator: AsyncIterator<Uint8Array | readonly Uint8Array[]> | Iterator<Uint8Array>;
   private readonly chunks: Buffer[] = [];
+  /** The source's chunk each entry of chunks is (the rest of), for release. */
+  private readonly origins: Uint8Array[] = [];
+  /** Chunks read to their end, handed back to the source at the next request. */
+  private readonly done: Uint8Array[] = [];
   private buffered = 0;
   private ended = false;
   private closed = false;
   /** Bytes handed out so far. */
   position = 0;
 
-  constructor(source: ByteSource) {
+  /**
+   * With release, a source may reuse its chunks' memory: each chunk is handed to release once every
+   * byte of it was read and the caller made its next request (fill, read, readPieces, atEnd), so
+   * what a read returned stays valid until the caller asks for more.
+   */
+  constructor(source: ByteSource, private readonly release?: (chunk: Uint8Array) => void) {
     this.iterator = Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : source[Symbol.iterator]();
   }
 
@@ -28,6 +37,7 @@ export class ByteReader {
 
   /** Pulls chunks until at least n bytes are buffered or the source ended; returns the bytes buffered. */
   async fill(n: number): Promise<number> {
+    if (this.release !== undefined) for (const chunk of this.done.splice(0)) this.release(chunk);
     while (this.buffered < n && !this.ended) {
       const next = await this.iterator.next();
       if (next.done) { this.ended = true; break; }
@@ -59,6 +69,8 @@ export class ByteReader {
       if (head.length <= want) {
         pieces.push(head);
         this.chunks.shift();
+        const origin = this.origins.shift()!;
+        if (this.release !== undefined) this.done.push(origin);
         want -= head.length;
         this.consumed(head.length);
       } else {
@@ -86,6 +98,8 @@ export class ByteReader {
     this.closed = true;
     this.ended = true;
     this.chunks.length = 0;
+    this.origins.length = 0;
+    this.done.length = 0;
     this.buffered = 0;
     await this.iterator.return?.();
   }
@@ -93,6 +107,7 @@ export class ByteReader {
   private add(chunk: Uint8Array): void {
     if (chunk.length === 0) return;
     this.chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
+    this.origins.push(chunk);
     this.buffered += chunk.length;
   }
 

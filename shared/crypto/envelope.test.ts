@@ -134,6 +134,31 @@ describe('envelope round trip', () => {
         expect(opened.plain.equals(plain)).toBe(true);
       }), { numRuns: 60 });
   });
+  it('round-trips through a source that reuses each chunk as soon as it is recycled', async () => {
+    await fc.assert(fc.asyncProperty(
+      fc.integer({ min: 0, max: 4 * frameSize + 10 }), fc.array(fc.integer({ min: 1, max: 2 * frameSize + 40 }), { minLength: 1, maxLength: 5 }),
+      async (n, sizes) => {
+        const plain = randomBytes(n);
+        const sealed = await seal(plain);
+        const free: Buffer[] = [];
+        let recycled = 0;
+        function* recycling(): Generator<Buffer> {
+          for (let at = 0, i = 0; at < sealed.length; i++) {
+            const k = Math.min(sizes[i % sizes.length]!, sealed.length - at);
+            const big = free.pop() ?? Buffer.alloc(2 * frameSize + 40);
+            sealed.copy(big, 0, at, at + k);
+            at += k;
+            yield big.subarray(0, k);
+          }
+        }
+        // A recycled chunk is overwritten at once: anything still reading it would see garbage.
+        const recycle = (c: Uint8Array) => { recycled++; const b = Buffer.from(c.buffer, c.byteOffset, 2 * frameSize + 40); b.fill(0xee); free.push(b); };
+        const opened = await openStream(recycling(), { key: pair.privateKey, recycle });
+        expect(opened.context.toString()).toBe('ctx');
+        expect((await collect(opened.plaintext)).equals(plain)).toBe(true);
+        if (sealed.length > 2 * (2 * frameSize + 40)) expect(recycled).toBeGreaterThan(0);
+      }), { numRuns: 40 });
+  });
   it('works with a P-256 recipient key', async () => {
     const p256 = await generateKeyPair('P-256');
     const plain = randomBytes(5000);

@@ -12,6 +12,12 @@ import { unwrapDataKey } from './wrap.js';
 export interface OpenOptions {
   /** The recipient's private key. */
   key: PrivateJwk;
+  /**
+   * Called with each chunk of the sealed source once it has been read through and opened: the source
+   * may reuse that chunk's memory for a later one (a file read into a few recycled buffers). The
+   * plaintext never points into the source's chunks.
+   */
+  recycle?: (chunk: Uint8Array) => void;
 }
 
 export interface OpenedStream {
@@ -52,13 +58,14 @@ export async function openStream(sealed: ByteSource, options: OpenOptions): Prom
  * take a frame at a time (a ByteReader over batches): one step per frame instead of one per piece.
  */
 export async function openFrames(sealed: ByteSource, options: OpenOptions): Promise<OpenedFrames> {
-  const reader = new ByteReader(sealed);
+  const reader = new ByteReader(sealed, options.recycle);
   let frames: FrameOpener;
   let first: Buffer[] | undefined;
   let context: Buffer;
   let frameSize: number;
   try {
-    const fixed = await reader.read(FixedHeaderBytes);
+    // A copy: with recycling, what a read returns is valid only until the next read.
+    const fixed = Buffer.from(await reader.read(FixedHeaderBytes));
     const lengths = parseFixedHeader(fixed);
     frameSize = lengths.frameSize;
     const rest = await reader.read(lengths.contextLength + lengths.jweLength);
@@ -103,8 +110,8 @@ class FrameOpener {
       throw ErrTampered(length === 0 && i === 0 ? 'truncated: the object has no frames' : `truncated inside frame ${i}`);
     }
     if (i >= MaxFrames) throw ErrTampered(`more than ${MaxFrames} frames`);
-    const body = await this.reader.readPieces(length - TagBytes);
-    const tag = await this.reader.read(TagBytes);
+    // Body and tag in one request: with recycling, what a read returns is valid until the next one.
+    const { body, tag } = splitTag(await this.reader.readPieces(length));
     const plain = openFrame(this.key, this.digest, i, last, body, tag);
     if (plain === undefined) throw this.diagnose(i, last, body, tag);
     this.index++;
@@ -124,4 +131,27 @@ class FrameOpener {
     }
     return ErrTampered(`frame ${i} failed authentication: the object was altered, its frames reordered or dropped, its header changed, or it was sealed with another key`);
   }
+}
+
+/** The pieces of a frame as its body pieces and its 16-byte tag (copied only when it spans pieces). */
+function splitTag(pieces: Buffer[]): { body: Buffer[]; tag: Buffer } {
+  const last = pieces[pieces.length - 1]!;
+  if (last.length >= TagBytes) {
+    const body = pieces.slice(0, -1);
+    if (last.length > TagBytes) body.push(last.subarray(0, last.length - TagBytes));
+    return { body, tag: last.subarray(last.length - TagBytes) };
+  }
+  const tag = Buffer.allocUnsafe(TagBytes);
+  let need = TagBytes;
+  let i = pieces.length - 1;
+  for (; need > 0; i--) {
+    const p = pieces[i]!;
+    const n = Math.min(need, p.length);
+    p.copy(tag, need - n, p.length - n);
+    need -= n;
+    if (n < p.length) {
+      return { body: [...pieces.slice(0, i), p.subarray(0, p.length - n)], tag };
+    }
+  }
+  return { body: pieces.slice(0, i + 1), tag };
 }

@@ -8,7 +8,7 @@ import type { Extent } from '../disk/types.js';
 import { generateKeyPair, type KeyPair } from '../crypto/index.js';
 import type { LifeboatError } from '../errors.js';
 import {
-  Compressions, LogReader, completeHeader, encodeLog, readLog, writeLog, writeLogFile, type Compression, type LogHeader, type LogHeaderInit,
+  Compressions, LogReader, completeHeader, encodeLog, readLog, readLogFile, writeLog, writeLogFile, type Compression, type LogHeader, type LogHeaderInit,
 } from './index.js';
 import { collect, drainExtents, memorySource } from './testing.js';
 import { scratchDir } from '../../test/helpers.js';
@@ -145,6 +145,23 @@ describe('log writer input', () => {
 });
 
 describe('writeLogFile', () => {
+  it('reads back a log of many file chunks through readLogFile (recycled read buffers), every frame size', async () => {
+    const dir = await scratchDir();
+    try {
+      const big = randomBytes(6 << 20);
+      const extents: Extent[] = [{ offset: 0, length: (3 << 20) + 5, kind: 'data' }, { offset: (4 << 20) + 1, length: (2 << 20) - 1, kind: 'data' }];
+      for (const [i, frameSize] of [4096, 1 << 20, 4 << 20].entries()) {
+        const path = join(dir.path, `big-${i}.hrl`);
+        await writeLogFile(path, { ...init, virtualSize: big.length, compression: 'none' }, memorySource(big, extents), { recipient: pair.publicKey, frameSize });
+        const reader = await readLogFile(path, { key: pair.privateKey });
+        expect(await drainExtents(reader)).toEqual(expectedExtents(extents, big));
+        expect(reader.trailer?.dataBytes).toBe((5 << 20) + 4);
+      }
+    } finally {
+      await dir.remove();
+    }
+  });
+
   it('leaves nothing behind when the writer fails, and never overwrites a file', async () => {
     const dir = await scratchDir();
     try {

@@ -3,8 +3,8 @@
  * header as the envelope's context (docs/formats/hrl.md, docs/formats/envelope.md). This is what the
  * agent uploads and the merge worker opens.
  */
-import { createReadStream, createWriteStream } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { open, rm, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ByteReader, type ByteSource } from '../crypto/byte-reader.js';
@@ -30,6 +30,8 @@ export type LogIdentity = Pick<LogHeader, 'tenant' | 'vm' | 'disk' | 'generation
 
 export interface ReadLogOptions {
   key: PrivateJwk;
+  /** See OpenOptions.recycle: the source's chunks are handed back once opened. */
+  recycle?: (chunk: Uint8Array) => void;
   /**
    * What the caller knows the log must be (from the object key and the catalog). A log whose
    * authenticated header says otherwise was replayed under another name: `tampered`.
@@ -75,7 +77,7 @@ export async function writeLogFile(path: string, init: LogHeaderInit, source: Lo
  * only when the items ended without error (reader.trailer is set); appliers stage until then.
  */
 export async function readLog(sealed: ByteSource, options: ReadLogOptions): Promise<LogReader> {
-  const opened = await openFrames(sealed, { key: options.key });
+  const opened = await openFrames(sealed, { key: options.key, recycle: options.recycle });
   try {
     checkIdentity(opened.context, options.expect ?? {});
   } catch (err) {
@@ -107,7 +109,36 @@ function checkIdentity(context: Buffer, expect: Partial<LogIdentity>): void {
   }
 }
 
-/** readLog from a file. */
-export function readLogFile(path: string, options: ReadLogOptions): Promise<LogReader> {
-  return readLog(createReadStream(path, { highWaterMark: 1 << 20 }), options);
+/** readLog from a file, read in 1 MiB pieces into a few buffers that are recycled as they are opened. */
+export async function readLogFile(path: string, options: ReadLogOptions): Promise<LogReader> {
+  const file = recycledFileChunks(await open(path, 'r'), FileChunkBytes);
+  return readLog(file.chunks, { ...options, recycle: file.recycle });
+}
+
+const FileChunkBytes = 1 << 20;
+
+/**
+ * A file's bytes in order, read into buffers taken back through recycle (else fresh ones): with an
+ * envelope reader that recycles what it opened, a whole log is read through three or four buffers.
+ * Ending the iteration (or a failure) closes the file.
+ */
+function recycledFileChunks(handle: FileHandle, chunkBytes: number): { chunks: AsyncGenerator<Buffer>; recycle: (chunk: Uint8Array) => void } {
+  const free: Buffer[] = [];
+  async function* chunks(): AsyncGenerator<Buffer> {
+    try {
+      for (let position = 0; ;) {
+        const buf = free.pop() ?? Buffer.allocUnsafeSlow(chunkBytes);
+        const { bytesRead } = await handle.read(buf, 0, chunkBytes, position);
+        if (bytesRead === 0) return;
+        position += bytesRead;
+        yield buf.subarray(0, bytesRead);
+      }
+    } finally {
+      await handle.close();
+    }
+  }
+  const recycle = (chunk: Uint8Array) => {
+    if (chunk.buffer.byteLength === chunkBytes && chunk.byteOffset === 0 && free.length < 4) free.push(Buffer.from(chunk.buffer, 0, chunkBytes));
+  };
+  return { chunks: chunks(), recycle };
 }
