@@ -13,6 +13,8 @@ import { MiB, onFile, whenTrue } from './scenario.js';
 import type { Scenario } from './scenario.js';
 
 const KiB = 1024;
+/** Each test spawns the agent several times and merges: room for a 2-core machine shared with others. */
+const TimeoutMs = 120_000;
 /** Slow enough that an upload of 1 MiB takes 8 s: a kill 1 s after it started lands in the middle. */
 const SlowLink = 128 * KiB;
 
@@ -49,10 +51,13 @@ async function setBandwidth(s: Scenario, vm: string, bandwidthBytesPerSec: numbe
 /** Registers the tests on a scenario; they build on one another (one VM, web01) and run in order. */
 export function replicaTests(use: (ctx: TestContext) => Scenario): void {
   let disk = '';
+  /** Every disk of web01 by id, as the tests add them. */
+  const sources = new Map<string, string>();
 
   it('replicates a VHDX made by qemu-img: the exported latest point equals the source after the base and after a cycle', async (ctx) => {
     const s = use(ctx);
     disk = await s.newDisk('web01', '96M', 'write -P 0x5a 1M 3M', 'write -P 0x21 50M 2M');
+    sources.set('disk0', disk);
     await s.protect('web01', [disk]);
     await s.runOnce();
     // The base, then the first log (the changes made while the base went out) in the same pass.
@@ -67,7 +72,7 @@ export function replicaTests(use: (ctx: TestContext) => Scenario): void {
     const keys = await s.keys('web01', 'disk0');
     expect(keys.filter((k) => k.endsWith('.chunk'))).toHaveLength(12);
     expect(keys.filter((k) => k.endsWith('.hrl'))).toHaveLength(2);
-  });
+  }, TimeoutMs);
 
   it('loses nothing when the agent is killed mid-scan or as a log goes out', async (ctx) => {
     const s = use(ctx);
@@ -82,7 +87,7 @@ export function replicaTests(use: (ctx: TestContext) => Scenario): void {
     expect(kills).toEqual([true, true, true]);
     await s.runOnce();
     await s.expectReplicaEqualsSource('web01', 'disk0', disk);
-  });
+  }, TimeoutMs);
 
   it('loses nothing when the agent is killed in the middle of a log\'s upload', async (ctx) => {
     const s = use(ctx);
@@ -95,7 +100,7 @@ export function replicaTests(use: (ctx: TestContext) => Scenario): void {
     await s.runOnce();
     expect((await s.progress('web01')).disks.disk0!.inflight).toEqual([]);
     await s.expectReplicaEqualsSource('web01', 'disk0', disk);
-  });
+  }, TimeoutMs);
 
   it('loses nothing when the agent is killed in the middle of a new disk\'s base, during a chunk\'s upload', async (ctx) => {
     const s = use(ctx);
@@ -103,6 +108,7 @@ export function replicaTests(use: (ctx: TestContext) => Scenario): void {
     await s.writeRandom(disk1, 20 * MiB, MiB);
     const config = await s.state.readConfig('web01');
     await s.state.writeConfig({ ...config, disks: [...config.disks, { id: 'disk1', path: disk1 }], bandwidthBytesPerSec: SlowLink });
+    sources.set('disk1', disk1);
     await killMidUpload(s, 'web01', 'disk1', 'chunk', 512 * KiB);
     expect((await s.progress('web01')).disks.disk1!.initial.state).toBe('running');
     await setBandwidth(s, 'web01', null);
@@ -111,7 +117,7 @@ export function replicaTests(use: (ctx: TestContext) => Scenario): void {
     expect((await s.progress('web01')).disks.disk1).toMatchObject({ inflight: [], initial: { state: 'done' } });
     await s.expectReplicaEqualsSource('web01', 'disk1', disk1);
     await s.expectReplicaEqualsSource('web01', 'disk0', disk);
-  });
+  }, TimeoutMs);
 
   it('loses nothing when the agent is killed after the service recorded its commit, before the answer came', async (ctx) => {
     const s = use(ctx);
@@ -129,11 +135,26 @@ export function replicaTests(use: (ctx: TestContext) => Scenario): void {
     const disk2 = await s.newDisk('web01-logs', '16M', 'write -P 0x48 3M 1M');
     const config = await s.state.readConfig('web01');
     await s.state.writeConfig({ ...config, disks: [...config.disks, { id: 'disk2', path: disk2 }] });
+    sources.set('disk2', disk2);
     expect((await s.runAgent(s.onCommit())).killed).toBe(true);
     expect((await s.progress('web01')).disks.disk2!.initial).toMatchObject({ state: 'running', bytesDone: 16 * MiB });
     await s.write(disk2, 'write -P 0x49 9M 64k');
     await s.runOnce();
     expect((await s.progress('web01')).disks.disk2).toMatchObject({ inflight: [], initial: { state: 'done' } });
     await s.expectReplicaEqualsSource('web01', 'disk2', disk2);
-  });
+  }, TimeoutMs);
+
+  it('verifies the replica against the service\'s block digests: a delta base of a new generation sends only what differs', async (ctx) => {
+    const s = use(ctx);
+    await s.merger.merge(); // verification waits until the service has applied everything
+    await s.write(disk, 'write -P 0x37 12M 64k');
+    const before = await s.progress('web01');
+    await s.runOnce({ verifyEveryMs: 0 });
+    const after = await s.progress('web01');
+    for (const [id, d] of Object.entries(after.disks)) {
+      expect(d.initial, id).toMatchObject({ mode: 'delta', state: 'done', generation: before.disks[id]!.generation + 1 });
+      expect(d.initial.bytesSent, id).toBeLessThan(MiB); // at most the changed 1 MiB block, compressed
+    }
+    for (const [id, source] of sources) await s.expectReplicaEqualsSource('web01', id, source);
+  }, TimeoutMs);
 }

@@ -18,6 +18,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect } from 'vitest';
 import type { TestContext } from 'vitest';
 import { enroll } from '../../agent/enroll/enroll.js';
+import type { EngineContext } from '../../agent/replicate/context.js';
 import { silentLogger } from '../../agent/replicate/context.js';
 import type { VmCycleResult } from '../../agent/replicate/engine.js';
 import { Replicator } from '../../agent/replicate/engine.js';
@@ -156,8 +157,8 @@ export class Scenario {
   }
 
   /** One in-process pass of the engine over every VM; each must succeed (or be paused); returns the VMs run. */
-  async runOnce(): Promise<VmCycleResult[]> {
-    const results = await new Replicator({ ...(await engineContext(this.state, silentLogger)), retry: { attempts: 1 } }).runOnce();
+  async runOnce(settings: Partial<EngineContext> = {}): Promise<VmCycleResult[]> {
+    const results = await new Replicator({ ...(await engineContext(this.state, silentLogger)), retry: { attempts: 1 }, ...settings }).runOnce();
     for (const r of results) expect(r, r.error).toMatchObject({ outcome: expect.stringMatching(/^(ok|skipped)$/) });
     return results.filter((r) => r.outcome === 'ok');
   }
