@@ -3,7 +3,8 @@
  * each ending with the exported latest point compared with the source by `qemu-img compare`, and the
  * agent killed (SIGKILL) in the middle of a cycle's scan, as a log goes out, in the middle of a log's
  * upload and of a base chunk's upload, and after the service recorded a commit (a log's, a base's)
- * but before the agent heard it, a later run losing nothing.
+ * but before the agent heard it, a later run losing nothing; last, the periodic verification against
+ * the service's block digests.
  */
 import { expect, it } from 'vitest';
 import type { TestContext } from 'vitest';
