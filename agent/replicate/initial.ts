@@ -22,11 +22,11 @@ import { scanTrackerFor } from './trackers.js';
 export const DefaultChunkSize = 8 << 20;
 export const DefaultParallelChunks = 4;
 /**
- * Sealing threads: 0 (in this thread). Two threads (plain JavaScript, see seal-pool.ts) were faster
- * only while the shared 2-core machine was heavily loaded and slower otherwise, the agent's own I/O
- * (an fsync per object and per progress write) being what the threads waited for; see docs/agent.md.
+ * Sealing threads: two, one per core of a small host. Each reads, digests, compresses and seals its
+ * chunk into an output slot shared with this thread, which only uploads, commits and records progress
+ * (seal-pool.ts); see docs/agent.md for the measurements.
  */
-export const DefaultSealThreads = 0;
+export const DefaultSealThreads = 2;
 
 /**
  * Starts a base of a new generation for the disk (newer than any the service reported), or does

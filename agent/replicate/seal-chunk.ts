@@ -22,6 +22,12 @@ export interface SealJob {
   remote?: [number, string][];
   header: LogHeaderInit;
   recipient: PublicJwk;
+  /**
+   * Memory for the sealed body, shared with the thread that uploads it (SealPool's slots): a body
+   * that fits is sealed into it and nothing moves between threads. Without it (or when it is too
+   * small) the body gets memory of its own.
+   */
+  into?: SharedArrayBuffer;
 }
 
 /** A sealed chunk: its bytes (one buffer, exactly size long, with memory of its own), digest, map digests. */
@@ -31,7 +37,7 @@ export interface Sealed { body: Buffer; size: number; sha256: string; digests: U
 const KeptOutputs = 3;
 
 /** Room for a sealed chunk beyond its plaintext: headers, records, frame tags (it grows if ever short). */
-const SealSlack = 256 * 1024;
+export const SealSlack = 256 * 1024;
 
 /**
  * What a sealer keeps between jobs: its open disks, its read buffers (one per job running) and the
@@ -96,12 +102,12 @@ async function sealRead(job: SealJob, contents: ChunkContents, state: SealerStat
     read: async (offset, out) => { contents.data.copy(out, 0, offset - job.start, offset - job.start + out.length); },
   }, { recipient: job.recipient });
   // Copied as it comes into one buffer of its own, which a sealing thread hands over without copying.
-  let body = Buffer.from(state.output(job.length + SealSlack));
+  let body = job.into ? Buffer.from(job.into) : Buffer.from(state.output(job.length + SealSlack));
   const hash = createHash('sha256');
   let size = 0;
   for await (const b of sealed) {
     if (size + b.length > body.length) {
-      const bigger = Buffer.from(new ArrayBuffer(2 * (size + b.length)));
+      const bigger = Buffer.allocUnsafeSlow(2 * (size + b.length));
       body.copy(bigger, 0, 0, size);
       body = bigger;
     }

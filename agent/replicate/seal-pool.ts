@@ -13,11 +13,13 @@ import { Worker } from 'node:worker_threads';
 import { LifeboatError } from '../../shared/errors.js';
 import type { ErrorCode } from '../../shared/errors.js';
 import type { Sealed, SealJob } from './seal-chunk.js';
-import { SealerState, sealChunk } from './seal-chunk.js';
+import { SealSlack, SealerState, sealChunk } from './seal-chunk.js';
 
 export interface SealReply {
   id: number;
   ok: boolean;
+  /** The body lies in the job's shared slot. */
+  shared?: boolean;
   body?: ArrayBuffer;
   size?: number;
   sha256?: string;
@@ -62,6 +64,13 @@ export class SealPool {
   private readonly local: SealerState | undefined;
   /** Which thread's memory a sealed body is, to give it back there. */
   private readonly owners = new WeakMap<ArrayBufferLike, Worker>();
+  /**
+   * Output slots shared with the threads, one per chunk in flight: a thread seals a body into a slot
+   * and the uploader reads it there. Nothing is transferred, so no chunk-sized memory comes and goes
+   * through this thread's heap accounting (which would bring on full collections of its large heap).
+   */
+  private readonly slots: SharedArrayBuffer[] = [];
+  private readonly slotSet = new WeakSet<ArrayBufferLike>();
 
   private started: Promise<void> | undefined;
 
@@ -76,9 +85,9 @@ export class SealPool {
   }
 
   private spawn(module: URL): void {
-    // A small young generation: the threads' garbage is mostly buffers, whose memory is outside the
-    // heap, and a large one only lets dead chunks pile up (resident memory stays < 256 MiB).
-    const w = new Worker(module, { resourceLimits: { maxYoungGenerationSizeMb: 2 } });
+    // The default young generation: a chunk's garbage (mostly buffers, whose memory is outside the
+    // heap) stays young until the thread's minor collection after the chunk frees it (seal-worker.ts).
+    const w = new Worker(module);
     w.on('message', (r: SealReply) => {
       const p = this.pending.get(r.id);
       this.pending.delete(r.id);
@@ -114,23 +123,42 @@ export class SealPool {
   async seal(job: SealJob): Promise<Sealed> {
     if (this.local) return sealChunk(job, this.local);
     await this.start();
+    const into = this.slot(job.length + SealSlack);
     const w = await this.take();
     try {
-      const r = await this.call(w, { job });
+      const r = await this.call(w, { job: { ...job, into } });
       // LifeboatError codes are lower case; anything else (an errno) is an I/O error.
       if (!r.ok) throw new LifeboatError(r.code && /^[a-z_]+$/.test(r.code) ? r.code as ErrorCode : 'io', r.error ?? 'sealing failed');
+      if (r.shared) return { body: Buffer.from(into, 0, r.size), size: r.size!, sha256: r.sha256!, digests: r.digests! };
+      this.slots.push(into);
       const body = Buffer.from(r.body!, 0, r.size);
       this.owners.set(r.body!, w);
       return { body, size: r.size!, sha256: r.sha256!, digests: r.digests! };
+    } catch (err) {
+      this.slots.push(into);
+      throw err;
     } finally {
       this.give(w);
     }
+  }
+
+  /** A free shared output slot of at least length bytes. */
+  private slot(length: number): SharedArrayBuffer {
+    const i = this.slots.findIndex((s) => s.byteLength >= length);
+    if (i >= 0) return this.slots.splice(i, 1)[0]!;
+    const s = new SharedArrayBuffer(length);
+    this.slotSet.add(s);
+    return s;
   }
 
   /** Gives a shipped body's memory back to its sealer for the next chunk; the caller must not use it after. */
   recycle(body: Buffer): void {
     if (this.local) {
       this.local.recycle(body.buffer as ArrayBuffer);
+      return;
+    }
+    if (this.slotSet.has(body.buffer)) {
+      this.slots.push(body.buffer as SharedArrayBuffer);
       return;
     }
     const w = this.owners.get(body.buffer);

@@ -1,6 +1,7 @@
 /**
- * A sealing thread of SealPool: runs sealChunk for the main thread and transfers the result back;
- * takes back shipped bodies' memory for reuse. Plain JavaScript once bundled (see seal-pool.ts).
+ * A sealing thread of SealPool: runs sealChunk for the main thread. A body sealed into the job's
+ * shared slot stays where it is (only its size goes back); a body that did not fit is transferred,
+ * and its memory comes back for reuse once shipped. Plain JavaScript once bundled (see seal-pool.ts).
  */
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -9,14 +10,15 @@ import type { SealJob } from './seal-chunk.js';
 import { SealerState, sealChunk } from './seal-chunk.js';
 
 const state = new SealerState();
-// Sealing a chunk leaves several MiB of dead buffers (read, compression and frame buffers of the log
-// writer), memory outside the heap that V8 reclaims only after tens of MiB have piled up, in each
-// thread. A collection of this thread's small heap every CollectEvery bytes sealed keeps the agent's
-// resident memory bounded (a few ms each).
+// Sealing a chunk leaves several MiB of dead buffers (the cipher's output pieces, the log writer's
+// read, compression and frame buffers), memory outside the heap that V8 reclaims only after tens of
+// MiB have piled up, in each thread. They die young: a minor collection after every chunk (a fraction
+// of a millisecond on this thread's small heap) frees them, and a full one every FullEvery bytes
+// sealed catches what got promoted. That keeps the agent's resident memory bounded.
 setFlagsFromString('--expose-gc');
-const collect = runInNewContext('gc') as () => void;
-const CollectEvery = 8 << 20;
-let sealedSinceCollect = 0;
+const collect = runInNewContext('gc') as (options?: { type: 'minor' | 'major' }) => void;
+const FullEvery = 32 << 20;
+let sealedSinceFull = 0;
 
 parentPort!.on('message', (msg: { id: number; job?: SealJob; close?: boolean; recycle?: ArrayBuffer }) => {
   if (msg.recycle) {
@@ -29,14 +31,18 @@ parentPort!.on('message', (msg: { id: number; job?: SealJob; close?: boolean; re
   }
   sealChunk(msg.job!, state).then(
     (r) => {
-      // The body's memory moves to the main thread (transferred, not copied).
-      const body = r.body.buffer as ArrayBuffer;
-      sealedSinceCollect += msg.job!.length;
-      if (sealedSinceCollect >= CollectEvery) {
-        sealedSinceCollect = 0;
+      const shared = msg.job!.into !== undefined && r.body.buffer === msg.job!.into;
+      // A body of its own moves to the main thread (transferred, not copied).
+      const body = shared ? undefined : r.body.buffer as ArrayBuffer;
+      const transfer = [r.digests.buffer as ArrayBuffer, ...(body ? [body] : [])];
+      parentPort!.postMessage({ id: msg.id, ok: true, shared, body, size: r.size, sha256: r.sha256, digests: r.digests }, transfer);
+      sealedSinceFull += msg.job!.length;
+      if (sealedSinceFull >= FullEvery) {
+        sealedSinceFull = 0;
         collect();
+      } else {
+        collect({ type: 'minor' });
       }
-      parentPort!.postMessage({ id: msg.id, ok: true, body, size: r.size, sha256: r.sha256, digests: r.digests }, [body, r.digests.buffer as ArrayBuffer]);
     },
     (err: unknown) => parentPort!.postMessage({ id: msg.id, ok: false, error: err instanceof Error ? err.message : String(err), code: (err as { code?: string }).code }),
   );
