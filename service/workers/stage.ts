@@ -1,7 +1,7 @@
 /**
  * Staging a log before it touches a replica: the sealed object is streamed from the store through a
- * SHA-256 of its bytes into the envelope and .hrl readers, and every verified item is kept. Only when
- * the reader ended cleanly (trailer set), the object digest equals the committed one and the header
+ * SHA-256 of its bytes (on a helper thread, hash-thread.ts) into the envelope and .hrl readers, and
+ * every verified item is kept. Only when the reader ended cleanly (trailer set), the object digest equals the committed one and the header
  * names this disk, generation and sequence, is the staged log handed to apply. A failure leaves the
  * replica untouched.
  *
@@ -19,7 +19,6 @@
  *
  * Staging file: records of [kind u8 (1 data, 2 zero)][offset u64 LE][length u64 LE][data if kind 1].
  */
-import { createHash } from 'node:crypto';
 import { mkdir, open, rm } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -29,6 +28,7 @@ import { ErrTampered } from '../../shared/errors.js';
 import type { LogHeader } from '../../shared/log/index.js';
 import { readLog } from '../../shared/log/index.js';
 import type { DiskImage, FreshWriter } from '../../shared/disk/index.js';
+import { Sha256 } from './hash-thread.js';
 
 const RecordHeaderBytes = 17;
 const KindData = 1;
@@ -172,11 +172,11 @@ class Stager {
  * otherwise, having released whatever it held.
  */
 export async function stageLog(input: StageInput, path: string): Promise<StagedLog> {
-  const digest = createHash('sha256');
+  const digest = new Sha256();
   let bytes = 0;
   async function* hashed(): AsyncGenerator<Buffer> {
     for await (const chunk of input.object as AsyncIterable<Buffer>) {
-      digest.update(chunk);
+      await digest.update(chunk);
       bytes += chunk.length;
       yield chunk;
     }
@@ -201,7 +201,7 @@ export async function stageLog(input: StageInput, path: string): Promise<StagedL
     // Drain anything after the trailer so the digest covers the whole object.
     while (!(await source.next()).done) { /* counted by hashed() */ }
     if (bytes !== input.size) throw ErrTampered(`object holds ${bytes} bytes, the commit says ${input.size}`);
-    const got = digest.digest('hex');
+    const got = await digest.digest();
     if (got !== input.sha256) throw ErrTampered(`object digest ${got} differs from the committed ${input.sha256}`);
     ok = true;
     // No fsync of a staging file: it never outlives its run; after a crash the log is staged again.
@@ -209,6 +209,7 @@ export async function stageLog(input: StageInput, path: string): Promise<StagedL
   } finally {
     await stager.close();
     if (!ok) {
+      digest.drop();
       await direct?.abandon();
       stager.release();
       if (stager.spilled) await rm(path, { force: true });

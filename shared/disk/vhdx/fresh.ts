@@ -12,8 +12,8 @@
  * of a new block reads as zeros, as the unallocated block did). Any other range is refused
  * (`write` returns false) and the caller applies it the ordinary way after `publish()`.
  *
- * Writes are gathered into large buffers, contiguous in the file, and written with a bounded
- * number in flight while the caller produces the next ones. Every `WritebackBytes` written, a data
+ * Writes are gathered into large buffers, contiguous in the file, one written while the caller
+ * fills the next. Every `WritebackBytes` written, a data
  * sync is started in the background (not awaited), so the disk works while the log is still being
  * read and the final flush has little left to do.
  */
@@ -26,7 +26,7 @@ import { blockSource, locate } from './reader.js';
 /** Size of one gathering buffer. */
 const GatherBytes = 4 * MiB;
 /** Buffer writes in flight at once. */
-const InFlight = 2;
+const InFlight = 1;
 /** Bytes written between two background data syncs. */
 export const WritebackBytes = 64 * MiB;
 /** Gathering buffers kept for reuse between writers (fresh large buffers are slow to fault in). */
