@@ -25,6 +25,7 @@ import { Replicator } from '../../agent/replicate/engine.js';
 import { engineContext } from '../../agent/replicate/from-state.js';
 import type { VmConfig, VmProgress } from '../../agent/state/schema.js';
 import { AgentState } from '../../agent/state/store.js';
+import { userMessage } from '../../shared/errors.js';
 import { openObjectStore } from '../../shared/objectstore/index.js';
 import type { ObjectStore } from '../../shared/objectstore/index.js';
 import type { RunningService } from '../../service/runner.js';
@@ -156,9 +157,14 @@ export class Scenario {
     });
   }
 
-  /** One in-process pass of the engine over every VM; each must succeed (or be paused); returns the VMs run. */
+  /**
+   * One in-process pass of the engine over every VM; each must succeed (or be paused); returns the VMs run.
+   * A request the service did not answer (a reset connection on this loaded machine) is retried twice
+   * with a short backoff, as the daemon would, and said on stderr; anything else fails at once.
+   */
   async runOnce(settings: Partial<EngineContext> = {}): Promise<VmCycleResult[]> {
-    const results = await new Replicator({ ...(await engineContext(this.state, silentLogger)), retry: { attempts: 1 }, ...settings }).runOnce();
+    const retry = { attempts: 3, baseMs: 100, onRetry: (err: unknown, attempt: number) => console.warn(`e2e: retry ${attempt} after: ${userMessage(err) ?? String(err)}`) };
+    const results = await new Replicator({ ...(await engineContext(this.state, silentLogger)), retry, ...settings }).runOnce();
     for (const r of results) expect(r, r.error).toMatchObject({ outcome: expect.stringMatching(/^(ok|skipped)$/) });
     return results.filter((r) => r.outcome === 'ok');
   }
