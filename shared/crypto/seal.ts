@@ -82,6 +82,22 @@ export async function* sealStream(plaintext: ByteSource, options: SealOptions): 
   dataKey.fill(0);
 }
 
+/** A buffer filled in place: reserve up to max bytes, fill a prefix of them, commit what was filled. */
+export interface ReserveCommit {
+  reserve(max: number): Buffer;
+  commit(n: number): void;
+}
+
+/** Copies bytes into a reserve/commit buffer, as many reservations as it takes. */
+export function copyInto(sink: ReserveCommit, bytes: Uint8Array): void {
+  for (let at = 0; at < bytes.length;) {
+    const slice = sink.reserve(bytes.length - at);
+    slice.set(bytes.subarray(at, at + slice.length));
+    sink.commit(slice.length);
+    at += slice.length;
+  }
+}
+
 /**
  * Sealing for a writer that builds its plaintext in place: it writes straight into the sealer's one
  * frame buffer (reserve, fill, commit; or push to copy), and each full frame is sealed where it lies
@@ -134,12 +150,7 @@ export class FrameSealer {
 
   /** Appends a copy of bytes to the plaintext. */
   push(bytes: Uint8Array): void {
-    for (let at = 0; at < bytes.length;) {
-      const slice = this.reserve(bytes.length - at);
-      slice.set(bytes.subarray(at, at + slice.length));
-      this.commit(slice.length);
-      at += slice.length;
-    }
+    copyInto(this, bytes);
   }
 
   /** The envelope's bytes sealed since the last call, in order. */

@@ -6,6 +6,7 @@
  */
 import type { Extent } from '../disk/types.js';
 import { ErrInvalidArgument } from '../errors.js';
+import { copyInto } from '../crypto/seal.js';
 import { ChunkCompressor, CodecStored, DefaultZstdLevel } from './codec.js';
 import { DefaultChunkShift, encodeLogHeader, type Compression, type LogHeader } from './header.js';
 import {
@@ -178,12 +179,7 @@ class BlockPacker implements LogSink {
   constructor(private readonly reuse: boolean, private readonly blockBytes: number) {}
 
   push(bytes: Uint8Array): void {
-    for (let at = 0; at < bytes.length;) {
-      const slice = this.reserve(bytes.length - at);
-      slice.set(bytes.subarray(at, at + slice.length));
-      this.commit(slice.length);
-      at += slice.length;
-    }
+    copyInto(this, bytes);
   }
 
   reserve(max: number): Buffer {
