@@ -4,8 +4,10 @@
  * the VM's uploads together stay within RATE. A bucket holds at most one 64 KiB piece: the only burst
  * the limit allows.
  */
-import { Readable } from 'node:stream';
 import { TokenBucket } from '../../shared/objectstore/wrappers/index.js';
+
+/** Passes a stream's bytes on in pieces of at most the burst, each once the bucket holds it. */
+export { paced } from '../../shared/objectstore/wrappers/index.js';
 
 export const UploadBurstBytes = 64 * 1024;
 
@@ -20,18 +22,4 @@ export function uploadLimit(scope: string, bytesPerSecond: number | null): Token
     buckets.set(scope, bucket);
   }
   return bucket;
-}
-
-/** Passes the stream's bytes on in pieces of at most the burst, each once the bucket holds it. */
-export function paced(stream: Readable, bucket: TokenBucket | undefined): Readable {
-  if (bucket === undefined) return stream;
-  return Readable.from((async function* () {
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      for (let at = 0; at < chunk.length; at += bucket.burstBytes) {
-        const piece = chunk.subarray(at, at + bucket.burstBytes);
-        await bucket.take(piece.length);
-        yield piece;
-      }
-    }
-  })(), { objectMode: false });
 }

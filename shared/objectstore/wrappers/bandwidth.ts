@@ -54,7 +54,7 @@ export class TokenBucket {
   }
 }
 
-/** Passes bytes through at the bucket's pace. */
+/** Passes bytes through at the bucket's pace, in pieces of at most its burst. */
 class Throttle extends Transform {
   constructor(private readonly bucket: TokenBucket) {
     super();
@@ -86,6 +86,11 @@ export function withBandwidthLimit(store: ObjectStore, options: BandwidthOptions
   return new ThrottledStore(store, bucket(options.putBytesPerSecond), bucket(options.getBytesPerSecond));
 }
 
+/** The stream's bytes at the bucket's pace (the stream itself when there is no bucket). */
+export function paced(stream: Readable, bucket: TokenBucket | undefined): Readable {
+  return bucket === undefined ? stream : mapStream(stream, new Throttle(bucket));
+}
+
 class ThrottledStore extends ForwardingStore {
   constructor(inner: ObjectStore, private readonly up: TokenBucket | undefined, private readonly down: TokenBucket | undefined) {
     super(inner);
@@ -99,6 +104,6 @@ class ThrottledStore extends ForwardingStore {
 
   override async get(key: string, options?: GetOptions): Promise<Readable> {
     const stream = await this.inner.get(key, options);
-    return this.down === undefined ? stream : mapStream(stream, new Throttle(this.down));
+    return paced(stream, this.down);
   }
 }

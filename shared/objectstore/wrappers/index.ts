@@ -5,7 +5,7 @@ export type { RetryOptions } from './retry.js';
 export { withTimeout } from './timeout.js';
 export type { TimeoutOptions } from './timeout.js';
 export { Semaphore, withConcurrencyLimit } from './concurrency.js';
-export { TokenBucket, withBandwidthLimit } from './bandwidth.js';
+export { TokenBucket, paced, withBandwidthLimit } from './bandwidth.js';
 export type { BandwidthOptions, Clock } from './bandwidth.js';
 export { withFaults } from './faults.js';
 export { seededRandom } from '../../random.js';
