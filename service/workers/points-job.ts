@@ -172,7 +172,9 @@ export class Pointer {
     if (point.layer !== base) {
       const i = state.layers.indexOf(point.layer);
       await mergeChild(join(dir, point.layer));
-      const next = await openDisk(join(dir, state.layers[i + 1]!));
+      // A rerun after a kill merged the layer into the base again, so the base's DataWriteGuid moved
+      // past the link the first run wrote into the next layer; setParent rewrites that link.
+      const next = await openDisk(join(dir, state.layers[i + 1]!), { acceptChangedParent: true });
       try {
         await next.setParent?.(join(dir, base));
       } finally {
