@@ -3,8 +3,9 @@
  * associated data of each frame. Sealing and opening both build frames from here, so the two can never
  * disagree on what is authenticated.
  */
-import { createCipheriv, createDecipheriv, createHash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { ErrTampered, ErrUnsupported, LifeboatError } from '../errors.js';
+import { gcmOpen, gcmSeal } from './aes-gcm.js';
 
 export const EnvelopeMagic = Buffer.from([0x4c, 0x42, 0x45, 0x4e, 0x56, 0x00, 0x0d, 0x0a]);
 export const EnvelopeVersion = 1;
@@ -16,12 +17,6 @@ export const MaxFrameSize = 1 << 24;
 export const MaxContextBytes = 64 * 1024;
 export const MaxJweBytes = 4096;
 export const MaxFrames = 2 ** 32;
-/**
- * Bytes handed to the cipher per call. Node allocates a fresh output buffer per call; at 64 KiB those
- * come from the allocator's free lists instead of fresh pages, which measured 1.5-2x faster than
- * whole 1 MiB frames.
- */
-const UpdateBytes = 64 * 1024;
 
 export interface EnvelopeHeader {
   frameSize: number;
@@ -93,34 +88,29 @@ function associatedData(digest: Buffer, index: number, last: boolean): Buffer {
   return aad;
 }
 
-/** Seals one frame's plaintext: its ciphertext pieces, then the tag. */
+/** Seals one frame's plaintext: one fresh buffer holding its ciphertext, then the tag. */
 export function sealFrame(key: Buffer, digest: Buffer, index: number, last: boolean, plaintext: Buffer): Buffer[] {
-  const cipher = createCipheriv('aes-256-gcm', key, nonce(index), { authTagLength: TagBytes });
-  cipher.setAAD(associatedData(digest, index, last));
-  const out = runCipher(cipher, [plaintext]);
-  cipher.final();
-  out.push(cipher.getAuthTag());
-  return out;
+  const out = Buffer.allocUnsafe(plaintext.length + TagBytes);
+  gcmSeal(key, nonce(index), associatedData(digest, index, last), plaintext, out, 0, out, plaintext.length);
+  return [out];
 }
 
-/** Opens one frame; the plaintext pieces, or undefined when the tag does not verify. */
+/**
+ * Opens one frame into one fresh buffer (never into the ciphertext's memory, which the source may
+ * reuse); undefined when the tag does not verify.
+ */
 export function openFrame(key: Buffer, digest: Buffer, index: number, last: boolean, ciphertext: Buffer[], tag: Buffer): Buffer[] | undefined {
-  const decipher = createDecipheriv('aes-256-gcm', key, nonce(index), { authTagLength: TagBytes });
-  decipher.setAAD(associatedData(digest, index, last));
-  decipher.setAuthTag(tag);
-  const out = runCipher(decipher, ciphertext);
-  try {
-    decipher.final();
-  } catch {
-    return undefined;
+  let body: Buffer;
+  let out: Buffer;
+  if (ciphertext.length === 1) {
+    body = ciphertext[0]!;
+    out = Buffer.allocUnsafe(body.length);
+  } else {
+    // Pieces spanning source chunks are gathered first and opened in place.
+    out = Buffer.allocUnsafe(ciphertext.reduce((n, piece) => n + piece.length, 0));
+    let at = 0;
+    for (const piece of ciphertext) at += piece.copy(out, at);
+    body = out;
   }
-  return out;
-}
-
-function runCipher(cipher: { update(data: Buffer): Buffer }, input: Buffer[]): Buffer[] {
-  const out: Buffer[] = [];
-  for (const piece of input) {
-    for (let at = 0; at < piece.length; at += UpdateBytes) out.push(cipher.update(piece.subarray(at, at + UpdateBytes)));
-  }
-  return out;
+  return gcmOpen(key, nonce(index), associatedData(digest, index, last), body, out, 0, tag) ? [out] : undefined;
 }
