@@ -30,9 +30,12 @@ export class ByteReader {
     this.iterator = Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : source[Symbol.iterator]();
   }
 
-  /** A reader over batches of chunks, each batch pulled at once (fewer awaits than chunk by chunk). */
-  static ofBatches(batches: ByteBatches): ByteReader {
-    return new ByteReader(batches as unknown as AsyncIterable<Uint8Array>);
+  /**
+   * A reader over batches of chunks, each batch pulled at once (fewer awaits than chunk by chunk);
+   * release as in the constructor, per chunk of a batch.
+   */
+  static ofBatches(batches: ByteBatches, release?: (chunk: Uint8Array) => void): ByteReader {
+    return new ByteReader(batches as unknown as AsyncIterable<Uint8Array>, release);
   }
 
   /** Pulls chunks until at least n bytes are buffered or the source ended; returns the bytes buffered. */

@@ -95,19 +95,23 @@ export function sealFrame(key: Buffer, digest: Buffer, index: number, last: bool
   return [out];
 }
 
+/** Seals the first length bytes of frame where they lie and writes the tag right after them. */
+export function sealFrameInPlace(key: Buffer, digest: Buffer, index: number, last: boolean, frame: Buffer, length: number): void {
+  if (frame.length < length + TagBytes) throw new RangeError('no room for the tag after the frame');
+  const plaintext = frame.subarray(0, length);
+  gcmSeal(key, nonce(index), associatedData(digest, index, last), plaintext, frame, 0, frame, length);
+}
+
 /**
- * Opens one frame into one fresh buffer (never into the ciphertext's memory, which the source may
- * reuse); undefined when the tag does not verify.
+ * Opens one frame into `into` (when given and large enough) or a fresh buffer, never into the
+ * ciphertext's memory, which the source may reuse; undefined when the tag does not verify.
  */
-export function openFrame(key: Buffer, digest: Buffer, index: number, last: boolean, ciphertext: Buffer[], tag: Buffer): Buffer[] | undefined {
-  let body: Buffer;
-  let out: Buffer;
-  if (ciphertext.length === 1) {
-    body = ciphertext[0]!;
-    out = Buffer.allocUnsafe(body.length);
-  } else {
+export function openFrame(key: Buffer, digest: Buffer, index: number, last: boolean, ciphertext: Buffer[], tag: Buffer, into?: Buffer): Buffer[] | undefined {
+  const length = ciphertext.length === 1 ? ciphertext[0]!.length : ciphertext.reduce((n, piece) => n + piece.length, 0);
+  const out = into !== undefined && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
+  let body = ciphertext[0] ?? out;
+  if (ciphertext.length > 1) {
     // Pieces spanning source chunks are gathered first and opened in place.
-    out = Buffer.allocUnsafe(ciphertext.reduce((n, piece) => n + piece.length, 0));
     let at = 0;
     for (const piece of ciphertext) at += piece.copy(out, at);
     body = out;

@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { ByteSource } from './byte-reader.js';
-import { DefaultFrameSize, MaxFrames, encodeHeader, headerDigest, sealFrame } from './format.js';
+import { DefaultFrameSize, MaxFrames, TagBytes, encodeHeader, headerDigest, sealFrame, sealFrameInPlace } from './format.js';
 import type { PublicJwk } from './keys.js';
 import { DataKeyBytes, wrapDataKey } from './wrap.js';
 
@@ -99,23 +99,27 @@ export function copyInto(sink: ReserveCommit, bytes: Uint8Array): void {
 }
 
 /**
- * Sealing for a writer that builds its plaintext in place: it writes straight into the sealer's one
- * frame buffer (reserve, fill, commit; or push to copy), and each full frame is sealed where it lies
- * as soon as more plaintext shows it is not the last, so no byte is copied between the writer's
- * records and the frame that gets encrypted. The envelope's bytes (header, then each frame's
- * ciphertext and tag) collect in fresh buffers, never reused, taken with drain(). Memory is one frame
- * plus what was not drained yet.
+ * Sealing for a writer that builds its plaintext in place: it writes straight into the sealer's frame
+ * buffer (reserve, fill, commit; or push to copy), and each full frame is sealed where it lies, its tag
+ * written right after it, as soon as more plaintext shows it is not the last; so no byte is copied
+ * between the writer's records and what gets uploaded. The envelope's bytes (header, then each frame as
+ * ciphertext and tag in one buffer) are taken with drain(). A sealed frame's buffer leaves the sealer
+ * with it; the next frame is built in one handed back through release() or, failing that, a fresh one.
+ * Memory is one frame plus what was not drained or released yet.
  */
 export class FrameSealer {
-  private readonly frame: Buffer;
+  private frame: Buffer;
   private filled = 0;
   private index = 0;
   private reserved = 0;
   private finished = false;
   private ready: Buffer[];
+  /** Frame buffers handed back through release, and every one this sealer made. */
+  private readonly free: Buffer[] = [];
+  private readonly made = new WeakSet<ArrayBufferLike>();
 
   private constructor(private readonly dataKey: Buffer, private readonly digest: Buffer, header: Buffer, readonly frameSize: number) {
-    this.frame = Buffer.allocUnsafe(frameSize);
+    this.frame = this.fresh();
     this.ready = [header];
   }
 
@@ -160,6 +164,15 @@ export class FrameSealer {
     return out;
   }
 
+  /**
+   * Hands back a drained buffer once every byte of it was written or copied: a later frame is built in
+   * its memory. Optional; anything else (the header, a buffer twice) is ignored.
+   */
+  release(sealed: Uint8Array): void {
+    if (!this.made.has(sealed.buffer) || this.free.length >= MaxFreeFrames || sealed.buffer === this.frame.buffer) return;
+    if (!this.free.some((b) => b.buffer === sealed.buffer)) this.free.push(Buffer.from(sealed.buffer, 0, this.frameSize + TagBytes));
+  }
+
   /** Seals the last frame (what is in the frame buffer, possibly nothing) and forgets the data key. */
   finish(): void {
     if (this.finished) return;
@@ -170,7 +183,20 @@ export class FrameSealer {
 
   private seal(last: boolean): void {
     if (!last && this.index + 1 >= MaxFrames) throw new RangeError(`an envelope holds at most ${MaxFrames} frames`);
-    for (const piece of sealFrame(this.dataKey, this.digest, this.index++, last, this.frame.subarray(0, this.filled))) this.ready.push(piece);
+    const frame = this.frame;
+    sealFrameInPlace(this.dataKey, this.digest, this.index++, last, frame, this.filled);
+    this.ready.push(frame.subarray(0, this.filled + TagBytes));
     this.filled = 0;
+    if (!last) this.frame = this.free.pop() ?? this.fresh();
+  }
+
+  /** A frame buffer: a frame of plaintext and room for its tag. */
+  private fresh(): Buffer {
+    const b = Buffer.allocUnsafeSlow(this.frameSize + TagBytes);
+    this.made.add(b.buffer);
+    return b;
   }
 }
+
+/** Released frame buffers kept for reuse; more are left to the garbage collector. */
+const MaxFreeFrames = 4;

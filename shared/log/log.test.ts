@@ -103,6 +103,35 @@ describe('log round trip', () => {
     expect(await drainExtents(reader)).toEqual(expectedExtents(extents, big));
   });
 
+  it('reuses a few frame buffers on both sides when the caller releases, and every byte is right when it is handed out', async () => {
+    const big = randomBytes(3 << 20);
+    const extents: Extent[] = [{ offset: 0, length: big.length, kind: 'data' }];
+    const written = writeLog({ ...init, virtualSize: big.length, compression: 'none' }, memorySource(big, extents), { recipient: pair.publicKey, frameSize: 16384 });
+    const copies: Buffer[] = [];
+    const sealedMemory = new Set<ArrayBufferLike>();
+    for await (const b of written.sealed) {
+      copies.push(Buffer.from(b));
+      sealedMemory.add(b.buffer);
+      written.release(b);
+    }
+    // 192 frames and the header, through the header and the few frames sealed between two drains.
+    expect(sealedMemory.size).toBeLessThanOrEqual(8);
+
+    const reader = await readLog(copies, { key: pair.privateKey });
+    const plainMemory = new Set<ArrayBufferLike>();
+    let checked = 0;
+    for await (const item of reader.items()) {
+      if (item.kind !== 'data') continue;
+      expect(item.data.equals(big.subarray(item.offset, item.offset + item.length))).toBe(true);
+      plainMemory.add(item.data.buffer);
+      checked += item.length;
+    }
+    expect(checked).toBe(big.length);
+    expect(reader.trailer?.dataBytes).toBe(big.length);
+    // 192 frames opened into a handful of buffers (those one chunk spans and the next in flight).
+    expect(plainMemory.size).toBeLessThanOrEqual(8);
+  });
+
   it('compresses compressible data and stores incompressible data as is', async () => {
     const zeros = Buffer.alloc(1 << 20);
     const random = randomBytes(1 << 20);

@@ -3,10 +3,7 @@
  * header as the envelope's context (docs/formats/hrl.md, docs/formats/envelope.md). This is what the
  * agent uploads and the merge worker opens.
  */
-import { createWriteStream } from 'node:fs';
 import { open, rm, type FileHandle } from 'node:fs/promises';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { ByteReader, type ByteSource } from '../crypto/byte-reader.js';
 import type { PrivateJwk, PublicJwk } from '../crypto/keys.js';
 import { openFrames } from '../crypto/open.js';
@@ -39,18 +36,33 @@ export interface ReadLogOptions {
   expect?: Partial<LogIdentity>;
 }
 
+/** A sealed log being written: its header, its sealed bytes, and where to hand them back. */
+export interface WrittenLog {
+  header: LogHeader;
+  /** The sealed bytes in order; each buffer is the caller's until it is released (if ever). */
+  sealed: AsyncGenerator<Buffer>;
+  /**
+   * Hands back a buffer of `sealed` once every byte of it was written or copied: a later frame is
+   * built in its memory instead of a fresh buffer (FrameSealer.release). Optional, but a writer that
+   * releases allocates a few frames for a log of any size, and spares a large process the garbage
+   * collections that megabytes of fresh buffers bring.
+   */
+  release(sealed: Uint8Array): void;
+}
+
 /**
- * Writes a sealed log: its complete header, and the sealed bytes as a stream (fresh buffers). The
- * records are written straight into the envelope's frame buffer and each frame is sealed where it lies.
+ * Writes a sealed log: its complete header, and the sealed bytes as a stream. The records are written
+ * straight into the envelope's frame buffer and each frame is sealed where it lies.
  */
-export function writeLog(init: LogHeaderInit, source: LogSource, options: WriteLogOptions): { header: LogHeader; sealed: AsyncGenerator<Buffer> } {
+export function writeLog(init: LogHeaderInit, source: LogSource, options: WriteLogOptions): WrittenLog {
   const header = completeHeader(init);
   const context = encodeLogHeader(header);
+  let sealer: FrameSealer | undefined;
   async function* sealed(): AsyncGenerator<Buffer> {
-    const sealer = await FrameSealer.create({ recipient: options.recipient, context, frameSize: options.frameSize ?? DefaultFrameSize });
+    sealer = await FrameSealer.create({ recipient: options.recipient, context, frameSize: options.frameSize ?? DefaultFrameSize });
     yield* encodeInto(header, source, sealer, options.level ?? DefaultZstdLevel);
   }
-  return { header, sealed: sealed() };
+  return { header, sealed: sealed(), release: (b) => sealer?.release(b) };
 }
 
 /**
@@ -58,14 +70,17 @@ export function writeLog(init: LogHeaderInit, source: LogSource, options: WriteL
  * partial file is removed, so a failed write leaves nothing behind.
  */
 export async function writeLogFile(path: string, init: LogHeaderInit, source: LogSource, options: WriteLogOptions): Promise<LogHeader> {
-  const { header, sealed } = writeLog(init, source, options);
-  const out = createWriteStream(path, { flags: 'wx', mode: 0o600 });
-  let created = false;
-  out.once('open', () => { created = true; });
+  const { header, sealed, release } = writeLog(init, source, options);
+  const out = await open(path, 'wx', 0o600);
   try {
-    await pipeline(Readable.from(sealed), out);
+    for await (const bytes of sealed) {
+      for (let at = 0; at < bytes.length;) at += (await out.write(bytes, at, bytes.length - at)).bytesWritten;
+      release(bytes);
+    }
+    await out.close();
   } catch (err) {
-    if (created) await rm(path, { force: true });
+    await out.close().catch(() => undefined);
+    await rm(path, { force: true });
     throw err;
   }
   return header;
@@ -84,8 +99,9 @@ export async function readLog(sealed: ByteSource, options: ReadLogOptions): Prom
     await opened.close();
     throw err;
   }
-  // The plaintext reader takes a whole verified frame per pull.
-  const reader = await LogReader.open(ByteReader.ofBatches(opened.frames));
+  // The plaintext reader takes a whole verified frame per pull, and hands each frame's memory back once
+  // every byte of it was read and the next item asked for (items' data is valid until then).
+  const reader = await LogReader.open(ByteReader.ofBatches(opened.frames, opened.release));
   if (!reader.headerBytes.equals(opened.context)) {
     await opened.close();
     throw ErrCorrupt('the log header differs from the header it was sealed with');
