@@ -98,6 +98,28 @@ describe('VHDX fresh writes', () => {
     await referee('qemu-img', ['compare', '-q', '-f', 'vhdx', '-F', 'raw', path, raw]);
   });
 
+  it('write unaligned pieces and gaps exactly (page-aligned parts through O_DIRECT, edges buffered)', async () => {
+    const path = join(dir, 'unaligned.vhdx');
+    const img = await vhdxDriver.create(path, { virtualSize: Size, blockSize: Block });
+    const model = Buffer.alloc(Size);
+    const next = randomBytes(Size);
+    const w = await img.freshWrites!();
+    // Extents at odd offsets and lengths, some a few bytes apart in one page, one spanning many blocks.
+    const extents: [number, number][] = [[7, 100], [109, 4000], [4200, 5 * 4096 + 3], [MiB - 5, 10], [2 * MiB + 4095, 2 * MiB + 2], [6 * MiB, 9 * MiB + 1]];
+    for (const [offset, length] of extents) {
+      expect(await offer(img, w, next, offset, length)).toEqual([]);
+      next.copy(model, offset, offset, offset + length);
+    }
+    await w.publish();
+    await img.flush();
+    expect((await contents(img)).equals(model)).toBe(true);
+    await img.close();
+    const raw = join(dir, 'unaligned.raw');
+    await writeFile(raw, model);
+    await referee('qemu-img', ['check', '-q', '-f', 'vhdx', path]);
+    await referee('qemu-img', ['compare', '-q', '-f', 'vhdx', '-F', 'raw', path, raw]);
+  });
+
   it('on a differencing disk take only blocks written whole', async () => {
     const parentPath = join(dir, 'parent.vhdx');
     const parent = await vhdxDriver.create(parentPath, { virtualSize: Size, blockSize: Block });

@@ -3,6 +3,7 @@
  * of the file (a read that would is a corrupt image). A read-only image whose log needs replay gets
  * an overlay: the logged writes are applied to every read in memory, the file is never touched.
  */
+import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { ErrCorrupt } from '../../errors.js';
 
@@ -13,8 +14,14 @@ export interface OverlayPiece {
   data: Buffer | undefined;
 }
 
+/** Alignment of write-through writes: file offset, length and memory (a page; the device needs 512). */
+export const DirectAlign = 4096;
+
 export class VhdxFile {
   private overlay: OverlayPiece[] = [];
+  /** The same file opened for write-through (O_DIRECT): undefined until first asked for, null when unavailable. */
+  private direct: FileHandle | null | undefined;
+  private directOpening: Promise<FileHandle | null> | undefined;
 
   private constructor(private readonly fh: FileHandle, public size: number, readonly readOnly: boolean) {}
 
@@ -76,6 +83,43 @@ export class VhdxFile {
     if (pos + data.length > this.size) this.size = pos + data.length;
   }
 
+  /**
+   * Writes data at pos through to the device, past the page cache (O_DIRECT), when it can: pos and
+   * data.length must be multiples of DirectAlign and data's memory page aligned (alignedBuffer).
+   * Returns false, having written nothing, when this file cannot take such writes (no O_DIRECT on
+   * this platform or filesystem, or the write was refused as unaligned); the caller then writes the
+   * ordinary way. Durability is as for write(): only sync() makes either durable.
+   */
+  async writeThrough(data: Buffer, pos: number): Promise<boolean> {
+    if (pos % DirectAlign !== 0 || data.length % DirectAlign !== 0) return false;
+    const fh = this.direct ?? (this.direct === null ? null : await this.openDirect());
+    if (!fh) return false;
+    let done = 0;
+    try {
+      while (done < data.length) {
+        const { bytesWritten } = await fh.write(data, done, data.length - done, pos + done);
+        if (bytesWritten === 0) throw new Error('write-through wrote nothing');
+        done += bytesWritten;
+      }
+    } catch (err) {
+      if (done > 0 || (err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+      this.direct = null; // refused as unaligned: this file writes the ordinary way from now on
+      await fh.close().catch(() => undefined);
+      return false;
+    }
+    if (pos + data.length > this.size) this.size = pos + data.length;
+    return true;
+  }
+
+  private openDirect(): Promise<FileHandle | null> {
+    // Through /proc: the same open file (whatever its name is now), with O_DIRECT added.
+    this.directOpening ??= (this.readOnly || constants.O_DIRECT === undefined || process.platform !== 'linux'
+      ? Promise.resolve(null)
+      : open(`/proc/self/fd/${this.fh.fd}`, constants.O_WRONLY | constants.O_DIRECT).catch(() => null)
+    ).then((fh) => (this.direct = fh));
+    return this.directOpening;
+  }
+
   /** Writes length zero bytes at pos from a shared zero buffer. */
   async writeZeros(pos: number, length: number): Promise<void> {
     let done = 0;
@@ -104,9 +148,24 @@ export class VhdxFile {
   }
 
   async close(): Promise<void> {
+    const direct = this.direct ?? (await this.directOpening);
+    this.direct = null;
+    await direct?.close();
     await this.fh.close();
   }
 }
+
+/**
+ * A buffer of `bytes` whose memory starts on a page boundary, as write-through needs: the memory of a
+ * WebAssembly.Memory, which the engine maps from whole pages (ordinary buffers come from malloc).
+ */
+export function alignedBuffer(bytes: number): Buffer {
+  const pages = Math.ceil(bytes / 65536);
+  return Buffer.from(new Wasm.Memory({ initial: pages, maximum: pages }).buffer, 0, bytes);
+}
+
+/** The one WebAssembly class used here (this project compiles without the DOM library that declares it). */
+const Wasm = (globalThis as unknown as { WebAssembly: { Memory: new (d: { initial: number; maximum: number }) => { buffer: ArrayBuffer } } }).WebAssembly;
 
 /** One shared, never written, zero buffer for zero-fill writes. */
 export const ZeroChunk = Buffer.alloc(1 << 20);

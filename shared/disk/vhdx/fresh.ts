@@ -12,29 +12,34 @@
  * of a new block reads as zeros, as the unallocated block did). Any other range is refused
  * (`write` returns false) and the caller applies it the ordinary way after `publish()`.
  *
- * Writes are gathered into large buffers, contiguous in the file, one written while the caller
- * fills the next. Every `WritebackBytes` written, a data
- * sync is started in the background (not awaited), so the disk works while the log is still being
- * read and the final flush has little left to do.
+ * Writes are gathered into large buffers, contiguous in the file, written while the caller fills the
+ * next. Their page-aligned parts are written through to the device (O_DIRECT, VhdxFile.writeThrough):
+ * a log's data is written once and not read back soon, and copying it into the page cache costs more
+ * CPU than the write itself (newly faulted page-cache memory, then writeback), which the verifying
+ * and decompressing threads need. What cannot go through (unaligned edges, a filesystem without
+ * O_DIRECT) is written the ordinary way; every `WritebackBytes` of that, a data sync is started in
+ * the background (not awaited), so the final flush has little left to do. Either way nothing is
+ * durable before the barrier's sync, and nothing points at the data before publish().
  */
 import type { FreshWriter } from '../types.js';
 import { PayloadFullyPresent } from './bat.js';
 import type { VhdxCore } from './core.js';
+import { alignedBuffer, DirectAlign } from './file.js';
 import { MiB } from './format.js';
 import { blockSource, locate } from './reader.js';
 
 /** Size of one gathering buffer. */
 const GatherBytes = 4 * MiB;
-/** Buffer writes in flight at once. */
-const InFlight = 1;
+/** Buffer writes in flight at once (a write-through write waits for the device). */
+const InFlight = 2;
 /** Bytes written between two background data syncs. */
 export const WritebackBytes = 64 * MiB;
-/** Gathering buffers kept for reuse between writers (fresh large buffers are slow to fault in). */
+/** Gathering buffers (page aligned) kept for reuse between writers (fresh large buffers are slow to fault in). */
 const pool: Buffer[] = [];
 const PoolMax = 8;
 
 function takeBuffer(): Buffer {
-  return pool.pop() ?? Buffer.allocUnsafe(GatherBytes);
+  return pool.pop() ?? alignedBuffer(GatherBytes);
 }
 
 function giveBuffer(b: Buffer): void {
@@ -47,8 +52,12 @@ export class FreshWrites implements FreshWriter {
   /** Blocks this file held before, replaced whole: block number → old file offset. */
   private readonly replaced = new Map<number, number>();
   private buf: Buffer | null = null;
+  /** The gathered bytes are buf[start, fill); buf[0] is file offset bufFileOff (aligned, so aligned data lies on aligned memory). */
+  private start = 0;
   private fill = 0;
   private bufFileOff = 0;
+  /** False once the file refused a write-through: the rest is written the ordinary way. */
+  private through = true;
   private readonly flying: Promise<void>[] = [];
   private sinceSync = 0;
   private syncing: Promise<void> | null = null;
@@ -101,8 +110,10 @@ export class FreshWrites implements FreshWriter {
       if (this.buf && this.bufFileOff + this.fill !== fileOff + at) await this.send();
       if (!this.buf) {
         this.buf = takeBuffer();
-        this.fill = 0;
-        this.bufFileOff = fileOff + at;
+        const pos = fileOff + at;
+        this.start = pos % DirectAlign;
+        this.fill = this.start;
+        this.bufFileOff = pos - this.start;
       }
       const n = Math.min(data.length - at, this.buf.length - this.fill);
       data.copy(this.buf, this.fill, at, at + n);
@@ -115,17 +126,36 @@ export class FreshWrites implements FreshWriter {
   private async send(): Promise<void> {
     const buf = this.buf;
     if (!buf) return;
-    const length = this.fill;
-    const pos = this.bufFileOff;
+    const { start, fill: end, bufFileOff: pos } = this;
     this.buf = null;
     this.fill = 0;
     await this.drainTo(InFlight - 1);
-    const write = this.core.file.write(buf.subarray(0, length), pos).then(() => giveBuffer(buf), (err: unknown) => {
+    const write = this.writeOut(buf, start, end, pos).then(() => giveBuffer(buf), (err: unknown) => {
       this.failed ??= err;
     });
     this.flying.push(write);
     this.core.unsynced = true;
-    this.sinceSync += length;
+  }
+
+  /** Writes buf[start, end) at file offset pos + start: the aligned middle through, the edges the ordinary way. */
+  private async writeOut(buf: Buffer, start: number, end: number, pos: number): Promise<void> {
+    const file = this.core.file;
+    const a = Math.ceil(start / DirectAlign) * DirectAlign;
+    const b = Math.floor(end / DirectAlign) * DirectAlign;
+    if (this.through && b > a) {
+      if (await file.writeThrough(buf.subarray(a, b), pos + a)) {
+        if (start < a) await this.writeBuffered(buf.subarray(start, a), pos + start);
+        if (b < end) await this.writeBuffered(buf.subarray(b, end), pos + b);
+        return;
+      }
+      this.through = false;
+    }
+    await this.writeBuffered(buf.subarray(start, end), pos + start);
+  }
+
+  private async writeBuffered(data: Buffer, pos: number): Promise<void> {
+    await this.core.file.write(data, pos);
+    this.sinceSync += data.length;
     if (this.sinceSync >= WritebackBytes && !this.syncing) {
       this.sinceSync = 0;
       // Starts writeback of what is written so far; the flush after publish still syncs everything.
