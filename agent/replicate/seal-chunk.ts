@@ -36,17 +36,19 @@ export interface Sealed { body: Buffer; size: number; sha256: string; digests: U
 /** Output buffers a sealer keeps for reuse: one per chunk it can have in flight. */
 const KeptOutputs = 3;
 
-/** Room for a sealed chunk beyond its plaintext: headers, records, frame tags (it grows if ever short). */
+/**
+ * Room in an output buffer beyond the chunk's plaintext: the chunk is read into the buffer at this
+ * offset and sealed into it from the start (see sealChunk), so this must exceed what sealing adds to
+ * the bytes read (envelope and log headers, records, frame tags: a few KiB).
+ */
 export const SealSlack = 256 * 1024;
 
 /**
- * What a sealer keeps between jobs: its open disks, its read buffers (one per job running) and the
- * output buffers of chunks already shipped (recycled: a fresh large buffer per chunk is slow, and dead
- * ones pile up between collections).
+ * What a sealer keeps between jobs: its open disks and the output buffers of chunks already shipped
+ * (recycled: a fresh large buffer per chunk is slow, and dead ones pile up between collections).
  */
 export class SealerState {
   private readonly disks = new Map<string, Promise<DiskImage>>();
-  private readonly free: Buffer[] = [];
   private readonly outputs: ArrayBuffer[] = [];
 
   disk(path: string): Promise<DiskImage> {
@@ -56,15 +58,6 @@ export class SealerState {
       this.disks.set(path, d);
     }
     return d;
-  }
-
-  acquire(length: number): Buffer {
-    const buf = this.free.pop();
-    return buf && buf.length >= length ? buf : Buffer.allocUnsafe(length);
-  }
-
-  release(buf: Buffer): void {
-    this.free.push(buf);
   }
 
   /** An output buffer of at least length bytes, with memory of its own. */
@@ -85,29 +78,40 @@ export class SealerState {
   }
 }
 
-export async function sealChunk(job: SealJob, state: SealerState): Promise<Sealed> {
+/**
+ * Reads, digests and seals one chunk in one buffer: the output (the job's shared slot, or one of the
+ * state's) holds the chunk's bytes at SealSlack, and the sealed body is written from its start. The
+ * log writer reads extents in ascending order and a sealed byte never runs more than a few KiB ahead
+ * of the bytes read, so the body overwrites only bytes already read; a body that would catch up
+ * with unread bytes moves to a buffer of its own first. No read buffer is needed beside the output.
+ */
+export async function sealChunk(job: SealJob, state: SealerState, slack = SealSlack): Promise<Sealed> {
   const disk = await state.disk(job.diskPath);
-  const buf = state.acquire(job.length);
-  try {
-    return await sealRead(job, await readChunk(disk, job.start, job.length, buf, BigInt(job.seed)), state);
-  } finally {
-    state.release(buf);
-  }
+  const out = Buffer.from(job.into && job.into.byteLength >= job.length + slack ? job.into : state.output(job.length + slack));
+  const contents = await readChunk(disk, job.start, job.length, out.subarray(slack, slack + job.length), BigInt(job.seed));
+  return sealRead(job, contents, out, slack);
 }
 
-async function sealRead(job: SealJob, contents: ChunkContents, state: SealerState): Promise<Sealed> {
+async function sealRead(job: SealJob, contents: ChunkContents, out: Buffer, slack: number): Promise<Sealed> {
   const extents = job.remote ? differingExtents(contents, job.start, new Map(job.remote)) : nonZeroExtents(contents, job.start);
+  // Bytes of the chunk read so far: those below never are again, their room may take the body.
+  let readEnd = 0;
   const { sealed } = writeLog(job.header, {
     extents,
-    read: async (offset, out) => { contents.data.copy(out, 0, offset - job.start, offset - job.start + out.length); },
+    read: async (offset, buf) => {
+      const from = offset - job.start;
+      contents.data.copy(buf, 0, from, from + buf.length);
+      readEnd = Math.max(readEnd, from + buf.length);
+    },
   }, { recipient: job.recipient });
-  // Copied as it comes into one buffer of its own, which a sealing thread hands over without copying.
-  let body = job.into ? Buffer.from(job.into) : Buffer.from(state.output(job.length + SealSlack));
+  let body = out;
+  let limit = slack; // where unread bytes start, while the body shares the buffer with them
   const hash = createHash('sha256');
   let size = 0;
   for await (const b of sealed) {
-    if (size + b.length > body.length) {
-      const bigger = Buffer.allocUnsafeSlow(2 * (size + b.length));
+    if (body === out) limit = slack + readEnd;
+    if (size + b.length > (body === out ? limit : body.length)) {
+      const bigger = Buffer.allocUnsafeSlow(2 * (size + b.length) + job.length);
       body.copy(bigger, 0, 0, size);
       body = bigger;
     }
