@@ -24,7 +24,7 @@ export const DefaultParallelChunks = 4;
 /**
  * Sealing threads: two, one per core of a small host. Each reads, digests, compresses and seals its
  * chunk into an output slot shared with this thread, which only uploads, commits and records progress
- * (seal-pool.ts); see docs/agent.md for the measurements.
+ * (seal-pool.ts); threads + 2 chunks are in flight. See docs/agent.md for the measurements.
  */
 export const DefaultSealThreads = 2;
 
@@ -115,9 +115,11 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
         ctx.onInitialProgress?.(vm, diskId, ipNow.bytesDone, ipNow.bytesTotal);
       }
     };
-    // With sealing threads, one chunk more than threads: each thread has its next chunk while one
-    // uploads; more would only hold more sealed chunks in memory.
-    const parallel = ctx.parallelChunks ?? (sealThreads > 0 ? sealThreads + 1 : DefaultParallelChunks);
+    // With sealing threads, two chunks more than threads: a chunk's progress write and upload (each
+    // waits for an fsync) take about as long as sealing it, so with one more chunk than threads the
+    // threads sat idle about 40% of the time, waiting for a free chunk; with two they seal on while
+    // two chunks are recorded and uploaded.
+    const parallel = ctx.parallelChunks ?? (sealThreads > 0 ? sealThreads + 2 : DefaultParallelChunks);
     await Promise.all(Array.from({ length: Math.min(parallel, todo.length) }, worker));
     await map.sync();
   } finally {

@@ -10,15 +10,14 @@ import type { SealJob } from './seal-chunk.js';
 import { SealerState, sealChunk } from './seal-chunk.js';
 
 const state = new SealerState();
-// Sealing a chunk leaves several MiB of dead buffers (the cipher's output pieces, the log writer's
-// read, compression and frame buffers), memory outside the heap that V8 reclaims only after tens of
-// MiB have piled up, in each thread. They die young: a minor collection after every chunk (a fraction
-// of a millisecond on this thread's small heap) frees them, and a full one every FullEvery bytes
-// sealed catches what got promoted. That keeps the agent's resident memory bounded.
+// Sealing a chunk leaves dead buffers (the log writer's read, compression and frame buffers, the
+// sealed frames), memory outside the heap that V8 reclaims only after tens of MiB have piled up, in
+// each thread. They die young: a minor collection after every chunk (a fraction of a millisecond on
+// this thread's small heap) frees them. No full collection is forced: one every 32 MiB sealed cost
+// about 2 CPU-seconds per 4 GiB (concurrent marking) and did not lower the peak resident memory;
+// V8's own full collections catch what gets promoted.
 setFlagsFromString('--expose-gc');
 const collect = runInNewContext('gc') as (options?: { type: 'minor' | 'major' }) => void;
-const FullEvery = 32 << 20;
-let sealedSinceFull = 0;
 
 parentPort!.on('message', (msg: { id: number; job?: SealJob; close?: boolean; recycle?: ArrayBuffer }) => {
   if (msg.recycle) {
@@ -36,13 +35,7 @@ parentPort!.on('message', (msg: { id: number; job?: SealJob; close?: boolean; re
       const body = shared ? undefined : r.body.buffer as ArrayBuffer;
       const transfer = [r.digests.buffer as ArrayBuffer, ...(body ? [body] : [])];
       parentPort!.postMessage({ id: msg.id, ok: true, shared, body, size: r.size, sha256: r.sha256, digests: r.digests }, transfer);
-      sealedSinceFull += msg.job!.length;
-      if (sealedSinceFull >= FullEvery) {
-        sealedSinceFull = 0;
-        collect();
-      } else {
-        collect({ type: 'minor' });
-      }
+      collect({ type: 'minor' });
     },
     (err: unknown) => parentPort!.postMessage({ id: msg.id, ok: false, error: err instanceof Error ? err.message : String(err), code: (err as { code?: string }).code }),
   );
