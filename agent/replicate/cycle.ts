@@ -57,12 +57,12 @@ export async function diskCycle(
   const createdAt = ctx.now();
   let spooled;
   try {
-    const { sealed } = writeLog(
+    const { sealed, release } = writeLog(
       { tenant: ctx.tenant, vm, disk: diskId, generation, sequence, virtualSize: disk.virtualSize, consistency, compression: config.compression, createdMs: createdAt.getTime(), kind: 'incremental' },
       { extents: cycle.extents(), read: (offset, buf) => disk.read(offset, buf) },
       { recipient: ctx.recipient },
     );
-    spooled = await spool(spoolPath(ctx.state, vm, diskId, 'log', generation, sequence), sealed);
+    spooled = await spool(spoolPath(ctx.state, vm, diskId, 'log', generation, sequence), sealed, release);
   } finally {
     await onCaptured();
   }

@@ -96,7 +96,7 @@ async function sealRead(job: SealJob, contents: ChunkContents, out: Buffer, slac
   const extents = job.remote ? differingExtents(contents, job.start, new Map(job.remote)) : nonZeroExtents(contents, job.start);
   // Bytes of the chunk read so far: those below never are again, their room may take the body.
   let readEnd = 0;
-  const { sealed } = writeLog(job.header, {
+  const { sealed, release } = writeLog(job.header, {
     extents,
     read: async (offset, buf) => {
       const from = offset - job.start;
@@ -117,6 +117,7 @@ async function sealRead(job: SealJob, contents: ChunkContents, out: Buffer, slac
     }
     size += b.copy(body, size);
     hash.update(b);
+    release(b);
   }
   return { body: body.subarray(0, size), size, sha256: hash.digest('hex'), digests: contents.digests };
 }

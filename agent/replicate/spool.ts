@@ -15,8 +15,8 @@ export interface Spooled {
   sha256: string;
 }
 
-/** Writes the stream to path (via a temp name, then rename), durable on return. */
-export async function spool(path: string, stream: AsyncIterable<Buffer>): Promise<Spooled> {
+/** Writes the stream to path (via a temp name, then rename), durable on return; each buffer written is handed to release. */
+export async function spool(path: string, stream: AsyncIterable<Buffer>, release?: (written: Buffer) => void): Promise<Spooled> {
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
   const tmp = `${path}.tmp`;
   const hash = createHash('sha256');
@@ -27,6 +27,7 @@ export async function spool(path: string, stream: AsyncIterable<Buffer>): Promis
       hash.update(buf);
       size += buf.length;
       await fh.write(buf);
+      release?.(buf);
     }
     await fh.sync();
   } catch (err) {

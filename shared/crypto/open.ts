@@ -5,6 +5,7 @@
  */
 import { ErrTampered } from '../errors.js';
 import { ByteReader, type ByteSource } from './byte-reader.js';
+import { giveFrame, takeFrame } from './frame-pool.js';
 import { FixedHeaderBytes, MaxFrames, TagBytes, headerDigest, openFrame, parseFixedHeader } from './format.js';
 import type { PrivateJwk } from './keys.js';
 import { unwrapDataKey } from './wrap.js';
@@ -99,16 +100,10 @@ export async function openFrames(sealed: ByteSource, options: OpenOptions): Prom
   return { context, frameSize, frames: all(), close: () => reader.close(), release: (piece) => frames.release(piece) };
 }
 
-/** Released plaintext buffers kept for reuse; more are left to the garbage collector. */
-const MaxFreeFrames = 4;
-
 /** Reads and verifies frames in order; undefined after the last one. */
 class FrameOpener {
   private index = 0;
   private done = false;
-  /** Frame-sized plaintext buffers handed back through release, and every one this opener made. */
-  private readonly free: Buffer[] = [];
-  private readonly made = new WeakSet<ArrayBufferLike>();
 
   constructor(private readonly reader: ByteReader, private readonly key: Buffer, private readonly digest: Buffer, private readonly frameSize: number) {}
 
@@ -125,7 +120,7 @@ class FrameOpener {
     if (i >= MaxFrames) throw ErrTampered(`more than ${MaxFrames} frames`);
     // Body and tag in one request: with recycling, what a read returns is valid until the next one.
     const { body, tag } = splitTag(await this.reader.readPieces(length));
-    const into = this.free.pop() ?? this.fresh();
+    const into = takeFrame(this.frameSize);
     const plain = openFrame(this.key, this.digest, i, last, body, tag, into);
     if (plain === undefined) throw this.diagnose(i, last, body, tag);
     this.index++;
@@ -136,17 +131,9 @@ class FrameOpener {
     return plain;
   }
 
-  /** A piece of a frame this opener yielded, done with: its whole buffer is reused for a later frame. */
+  /** A piece of a frame this opener yielded, done with: its buffer goes back to the thread's pool. */
   release(piece: Uint8Array): void {
-    if (!this.made.has(piece.buffer) || this.free.length >= MaxFreeFrames) return;
-    const whole = Buffer.from(piece.buffer, 0, this.frameSize);
-    if (!this.free.some((b) => b.buffer === whole.buffer)) this.free.push(whole);
-  }
-
-  private fresh(): Buffer {
-    const b = Buffer.allocUnsafeSlow(this.frameSize);
-    this.made.add(b.buffer);
-    return b;
+    giveFrame(piece);
   }
 
   /** Tells truncation and appended data from other damage by trying the frame with the other flag. */

@@ -4,6 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { ByteSource } from './byte-reader.js';
+import { giveFrame, takeFrame } from './frame-pool.js';
 import { DefaultFrameSize, MaxFrames, TagBytes, encodeHeader, headerDigest, sealFrame, sealFrameInPlace } from './format.js';
 import type { PublicJwk } from './keys.js';
 import { DataKeyBytes, wrapDataKey } from './wrap.js';
@@ -114,12 +115,9 @@ export class FrameSealer {
   private reserved = 0;
   private finished = false;
   private ready: Buffer[];
-  /** Frame buffers handed back through release, and every one this sealer made. */
-  private readonly free: Buffer[] = [];
-  private readonly made = new WeakSet<ArrayBufferLike>();
 
   private constructor(private readonly dataKey: Buffer, private readonly digest: Buffer, header: Buffer, readonly frameSize: number) {
-    this.frame = this.fresh();
+    this.frame = takeFrame(frameSize + TagBytes);
     this.ready = [header];
   }
 
@@ -165,12 +163,12 @@ export class FrameSealer {
   }
 
   /**
-   * Hands back a drained buffer once every byte of it was written or copied: a later frame is built in
-   * its memory. Optional; anything else (the header, a buffer twice) is ignored.
+   * Hands back a drained buffer once every byte of it was written or copied: a later frame (of this
+   * sealer or another on this thread) is built in its memory (frame-pool.ts). Optional; the header is
+   * ignored. Release each buffer once.
    */
   release(sealed: Uint8Array): void {
-    if (!this.made.has(sealed.buffer) || this.free.length >= MaxFreeFrames || sealed.buffer === this.frame.buffer) return;
-    if (!this.free.some((b) => b.buffer === sealed.buffer)) this.free.push(Buffer.from(sealed.buffer, 0, this.frameSize + TagBytes));
+    giveFrame(sealed);
   }
 
   /** Seals the last frame (what is in the frame buffer, possibly nothing) and forgets the data key. */
@@ -187,16 +185,7 @@ export class FrameSealer {
     sealFrameInPlace(this.dataKey, this.digest, this.index++, last, frame, this.filled);
     this.ready.push(frame.subarray(0, this.filled + TagBytes));
     this.filled = 0;
-    if (!last) this.frame = this.free.pop() ?? this.fresh();
-  }
-
-  /** A frame buffer: a frame of plaintext and room for its tag. */
-  private fresh(): Buffer {
-    const b = Buffer.allocUnsafeSlow(this.frameSize + TagBytes);
-    this.made.add(b.buffer);
-    return b;
+    // A frame buffer: a frame of plaintext and room for its tag.
+    if (!last) this.frame = takeFrame(this.frameSize + TagBytes);
   }
 }
-
-/** Released frame buffers kept for reuse; more are left to the garbage collector. */
-const MaxFreeFrames = 4;

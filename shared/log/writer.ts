@@ -88,9 +88,34 @@ export interface LogSink {
 /** Writes the log into sink, yielding the sink's output as it becomes ready. */
 export async function* encodeInto(header: LogHeader, source: LogSource, out: LogSink, level: number): AsyncGenerator<Buffer> {
   const headerBytes = encodeLogHeader(header);
+  const compressorKey = `${header.compression}:${header.chunkSize}:${level}`;
+  const compressor = spareCompressors.get(compressorKey)?.pop() ?? new ChunkCompressor(header.compression, header.chunkSize, level);
+  const readBuf = header.compression === 'none' ? undefined : (spareReads.get(header.chunkSize)?.pop() ?? Buffer.allocUnsafeSlow(header.chunkSize));
+  try {
+    yield* encodeBody(header, source, out, headerBytes, compressor, readBuf);
+  } finally {
+    keep(spareCompressors, compressorKey, compressor);
+    if (readBuf !== undefined) keep(spareReads, header.chunkSize, readBuf);
+  }
+}
+
+/**
+ * Compressors (each with its zstd context and scratch) and read buffers kept between logs on this
+ * thread: a sealing thread writes one log per chunk of a disk, and fresh megabyte buffers per log set
+ * off V8's full collections (see shared/crypto/frame-pool.ts).
+ */
+const spareCompressors = new Map<string, ChunkCompressor[]>();
+const spareReads = new Map<number, Buffer[]>();
+const MaxSpares = 2;
+
+function keep<K, V>(spares: Map<K, V[]>, key: K, value: V): void {
+  let list = spares.get(key);
+  if (list === undefined) spares.set(key, (list = []));
+  if (list.length < MaxSpares) list.push(value);
+}
+
+async function* encodeBody(header: LogHeader, source: LogSource, out: LogSink, headerBytes: Buffer, compressor: ChunkCompressor, readBuf: Buffer | undefined): AsyncGenerator<Buffer> {
   const digest = contentDigest();
-  const compressor = new ChunkCompressor(header.compression, header.chunkSize, level);
-  const readBuf = header.compression === 'none' ? undefined : Buffer.allocUnsafe(header.chunkSize);
   const totals: LogTotals = { extentCount: 0, dataBytes: 0, zeroBytes: 0 };
 
   digest.update(headerBytes);

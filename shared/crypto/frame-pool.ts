@@ -1,0 +1,37 @@
+/**
+ * Frame-sized buffers shared by every sealer and opener of one thread (each worker thread has its own
+ * pool). A buffer leaves the pool with a frame and comes back when its holder releases it; a log or
+ * object of any size, and any number of them one after another, then goes through a handful of
+ * buffers. Fresh megabyte buffers are what this avoids: each one counts towards V8's next full
+ * garbage collection, and in a process with a service's heap, or a sealing thread that seals one log
+ * per chunk, those collections cost more than the AES.
+ */
+
+/** Buffers kept per size; more are left to the garbage collector. */
+const MaxFreePerSize = 8;
+const free = new Map<number, Buffer[]>();
+/** Every buffer this pool made: nothing else is ever taken in. */
+const made = new WeakSet<ArrayBufferLike>();
+
+/** A buffer of exactly bytes bytes (contents undefined), from the pool or fresh. */
+export function takeFrame(bytes: number): Buffer {
+  const reused = free.get(bytes)?.pop();
+  if (reused !== undefined) return reused;
+  const b = Buffer.allocUnsafeSlow(bytes);
+  made.add(b.buffer);
+  return b;
+}
+
+/**
+ * Hands back the buffer under a piece of a frame taken here, once nothing reads or writes it any more.
+ * Anything the pool did not make is ignored, and so is a buffer already in the pool.
+ */
+export function giveFrame(piece: Uint8Array): void {
+  const buffer = piece.buffer;
+  if (!made.has(buffer)) return;
+  const bytes = buffer.byteLength;
+  let list = free.get(bytes);
+  if (list === undefined) free.set(bytes, (list = []));
+  if (list.length >= MaxFreePerSize || list.some((b) => b.buffer === buffer)) return;
+  list.push(Buffer.from(buffer, 0, bytes));
+}
