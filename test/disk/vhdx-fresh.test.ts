@@ -4,10 +4,12 @@
  * replaced or orphaned blocks are reused by later whole-block writes instead of growing the file.
  */
 import { randomBytes } from 'node:crypto';
-import { stat, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { vhdxDriver } from '../../shared/disk/vhdx/driver.js';
+import { alignedBuffers, VhdxFile } from '../../shared/disk/vhdx/file.js';
 import type { DiskImage } from '../../shared/disk/types.js';
 import { referee, scratchDir } from '../helpers.js';
 import { firstDifferenceFrom, openVhdx } from './vhdx-helpers.js';
@@ -118,6 +120,26 @@ describe('VHDX fresh writes', () => {
     await writeFile(raw, model);
     await referee('qemu-img', ['check', '-q', '-f', 'vhdx', path]);
     await referee('qemu-img', ['compare', '-q', '-f', 'vhdx', '-F', 'raw', path, raw]);
+  });
+
+  it('go through O_DIRECT from aligned memory where the filesystem takes it, else the ordinary way', async () => {
+    const path = join(dir, 'through.bin');
+    await writeFile(path, Buffer.alloc(0));
+    const supported = await open(path, constants.O_WRONLY | constants.O_DIRECT).then(async (fh) => { await fh.close(); return true; }, () => false);
+    const file = await VhdxFile.open(path, false);
+    const [buf] = alignedBuffers(1, 64 * 1024)!;
+    randomBytes(buf!.length).copy(buf!);
+    expect(await file.writeThrough(buf!.subarray(0, 8192), 4096)).toBe(supported);
+    // Unaligned offsets are never tried; refused memory turns write-through off for the file.
+    expect(await file.writeThrough(buf!.subarray(0, 8192), 100)).toBe(false);
+    // Malloc'd memory: at most one of two offsets 16 bytes apart can be 512-byte aligned by chance.
+    const plain = Buffer.allocUnsafeSlow(64 * 1024 + 64);
+    const refused = [await file.writeThrough(plain.subarray(16, 16 + 4096), 16384), await file.writeThrough(plain.subarray(32, 32 + 4096), 20480)];
+    if (supported) expect(refused).toContain(false);
+    expect(await file.writeThrough(buf!.subarray(0, 4096), 65536)).toBe(false);
+    await file.close();
+    const got = await readFile(path);
+    if (supported) expect(got.subarray(4096, 12288).equals(buf!.subarray(0, 8192))).toBe(true);
   });
 
   it('on a differencing disk take only blocks written whole', async () => {

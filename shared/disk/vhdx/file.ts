@@ -85,7 +85,7 @@ export class VhdxFile {
 
   /**
    * Writes data at pos through to the device, past the page cache (O_DIRECT), when it can: pos and
-   * data.length must be multiples of DirectAlign and data's memory page aligned (alignedBuffer).
+   * data.length must be multiples of DirectAlign and data's memory page aligned (alignedBuffers).
    * Returns false, having written nothing, when this file cannot take such writes (no O_DIRECT on
    * this platform or filesystem, or the write was refused as unaligned); the caller then writes the
    * ordinary way. Durability is as for write(): only sync() makes either durable.
@@ -156,12 +156,20 @@ export class VhdxFile {
 }
 
 /**
- * A buffer of `bytes` whose memory starts on a page boundary, as write-through needs: the memory of a
- * WebAssembly.Memory, which the engine maps from whole pages (ordinary buffers come from malloc).
+ * `count` buffers of `bytes` each (a multiple of 64 KiB) whose memory starts on page boundaries, as
+ * write-through needs: slices of one WebAssembly.Memory, which the engine maps from whole pages
+ * (ordinary buffers come from malloc). One memory for many buffers: the engine reserves about 10 GiB
+ * of address space per memory. Undefined when the engine cannot make one (an address-space limit).
  */
-export function alignedBuffer(bytes: number): Buffer {
-  const pages = Math.ceil(bytes / 65536);
-  return Buffer.from(new Wasm.Memory({ initial: pages, maximum: pages }).buffer, 0, bytes);
+export function alignedBuffers(count: number, bytes: number): Buffer[] | undefined {
+  const pages = Math.ceil((count * bytes) / 65536);
+  let memory: ArrayBuffer;
+  try {
+    memory = new Wasm.Memory({ initial: pages, maximum: pages }).buffer;
+  } catch {
+    return undefined;
+  }
+  return Array.from({ length: count }, (_, i) => Buffer.from(memory, i * bytes, bytes));
 }
 
 /** The one WebAssembly class used here (this project compiles without the DOM library that declares it). */

@@ -24,7 +24,7 @@
 import type { FreshWriter } from '../types.js';
 import { PayloadFullyPresent } from './bat.js';
 import type { VhdxCore } from './core.js';
-import { alignedBuffer, DirectAlign } from './file.js';
+import { alignedBuffers, DirectAlign } from './file.js';
 import { MiB } from './format.js';
 import { blockSource, locate } from './reader.js';
 
@@ -34,16 +34,36 @@ const GatherBytes = 4 * MiB;
 const InFlight = 2;
 /** Bytes written between two background data syncs. */
 export const WritebackBytes = 64 * MiB;
-/** Gathering buffers (page aligned) kept for reuse between writers (fresh large buffers are slow to fault in). */
+/**
+ * Gathering buffers, page aligned, kept for reuse by every writer of the process (fresh large buffers
+ * are slow to fault in): made `ArenaBuffers` at a time from one aligned memory, at most `MaxArenas`
+ * times; beyond that (or where aligned memory cannot be had) writers get ordinary buffers, which
+ * are written the ordinary way.
+ */
 const pool: Buffer[] = [];
-const PoolMax = 8;
+const ArenaBuffers = 8;
+const MaxArenas = 4;
+let arenas = 0;
+const aligned = new WeakSet<ArrayBufferLike>();
 
 function takeBuffer(): Buffer {
-  return pool.pop() ?? alignedBuffer(GatherBytes);
+  const b = pool.pop();
+  if (b) return b;
+  if (arenas < MaxArenas) {
+    arenas++;
+    const made = alignedBuffers(ArenaBuffers, GatherBytes);
+    if (made) {
+      aligned.add(made[0]!.buffer);
+      pool.push(...made.slice(1));
+      return made[0]!;
+    }
+    arenas = MaxArenas;
+  }
+  return Buffer.allocUnsafeSlow(GatherBytes);
 }
 
 function giveBuffer(b: Buffer): void {
-  if (pool.length < PoolMax) pool.push(b);
+  if (aligned.has(b.buffer)) pool.push(b);
 }
 
 export class FreshWrites implements FreshWriter {
@@ -142,7 +162,7 @@ export class FreshWrites implements FreshWriter {
     const file = this.core.file;
     const a = Math.ceil(start / DirectAlign) * DirectAlign;
     const b = Math.floor(end / DirectAlign) * DirectAlign;
-    if (this.through && b > a) {
+    if (this.through && b > a && aligned.has(buf.buffer)) {
       if (await file.writeThrough(buf.subarray(a, b), pos + a)) {
         if (start < a) await this.writeBuffered(buf.subarray(start, a), pos + start);
         if (b < end) await this.writeBuffered(buf.subarray(b, end), pos + b);
