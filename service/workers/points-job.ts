@@ -42,12 +42,17 @@ export class Pointer {
     let made = 0;
     for (const vm of await listVms(this.ctx.db)) {
       if (!vm.protected || vm.history === 0) continue;
-      const last = await this.ctx.db.query<{ at: Date }>('SELECT max(created_at) AS at FROM recovery_points WHERE tenant = $1 AND vm = $2', [vm.tenant, vm.name]);
-      const at = last[0]?.at ?? null;
-      if (at !== null && now.getTime() - new Date(at).getTime() < PointEveryMs) continue;
+      if (!(await this.due(vm, now))) continue;
       if (await this.makePoint(vm, now)) made++;
     }
     return made;
+  }
+
+  /** True when the VM's newest point is an hour old or more at now, or it has none. */
+  private async due(vm: VmRow, now: Date): Promise<boolean> {
+    const last = await this.ctx.db.query<{ at: Date }>('SELECT max(created_at) AS at FROM recovery_points WHERE tenant = $1 AND vm = $2', [vm.tenant, vm.name]);
+    const at = last[0]?.at ?? null;
+    return at === null || now.getTime() - new Date(at).getTime() >= PointEveryMs;
   }
 
   /** Drops the points older than each VM's history; returns how many. */
@@ -66,7 +71,12 @@ export class Pointer {
     return pruned;
   }
 
-  private async makePoint(vm: VmRow, now: Date): Promise<boolean> {
+  /**
+   * Freezes a point on every disk of the VM if one is still due once all their locks are held: two
+   * workers that both saw the point due make it once (the second finds the first's catalog row).
+   * False when nothing was made. Called by points(), and by tests to play the second worker.
+   */
+  async makePoint(vm: VmRow, now: Date): Promise<boolean> {
     const disks = await listDisks(this.ctx.db, vm.tenant, vm.name);
     if (disks.length === 0 || disks.some((d) => !d.baseComplete || d.state !== 'replicating')) return false;
     const name = `p${now.getTime()}`;
@@ -76,7 +86,7 @@ export class Pointer {
     return this.onEachDisk(vm, (disk, lock) => this.freeze(disk, { name, layer: '', createdAt: now.toISOString(), consistency }, lock),
       async () => {
         await this.ctx.db.query('INSERT INTO recovery_points (tenant, vm, created_at, consistency, layer) VALUES ($1, $2, $3, $4, $5)', [vm.tenant, vm.name, now, consistency, name]);
-      });
+      }, () => this.due(vm, now));
   }
 
   private async consistencyOf(vm: VmRow, disks: DiskRow[]): Promise<'crash' | 'application'> {
@@ -90,9 +100,10 @@ export class Pointer {
 
   /**
    * Runs fn on every disk of the VM holding all their merge locks at once, so a point spans the same
-   * moment on every disk; false (nothing done) when any disk was busy.
+   * moment on every disk; false (nothing done) when any disk was busy, or when stillWanted, asked
+   * once every lock is held, says no.
    */
-  private async onEachDisk(vm: VmRow, fn: (disk: DiskRow, lock: DiskLock) => Promise<void>, whileLocked?: () => Promise<void>): Promise<boolean> {
+  private async onEachDisk(vm: VmRow, fn: (disk: DiskRow, lock: DiskLock) => Promise<void>, whileLocked?: () => Promise<void>, stillWanted?: () => Promise<boolean>): Promise<boolean> {
     const disks = await listDisks(this.ctx.db, vm.tenant, vm.name);
     const locks: DiskLock[] = [];
     try {
@@ -101,6 +112,7 @@ export class Pointer {
         if (!lock) return false;
         locks.push(lock);
       }
+      if (stillWanted && !(await stillWanted())) return false;
       for (const [i, disk] of disks.entries()) await fn(disk, locks[i]!);
       await whileLocked?.();
       return true;

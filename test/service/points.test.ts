@@ -9,6 +9,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Merger } from '../../service/workers/merger.js';
 import { Pointer } from '../../service/workers/points-job.js';
+import { listVms } from '../../service/catalog/vms.js';
 import { readWholeImage, referee } from '../helpers.js';
 import { SimAgent, scribble } from './agent-sim.js';
 import type { TestEnv } from './helpers.js';
@@ -81,6 +82,17 @@ describe('recovery points', () => {
     expect((await agent.replica('d0')).equals(source)).toBe(true);
     const listed = await operator<{ points: { id: string; consistency: string; latest: boolean }[] }>(svc, 'GET', '/v1/tenants/acme/vms/web/points');
     expect(listed.body.points.map((p) => [p.consistency, p.latest])).toEqual([['application', false], ['crash', false], ['crash', true]]);
+  });
+
+  it('makes a due point once when two workers both saw it due', async () => {
+    // The second worker checked before the first made the point; it gets the locks afterwards.
+    const before = await state();
+    const vm = (await listVms(svc.ctx.db)).find((v) => v.tenant === 'acme' && v.name === 'web')!;
+    const second = new Pointer(svc.ctx, redis, `lbtest-${env.schema}`);
+    expect(await second.makePoint(vm, new Date(t0 + Hour + 60_000))).toBe(false);
+    expect(await state()).toEqual(before);
+    const listed = await operator<{ points: unknown[] }>(svc, 'GET', '/v1/tenants/acme/vms/web/points');
+    expect(listed.body.points).toHaveLength(3);
   });
 
   it('prunes points older than the history by merging their layers into the base', async () => {
