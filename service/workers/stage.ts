@@ -27,6 +27,7 @@ import type { PrivateJwk } from '../../shared/crypto/keys.js';
 import { ErrTampered } from '../../shared/errors.js';
 import type { LogHeader } from '../../shared/log/index.js';
 import { readLog } from '../../shared/log/index.js';
+import { recycleBodyChunk } from '../../shared/objectstore/index.js';
 import type { DiskImage, FreshWriter } from '../../shared/disk/index.js';
 import { Sha256 } from './hash-thread.js';
 
@@ -186,7 +187,8 @@ export async function stageLog(input: StageInput, path: string): Promise<StagedL
   let direct: DirectSink | undefined;
   try {
     const source = hashed();
-    const reader = await readLog(source, { key: input.key, expect: input.expect });
+    // Each object chunk goes back to the file store's buffers once opened (hashed: copied first).
+    const reader = await readLog(source, { key: input.key, expect: input.expect, recycle: recycleBodyChunk });
     try {
       direct = await input.direct?.(reader.header);
     } catch (err) {

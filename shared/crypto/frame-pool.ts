@@ -35,3 +35,12 @@ export function giveFrame(piece: Uint8Array): void {
   if (list.length >= MaxFreePerSize || list.some((b) => b.buffer === buffer)) return;
   list.push(Buffer.from(buffer, 0, bytes));
 }
+
+/**
+ * giveFrame for a consumer that cannot know whether the stream it read was cut into pieces on the way
+ * (an object store body through wrappers): only a piece that is a whole pool buffer comes back, never
+ * the first slice of a buffer whose other slices may still be unread.
+ */
+export function giveWholeFrame(piece: Uint8Array): void {
+  if (piece.byteOffset === 0 && piece.byteLength === piece.buffer.byteLength) giveFrame(piece);
+}

@@ -8,7 +8,9 @@ import { randomUUID } from 'node:crypto';
 import type { Stats } from 'node:fs';
 import { mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable, addAbortSignal } from 'node:stream';
+import type { FileHandle } from 'node:fs/promises';
+import { takeFrame } from '../crypto/frame-pool.js';
 import { ErrInvalidArgument, ErrUnsupported, LifeboatError } from '../errors.js';
 import { checkedStream } from './body.js';
 import { ErrRangeNotSatisfiable, storeError } from './errors.js';
@@ -75,7 +77,7 @@ export class FileStore implements ObjectStore {
       if (!info.isFile()) throw new LifeboatError('not_found', `get ${key}: no such object`);
       const range = checkRange(options.range);
       // 1 MiB reads: a merge streams whole logs, and each read is a round trip through the thread pool.
-      if (range === undefined) return handle.createReadStream({ signal: options.signal, highWaterMark: 1 << 20 });
+      if (range === undefined) return wholeFile(handle, options.signal);
       if (range.offset >= info.size) throw ErrRangeNotSatisfiable(key, range.offset, info.size);
       const end = Math.min(info.size, range.offset + range.length) - 1;
       return handle.createReadStream({ start: range.offset, end, signal: options.signal });
@@ -167,4 +169,30 @@ function fileError(op: string, err: unknown): unknown {
   }
   if (code === 'ENAMETOOLONG') return ErrInvalidArgument(`${op}: key too long for this filesystem`, err);
   return storeError(op, err);
+}
+
+const ReadChunkBytes = 1 << 20;
+
+/**
+ * A whole file as a byte stream of 1 MiB chunks read into buffers of the thread's frame pool
+ * (shared/crypto/frame-pool.ts): a consumer that hands each chunk back once done with it
+ * (`recycleBodyChunk`, as the merge does) reads a log of any size through a few buffers; any other
+ * consumer gets fresh ones. The file is closed when the stream ends, fails or is destroyed.
+ */
+function wholeFile(handle: FileHandle, signal: AbortSignal | undefined): Readable {
+  async function* chunks(): AsyncGenerator<Buffer> {
+    try {
+      for (let position = 0; ;) {
+        const buf = takeFrame(ReadChunkBytes);
+        const { bytesRead } = await handle.read(buf, 0, ReadChunkBytes, position);
+        if (bytesRead === 0) return;
+        position += bytesRead;
+        yield bytesRead === ReadChunkBytes ? buf : buf.subarray(0, bytesRead);
+      }
+    } finally {
+      await handle.close();
+    }
+  }
+  const stream = Readable.from(chunks(), { objectMode: false });
+  return signal ? addAbortSignal(signal, stream) : stream;
 }

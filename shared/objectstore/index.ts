@@ -16,6 +16,11 @@ export { fileGrantHandler, signFileGrant, verifyFileGrant } from './file-grant.j
 export type { FileGrantConfig } from './file-grant.js';
 export { isRetryable } from './errors.js';
 export { readAll } from './body.js';
+/**
+ * Hands back a chunk of a body from get() once every byte of it was used: the file store reads later
+ * bodies into it. Chunks of other stores, and pieces of chunks, are ignored.
+ */
+export { giveWholeFrame as recycleBodyChunk } from '../crypto/frame-pool.js';
 export * from './wrappers/index.js';
 
 export interface OpenObjectStoreOptions {
