@@ -15,6 +15,7 @@ import { generateKeyPair, loadPrivateKey, loadPublicKey, saveKeyPair } from '../
 import { ByteReader } from '../shared/crypto/byte-reader.js';
 import { DefaultZstdLevel, LogReader, completeHeader, encodeLog, readLogFile, writeLogFile, type LogSource } from '../shared/log/index.js';
 import { cpuSeconds } from './crypto.js';
+import { giveWholeFrame, pooledFileChunks } from '../shared/buffer-pool.js';
 import { mbps, runCommand, syntheticDisk, timeIt, type Benchmark, type BenchRow } from './lib.js';
 
 const MiB = 1 << 20;
@@ -52,33 +53,6 @@ async function child(args: string[]): Promise<void> {
     for await (const item of reader.items()) if (item.kind === 'data') data += item.length;
     process.stdout.write(`${JSON.stringify({ data, trailer: reader.trailer })}\n`);
   }
-}
-
-/**
- * A file's bytes in 1 MiB reads into a few buffers the reader hands back, as readLogFile reads a
- * sealed log (a fresh buffer per read, as createReadStream gives, costs a full collection of the
- * bench's large heap every few dozen MiB and halved the figure).
- */
-async function recycledFile(path: string): Promise<{ chunks: AsyncGenerator<Buffer>; recycle: (chunk: Uint8Array) => void }> {
-  const handle = await open(path, 'r');
-  const free: Buffer[] = [];
-  async function* chunks(): AsyncGenerator<Buffer> {
-    try {
-      for (let position = 0; ;) {
-        const buf = free.pop() ?? Buffer.allocUnsafeSlow(MiB);
-        const { bytesRead } = await handle.read(buf, 0, MiB, position);
-        if (bytesRead === 0) return;
-        position += bytesRead;
-        yield buf.subarray(0, bytesRead);
-      }
-    } finally {
-      await handle.close();
-    }
-  }
-  const recycle = (chunk: Uint8Array) => {
-    if (chunk.buffer.byteLength === MiB && chunk.byteOffset === 0 && free.length < 4) free.push(Buffer.from(chunk.buffer, 0, MiB));
-  };
-  return { chunks: chunks(), recycle };
 }
 
 /** CPU seconds (user + system, all threads) and wall seconds of one zstd command. */
@@ -160,8 +134,10 @@ async function zstdRows(ctx: Parameters<Benchmark['run']>[0], work: string): Pro
   const read = await interleaved(rounds, async (r) => {
     let data = 0;
     const t = await timed(async () => {
-      const file = await recycledFile(plainPath);
-      const reader = await LogReader.open(new ByteReader(file.chunks, file.recycle));
+      // Read as readLogFile reads: 1 MiB chunks into pooled buffers handed back once read (a fresh
+      // buffer per read, as createReadStream gives, costs a full collection of the bench's large heap
+      // every few dozen MiB and halved the figure).
+      const reader = await LogReader.open(new ByteReader(pooledFileChunks(await open(plainPath, 'r'), MiB), giveWholeFrame));
       for await (const item of reader.items()) if (item.kind === 'data') data += item.length;
     });
     if (data !== size) throw new Error(`round ${r} read ${data} data bytes of ${size}`);

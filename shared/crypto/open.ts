@@ -5,7 +5,7 @@
  */
 import { ErrTampered } from '../errors.js';
 import { ByteReader, type ByteSource } from './byte-reader.js';
-import { giveFrame, takeFrame } from './frame-pool.js';
+import { giveFrame, takeFrame } from '../buffer-pool.js';
 import { FixedHeaderBytes, MaxFrames, TagBytes, headerDigest, openFrame, parseFixedHeader } from './format.js';
 import type { PrivateJwk } from './keys.js';
 import { unwrapDataKey } from './wrap.js';

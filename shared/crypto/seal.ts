@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { ByteSource } from './byte-reader.js';
-import { giveFrame, takeFrame } from './frame-pool.js';
+import { giveFrame, takeFrame } from '../buffer-pool.js';
 import { DefaultFrameSize, MaxFrames, TagBytes, encodeHeader, headerDigest, sealFrame, sealFrameInPlace } from './format.js';
 import type { PublicJwk } from './keys.js';
 import { DataKeyBytes, wrapDataKey } from './wrap.js';
@@ -164,7 +164,7 @@ export class FrameSealer {
 
   /**
    * Hands back a drained buffer once every byte of it was written or copied: a later frame (of this
-   * sealer or another on this thread) is built in its memory (frame-pool.ts). Optional; the header is
+   * sealer or another on this thread) is built in its memory (shared/buffer-pool.ts). Optional; the header is
    * ignored. Release each buffer once.
    */
   release(sealed: Uint8Array): void {

@@ -3,7 +3,8 @@
  * header as the envelope's context (docs/formats/hrl.md, docs/formats/envelope.md). This is what the
  * agent uploads and the merge worker opens.
  */
-import { open, rm, type FileHandle } from 'node:fs/promises';
+import { open, rm } from 'node:fs/promises';
+import { giveWholeFrame, pooledFileChunks } from '../buffer-pool.js';
 import { ByteReader, type ByteSource } from '../crypto/byte-reader.js';
 import type { PrivateJwk, PublicJwk } from '../crypto/keys.js';
 import { openFrames } from '../crypto/open.js';
@@ -127,34 +128,8 @@ function checkIdentity(context: Buffer, expect: Partial<LogIdentity>): void {
 
 /** readLog from a file, read in 1 MiB pieces into a few buffers that are recycled as they are opened. */
 export async function readLogFile(path: string, options: ReadLogOptions): Promise<LogReader> {
-  const file = recycledFileChunks(await open(path, 'r'), FileChunkBytes);
-  return readLog(file.chunks, { ...options, recycle: file.recycle });
+  // Read into a few pooled buffers, each handed back once opened.
+  return readLog(pooledFileChunks(await open(path, 'r'), FileChunkBytes), { ...options, recycle: giveWholeFrame });
 }
 
 const FileChunkBytes = 1 << 20;
-
-/**
- * A file's bytes in order, read into buffers taken back through recycle (else fresh ones): with an
- * envelope reader that recycles what it opened, a whole log is read through three or four buffers.
- * Ending the iteration (or a failure) closes the file.
- */
-function recycledFileChunks(handle: FileHandle, chunkBytes: number): { chunks: AsyncGenerator<Buffer>; recycle: (chunk: Uint8Array) => void } {
-  const free: Buffer[] = [];
-  async function* chunks(): AsyncGenerator<Buffer> {
-    try {
-      for (let position = 0; ;) {
-        const buf = free.pop() ?? Buffer.allocUnsafeSlow(chunkBytes);
-        const { bytesRead } = await handle.read(buf, 0, chunkBytes, position);
-        if (bytesRead === 0) return;
-        position += bytesRead;
-        yield buf.subarray(0, bytesRead);
-      }
-    } finally {
-      await handle.close();
-    }
-  }
-  const recycle = (chunk: Uint8Array) => {
-    if (chunk.buffer.byteLength === chunkBytes && chunk.byteOffset === 0 && free.length < 4) free.push(Buffer.from(chunk.buffer, 0, chunkBytes));
-  };
-  return { chunks: chunks(), recycle };
-}

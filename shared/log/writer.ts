@@ -102,7 +102,7 @@ export async function* encodeInto(header: LogHeader, source: LogSource, out: Log
 /**
  * Compressors (each with its zstd context and scratch) and read buffers kept between logs on this
  * thread: a sealing thread writes one log per chunk of a disk, and fresh megabyte buffers per log set
- * off V8's full collections (see shared/crypto/frame-pool.ts).
+ * off V8's full collections (see shared/buffer-pool.ts).
  */
 const spareCompressors = new Map<string, ChunkCompressor[]>();
 const spareReads = new Map<number, Buffer[]>();

@@ -10,7 +10,7 @@ import { mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Readable, addAbortSignal } from 'node:stream';
 import type { FileHandle } from 'node:fs/promises';
-import { takeFrame } from '../crypto/frame-pool.js';
+import { pooledFileChunks } from '../buffer-pool.js';
 import { ErrInvalidArgument, ErrUnsupported, LifeboatError } from '../errors.js';
 import { checkedStream } from './body.js';
 import { ErrRangeNotSatisfiable, storeError } from './errors.js';
@@ -174,25 +174,12 @@ function fileError(op: string, err: unknown): unknown {
 const ReadChunkBytes = 1 << 20;
 
 /**
- * A whole file as a byte stream of 1 MiB chunks read into buffers of the thread's frame pool
- * (shared/crypto/frame-pool.ts): a consumer that hands each chunk back once done with it
+ * A whole file as a byte stream of 1 MiB chunks read into buffers of the thread's pool
+ * (shared/buffer-pool.ts): a consumer that hands each chunk back once done with it
  * (`recycleBodyChunk`, as the merge does) reads a log of any size through a few buffers; any other
  * consumer gets fresh ones. The file is closed when the stream ends, fails or is destroyed.
  */
 function wholeFile(handle: FileHandle, signal: AbortSignal | undefined): Readable {
-  async function* chunks(): AsyncGenerator<Buffer> {
-    try {
-      for (let position = 0; ;) {
-        const buf = takeFrame(ReadChunkBytes);
-        const { bytesRead } = await handle.read(buf, 0, ReadChunkBytes, position);
-        if (bytesRead === 0) return;
-        position += bytesRead;
-        yield bytesRead === ReadChunkBytes ? buf : buf.subarray(0, bytesRead);
-      }
-    } finally {
-      await handle.close();
-    }
-  }
-  const stream = Readable.from(chunks(), { objectMode: false });
+  const stream = Readable.from(pooledFileChunks(handle, ReadChunkBytes), { objectMode: false });
   return signal ? addAbortSignal(signal, stream) : stream;
 }

@@ -1,11 +1,13 @@
 /**
- * Frame-sized buffers shared by every sealer and opener of one thread (each worker thread has its own
- * pool). A buffer leaves the pool with a frame and comes back when its holder releases it; a log or
- * object of any size, and any number of them one after another, then goes through a handful of
- * buffers. Fresh megabyte buffers are what this avoids: each one counts towards V8's next full
+ * Megabyte-sized buffers shared by every sealer, opener and file reader of one thread (each worker
+ * thread has its own pool): envelope frames, and file chunks read for the log reader or an object
+ * store body. A buffer leaves the pool with a frame or chunk and comes back when its holder releases
+ * it; a log or object of any size, and any number of them one after another, then goes through a
+ * handful of buffers. Fresh megabyte buffers are what this avoids: each one counts towards V8's next full
  * garbage collection, and in a process with a service's heap, or a sealing thread that seals one log
  * per chunk, those collections cost more than the AES.
  */
+import type { FileHandle } from 'node:fs/promises';
 
 /** Buffers kept per size; more are left to the garbage collector. */
 const MaxFreePerSize = 8;
@@ -43,4 +45,24 @@ export function giveFrame(piece: Uint8Array): void {
  */
 export function giveWholeFrame(piece: Uint8Array): void {
   if (piece.byteOffset === 0 && piece.byteLength === piece.buffer.byteLength) giveFrame(piece);
+}
+
+/**
+ * A file's bytes from position 0 in order, read into chunkBytes-long buffers of the pool (the last
+ * chunk may be shorter). A consumer that hands each chunk back with giveWholeFrame once it is done
+ * with it reads a file of any size through a few buffers. Ending the iteration, or a failure, closes
+ * the file.
+ */
+export async function* pooledFileChunks(handle: FileHandle, chunkBytes: number): AsyncGenerator<Buffer> {
+  try {
+    for (let position = 0; ;) {
+      const buf = takeFrame(chunkBytes);
+      const { bytesRead } = await handle.read(buf, 0, chunkBytes, position);
+      if (bytesRead === 0) return;
+      position += bytesRead;
+      yield bytesRead === chunkBytes ? buf : buf.subarray(0, bytesRead);
+    }
+  } finally {
+    await handle.close();
+  }
 }
