@@ -15,7 +15,7 @@ import { generateKeyPair, loadPrivateKey, loadPublicKey, saveKeyPair } from '../
 import { ByteReader } from '../shared/crypto/byte-reader.js';
 import { DefaultZstdLevel, LogReader, completeHeader, encodeLog, readLogFile, writeLogFile, type LogSource } from '../shared/log/index.js';
 import { cpuSeconds } from './crypto.js';
-import { giveWholeFrame, pooledFileChunks } from '../shared/buffer-pool.js';
+import { giveWholePooled, pooledFileChunks } from '../shared/buffer-pool.js';
 import { mbps, runCommand, syntheticDisk, timeIt, type Benchmark, type BenchRow } from './lib.js';
 
 const MiB = 1 << 20;
@@ -137,7 +137,7 @@ async function zstdRows(ctx: Parameters<Benchmark['run']>[0], work: string): Pro
       // Read as readLogFile reads: 1 MiB chunks into pooled buffers handed back once read (a fresh
       // buffer per read, as createReadStream gives, costs a full collection of the bench's large heap
       // every few dozen MiB and halved the figure).
-      const reader = await LogReader.open(new ByteReader(pooledFileChunks(await open(plainPath, 'r'), MiB), giveWholeFrame));
+      const reader = await LogReader.open(new ByteReader(pooledFileChunks(await open(plainPath, 'r'), MiB), giveWholePooled));
       for await (const item of reader.items()) if (item.kind === 'data') data += item.length;
     });
     if (data !== size) throw new Error(`round ${r} read ${data} data bytes of ${size}`);

@@ -16,7 +16,7 @@ const free = new Map<number, Buffer[]>();
 const made = new WeakSet<ArrayBufferLike>();
 
 /** A buffer of exactly bytes bytes (contents undefined), from the pool or fresh. */
-export function takeFrame(bytes: number): Buffer {
+export function takePooled(bytes: number): Buffer {
   const reused = free.get(bytes)?.pop();
   if (reused !== undefined) return reused;
   const b = Buffer.allocUnsafeSlow(bytes);
@@ -25,10 +25,10 @@ export function takeFrame(bytes: number): Buffer {
 }
 
 /**
- * Hands back the buffer under a piece of a frame taken here, once nothing reads or writes it any more.
+ * Hands back the buffer under a piece of a buffer taken here, once nothing reads or writes it any more.
  * Anything the pool did not make is ignored, and so is a buffer already in the pool.
  */
-export function giveFrame(piece: Uint8Array): void {
+export function givePooled(piece: Uint8Array): void {
   const buffer = piece.buffer;
   if (!made.has(buffer)) return;
   const bytes = buffer.byteLength;
@@ -39,24 +39,24 @@ export function giveFrame(piece: Uint8Array): void {
 }
 
 /**
- * giveFrame for a consumer that cannot know whether the stream it read was cut into pieces on the way
+ * givePooled for a consumer that cannot know whether the stream it read was cut into pieces on the way
  * (an object store body through wrappers): only a piece that is a whole pool buffer comes back, never
  * the first slice of a buffer whose other slices may still be unread.
  */
-export function giveWholeFrame(piece: Uint8Array): void {
-  if (piece.byteOffset === 0 && piece.byteLength === piece.buffer.byteLength) giveFrame(piece);
+export function giveWholePooled(piece: Uint8Array): void {
+  if (piece.byteOffset === 0 && piece.byteLength === piece.buffer.byteLength) givePooled(piece);
 }
 
 /**
  * A file's bytes from position 0 in order, read into chunkBytes-long buffers of the pool (the last
- * chunk may be shorter). A consumer that hands each chunk back with giveWholeFrame once it is done
+ * chunk may be shorter). A consumer that hands each chunk back with giveWholePooled once it is done
  * with it reads a file of any size through a few buffers. Ending the iteration, or a failure, closes
  * the file.
  */
 export async function* pooledFileChunks(handle: FileHandle, chunkBytes: number): AsyncGenerator<Buffer> {
   try {
     for (let position = 0; ;) {
-      const buf = takeFrame(chunkBytes);
+      const buf = takePooled(chunkBytes);
       const { bytesRead } = await handle.read(buf, 0, chunkBytes, position);
       if (bytesRead === 0) return;
       position += bytesRead;

@@ -58,8 +58,7 @@ export function gcmSeal(key: Buffer, nonce: Buffer, aad: Buffer, plaintext: Buff
   }
   const cipher = createCipheriv(Algorithm, key, nonce, { authTagLength: GcmTagBytes });
   cipher.setAAD(aad);
-  let at = targetOffset;
-  for (let i = 0; i < plaintext.length; i += NodeUpdateBytes) at += cipher.update(plaintext.subarray(i, i + NodeUpdateBytes)).copy(target, at);
+  updateInto(cipher, plaintext, target, targetOffset);
   cipher.final();
   cipher.getAuthTag().copy(tag, tagOffset);
 }
@@ -84,8 +83,7 @@ export function gcmOpen(key: Buffer, nonce: Buffer, aad: Buffer, ciphertext: Buf
   const decipher = createDecipheriv(Algorithm, key, nonce, { authTagLength: GcmTagBytes });
   decipher.setAAD(aad);
   decipher.setAuthTag(tag);
-  let at = targetOffset;
-  for (let i = 0; i < ciphertext.length; i += NodeUpdateBytes) at += decipher.update(ciphertext.subarray(i, i + NodeUpdateBytes)).copy(target, at);
+  updateInto(decipher, ciphertext, target, targetOffset);
   try {
     decipher.final();
     return true;
@@ -99,3 +97,8 @@ export function gcmOpen(key: Buffer, nonce: Buffer, aad: Buffer, ciphertext: Buf
  * allocator's free lists instead of fresh pages.
  */
 const NodeUpdateBytes = 64 * 1024;
+
+/** node:crypto's update over input in NodeUpdateBytes steps, each output copied into target from at. */
+function updateInto(c: { update(data: Buffer): Buffer }, input: Buffer, target: Buffer, at: number): void {
+  for (let i = 0; i < input.length; i += NodeUpdateBytes) at += c.update(input.subarray(i, i + NodeUpdateBytes)).copy(target, at);
+}

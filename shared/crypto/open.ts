@@ -5,7 +5,7 @@
  */
 import { ErrTampered } from '../errors.js';
 import { ByteReader, type ByteSource } from './byte-reader.js';
-import { giveFrame, takeFrame } from '../buffer-pool.js';
+import { givePooled, takePooled } from '../buffer-pool.js';
 import { FixedHeaderBytes, MaxFrames, TagBytes, headerDigest, openFrame, parseFixedHeader } from './format.js';
 import type { PrivateJwk } from './keys.js';
 import { unwrapDataKey } from './wrap.js';
@@ -120,7 +120,7 @@ class FrameOpener {
     if (i >= MaxFrames) throw ErrTampered(`more than ${MaxFrames} frames`);
     // Body and tag in one request: with recycling, what a read returns is valid until the next one.
     const { body, tag } = splitTag(await this.reader.readPieces(length));
-    const into = takeFrame(this.frameSize);
+    const into = takePooled(this.frameSize);
     const plain = openFrame(this.key, this.digest, i, last, body, tag, into);
     if (plain === undefined) throw this.diagnose(i, last, body, tag);
     this.index++;
@@ -133,7 +133,7 @@ class FrameOpener {
 
   /** A piece of a frame this opener yielded, done with: its buffer goes back to the thread's pool. */
   release(piece: Uint8Array): void {
-    giveFrame(piece);
+    givePooled(piece);
   }
 
   /** Tells truncation and appended data from other damage by trying the frame with the other flag. */

@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { ByteSource } from './byte-reader.js';
-import { giveFrame, takeFrame } from '../buffer-pool.js';
+import { givePooled, takePooled } from '../buffer-pool.js';
 import { DefaultFrameSize, MaxFrames, TagBytes, encodeHeader, headerDigest, sealFrame, sealFrameInPlace } from './format.js';
 import type { PublicJwk } from './keys.js';
 import { DataKeyBytes, wrapDataKey } from './wrap.js';
@@ -117,7 +117,7 @@ export class FrameSealer {
   private ready: Buffer[];
 
   private constructor(private readonly dataKey: Buffer, private readonly digest: Buffer, header: Buffer, readonly frameSize: number) {
-    this.frame = takeFrame(frameSize + TagBytes);
+    this.frame = takePooled(frameSize + TagBytes);
     this.ready = [header];
   }
 
@@ -168,7 +168,7 @@ export class FrameSealer {
    * ignored. Release each buffer once.
    */
   release(sealed: Uint8Array): void {
-    giveFrame(sealed);
+    givePooled(sealed);
   }
 
   /** Seals the last frame (what is in the frame buffer, possibly nothing) and forgets the data key. */
@@ -186,6 +186,6 @@ export class FrameSealer {
     this.ready.push(frame.subarray(0, this.filled + TagBytes));
     this.filled = 0;
     // A frame buffer: a frame of plaintext and room for its tag.
-    if (!last) this.frame = takeFrame(this.frameSize + TagBytes);
+    if (!last) this.frame = takePooled(this.frameSize + TagBytes);
   }
 }

@@ -4,7 +4,7 @@
  * agent uploads and the merge worker opens.
  */
 import { open, rm } from 'node:fs/promises';
-import { giveWholeFrame, pooledFileChunks } from '../buffer-pool.js';
+import { giveWholePooled, pooledFileChunks } from '../buffer-pool.js';
 import { ByteReader, type ByteSource } from '../crypto/byte-reader.js';
 import type { PrivateJwk, PublicJwk } from '../crypto/keys.js';
 import { openFrames } from '../crypto/open.js';
@@ -129,7 +129,7 @@ function checkIdentity(context: Buffer, expect: Partial<LogIdentity>): void {
 /** readLog from a file, read in 1 MiB pieces into a few buffers that are recycled as they are opened. */
 export async function readLogFile(path: string, options: ReadLogOptions): Promise<LogReader> {
   // Read into a few pooled buffers, each handed back once opened.
-  return readLog(pooledFileChunks(await open(path, 'r'), FileChunkBytes), { ...options, recycle: giveWholeFrame });
+  return readLog(pooledFileChunks(await open(path, 'r'), FileChunkBytes), { ...options, recycle: giveWholePooled });
 }
 
 const FileChunkBytes = 1 << 20;

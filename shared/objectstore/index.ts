@@ -20,7 +20,7 @@ export { readAll } from './body.js';
  * Hands back a chunk of a body from get() once every byte of it was used: the file store reads later
  * bodies into it. Chunks of other stores, and pieces of chunks, are ignored.
  */
-export { giveWholeFrame as recycleBodyChunk } from '../buffer-pool.js';
+export { giveWholePooled as recycleBodyChunk } from '../buffer-pool.js';
 export * from './wrappers/index.js';
 
 export interface OpenObjectStoreOptions {
