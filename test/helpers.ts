@@ -1,12 +1,36 @@
 /** Shared test helpers: scratch directories and the external referees (qemu-img, qemu-io). */
 import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { openDisk } from '../shared/disk/index.js';
 
 export const execFileP = promisify(execFile);
+
+/**
+ * A port for a server the test configures before it starts. Chosen at random below the kernel's
+ * ephemeral range, so an outgoing connection (to Redis, PostgreSQL, an emulator) cannot take it
+ * between this check and the server's listen, as a port from listen(0) could; checked free on
+ * every interface, as the service binds them all.
+ */
+export async function freePort(): Promise<number> {
+  const range = await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').catch(() => '32768 60999');
+  const ephemeralLow = Number(range.trim().split(/\s+/)[0]) || 32768;
+  const low = 10_000;
+  const high = Math.max(low + 1000, ephemeralLow);
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port = low + Math.floor(Math.random() * (high - low));
+    const free = await new Promise<boolean>((resolvePromise) => {
+      const s = createServer();
+      s.once('error', () => resolvePromise(false));
+      s.listen(port, '0.0.0.0', () => s.close(() => resolvePromise(true)));
+    });
+    if (free) return port;
+  }
+  throw new Error(`no free port found between ${low} and ${high}`);
+}
 
 /** A fresh directory removed after the test file; use inside describe/it via onTestFinished or afterAll. */
 export async function scratchDir(prefix = 'lifeboat-test-'): Promise<{ path: string; remove: () => Promise<void> }> {

@@ -8,10 +8,9 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { freePort } from '../helpers.js';
 
 const root = resolve(import.meta.dirname, '..', '..');
 const agentBin = join(root, 'bin', 'lifeboat-agent.js');
@@ -29,17 +28,6 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<
     child.stderr.on('data', (d: Buffer) => { err += d; });
     child.on('error', reject);
     child.on('close', (code) => (code === 0 ? resolvePromise(out) : reject(new DemoError(`${[cmd, ...args].join(' ').replace(root, '.')} failed: ${(err || out).trim().split('\n').at(-1)}`))));
-  });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolvePromise, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolvePromise(port));
-    });
   });
 }
 

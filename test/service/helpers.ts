@@ -6,8 +6,6 @@
 import 'reflect-metadata';
 import { randomBytes, webcrypto, KeyObject } from 'node:crypto';
 import { request } from 'node:https';
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
@@ -20,7 +18,7 @@ import { initDataDir } from '../../service/config/init.js';
 import type { RunningService } from '../../service/runner.js';
 import { startService } from '../../service/runner.js';
 import type { EnqueueMerge } from '../../service/replication/uploads.js';
-import { scratchDir } from '../helpers.js';
+import { freePort, scratchDir } from '../helpers.js';
 
 export const PgUrl = process.env.LIFEBOAT_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
 
@@ -58,16 +56,7 @@ export async function testEnv(overrides: (c: Record<string, unknown>) => void = 
 }
 
 /** A port free right now (the kernel's pick), for a service whose public URL must be known up front. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 /** A running service on ephemeral ports, without workers; merges are recorded, not run. */
 export async function testService(env: TestEnv, enqueue?: EnqueueMerge): Promise<RunningService & { enqueued: { tenant: string; vm: string; disk: string }[] }> {
