@@ -58,8 +58,25 @@ async function runOnce(state: AgentState): Promise<void> {
   }
 }
 
+/**
+ * LIFEBOAT_AGENT_TEST_INTERVAL_MS: for tests only (test/e2e/daemon-kill.test.ts), the daemon runs
+ * every VM at this interval in milliseconds instead of its 30s/5m/15m frequency, so a test sees
+ * several cycles of one daemon in seconds. Read here only; documented in docs/agent.md.
+ */
+export const TestIntervalEnv = 'LIFEBOAT_AGENT_TEST_INTERVAL_MS';
+
+function testInterval(): number | undefined {
+  const text = process.env[TestIntervalEnv];
+  if (text === undefined || text === '') return undefined;
+  const ms = Number(text);
+  if (!/^\d+$/.test(text) || ms < 100) throw new LifeboatError('invalid_argument', `${TestIntervalEnv}="${text}" must be a whole number of milliseconds, at least 100 (unset it outside tests)`);
+  return ms;
+}
+
 async function daemon(state: AgentState): Promise<void> {
   const logger = pino({ base: { app: 'lifeboat-agent' } }, pino.destination(2));
+  const intervalMs = testInterval();
+  if (intervalMs !== undefined) logger.warn({ intervalMs }, `${TestIntervalEnv} is set: every VM cycles at this interval instead of its frequency (for tests only)`);
   const ctx = await engineContext(state, logger);
   const controller = new AbortController();
   const stop = () => controller.abort();
@@ -67,5 +84,5 @@ async function daemon(state: AgentState): Promise<void> {
   process.once('SIGTERM', stop);
   // Each pass re-reads the identity, renewing the certificate when due.
   const beforePass = async () => { ctx.transport = (await engineContext(state, logger)).transport; };
-  await runDaemon(new Replicator(ctx), { logger, signal: controller.signal, beforePass });
+  await runDaemon(new Replicator(ctx), { logger, signal: controller.signal, beforePass, intervalMs });
 }

@@ -16,6 +16,11 @@ export interface DaemonOptions {
   signal: AbortSignal;
   /** Called before every pass (certificate renewal); may replace the replicator's transport. */
   beforePass?: () => Promise<void>;
+  /**
+   * For tests only: every VM cycles at this interval instead of its frequency (cli/run.ts takes it
+   * from LIFEBOAT_AGENT_TEST_INTERVAL_MS). Unset in production.
+   */
+  intervalMs?: number;
 }
 
 interface Schedule { due: number; failures: number; running?: Promise<void> }
@@ -25,6 +30,7 @@ export async function runDaemon(replicator: Replicator, options: DaemonOptions):
   const { state } = replicator.ctx;
   const schedules = new Map<string, Schedule>();
   let wake: () => void = () => {};
+  const intervalOf = (frequencyMs: number) => options.intervalMs ?? frequencyMs;
 
   const runVm = async (vm: string, s: Schedule) => {
     const started = Date.now();
@@ -32,10 +38,10 @@ export async function runDaemon(replicator: Replicator, options: DaemonOptions):
       const config = await state.readConfig(vm);
       const r = await replicator.cycle(vm);
       s.failures = 0;
-      s.due = r.outcome === 'skipped' ? Date.now() + PollMs : started + config.frequencyMs;
+      s.due = r.outcome === 'skipped' ? Date.now() + PollMs : started + intervalOf(config.frequencyMs);
     } catch (err) {
       s.failures++;
-      const frequency = await state.readConfig(vm).then((c) => c.frequencyMs, () => 60_000);
+      const frequency = await state.readConfig(vm).then((c) => intervalOf(c.frequencyMs), () => intervalOf(60_000));
       const delay = Math.min(frequency, backoffDelay(s.failures - 1, 1_000, 300_000));
       s.due = Date.now() + delay;
       logger.error({ vm, err: err instanceof Error ? err.message : String(err), retryInMs: delay, failures: s.failures }, 'cycle failed');
