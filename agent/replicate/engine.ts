@@ -15,7 +15,7 @@ import type { EngineContext } from './context.js';
 import { ProgressBook } from './context.js';
 import { diskCycle, recoverLogs } from './cycle.js';
 import { runHook } from './hooks.js';
-import { DefaultChunkSize, runBase, startBase } from './initial.js';
+import { DefaultChunkSize, recoverAdoptedBase, runBase, startBase } from './initial.js';
 import { withRetry } from './retry.js';
 
 /** How often each disk is compared with its replica through the service's digests. */
@@ -87,6 +87,10 @@ export class Replicator {
         sentBytes += await recoverLogs(ctx, book, config, d.id);
         const p = book.progress.disks[d.id]!;
         const sd = service.get(d.id);
+        if (await recoverAdoptedBase(ctx, book, config, d.id)) {
+          ctx.logger.info({ vm, disk: d.id, generation: p.initial.generation }, 'base completed before the restart; recorded');
+          if (p.initial.mode === 'delta') verified = true;
+        }
         if (sd?.state === 'resync_required' && p.initial.state === 'done') {
           ctx.logger.warn({ vm, disk: d.id, reason: sd.resyncReason }, 'service asks for a resynchronization');
           await book.update((x) => { x.disks[d.id]!.resyncReason = sd.resyncReason ?? 'service asked for resynchronization'; x.disks[d.id]!.initial.state = 'pending'; });

@@ -7,7 +7,9 @@
  * accepted the whole base. With --initial media:DIR the sealed chunks and a manifest go to DIR instead
  * (docs/formats/agent-media.md).
  */
+import { stat } from 'node:fs/promises';
 import type { DiskImage } from '../../shared/disk/index.js';
+import { LifeboatError } from '../../shared/errors.js';
 import type { InflightObject, VmConfig, VmProgress } from '../state/schema.js';
 import { BlockMapWriter, blockCountOf, randomSeed } from '../tracker/blockmap.js';
 import { MapBlockSize } from '../tracker/blockmap.js';
@@ -15,6 +17,7 @@ import { hasBit, withBit } from './bitmap.js';
 import { DeltaBlockSize } from './chunk.js';
 import type { EngineContext, ProgressBook } from './context.js';
 import { MediaWriter } from './media.js';
+import { withRetry } from './retry.js';
 import { SealPool } from './seal-pool.js';
 import { LostObject, shipInflight } from './ship.js';
 import { scanTrackerFor } from './trackers.js';
@@ -132,15 +135,48 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
   if (media) await media.finish();
   else await ctx.transport.completeInitial(vm, diskId, { generation, mode, chunkCount, consistency: 'crash', createdAt: ctx.now().toISOString() });
   await scanTrackerFor(ctx.state, vm, diskId).adopt(mapPath);
-  await book.update((p) => {
-    const d = p.disks[diskId]!;
-    d.initial.state = 'done';
-    d.generation = generation;
-    d.nextSequence = 1;
-    d.virtualSize = virtualSize;
-    d.resyncReason = null;
-  });
+  // A crash right here (the map adopted, the base not yet recorded done) is finished by recoverAdoptedBase.
+  await book.update((p) => { applyBaseDone(p, diskId); });
   return sent;
+}
+
+/**
+ * Finishes a base the agent completed before it was killed between adopting the base's map as the
+ * tracker's baseline (`.map.initial` renamed to `.map`) and recording the base done: every chunk is
+ * recorded done, none is in flight, the base's map is gone and a baseline is there. The service is
+ * told the base is complete again (a duplicate: adoption follows its first answer) and the base is
+ * recorded done; returns whether it was. Without this, runBase found its map gone and started the
+ * base over; its chunks, sealed anew, differed from the committed ones, and every later cycle failed
+ * ("committed before with another size or digest"). A base shipped on media starts over as before.
+ */
+export async function recoverAdoptedBase(ctx: EngineContext, book: ProgressBook, config: VmConfig, diskId: string): Promise<boolean> {
+  const d = book.progress.disks[diskId]!;
+  const ip = d.initial;
+  if (ip.state !== 'running' || config.initial.mode === 'media') return false;
+  const chunkCount = Math.max(1, Math.ceil(ip.virtualSize / ip.chunkSize));
+  for (let i = 0; i < chunkCount; i++) if (!hasBit(ip.chunksDone, i)) return false;
+  if (d.inflight.some((o) => o.kind === 'chunk' && o.generation === ip.generation)) return false;
+  const exists = (path: string) => stat(path).then(() => true, () => false);
+  if ((await exists(ctx.state.mapPath(book.vm, diskId, 'initial'))) || !(await exists(ctx.state.mapPath(book.vm, diskId)))) return false;
+  try {
+    await withRetry(() => ctx.transport.completeInitial(book.vm, diskId, { generation: ip.generation, mode: ip.mode, chunkCount, consistency: 'crash', createdAt: ctx.now().toISOString() }), ctx.retry);
+  } catch (err) {
+    // The service does not hold this base complete: the baseline is not this base's; start over.
+    if (err instanceof LifeboatError && err.code === 'conflict') return false;
+    throw err;
+  }
+  await book.update((p) => { applyBaseDone(p, diskId); });
+  return true;
+}
+
+/** Records the running base of the disk as done: its generation replicates from log 1. */
+function applyBaseDone(p: VmProgress, diskId: string): void {
+  const d = p.disks[diskId]!;
+  d.initial.state = 'done';
+  d.generation = d.initial.generation;
+  d.nextSequence = 1;
+  d.virtualSize = d.initial.virtualSize;
+  d.resyncReason = null;
 }
 
 async function dropInflight(book: ProgressBook, diskId: string, o: InflightObject): Promise<void> {
