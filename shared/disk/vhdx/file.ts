@@ -3,8 +3,8 @@
  * of the file (a read that would is a corrupt image). A read-only image whose log needs replay gets
  * an overlay: the logged writes are applied to every read in memory, the file is never touched.
  */
-import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import { openWriteThrough, writeThrough } from '../../direct-io.js';
 import { ErrCorrupt } from '../../errors.js';
 
 /** A logged write kept in memory: data bytes, or zeros when data is undefined. */
@@ -14,8 +14,6 @@ export interface OverlayPiece {
   data: Buffer | undefined;
 }
 
-/** Alignment of write-through writes: file offset, length and memory (a page; the device needs 512). */
-export const DirectAlign = 4096;
 
 export class VhdxFile {
   private overlay: OverlayPiece[] = [];
@@ -85,24 +83,15 @@ export class VhdxFile {
 
   /**
    * Writes data at pos through to the device, past the page cache (O_DIRECT), when it can: pos and
-   * data.length must be multiples of DirectAlign and data's memory page aligned (alignedBuffers).
+   * data.length must be multiples of DirectAlign and data's memory page aligned (shared/direct-io.ts).
    * Returns false, having written nothing, when this file cannot take such writes (no O_DIRECT on
    * this platform or filesystem, or the write was refused as unaligned); the caller then writes the
    * ordinary way. Durability is as for write(): only sync() makes either durable.
    */
   async writeThrough(data: Buffer, pos: number): Promise<boolean> {
-    if (pos % DirectAlign !== 0 || data.length % DirectAlign !== 0) return false;
     const fh = this.direct ?? (this.direct === null ? null : await this.openDirect());
     if (!fh) return false;
-    let done = 0;
-    try {
-      while (done < data.length) {
-        const { bytesWritten } = await fh.write(data, done, data.length - done, pos + done);
-        if (bytesWritten === 0) throw new Error('write-through wrote nothing');
-        done += bytesWritten;
-      }
-    } catch (err) {
-      if (done > 0 || (err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+    if (!(await writeThrough(fh, data, pos))) {
       this.direct = null; // refused as unaligned: this file writes the ordinary way from now on
       await fh.close().catch(() => undefined);
       return false;
@@ -112,11 +101,7 @@ export class VhdxFile {
   }
 
   private openDirect(): Promise<FileHandle | null> {
-    // Through /proc: the same open file (whatever its name is now), with O_DIRECT added.
-    this.directOpening ??= (this.readOnly || constants.O_DIRECT === undefined || process.platform !== 'linux'
-      ? Promise.resolve(null)
-      : open(`/proc/self/fd/${this.fh.fd}`, constants.O_WRONLY | constants.O_DIRECT).catch(() => null)
-    ).then((fh) => (this.direct = fh));
+    this.directOpening ??= (this.readOnly ? Promise.resolve(null) : openWriteThrough(this.fh)).then((fh) => (this.direct = fh));
     return this.directOpening;
   }
 
@@ -154,26 +139,6 @@ export class VhdxFile {
     await this.fh.close();
   }
 }
-
-/**
- * `count` buffers of `bytes` each (a multiple of 64 KiB) whose memory starts on page boundaries, as
- * write-through needs: slices of one WebAssembly.Memory, which the engine maps from whole pages
- * (ordinary buffers come from malloc). One memory for many buffers: the engine reserves about 10 GiB
- * of address space per memory. Undefined when the engine cannot make one (an address-space limit).
- */
-export function alignedBuffers(count: number, bytes: number): Buffer[] | undefined {
-  const pages = Math.ceil((count * bytes) / 65536);
-  let memory: ArrayBuffer;
-  try {
-    memory = new Wasm.Memory({ initial: pages, maximum: pages }).buffer;
-  } catch {
-    return undefined;
-  }
-  return Array.from({ length: count }, (_, i) => Buffer.from(memory, i * bytes, bytes));
-}
-
-/** The one WebAssembly class used here (this project compiles without the DOM library that declares it). */
-const Wasm = (globalThis as unknown as { WebAssembly: { Memory: new (d: { initial: number; maximum: number }) => { buffer: ArrayBuffer } } }).WebAssembly;
 
 /** One shared, never written, zero buffer for zero-fill writes. */
 export const ZeroChunk = Buffer.alloc(1 << 20);

@@ -24,7 +24,7 @@
 import type { FreshWriter } from '../types.js';
 import { PayloadFullyPresent } from './bat.js';
 import type { VhdxCore } from './core.js';
-import { alignedBuffers, DirectAlign } from './file.js';
+import { AlignedPool, DirectAlign } from '../../direct-io.js';
 import { MiB } from './format.js';
 import { blockSource, locate } from './reader.js';
 
@@ -35,36 +35,10 @@ const InFlight = 2;
 /** Bytes written between two background data syncs. */
 export const WritebackBytes = 64 * MiB;
 /**
- * Gathering buffers, page aligned, kept for reuse by every writer of the process (fresh large buffers
- * are slow to fault in): made `ArenaBuffers` at a time from one aligned memory, at most `MaxArenas`
- * times; beyond that (or where aligned memory cannot be had) writers get ordinary buffers, which
- * are written the ordinary way.
+ * Gathering buffers, page aligned, kept for reuse by every writer of the process: 8 per aligned
+ * memory, at most 4 memories; beyond that writers get ordinary buffers, written the ordinary way.
  */
-const pool: Buffer[] = [];
-const ArenaBuffers = 8;
-const MaxArenas = 4;
-let arenas = 0;
-const aligned = new WeakSet<ArrayBufferLike>();
-
-function takeBuffer(): Buffer {
-  const b = pool.pop();
-  if (b) return b;
-  if (arenas < MaxArenas) {
-    arenas++;
-    const made = alignedBuffers(ArenaBuffers, GatherBytes);
-    if (made) {
-      aligned.add(made[0]!.buffer);
-      pool.push(...made.slice(1));
-      return made[0]!;
-    }
-    arenas = MaxArenas;
-  }
-  return Buffer.allocUnsafeSlow(GatherBytes);
-}
-
-function giveBuffer(b: Buffer): void {
-  if (aligned.has(b.buffer)) pool.push(b);
-}
+const pool = new AlignedPool(GatherBytes, 8, 4);
 
 export class FreshWrites implements FreshWriter {
   /** Blocks allocated by this writer: block number → file offset. */
@@ -129,7 +103,7 @@ export class FreshWrites implements FreshWriter {
     while (at < data.length) {
       if (this.buf && this.bufFileOff + this.fill !== fileOff + at) await this.send();
       if (!this.buf) {
-        this.buf = takeBuffer();
+        this.buf = pool.take();
         const pos = fileOff + at;
         this.start = pos % DirectAlign;
         this.fill = this.start;
@@ -150,7 +124,7 @@ export class FreshWrites implements FreshWriter {
     this.buf = null;
     this.fill = 0;
     await this.drainTo(InFlight - 1);
-    const write = this.writeOut(buf, start, end, pos).then(() => giveBuffer(buf), (err: unknown) => {
+    const write = this.writeOut(buf, start, end, pos).then(() => pool.give(buf), (err: unknown) => {
       this.failed ??= err;
     });
     this.flying.push(write);
@@ -162,7 +136,7 @@ export class FreshWrites implements FreshWriter {
     const file = this.core.file;
     const a = Math.ceil(start / DirectAlign) * DirectAlign;
     const b = Math.floor(end / DirectAlign) * DirectAlign;
-    if (this.through && b > a && aligned.has(buf.buffer)) {
+    if (this.through && b > a && pool.aligned(buf)) {
       if (await file.writeThrough(buf.subarray(a, b), pos + a)) {
         if (start < a) await this.writeBuffered(buf.subarray(start, a), pos + start);
         if (b < end) await this.writeBuffered(buf.subarray(b, end), pos + b);
@@ -231,7 +205,7 @@ export class FreshWrites implements FreshWriter {
   private end(): void {
     if (this.done) return;
     this.done = true;
-    if (this.buf) giveBuffer(this.buf);
+    if (this.buf) pool.give(this.buf);
     this.buf = null;
     this.onEnd();
   }
