@@ -103,6 +103,12 @@ async function sealRead(job: SealJob, contents: ChunkContents, out: Buffer, slac
       contents.data.copy(buf, 0, from, from + buf.length);
       readEnd = Math.max(readEnd, from + buf.length);
     },
+    // Compressed logs read the chunk where it lies; the writer is done with a view before it yields.
+    view: (offset, length) => {
+      const from = offset - job.start;
+      readEnd = Math.max(readEnd, from + length);
+      return contents.data.subarray(from, from + length);
+    },
   }, { recipient: job.recipient });
   let body = out;
   let limit = slack; // where unread bytes start, while the body shares the buffer with them

@@ -87,12 +87,12 @@ describe('log round trip', () => {
     }
   });
 
-  it('round-trips any extents through the sealed path (writeLog, readLog)', async () => {
-    await fc.assert(fc.asyncProperty(extentsArb(disk.length), fc.constantFrom(...Compressions), async (extents, compression) => {
-      const { sealed } = writeLog({ ...init, compression }, memorySource(disk, extents), { recipient: pair.publicKey, frameSize: 8192 });
+  it('round-trips any extents through the sealed path (writeLog, readLog), read or viewed', async () => {
+    await fc.assert(fc.asyncProperty(extentsArb(disk.length), fc.constantFrom(...Compressions), fc.boolean(), async (extents, compression, views) => {
+      const { sealed } = writeLog({ ...init, compression }, memorySource(disk, extents, views), { recipient: pair.publicKey, frameSize: 8192 });
       const reader = await readLog([await collect(sealed)], { key: pair.privateKey });
       expect(await drainExtents(reader)).toEqual(expectedExtents(extents, disk));
-    }), { numRuns: 15 });
+    }), { numRuns: 20 });
   });
 
   it('keeps output intact when the writer recycles its blocks under the sealer (several MiB)', async () => {

@@ -14,11 +14,12 @@ export async function collect(stream: AsyncIterable<Buffer>): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-/** A source reading from a buffer that stands for the disk. */
-export function memorySource(disk: Buffer, extents: Iterable<Extent> | AsyncIterable<Extent>): LogSource {
+/** A source reading from a buffer that stands for the disk; with views, it also lends the bytes where they lie. */
+export function memorySource(disk: Buffer, extents: Iterable<Extent> | AsyncIterable<Extent>, views = false): LogSource {
   return {
     extents,
     read: async (offset, buf) => { disk.copy(buf, 0, offset, offset + buf.length); },
+    ...(views ? { view: (offset: number, length: number) => disk.subarray(offset, offset + length) } : {}),
   };
 }
 

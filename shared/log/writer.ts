@@ -19,6 +19,12 @@ export interface LogSource {
   extents: Iterable<Extent> | AsyncIterable<Extent>;
   /** Fills buf with the disk's bytes at offset (called only for 'data' extents). */
   read(offset: number, buf: Buffer): Promise<void>;
+  /**
+   * For a source that already holds the bytes in memory: the disk's length bytes at offset where they
+   * lie, read by the writer in place of a copy through `read`. The writer is done with them (digested
+   * and compressed) before it yields more output or asks for another view. Used for compressed logs.
+   */
+  view?(offset: number, length: number): Buffer;
 }
 
 /** The header fields a writer chooses; the rest have defaults. */
@@ -90,7 +96,7 @@ export async function* encodeInto(header: LogHeader, source: LogSource, out: Log
   const headerBytes = encodeLogHeader(header);
   const compressorKey = `${header.compression}:${header.chunkSize}:${level}`;
   const compressor = spareCompressors.get(compressorKey)?.pop() ?? new ChunkCompressor(header.compression, header.chunkSize, level);
-  const readBuf = header.compression === 'none' ? undefined : (spareReads.get(header.chunkSize)?.pop() ?? Buffer.allocUnsafeSlow(header.chunkSize));
+  const readBuf = header.compression === 'none' || source.view ? undefined : (spareReads.get(header.chunkSize)?.pop() ?? Buffer.allocUnsafeSlow(header.chunkSize));
   try {
     yield* encodeBody(header, source, out, headerBytes, compressor, readBuf);
   } finally {
@@ -133,7 +139,7 @@ async function* encodeBody(header: LogHeader, source: LogSource, out: LogSink, h
     totals.dataBytes += extent.length;
     for (let done = 0; done < extent.length;) {
       const length = Math.min(header.chunkSize, extent.length - done);
-      if (readBuf === undefined) {
+      if (header.compression === 'none') {
         // Stored as is: read the disk straight into the output, no intermediate copy.
         out.push(chunkHeader(CodecStored, length));
         for (let at = extent.offset + done, left = length; left > 0;) {
@@ -148,8 +154,13 @@ async function* encodeBody(header: LogHeader, source: LogSource, out: LogSink, h
         yield* out.drain();
         continue;
       }
-      const raw = readBuf.subarray(0, length);
-      await source.read(extent.offset + done, raw);
+      let raw: Buffer;
+      if (source.view) {
+        raw = source.view(extent.offset + done, length);
+      } else {
+        raw = readBuf!.subarray(0, length);
+        await source.read(extent.offset + done, raw);
+      }
       digest.update(raw);
       const chunk = compressor.compress(raw);
       out.push(chunkHeader(chunk.codec, chunk.bytes.length));
