@@ -32,6 +32,7 @@ import { logKey } from '../../shared/objectstore/keys.js';
 import { operator } from '../service/helpers.js';
 import { MiB, fileStore, storeSuite } from './scenario.js';
 import type { Scenario } from './scenario.js';
+import { seededRandom } from '../../shared/random.js';
 
 const agentBin = resolve(import.meta.dirname, '../../bin/lifeboat-agent.js');
 const KiB = 1024;
@@ -42,17 +43,8 @@ const IntervalMs = 1000;
 const SlowLink = 128 * KiB;
 
 const seed = Number(process.env.LIFEBOAT_TEST_SEED) || Math.floor(Math.random() * 2 ** 31);
-/** mulberry32: delays that a printed seed replays. */
-const random = (() => {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-})();
+/** Delays that a printed seed replays. */
+const random = seededRandom(seed);
 const between = (lo: number, hi: number) => Math.floor(lo + random() * (hi - lo));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
