@@ -11,7 +11,7 @@ import { createDisk } from '../../shared/disk/index.js';
 import { readLog } from '../../shared/log/sealed.js';
 import { drainExtents } from '../../shared/log/testing.js';
 import { scratchDir } from '../../test/helpers.js';
-import { SealSlack, SealerState, sealChunk, type SealJob } from './seal-chunk.js';
+import { SealSlack, SealerState, sealChunk, sealingAdds, type SealJob } from './seal-chunk.js';
 
 const MiB = 1 << 20;
 let dir: string;
@@ -84,5 +84,17 @@ describe('sealChunk', () => {
     } finally {
       await state.close();
     }
+  });
+
+  it('seals in place only when what sealing adds is sure to fit in the room before the unread bytes', () => {
+    const data = (offset: number, length: number) => ({ offset, length, kind: 'data' as const });
+    // A 16 MiB chunk of a few extents adds a few KiB: sealed where it lies.
+    expect(sealingAdds([data(0, 16 * MiB)], 16 * MiB)).toBeLessThan(16 * 1024);
+    // Every other 64 KiB block of a 16 MiB chunk: 128 extents, still far below the room.
+    const alternate = Array.from({ length: 128 }, (_, i) => data(i * 128 * 1024, 64 * 1024));
+    expect(sealingAdds(alternate, 16 * MiB)).toBeLessThan(SealSlack);
+    // Tens of thousands of tiny extents would not fit: such a chunk is sealed the other way.
+    const tiny = Array.from({ length: 20_000 }, (_, i) => data(i * 1024, 512));
+    expect(sealingAdds(tiny, 20 * MiB)).toBeGreaterThan(SealSlack);
   });
 });

@@ -9,6 +9,10 @@ import type { DiskImage } from '../../shared/disk/index.js';
 import { openDisk } from '../../shared/disk/index.js';
 import type { LogHeaderInit } from '../../shared/log/index.js';
 import { writeLog } from '../../shared/log/index.js';
+import { DefaultFrameSize, FixedHeaderBytes, MaxJweBytes, TagBytes } from '../../shared/crypto/format.js';
+import type { Extent } from '../../shared/disk/types.js';
+import { DefaultChunkShift, MaxHeaderBytes } from '../../shared/log/header.js';
+import { ChunkHeaderBytes, DigestBytes, ExtentRecordBytes, TrailerCountsBytes } from '../../shared/log/records.js';
 import { differingExtents, nonZeroExtents, readChunk } from './chunk.js';
 import type { ChunkContents } from './chunk.js';
 
@@ -79,6 +83,18 @@ export class SealerState {
 }
 
 /**
+ * At most how many bytes a sealed base log holds beyond the data bytes of its extents (each data
+ * chunk is stored at most at its raw size): the envelope's header (fixed part, the log header as
+ * context, the JWE), a record per extent, a chunk header per log chunk, a tag per frame, the trailer.
+ */
+export function sealingAdds(extents: readonly Extent[], length: number, logChunk = 2 ** DefaultChunkShift, frameSize = DefaultFrameSize): number {
+  const chunks = extents.reduce((n, e) => n + (e.kind === 'data' ? Math.ceil(e.length / logChunk) : 0), 0);
+  const framing = MaxHeaderBytes + extents.length * ExtentRecordBytes + chunks * ChunkHeaderBytes + TrailerCountsBytes + DigestBytes;
+  const frames = Math.ceil((length + framing) / frameSize) + 1;
+  return FixedHeaderBytes + MaxHeaderBytes + MaxJweBytes + framing + frames * TagBytes;
+}
+
+/**
  * Reads, digests and seals one chunk in one buffer: the output (the job's shared slot, or one of the
  * state's) holds the chunk's bytes at SealSlack, and the sealed body is written from its start. The
  * log writer reads extents in ascending order and a sealed byte never runs more than a few KiB ahead
@@ -96,6 +112,9 @@ async function sealRead(job: SealJob, contents: ChunkContents, out: Buffer, slac
   const extents = job.remote ? differingExtents(contents, job.start, new Map(job.remote)) : nonZeroExtents(contents, job.start);
   // Bytes of the chunk read so far: those below never are again, their room may take the body.
   let readEnd = 0;
+  // Sealed straight into `out` when what sealing adds to the bytes read is sure to stay within the
+  // slack: then a byte of the body is written only where the chunk's bytes were already read.
+  const direct = sealingAdds(extents, job.length, job.header.chunkSize) <= slack;
   const { sealed, release } = writeLog(job.header, {
     extents,
     read: async (offset, buf) => {
@@ -109,12 +128,18 @@ async function sealRead(job: SealJob, contents: ChunkContents, out: Buffer, slac
       readEnd = Math.max(readEnd, from + length);
       return contents.data.subarray(from, from + length);
     },
-  }, { recipient: job.recipient });
+  }, { recipient: job.recipient, into: direct ? out : undefined });
   let body = out;
   let limit = slack; // where unread bytes start, while the body shares the buffer with them
   const hash = createHash('sha256');
   let size = 0;
   for await (const b of sealed) {
+    if (b.buffer === body.buffer && b.byteOffset === body.byteOffset + size) {
+      // Sealed where it lies (writeLog's `into`).
+      size += b.length;
+      hash.update(b);
+      continue;
+    }
     if (body === out) limit = slack + readEnd;
     if (size + b.length > (body === out ? limit : body.length)) {
       const bigger = Buffer.allocUnsafeSlow(2 * (size + b.length) + job.length);

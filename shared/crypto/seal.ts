@@ -115,19 +115,40 @@ export class FrameSealer {
   private reserved = 0;
   private finished = false;
   private ready: Buffer[];
+  /** With `into`: where the next frame starts in it (the envelope so far lies before). */
+  private at = 0;
 
-  private constructor(private readonly dataKey: Buffer, private readonly digest: Buffer, header: Buffer, readonly frameSize: number) {
-    this.frame = takePooled(frameSize + TagBytes);
-    this.ready = [header];
+  private constructor(private readonly dataKey: Buffer, private readonly digest: Buffer, header: Buffer, readonly frameSize: number, private readonly into?: Buffer) {
+    if (into !== undefined && into.length >= header.length) {
+      header.copy(into);
+      this.ready = [into.subarray(0, header.length)];
+      this.at = header.length;
+    } else {
+      this.ready = [header];
+      this.into = undefined;
+    }
+    this.frame = this.room();
   }
 
-  /** A sealer under a fresh data key; its header is the first thing drained. */
-  static async create(options: SealOptions): Promise<FrameSealer> {
+  /**
+   * A sealer under a fresh data key; its header is the first thing drained. With `into`, the envelope
+   * is built in that buffer from its start (header, then each frame where it will lie), as long as
+   * it fits; drained pieces then are slices of it, in order and contiguous, and a caller that finds
+   * one at its place has nothing to copy. Frames that do not fit are built in the thread's pool.
+   */
+  static async create(options: SealOptions & { into?: Buffer }): Promise<FrameSealer> {
     const frameSize = options.frameSize ?? DefaultFrameSize;
     const dataKey = randomBytes(DataKeyBytes);
     const jwe = await wrapDataKey(dataKey, options.recipient);
     const header = encodeHeader({ frameSize, context: Buffer.from(options.context ?? new Uint8Array(0)), jwe });
-    return new FrameSealer(dataKey, headerDigest(header), header, frameSize);
+    return new FrameSealer(dataKey, headerDigest(header), header, frameSize, options.into);
+  }
+
+  /** Memory for the next frame (a frame of plaintext and room for its tag): in `into` while it fits, else pooled. */
+  private room(): Buffer {
+    const bytes = this.frameSize + TagBytes;
+    if (this.into !== undefined && this.at + bytes <= this.into.length) return this.into.subarray(this.at, this.at + bytes);
+    return takePooled(bytes);
   }
 
   /**
@@ -184,8 +205,8 @@ export class FrameSealer {
     const frame = this.frame;
     sealFrameInPlace(this.dataKey, this.digest, this.index++, last, frame, this.filled);
     this.ready.push(frame.subarray(0, this.filled + TagBytes));
+    this.at += this.filled + TagBytes;
     this.filled = 0;
-    // A frame buffer: a frame of plaintext and room for its tag.
-    if (!last) this.frame = takePooled(this.frameSize + TagBytes);
+    if (!last) this.frame = this.room();
   }
 }

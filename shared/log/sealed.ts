@@ -21,6 +21,8 @@ export interface WriteLogOptions extends EncodeOptions {
   recipient: PublicJwk;
   /** Envelope frame size (default 1 MiB). */
   frameSize?: number;
+  /** Build the sealed log in this buffer while it fits (FrameSealer.create's `into`). */
+  into?: Buffer;
 }
 
 /** The fields that say which log this is; readLog compares them with what the caller expects. */
@@ -60,7 +62,7 @@ export function writeLog(init: LogHeaderInit, source: LogSource, options: WriteL
   const context = encodeLogHeader(header);
   let sealer: FrameSealer | undefined;
   async function* sealed(): AsyncGenerator<Buffer> {
-    sealer = await FrameSealer.create({ recipient: options.recipient, context, frameSize: options.frameSize ?? DefaultFrameSize });
+    sealer = await FrameSealer.create({ recipient: options.recipient, context, frameSize: options.frameSize ?? DefaultFrameSize, into: options.into });
     yield* encodeInto(header, source, sealer, options.level ?? DefaultZstdLevel);
   }
   return { header, sealed: sealed(), release: (b) => sealer?.release(b) };
