@@ -23,22 +23,26 @@ export interface ChunkContents {
   bytesRead: number;
 }
 
-/** Reads [start, start+length) into buf, skipping ranges the disk reports unallocated (not for raw). */
+/**
+ * Reads [start, start+length) into buf, skipping what the disk's metadata says holds no data: a
+ * VHDX's or VHD's unallocated blocks, a raw file's holes (SEEK_DATA). What is skipped reads as zeros.
+ */
 export async function readChunk(disk: DiskImage, start: number, length: number, buf: Buffer, seed: bigint): Promise<ChunkContents> {
   const data = buf.subarray(0, length);
   const allocated = new Uint8Array(Math.ceil(length / MapBlockSize));
   let bytesRead = 0;
-  const ranges: { offset: number; length: number }[] = disk.format === 'raw' ? [{ offset: start, length }] : [];
-  if (disk.format !== 'raw') for await (const e of disk.extents({ offset: start, length })) ranges.push(e);
-  if (disk.format !== 'raw') data.fill(0); // a raw chunk is read whole
-  for (const r of ranges) {
+  let zeroFrom = start; // everything before it is read or zero-filled
+  for await (const r of disk.extents({ offset: start, length, scan: false })) {
     const s = Math.max(r.offset, start);
     const e = Math.min(r.offset + r.length, start + length);
     if (e <= s) continue;
+    data.fill(0, zeroFrom - start, s - start);
     await disk.read(s, data.subarray(s - start, e - start));
+    zeroFrom = e;
     bytesRead += e - s;
     allocated.fill(1, Math.floor((s - start) / MapBlockSize), Math.ceil((e - start) / MapBlockSize));
   }
+  data.fill(0, zeroFrom - start);
   const digests = new Uint32Array(allocated.length);
   const zero = new Uint8Array(allocated.length);
   for (let i = 0; i < digests.length; i++) {

@@ -2,8 +2,8 @@
  * The scan tracker: reads the whole disk every cycle, digests fixed 64 KiB blocks with a seeded fast
  * hash and compares them with the map of the last committed cycle. It needs nothing from the
  * hypervisor, so it works for any disk the disk library opens; its cost is one sequential read of the
- * allocated part of the disk per cycle. Unallocated ranges (disk.extents()) are digested as zeros
- * without reading. The seed is random per map lineage, so nobody can craft two blocks that collide.
+ * allocated part of the disk per cycle. Unallocated ranges (disk.extents() from metadata: unallocated
+ * blocks, a raw file's holes) are digested as zeros without reading. The seed is random per map lineage, so nobody can craft two blocks that collide.
  *
  * Memory: one reused read buffer (default 8 MiB) and three arrays of its block count; the maps stream
  * from and to files.
@@ -27,8 +27,8 @@ export interface ScanTrackerOptions {
   /** Read buffer size, a multiple of 64 KiB (default 8 MiB). */
   bufferSize?: number;
   /**
-   * Skip ranges disk.extents() reports unallocated (default: yes, except for raw disks, whose
-   * extents() itself reads the file to find zeros, so asking would read the disk twice).
+   * Skip ranges the disk's metadata reports unallocated (disk.extents with scan: false: a VHDX's or
+   * VHD's unallocated blocks, a raw file's holes). Default: yes.
    */
   consultExtents?: boolean;
 }
@@ -95,8 +95,8 @@ class ScanCycle implements TrackedCycle {
       const newDigests = new Uint32Array(windowBlocks);
       const hasData = new Uint8Array(windowBlocks);
       const zero = zeroDigest(seed);
-      const consult = this.options.consultExtents ?? disk.format !== 'raw';
-      const data = (consult ? disk.extents() : wholeDisk(size))[Symbol.asyncIterator]();
+      const consult = this.options.consultExtents ?? true;
+      const data = (consult ? disk.extents({ scan: false }) : wholeDisk(size))[Symbol.asyncIterator]();
       let cur = await data.next();
       let run: Extent | undefined;
 

@@ -3,16 +3,18 @@
  * already reads as zeros is skipped, and zero() overwrites only the granules that hold non-zero data
  * (those are allocated already), so neither ever allocates a hole.
  *
- * Extents: Node has no SEEK_DATA/SEEK_HOLE and no fallocate, so extents() reads the file in large
- * chunks and reports runs of all-zero granules as holes, as `qemu-img convert` detects zero data.
- * With scan: false it reads nothing and reports the whole range as data (callers that read it
- * anyway detect zeros themselves). zero() cannot release space for the same reason; it only
- * guarantees the range reads as zeros.
+ * Extents: the filesystem's holes come from SEEK_DATA/SEEK_HOLE (shared/disk/sparse.ts; where that
+ * cannot be asked, the whole file counts as data), and within its data ranges extents() reads the
+ * file in large chunks and reports runs of all-zero granules as zeros too, as `qemu-img convert`
+ * detects zero data. With scan: false it reads nothing and reports the data ranges as they are
+ * (callers that read them anyway detect zeros themselves). Node has no fallocate, so zero() cannot
+ * release space; it only guarantees the range reads as zeros.
  */
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { ErrInvalidArgument, ErrUnsupported, LifeboatError } from '../errors.js';
 import type { CreateOptions, DiskFormatDriver, DiskImage, DiskInfo, Extent, ExtentQuery } from './types.js';
 import { isZero, nonZeroRuns } from './ops/zero.js';
+import { dataRanges } from './sparse.js';
 
 /** Resolution of hole detection and of zero(): a filesystem block. */
 export const ZeroGranule = 4096;
@@ -81,33 +83,47 @@ export class FlatRegion {
     }
   }
 
-  /** Non-zero runs (granule resolution) as 'data'; with includeZero also the gaps as 'zero'. */
+  /**
+   * Non-zero runs (granule resolution) as 'data'; with includeZero also the gaps as 'zero'. Holes
+   * the filesystem reports (SEEK_DATA, shared/disk/sparse.ts) are gaps without being read; with
+   * scan: false the filesystem's data ranges are the extents, unread (the whole range where it
+   * cannot say).
+   */
   async *extents(query: ExtentQuery, includeZero: boolean): AsyncIterable<Extent> {
     const start = query.offset ?? 0;
     const length = query.length ?? this.size - start;
     checkRange(start, length, this.size, 'extents');
     const end = start + length;
-    if (query.scan === false) {
-      if (length > 0) yield { offset: start, length, kind: 'data' };
-      return;
-    }
+    const mapped = dataRanges(this.fh.fd, this.base + start, length)?.map((r) => ({ offset: r.offset - this.base, length: r.length }));
+    const ranges = mapped ?? (length > 0 ? [{ offset: start, length }] : []);
     let pending: Extent | undefined;
     const emit = function* (e: Extent): Generator<Extent> {
+      if (e.length === 0) return;
       if (pending && pending.kind === e.kind && pending.offset + pending.length === e.offset) { pending.length += e.length; return; }
       if (pending) yield pending;
       pending = { ...e };
     };
-    for (let at = start; at < end; at += ScanChunk) {
-      const buf = this.scratchBuf().subarray(0, Math.min(ScanChunk, end - at));
-      await readFull(this.fh, buf, this.base + at);
-      let cursor = 0;
-      for (const [s, e] of nonZeroRuns(buf, ZeroGranule)) {
-        if (includeZero && s > cursor) yield* emit({ offset: at + cursor, length: s - cursor, kind: 'zero' });
-        yield* emit({ offset: at + s, length: e - s, kind: 'data' });
-        cursor = e;
+    let covered = start;
+    for (const range of ranges) {
+      if (includeZero) yield* emit({ offset: covered, length: range.offset - covered, kind: 'zero' });
+      covered = range.offset + range.length;
+      if (query.scan === false) {
+        yield* emit({ offset: range.offset, length: range.length, kind: 'data' });
+        continue;
       }
-      if (includeZero && cursor < buf.length) yield* emit({ offset: at + cursor, length: buf.length - cursor, kind: 'zero' });
+      for (let at = range.offset; at < covered; at += ScanChunk) {
+        const buf = this.scratchBuf().subarray(0, Math.min(ScanChunk, covered - at));
+        await readFull(this.fh, buf, this.base + at);
+        let cursor = 0;
+        for (const [s, e] of nonZeroRuns(buf, ZeroGranule)) {
+          if (includeZero) yield* emit({ offset: at + cursor, length: s - cursor, kind: 'zero' });
+          yield* emit({ offset: at + s, length: e - s, kind: 'data' });
+          cursor = e;
+        }
+        if (includeZero) yield* emit({ offset: at + cursor, length: buf.length - cursor, kind: 'zero' });
+      }
     }
+    if (includeZero) yield* emit({ offset: covered, length: end - covered, kind: 'zero' });
     if (pending) yield pending;
   }
 

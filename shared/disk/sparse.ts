@@ -1,0 +1,57 @@
+/**
+ * Where a sparse file holds data: lseek with SEEK_DATA and SEEK_HOLE (Linux, and the BSDs and
+ * Solaris with the same numbers on Linux only here), through fs-ext since Node's fs has no lseek.
+ * A filesystem without hole tracking answers that everything is data, which is still right. Where
+ * the call is not available at all (another platform, the binding not built), dataRanges returns
+ * undefined and callers read everything, as before.
+ */
+import { createRequire } from 'node:module';
+
+const SeekData = 3;
+const SeekHole = 4;
+
+type SeekSync = (fd: number, offset: number, whence: number) => number;
+
+let seek: SeekSync | null | undefined;
+
+function seeker(): SeekSync | null {
+  if (seek !== undefined) return seek;
+  seek = null;
+  if (process.platform !== 'linux') return seek;
+  try {
+    seek = (createRequire(import.meta.url)('fs-ext') as { seekSync: SeekSync }).seekSync;
+  } catch {
+    seek = null;
+  }
+  return seek;
+}
+
+/**
+ * The ranges of [offset, offset + length) of the open file fd that may hold data, in order and not
+ * overlapping; the rest are holes, which read as zeros. Undefined when this cannot be asked.
+ * lseek only looks at the file's block map: it reads nothing, however large the range.
+ */
+export function dataRanges(fd: number, offset: number, length: number): { offset: number; length: number }[] | undefined {
+  const lseek = seeker();
+  if (lseek === null) return undefined;
+  const end = offset + length;
+  const ranges: { offset: number; length: number }[] = [];
+  try {
+    for (let at = offset; at < end;) {
+      let data: number;
+      try {
+        data = lseek(fd, at, SeekData);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENXIO') break; // no data at or after `at`
+        throw err;
+      }
+      if (data >= end) break;
+      const hole = Math.min(lseek(fd, data, SeekHole), end);
+      ranges.push({ offset: data, length: hole - data });
+      at = hole;
+    }
+  } catch {
+    return undefined; // EINVAL and the like: this file or filesystem cannot be asked
+  }
+  return ranges;
+}
