@@ -23,16 +23,31 @@ export interface ChunkContents {
   bytesRead: number;
 }
 
+/** A range of the disk: offset and length in bytes. */
+export interface Range { offset: number; length: number }
+
+/**
+ * The ranges of [start, start+length) that the disk's metadata says may hold data (a VHDX's or VHD's
+ * allocated blocks, a raw file's data from SEEK_DATA), asked without reading: for a thread that
+ * cannot ask itself (SealJob.ranges).
+ */
+export async function dataRangesOf(disk: DiskImage, start: number, length: number): Promise<Range[]> {
+  const ranges: Range[] = [];
+  for await (const e of disk.extents({ offset: start, length, scan: false })) ranges.push({ offset: e.offset, length: e.length });
+  return ranges;
+}
+
 /**
  * Reads [start, start+length) into buf, skipping what the disk's metadata says holds no data: a
- * VHDX's or VHD's unallocated blocks, a raw file's holes (SEEK_DATA). What is skipped reads as zeros.
+ * VHDX's or VHD's unallocated blocks, a raw file's holes (SEEK_DATA); or, given ranges, what they do
+ * not cover. What is skipped reads as zeros.
  */
-export async function readChunk(disk: DiskImage, start: number, length: number, buf: Buffer, seed: bigint): Promise<ChunkContents> {
+export async function readChunk(disk: DiskImage, start: number, length: number, buf: Buffer, seed: bigint, ranges?: readonly Range[]): Promise<ChunkContents> {
   const data = buf.subarray(0, length);
   const allocated = new Uint8Array(Math.ceil(length / MapBlockSize));
   let bytesRead = 0;
   let zeroFrom = start; // everything before it is read or zero-filled
-  for await (const r of disk.extents({ offset: start, length, scan: false })) {
+  for await (const r of ranges ?? disk.extents({ offset: start, length, scan: false })) {
     const s = Math.max(r.offset, start);
     const e = Math.min(r.offset + r.length, start + length);
     if (e <= s) continue;

@@ -14,7 +14,7 @@ import type { InflightObject, VmConfig, VmProgress } from '../state/schema.js';
 import { BlockMapWriter, blockCountOf, randomSeed } from '../tracker/blockmap.js';
 import { MapBlockSize } from '../tracker/blockmap.js';
 import { hasBit, withBit } from './bitmap.js';
-import { DeltaBlockSize } from './chunk.js';
+import { DeltaBlockSize, dataRangesOf } from './chunk.js';
 import type { EngineContext, ProgressBook } from './context.js';
 import { MediaWriter } from './media.js';
 import { withRetry } from './retry.js';
@@ -92,6 +92,7 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
         // held in memory, never spooled (see InflightObject).
         const sealed = await pool.seal({
           diskPath: disk.path, start, length, seed: seed.toString(), remote: remote ? [...remote] : undefined, recipient: ctx.recipient,
+          ranges: await dataRangesOf(disk, start, length),
           header: { tenant: ctx.tenant, vm, disk: diskId, generation, sequence: i, virtualSize, consistency: 'crash', compression: config.compression, createdMs: createdAt.getTime(), kind: mode },
         });
         // Not fsynced per chunk: digests lost in a crash read as 0 and only make the first cycle

@@ -13,7 +13,7 @@ import { DefaultFrameSize, FixedHeaderBytes, MaxJweBytes, TagBytes } from '../..
 import type { Extent } from '../../shared/disk/types.js';
 import { DefaultChunkShift, MaxHeaderBytes } from '../../shared/log/header.js';
 import { ChunkHeaderBytes, DigestBytes, ExtentRecordBytes, TrailerCountsBytes } from '../../shared/log/records.js';
-import { differingExtents, nonZeroExtents, readChunk } from './chunk.js';
+import { differingExtents, nonZeroExtents, readChunk, type Range } from './chunk.js';
 import type { ChunkContents } from './chunk.js';
 
 export interface SealJob {
@@ -26,6 +26,11 @@ export interface SealJob {
   remote?: [number, string][];
   header: LogHeaderInit;
   recipient: PublicJwk;
+  /**
+   * The chunk's data ranges from the disk's metadata (dataRangesOf), asked by the main thread: a
+   * raw file's holes can be asked there only (shared/disk/sparse.ts). Absent: the sealer asks the disk.
+   */
+  ranges?: Range[];
   /**
    * Memory for the sealed body, shared with the thread that uploads it (SealPool's slots): a body
    * that fits is sealed into it and nothing moves between threads. Without it (or when it is too
@@ -104,7 +109,7 @@ export function sealingAdds(extents: readonly Extent[], length: number, logChunk
 export async function sealChunk(job: SealJob, state: SealerState, slack = SealSlack): Promise<Sealed> {
   const disk = await state.disk(job.diskPath);
   const out = Buffer.from(job.into && job.into.byteLength >= job.length + slack ? job.into : state.output(job.length + slack));
-  const contents = await readChunk(disk, job.start, job.length, out.subarray(slack, slack + job.length), BigInt(job.seed));
+  const contents = await readChunk(disk, job.start, job.length, out.subarray(slack, slack + job.length), BigInt(job.seed), job.ranges);
   return sealRead(job, contents, out, slack);
 }
 

@@ -2,10 +2,11 @@
  * Where a sparse file holds data: lseek with SEEK_DATA and SEEK_HOLE (Linux, and the BSDs and
  * Solaris with the same numbers on Linux only here), through fs-ext since Node's fs has no lseek.
  * A filesystem without hole tracking answers that everything is data, which is still right. Where
- * the call is not available at all (another platform, the binding not built), dataRanges returns
- * undefined and callers read everything, as before.
+ * the call is not available at all (another platform, the binding not built, a worker thread),
+ * dataRanges returns undefined and callers read everything.
  */
 import { createRequire } from 'node:module';
+import { isMainThread } from 'node:worker_threads';
 
 const SeekData = 3;
 const SeekHole = 4;
@@ -17,7 +18,9 @@ let seek: SeekSync | null | undefined;
 function seeker(): SeekSync | null {
   if (seek !== undefined) return seek;
   seek = null;
-  if (process.platform !== 'linux') return seek;
+  // fs-ext is a per-process addon (not context-aware): loaded in a second thread, its init aborts
+  // the process. Only the main thread asks; other threads are handed the ranges (SealJob.ranges).
+  if (process.platform !== 'linux' || !isMainThread) return seek;
   try {
     seek = (createRequire(import.meta.url)('fs-ext') as { seekSync: SeekSync }).seekSync;
   } catch {
