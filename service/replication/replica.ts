@@ -4,7 +4,7 @@
  * fsync, rename, fsync of the directory) after the layer it describes is durable, so after a crash it
  * is the authority and the catalog is made to follow it.
  */
-import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, rm } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import { z } from 'zod';
 import { ErrCorrupt, ErrInvalidArgument } from '../../shared/errors.js';
@@ -97,4 +97,21 @@ export async function installState(dir: string, tmp: string): Promise<void> {
   } finally {
     await dh.close();
   }
+}
+
+/** Names of the layer files the service makes: base.<fmt>, base-g<generation>.<fmt>, p<ms>.vhdx. */
+const LayerFile = /^(base|base-g\d+|p\d+)\.(vhdx|raw)$/;
+
+/**
+ * Deletes the layer files in a replica directory that state.json does not name: left by a worker
+ * killed after making a layer and before state.json named it (a point's new top, a base being
+ * built), or after state.json dropped one and before it was deleted (a prune, a new base). Only with
+ * the disk's merge lock held, before anything new is made: every layer is made and dropped under
+ * it. Returns the names deleted.
+ */
+export async function sweepUnreferencedLayers(dir: string, state: AppliedState): Promise<string[]> {
+  const named = new Set(state.layers);
+  const stray = (await readdir(dir)).filter((f) => LayerFile.test(f) && !named.has(f));
+  for (const f of stray) await rm(join(dir, f), { force: true });
+  return stray;
 }

@@ -26,7 +26,7 @@ import { getDisk } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';
 import type { DiskRef } from '../queue.js';
 import type { AppliedState } from '../replication/replica.js';
-import { readState } from '../replication/replica.js';
+import { readState, sweepUnreferencedLayers } from '../replication/replica.js';
 import { unwrapReplicaKey } from '../trust/tokens.js';
 import type { BaseRow } from './base-job.js';
 import { applyBase, pendingBase } from './base-job.js';
@@ -68,6 +68,8 @@ export async function mergeDisk(ctx: ServiceContext, ref: DiskRef, lock: MergeFe
   if (disk.generation !== state.generation || disk.appliedSequence !== state.appliedSequence || disk.state !== state.state || disk.baseComplete !== state.baseComplete) {
     await follow(ctx, ref, state, null); // the catalog lagged state.json (a crash between the two)
   }
+  const swept = await sweepUnreferencedLayers(disk.replicaDir, state);
+  if (swept.length > 0) ctx.log.info({ ...ref, swept }, 'deleted layer files no state names (left by a killed worker)');
   let key: PrivateJwk | undefined;
   const tenantKey = async (): Promise<PrivateJwk> => (key ??= await replicaKey(ctx, ref.tenant));
   // Created only if a log spills out of the memory budget (stage.ts): most merges touch no file here.

@@ -25,7 +25,7 @@ import { listDisks, listVms } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';
 import { mergeJobId } from '../queue.js';
 import type { AppliedState } from '../replication/replica.js';
-import { readState } from '../replication/replica.js';
+import { readState, sweepUnreferencedLayers } from '../replication/replica.js';
 import { writeFencedState } from './commit-state.js';
 import type { DiskLock } from './lock.js';
 import { acquireLock } from './lock.js';
@@ -126,6 +126,8 @@ export class Pointer {
     await this.undoInterrupted(disk, point.name, lock);
     const state = await readState(dir);
     if (state.points.some((p) => p.name === point.name)) return;
+    const swept = await sweepUnreferencedLayers(dir, state);
+    if (swept.length > 0) this.ctx.log.info({ tenant: disk.tenant, vm: disk.vm, disk: disk.id, swept }, 'deleted layer files no state names (left by a killed worker)');
     const top = state.layers.at(-1)!;
     const child = `${point.name}.vhdx`;
     await rm(join(dir, child), { force: true });

@@ -9,7 +9,7 @@
  * the fencing token in state.json keeps order. Everything runs in a Redis database of its own.
  */
 import { spawn } from 'node:child_process';
-import { readFile, rm } from 'node:fs/promises';
+import { readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -168,6 +168,10 @@ describe('processes killed mid-merge, mid-point and mid-prune', () => {
       for (const [d, source] of sources) {
         expect(await agent.diskState(d), `round ${round} ${d}`).toMatchObject({ appliedSequence: seq, state: 'replicating', pendingLogs: 0 });
         expect((await agent.replica(d)).equals(source), `round ${round}: replica of ${d}`).toBe(true);
+        // Layer files a kill left unnamed (a point's new top, a pruned layer) are gone after a merge.
+        const dir = join(env.config.replicaRoot, 'acme', 'db', d);
+        const { layers } = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as { layers: string[] };
+        expect((await readdir(dir)).filter((f) => f.endsWith('.vhdx')).sort(), `round ${round}: layer files of ${d}`).toEqual([...layers].sort());
       }
 
       // The hour's point and the prune of points older than the history: killed inside points

@@ -3,7 +3,7 @@
  * for a VM with history N, each reading as the disk did when it was made, pruned after N hours by
  * merging its layer into the base, while the latest keeps replicating on top.
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { copyFile, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -124,5 +124,21 @@ describe('recovery points', () => {
     await referee('qemu-img', ['compare', '-q', '-f', 'vhdx', '-F', 'raw', vhdx, join(env.dir, 'source.raw')]);
     expect((await operator(svc, 'POST', '/v1/tenants/acme/vms/web/exports', { disk: 'd0', point: '999999', format: 'raw', path: join(env.dir, 'x.raw') })).status).toBe(404);
     expect((await operator(svc, 'POST', '/v1/tenants/acme/vms/web/exports', { disk: 'd0', format: 'raw', path: 'relative.raw' })).status).toBe(400);
+  });
+
+  it('deletes layer files that state.json does not name, left by a killed worker, at the next merge and point', async () => {
+    const names = async () => (await readdir(dir())).filter((f) => f !== 'state.json').sort();
+    const kept = [...(await state()).layers].sort();
+    expect(await names()).toEqual(kept);
+    // A point's new top made before its state.json was written, and a base being built for a newer generation.
+    await copyFile(join(dir(), kept.at(-1)!), join(dir(), 'p123.vhdx'));
+    await writeFile(join(dir(), 'base-g7.vhdx'), 'partial');
+    await writeFile(join(dir(), 'notes.txt'), 'not a layer: left alone');
+    await cycle();
+    expect(await names()).toEqual([...kept, 'notes.txt'].sort());
+    await copyFile(join(dir(), kept.at(-1)!), join(dir(), 'p456.vhdx'));
+    expect(await pointer.points(new Date(t0 + 4 * Hour))).toBe(1);
+    expect(await names()).toEqual([...(await state()).layers, 'notes.txt'].sort());
+    expect((await agent.replica('d0')).equals(source)).toBe(true);
   });
 });
