@@ -1,7 +1,7 @@
 /**
- * Write-through (O_DIRECT) writes: data that is written once and not read back soon (a merge's new
- * blocks, an object put into the file store) goes from our buffers to the device without being
- * copied into the page cache. That copy lands in newly faulted page-cache memory and costs more
+ * Write-through (O_DIRECT) writes and reads: data that is written once and not read back soon (a
+ * merge's new blocks, an object put into the file store) goes from our buffers to the device without
+ * being copied into the page cache, and an object read once (a merge's log) comes back the same way. That copy lands in newly faulted page-cache memory and costs more
  * CPU than the write itself; on a virtual machine whose freed memory goes back to the host it
  * is slower still. O_DIRECT wants the file offset, the length and the memory aligned to
  * `DirectAlign`: buffers come from `AlignedPool`, whatever is not aligned (an object's tail) is
@@ -68,9 +68,18 @@ export class AlignedPool {
   }
 
   /** Whether b lies on memory of this pool (page aligned at b's start). */
-  aligned(b: Buffer): boolean {
+  aligned(b: Uint8Array): boolean {
     return this.made.has(b.buffer) && b.byteOffset % DirectAlign === 0;
   }
+}
+
+/**
+ * A second handle on fh's open file for reading with O_DIRECT (as openWriteThrough); null where that
+ * cannot be had.
+ */
+export async function openReadThrough(fh: FileHandle): Promise<FileHandle | null> {
+  if (constants.O_DIRECT === undefined || process.platform !== 'linux') return null;
+  return open(`/proc/self/fd/${fh.fd}`, constants.O_RDONLY | constants.O_DIRECT).catch(() => null);
 }
 
 /**

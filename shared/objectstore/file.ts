@@ -14,8 +14,8 @@ import { mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Readable, addAbortSignal } from 'node:stream';
 import type { FileHandle } from 'node:fs/promises';
-import { pooledFileChunks } from '../buffer-pool.js';
-import { AlignedPool, DirectAlign, openWriteThrough, writeThrough } from '../direct-io.js';
+import { givePooled, takePooled } from '../buffer-pool.js';
+import { AlignedPool, DirectAlign, openReadThrough, openWriteThrough, writeThrough } from '../direct-io.js';
 import { ErrInvalidArgument, ErrUnsupported, LifeboatError } from '../errors.js';
 import { checkedStream } from './body.js';
 import { ErrRangeNotSatisfiable, storeError } from './errors.js';
@@ -85,7 +85,7 @@ export class FileStore implements ObjectStore {
       if (!info.isFile()) throw new LifeboatError('not_found', `get ${key}: no such object`);
       const range = checkRange(options.range);
       // 1 MiB reads: a merge streams whole logs, and each read is a round trip through the thread pool.
-      if (range === undefined) return wholeFile(handle, options.signal);
+      if (range === undefined) return wholeFile(handle, info.size, options.signal);
       if (range.offset >= info.size) throw ErrRangeNotSatisfiable(key, range.offset, info.size);
       const end = Math.min(info.size, range.offset + range.length) - 1;
       return handle.createReadStream({ start: range.offset, end, signal: options.signal });
@@ -274,14 +274,83 @@ function fileError(op: string, err: unknown): unknown {
 }
 
 const ReadChunkBytes = 1 << 20;
+/** Reads of a whole object in flight ahead of its consumer. */
+const ReadAhead = 3;
+/** Page-aligned read buffers, never handed out: each read is copied into a chunk of the thread's pool. */
+const readBuffers = new AlignedPool(ReadChunkBytes, 8, 2);
 
 /**
- * A whole file as a byte stream of 1 MiB chunks read into buffers of the thread's pool
- * (shared/buffer-pool.ts): a consumer that hands each chunk back once done with it
- * (`recycleBodyChunk`, as the merge does) reads a log of any size through a few buffers; any other
- * consumer gets fresh ones. The file is closed when the stream ends, fails or is destroyed.
+ * A whole file as a byte stream of 1 MiB chunks, a few reads ahead of the consumer. Read through
+ * the device (O_DIRECT, as puts are written) into page-aligned buffers of this module, then copied
+ * into buffers of the thread's pool (shared/buffer-pool.ts): a copy costs far less than page-cache
+ * memory faulted in for an object read once, and the aligned buffers never leave, so no consumer
+ * can use them up. The ordinary way where that cannot be had. A consumer that hands each chunk back
+ * once done with it (`recycleBodyChunk`, as the merge does) reads an object of any size through a
+ * few buffers; any other consumer gets fresh ones. The file is closed when the stream ends, fails
+ * or is destroyed.
  */
-function wholeFile(handle: FileHandle, signal: AbortSignal | undefined): Readable {
-  const stream = Readable.from(pooledFileChunks(handle, ReadChunkBytes), { objectMode: false });
+function wholeFile(handle: FileHandle, size: number, signal: AbortSignal | undefined): Readable {
+  const stream = Readable.from(throughChunks(handle, size), { objectMode: false });
   return signal ? addAbortSignal(signal, stream) : stream;
+}
+
+async function* throughChunks(handle: FileHandle, size: number): AsyncGenerator<Buffer> {
+  const through = size >= ReadChunkBytes ? await openReadThrough(handle) : null;
+  let direct = through;
+  const readAt = async (at: number): Promise<Buffer> => {
+    const want = Math.min(ReadChunkBytes, size - at);
+    const chunk = takePooled(ReadChunkBytes);
+    let got = 0;
+    try {
+      const aligned = direct ? readBuffers.take() : undefined;
+      if (aligned !== undefined) {
+        try {
+          // O_DIRECT wants whole pages: ask for the whole buffer, the end of the file cuts it short.
+          if (direct && readBuffers.aligned(aligned)) got = (await direct.read(aligned, 0, ReadChunkBytes, at)).bytesRead;
+          aligned.copy(chunk, 0, 0, got);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+          direct = null; // refused as unaligned: the ordinary way from now on
+        } finally {
+          readBuffers.give(aligned);
+        }
+      }
+      while (got < want) {
+        const { bytesRead } = await handle.read(chunk, got, want - got, at + got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+    } catch (err) {
+      givePooled(chunk);
+      throw err;
+    }
+    if (got !== want) {
+      givePooled(chunk);
+      throw new LifeboatError('io', `read of ${want} bytes at ${at} got ${got}: the object changed while it was read`);
+    }
+    return got === ReadChunkBytes ? chunk : chunk.subarray(0, got);
+  };
+  const pending: Promise<Buffer>[] = [];
+  let next = 0;
+  const issue = () => {
+    while (pending.length < ReadAhead && next < size) {
+      const p = readAt(next);
+      p.catch(() => undefined); // awaited in order below; never left unhandled
+      pending.push(p);
+      next += ReadChunkBytes;
+    }
+  };
+  try {
+    issue();
+    while (pending.length > 0) {
+      const chunk = await pending.shift()!;
+      issue();
+      yield chunk;
+    }
+  } finally {
+    // Reads still in flight (the consumer stopped early or one failed) finish before the file closes.
+    for (const p of pending) await p.then(givePooled, () => undefined);
+    await through?.close().catch(() => undefined);
+    await handle.close();
+  }
 }
