@@ -55,7 +55,7 @@ export class FileStore implements ObjectStore {
       const source = checkedStream(body, options.contentLength, options.signal);
       const created = await mkdir(dir, { recursive: true });
       const handle = await open(temp, 'wx', 0o600);
-      const writer = new BodyWriter(handle);
+      const writer = new BodyWriter(handle, options.contentLength);
       try {
         for await (const chunk of source) {
           options.signal?.throwIfAborted();
@@ -167,7 +167,10 @@ class BodyWriter {
   private pos = 0;
   private inflight: Promise<void> | null = null;
 
-  constructor(private readonly handle: FileHandle) {}
+  /** A body known to be small is written the ordinary way from the start, without a staging buffer. */
+  constructor(private readonly handle: FileHandle, contentLength?: number) {
+    if (contentLength !== undefined && contentLength < MinThroughBytes) this.direct = null;
+  }
 
   async write(chunk: Buffer): Promise<void> {
     if (this.direct === null && this.stage === null) {
