@@ -77,7 +77,8 @@ async function daemon(state: AgentState): Promise<void> {
   const logger = pino({ base: { app: 'lifeboat-agent' } }, pino.destination(2));
   const intervalMs = testInterval();
   if (intervalMs !== undefined) logger.warn({ intervalMs }, `${TestIntervalEnv} is set: every VM cycles at this interval instead of its frequency (for tests only)`);
-  const ctx = await engineContext(state, logger);
+  // A base of a disk added to a protected VM shares each interval with the other disks' cycles.
+  const ctx = { ...(await engineContext(state, logger)), boundBases: true };
   const controller = new AbortController();
   const stop = () => controller.abort();
   process.once('SIGINT', stop);

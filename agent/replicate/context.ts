@@ -25,8 +25,14 @@ export interface EngineContext {
   retry?: RetryOptions;
   /** Chunks of an initial copy in flight at once (default 4). */
   parallelChunks?: number;
-  /** Threads that read and seal the chunks of a base (default 0: in this thread). */
+  /** Threads that read and seal the chunks of a base (default 2; 0: in this thread). */
   sealThreads?: number;
+  /**
+   * While another disk of the VM replicates, a base (a disk added to a protected VM, a
+   * resynchronization) gets half the VM's interval per cycle and resumes in the next, so it does
+   * not hold back the other disks' logs. Set by the daemon; `run --once` finishes every base.
+   */
+  boundBases?: boolean;
   /** Interval of the periodic verification against the service's digests (default 7 days). */
   verifyEveryMs?: number;
   /** Called as an initial copy advances (a progress bar on a terminal). */

@@ -109,7 +109,9 @@ export class Replicator {
           ctx.logger.info({ vm, disk: d.id, mode: book.progress.disks[d.id]!.initial.mode, generation: book.progress.disks[d.id]!.initial.generation }, 'base');
           if (book.progress.disks[d.id]!.initial.mode === 'delta') verified = true;
           baseBytes += book.progress.disks[d.id]!.initial.virtualSize;
-          sentBytes += await runBase(ctx, book, config, d.id, disks.get(d.id)!);
+          const othersReplicate = config.disks.some((x) => x.id !== d.id && book.progress.disks[x.id]?.initial.state === 'done');
+          const deadline = ctx.boundBases && othersReplicate ? started.getTime() + config.frequencyMs / 2 : undefined;
+          sentBytes += await runBase(ctx, book, config, d.id, disks.get(d.id)!, deadline);
         }
       }
 
@@ -124,7 +126,9 @@ export class Replicator {
       };
       try {
         // A base shipped on media counts only once the hoster imported it; until then changes stay tracked.
-        const ready = config.disks.filter((d) => config.initial.mode !== 'media' || awaitsNothing(service.get(d.id), book.progress.disks[d.id]!));
+        // A base still under way (bounded, above) resumes in the next cycle; its disk has no log yet.
+        const ready = config.disks.filter((d) => book.progress.disks[d.id]!.initial.state === 'done'
+          && (config.initial.mode !== 'media' || awaitsNothing(service.get(d.id), book.progress.disks[d.id]!)));
         for (const [i, d] of ready.entries()) {
           const r = await diskCycle(ctx, book, config, d.id, disks.get(d.id)!, consistency, i === ready.length - 1 ? thaw : async () => {});
           changedBytes += r.changedBytes;

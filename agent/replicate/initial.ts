@@ -49,8 +49,12 @@ export async function startBase(ctx: EngineContext, book: ProgressBook, diskId: 
   });
 }
 
-/** Sends (or resumes) the running base; returns the bytes sent. */
-export async function runBase(ctx: EngineContext, book: ProgressBook, config: VmConfig, diskId: string, disk: DiskImage): Promise<number> {
+/**
+ * Sends (or resumes) the running base; returns the bytes sent. With a deadline (ctx.now() time in
+ * ms), no chunk is started after it: the base stays running, with the chunks done so far recorded,
+ * and the next call resumes it.
+ */
+export async function runBase(ctx: EngineContext, book: ProgressBook, config: VmConfig, diskId: string, disk: DiskImage, deadline?: number): Promise<number> {
   const vm = config.name;
   const ip = book.progress.disks[diskId]!.initial;
   const { generation, chunkSize, mode, virtualSize } = ip;
@@ -64,6 +68,8 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
   }
   const media = config.initial.mode === 'media' ? new MediaWriter(config.initial.dir, { tenant: ctx.tenant, vm, disk: diskId, generation, mode, chunkCount, virtualSize }) : undefined;
   let sent = 0;
+  /** Chunks not yet started (left over when a deadline ended this run). */
+  const todo: number[] = [];
   const sealThreads = ctx.sealThreads ?? DefaultSealThreads;
   const pool = new SealPool(sealThreads);
   try {
@@ -79,11 +85,11 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
       await markDone(book, diskId, o, Math.min(chunkSize, virtualSize - o.number * chunkSize));
       sent += o.size;
     }
-    const todo: number[] = [];
     for (let i = 0; i < chunkCount; i++) if (!hasBit(book.progress.disks[diskId]!.initial.chunksDone, i)) todo.push(i);
     const seed = map.header.seed;
+    const nextChunk = () => (deadline !== undefined && ctx.now().getTime() >= deadline ? undefined : todo.shift());
     const worker = async () => {
-      for (let i = todo.shift(); i !== undefined; i = todo.shift()) {
+      for (let i = nextChunk(); i !== undefined; i = nextChunk()) {
         const start = i * chunkSize;
         const length = Math.min(chunkSize, virtualSize - start);
         const remote = mode === 'delta' ? await remoteDigests(ctx, vm, diskId, start, length) : undefined;
@@ -133,6 +139,10 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
     await map.close();
   }
 
+  if (todo.length > 0) {
+    ctx.logger.info({ vm, disk: diskId, chunksLeft: todo.length }, 'base paused for the cycle of the other disks; it resumes in the next');
+    return sent;
+  }
   if (media) await media.finish();
   else await ctx.transport.completeInitial(vm, diskId, { generation, mode, chunkCount, consistency: 'crash', createdAt: ctx.now().toISOString() });
   await scanTrackerFor(ctx.state, vm, diskId).adopt(mapPath);

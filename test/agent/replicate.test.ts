@@ -15,6 +15,7 @@ import type { EngineContext } from '../../agent/replicate/context.js';
 import { silentLogger } from '../../agent/replicate/context.js';
 import { runDaemon } from '../../agent/replicate/daemon.js';
 import { Replicator } from '../../agent/replicate/engine.js';
+import { hasBit } from '../../agent/replicate/bitmap.js';
 import { DefaultChunkSize } from '../../agent/replicate/initial.js';
 import type { VmConfig } from '../../agent/state/schema.js';
 import { AgentState } from '../../agent/state/store.js';
@@ -99,6 +100,43 @@ describe('replication engine', () => {
     const [r] = await s.replicator.runOnce();
     expect(r!.outcome).toBe('ok');
     expect(await s.replicaEqualsSource()).toBe(true);
+  });
+
+  it('a disk added to a protected VM gets its base over several cycles without holding back the other disk (daemon)', async () => {
+    const s = await setup();
+    await s.replicator.runOnce();
+    // A 64 MiB disk of four chunks, added while protected.
+    const added = join(s.root, 'added.raw');
+    const d1 = await createDisk(added, 'raw', { virtualSize: 4 * DefaultChunkSize });
+    for (let c = 0; c < 4; c++) await d1.write(c * DefaultChunkSize + 4096, randomBytes(MiB));
+    await d1.close();
+    const config = await s.state.readConfig('web01');
+    await s.state.writeConfig({ ...config, disks: [...config.disks, { id: 'disk1', path: added }] });
+    // A clock that moves on 100 s with every chunk: half the 300 s interval lasts two chunks.
+    let t = Date.parse('2026-11-26T00:00:00Z');
+    const replicator = new Replicator({ ...s.ctx, boundBases: true, parallelChunks: 1, now: () => new Date(t), onInitialProgress: () => { t += 100_000; } });
+    const chunksDone = async () => {
+      const bitmap = (await s.state.readProgress('web01')).disks.disk1!.initial.chunksDone;
+      return [0, 1, 2, 3].filter((i) => hasBit(bitmap, i)).length;
+    };
+
+    await s.write(7 * MiB, randomBytes(B));
+    const [first] = await replicator.runOnce();
+    expect(first!.outcome).toBe('ok');
+    expect(first!.stats!.logs).toBe(1); // disk0's log went out although disk1's base is not done
+    expect(await s.replicaEqualsSource()).toBe(true);
+    expect((await s.state.readProgress('web01')).disks.disk1!.initial.state).toBe('running');
+    expect(await chunksDone()).toBe(2);
+
+    t += 300_000;
+    await s.write(9 * MiB, randomBytes(B));
+    const [second] = await replicator.runOnce();
+    // The last two chunks: the base completes, and disk1 ships its first log in the same cycle.
+    expect(second!.stats!.logs).toBe(2);
+    expect(await chunksDone()).toBe(4);
+    expect((await s.state.readProgress('web01')).disks.disk1!.initial.state).toBe('done');
+    expect(await s.replicaEqualsSource()).toBe(true);
+    expect((await readFile(added)).equals(await readFile(s.service.replicaPath('web01', 'disk1')))).toBe(true);
   });
 
   it('leaves state untouched when the service does not answer, and the next cycle carries the changes', async () => {
