@@ -211,10 +211,11 @@ class BodyWriter {
     const data = buf.subarray(0, length);
     const write = (async () => {
       try {
-        if (!(this.direct && stages.aligned(buf) && (await writeThrough(this.direct, data, at)))) {
-          await this.dropDirect();
-          await this.ordinary(data, at);
+        if (this.direct && stages.aligned(buf)) {
+          if (await writeThrough(this.direct, data, at)) return;
+          await this.dropDirect(); // refused as unaligned: the ordinary way from now on
         }
+        await this.ordinary(data, at);
       } finally {
         stages.give(buf);
       }
