@@ -1,12 +1,12 @@
 /**
- * Write-through (O_DIRECT) writes and reads: data that is written once and not read back soon (a
- * merge's new blocks, an object put into the file store) goes from our buffers to the device without
- * being copied into the page cache, and an object read once (a merge's log) comes back the same way. That copy lands in newly faulted page-cache memory and costs more
- * CPU than the write itself; on a virtual machine whose freed memory goes back to the host it
- * is slower still. O_DIRECT wants the file offset, the length and the memory aligned to
- * `DirectAlign`: buffers come from `AlignedPool`, whatever is not aligned (an object's tail) is
- * written the ordinary way, and where a platform or filesystem has no O_DIRECT everything is.
- * Durability is unchanged: only fsync/fdatasync makes either kind of write durable.
+ * Write-through (O_DIRECT) writes and reads: data written once and not read back soon (a merge's new
+ * blocks, an object put into the file store) goes from our buffers to the device without a copy in
+ * the page cache, and an object read once (a merge's log) comes back the same way. That copy lands
+ * in newly faulted page-cache memory and costs more CPU than the I/O itself; on a virtual machine
+ * whose freed memory goes back to the host it is slower still. O_DIRECT wants the file offset, the
+ * length and the memory aligned to `DirectAlign`: buffers come from `AlignedPool`, whatever is not
+ * aligned (an object's tail) goes the ordinary way, and so does everything where a platform or
+ * filesystem has no O_DIRECT. Durability is unchanged: only fsync/fdatasync makes a write durable.
  */
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
@@ -74,26 +74,18 @@ export class AlignedPool {
 }
 
 /**
- * A second handle on fh's open file for reading with O_DIRECT (as openWriteThrough); null where that
- * cannot be had.
+ * A second handle on fh's open file with O_DIRECT added, for reading or for writeThrough (through
+ * /proc: the same file, whatever its name is now). Null where there is no such thing: not Linux, no
+ * O_DIRECT, or a filesystem that refuses it (tmpfs).
  */
-export async function openReadThrough(fh: FileHandle): Promise<FileHandle | null> {
+export async function openThrough(fh: FileHandle, mode: 'read' | 'write'): Promise<FileHandle | null> {
   if (constants.O_DIRECT === undefined || process.platform !== 'linux') return null;
-  return open(`/proc/self/fd/${fh.fd}`, constants.O_RDONLY | constants.O_DIRECT).catch(() => null);
+  const access = mode === 'read' ? constants.O_RDONLY : constants.O_WRONLY;
+  return open(`/proc/self/fd/${fh.fd}`, access | constants.O_DIRECT).catch(() => null);
 }
 
 /**
- * A second handle on fh's open file with O_DIRECT added (through /proc: the same file, whatever its
- * name is now), for writeThrough. Null where there is no such thing: not Linux, no O_DIRECT, or a
- * filesystem that refuses it (tmpfs).
- */
-export async function openWriteThrough(fh: FileHandle): Promise<FileHandle | null> {
-  if (constants.O_DIRECT === undefined || process.platform !== 'linux') return null;
-  return open(`/proc/self/fd/${fh.fd}`, constants.O_WRONLY | constants.O_DIRECT).catch(() => null);
-}
-
-/**
- * Writes all of data at pos through `direct` (a handle from openWriteThrough). pos and data.length
+ * Writes all of data at pos through `direct` (a handle from openThrough(fh, 'write')). pos and data.length
  * must be multiples of DirectAlign and data's memory page aligned. Returns false, having written
  * nothing, when the write was refused as unaligned (EINVAL: some filesystems want more than a
  * page); the caller then writes the ordinary way and should stop writing through.

@@ -15,7 +15,7 @@ import { dirname, join, resolve } from 'node:path';
 import { Readable, addAbortSignal } from 'node:stream';
 import type { FileHandle } from 'node:fs/promises';
 import { givePooled, takePooled } from '../buffer-pool.js';
-import { AlignedPool, DirectAlign, openReadThrough, openWriteThrough, writeThrough } from '../direct-io.js';
+import { AlignedPool, DirectAlign, openThrough, writeThrough } from '../direct-io.js';
 import { ErrInvalidArgument, ErrUnsupported, LifeboatError } from '../errors.js';
 import { checkedStream } from './body.js';
 import { ErrRangeNotSatisfiable, storeError } from './errors.js';
@@ -145,10 +145,13 @@ export class FileStore implements ObjectStore {
   async close(): Promise<void> {}
 }
 
-/** Size of the staging buffers a put writes through from. */
-const StageBytes = 1 << 20;
-/** Staging buffers for every put of the thread: two per put in flight. */
-const stages = new AlignedPool(StageBytes, 8, 2);
+/** Size of the page-aligned buffers puts write through from and gets read through into. */
+const AlignedBytes = 1 << 20;
+/**
+ * The aligned buffers of every put and get of the thread: two per put in flight (one written, one
+ * filling), one per get read in flight. Each goes back as soon as its write or copy is done.
+ */
+const pages = new AlignedPool(AlignedBytes, 8, 4);
 /** A tail at least this long is written through even when the object never filled a stage. */
 const MinThroughBytes = 64 << 10;
 
@@ -179,7 +182,7 @@ class BodyWriter {
       return;
     }
     for (let off = 0; off < chunk.length;) {
-      this.stage ??= stages.take();
+      this.stage ??= pages.take();
       const n = chunk.copy(this.stage, this.fill, off);
       off += n;
       this.fill += n;
@@ -207,17 +210,17 @@ class BodyWriter {
     this.fill = 0;
     this.pos += length;
     await this.inflight;
-    if (this.direct === undefined) this.direct = await openWriteThrough(this.handle);
+    if (this.direct === undefined) this.direct = await openThrough(this.handle, 'write');
     const data = buf.subarray(0, length);
     const write = (async () => {
       try {
-        if (this.direct && stages.aligned(buf)) {
+        if (this.direct && pages.aligned(buf)) {
           if (await writeThrough(this.direct, data, at)) return;
           await this.dropDirect(); // refused as unaligned: the ordinary way from now on
         }
         await this.ordinary(data, at);
       } finally {
-        stages.give(buf);
+        pages.give(buf);
       }
     })();
     write.catch(() => undefined); // awaited by the next flush or finish; never left unhandled
@@ -237,7 +240,7 @@ class BodyWriter {
 
   async close(): Promise<void> {
     await this.inflight?.catch(() => undefined);
-    if (this.stage) stages.give(this.stage);
+    if (this.stage) pages.give(this.stage);
     this.stage = null;
     await this.dropDirect();
   }
@@ -277,11 +280,9 @@ function fileError(op: string, err: unknown): unknown {
   return storeError(op, err);
 }
 
-const ReadChunkBytes = 1 << 20;
+const ReadChunkBytes = AlignedBytes;
 /** Reads of a whole object in flight ahead of its consumer. */
 const ReadAhead = 3;
-/** Page-aligned read buffers, never handed out: each read is copied into a chunk of the thread's pool. */
-const readBuffers = new AlignedPool(ReadChunkBytes, 8, 2);
 
 /**
  * A whole file as a byte stream of 1 MiB chunks, a few reads ahead of the consumer. Read through
@@ -299,24 +300,24 @@ function wholeFile(handle: FileHandle, size: number, signal: AbortSignal | undef
 }
 
 async function* throughChunks(handle: FileHandle, size: number): AsyncGenerator<Buffer> {
-  const through = size >= ReadChunkBytes ? await openReadThrough(handle) : null;
+  const through = size >= ReadChunkBytes ? await openThrough(handle, 'read') : null;
   let direct = through;
   const readAt = async (at: number): Promise<Buffer> => {
     const want = Math.min(ReadChunkBytes, size - at);
     const chunk = takePooled(ReadChunkBytes);
     let got = 0;
     try {
-      const aligned = direct ? readBuffers.take() : undefined;
-      if (aligned !== undefined) {
+      const page = direct ? pages.take() : undefined;
+      if (page !== undefined) {
         try {
           // O_DIRECT wants whole pages: ask for the whole buffer, the end of the file cuts it short.
-          if (direct && readBuffers.aligned(aligned)) got = (await direct.read(aligned, 0, ReadChunkBytes, at)).bytesRead;
-          aligned.copy(chunk, 0, 0, got);
+          if (direct && pages.aligned(page)) got = (await direct.read(page, 0, ReadChunkBytes, at)).bytesRead;
+          page.copy(chunk, 0, 0, got);
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
           direct = null; // refused as unaligned: the ordinary way from now on
         } finally {
-          readBuffers.give(aligned);
+          pages.give(page);
         }
       }
       while (got < want) {

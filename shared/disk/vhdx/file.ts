@@ -4,7 +4,7 @@
  * an overlay: the logged writes are applied to every read in memory, the file is never touched.
  */
 import { open, type FileHandle } from 'node:fs/promises';
-import { openWriteThrough, writeThrough } from '../../direct-io.js';
+import { openThrough, writeThrough } from '../../direct-io.js';
 import { ErrCorrupt } from '../../errors.js';
 
 /** A logged write kept in memory: data bytes, or zeros when data is undefined. */
@@ -13,7 +13,6 @@ export interface OverlayPiece {
   length: number;
   data: Buffer | undefined;
 }
-
 
 export class VhdxFile {
   private overlay: OverlayPiece[] = [];
@@ -101,7 +100,7 @@ export class VhdxFile {
   }
 
   private openDirect(): Promise<FileHandle | null> {
-    this.directOpening ??= (this.readOnly ? Promise.resolve(null) : openWriteThrough(this.fh)).then((fh) => (this.direct = fh));
+    this.directOpening ??= (this.readOnly ? Promise.resolve(null) : openThrough(this.fh, 'write')).then((fh) => (this.direct = fh));
     return this.directOpening;
   }
 
