@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { DiskImage, Extent } from '../../shared/disk/index.js';
+import type { Range } from '../../shared/disk/sparse.js';
 import { MapBlockSize, blockDigest, zeroDigest } from '../tracker/blockmap.js';
 
 export const DeltaBlockSize = 1 << 20;
@@ -22,9 +23,6 @@ export interface ChunkContents {
   zero: Uint8Array;
   bytesRead: number;
 }
-
-/** A range of the disk: offset and length in bytes. */
-export interface Range { offset: number; length: number }
 
 /**
  * The ranges of [start, start+length) that the disk's metadata says may hold data (a VHDX's or VHD's

@@ -11,9 +11,10 @@ import type { LogHeaderInit } from '../../shared/log/index.js';
 import { writeLog } from '../../shared/log/index.js';
 import { DefaultFrameSize, FixedHeaderBytes, MaxJweBytes, TagBytes } from '../../shared/crypto/format.js';
 import type { Extent } from '../../shared/disk/types.js';
+import type { Range } from '../../shared/disk/sparse.js';
 import { DefaultChunkShift, MaxHeaderBytes } from '../../shared/log/header.js';
 import { ChunkHeaderBytes, DigestBytes, ExtentRecordBytes, TrailerCountsBytes } from '../../shared/log/records.js';
-import { differingExtents, nonZeroExtents, readChunk, type Range } from './chunk.js';
+import { differingExtents, nonZeroExtents, readChunk } from './chunk.js';
 import type { ChunkContents } from './chunk.js';
 
 export interface SealJob {

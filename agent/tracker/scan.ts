@@ -3,7 +3,8 @@
  * hash and compares them with the map of the last committed cycle. It needs nothing from the
  * hypervisor, so it works for any disk the disk library opens; its cost is one sequential read of the
  * allocated part of the disk per cycle. Unallocated ranges (disk.extents() from metadata: unallocated
- * blocks, a raw file's holes) are digested as zeros without reading. The seed is random per map lineage, so nobody can craft two blocks that collide.
+ * blocks, a raw file's holes) are digested as zeros without reading. The seed is random per map
+ * lineage, so nobody can craft two blocks that collide.
  *
  * Memory: one reused read buffer (default 8 MiB) and three arrays of its block count; the maps stream
  * from and to files.

@@ -1,6 +1,6 @@
 /**
- * Where a sparse file holds data: lseek with SEEK_DATA and SEEK_HOLE (Linux, and the BSDs and
- * Solaris with the same numbers on Linux only here), through fs-ext since Node's fs has no lseek.
+ * Where a sparse file holds data: lseek with SEEK_DATA and SEEK_HOLE, through fs-ext since Node's fs
+ * has no lseek. Linux only (the whence values 3 and 4 are Linux's; other systems number them apart).
  * A filesystem without hole tracking answers that everything is data, which is still right. Where
  * the call is not available at all (another platform, the binding not built, a worker thread),
  * dataRanges returns undefined and callers read everything.
@@ -10,6 +10,9 @@ import { isMainThread } from 'node:worker_threads';
 
 const SeekData = 3;
 const SeekHole = 4;
+
+/** A byte range of a file or disk. */
+export interface Range { offset: number; length: number }
 
 type SeekSync = (fd: number, offset: number, whence: number) => number;
 
@@ -34,11 +37,11 @@ function seeker(): SeekSync | null {
  * overlapping; the rest are holes, which read as zeros. Undefined when this cannot be asked.
  * lseek only looks at the file's block map: it reads nothing, however large the range.
  */
-export function dataRanges(fd: number, offset: number, length: number): { offset: number; length: number }[] | undefined {
+export function dataRanges(fd: number, offset: number, length: number): Range[] | undefined {
   const lseek = seeker();
   if (lseek === null) return undefined;
   const end = offset + length;
-  const ranges: { offset: number; length: number }[] = [];
+  const ranges: Range[] = [];
   try {
     for (let at = offset; at < end;) {
       let data: number;
