@@ -165,4 +165,57 @@ describe('VHDX fresh writes', () => {
     expect(await firstDifferenceFrom(reopened, model)).toBe(-1);
     await reopened.close();
   });
+
+  it('leave zeros unwritten in new space and write them over reused space', async () => {
+    const path = join(dir, 'zeros.vhdx');
+    const img = await vhdxDriver.create(path, { virtualSize: Size, blockSize: Block });
+    const model = Buffer.alloc(Size);
+    const old = randomBytes(4 * MiB);
+    await img.write(0, old);
+    old.copy(model, 0);
+    await img.close();
+    // Blocks 0-3 replaced whole: their old space (random bytes) is free for reuse once reopened.
+    let again = await openVhdx(path);
+    let w = await again.freshWrites!();
+    const next = randomBytes(Size);
+    expect(await offer(again, w, next, 0, 4 * MiB)).toEqual([]);
+    await w.publish();
+    next.copy(model, 0, 0, 4 * MiB);
+    await again.close();
+    const allocatedBefore = await allocated(path);
+    // Mostly zeros: a page at the end of block 1 and one in block 10, offered a block at a time.
+    // Blocks 0-1 and 8-9 reuse the freed space, so their zeros must be written; 10-11 are new space.
+    const mixed = Buffer.alloc(Size);
+    randomBytes(4096).copy(mixed, 2 * MiB - 4096);
+    randomBytes(4096).copy(mixed, 10 * MiB + 12345);
+    again = await openVhdx(path);
+    w = await again.freshWrites!();
+    expect(await offer(again, w, mixed, 0, 2 * MiB)).toEqual([]);
+    expect(await offer(again, w, mixed, 8 * MiB, 4 * MiB)).toEqual([]);
+    await w.publish();
+    await again.close();
+    mixed.copy(model, 0, 0, 2 * MiB);
+    mixed.copy(model, 8 * MiB, 8 * MiB, 12 * MiB);
+    const check = await openVhdx(path, true);
+    expect(await firstDifferenceFrom(check, model)).toBe(-1);
+    await check.close();
+    const raw = join(dir, 'zeros.raw');
+    await writeFile(raw, model);
+    await referee('qemu-img', ['check', '-q', '-f', 'vhdx', path]);
+    await referee('qemu-img', ['compare', '-q', '-f', 'vhdx', '-F', 'raw', path, raw]);
+    // Two new blocks appended: block 10's piece holds data and is written whole, block 11's is all
+    // zeros and is not written at all (written, the file would hold 2 MiB more).
+    const growth = await allocated(path) - allocatedBefore;
+    expect(growth).toBeGreaterThanOrEqual(MiB);
+    expect(growth).toBeLessThan(MiB + 256 * 1024);
+  });
 });
+
+async function allocated(path: string): Promise<number> {
+  const f = await VhdxFile.open(path, true);
+  try {
+    return await f.allocatedBytes();
+  } finally {
+    await f.close();
+  }
+}
