@@ -38,6 +38,21 @@ export function givePooled(piece: Uint8Array): void {
   list.push(Buffer.from(buffer, 0, bytes));
 }
 
+/** True when piece lies in a buffer this pool made (its memory is nobody else's while taken). */
+export function isPooled(piece: Uint8Array): boolean {
+  return made.has(piece.buffer);
+}
+
+/**
+ * Takes back into the pool's keeping a buffer that went to another thread and came back (a
+ * transferred ArrayBuffer arrives as a new object): the view at [offset, offset + length) of it,
+ * which givePooled then accepts. Only for memory that left as a pooled buffer.
+ */
+export function adoptPooled(buffer: ArrayBuffer, offset: number, length: number): Buffer {
+  made.add(buffer);
+  return Buffer.from(buffer, offset, length);
+}
+
 /**
  * givePooled for a consumer that cannot know whether the stream it read was cut into pieces on the way
  * (an object store body through wrappers): only a piece that is a whole pool buffer comes back, never

@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { givePooled, isPooled, takePooled } from '../../shared/buffer-pool.js';
 import { Sha256 } from './hash-thread.js';
 
 describe('Sha256 on the helper thread', () => {
@@ -23,5 +24,35 @@ describe('Sha256 on the helper thread', () => {
     a.drop();
     await b.update(data.subarray(1000));
     expect(await b.digest()).toBe(createHash('sha256').update(data).digest('hex'));
+  });
+
+  it('hands whole pooled chunks to the thread and back untouched, several at once, in order, mixed with copied ones', async () => {
+    const data = randomBytes((9 << 20) + 4321);
+    const h = new Sha256();
+    // Whole pool buffers (a file store's reads) go to the thread; ordinary memory and a piece of a
+    // pool buffer (whose other pieces may still be unread) are copied.
+    const plan: { size: number; kind: 'whole' | 'piece' | 'plain' }[] = [
+      { size: 1 << 20, kind: 'whole' }, { size: 100, kind: 'plain' }, { size: 1 << 20, kind: 'whole' }, { size: 5000, kind: 'piece' },
+      { size: 3 << 20, kind: 'whole' }, { size: 17, kind: 'plain' }, { size: 1 << 20, kind: 'whole' },
+    ];
+    plan.push({ size: data.length - plan.reduce((n, p) => n + p.size, 0), kind: 'piece' });
+    const passing: { chunk: Buffer; expect: Buffer; back: Promise<Buffer>; moved: boolean }[] = [];
+    let at = 0;
+    for (const { size, kind } of plan) {
+      const chunk = kind === 'plain' ? Buffer.alloc(size) : kind === 'whole' ? takePooled(size) : takePooled(size + 1).subarray(0, size);
+      data.copy(chunk, 0, at, at + size);
+      passing.push({ chunk, expect: data.subarray(at, at + size), back: h.pass(chunk), moved: kind === 'whole' });
+      at += size;
+    }
+    for (const p of passing) {
+      const back = await p.back;
+      expect(back.equals(p.expect)).toBe(true);
+      // A moved chunk's memory went to the thread and came back as a new buffer; the others stayed.
+      expect(p.chunk.length).toBe(p.moved ? 0 : p.expect.length);
+      expect(back === p.chunk).toBe(!p.moved);
+      if (p.moved) expect(isPooled(back)).toBe(true);
+      givePooled(back);
+    }
+    expect(await h.digest()).toBe(createHash('sha256').update(data).digest('hex'));
   });
 });

@@ -40,6 +40,8 @@ const KindZero = 2;
  */
 const SlabBytes = 8 << 20;
 const FirstSlabBytes = 256 << 10;
+/** Object chunks on their way through the hash thread while the reader works on earlier ones. */
+const HashAhead = 3;
 /** Bytes of staged plaintext all merges of a process may hold in memory at once; beyond it, files. */
 export const StageMemoryBytes = 256 << 20;
 
@@ -175,19 +177,24 @@ class Stager {
 export async function stageLog(input: StageInput, path: string): Promise<StagedLog> {
   const digest = new Sha256();
   let bytes = 0;
+  // The object's chunks go through the hash thread on their way to the reader, a few at once.
   async function* hashed(): AsyncGenerator<Buffer> {
+    const hashing: Promise<Buffer>[] = [];
     for await (const chunk of input.object as AsyncIterable<Buffer>) {
-      await digest.update(chunk);
       bytes += chunk.length;
-      yield chunk;
+      const going = digest.pass(chunk);
+      going.catch(() => undefined); // awaited in order below; a failure is never left unhandled
+      hashing.push(going);
+      if (hashing.length >= HashAhead) yield await hashing.shift()!;
     }
+    while (hashing.length > 0) yield await hashing.shift()!;
   }
   const stager = new Stager(path);
   let ok = false;
   let direct: DirectSink | undefined;
   try {
     const source = hashed();
-    // Each object chunk goes back to the file store's buffers once opened (hashed: copied first).
+    // Each object chunk goes back to the file store's buffers once hashed and opened.
     const reader = await readLog(source, { key: input.key, expect: input.expect, recycle: recycleBodyChunk });
     try {
       direct = await input.direct?.(reader.header);
