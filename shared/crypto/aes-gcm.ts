@@ -10,7 +10,10 @@
 import { createCipheriv, createDecipheriv } from 'node:crypto';
 import { createRequire } from 'node:module';
 
-/** The binding's synchronous cipher call (19 arguments; without a callback it runs on this thread). */
+/**
+ * The binding's cipher call: with 19 arguments it runs on this thread and returns; with a 20th, a
+ * callback, it runs on libuv's thread pool and calls back (an error, or the target size).
+ */
 interface CryptoAsync {
   cipher(
     algorithm: string, encrypt: 0 | 1,
@@ -20,6 +23,7 @@ interface CryptoAsync {
     target: Buffer, targetOffset: number,
     aad: Buffer, aadOffset: number, aadSize: number,
     tag: Buffer, tagOffset: number, tagSize: number,
+    end?: (error: Error | undefined, targetSize: number) => void,
   ): number;
   E_CORRUPT: string;
 }
@@ -90,6 +94,23 @@ export function gcmOpen(key: Buffer, nonce: Buffer, aad: Buffer, ciphertext: Buf
   } catch {
     return false;
   }
+}
+
+/**
+ * gcmOpen off this thread: the binding runs it on libuv's thread pool, so a reader can open the next
+ * frame while it works on this one. The caller must leave every buffer passed untouched until the
+ * promise settles. Without the binding it is gcmOpen on this thread.
+ */
+export function gcmOpenAsync(key: Buffer, nonce: Buffer, aad: Buffer, ciphertext: Buffer, target: Buffer, targetOffset: number, tag: Buffer): Promise<boolean> {
+  if (!binding || ciphertext.length === 0 || tag.length !== GcmTagBytes) return Promise.resolve(gcmOpen(key, nonce, aad, ciphertext, target, targetOffset, tag));
+  if (target.length - targetOffset < ciphertext.length) throw new RangeError('the target is shorter than the ciphertext');
+  return new Promise((resolve, reject) => {
+    binding.cipher(Algorithm, 0, key, 0, key.length, nonce, 0, nonce.length, ciphertext, 0, ciphertext.length, target, targetOffset, aad, 0, aad.length, tag, 0, GcmTagBytes, (error) => {
+      if (error === undefined || error === null) resolve(true);
+      else if (error.message === binding.E_CORRUPT) resolve(false);
+      else reject(error);
+    });
+  });
 }
 
 /**

@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { ErrTampered, ErrUnsupported, LifeboatError } from '../errors.js';
-import { gcmOpen, gcmSeal } from './aes-gcm.js';
+import { gcmOpen, gcmOpenAsync, gcmSeal } from './aes-gcm.js';
 
 export const EnvelopeMagic = Buffer.from([0x4c, 0x42, 0x45, 0x4e, 0x56, 0x00, 0x0d, 0x0a]);
 export const EnvelopeVersion = 1;
@@ -107,14 +107,25 @@ export function sealFrameInPlace(key: Buffer, digest: Buffer, index: number, las
  * ciphertext's memory, which the source may reuse; undefined when the tag does not verify.
  */
 export function openFrame(key: Buffer, digest: Buffer, index: number, last: boolean, ciphertext: Buffer[], tag: Buffer, into?: Buffer): Buffer[] | undefined {
+  const { body, out } = frameBody(ciphertext, into);
+  return gcmOpen(key, nonce(index), associatedData(digest, index, last), body, out, 0, tag) ? [out] : undefined;
+}
+
+/**
+ * openFrame on libuv's thread pool (gcmOpenAsync): the ciphertext pieces, tag and into must stay
+ * untouched until it settles.
+ */
+export async function openFrameAsync(key: Buffer, digest: Buffer, index: number, last: boolean, ciphertext: Buffer[], tag: Buffer, into?: Buffer): Promise<Buffer[] | undefined> {
+  const { body, out } = frameBody(ciphertext, into);
+  return (await gcmOpenAsync(key, nonce(index), associatedData(digest, index, last), body, out, 0, tag)) ? [out] : undefined;
+}
+
+/** Where a frame is opened from and into: pieces spanning source chunks are gathered first and opened in place. */
+function frameBody(ciphertext: Buffer[], into: Buffer | undefined): { body: Buffer; out: Buffer } {
   const length = ciphertext.length === 1 ? ciphertext[0]!.length : ciphertext.reduce((n, piece) => n + piece.length, 0);
   const out = into !== undefined && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
-  let body = ciphertext[0] ?? out;
-  if (ciphertext.length > 1) {
-    // Pieces spanning source chunks are gathered first and opened in place.
-    let at = 0;
-    for (const piece of ciphertext) at += piece.copy(out, at);
-    body = out;
-  }
-  return gcmOpen(key, nonce(index), associatedData(digest, index, last), body, out, 0, tag) ? [out] : undefined;
+  if (ciphertext.length <= 1) return { body: ciphertext[0] ?? out, out };
+  let at = 0;
+  for (const piece of ciphertext) at += piece.copy(out, at);
+  return { body: out, out };
 }

@@ -6,7 +6,7 @@
 import { ErrTampered } from '../errors.js';
 import { ByteReader, type ByteSource } from './byte-reader.js';
 import { givePooled, takePooled } from '../buffer-pool.js';
-import { FixedHeaderBytes, MaxFrames, TagBytes, headerDigest, openFrame, parseFixedHeader } from './format.js';
+import { FixedHeaderBytes, MaxFrames, TagBytes, headerDigest, openFrame, openFrameAsync, parseFixedHeader } from './format.js';
 import type { PrivateJwk } from './keys.js';
 import { unwrapDataKey } from './wrap.js';
 
@@ -100,14 +100,33 @@ export async function openFrames(sealed: ByteSource, options: OpenOptions): Prom
   return { context, frameSize, frames: all(), close: () => reader.close(), release: (piece) => frames.release(piece) };
 }
 
-/** Reads and verifies frames in order; undefined after the last one. */
+/**
+ * Reads and verifies frames in order; undefined after the last one. One frame ahead: when frame i is
+ * handed out, frame i+1's bytes are already being read and its AES-GCM runs on libuv's thread pool
+ * (openFrameAsync) while the caller works on frame i. Frame i+1's source pieces are read only after
+ * frame i verified, and stay unreleased (the ByteReader recycles a chunk at the next read) until
+ * frame i+1 verified, so nothing under a running decryption is reused.
+ */
 class FrameOpener {
   private index = 0;
   private done = false;
+  /** The next frame, being read and opened. */
+  private ahead: Promise<Buffer[] | undefined> | undefined;
 
   constructor(private readonly reader: ByteReader, private readonly key: Buffer, private readonly digest: Buffer, private readonly frameSize: number) {}
 
   async next(): Promise<Buffer[] | undefined> {
+    const frame = await (this.ahead ?? this.open());
+    this.ahead = undefined;
+    if (frame !== undefined && !this.done) {
+      const ahead = this.open();
+      ahead.catch(() => undefined); // awaited by the next call; never left unhandled
+      this.ahead = ahead;
+    }
+    return frame;
+  }
+
+  private async open(): Promise<Buffer[] | undefined> {
     if (this.done) return undefined;
     const full = this.frameSize + TagBytes;
     const available = await this.reader.fill(full + 1);
@@ -121,7 +140,7 @@ class FrameOpener {
     // Body and tag in one request: with recycling, what a read returns is valid until the next one.
     const { body, tag } = splitTag(await this.reader.readPieces(length));
     const into = takePooled(this.frameSize);
-    const plain = openFrame(this.key, this.digest, i, last, body, tag, into);
+    const plain = await openFrameAsync(this.key, this.digest, i, last, body, tag, into);
     if (plain === undefined) throw this.diagnose(i, last, body, tag);
     this.index++;
     if (last) {
