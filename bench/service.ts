@@ -13,7 +13,9 @@
  * two (the shared machine's write rate swings several-fold within a minute; a dd straight after the
  * setup's writes is slower still, so one uncounted dd runs first); three VMs give three
  * rounds of each (one with --quick), reported as medians, with the merge's CPU seconds (every thread
- * of the process) per GiB. Goal: each merge at 80% of dd's rate or more.
+ * of the process) per GiB. Goal: each merge at 80% of dd's rate or more. The row also gives the
+ * merge against the faster of each round's two dd runs (dd's rate with its page-cache memory warm),
+ * which the goal does not use.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -61,7 +63,7 @@ export const mergeBench: Benchmark = {
         return r.seconds;
       };
       const kinds = ['into new blocks', 'over held blocks'] as const;
-      const results: Record<(typeof kinds)[number], { ours: number; dd: number; cpu: number }[]> = { 'into new blocks': [], 'over held blocks': [] };
+      const results: Record<(typeof kinds)[number], { ours: number; dd: number; ddFastest: number; cpu: number }[]> = { 'into new blocks': [], 'over held blocks': [] };
       const rounds = ctx.quick ? 1 : 3;
       for (let round = 0; round < rounds; round++) {
         const vm = `vm${round}`;
@@ -105,7 +107,7 @@ export const mergeBench: Benchmark = {
           const cpu = process.cpuUsage(cpu0);
           if (applied !== 1) throw new Error(`bench: merge: log ${sequence} of ${vm} was not applied`);
           const after = await dd(replicaDir);
-          const r = { ours, dd: (before + after) / 2, cpu: (cpu.user + cpu.system) / 1e6 / (bytes / 2 ** 30) };
+          const r = { ours, dd: (before + after) / 2, ddFastest: Math.min(before, after), cpu: (cpu.user + cpu.system) / 1e6 / (bytes / 2 ** 30) };
           results[what].push(r);
           process.stderr.write(`bench: merge: round ${round + 1} log ${sequence} (${(size / MiB).toFixed(0)} MiB sealed) ${what}: ${ours.toFixed(2)} s (${r.cpu.toFixed(2)} CPU-s/GiB), dd ${before.toFixed(2)} s before, ${after.toFixed(2)} s after: ratio ${(r.dd / ours).toFixed(2)}\n`);
         }
@@ -118,7 +120,9 @@ export const mergeBench: Benchmark = {
       const rows: BenchRow[] = kinds.map((what) => {
         const rs = results[what];
         const ratio = median(rs.map((r) => r.dd / r.ours));
-        return { name: `merge ${sizeMiB} MiB log ${what} (VHDX, fsync), ${median(rs.map((r) => r.cpu)).toFixed(2)} CPU-s/GiB`, ours: mbps(bytes, median(rs.map((r) => r.ours))), peer: `dd ${mbps(bytes, median(rs.map((r) => r.dd)))}`, ratio: ratio.toFixed(2), goal: '≥ 0.80', ok: ratio >= 0.8 };
+        // Shown beside the goal's ratio: the merge against the faster of each round's two dd runs.
+        const fastest = median(rs.map((r) => r.ddFastest / r.ours));
+        return { name: `merge ${sizeMiB} MiB log ${what} (VHDX, fsync), ${median(rs.map((r) => r.cpu)).toFixed(2)} CPU-s/GiB, ${fastest.toFixed(2)} of dd's faster run`, ours: mbps(bytes, median(rs.map((r) => r.ours))), peer: `dd ${mbps(bytes, median(rs.map((r) => r.dd)))}`, ratio: ratio.toFixed(2), goal: '≥ 0.80', ok: ratio >= 0.8 };
       });
       return rows;
     } finally {
