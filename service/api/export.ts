@@ -1,7 +1,9 @@
 /**
  * export: a flat image (vhdx or raw) of one disk at a recovery point or at the latest applied state,
  * written by the service to a path on its own host (the operator's CLI runs beside it). The disk's
- * merge lock is held while reading, so no merge or prune changes the chain underneath.
+ * merge lock is held while reading, so no merge or prune changes the chain underneath: an export can
+ * outlast the Redis lease (nothing renews it while converting), but the replica directory's kernel
+ * lock (lock.ts) stays held until the export is done.
  */
 import { isAbsolute, join } from 'node:path';
 import { z } from 'zod';
@@ -33,7 +35,7 @@ export async function exportDisk(ctx: ServiceContext, tenant: string, vm: string
   }
   const redis = await connectRedis(ctx.config.redis.url);
   try {
-    const lock = await acquireLock(redis, mergeJobId({ tenant, vm, disk: disk.id }));
+    const lock = await acquireLock(redis, mergeJobId({ tenant, vm, disk: disk.id }), disk.replicaDir);
     if (!lock) throw new LifeboatError('unavailable', `disk ${disk.id} is being merged; try again`);
     try {
       const state = await readState(disk.replicaDir);

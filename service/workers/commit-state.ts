@@ -8,7 +8,9 @@
  * token is compared with ours (a newer holder's state is never replaced), the Redis lock is checked
  * to still hold our token and extended to a full TTL in one Lua call, and the file is renamed over
  * state.json. A holder that lost its lock, or that finds a newer token on disk, removes its file and
- * throws LockLostError; nothing it prepared becomes visible.
+ * throws LockLostError; nothing it prepared becomes visible. A holder frozen past its lease between
+ * the lease check and the rename is covered by the replica directory's kernel lock, which the caller
+ * took with the Redis lock (lock.ts) and which no newer holder gets while the frozen one lives.
  */
 import { rm } from 'node:fs/promises';
 import { setDiskState } from '../catalog/vms.js';

@@ -4,6 +4,7 @@
  * commit whose queue job was swallowed by a job already running is still merged.
  */
 import type { Redis } from 'ioredis';
+import { getDisk } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';
 import type { DiskRef } from '../queue.js';
 import { mergeJobId } from '../queue.js';
@@ -14,9 +15,15 @@ import { mergeDisk } from './merge-job.js';
 export class Merger {
   constructor(private readonly ctx: ServiceContext, private readonly redis: Redis, private readonly lockPrefix = 'lifeboat') {}
 
-  /** Merges one disk; undefined when another worker holds it (it will see this disk's work). */
+  /**
+   * Merges one disk; undefined when another worker holds it (it will see this disk's work), or when a
+   * holder whose lease lapsed still holds the replica directory's kernel lock (the job retries).
+   */
   async mergeDisk(ref: DiskRef): Promise<MergeResult | undefined> {
-    const lock = await acquireLock(this.redis, mergeJobId(ref), undefined, this.lockPrefix);
+    const disk = await getDisk(this.ctx.db, ref.tenant, ref.vm, ref.disk);
+    // As merge-job.ts answers for a disk the catalog does not have (its directory is not known).
+    if (!disk) return { applied: 0, duplicates: 0, rejected: 0, appliedSequence: 0, state: 'initial_required' };
+    const lock = await acquireLock(this.redis, mergeJobId(ref), disk.replicaDir, { prefix: this.lockPrefix });
     if (!lock) return undefined;
     try {
       return await mergeDisk(this.ctx, ref, lock);

@@ -99,16 +99,16 @@ export class Pointer {
   }
 
   /**
-   * Runs fn on every disk of the VM holding all their merge locks at once, so a point spans the same
-   * moment on every disk; false (nothing done) when any disk was busy, or when stillWanted, asked
-   * once every lock is held, says no.
+   * Runs fn on every disk of the VM holding all their merge locks (and their directories' kernel
+   * locks, lock.ts) at once, so a point spans the same moment on every disk; false (nothing done)
+   * when any disk was busy, or when stillWanted, asked once every lock is held, says no.
    */
   private async onEachDisk(vm: VmRow, fn: (disk: DiskRow, lock: DiskLock) => Promise<void>, whileLocked?: () => Promise<void>, stillWanted?: () => Promise<boolean>): Promise<boolean> {
     const disks = await listDisks(this.ctx.db, vm.tenant, vm.name);
     const locks: DiskLock[] = [];
     try {
       for (const disk of disks) {
-        const lock = await acquireLock(this.redis, mergeJobId({ tenant: vm.tenant, vm: vm.name, disk: disk.id }), undefined, this.lockPrefix);
+        const lock = await acquireLock(this.redis, mergeJobId({ tenant: vm.tenant, vm: vm.name, disk: disk.id }), disk.replicaDir, { prefix: this.lockPrefix });
         if (!lock) return false;
         locks.push(lock);
       }
