@@ -15,6 +15,9 @@ import type { ServiceContext } from '../context.js';
 import { getDisk, getVm, insertDisk, insertVm, listDisks, updateDiskSize, updateVmSettings } from '../catalog/vms.js';
 import { ErrConflict } from '../errors.js';
 import { authorizationFor } from '../trust/enroll.js';
+import type { DiskRef } from '../queue.js';
+import { connectRedis, mergeJobId } from '../queue.js';
+import { acquireLock } from '../workers/lock.js';
 import { initialState, readState, replicaDir, writeState } from './replica.js';
 import type { ReplicaFormat } from './replica.js';
 import { checkTrustGroup } from './scope.js';
@@ -50,7 +53,7 @@ export async function registerVm(ctx: ServiceContext, agent: AgentIdentity, vm: 
         await createReplica(dir, b.virtualSize, ctx.config.replicaFormat);
         await insertDisk(tx, { tenant: agent.tenant, vm, id: b.id, virtualSize: b.virtualSize, sourceFormat: b.format, replicaDir: dir });
       } else if (b.virtualSize > row.virtualSize) {
-        await growReplica(dir, b.virtualSize);
+        await growReplica(ctx, { tenant: agent.tenant, vm, disk: b.id }, dir, b.virtualSize);
         await updateDiskSize(tx, agent.tenant, vm, b.id, b.virtualSize);
       }
     }
@@ -73,13 +76,35 @@ async function createReplica(dir: string, virtualSize: number, format: ReplicaFo
   await writeState(dir, state);
 }
 
-async function growReplica(dir: string, virtualSize: number): Promise<void> {
-  const state = await readState(dir);
-  const top = await openDisk(join(dir, state.layers.at(-1)!));
+/**
+ * Grows the replica's top layer to the registered size, under the disk's lock (lock.ts): a merge,
+ * point or export may hold the disk, and its layer must not change size under it. When the lock is
+ * taken the layer is left as it is, and the registration is not held up (it runs inside the catalog's
+ * transaction): the disk's next log or delta base carries the new size in its header and the merge
+ * grows the layer then, under the lock. Until then the replica, and any point taken, has the size of
+ * the data last applied.
+ */
+async function growReplica(ctx: ServiceContext, ref: DiskRef, dir: string, virtualSize: number): Promise<void> {
+  const redis = await connectRedis(ctx.config.redis.url);
   try {
-    await top.resize(virtualSize);
-    await top.flush();
+    const lock = await acquireLock(redis, mergeJobId(ref), dir);
+    if (!lock) {
+      ctx.log.info({ ...ref, virtualSize }, 'replica busy; its next merge grows it to the registered size');
+      return;
+    }
+    try {
+      const state = await readState(dir);
+      const top = await openDisk(join(dir, state.layers.at(-1)!));
+      try {
+        if (virtualSize > top.virtualSize) await top.resize(virtualSize);
+        await top.flush();
+      } finally {
+        await top.close();
+      }
+    } finally {
+      await lock.release();
+    }
   } finally {
-    await top.close();
+    redis.disconnect();
   }
 }

@@ -76,6 +76,9 @@ export async function applyBase(ctx: ServiceContext, ref: DiskRef, dir: string, 
       }
       const image = await openDisk(join(dir, state.layers.at(-1)!));
       try {
+        // A disk grown since its last base: the chunks' headers carry the new size (as logs do).
+        const size = Math.max(...staged.map((s) => s.header.virtualSize));
+        if (size > image.virtualSize) await image.resize(size);
         for (const s of staged) await applyStaged(s, image);
         await image.flush();
       } finally {
