@@ -102,16 +102,20 @@ export async function installState(dir: string, tmp: string): Promise<void> {
 /** Names of the layer files the service makes: base.<fmt>, base-g<generation>.<fmt>, p<ms>.vhdx. */
 const LayerFile = /^(base|base-g\d+|p\d+)\.(vhdx|raw)$/;
 
+/** A state file prepared and never installed (prepareState's names). */
+const PreparedStateFile = /^state\.json\.tmp-[0-9a-z-]+$/;
+
 /**
  * Deletes the layer files in a replica directory that state.json does not name: left by a worker
  * killed after making a layer and before state.json named it (a point's new top, a base being
- * built), or after state.json dropped one and before it was deleted (a prune, a new base). Only with
- * the disk's merge lock held, before anything new is made: every layer is made and dropped under
- * it. Returns the names deleted.
+ * built), or after state.json dropped one and before it was deleted (a prune, a new base). Also the
+ * state files a killed worker prepared and never installed. Only with the disk's lock held (the
+ * directory's kernel lock with it), before anything new is made: every layer and prepared state is
+ * made and dropped under it, so none of them belongs to a live holder. Returns the names deleted.
  */
 export async function sweepUnreferencedLayers(dir: string, state: AppliedState): Promise<string[]> {
   const named = new Set(state.layers);
-  const stray = (await readdir(dir)).filter((f) => LayerFile.test(f) && !named.has(f));
+  const stray = (await readdir(dir)).filter((f) => (LayerFile.test(f) && !named.has(f)) || PreparedStateFile.test(f));
   for (const f of stray) await rm(join(dir, f), { force: true });
   return stray;
 }

@@ -252,7 +252,8 @@ describe('the replica directory\'s kernel lock', () => {
     expect(await acquireLock(redis, 'same', dir, { prefix })).toBeUndefined();
     expect((await stat(join(dir, DirLockFileName))).mode & 0o777).toBe(0o600);
     await writeFile(join(dir, 'p1.vhdx'), ''); // a stray layer: the sweep deletes it, not the lock file
-    expect(await sweepUnreferencedLayers(dir, await readState(dir))).toEqual(['p1.vhdx']);
+    await writeFile(join(dir, 'state.json.tmp-4242-1764150000000-k3x9qa'), '{}'); // a killed holder's prepared state, too
+    expect((await sweepUnreferencedLayers(dir, await readState(dir))).sort()).toEqual(['p1.vhdx', 'state.json.tmp-4242-1764150000000-k3x9qa']);
     expect(await readdir(dir)).toContain(DirLockFileName);
     await first.release();
     expect(await readdir(dir)).not.toContain(DirLockFileName); // removed on release
