@@ -10,7 +10,9 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { open } from 'node:fs/promises';
 import { vhdxDriver } from '../../shared/disk/vhdx/driver.js';
+import { openLayout } from '../../shared/disk/vhdx/open.js';
 import { referee, scratchDir } from '../helpers.js';
 import { openVhdx, pattern, rng } from './vhdx-helpers.js';
 
@@ -111,4 +113,41 @@ describe('crash safety', () => {
       }
     });
   }
+
+  it('a block whose sector bitmap bits outlived a crash reads its parent again once written in part', async () => {
+    // A kill inside a barrier, after a block's sector bitmap slice was written and before its BAT
+    // entry, leaves bits set for a block the BAT still calls not present. Made here directly: a
+    // partial write flushed, then the block's BAT entry put back to not present.
+    const parentPath = join(dir.path, 'stale-parent.vhdx');
+    const childPath = join(dir.path, 'stale-child.vhdx');
+    const model = Buffer.alloc(16 * M);
+    pattern(model, 21);
+    const p = await vhdxDriver.create(parentPath, { virtualSize: model.length, blockSize: M });
+    await p.write(0, model);
+    await p.close();
+    const open1 = (x: string) => openVhdx(x, true);
+    let child = await vhdxDriver.createChild!(childPath, { parentPath, openParent: open1 });
+    await child.write(3 * M, pattern(Buffer.alloc(8 * Unit), 22));
+    await child.close();
+    const layout = await openLayout(childPath, true);
+    const at = layout.regions.bat.fileOffset + layout.bat.payloadIndex(3) * 8;
+    await layout.file.close();
+    const fh = await open(childPath, 'r+');
+    await fh.write(Buffer.alloc(8), 0, 8, at);
+    await fh.close();
+    // The block reads its parent; then a write elsewhere in it makes it partly present again.
+    child = await vhdxDriver.open(childPath, { openParent: open1 });
+    const got = Buffer.alloc(M);
+    await child.read(3 * M, got);
+    expect(got.equals(model.subarray(3 * M, 4 * M))).toBe(true);
+    const data = pattern(Buffer.alloc(4 * Unit), 23);
+    await child.write(3 * M + M / 2, data);
+    data.copy(model, 3 * M + M / 2);
+    await child.close();
+    const check = await openVhdx(childPath, true);
+    await check.read(3 * M, got);
+    await check.close();
+    // Before the fix the first 32 KiB read as zeros: the stale bits named sectors of the new block.
+    expect(got.equals(model.subarray(3 * M, 4 * M))).toBe(true);
+  });
 });

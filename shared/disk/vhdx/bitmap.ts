@@ -67,6 +67,14 @@ export class SectorBitmaps {
     return bitRuns(await this.get(block), from, to);
   }
 
+  /** Marks every sector of the block absent (in memory; written at the next barrier, if a bitmap block exists). */
+  async clear(block: number): Promise<void> {
+    const slice = await this.get(block);
+    if (slice.every((b) => b === 0)) return;
+    slice.fill(0);
+    if (this.sliceOffset(block) !== undefined) this.dirty.add(block);
+  }
+
   /** Marks sectors [from, to) of the block present; allocates the chunk's bitmap block if needed. */
   async setPresent(block: number, from: number, to: number): Promise<void> {
     const slice = await this.get(block);

@@ -58,9 +58,13 @@ async function writeAligned(core: VhdxCore, offset: number, data: Buffer): Promi
     } else {
       const base = await core.allocate(blockSize, n === blockSize ? 'caller-writes-all' : 'zeros');
       fileOff = base + inBlock;
-      // A block that only partly comes from this write keeps the parent's other sectors.
+      // A block that only partly comes from this write keeps the parent's other sectors. Its bitmap
+      // slice starts clear: bits left from before mean nothing for a block that was not partly
+      // present (a kill inside a barrier can leave a slice written and its BAT entry not), and a
+      // stale bit would name a sector of the new block, which reads as zeros, instead of the parent's.
       if (src === 'parent' && n < blockSize) {
         after.push(async () => {
+          await core.bitmaps!.clear(block);
           await core.bitmaps!.setPresent(block, inBlock / ss, (inBlock + n) / ss);
           bat.set(idx, PayloadPartiallyPresent, base);
         });
