@@ -4,37 +4,30 @@
  * the replica, exported as a flat image, equals the source disk by qemu-img's judgement.
  */
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enroll } from '../../agent/enroll/enroll.js';
 import { silentLogger } from '../../agent/replicate/context.js';
 import { Replicator } from '../../agent/replicate/engine.js';
 import { engineContext } from '../../agent/replicate/from-state.js';
 import { AgentState } from '../../agent/state/store.js';
-import { Merger } from '../../service/workers/merger.js';
+import type { Merger } from '../../service/workers/merger.js';
 import { referee } from '../helpers.js';
-import type { TestEnv } from './helpers.js';
-import { operator, testEnv, testService } from './helpers.js';
+import type { MergeHarness, TestEnv } from './helpers.js';
+import { mergeHarness, operator } from './helpers.js';
 
+let h: MergeHarness | undefined;
 let env: TestEnv;
-let svc: Awaited<ReturnType<typeof testService>>;
-let redis: Redis;
+let svc: MergeHarness['svc'];
 let merger: Merger;
 
 beforeAll(async () => {
-  env = await testEnv((c) => {
-    c.replicaFormat = 'vhdx';
-  });
-  svc = await testService(env);
-  redis = new Redis('redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
-  merger = new Merger(svc.ctx, redis, `lbtest-${env.schema}`);
+  h = await mergeHarness();
+  ({ env, svc, merger } = h);
   await operator(svc, 'POST', '/v1/tenants', { name: 'acme' });
   await operator(svc, 'POST', '/v1/tenants/acme/authorizations', { pattern: '*.acme.test' });
 });
 afterAll(async () => {
-  redis?.disconnect();
-  await svc?.stop();
-  await env?.cleanup();
+  await h?.close();
 });
 
 /** The replica's latest state as a raw file, compared by qemu-img with the agent's source disk. */

@@ -5,38 +5,33 @@
  * carries the new size, grows it under the lock. Either way the replica ends equal to the source.
  */
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDisk } from '../../shared/disk/index.js';
 import { mergeJobId } from '../../service/queue.js';
 import { acquireLock } from '../../service/workers/lock.js';
-import { Merger } from '../../service/workers/merger.js';
+import type { Merger } from '../../service/workers/merger.js';
 import { readState } from '../../service/replication/replica.js';
 import { SimAgent, scribble } from './agent-sim.js';
-import type { TestEnv } from './helpers.js';
-import { enrolledAgent, testEnv, testService } from './helpers.js';
+import type { MergeHarness } from './helpers.js';
+import { enrolledAgent, mergeHarness } from './helpers.js';
 
 const MiB = 1 << 20;
-let env: TestEnv;
-let svc: Awaited<ReturnType<typeof testService>>;
+let h: MergeHarness | undefined;
+let svc: MergeHarness['svc'];
 let agent: SimAgent;
 let redis: Redis;
 let merger: Merger;
+let lockPrefix: string;
 
 beforeAll(async () => {
-  env = await testEnv((c) => {
-    c.replicaFormat = 'vhdx';
-  });
-  svc = await testService(env);
+  h = await mergeHarness();
+  ({ svc, redis, merger, lockPrefix } = h);
   agent = new SimAgent(svc, await enrolledAgent(svc, 'acme', '*.acme.example', 'hv1.acme.example'), 'grow');
-  redis = new Redis('redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
-  merger = new Merger(svc.ctx, redis, `lifeboat-test-${env.schema}`);
   await agent.register([{ id: 'disk0', virtualSize: 4 * MiB }]);
 });
 afterAll(async () => {
-  redis?.disconnect();
-  await svc?.stop();
-  await env?.cleanup();
+  await h?.close();
 });
 
 const dir = () => join(svc.ctx.config.replicaRoot, 'acme', 'grow', 'disk0');
@@ -66,7 +61,7 @@ describe('a disk that grows', () => {
   });
 
   it('is left alone by the registration while its lock is held, and grown by its next merge', async () => {
-    const lock = await acquireLock(redis, mergeJobId({ tenant: 'acme', vm: 'grow', disk: 'disk0' }), dir(), { prefix: `lifeboat-test-${env.schema}` });
+    const lock = await acquireLock(redis, mergeJobId({ tenant: 'acme', vm: 'grow', disk: 'disk0' }), dir(), { prefix: lockPrefix });
     expect(lock).toBeDefined();
     try {
       source = Buffer.concat([source, Buffer.alloc(2 * MiB)]);
@@ -84,7 +79,7 @@ describe('a disk that grows', () => {
   });
 
   it('is grown by a delta base of a new generation that carries the larger size', async () => {
-    const lock = await acquireLock(redis, mergeJobId({ tenant: 'acme', vm: 'grow', disk: 'disk0' }), dir(), { prefix: `lifeboat-test-${env.schema}` });
+    const lock = await acquireLock(redis, mergeJobId({ tenant: 'acme', vm: 'grow', disk: 'disk0' }), dir(), { prefix: lockPrefix });
     try {
       source = Buffer.concat([source, Buffer.alloc(2 * MiB)]);
       expect((await reregister(10 * MiB)).status).toBe(200);

@@ -9,6 +9,7 @@ import { request } from 'node:https';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
+import { Redis } from 'ioredis';
 import pg from 'pg';
 import pino from 'pino';
 import type { PublicJwk } from '../../shared/crypto/keys.js';
@@ -18,6 +19,7 @@ import { initDataDir } from '../../service/config/init.js';
 import type { RunningService } from '../../service/runner.js';
 import { startService } from '../../service/runner.js';
 import type { EnqueueMerge } from '../../service/replication/uploads.js';
+import { Merger } from '../../service/workers/merger.js';
 import { freePort, scratchDir } from '../helpers.js';
 
 export const PgUrl = process.env.LIFEBOAT_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -177,4 +179,40 @@ export async function claimRedisDb(base = 'redis://127.0.0.1:6379'): Promise<{ u
     };
   }
   throw new Error('no empty Redis database among 1–15 to claim');
+}
+
+/**
+ * What the merge tests share: a service on a fresh catalog schema with VHDX replicas, a Redis
+ * connection, and a Merger whose locks carry a prefix of this run's own. `close` undoes it all.
+ */
+export interface MergeHarness {
+  env: TestEnv;
+  svc: Awaited<ReturnType<typeof testService>>;
+  redis: Redis;
+  merger: Merger;
+  lockPrefix: string;
+  close(): Promise<void>;
+}
+
+export async function mergeHarness(): Promise<MergeHarness> {
+  const env = await testEnv((c) => {
+    c.replicaFormat = 'vhdx';
+  });
+  let svc: MergeHarness['svc'];
+  try {
+    svc = await testService(env);
+  } catch (err) {
+    await env.cleanup();
+    throw err;
+  }
+  const redis = new Redis('redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
+  const lockPrefix = `lifeboat-test-${env.schema}`;
+  return {
+    env, svc, redis, lockPrefix, merger: new Merger(svc.ctx, redis, lockPrefix),
+    async close() {
+      redis.disconnect();
+      await svc.stop();
+      await env.cleanup();
+    },
+  };
 }

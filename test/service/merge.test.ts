@@ -6,36 +6,29 @@
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Merger } from '../../service/workers/merger.js';
+import type { Merger } from '../../service/workers/merger.js';
 import { referee } from '../helpers.js';
 import { SimAgent, scribble } from './agent-sim.js';
-import type { TestEnv } from './helpers.js';
-import { enrolledAgent, testEnv, testService } from './helpers.js';
+import type { MergeHarness, TestEnv } from './helpers.js';
+import { enrolledAgent, mergeHarness } from './helpers.js';
 
 const MiB = 1 << 20;
 const Size = 4 * MiB;
+let h: MergeHarness | undefined;
 let env: TestEnv;
-let svc: Awaited<ReturnType<typeof testService>>;
+let svc: MergeHarness['svc'];
 let agent: SimAgent;
-let redis: Redis;
 let merger: Merger;
 
 beforeAll(async () => {
-  env = await testEnv((c) => {
-    c.replicaFormat = 'vhdx';
-  });
-  svc = await testService(env);
+  h = await mergeHarness();
+  ({ env, svc, merger } = h);
   agent = new SimAgent(svc, await enrolledAgent(svc, 'acme', '*.acme.example', 'hv1.acme.example'), 'db');
-  redis = new Redis('redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
-  merger = new Merger(svc.ctx, redis, `lifeboat-test-${env.schema}`);
   await agent.register([{ id: 'disk0', virtualSize: Size }, { id: 'disk1', virtualSize: Size }]);
 });
 afterAll(async () => {
-  redis?.disconnect();
-  await svc?.stop();
-  await env?.cleanup();
+  await h?.close();
 });
 
 const logRows = (disk: string, above = 0) => svc.ctx.db.query<{ sequence: number; status: string }>(
