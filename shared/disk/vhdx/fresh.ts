@@ -14,13 +14,14 @@
  *
  * A piece of all zeros for a block allocated at the end of the file is not written: that space is a
  * hole and reads as zeros. Writes are gathered into large buffers, contiguous in the file, written
- * while the caller fills the next. Their page-aligned parts are written through to the device (O_DIRECT, VhdxFile.writeThrough):
- * a log's data is written once and not read back soon, and copying it into the page cache costs more
- * CPU than the write itself (newly faulted page-cache memory, then writeback), which the verifying
- * and decompressing threads need. What cannot go through (unaligned edges, a filesystem without
- * O_DIRECT) is written the ordinary way; every `WritebackBytes` of that, a data sync is started in
- * the background (not awaited), so the final flush has little left to do. Either way nothing is
- * durable before the barrier's sync, and nothing points at the data before publish().
+ * while the caller fills the next. Their page-aligned parts are written through to the device
+ * (O_DIRECT, VhdxFile.writeThrough): a log's data is written once and not read back soon, and
+ * copying it into the page cache costs more CPU than the write itself (newly faulted page-cache
+ * memory, then writeback), which the verifying and decompressing threads need. What cannot go
+ * through (unaligned edges, a filesystem without O_DIRECT) is written the ordinary way; every
+ * `WritebackBytes` of that, a data sync is started in the background (not awaited), so the final
+ * flush has little left to do. Either way nothing is durable before the barrier's sync, and nothing
+ * points at the data before publish().
  */
 import type { FreshWriter } from '../types.js';
 import { PayloadFullyPresent } from './bat.js';
