@@ -42,7 +42,7 @@ parentPort.on('message', (m) => {
     Atomics.add(h.done, 0, 1);
     Atomics.notify(h.done, 0);
   } else if (m.op === 'own') {
-    h?.hash.update(new Uint8Array(m.buffer, m.at, m.length));
+    h?.hash.update(new Uint8Array(m.buffer, 0, m.length));
     parentPort.postMessage({ op: 'back', id: m.id, buffer: m.buffer }, [m.buffer]);
   } else if (m.op === 'end') {
     hashes.delete(m.id);
@@ -115,7 +115,7 @@ export class Sha256 {
   /** Settles when everything passed so far is on its way. */
   private ordered: Promise<void> = Promise.resolve();
   /** Handed-over chunks not back yet, oldest first. */
-  private readonly away: { at: number; length: number; resolve: (chunk: Buffer) => void; reject: (err: Error) => void }[] = [];
+  private readonly away: { resolve: (chunk: Buffer) => void; reject: (err: Error) => void }[] = [];
 
   constructor() {
     this.waiter = {
@@ -125,8 +125,8 @@ export class Sha256 {
         for (const a of this.away.splice(0)) a.reject(err);
       },
       onBack: (buffer) => {
-        const a = this.away.shift();
-        a?.resolve(adoptPooled(buffer, a.at, a.length));
+        // Only whole buffers travel: the chunk is all of what came back.
+        this.away.shift()?.resolve(adoptPooled(buffer, 0, buffer.byteLength));
       },
     };
     if (!this.inline) {
@@ -165,9 +165,9 @@ export class Sha256 {
     if (this.error) throw this.error;
     if (!this.ring) this.start();
     this.send(); // a slot's bytes come first
-    const { buffer, byteOffset: at, length } = chunk;
-    const back = new Promise<Buffer>((resolve, reject) => this.away.push({ at, length, resolve, reject }));
-    thread!.postMessage({ op: 'own', id: this.id, buffer, at, length }, [buffer]);
+    const { buffer, length } = chunk;
+    const back = new Promise<Buffer>((resolve, reject) => this.away.push({ resolve, reject }));
+    thread!.postMessage({ op: 'own', id: this.id, buffer, length }, [buffer]);
     return { back };
   }
 
