@@ -67,12 +67,15 @@ export class SectorBitmaps {
     return bitRuns(await this.get(block), from, to);
   }
 
-  /** Marks every sector of the block absent (in memory; written at the next barrier, if a bitmap block exists). */
+  /**
+   * Marks every sector of the block absent (in memory; written at the next barrier). A slice with a
+   * bit set has a bitmap block: it was read from one or set by setPresent, which allocates it.
+   */
   async clear(block: number): Promise<void> {
     const slice = await this.get(block);
     if (slice.every((b) => b === 0)) return;
     slice.fill(0);
-    if (this.sliceOffset(block) !== undefined) this.dirty.add(block);
+    this.dirty.add(block);
   }
 
   /** Marks sectors [from, to) of the block present; allocates the chunk's bitmap block if needed. */
