@@ -41,10 +41,11 @@ async function nonZeroBytes(path: string, bytes: number, piece: number): Promise
   const fh = await open(path, 'r');
   try {
     const buf = Buffer.alloc(piece);
+    const zeros = Buffer.alloc(piece);
     let n = 0;
     for (let at = 0; at < bytes; at += piece) {
       const { bytesRead } = await fh.read(buf, 0, Math.min(piece, bytes - at), at);
-      if (buf.subarray(0, bytesRead).some((b) => b !== 0)) n += bytesRead;
+      if (!buf.subarray(0, bytesRead).equals(zeros.subarray(0, bytesRead))) n += bytesRead;
     }
     return n;
   } finally {
