@@ -1,5 +1,5 @@
 /**
- * The change log `.hrl` v1 (docs/formats/hrl.md), sealed in the envelope (docs/formats/envelope.md).
+ * The change log `.hrl` (docs/formats/hrl.md, version 2; version 1 still read), sealed in the envelope (docs/formats/envelope.md).
  *
  * Writing (agent): `writeLog(header, { extents, read }, { recipient })` yields the sealed bytes of a log
  * whose extents are read from the disk chunk by chunk; `writeLogFile` writes them to a file.
@@ -13,7 +13,7 @@
  */
 export { DefaultZstdLevel } from './codec.js';
 export {
-  Compressions, Consistencies, DefaultChunkShift, LogFormatVersion, LogKinds, LogMagic, decodeLogHeader, encodeLogHeader,
+  Compressions, Consistencies, DefaultChunkShift, LogFormatVersion, LogFormatVersions, LogKinds, LogMagic, decodeLogHeader, encodeLogHeader,
   type Compression, type Consistency, type LogHeader, type LogKind,
 } from './header.js';
 export { LogReader, type LogItem, type LogTrailer } from './reader.js';

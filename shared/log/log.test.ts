@@ -6,7 +6,7 @@ import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Extent } from '../disk/types.js';
 import { generateKeyPair, type KeyPair } from '../crypto/index.js';
-import type { LifeboatError } from '../errors.js';
+import { LifeboatError } from '../errors.js';
 import {
   Compressions, LogReader, completeHeader, encodeLog, readLog, readLogFile, writeLog, writeLogFile, type Compression, type LogHeader, type LogHeaderInit,
 } from './index.js';
@@ -166,10 +166,49 @@ describe('log writer input', () => {
   });
 
   it('refuses header fields out of range', async () => {
-    for (const bad of [{ tenant: '' }, { vm: 'a/b' }, { disk: 'x'.repeat(129) }, { sequence: -1 }, { generation: 2 ** 53 }, { virtualSize: 0 }, { chunkSize: 1000 }]) {
+    for (const bad of [{ tenant: '' }, { vm: 'a/b' }, { disk: 'x'.repeat(129) }, { sequence: -1 }, { generation: 2 ** 53 }, { virtualSize: 0 }, { chunkSize: 1000 },
+      { cycle: 0, capturedMs: 1 }, { cycle: 2 ** 53, capturedMs: 1 }, { cycle: 3 }, { capturedMs: 5 }, { cycle: 3, capturedMs: -1 }]) {
       const err = await plainLog(completeHeader({ ...init, ...bad }), disk, []).then(() => undefined, (e: unknown) => e as LifeboatError);
       expect(err?.code).toBe('invalid_argument');
     }
+  });
+});
+
+describe('header versions', () => {
+  const disk = randomBytes(4096);
+  it('writes version 2 with the cycle and capture time, version 1 without, and reads both', async () => {
+    const v2 = completeHeader({ ...init, cycle: 2 ** 40 + 7, capturedMs: 1_763_999_999_123 });
+    const bytes2 = await plainLog(v2, disk, [{ offset: 0, length: 100, kind: 'data' }]);
+    expect(bytes2.readUInt16LE(8)).toBe(2);
+    expect(bytes2.readUInt16LE(10)).toBe(74 + 't1'.length + 'vm-7'.length + 'disk0'.length);
+    expect(bytes2.readBigUInt64LE(52)).toBe(BigInt(2 ** 40 + 7));
+    expect(bytes2.readBigUInt64LE(60)).toBe(1_763_999_999_123n);
+    const r2 = await LogReader.open([bytes2]);
+    expect(r2.header).toEqual(v2);
+    expect(await drainExtents(r2)).toHaveLength(1);
+
+    const v1 = completeHeader(init);
+    const bytes1 = await plainLog(v1, disk, [{ offset: 0, length: 100, kind: 'data' }]);
+    expect(bytes1.readUInt16LE(8)).toBe(1);
+    expect(bytes1.readUInt16LE(10)).toBe(58 + 't1'.length + 'vm-7'.length + 'disk0'.length);
+    const r1 = await LogReader.open([bytes1]);
+    expect(r1.header.cycle).toBeUndefined();
+    expect(r1.header.capturedMs).toBeUndefined();
+    expect(await drainExtents(r1)).toHaveLength(1);
+  });
+
+  it('refuses a version-2 header of version-1 length, a cycle of 0, and an unknown version', async () => {
+    const bytes2 = await plainLog(completeHeader({ ...init, cycle: 5, capturedMs: 1 }), disk, []);
+    const outcome = (b: Buffer) => LogReader.open([b]).then(drainExtents).then(() => 'ok', (e: unknown) => (e instanceof LifeboatError ? e.message : e));
+    const short = Buffer.from(bytes2);
+    short.writeUInt16LE(58 + 11, 10);
+    expect(await outcome(short)).toBe('log header length 69 is not 74 to 1024');
+    const zero = Buffer.from(bytes2);
+    zero.writeBigUInt64LE(0n, 52);
+    expect(await outcome(zero)).toBe('log cycle is 0');
+    const three = Buffer.from(bytes2);
+    three.writeUInt16LE(3, 8);
+    expect(await outcome(three)).toBe('change log version 3 is not supported (this reader knows 1 and 2)');
   });
 });
 

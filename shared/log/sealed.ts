@@ -25,8 +25,11 @@ export interface WriteLogOptions extends EncodeOptions {
   into?: Buffer;
 }
 
-/** The fields that say which log this is; readLog compares them with what the caller expects. */
-export type LogIdentity = Pick<LogHeader, 'tenant' | 'vm' | 'disk' | 'generation' | 'sequence'>;
+/**
+ * The fields that say which log this is; readLog compares them with what the caller expects. A cycle
+ * of null expects a log without one (version 1).
+ */
+export type LogIdentity = Pick<LogHeader, 'tenant' | 'vm' | 'disk' | 'generation' | 'sequence'> & { cycle: number | null };
 
 export interface ReadLogOptions {
   key: PrivateJwk;
@@ -121,9 +124,10 @@ function checkIdentity(context: Buffer, expect: Partial<LogIdentity>): void {
     if (isLifeboatError(err)) throw ErrCorrupt(`not a change log: the sealed object's header is not a log header (${err.message})`, err);
     throw err;
   }
-  for (const [field, want] of Object.entries(expect) as [keyof LogIdentity, string | number | undefined][]) {
-    if (want !== undefined && claimed[field] !== want) {
-      throw ErrTampered(`log is ${field} ${claimed[field]}, expected ${field} ${want}: replayed under another name`);
+  for (const [field, want] of Object.entries(expect) as [keyof LogIdentity, string | number | null | undefined][]) {
+    const got = claimed[field] ?? null;
+    if (want !== undefined && got !== want) {
+      throw ErrTampered(`log is ${field} ${got ?? 'none'}, expected ${field} ${want ?? 'none'}: replayed under another name`);
     }
   }
 }

@@ -7,7 +7,7 @@ import { Compressions, LogReader, completeHeader, encodeLog, encodeLogHeader, re
 import { collect, drainExtents, memorySource } from './testing.js';
 import { scratchDir } from '../../test/helpers.js';
 
-const init: LogHeaderInit = { tenant: 'acme', vm: 'web-1', disk: 'd0', generation: 2, sequence: 9, virtualSize: 1 << 20, createdMs: 1_764_000_000_000, chunkSize: 64 * 1024 };
+const init: LogHeaderInit = { tenant: 'acme', vm: 'web-1', disk: 'd0', generation: 2, sequence: 9, virtualSize: 1 << 20, createdMs: 1_764_000_000_000, chunkSize: 64 * 1024, cycle: 41, capturedMs: 1_763_999_999_000 };
 const frameSize = 4096;
 const disk = Buffer.concat([randomBytes(100_000), Buffer.alloc(300_000, 'text ')]);
 const extents: Extent[] = [{ offset: 0, length: 150_000, kind: 'data' }, { offset: 150_000, length: 50_000, kind: 'zero' }, { offset: 300_000, length: 5, kind: 'data' }];
@@ -37,7 +37,7 @@ describe('sealed log tampering', () => {
   const headerFields: [string, number][] = [
     ['magic', 0], ['format version', 8], ['header length', 10], ['generation', 12], ['sequence', 20], ['virtual size', 28],
     ['created', 36], ['consistency', 44], ['compression', 45], ['kind', 46], ['chunk shift', 47], ['reserved', 48],
-    ['tenant length', 52], ['tenant id', 54], ['vm id', 54 + 4 + 2], ['disk id', 54 + 4 + 2 + 5 + 2],
+    ['cycle', 52], ['capture time', 60], ['tenant length', 68], ['tenant id', 70], ['vm id', 70 + 4 + 2], ['disk id', 70 + 4 + 2 + 5 + 2],
   ];
   for (const [field, at] of headerFields) {
     it(`fails when the ${field} of the header in the clear is changed`, async () => {
@@ -49,14 +49,23 @@ describe('sealed log tampering', () => {
     });
   }
 
-  it('fails when a valid log is replayed as another tenant, vm, disk, generation or sequence', async () => {
-    const cases = [['tenant', 'other'], ['vm', 'web-2'], ['disk', 'd1'], ['generation', 3], ['sequence', 10]] as const;
+  it('fails when a valid log is replayed as another tenant, vm, disk, generation, sequence or cycle', async () => {
+    const cases = [['tenant', 'other'], ['vm', 'web-2'], ['disk', 'd1'], ['generation', 3], ['sequence', 10], ['cycle', 42]] as const;
     for (const [field, value] of cases) {
       const err = await failure(sealed, { key: pair.privateKey, expect: { [field]: value } });
       expect(err?.code).toBe('tampered');
       expect(err?.message).toBe(`log is ${field} ${(init as Record<string, unknown>)[field]}, expected ${field} ${value}: replayed under another name`);
     }
-    expect(await failure(sealed, { key: pair.privateKey, expect: { tenant: 'acme', vm: 'web-1', disk: 'd0', generation: 2, sequence: 9 } })).toBeUndefined();
+    expect(await failure(sealed, { key: pair.privateKey, expect: { tenant: 'acme', vm: 'web-1', disk: 'd0', generation: 2, sequence: 9, cycle: 41 } })).toBeUndefined();
+  });
+
+  it('fails when a log with a cycle is committed as one without, or the reverse', async () => {
+    expect((await failure(sealed, { key: pair.privateKey, expect: { cycle: null } }))?.message).toBe('log is cycle 41, expected cycle none: replayed under another name');
+    const { cycle: _c, capturedMs: _m, ...v1 } = init;
+    const old = await collect(writeLog(v1, memorySource(disk, extents), { recipient: pair.publicKey, frameSize }).sealed);
+    expect(old.readUInt16LE(24 + 8)).toBe(1);
+    expect(await failure(old, { key: pair.privateKey, expect: { cycle: null } })).toBeUndefined();
+    expect((await failure(old, { key: pair.privateKey, expect: { cycle: 41 } }))?.message).toBe('log is cycle none, expected cycle 41: replayed under another name');
   });
 
   it('fails on a flipped bit in any frame, on truncation at every frame boundary and inside frames', async () => {
