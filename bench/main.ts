@@ -12,6 +12,7 @@ import { mergeBench } from './service.js';
 import { loadBench } from './service-load.js';
 import { mergeStagesBench } from './service-merge-stages.js';
 import { mergeSmallBench } from './service-merge-small.js';
+import { nbdBench } from './nbd.js';
 
 const benchmarks: Benchmark[] = [
   cryptoBench,
@@ -22,6 +23,7 @@ const benchmarks: Benchmark[] = [
   loadBench,
   mergeStagesBench,
   mergeSmallBench,
+  nbdBench,
 ];
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');

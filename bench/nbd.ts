@@ -1,0 +1,76 @@
+/**
+ * NBD export benchmark: a dense 1 GiB point (the synthetic disk converted by our convertDisk into a
+ * fixed VHDX, so every block is allocated data) read sequentially through our NbdServer with
+ * `nbdcopy … null:`, beside `qemu-nbd -r -f raw` serving the same bytes from a fully allocated raw
+ * file, both over a unix socket, both from the page cache. Three interleaved rounds; each side's best
+ * time is shown and the ratio is the median of the rounds' throughput ratios (goal ≥ 0.8x qemu-nbd).
+ */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { openDisk } from '../shared/disk/index.js';
+import { convertDisk } from '../shared/disk/ops/index.js';
+import { NbdServer } from '../service/failover/nbd/server.js';
+import { mbps, runCommand, syntheticDisk, type Benchmark, type BenchContext, type BenchRow } from './lib.js';
+
+const Rounds = 3;
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+async function waitForSocket(path: string): Promise<void> {
+  for (let i = 0; i < 200 && !existsSync(path); i++) await new Promise((r) => setTimeout(r, 25));
+  if (!existsSync(path)) throw new Error(`${path} did not appear`);
+}
+
+async function run(ctx: BenchContext): Promise<BenchRow[]> {
+  const sizeMiB = ctx.quick ? 256 : 1024;
+  const synthetic = await syntheticDisk(ctx, sizeMiB);
+  const dense = join(ctx.workDir, `nbd-dense-${sizeMiB}.raw`);
+  const vhdx = join(ctx.workDir, `nbd-dense-${sizeMiB}.vhdx`);
+  if (!existsSync(dense)) await runCommand('cp', ['--sparse=never', synthetic, dense]);
+  if (!existsSync(vhdx)) {
+    const src = await openDisk(dense, { readOnly: true });
+    try { await convertDisk(src, vhdx, 'vhdx', { type: 'fixed' }); } finally { await src.close(); }
+  }
+  for (const f of [dense, vhdx]) await runCommand('dd', [`if=${f}`, 'of=/dev/null', 'bs=4M']); // page cache
+  const bytes = sizeMiB * 1024 * 1024;
+
+  const oursSock = join(ctx.workDir, 'nbd-ours.sock');
+  const qemuSock = join(ctx.workDir, 'nbd-qemu.sock');
+  await rm(qemuSock, { force: true });
+  const server = new NbdServer({
+    resolve: async (name) => (name === 'point' ? { name, size: bytes, open: () => openDisk(vhdx, { readOnly: true }) } : undefined),
+  });
+  await server.listenUnix(oursSock);
+  const qemu = spawn('qemu-nbd', ['-r', '-f', 'raw', '-k', qemuSock, '-x', 'point', '-e', '8', '-t', dense], { stdio: 'ignore' });
+  try {
+    await waitForSocket(qemuSock);
+    const copy = async (sock: string) => (await runCommand('nbdcopy', [`nbd+unix:///point?socket=${sock}`, 'null:'])).seconds;
+    const ours: number[] = [];
+    const peer: number[] = [];
+    for (let i = 0; i < Rounds; i++) {
+      peer.push(await copy(qemuSock));
+      ours.push(await copy(oursSock));
+    }
+    const ratio = median(ours.map((t, i) => peer[i]! / t));
+    const served = server.stats().bytesRead;
+    return [{
+      name: `nbd: nbdcopy of a dense ${sizeMiB} MiB point`,
+      ours: mbps(bytes, Math.min(...ours)),
+      peer: `${mbps(bytes, Math.min(...peer))} qemu-nbd`,
+      ratio: `${ratio.toFixed(2)}x`,
+      goal: '≥ 0.8x',
+      ok: ratio >= 0.8 && served === bytes * Rounds,
+    }];
+  } finally {
+    qemu.kill();
+    await server.close();
+    await rm(qemuSock, { force: true });
+  }
+}
+
+export const nbdBench: Benchmark = {
+  name: 'nbd',
+  description: 'sequential read of a dense point through our NBD export vs qemu-nbd (nbdcopy)',
+  run,
+};

@@ -1,0 +1,227 @@
+/**
+ * The NBD export of a recovery point, checked by independent clients: a VHDX chain made by our own
+ * code (a base with data and holes, a child with overwrites and zeros) served read-only over a unix
+ * socket. qemu-img compare says it equals the flat copy; nbdinfo --map shows the data ranges that
+ * qemu-img map shows for the flat raw; nbdcopy copies it byte for byte; two clients read at once. A raw
+ * socket client checks what real clients never send: unknown names, WRITE (EPERM, data unchanged),
+ * out of range and oversized requests, malformed bytes, while another client keeps being served.
+ */
+import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createChildDisk, createDisk, openDisk } from '../../shared/disk/index.js';
+import { convertDisk } from '../../shared/disk/ops/index.js';
+import * as P from '../../shared/nbd/protocol.js';
+import { NbdServer } from '../../service/failover/nbd/server.js';
+import { scratchDir } from '../helpers.js';
+import { RawNbd } from './nbd-client.js';
+
+const run = promisify(execFile);
+const MiB = 1024 * 1024;
+const Size = 24 * MiB;
+const Name = 'tenant-a.vm1.disk0.point7.failover3';
+
+let dir: Awaited<ReturnType<typeof scratchDir>>;
+let server: NbdServer;
+let sock: string;
+let flat: string;
+let expected: Buffer;
+const uri = (name = Name) => `nbd+unix:///${name}?socket=${sock}`;
+
+/** Non-zero bytes that differ per MiB, so a misplaced read shows. */
+const pattern = (length: number, seed: number) => Buffer.from(Array.from({ length }, (_, i) => ((i >> 9) * 31 + seed) % 251 + 1));
+
+beforeAll(async () => {
+  dir = await scratchDir('lifeboat-nbd-');
+  const base = join(dir.path, 'base.vhdx');
+  const child = join(dir.path, 'child.vhdx');
+  expected = Buffer.alloc(Size);
+  const put = async (d: Awaited<ReturnType<typeof createDisk>>, at: number, data: Buffer) => { await d.write(at, data); data.copy(expected, at); };
+  // Base: data in whole 1 MiB blocks with holes between; the child overwrites, adds and zeros whole blocks.
+  const b = await createDisk(base, 'vhdx', { virtualSize: Size, blockSize: MiB });
+  await put(b, 0, pattern(2 * MiB, 1));
+  await put(b, 5 * MiB, pattern(3 * MiB, 2));
+  await put(b, 12 * MiB, pattern(MiB, 3));
+  await put(b, 20 * MiB, pattern(MiB, 4));
+  await b.close();
+  const c = await createChildDisk(child, base);
+  await put(c, 1 * MiB, pattern(MiB, 5)); // overwrites base data
+  await put(c, 15 * MiB, pattern(2 * MiB, 6)); // data where the base has a hole
+  await c.zero(6 * MiB, MiB); // zeros over base data
+  expected.fill(0, 6 * MiB, 7 * MiB);
+  await c.zero(20 * MiB, MiB);
+  expected.fill(0, 20 * MiB, 21 * MiB);
+  await c.close();
+
+  const src = await openDisk(child, { readOnly: true });
+  flat = join(dir.path, 'flat.raw');
+  try { await convertDisk(src, flat, 'raw'); } finally { await src.close(); }
+  expect((await readFile(flat)).equals(expected)).toBe(true);
+
+  server = new NbdServer({
+    resolve: async (name) => (name === Name ? { name, size: Size, description: 'point 7', open: () => openDisk(child, { readOnly: true }) } : undefined),
+  });
+  sock = join(dir.path, 'nbd.sock');
+  await server.listenUnix(sock);
+});
+
+afterAll(async () => {
+  await server?.close();
+  await dir?.remove();
+});
+
+describe('NBD export of a VHDX chain, against qemu and libnbd', () => {
+  it('qemu-img compare: the export equals the flat copy', async () => {
+    const { stdout } = await run('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', uri(), flat]);
+    expect(stdout).toContain('Images are identical');
+  });
+
+  it('nbdinfo --map shows the data ranges qemu-img map shows for the flat raw image', async () => {
+    const ours = (await run('nbdinfo', ['--map', '--json', uri()])).stdout;
+    const dataOf = (xs: Array<{ offset: number; length: number; data: boolean }>) => {
+      const out: Array<[number, number]> = [];
+      for (const x of xs) {
+        if (!x.data) continue;
+        const last = out.at(-1);
+        if (last && last[0] + last[1] === x.offset) last[1] += x.length;
+        else out.push([x.offset, x.length]);
+      }
+      return out;
+    };
+    const nbd = (JSON.parse(ours) as Array<{ offset: number; length: number; type: number }>)
+      .map((x) => ({ offset: x.offset, length: x.length, data: (x.type & P.NBD_STATE_HOLE) === 0 }));
+    const qemu = (JSON.parse((await run('qemu-img', ['map', '--output=json', '-f', 'raw', flat])).stdout) as Array<{ start: number; length: number; data: boolean }>)
+      .map((x) => ({ offset: x.start, length: x.length, data: x.data }));
+    expect(dataOf(nbd)).toEqual(dataOf(qemu));
+    expect(dataOf(nbd)).toEqual([[0, 2 * MiB], [5 * MiB, MiB], [7 * MiB, MiB], [12 * MiB, MiB], [15 * MiB, 2 * MiB]]);
+  });
+
+  it('nbdcopy copies it into a file equal to the flat copy; two clients read at once', async () => {
+    const a = join(dir.path, 'copy-a.raw');
+    const b = join(dir.path, 'copy-b.raw');
+    const before = server.stats().bytesRead;
+    await Promise.all([run('nbdcopy', [uri(), a]), run('nbdcopy', ['--connections=1', uri(), b])]);
+    await run('cmp', [a, flat]);
+    await run('cmp', [b, flat]);
+    // Holes are not streamed as zeros: at most the data ranges (8 MiB) per copy were sent.
+    expect(server.stats().bytesRead - before).toBeLessThanOrEqual(2 * 8 * MiB);
+  });
+
+  it('refuses an unknown export name at the handshake', async () => {
+    const err = await run('nbdinfo', [uri('tenant-b.vm1.disk0.point7.failover3')]).then(() => undefined, (e: { stderr: string }) => e);
+    expect(err?.stderr).toMatch(/No such file|unknown|not available/i);
+    const c = await RawNbd.connect(sock);
+    const replies = await c.handshake('other');
+    expect(replies.at(-1)!.type).toBe(P.NBD_REP_ERR_UNKNOWN);
+    c.close();
+  });
+});
+
+describe('NBD export: what real clients never send', () => {
+  it('WRITE, TRIM and WRITE_ZEROES get EPERM and nothing changes', async () => {
+    const c = await RawNbd.connect(sock);
+    const go = await c.handshake(Name);
+    const info = P.decodeInfo(go.find((r) => r.type === P.NBD_REP_INFO)!.data);
+    expect(info.type === P.NBD_INFO_EXPORT && info.transmissionFlags & P.NBD_FLAG_READ_ONLY).toBeTruthy();
+    c.request({ type: P.NBD_CMD_WRITE, cookie: 11n, offset: 0, length: 4096 }, Buffer.alloc(4096, 0xee));
+    expect(await c.simpleReply()).toMatchObject({ error: P.NBD_EPERM, cookie: 11n });
+    c.request({ type: P.NBD_CMD_TRIM, cookie: 12n, offset: 0, length: MiB });
+    expect((await c.simpleReply()).error).toBe(P.NBD_EPERM);
+    c.request({ type: P.NBD_CMD_WRITE_ZEROES, cookie: 13n, offset: 0, length: MiB });
+    expect((await c.simpleReply()).error).toBe(P.NBD_EPERM);
+    c.request({ type: P.NBD_CMD_READ, cookie: 14n, offset: 0, length: 4096 });
+    const r = await c.simpleReply(4096);
+    expect(r).toMatchObject({ error: 0, cookie: 14n });
+    expect(r.data.equals(expected.subarray(0, 4096))).toBe(true);
+    c.request({ type: P.NBD_CMD_DISC });
+    expect(await c.closedWithin(2000)).toBe(true);
+  });
+
+  it('out of range and oversized requests get EINVAL; the connection goes on', async () => {
+    const c = await RawNbd.connect(sock);
+    await c.handshake(Name);
+    c.request({ type: P.NBD_CMD_READ, cookie: 21n, offset: Size - 512, length: 1024 });
+    expect(await c.simpleReply()).toMatchObject({ error: P.NBD_EINVAL, cookie: 21n });
+    c.request({ type: P.NBD_CMD_READ, cookie: 22n, offset: 0, length: 64 * MiB });
+    expect((await c.simpleReply()).error).toBe(P.NBD_EINVAL);
+    c.request({ type: 99, cookie: 23n });
+    expect((await c.simpleReply()).error).toBe(P.NBD_EINVAL);
+    const huge = P.encodeRequest({ flags: 0, type: P.NBD_CMD_READ, cookie: 24n, offset: 0, length: 512 });
+    huge.writeUInt32BE(0xffffffff, 16); // offset near 2^64
+    c.write(huge);
+    expect((await c.simpleReply()).error).toBe(P.NBD_EINVAL);
+    c.request({ type: P.NBD_CMD_FLUSH, cookie: 25n });
+    expect((await c.simpleReply()).error).toBe(0);
+    c.close();
+  });
+
+  it('structured reads send holes as OFFSET_HOLE; BLOCK_STATUS reports them as hole|zero', async () => {
+    const c = await RawNbd.connect(sock);
+    await c.handshake(Name, { structured: true });
+    c.request({ type: P.NBD_CMD_READ, cookie: 31n, offset: 4 * MiB, length: 2 * MiB });
+    const chunks = await c.structuredReply();
+    const holes = chunks.filter((x) => x.type === P.NBD_REPLY_TYPE_OFFSET_HOLE);
+    const data = chunks.filter((x) => x.type === P.NBD_REPLY_TYPE_OFFSET_DATA);
+    expect(holes).toEqual([{ type: P.NBD_REPLY_TYPE_OFFSET_HOLE, offset: 4 * MiB, size: MiB }]);
+    const got = Buffer.alloc(2 * MiB);
+    for (const d of data) if (d.type === P.NBD_REPLY_TYPE_OFFSET_DATA) d.data.copy(got, d.offset - 4 * MiB);
+    expect(got.equals(expected.subarray(4 * MiB, 6 * MiB))).toBe(true);
+    c.request({ type: P.NBD_CMD_BLOCK_STATUS, cookie: 32n, offset: 0, length: 8 * MiB });
+    const [status] = await c.structuredReply();
+    expect(status).toEqual({
+      type: P.NBD_REPLY_TYPE_BLOCK_STATUS, contextId: 1, descriptors: [
+        { length: 2 * MiB, flags: 0 }, { length: 3 * MiB, flags: 3 }, { length: MiB, flags: 0 }, { length: MiB, flags: 3 }, { length: MiB, flags: 0 },
+      ],
+    });
+    c.request({ type: P.NBD_CMD_WRITE, cookie: 33n, offset: 0, length: 512 }, Buffer.alloc(512));
+    expect((await c.structuredReply())[0]).toMatchObject({ type: 'error', error: P.NBD_EPERM });
+    c.close();
+  });
+
+  it('malformed bytes close that connection; other clients are still served', async () => {
+    const keep = await RawNbd.connect(sock);
+    await keep.handshake(Name);
+    const bad = await RawNbd.connect(sock);
+    await bad.handshake(Name);
+    bad.write(Buffer.alloc(28, 0x41)); // no request magic
+    expect(await bad.closedWithin(2000)).toBe(true);
+    const early = await RawNbd.connect(sock);
+    await early.read(P.GreetingBytes);
+    early.write(Buffer.from([0, 0, 0, 0xff])); // unknown client flags
+    expect(await early.closedWithin(2000)).toBe(true);
+    const oversized = await RawNbd.connect(sock);
+    await oversized.handshake(Name);
+    oversized.request({ type: P.NBD_CMD_WRITE, cookie: 41n, length: 0xffffffff });
+    expect((await oversized.simpleReply()).error).toBe(P.NBD_EPERM);
+    expect(await oversized.closedWithin(2000)).toBe(true);
+    keep.request({ type: P.NBD_CMD_READ, cookie: 42n, offset: 15 * MiB, length: 8192 });
+    const r = await keep.simpleReply(8192);
+    expect(r.data.equals(expected.subarray(15 * MiB, 15 * MiB + 8192))).toBe(true);
+    keep.close();
+    const { stdout } = await run('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', uri(), flat]);
+    expect(stdout).toContain('Images are identical');
+  });
+
+  it('dropExport closes its connections; the server counts what it served', async () => {
+    const c = await RawNbd.connect(sock);
+    await c.handshake(Name);
+    await server.dropExport(Name);
+    expect(await c.closedWithin(2000)).toBe(true);
+    const stats = server.stats();
+    expect(stats.connectionsTotal).toBeGreaterThan(5);
+    expect(stats.bytesRead).toBeGreaterThan(0);
+    // The resolver still knows the name: a new client opens it again.
+    const { stdout } = await run('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', uri(), flat]);
+    expect(stdout).toContain('Images are identical');
+  });
+
+  it('refuses TCP on a non-loopback address without TLS', async () => {
+    const s = new NbdServer({ resolve: async () => undefined });
+    await expect(s.listenTcp({ host: '0.0.0.0', port: 0 })).rejects.toThrow(/needs TLS/);
+    const port = await s.listenTcp({ host: '127.0.0.1', port: 0 });
+    expect(port).toBeGreaterThan(0);
+    await s.close();
+  });
+});
