@@ -3,7 +3,7 @@
  * fixed VHDX, so every block is allocated data) read sequentially through our NbdServer with
  * `nbdcopy … null:`, beside `qemu-nbd -r -f raw` serving the same bytes from a fully allocated raw
  * file, both over a unix socket, both from the page cache. Three interleaved rounds; each side's best
- * time is shown and the ratio is the median of the rounds' throughput ratios (goal ≥ 0.8x qemu-nbd).
+ * time is shown (after one untimed pass each) and the ratio is the median of the rounds' throughput ratios (goal ≥ 0.8x qemu-nbd).
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -48,6 +48,9 @@ async function run(ctx: BenchContext): Promise<BenchRow[]> {
     const copy = async (sock: string) => (await runCommand('nbdcopy', [`nbd+unix:///point?socket=${sock}`, 'null:'])).seconds;
     const ours: number[] = [];
     const peer: number[] = [];
+    // One untimed pass each: a serving process is warm (compiled code, slabs) long before anyone measures it.
+    await copy(qemuSock);
+    await copy(oursSock);
     for (let i = 0; i < Rounds; i++) {
       peer.push(await copy(qemuSock));
       ours.push(await copy(oursSock));
@@ -60,7 +63,7 @@ async function run(ctx: BenchContext): Promise<BenchRow[]> {
       peer: `${mbps(bytes, Math.min(...peer))} qemu-nbd`,
       ratio: `${ratio.toFixed(2)}x`,
       goal: '≥ 0.8x',
-      ok: ratio >= 0.8 && served === bytes * Rounds,
+      ok: ratio >= 0.8 && served === bytes * (Rounds + 1),
     }];
   } finally {
     qemu.kill();
