@@ -4,6 +4,7 @@
 import { Command } from 'commander';
 import { runProgram } from '../../shared/cli/run.js';
 import { registerExport } from './export.js';
+import { registerGuest } from './guest.js';
 import { registerImportMedia } from './import-media.js';
 import { registerInit } from './init.js';
 import { registerPoints } from './points.js';
@@ -27,5 +28,6 @@ registerVm(program);
 registerPoints(program);
 registerExport(program);
 registerImportMedia(program);
+registerGuest(program);
 
 await runProgram(program);
