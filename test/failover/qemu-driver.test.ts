@@ -7,6 +7,8 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
+import { once } from 'node:events';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chooseAccel, probeAccel } from '../../service/failover/drivers/qemu-accel.js';
@@ -141,13 +143,33 @@ describe.skipIf(!hasQemu)('QemuDriver (skipped only when qemu-system-x86_64 is m
     const cmp2 = await execFileP('qemu-img', ['compare', '-U', '-f', 'qcow2', '-F', 'raw', overlay, bootDisk]).catch((e: { stdout: string; stderr: string }) => e);
     expect(cmp2.stdout).toBe('Content mismatch at offset 524288!\n');
 
-    // Stop and cleanup leave nothing: no process, no files, no sockets.
+    // A TCP probe answers as soon as something listens.
+    const listener = createServer((c) => c.end()).listen(0, '127.0.0.1');
+    await once(listener, 'listening');
+    const port = (listener.address() as AddressInfo).port;
+    const byTcp = await again.waitReady(vm.workDir, [{ kind: 'tcp', host: '127.0.0.1', port }], 10_000);
+    listener.close();
+    expect(byTcp).toMatchObject({ ready: true, detail: `tcp 127.0.0.1:${port} answered` });
+
+    // Stop: powerdown (this guest ignores it), quit, the process is gone.
     await again.stop(vm.workDir, { graceful: true, timeoutMs: 2_000 });
     expect(alive(pid)).toBe(false);
     expect(await again.status(vm.workDir)).toEqual({ state: 'stopped' });
     await again.stop(vm.workDir); // idempotent
     // quit stored the persistent bitmap in the overlay.
     expect(await referee('qemu-img', ['info', overlay])).toContain(FailoverBitmap);
+
+    // A committed VM starts again with no NBD server, boots from its overlay, and keeps its bitmap.
+    await again.start(vm.workDir);
+    const reboot = await again.waitReady(vm.workDir, [{ kind: 'console', pattern: BootMarker }], 60_000);
+    expect(reboot.ready, reboot.detail).toBe(true);
+    expect((await readFile(join(vm.workDir, 'console.log'), 'utf8')).split(BootMarker).length - 1).toBe(2);
+    const restarted = (await (await again.qmp(vm.workDir)).execute<BlockNode[]>('query-named-block-nodes', { flat: true })).find((n) => n['node-name'] === 'ov0');
+    expect(restarted?.['dirty-bitmaps']?.find((b) => b.name === FailoverBitmap)?.count).toBe(countAfterStream! + 65536);
+    expect(existsSync(join(vm.workDir, 'bitmap-reset.json'))).toBe(false);
+    const pid2 = (await again.status(vm.workDir)).pid!;
+    await again.stop(vm.workDir);
+    expect(alive(pid2)).toBe(false);
     await again.cleanup(vm.workDir);
     await again.cleanup(vm.workDir);
     expect(existsSync(vm.workDir)).toBe(false);
@@ -170,7 +192,12 @@ describe.skipIf(!hasQemu)('QemuDriver (skipped only when qemu-system-x86_64 is m
       expect(Date.now() - t0).toBeLessThan(5_000);
       const st = await driver.status(vm.workDir);
       expect(st.state).toBe('failed');
-      expect(st.reason).toMatch(new RegExp(`qemu \\(pid ${pid}\\) exited`));
+      expect(st.reason).toBe(`qemu (pid ${pid}) exited: nothing in its log`);
+
+      // Started again: the bitmap the killed qemu never stored is made anew, and the loss is recorded.
+      await driver.start(vm.workDir);
+      expect((await driver.status(vm.workDir)).state).toBe('running');
+      expect(Object.keys(JSON.parse(await readFile(join(vm.workDir, 'bitmap-reset.json'), 'utf8')) as object)).toEqual(['d0']);
       await driver.cleanup(vm.workDir);
       expect(existsSync(vm.workDir)).toBe(false);
     } finally {

@@ -16,6 +16,8 @@ export const workFiles = {
   committed: 'committed.json',
   /** Written by stop before it ends qemu, so a dead qemu then reads as stopped, not failed. */
   stopped: 'stopped',
+  /** Disks (by id) whose failover bitmap was lost to a killed qemu and made anew, with the time. */
+  bitmapReset: 'bitmap-reset.json',
   pid: 'qemu.pid',
   /** qemu's stdout and stderr (its errors, KVM's complaints). */
   log: 'qemu.log',
@@ -41,6 +43,8 @@ export interface RunState {
   /** Byte offset in console.log where this run's output starts (the file is appended to). */
   consoleOffset: number;
   startedAt: string;
+  /** ms since the epoch when the guest was let run (`cont`); absent while qemu is paused at launch. */
+  contAt?: number;
 }
 
 export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {

@@ -123,6 +123,11 @@ export class QemuDriver implements FailoverDriver {
       const qmp = await this.qmp(workDir);
       const st = await qmp.execute<{ status: string }>('query-status');
       if (st.status === 'prelaunch') await this.bitmapsThenCont(workDir, spec, qmp);
+      else if (st.status === 'shutdown') {
+        // The guest powered itself off (qemu waits paused): power it on again.
+        await qmp.execute('system_reset');
+        await qmp.execute('cont');
+      }
       return;
     }
     await this.launch(workDir, spec, false);
@@ -153,7 +158,7 @@ export class QemuDriver implements FailoverDriver {
   }
 
   async waitReady(workDir: string, probes: ReadyProbe[], timeoutMs: number): Promise<ReadyResult> {
-    const run = await readJson<RunState & { contAt?: number }>(join(workDir, workFiles.run));
+    const run = await readJson<RunState>(join(workDir, workFiles.run));
     if (!run) throw new LifeboatError('conflict', `${workDir}: the VM was never started`);
     const from = run.contAt ?? Date.now();
     const deadline = Date.now() + timeoutMs;
@@ -302,6 +307,7 @@ export class QemuDriver implements FailoverDriver {
       ...(this.config.bridgeHelper ? { bridgeHelper: this.config.bridgeHelper } : {}),
       ...(this.config.reconnectDelaySec !== undefined ? { reconnectDelaySec: this.config.reconnectDelaySec } : {}),
     });
+    const ranBefore = (await readJson<RunState>(join(workDir, workFiles.run)))?.contAt !== undefined;
     const consoleOffset = await stat(join(workDir, workFiles.console)).then((s) => s.size, () => 0);
     const log = await open(join(workDir, workFiles.log), 'a');
     let pid: number;
@@ -322,7 +328,7 @@ export class QemuDriver implements FailoverDriver {
     this.config.log?.info({ workDir, pid, accel: choice.accel, machine }, `qemu started (${choice.accel})`);
 
     const qmp = await this.waitForMonitor(workDir, pid, `machine ${machine}, ${choice.accel}`);
-    await this.bitmapsThenCont(workDir, spec, qmp);
+    await this.bitmapsThenCont(workDir, spec, qmp, ranBefore);
 
     if (choice.accel === 'kvm' && !kvmFailed) {
       await sleep(KvmSettleMs);
@@ -351,18 +357,28 @@ export class QemuDriver implements FailoverDriver {
     }
   }
 
-  /** The failover bitmap on every overlay (kept when qemu restarts: it is persistent), then `cont`. */
-  private async bitmapsThenCont(workDir: string, spec: QemuSpec, qmp: QmpClient): Promise<void> {
+  /**
+   * The failover bitmap on every overlay, then `cont`. The bitmap is persistent: qemu writes it into
+   * the overlay when it quits and finds it there on the next start. When qemu was killed instead, the
+   * bitmap is missing (never stored) or inconsistent (stored, then in use): it no longer says which
+   * blocks the VM wrote, so a new one is made and the disk is listed in bitmap-reset.json, from which
+   * failback learns to compare that disk in full.
+   */
+  private async bitmapsThenCont(workDir: string, spec: QemuSpec, qmp: QmpClient, ranBefore = false): Promise<void> {
     const nodes = await qmp.execute<{ 'node-name': string; 'dirty-bitmaps'?: { name: string; inconsistent?: boolean }[] }[]>('query-named-block-nodes', { flat: true });
+    const resetPath = join(workDir, workFiles.bitmapReset);
+    const reset = (await readJson<Record<string, string>>(resetPath)) ?? {};
     for (let i = 0; i < spec.disks.length; i++) {
       const node = `ov${i}`;
+      const disk = spec.disks[i]!.id;
       const bitmap = nodes.find((n) => n['node-name'] === node)?.['dirty-bitmaps']?.find((b) => b.name === FailoverBitmap);
-      if (bitmap?.inconsistent) {
-        // qemu was killed with the bitmap in use: it no longer says which blocks were written.
-        this.config.log?.warn({ workDir, disk: spec.disks[i]!.id }, 'failover bitmap inconsistent after a crash: recreated; failback must compare this disk in full');
-        await qmp.execute('block-dirty-bitmap-remove', { node, name: FailoverBitmap });
-        await writeJsonAtomic(join(workDir, `bitmap-reset-${i}.json`), { at: new Date().toISOString() });
-      } else if (bitmap) continue;
+      if (bitmap && !bitmap.inconsistent) continue;
+      if (bitmap) await qmp.execute('block-dirty-bitmap-remove', { node, name: FailoverBitmap });
+      if (bitmap || ranBefore) {
+        reset[disk] = new Date().toISOString();
+        await writeJsonAtomic(resetPath, reset);
+        this.config.log?.warn({ workDir, disk }, 'failover bitmap lost when qemu was killed: recreated; failback must compare this disk in full');
+      }
       await qmp.execute('block-dirty-bitmap-add', { node, name: FailoverBitmap, persistent: true });
     }
     await qmp.execute('cont');
