@@ -118,6 +118,15 @@ describe.skipIf(!hasQemu)('QemuDriver (skipped only when qemu-system-x86_64 is m
     const again = new QemuDriver({ stateDir: stateDir(), accel: 'auto' });
     expect(await again.status(vm.workDir)).toEqual({ state: 'running', pid });
 
+    // The NBD server restarts (as a failover host does): qemu's client reconnects and reads through.
+    await nbd.stop();
+    nbd = await serveNbd(bootDisk, dir.path);
+    // (HMP qemu-io prints to qemu's stdout, which is qemu.log.)
+    await (await again.qmp(vm.workDir)).hmp('qemu-io -d disk0 "read -P 0x80 65536 512"');
+    const qemuLog = await readFile(join(vm.workDir, 'qemu.log'), 'utf8');
+    expect(qemuLog).toMatch(/read 512\/512 bytes at offset 65536/);
+    expect(qemuLog).not.toMatch(/Pattern verification failed/);
+
     // Commit: the overlay stops depending on the export; the NBD server can go.
     await again.commit(vm.workDir);
     await again.commit(vm.workDir); // idempotent

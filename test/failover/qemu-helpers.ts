@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { inflateSync } from 'node:zlib';
 import { markerBootSector } from '../../service/failover/drivers/qemu-accel.js';
@@ -26,6 +26,7 @@ export interface NbdServer { socket: string; exportName: string; process: ChildP
 /** qemu-nbd serving `image` (raw) read-only on a unix socket until stopped. */
 export async function serveNbd(image: string, dir: string, exportName = 'boot'): Promise<NbdServer> {
   const socket = join(dir, `nbd-${exportName}.sock`);
+  await rm(socket, { force: true }); // a killed server's socket file stays behind
   const child = spawn('qemu-nbd', ['--read-only', '--persistent', '--shared=8', '--socket', socket, '--export-name', exportName, '-f', 'raw', image], { stdio: 'ignore' });
   const deadline = Date.now() + 10_000;
   while (!existsSync(socket)) {
