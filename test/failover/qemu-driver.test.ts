@@ -165,6 +165,7 @@ describe.skipIf(!hasQemu)('QemuDriver (skipped only when qemu-system-x86_64 is m
     expect(alive(pid)).toBe(false);
     expect(await again.status(vm.workDir)).toEqual({ state: 'stopped' });
     await again.stop(vm.workDir); // idempotent
+    await again.commit(vm.workDir); // committed already: nothing to do, even with the VM down
     // quit stored the persistent bitmap in the overlay.
     expect(await referee('qemu-img', ['info', overlay])).toContain(FailoverBitmap);
 

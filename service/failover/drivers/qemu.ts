@@ -194,6 +194,7 @@ export class QemuDriver implements FailoverDriver {
     const spec = await this.spec(workDir);
     const committedPath = join(workDir, workFiles.committed);
     const committed = new Set((await readJson<number[]>(committedPath)) ?? []);
+    if (spec.disks.every((_, i) => committed.has(i))) return;
     if (!(await livePid(workDir))) throw new LifeboatError('conflict', `${workDir}: commit needs the VM running (${(await this.status(workDir)).reason ?? 'stopped'})`);
     const qmp = await this.qmp(workDir);
     for (let i = 0; i < spec.disks.length; i++) {
@@ -251,7 +252,11 @@ export class QemuDriver implements FailoverDriver {
     const deadline = Date.now() + QuitTimeoutMs;
     while (Date.now() < deadline && (await livePid(workDir))) await sleep(100);
     if (await livePid(workDir)) {
-      process.kill(pid, 'SIGKILL');
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // Gone between the check and the kill.
+      }
       this.config.log?.warn({ workDir, pid }, 'qemu did not quit: killed');
       while (await livePid(workDir)) await sleep(50);
     }
