@@ -112,6 +112,6 @@ describe('network mappings', () => {
     const split = parseMappings([m4, { ...m6, network: 'dr-elsewhere' }]);
     const err = thrown(() => resolveNicPlan(validateVmNics([{ mac: macA }]), split, 'test', { [macA]: ['192.168.10.7', 'fd00:10::7'] }));
     expect(err.code).toBe('conflict');
-    expect(err.message).toContain('map into two DR networks: dr-test');
+    expect(err.message).toBe('test plan, nic 52:54:00:00:00:0a: its addresses map into two DR networks: dr-test (mapping 192.168.10.0/24→10.50.10.0/24) and dr-elsewhere (mapping fd00:10::/64→2001:db8:50::/64)');
   });
 });

@@ -156,7 +156,7 @@ export function resolveNicPlan(
     const name = `dr${i}`;
     const explicit = nic[kind];
     if (explicit?.mode === 'dhcp') return dhcpPlan(nic.mac, name, explicit, 'explicit', []);
-    if (explicit?.mode === 'static') return fillFromMappings(nic.mac, name, explicit, ours);
+    if (explicit?.mode === 'static') return fillFromMappings(nic.mac, name, explicit, ours, kind);
     return mappedPlan(nic.mac, name, reported.get(nic.mac) ?? [], ours, kind);
   });
 
@@ -174,13 +174,13 @@ function dhcpPlan(mac: string, name: string, cfg: NicConfig & { mode: 'dhcp' }, 
 }
 
 /** Explicit static settings, blanks filled from the mappings whose DR subnet holds the NIC's addresses. */
-function fillFromMappings(mac: string, name: string, cfg: StaticConfig, ours: readonly ParsedMapping[]): NicPlan {
+function fillFromMappings(mac: string, name: string, cfg: StaticConfig, ours: readonly ParsedMapping[], kind: FailoverKind): NicPlan {
   const cidrs = cfg.addresses.map((a) => parseInterfaceCidr(a)).flatMap((r) => (r.ok ? [r.value] : []));
   const covering = cidrs.map((c) => targetMappingFor(c.ip, ours)).filter((m): m is ParsedMapping => m !== undefined);
   const values: PlannedValue[] = [{ field: 'mode', value: 'static', from: 'explicit' }];
   cfg.addresses.forEach((a, i) => values.push({ field: `addresses[${i}]`, value: a, from: 'explicit' }));
   const out: StaticConfig = { ...cfg, addresses: [...cfg.addresses], dns: [...cfg.dns], search: [...cfg.search] };
-  fillCommon(out, values, covering, cfg);
+  fillCommon(out, values, covering, cfg, `${kind} plan, nic ${mac}`);
   return { mac, name, config: out, values, notes: [] };
 }
 
@@ -208,12 +208,12 @@ function mappedPlan(mac: string, name: string, reported: readonly string[], ours
   }
   const out: StaticConfig = { mode: 'static', addresses, dns: [], search: [] };
   values.unshift({ field: 'mode', value: 'static', from: used[0]!.origin });
-  fillCommon(out, values, used, { mode: 'static', addresses, dns: [], search: [] });
+  fillCommon(out, values, used, { mode: 'static', addresses, dns: [], search: [] }, `${kind} plan, nic ${mac}`);
   return { mac, name, config: out, values, notes };
 }
 
 /** Gateways, DNS, search domains and network: explicit when set, else from the covering mappings. */
-function fillCommon(out: StaticConfig, values: PlannedValue[], covering: readonly ParsedMapping[], explicit: StaticConfig): void {
+function fillCommon(out: StaticConfig, values: PlannedValue[], covering: readonly ParsedMapping[], explicit: StaticConfig, who: string): void {
   for (const family of [4, 6] as const) {
     const field = family === 4 ? 'gateway4' : 'gateway6';
     const given = explicit[field];
@@ -237,7 +237,7 @@ function fillCommon(out: StaticConfig, values: PlannedValue[], covering: readonl
     const named = covering.filter((m) => m.m.network !== undefined);
     const first = named[0];
     const other = named.find((m) => m.m.network !== first?.m.network);
-    if (first && other) throw new LifeboatError('conflict', `the NIC's addresses map into two DR networks: ${first.m.network} (${first.origin}) and ${other.m.network} (${other.origin})`);
+    if (first && other) throw new LifeboatError('conflict', `${who}: its addresses map into two DR networks: ${first.m.network} (${first.origin}) and ${other.m.network} (${other.origin})`);
     if (first) { out.network = first.m.network!; values.push({ field: 'network', value: first.m.network!, from: first.origin }); }
   }
   if (explicit.mtu !== undefined) values.push({ field: 'mtu', value: String(explicit.mtu), from: 'explicit' });
