@@ -18,6 +18,12 @@ import { shipInflight } from './ship.js';
 import { spool } from './spool.js';
 import { scanTrackerFor, spoolPath } from './trackers.js';
 
+/** The VM cycle a disk's log belongs to: its id and capture time, the same for every disk of the VM. */
+export interface VmCycle {
+  id: number;
+  capturedMs: number;
+}
+
 export interface DiskCycleResult {
   changedBytes: number;
   sentBytes: number;
@@ -42,12 +48,13 @@ export async function recoverLogs(ctx: EngineContext, book: ProgressBook, config
 }
 
 /**
- * Runs one cycle of one disk. onCaptured runs once the disk's changed data has been read into the
+ * Runs one cycle of one disk; its log carries vmCycle (the engine always passes it; without it the
+ * log is version 1, as from an older agent). onCaptured runs once the disk's changed data has been read into the
  * sealed log (where an application-consistent cycle thaws the application).
  */
 export async function diskCycle(
   ctx: EngineContext, book: ProgressBook, config: VmConfig, diskId: string, disk: DiskImage,
-  consistency: Consistency, onCaptured: () => Promise<void> = async () => {},
+  consistency: Consistency, onCaptured: () => Promise<void> = async () => {}, vmCycle?: VmCycle,
 ): Promise<DiskCycleResult> {
   const vm = config.name;
   const progress = book.progress.disks[diskId]!;
@@ -58,7 +65,7 @@ export async function diskCycle(
   let spooled;
   try {
     const { sealed, release } = writeLog(
-      { tenant: ctx.tenant, vm, disk: diskId, generation, sequence, virtualSize: disk.virtualSize, consistency, compression: config.compression, createdMs: createdAt.getTime(), kind: 'incremental' },
+      { tenant: ctx.tenant, vm, disk: diskId, generation, sequence, virtualSize: disk.virtualSize, consistency, compression: config.compression, createdMs: createdAt.getTime(), kind: 'incremental', ...(vmCycle ? { cycle: vmCycle.id, capturedMs: vmCycle.capturedMs } : {}) },
       { extents: cycle.extents(), read: (offset, buf) => disk.read(offset, buf) },
       { recipient: ctx.recipient },
     );
@@ -69,6 +76,7 @@ export async function diskCycle(
   const inflight: InflightObject = {
     kind: 'log', generation, number: sequence, spool: spooled.path, size: spooled.size, sha256: spooled.sha256,
     consistency, createdAt: createdAt.toISOString(), changedBytes: cycle.changedBytes,
+    cycle: vmCycle?.id ?? null, capturedAt: vmCycle ? new Date(vmCycle.capturedMs).toISOString() : null,
   };
   await book.update((p) => {
     p.disks[diskId]!.inflight.push(inflight);

@@ -39,6 +39,17 @@ function freshDisk(): DiskProgress {
   };
 }
 
+/**
+ * Takes this VM cycle's id: max(nextCycle, the cycle's start in ms), recorded (id + 1) durably before
+ * anything of the cycle is sealed, so no id is used twice, across restarts and a killed engine too;
+ * starting from the clock keeps ids rising even after the agent's state was lost and rebuilt.
+ */
+async function takeCycleId(book: ProgressBook, started: Date): Promise<number> {
+  const id = Math.max(book.progress.nextCycle, started.getTime());
+  await book.update((p) => { p.nextCycle = id + 1; });
+  return id;
+}
+
 function awaitsNothing(sd: DiskStatus | undefined, p: DiskProgress): boolean {
   return sd !== undefined && sd.baseComplete && sd.generation >= p.generation;
 }
@@ -74,6 +85,7 @@ export class Replicator {
     try {
       for (const d of config.disks) disks.set(d.id, await openDisk(d.path, { readOnly: true }));
       const service = await this.register(book, config, disks);
+      const cycleId = await takeCycleId(book, started);
       const warnings: string[] = [];
       let changedBytes = 0;
       let sentBytes = 0;
@@ -105,7 +117,7 @@ export class Replicator {
           // A delta against the replica whenever the service holds one (existing copies, resync,
           // verification, re-protection after lost state); otherwise the whole disk.
           const delta = sd?.baseComplete === true;
-          await startBase(ctx, book, d.id, disks.get(d.id)!, delta ? 'delta' : 'full', sd?.generation ?? 0);
+          await startBase(ctx, book, d.id, disks.get(d.id)!, delta ? 'delta' : 'full', sd?.generation ?? 0, { id: cycleId, capturedMs: ctx.now().getTime() });
           ctx.logger.info({ vm, disk: d.id, mode: book.progress.disks[d.id]!.initial.mode, generation: book.progress.disks[d.id]!.initial.generation }, 'base');
           if (book.progress.disks[d.id]!.initial.mode === 'delta') verified = true;
           baseBytes += book.progress.disks[d.id]!.initial.virtualSize;
@@ -117,6 +129,9 @@ export class Replicator {
 
       // Then one log per disk, application-consistent when due and the hooks succeed.
       const consistency = await this.quiesce(config, book, warnings);
+      // One capture time for every disk's log of this cycle: the application is quiesced (when it is
+      // due) and no disk has been read for this cycle's logs yet. RPO is measured from it.
+      const vmCycle = { id: cycleId, capturedMs: ctx.now().getTime() };
       let thawed = consistency === 'crash';
       const thaw = async () => {
         if (thawed) return;
@@ -130,7 +145,7 @@ export class Replicator {
         const ready = config.disks.filter((d) => book.progress.disks[d.id]!.initial.state === 'done'
           && (config.initial.mode !== 'media' || awaitsNothing(service.get(d.id), book.progress.disks[d.id]!)));
         for (const [i, d] of ready.entries()) {
-          const r = await diskCycle(ctx, book, config, d.id, disks.get(d.id)!, consistency, i === ready.length - 1 ? thaw : async () => {});
+          const r = await diskCycle(ctx, book, config, d.id, disks.get(d.id)!, consistency, i === ready.length - 1 ? thaw : async () => {}, vmCycle);
           changedBytes += r.changedBytes;
           sentBytes += r.sentBytes;
           logs++;

@@ -16,6 +16,7 @@ import { MapBlockSize } from '../tracker/blockmap.js';
 import { hasBit, withBit } from './bitmap.js';
 import { DeltaBlockSize, dataRangesOf } from './chunk.js';
 import type { EngineContext, ProgressBook } from './context.js';
+import type { VmCycle } from './cycle.js';
 import { MediaWriter } from './media.js';
 import { withRetry } from './retry.js';
 import { SealPool } from './seal-pool.js';
@@ -35,7 +36,7 @@ export const DefaultSealThreads = 2;
  * Starts a base of a new generation for the disk (newer than any the service reported), or does
  * nothing when one is already running.
  */
-export async function startBase(ctx: EngineContext, book: ProgressBook, diskId: string, disk: DiskImage, mode: 'full' | 'delta', serviceGeneration: number): Promise<void> {
+export async function startBase(ctx: EngineContext, book: ProgressBook, diskId: string, disk: DiskImage, mode: 'full' | 'delta', serviceGeneration: number, vmCycle?: VmCycle): Promise<void> {
   const d = book.progress.disks[diskId]!;
   if (d.initial.state === 'running') return;
   const generation = Math.max(d.generation, d.initial.generation, serviceGeneration) + 1;
@@ -44,7 +45,7 @@ export async function startBase(ctx: EngineContext, book: ProgressBook, diskId: 
   await book.update((p) => {
     p.disks[diskId]!.initial = {
       state: 'running', mode, generation, virtualSize: disk.virtualSize, chunkSize: DefaultChunkSize, chunksDone: '',
-      bytesTotal: disk.virtualSize, bytesDone: 0, bytesSent: 0,
+      bytesTotal: disk.virtualSize, bytesDone: 0, bytesSent: 0, cycle: vmCycle?.id ?? null, capturedMs: vmCycle?.capturedMs ?? null,
     };
   });
 }
@@ -58,6 +59,9 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
   const vm = config.name;
   const ip = book.progress.disks[diskId]!.initial;
   const { generation, chunkSize, mode, virtualSize } = ip;
+  // Every chunk carries the cycle the base started in (none for a base an older agent began).
+  const baseCycle = typeof ip.cycle === 'number' && typeof ip.capturedMs === 'number' ? { cycle: ip.cycle, capturedMs: ip.capturedMs } : {};
+  const committedCycle = baseCycle.cycle !== undefined ? { cycle: baseCycle.cycle, capturedAt: new Date(baseCycle.capturedMs).toISOString() } : {};
   const chunkCount = Math.max(1, Math.ceil(virtualSize / chunkSize));
   const mapPath = ctx.state.mapPath(vm, diskId, 'initial');
   let map = await BlockMapWriter.reopen(mapPath);
@@ -99,13 +103,13 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
         const sealed = await pool.seal({
           diskPath: disk.path, start, length, seed: seed.toString(), remote: remote ? [...remote] : undefined, recipient: ctx.recipient,
           ranges: await dataRangesOf(disk, start, length),
-          header: { tenant: ctx.tenant, vm, disk: diskId, generation, sequence: i, virtualSize, consistency: 'crash', compression: config.compression, createdMs: createdAt.getTime(), kind: mode },
+          header: { tenant: ctx.tenant, vm, disk: diskId, generation, sequence: i, virtualSize, consistency: 'crash', compression: config.compression, createdMs: createdAt.getTime(), kind: mode, ...baseCycle },
         });
         // Not fsynced per chunk: digests lost in a crash read as 0 and only make the first cycle
         // resend those blocks (a wrong digest can only cause a resend, never a missed change,
         // unless it collides). The map is fsynced once, before it becomes the baseline.
         await map!.write(start / MapBlockSize, sealed.digests);
-        const o: InflightObject = { kind: 'chunk', generation, number: i, spool: '', size: sealed.size, sha256: sealed.sha256, consistency: 'crash', createdAt: createdAt.toISOString(), changedBytes: 0 };
+        const o: InflightObject = { kind: 'chunk', generation, number: i, spool: '', size: sealed.size, sha256: sealed.sha256, consistency: 'crash', createdAt: createdAt.toISOString(), changedBytes: 0, cycle: null, capturedAt: null, ...committedCycle };
         if (media) {
           await media.writeChunk(o, [sealed.body]);
           pool.recycle(sealed.body);

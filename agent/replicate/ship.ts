@@ -11,7 +11,7 @@ import { Readable } from 'node:stream';
 import { LifeboatError } from '../../shared/errors.js';
 import type { InflightObject } from '../state/schema.js';
 import { paced, uploadLimit } from '../transport/bandwidth.js';
-import type { CommitStatus, GrantRequest } from '../transport/types.js';
+import type { CommitStatus, GrantRequest, ObjectCommit } from '../transport/types.js';
 import type { EngineContext } from './context.js';
 import { withRetry } from './retry.js';
 
@@ -34,7 +34,9 @@ export async function shipInflight(ctx: EngineContext, vm: string, disk: string,
       throw err;
     }
   }, retry);
-  const commit = { generation: o.generation, key: grant.key, size: o.size, sha256: o.sha256, consistency: o.consistency, createdAt: o.createdAt };
+  // A log's commit names its cycle (agent protocol §10); an older agent's inflight log has none.
+  const cycle = o.kind === 'log' && o.cycle !== null && o.capturedAt !== null ? { cycle: o.cycle, capturedAt: o.capturedAt } : {};
+  const commit: ObjectCommit & { cycle?: number; capturedAt?: string } = { generation: o.generation, key: grant.key, size: o.size, sha256: o.sha256, consistency: o.consistency, createdAt: o.createdAt, ...cycle };
   let status: CommitStatus;
   try {
     status = await withRetry(() => (o.kind === 'log'

@@ -61,6 +61,12 @@ export const InitialProgress = z.object({
   bytesTotal: z.number().int().nonnegative(),
   bytesDone: z.number().int().nonnegative(),
   bytesSent: z.number().int().nonnegative(),
+  /**
+   * The VM cycle in which this base started and its capture time (ms): every chunk of the base carries
+   * them, also when the base resumes in a later cycle. Null for a base begun by an older agent.
+   */
+  cycle: z.number().int().positive().nullable().optional(),
+  capturedMs: z.number().int().nonnegative().nullable().optional(),
 });
 export type InitialProgress = z.infer<typeof InitialProgress>;
 
@@ -84,6 +90,9 @@ export const InflightObject = z.object({
   createdAt: z.iso.datetime(),
   /** Bytes the tracker reported changed for this log (for status). */
   changedBytes: z.number().int().nonnegative(),
+  /** The VM cycle the object was sealed in and its capture time, committed with it (null: an older agent's). */
+  cycle: z.number().int().positive().nullable().default(null),
+  capturedAt: z.iso.datetime().nullable().default(null),
 });
 export type InflightObject = z.infer<typeof InflightObject>;
 
@@ -126,6 +135,12 @@ export const VmProgress = z.object({
   lastVerifiedAt: z.iso.datetime().nullable().default(null),
   /** Changed bytes seen but not yet acknowledged (a failed or missed cycle's). */
   pendingBytes: z.number().int().nonnegative(),
+  /**
+   * The next VM cycle id: a cycle takes max(nextCycle, its capture time in ms) and records the id + 1
+   * here, durably, before any log of it is sealed, so an id is never used twice, also across restarts
+   * and a killed engine (docs/formats/agent-state.md).
+   */
+  nextCycle: z.number().int().positive().default(1),
   counts: z.object({ ok: z.number().int().nonnegative(), missed: z.number().int().nonnegative(), failed: z.number().int().nonnegative() }),
 });
 export type VmProgress = z.infer<typeof VmProgress>;
@@ -142,5 +157,5 @@ export const Identity = z.object({
 export type Identity = z.infer<typeof Identity>;
 
 export function emptyProgress(): VmProgress {
-  return { version: StateVersion, registered: false, disks: {}, lastCycle: null, lastCapturedAt: null, lastAppConsistentAt: null, lastVerifiedAt: null, pendingBytes: 0, counts: { ok: 0, missed: 0, failed: 0 } };
+  return { version: StateVersion, registered: false, disks: {}, lastCycle: null, lastCapturedAt: null, lastAppConsistentAt: null, lastVerifiedAt: null, pendingBytes: 0, nextCycle: 1, counts: { ok: 0, missed: 0, failed: 0 } };
 }

@@ -18,15 +18,23 @@ export interface LogRow {
   createdAt: Date;
   committedAt: Date;
   status: LogStatus;
+  /** The VM cycle the log belongs to (null: a version-1 log, its own cycle; a base chunk). */
+  cycle: number | null;
+  /** The agent's capture time of that cycle. */
+  capturedAt: Date | null;
 }
 
-const cols = `tenant, vm, disk, kind, generation, sequence, key, size, sha256, consistency, created_at AS "createdAt", committed_at AS "committedAt", status`;
+const cols = `tenant, vm, disk, kind, generation, sequence, key, size, sha256, consistency, created_at AS "createdAt", committed_at AS "committedAt", status,
+  cycle, captured_at AS "capturedAt"`;
+
+/** The columns of a LogRow, for queries elsewhere (base chunks). */
+export const logColumns = cols;
 
 /** Inserts a commit; returns the existing row instead when (kind, generation, sequence) is taken. */
-export async function insertLog(db: Queryable, l: Omit<LogRow, 'committedAt' | 'status'>): Promise<{ inserted: boolean; row: LogRow }> {
-  const ins = await db.query<LogRow>(`INSERT INTO logs (tenant, vm, disk, kind, generation, sequence, key, size, sha256, consistency, created_at)
-    VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) ON CONFLICT DO NOTHING RETURNING ${cols}`,
-  [l.tenant, l.vm, l.disk, l.kind, l.generation, l.sequence, l.key, l.size, l.sha256, l.consistency, l.createdAt]);
+export async function insertLog(db: Queryable, l: Omit<LogRow, 'committedAt' | 'status' | 'cycle' | 'capturedAt'> & Partial<Pick<LogRow, 'cycle' | 'capturedAt'>>): Promise<{ inserted: boolean; row: LogRow }> {
+  const ins = await db.query<LogRow>(`INSERT INTO logs (tenant, vm, disk, kind, generation, sequence, key, size, sha256, consistency, created_at, cycle, captured_at)
+    VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) ON CONFLICT DO NOTHING RETURNING ${cols}`,
+  [l.tenant, l.vm, l.disk, l.kind, l.generation, l.sequence, l.key, l.size, l.sha256, l.consistency, l.createdAt, l.cycle ?? null, l.capturedAt ?? null]);
   if (ins.length > 0) return { inserted: true, row: ins[0]! };
   const rows = await db.query<LogRow>(`SELECT ${cols} FROM logs WHERE tenant = $1 AND vm = $2 AND disk = $3 AND kind = $4 AND generation = $5 AND sequence = $6`,
     [l.tenant, l.vm, l.disk, l.kind, l.generation, l.sequence]);

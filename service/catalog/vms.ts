@@ -86,8 +86,8 @@ export async function updateDiskSize(db: Queryable, tenant: string, vm: string, 
 
 /** Makes the catalog follow a disk's applied state (the file beside the replica is the authority). */
 export async function setDiskState(db: Queryable, tenant: string, vm: string, id: string,
-  s: { generation: number; baseComplete: boolean; appliedSequence: number; state: DiskState; resyncReason: string | null; lastAppliedAt: Date | null }): Promise<void> {
+  s: { generation: number; baseComplete: boolean; appliedSequence: number; appliedCycle?: number | null; state: DiskState; resyncReason: string | null; lastAppliedAt: Date | null }): Promise<void> {
   await db.query(`UPDATE disks SET generation = $4, base_complete = $5, applied_sequence = $6, state = $7, resync_reason = $8,
-      last_applied_at = COALESCE($9, last_applied_at), updated_at = now() WHERE tenant = $1 AND vm = $2 AND id = $3`,
-  [tenant, vm, id, s.generation, s.baseComplete, s.appliedSequence, s.state, s.resyncReason, s.lastAppliedAt]);
+      last_applied_at = COALESCE($9, last_applied_at), applied_cycle = $10, updated_at = now() WHERE tenant = $1 AND vm = $2 AND id = $3`,
+  [tenant, vm, id, s.generation, s.baseComplete, s.appliedSequence, s.state, s.resyncReason, s.lastAppliedAt, s.appliedCycle ?? null]);
 }

@@ -17,6 +17,11 @@ export const appliedStateSchema = z.strictObject({
   generation: z.number().int().min(0),
   baseComplete: z.boolean(),
   appliedSequence: z.number().int().min(0),
+  /**
+   * The VM cycle of the last log (or base) applied: the replica holds the disk as of that cycle. Null
+   * when that log had none (a version-1 log is its own cycle) and in a state written before cycles.
+   */
+  appliedCycle: z.number().int().min(1).nullable().default(null),
   state: z.enum(['initial_required', 'initial_in_progress', 'replicating', 'resync_required']),
   resyncReason: z.string().nullable(),
   /** Layer files of the chain, base first; the last is the writable top. */
@@ -27,6 +32,8 @@ export const appliedStateSchema = z.strictObject({
     layer: z.string().regex(/^[a-z0-9_.-]+$/),
     createdAt: z.string(),
     consistency: z.enum(['crash', 'application']),
+    /** The VM cycle the point holds on every disk (null: made from version-1 logs). */
+    cycle: z.number().int().min(1).nullable().default(null),
   })).default([]),
   /** The last merge's fencing token, so a stale worker's write is recognisable. */
   fence: z.number().int().min(0),
@@ -49,7 +56,7 @@ export function replicaDir(storage: string, tenant: string, vm: string, disk: st
 export type ReplicaFormat = 'vhdx' | 'raw';
 
 export function initialState(format: ReplicaFormat): AppliedState {
-  return { version: 1, generation: 0, baseComplete: false, appliedSequence: 0, state: 'initial_required', resyncReason: null, layers: [`base.${format}`], points: [], fence: 0, updatedAt: new Date().toISOString() };
+  return { version: 1, generation: 0, baseComplete: false, appliedSequence: 0, appliedCycle: null, state: 'initial_required', resyncReason: null, layers: [`base.${format}`], points: [], fence: 0, updatedAt: new Date().toISOString() };
 }
 
 export async function readState(dir: string): Promise<AppliedState> {

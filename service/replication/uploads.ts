@@ -50,11 +50,11 @@ async function checkObject(ctx: ServiceContext, key: string, size: number, max: 
   if (info.size !== size) throw new ServiceError('corrupt', `object ${key} holds ${info.size} bytes, the commit says ${size}`, 'size_mismatch');
 }
 
-async function record(tx: Queryable, row: Omit<LogRow, 'committedAt' | 'status'>): Promise<'accepted' | 'duplicate'> {
+async function record(tx: Queryable, row: Parameters<typeof insertLog>[1]): Promise<'accepted' | 'duplicate'> {
   const { inserted, row: existing } = await insertLog(tx, row);
   if (inserted) return 'accepted';
-  if (existing.key === row.key && existing.size === row.size && existing.sha256 === row.sha256) return 'duplicate';
-  throw ErrConflict('commit_differs', `${row.kind} ${row.generation}/${row.sequence} was committed before with another size or digest`);
+  if (existing.key === row.key && existing.size === row.size && existing.sha256 === row.sha256 && existing.cycle === (row.cycle ?? null)) return 'duplicate';
+  throw ErrConflict('commit_differs', `${row.kind} ${row.generation}/${row.sequence} was committed before with another size, digest or cycle`);
 }
 
 export async function commitLog(ctx: ServiceContext, enqueue: EnqueueMerge, agent: AgentIdentity, vm: string, diskId: string, body: CommitBody) {
@@ -63,7 +63,8 @@ export async function commitLog(ctx: ServiceContext, enqueue: EnqueueMerge, agen
   staleCheck(disk, body.generation);
   if (body.key !== logKey(ref, body.generation, body.sequence)) throw new LifeboatError('invalid_argument', `key must be ${logKey(ref, body.generation, body.sequence)}`);
   await checkObject(ctx, body.key, body.size, MaxLogBytes);
-  const status = await record(ctx.db, { ...ref, kind: 'log', generation: body.generation, sequence: body.sequence, key: body.key, size: body.size, sha256: body.sha256, consistency: body.consistency, createdAt: new Date(body.createdAt) });
+  const status = await record(ctx.db, { ...ref, kind: 'log', generation: body.generation, sequence: body.sequence, key: body.key, size: body.size, sha256: body.sha256, consistency: body.consistency, createdAt: new Date(body.createdAt),
+    cycle: body.cycle ?? null, capturedAt: body.capturedAt === undefined ? null : new Date(body.capturedAt) });
   ctx.metrics.commits.inc({ status });
   await enqueue(ref);
   return { status, generation: body.generation, sequence: body.sequence };

@@ -20,6 +20,7 @@ import type { PrivateJwk } from '../../shared/crypto/keys.js';
 import { ErrTampered, isLifeboatError } from '../../shared/errors.js';
 import type { Queryable } from '../catalog/db.js';
 import type { LogRow } from '../catalog/logs.js';
+import { logColumns } from '../catalog/logs.js';
 import type { ServiceContext } from '../context.js';
 import type { DiskRef } from '../queue.js';
 import type { AppliedState } from '../replication/replica.js';
@@ -42,12 +43,13 @@ export async function pendingBase(db: Queryable, ref: DiskRef, state: AppliedSta
 }
 
 async function chunks(db: Queryable, ref: DiskRef, base: BaseRow): Promise<LogRow[]> {
-  return db.query<LogRow>(`SELECT tenant, vm, disk, kind, generation, sequence, key, size, sha256, consistency, created_at AS "createdAt", committed_at AS "committedAt", status
+  return db.query<LogRow>(`SELECT ${logColumns}
     FROM logs WHERE tenant = $1 AND vm = $2 AND disk = $3 AND kind = 'chunk' AND generation = $4 AND sequence < $5 ORDER BY sequence`,
   [ref.tenant, ref.vm, ref.disk, base.generation, base.chunkCount]);
 }
 
-export type BaseOutcome = { ok: true; state: AppliedState } | { ok: false; reason: string };
+/** ok: the state to commit and the base's capture time (ms, when its chunks agree on a cycle). */
+export type BaseOutcome = { ok: true; state: AppliedState; capturedMs: number | null } | { ok: false; reason: string };
 
 /**
  * Applies base to the replica in dir; returns the state to commit, or the reason it was refused. The
@@ -55,9 +57,16 @@ export type BaseOutcome = { ok: true; state: AppliedState } | { ok: false; reaso
  */
 export async function applyBase(ctx: ServiceContext, ref: DiskRef, dir: string, state: AppliedState, base: BaseRow, key: PrivateJwk, staging: string, format: 'vhdx' | 'raw', virtualSize: number): Promise<BaseOutcome> {
   const rows = await chunks(ctx.db, ref, base);
+  // The cycle the base started in, on every chunk (docs/formats/hrl.md "Cycle"); chunks that disagree,
+  // or carry none (an older agent's), leave the disk at no known cycle until its next log.
+  let cycle: number | null | undefined;
+  let capturedMs: number | null = null;
   const stage = async (row: LogRow): Promise<StagedLog> => {
     const staged = await stageLog({ object: await ctx.store.get(row.key), key, sha256: row.sha256, size: row.size, expect: { ...ref, generation: base.generation, sequence: row.sequence } }, join(staging, `chunk-${row.sequence}`));
     if (staged.header.kind !== base.mode) throw ErrTampered(`chunk ${row.sequence} is a ${staged.header.kind} log, not ${base.mode}`);
+    const chunkCycle = staged.header.cycle ?? null;
+    cycle = cycle === undefined || cycle === chunkCycle ? chunkCycle : null;
+    capturedMs ??= staged.header.capturedMs ?? null;
     return staged;
   };
   const refused = (err: unknown): BaseOutcome => {
@@ -87,7 +96,7 @@ export async function applyBase(ctx: ServiceContext, ref: DiskRef, dir: string, 
     } finally {
       for (const s of staged) await discardStaged(s);
     }
-    return { ok: true, state: { ...state, generation: base.generation, baseComplete: true, appliedSequence: 0, state: 'replicating', resyncReason: null } };
+    return { ok: true, state: { ...state, generation: base.generation, baseComplete: true, appliedSequence: 0, appliedCycle: cycle ?? null, state: 'replicating', resyncReason: null }, capturedMs: cycle ? capturedMs : null };
   }
   const layer = `base-g${base.generation}.${format}`;
   await rm(join(dir, layer), { force: true });
@@ -108,5 +117,5 @@ export async function applyBase(ctx: ServiceContext, ref: DiskRef, dir: string, 
     return refused(err);
   }
   await image.close();
-  return { ok: true, state: { ...state, generation: base.generation, baseComplete: true, appliedSequence: 0, state: 'replicating', resyncReason: null, layers: [layer], points: [] } };
+  return { ok: true, state: { ...state, generation: base.generation, baseComplete: true, appliedSequence: 0, appliedCycle: cycle ?? null, state: 'replicating', resyncReason: null, layers: [layer], points: [] }, capturedMs: cycle ? capturedMs : null };
 }

@@ -72,6 +72,6 @@ export async function commitState(ctx: ServiceContext, ref: DiskRef, dir: string
 /** The catalog follows the applied state written beside the replica. */
 export async function follow(ctx: ServiceContext, ref: DiskRef, s: AppliedState, appliedAt: Date | null): Promise<void> {
   await setDiskState(ctx.db, ref.tenant, ref.vm, ref.disk, {
-    generation: s.generation, baseComplete: s.baseComplete, appliedSequence: s.appliedSequence, state: s.state, resyncReason: s.resyncReason, lastAppliedAt: appliedAt,
+    generation: s.generation, baseComplete: s.baseComplete, appliedSequence: s.appliedSequence, appliedCycle: s.appliedCycle, state: s.state, resyncReason: s.resyncReason, lastAppliedAt: appliedAt,
   });
 }

@@ -10,6 +10,11 @@
  * one statement. Crash-safety: state.json only ever names logs whose bytes are durable; a crash
  * inside a batch leaves it naming the previous batch, and the next run re-applies the logs after it
  * in order, which writes the same bytes at the same offsets.
+ *
+ * Cycles: each log's authenticated header must name the cycle its commit named (else it is refused as
+ * tampered), and state.json records the cycle of the last log applied (appliedCycle). While a point
+ * is being cut at cycle C (barrier.ts), a log of a later cycle is left pending: the run stops before
+ * it, so every disk of the VM can be frozen at C.
  */
 import { join } from 'node:path';
 import { openDisk } from '../../shared/disk/index.js';
@@ -25,6 +30,8 @@ import type { AppliedState } from '../replication/replica.js';
 import { commitState, LockLostError } from './commit-state.js';
 import type { MergeFence } from './commit-state.js';
 import { applyStaged, discardStaged, stageLog } from './stage.js';
+import type { Barrier } from './barrier.js';
+import { noBarrier } from './barrier.js';
 import type { DirectSink } from './stage.js';
 
 /** Logs applied between two durable state writes: bounds what a crash makes the next run redo. */
@@ -43,7 +50,7 @@ export interface LogCounts {
  * catalog after a run so commits that landed meanwhile are merged by this job; returns the state
  * last committed.
  */
-export async function mergeLogs(ctx: ServiceContext, ref: DiskRef, dir: string, start: AppliedState, key: () => Promise<PrivateJwk>, staging: string, lock: MergeFence, counts: LogCounts): Promise<AppliedState> {
+export async function mergeLogs(ctx: ServiceContext, ref: DiskRef, dir: string, start: AppliedState, key: () => Promise<PrivateJwk>, staging: string, lock: MergeFence, counts: LogCounts, barrier: Barrier = noBarrier): Promise<AppliedState> {
   let state = start;
   let batch: LogRow[] = [];
   let image: DiskImage | undefined;
@@ -51,7 +58,7 @@ export async function mergeLogs(ctx: ServiceContext, ref: DiskRef, dir: string, 
     if (batch.length === 0) return;
     await image!.flush();
     const last = batch.at(-1)!;
-    const next: AppliedState = { ...state, appliedSequence: last.sequence, fence: lock.fence };
+    const next: AppliedState = { ...state, appliedSequence: last.sequence, appliedCycle: last.cycle ?? null, fence: lock.fence };
     await commitState(ctx, ref, dir, next, lock, new Date());
     await markLogsApplied(ctx.db, last, batch[0]!.sequence, last.sequence);
     const now = Date.now();
@@ -73,6 +80,8 @@ export async function mergeLogs(ctx: ServiceContext, ref: DiskRef, dir: string, 
           continue;
         }
         if (row.sequence !== through + 1) break; // a gap: wait for the missing log
+        const stopAt = await barrier();
+        if (stopAt !== null && row.cycle !== null && row.cycle > stopAt) break; // a point is being cut at stopAt
         const where = `log ${row.generation}/${row.sequence} of ${ref.tenant}/${ref.vm}/${ref.disk}`;
         let staged;
         try {
@@ -84,7 +93,7 @@ export async function mergeLogs(ctx: ServiceContext, ref: DiskRef, dir: string, 
             if (!(await lock.stillHeld())) throw new LockLostError(`${where}: lock lost`);
             return await top.freshWrites();
           };
-          staged = await stageLog({ object: await ctx.store.get(row.key), key: await key(), sha256: row.sha256, size: row.size, expect: { ...ref, generation: row.generation, sequence: row.sequence }, direct }, join(staging, `${row.sequence}.staged`));
+          staged = await stageLog({ object: await ctx.store.get(row.key), key: await key(), sha256: row.sha256, size: row.size, expect: { ...ref, generation: row.generation, sequence: row.sequence, cycle: row.cycle }, direct }, join(staging, `${row.sequence}.staged`));
         } catch (err) {
           if (!isLifeboatError(err) || !refusedCodes.includes(err.code)) throw err;
           await record();

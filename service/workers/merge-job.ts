@@ -6,6 +6,8 @@
  *   without a gap is applied to the top layer of the replica, in sequence order, in batches
  *   (log-batch.ts); state.json beside the replica and then the catalog record the new applied
  *   sequence after each batch.
+ *   Logs of a cycle after the VM's merge barrier (barrier.ts) wait while a point is being cut. A full
+ *   base waits while a point of the VM is pinned (it would replace the pinned point's chain).
  * Failure codes: a log that fails the envelope, the .hrl checks, the committed size/digest or names
  *   another disk/generation/sequence → the disk goes to `resync_required` with the reason, the log
  *   row to `rejected`, and nothing of that log is applied (it is staged and verified completely
@@ -33,6 +35,9 @@ import { applyBase, pendingBase } from './base-job.js';
 import type { MergeFence } from './commit-state.js';
 import { commitState, follow } from './commit-state.js';
 import { mergeLogs } from './log-batch.js';
+import type { Barrier } from './barrier.js';
+import { noBarrier } from './barrier.js';
+import { vmHasPins } from '../catalog/pins.js';
 
 export { LockLostError } from './commit-state.js';
 export type { MergeFence } from './commit-state.js';
@@ -60,7 +65,8 @@ function replicaKey(ctx: ServiceContext, tenant: string): Promise<PrivateJwk> {
   return key;
 }
 
-export async function mergeDisk(ctx: ServiceContext, ref: DiskRef, lock: MergeFence): Promise<MergeResult> {
+/** barrier: the cycle the disk's merge must not pass while a point is being cut (barrier.ts). */
+export async function mergeDisk(ctx: ServiceContext, ref: DiskRef, lock: MergeFence, barrier: Barrier = noBarrier): Promise<MergeResult> {
   const result: MergeResult = { applied: 0, duplicates: 0, rejected: 0, appliedSequence: 0, state: 'initial_required' };
   const disk = await getDisk(ctx.db, ref.tenant, ref.vm, ref.disk);
   if (!disk) return result;
@@ -75,12 +81,18 @@ export async function mergeDisk(ctx: ServiceContext, ref: DiskRef, lock: MergeFe
   // Created only if a log spills out of the memory budget (stage.ts): most merges touch no file here.
   const staging = join(tmpdir(), `lifeboat-merge-${randomUUID()}`);
   try {
-    const base = await pendingBase(ctx.db, ref, state);
+    let base = await pendingBase(ctx.db, ref, state);
+    if (base?.mode === 'full' && (await vmHasPins(ctx.db, ref.tenant, ref.vm))) {
+      // A full base replaces the chain and every point of the VM: not while a point is pinned (a
+      // failover reads its layers). The base waits, pending, until the last pin is released.
+      ctx.log.warn({ ...ref, generation: base.generation }, 'full base waits: a recovery point of the VM is pinned');
+      base = undefined;
+    }
     if (base) state = await mergeBase(ctx, ref, disk.replicaDir, state, base, await tenantKey(), staging, lock, disk.virtualSize);
     result.appliedSequence = state.appliedSequence;
     result.state = state.state;
     if (state.state === 'resync_required' || !state.baseComplete) return result;
-    state = await mergeLogs(ctx, ref, disk.replicaDir, state, tenantKey, staging, lock, result);
+    state = await mergeLogs(ctx, ref, disk.replicaDir, state, tenantKey, staging, lock, result, barrier);
   } finally {
     await rm(staging, { recursive: true, force: true });
   }
@@ -104,6 +116,11 @@ async function mergeBase(ctx: ServiceContext, ref: DiskRef, dir: string, state: 
   await commitState(ctx, ref, dir, next, lock, new Date());
   await ctx.db.query(`UPDATE bases SET status = 'applied' WHERE tenant = $1 AND vm = $2 AND disk = $3 AND generation = $4`, where);
   await ctx.db.query(`UPDATE logs SET status = 'applied', applied_at = now() WHERE tenant = $1 AND vm = $2 AND disk = $3 AND generation = $4 AND kind = 'chunk' AND status = 'pending'`, where);
+  // The base's cycle, from its chunks' authenticated headers (chunk commits do not name it), so a
+  // point at that cycle finds its capture time.
+  if (next.appliedCycle !== null && outcome.capturedMs !== null) {
+    await ctx.db.query(`UPDATE logs SET cycle = $5, captured_at = $6 WHERE tenant = $1 AND vm = $2 AND disk = $3 AND generation = $4 AND kind = 'chunk'`, [...where, next.appliedCycle, new Date(outcome.capturedMs)]);
+  }
   // A full base replaces the chain, and with it the disk's recovery points.
   if (base.mode === 'full') await ctx.db.query('DELETE FROM recovery_points WHERE tenant = $1 AND vm = $2', [ref.tenant, ref.vm]);
   // Layers the new base replaced: unreferenced once state.json names the new chain.

@@ -8,6 +8,7 @@ import { getDisk } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';
 import type { DiskRef } from '../queue.js';
 import { mergeJobId } from '../queue.js';
+import { vmBarrier } from './barrier.js';
 import { acquireLock } from './lock.js';
 import type { MergeResult } from './merge-job.js';
 import { mergeDisk } from './merge-job.js';
@@ -26,7 +27,7 @@ export class Merger {
     const lock = await acquireLock(this.redis, mergeJobId(ref), disk.replicaDir, { prefix: this.lockPrefix });
     if (!lock) return undefined;
     try {
-      return await mergeDisk(this.ctx, ref, lock);
+      return await mergeDisk(this.ctx, ref, lock, vmBarrier(this.redis, this.lockPrefix, ref.tenant, ref.vm));
     } finally {
       await lock.release();
     }

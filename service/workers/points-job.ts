@@ -29,8 +29,50 @@ import { readState, sweepUnreferencedLayers } from '../replication/replica.js';
 import { writeFencedState } from './commit-state.js';
 import type { DiskLock } from './lock.js';
 import { acquireLock } from './lock.js';
+import { dropBarrier, raiseBarrier } from './barrier.js';
+import { planCycle } from './cycle-plan.js';
+import type { Queryable } from '../catalog/db.js';
+import { claimForPrune, pinnedPoints } from '../catalog/pins.js';
 
 export const PointEveryMs = 3_600_000;
+/** How long an hourly point's merge barrier stands before it lapses (renewed by each round that waits). */
+export const PointBarrierMs = 10 * 60_000;
+
+/** A point as cut: what the failover engine and the API need of it. */
+export interface CutPointResult {
+  id: number;
+  cycle: number | null;
+  /** The agent's capture time of the point's cycle: RPO is measured from it. */
+  capturedAt: Date;
+  consistency: 'crash' | 'application';
+  layer: string;
+}
+
+/** True when every disk's state.json says it is at cycle (read under the disks' locks). */
+async function allAtCycle(disks: DiskRow[], cycle: number | null): Promise<boolean> {
+  for (const d of disks) if ((await readState(d.replicaDir)).appliedCycle !== cycle) return false;
+  return true;
+}
+
+/**
+ * The agent's capture time of cycle (from the logs and base chunks of that cycle). A VM at no cycle
+ * (version-1 logs): the oldest of its disks' last applied logs' creation times, the agent's clock
+ * too; `fallback` (the service's clock) only when nothing says.
+ */
+export async function capturedAtOf(db: Queryable, vm: Pick<VmRow, 'tenant' | 'name'>, disks: DiskRow[], cycle: number | null, fallback: Date): Promise<Date> {
+  if (cycle !== null) {
+    const rows = await db.query<{ at: Date | null }>('SELECT min(captured_at) AS at FROM logs WHERE tenant = $1 AND vm = $2 AND cycle = $3', [vm.tenant, vm.name, cycle]);
+    if (rows[0]?.at) return new Date(rows[0].at);
+  }
+  let oldest: Date | undefined;
+  for (const d of disks) {
+    const rows = await db.query<{ at: Date }>(`SELECT created_at AS at FROM logs WHERE tenant = $1 AND vm = $2 AND disk = $3 AND kind = 'log' AND generation = $4 AND sequence = $5`,
+      [vm.tenant, vm.name, d.id, d.generation, d.appliedSequence]);
+    const at = rows[0]?.at;
+    if (at && (!oldest || new Date(at) < oldest)) oldest = new Date(at);
+  }
+  return oldest ?? fallback;
+}
 
 type Point = AppliedState['points'][number];
 
@@ -55,16 +97,25 @@ export class Pointer {
     return at === null || now.getTime() - new Date(at).getTime() >= PointEveryMs;
   }
 
-  /** Drops the points older than each VM's history; returns how many. */
+  /**
+   * Drops the points older than each VM's history, oldest first; returns how many. A VM's pruning
+   * stops at its first pinned point and at anything older than its newest pinned point (pins.ts):
+   * pruning merges a point's layer into the layer below it, which older points and the pinned one
+   * read. A point is claimed (its catalog row deleted, if it is not pinned) under all the disks'
+   * locks before any layer is touched, so a pin taken meanwhile either came first and stops the prune,
+   * or finds the point gone; a prune killed after the claim is finished by undoInterrupted.
+   */
   async prune(now = new Date()): Promise<number> {
     let pruned = 0;
     for (const vm of await listVms(this.ctx.db)) {
-      const old = await this.ctx.db.query<{ id: number; layer: string }>(
-        'SELECT id, layer FROM recovery_points WHERE tenant = $1 AND vm = $2 AND created_at <= $3 ORDER BY created_at',
+      const old = await this.ctx.db.query<{ id: number; layer: string; createdAt: Date }>(
+        'SELECT id, layer, created_at AS "createdAt" FROM recovery_points WHERE tenant = $1 AND vm = $2 AND created_at <= $3 ORDER BY created_at, id',
         [vm.tenant, vm.name, new Date(now.getTime() - vm.history * PointEveryMs)]);
+      const pins = await pinnedPoints(this.ctx.db, vm.tenant, vm.name);
+      const newestPinned = pins.length === 0 ? -Infinity : Math.max(...pins.map((p) => new Date(p.pointCreatedAt).getTime()));
       for (const point of old) {
-        if (!(await this.onEachDisk(vm, (disk, lock) => this.prunePoint(disk, point.layer, lock)))) break;
-        await this.ctx.db.query('DELETE FROM recovery_points WHERE id = $1', [point.id]);
+        if (new Date(point.createdAt).getTime() <= newestPinned) break;
+        if (!(await this.onEachDisk(vm, (disk, lock) => this.prunePoint(disk, point.layer, lock), undefined, () => claimForPrune(this.ctx.db, point.id)))) break;
         pruned++;
       }
     }
@@ -74,22 +125,48 @@ export class Pointer {
   /**
    * Freezes a point on every disk of the VM if one is still due once all their locks are held: two
    * workers that both saw the point due make it once (the second finds the first's catalog row).
-   * False when nothing was made. Called by points(), and by tests to play the second worker.
+   * The point is one VM cycle (cycle-plan.ts): when the disks are not all at one cycle yet, the VM's
+   * merge barrier is raised at the cycle they can meet at and nothing is made now; a later round finds
+   * them there. False when nothing was made. Called by points(), and by tests to play the second worker.
    */
   async makePoint(vm: VmRow, now: Date): Promise<boolean> {
     const disks = await listDisks(this.ctx.db, vm.tenant, vm.name);
-    if (disks.length === 0 || disks.some((d) => !d.baseComplete || d.state !== 'replicating')) return false;
-    const name = `p${now.getTime()}`;
-    const consistency = await this.consistencyOf(vm, disks);
-    // The catalog row goes in while the locks are still held: until then another worker would take
-    // this point for an interrupted one (below) and undo it.
-    return this.onEachDisk(vm, (disk, lock) => this.freeze(disk, { name, layer: '', createdAt: now.toISOString(), consistency }, lock),
-      async () => {
-        await this.ctx.db.query('INSERT INTO recovery_points (tenant, vm, created_at, consistency, layer) VALUES ($1, $2, $3, $4, $5)', [vm.tenant, vm.name, now, consistency, name]);
-      }, () => this.due(vm, now));
+    const plan = await planCycle(this.ctx.db, disks);
+    if (plan.kind === 'unready' || plan.kind === 'none') return false;
+    if (plan.kind === 'wait') {
+      const cycle = await raiseBarrier(this.redis, this.lockPrefix, vm.tenant, vm.name, plan.cycle, plan.floor, PointBarrierMs);
+      this.ctx.log.info({ tenant: vm.tenant, vm: vm.name, cycle, lagging: plan.lagging }, 'point waits for every disk to reach one cycle; merges stop there');
+      return false;
+    }
+    const made = await this.cutAt(vm, plan.cycle, now, () => this.due(vm, now));
+    return made !== undefined;
   }
 
-  private async consistencyOf(vm: VmRow, disks: DiskRow[]): Promise<'crash' | 'application'> {
+  /**
+   * Cuts a point at cycle on every disk, under all the disks' locks, if every disk's state.json still
+   * says it is at that cycle and stillWanted agrees; returns the new point, or undefined when nothing
+   * was made (a disk busy or moved on, or not wanted any more). Drops the VM's barrier at that cycle.
+   */
+  async cutAt(vm: Pick<VmRow, 'tenant' | 'name'>, cycle: number | null, now: Date, stillWanted: () => Promise<boolean>): Promise<CutPointResult | undefined> {
+    const disks = await listDisks(this.ctx.db, vm.tenant, vm.name);
+    if (disks.length === 0 || disks.some((d) => !d.baseComplete || d.state !== 'replicating')) return undefined;
+    const name = `p${now.getTime()}`;
+    const consistency = await this.consistencyOf(vm, disks);
+    const capturedAt = await capturedAtOf(this.ctx.db, vm, disks, cycle, now);
+    let made: CutPointResult | undefined;
+    // The catalog row goes in while the locks are still held: until then another worker would take
+    // this point for an interrupted one (below) and undo it.
+    const ok = await this.onEachDisk(vm, (disk, lock) => this.freeze(disk, { name, layer: '', createdAt: now.toISOString(), consistency, cycle }, lock),
+      async () => {
+        const rows = await this.ctx.db.query<{ id: number }>('INSERT INTO recovery_points (tenant, vm, created_at, consistency, layer, cycle, captured_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id',
+          [vm.tenant, vm.name, now, consistency, name, cycle, capturedAt]);
+        made = { id: rows[0]!.id, cycle, capturedAt, consistency, layer: name };
+      }, async () => (await allAtCycle(disks, cycle)) && stillWanted());
+    if (ok && cycle !== null) await dropBarrier(this.redis, this.lockPrefix, vm.tenant, vm.name, cycle);
+    return ok ? made : undefined;
+  }
+
+  private async consistencyOf(vm: Pick<VmRow, 'tenant' | 'name'>, disks: DiskRow[]): Promise<'crash' | 'application'> {
     for (const d of disks) {
       const rows = await this.ctx.db.query<{ consistency: string }>(`SELECT consistency FROM logs WHERE tenant = $1 AND vm = $2 AND disk = $3 AND kind = 'log'
         AND generation = $4 AND sequence = $5 AND status = 'applied'`, [vm.tenant, vm.name, d.id, d.generation, d.appliedSequence]);
@@ -103,7 +180,7 @@ export class Pointer {
    * locks, lock.ts) at once, so a point spans the same moment on every disk; false (nothing done)
    * when any disk was busy, or when stillWanted, asked once every lock is held, says no.
    */
-  private async onEachDisk(vm: VmRow, fn: (disk: DiskRow, lock: DiskLock) => Promise<void>, whileLocked?: () => Promise<void>, stillWanted?: () => Promise<boolean>): Promise<boolean> {
+  private async onEachDisk(vm: Pick<VmRow, 'tenant' | 'name'>, fn: (disk: DiskRow, lock: DiskLock) => Promise<void>, whileLocked?: () => Promise<void>, stillWanted?: () => Promise<boolean>): Promise<boolean> {
     const disks = await listDisks(this.ctx.db, vm.tenant, vm.name);
     const locks: DiskLock[] = [];
     try {

@@ -67,7 +67,7 @@ export interface StageInput {
   /** The sealed object's bytes. */
   object: Readable;
   key: PrivateJwk;
-  expect: { tenant: string; vm: string; disk: string; generation: number; sequence: number };
+  expect: { tenant: string; vm: string; disk: string; generation: number; sequence: number; cycle?: number | null };
   sha256: string;
   size: number;
   /**

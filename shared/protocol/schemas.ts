@@ -62,8 +62,11 @@ export const grantSchema = z.discriminatedUnion('kind', [
 ]);
 export type GrantBody = z.infer<typeof grantSchema>;
 
-/** §10 POST /v1/vms/{vm}/disks/{disk}/commits */
-export const commitSchema = z.strictObject({ generation, sequence: seq.min(1), key, size, sha256, consistency, createdAt: time });
+/** §10 POST /v1/vms/{vm}/disks/{disk}/commits; cycle and capturedAt come together or not at all. */
+export const commitSchema = z.strictObject({
+  generation, sequence: seq.min(1), key, size, sha256, consistency, createdAt: time,
+  cycle: seq.min(1).optional(), capturedAt: time.optional(),
+}).refine((c) => (c.cycle === undefined) === (c.capturedAt === undefined), { message: 'cycle and capturedAt come together', path: ['cycle'] });
 export type CommitBody = z.infer<typeof commitSchema>;
 
 /** §8 POST /v1/vms/{vm}/disks/{disk}/chunks */
