@@ -20,10 +20,14 @@ export const ConsoleReportEnd = '=====LIFEBOAT-NET-END=====';
 export const ConsoleReportSections = ['--- ip -j addr', '--- ip -j route', '--- ip -6 -j route', '--- resolv.conf'] as const;
 export const MaxReadbackText = 4 * 1024 * 1024;
 
+/**
+ * What the guest printed. The three `ip -j` outputs may also come already parsed (the test guest's
+ * readiness report, service/guest/ready.ts, hands them over as JSON values).
+ */
 export interface GuestNetworkTexts {
-  addr: string;
-  route4: string;
-  route6: string;
+  addr: string | readonly unknown[];
+  route4: string | readonly unknown[];
+  route6: string | readonly unknown[];
   resolvConf: string;
 }
 
@@ -116,7 +120,7 @@ export function parseGuestNetwork(texts: GuestNetworkTexts): Observed {
 }
 
 /** `ip -j addr` → NICs with a MAC (loopback and tunnels without one are left out). */
-export function parseIpAddr(text: string): ObservedNic[] {
+export function parseIpAddr(text: string | readonly unknown[]): ObservedNic[] {
   const list = jsonArray(text, 'ip -j addr');
   const out: ObservedNic[] = [];
   for (const item of list) {
@@ -135,7 +139,7 @@ export function parseIpAddr(text: string): ObservedNic[] {
 }
 
 /** `ip -j route` or `ip -6 -j route` → routes, "default" written as 0.0.0.0/0 or ::/0. */
-export function parseIpRoute(text: string, family: Family): ObservedRoute[] {
+export function parseIpRoute(text: string | readonly unknown[], family: Family): ObservedRoute[] {
   const what = family === 4 ? 'ip -j route' : 'ip -6 -j route';
   const out: ObservedRoute[] = [];
   for (const item of jsonArray(text, what)) {
@@ -248,7 +252,11 @@ function cidrOf(address: string, prefix: number): string | undefined {
   return makeCidr(ip.value, prefix).text;
 }
 
-function jsonArray(text: string, what: string): unknown[] {
+function jsonArray(text: string | readonly unknown[], what: string): readonly unknown[] {
+  if (typeof text !== 'string') {
+    if (!Array.isArray(text)) throw ErrCorrupt(`${what}: expected a JSON list`);
+    return text;
+  }
   if (text.length > MaxReadbackText) throw ErrCorrupt(`${what}: output too long`);
   const trimmed = text.trim();
   if (trimmed === '') return [];
