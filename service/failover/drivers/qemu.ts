@@ -10,14 +10,15 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { copyFile, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
-import { connect } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { ErrInvalidArgument, ErrNotFound, LifeboatError } from '../../../shared/errors.js';
-import { GuestAgentClient, QmpClient } from '../../../shared/qmp/client.js';
+import { QmpClient } from '../../../shared/qmp/client.js';
 import { chooseAccel, rememberKvmFailure, type AccelMode } from './qemu-accel.js';
 import { qemuArgs } from './qemu-args.js';
+import { flushAll, streamDisk } from './qemu-commit.js';
+import { probeUntil } from './qemu-ready.js';
 import { exists, livePid, logTail, RunHeader, readJson, removeFile, sleep, workFiles, writeJsonAtomic, type QemuSpec, type RunState } from './qemu-files.js';
 import type { FailoverDriver, PrepareInput, ReadyProbe, ReadyResult, VmStatus } from './types.js';
 
@@ -164,7 +165,7 @@ export class QemuDriver implements FailoverDriver {
     const deadline = Date.now() + timeoutMs;
     let done = false;
     const answered = (detail: string): ReadyResult => ({ ready: true, detail, elapsedMs: Date.now() - from });
-    const loops = probes.map((p) => this.probeLoop(workDir, run, p, () => done || Date.now() > deadline).then((d) => (d === undefined ? never<ReadyResult>() : answered(d))));
+    const loops = probes.map((p) => probeUntil(workDir, run.consoleOffset, p, () => done || Date.now() > deadline).then((d: string | undefined) => (d === undefined ? never<ReadyResult>() : answered(d))));
     const watch = (async (): Promise<ReadyResult> => {
       while (!done) {
         if (!(await livePid(workDir))) return { ready: false, detail: (await this.status(workDir)).reason ?? 'qemu exited', elapsedMs: Date.now() - from };
@@ -199,33 +200,9 @@ export class QemuDriver implements FailoverDriver {
     const qmp = await this.qmp(workDir);
     for (let i = 0; i < spec.disks.length; i++) {
       if (committed.has(i)) continue;
-      const job = `stream-ov${i}`;
-      if (await this.hasBacking(qmp, `ov${i}`)) {
-        const jobs = await qmp.execute<{ device: string }[]>('query-block-jobs');
-        let failure: string | undefined;
-        const onEvent = (ev: { event: string; data: Record<string, unknown> }) => {
-          if ((ev.event === 'BLOCK_JOB_COMPLETED' || ev.event === 'BLOCK_JOB_ERROR') && ev.data.device === job && ev.data.error) failure = String(ev.data.error);
-        };
-        qmp.on('event', onEvent);
-        try {
-          if (!jobs.some((j) => j.device === job)) await qmp.execute('block-stream', { 'job-id': job, device: `ov${i}` });
-          this.config.log?.info({ workDir, disk: spec.disks[i]!.id }, 'block-stream started');
-          for (;;) {
-            await sleep(200);
-            if (failure) throw new LifeboatError('io', `commit disk ${spec.disks[i]!.id}: block-stream failed: ${failure}`);
-            const running = (await qmp.execute<{ device: string }[]>('query-block-jobs')).some((j) => j.device === job);
-            if (!running) {
-              if (await this.hasBacking(qmp, `ov${i}`)) throw new LifeboatError('io', `commit disk ${spec.disks[i]!.id}: block-stream ended and the overlay still has its backing`);
-              break;
-            }
-          }
-        } finally {
-          qmp.off('event', onEvent);
-        }
-      }
-      // On disk before it is recorded: qcow2 keeps its new mappings in memory until a flush, and QMP
-      // has no flush of its own: stopping the VM flushes every block node, cont resumes at once.
-      await this.flush(qmp);
+      await streamDisk(qmp, i, spec.disks[i]!.id, this.config.log);
+      // On disk before it is recorded.
+      await flushAll(qmp);
       // The NBD node is no longer anybody's backing: close it, so the export can be closed.
       await qmp.execute('blockdev-del', { 'node-name': `nbd${i}` }).catch(() => undefined);
       committed.add(i);
@@ -391,63 +368,6 @@ export class QemuDriver implements FailoverDriver {
     if (run) await writeJsonAtomic(join(workDir, workFiles.run), { ...run, contAt: Date.now() });
   }
 
-  private async flush(qmp: QmpClient): Promise<void> {
-    const { status } = await qmp.execute<{ status: string }>('query-status');
-    await qmp.execute('stop');
-    if (status === 'running') await qmp.execute('cont');
-  }
-
-  private async hasBacking(qmp: QmpClient, node: string): Promise<boolean> {
-    // A backing given as a node reference shows as backing_file (backing_file_depth stays 0).
-    const nodes = await qmp.execute<{ 'node-name': string; backing_file?: string; image?: { 'backing-image'?: unknown } }[]>('query-named-block-nodes', { flat: true });
-    const n = nodes.find((x) => x['node-name'] === node);
-    if (!n) throw new LifeboatError('corrupt', `qemu has no block node ${node}`);
-    return n.backing_file !== undefined || n.image?.['backing-image'] !== undefined;
-  }
-
-  /** One probe, retried until it answers (its detail) or `stop()` says give up (undefined). */
-  private async probeLoop(workDir: string, run: RunState, probe: ReadyProbe, stop: () => boolean): Promise<string | undefined> {
-    let consoleText = '';
-    let consoleAt = run.consoleOffset;
-    while (!stop()) {
-      switch (probe.kind) {
-        case 'guest-agent': {
-          const agent = await GuestAgentClient.connect(join(workDir, workFiles.qga), { timeoutMs: 2_000 }).catch(() => undefined);
-          if (agent) {
-            const ok = await agent.ping({ timeoutMs: 2_000 }).then(() => true, () => false);
-            agent.close();
-            if (ok) return 'guest agent answered guest-ping';
-          }
-          break;
-        }
-        case 'console': {
-          const fh = await open(join(workDir, workFiles.console), 'r').catch(() => undefined);
-          if (fh) {
-            try {
-              const buf = Buffer.alloc(64 * 1024);
-              for (;;) {
-                const { bytesRead } = await fh.read(buf, 0, buf.length, consoleAt);
-                if (bytesRead === 0) break;
-                consoleAt += bytesRead;
-                consoleText = (consoleText + buf.subarray(0, bytesRead).toString('latin1')).slice(-256 * 1024);
-              }
-            } finally {
-              await fh.close();
-            }
-            const m = new RegExp(probe.pattern, 'm').exec(consoleText);
-            if (m) return `console matched /${probe.pattern}/: ${m[0].trim().slice(0, 200)}`;
-          }
-          break;
-        }
-        case 'tcp':
-          if (await tcpAnswers(probe.host, probe.port)) return `tcp ${probe.host}:${probe.port} answered`;
-          break;
-      }
-      await sleep(250);
-    }
-    return undefined;
-  }
-
   /** Runs a configured binary; a missing one is a one-line error naming the config field. */
   private async run(binary: string, args: string[], field: string): Promise<string> {
     try {
@@ -463,14 +383,3 @@ export class QemuDriver implements FailoverDriver {
 function never<T>(): Promise<T> {
   return new Promise<T>(() => undefined);
 }
-
-function tcpAnswers(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const sock = connect({ host, port });
-    const done = (ok: boolean) => { sock.destroy(); resolve(ok); };
-    sock.setTimeout(1_000, () => done(false));
-    sock.once('connect', () => done(true));
-    sock.once('error', () => done(false));
-  });
-}
-
