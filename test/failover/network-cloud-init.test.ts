@@ -20,6 +20,7 @@ const execFileP = promisify(execFile);
 const nics = validateVmNics([
   { mac: '52:54:00:12:34:56', test: { mode: 'static', addresses: ['192.0.2.10/24', '198.51.100.20/25', '2001:db8:10::10/64'], gateway4: '192.0.2.1', gateway6: '2001:db8:10::1', dns: ['192.0.2.53', '2001:db8:10::53'], search: ['dr.example'], mtu: 1400 } },
   { mac: '52:54:00:12:34:57', test: { mode: 'dhcp' } },
+  { mac: '52:54:00:12:34:58', test: { mode: 'dhcp', dhcp6: true, mtu: 9000 } },
 ]);
 const plans = resolveNicPlan(nics, [], 'test');
 
@@ -54,7 +55,7 @@ describe('network-config rendered by cloud-init', () => {
   it('is version 2 with NICs matched by MAC and quoted MACs', () => {
     const doc = parse(config) as { version: number; ethernets: Record<string, Record<string, unknown>> };
     expect(doc.version).toBe(2);
-    expect(Object.keys(doc.ethernets)).toEqual(['dr0', 'dr1']);
+    expect(Object.keys(doc.ethernets)).toEqual(['dr0', 'dr1', 'dr2']);
     expect(doc.ethernets.dr0).toMatchObject({ match: { macaddress: '52:54:00:12:34:56' }, 'set-name': 'dr0', routes: [{ to: '0.0.0.0/0', via: '192.0.2.1' }], gateway6: '2001:db8:10::1' });
     expect(config).toContain('macaddress: "52:54:00:12:34:56"');
     expect(config).not.toContain('default');
@@ -74,6 +75,10 @@ describe('network-config rendered by cloud-init', () => {
     expect(dr0).not.toContain('::/64 gw');
     expect(eni).toMatch(/^iface dr1 inet dhcp$/m);
     expect(eni).not.toMatch(/iface dr1 inet6/);
+    const dr2 = stanzas.filter((s) => /iface dr2 /.test(s)).join('\n');
+    expect(dr2).toMatch(/^iface dr2 inet dhcp$/m);
+    expect(dr2).toMatch(/^iface dr2 inet6 dhcp$/m);
+    expect(dr2).toMatch(/^\s+mtu 9000$/m);
     expect(files['/etc/udev/rules.d/70-persistent-net.rules']).toContain('ATTR{address}=="52:54:00:12:34:56", NAME="dr0"');
   });
 
@@ -91,6 +96,10 @@ describe('network-config rendered by cloud-init', () => {
     const dr1 = files['/etc/systemd/network/10-cloud-init-dr1.network']!;
     expect(values(dr1, 'DHCP')).toEqual(['ipv4']);
     expect(values(dr1, 'Address')).toEqual([]);
+    expect(values(dr1, 'MTUBytes')).toEqual([]);
+    const dr2 = files['/etc/systemd/network/10-cloud-init-dr2.network']!;
+    expect(values(dr2, 'DHCP')).toEqual(['yes']);
+    expect(values(dr2, 'MTUBytes')).toEqual(['9000']);
   });
 
   it('renders RHEL sysconfig with exactly the addresses, default routes, DNS and MTU', async () => {
@@ -112,6 +121,10 @@ describe('network-config rendered by cloud-init', () => {
     }
     expect(files['/etc/resolv.conf']).toMatch(/^nameserver 192\.0\.2\.53\nnameserver 2001:db8:10::53\nsearch dr\.example$/m);
     expect(values(files['/etc/sysconfig/network-scripts/ifcfg-dr1']!, 'BOOTPROTO')).toEqual(['dhcp']);
+    const dr2 = files['/etc/sysconfig/network-scripts/ifcfg-dr2']!;
+    expect(values(dr2, 'BOOTPROTO')).toEqual(['dhcp']);
+    expect(values(dr2, 'DHCPV6C')).toEqual(['yes']);
+    expect(values(dr2, 'MTU')).toEqual(['9000']);
   });
 
   it('renders netplan, which netplan generate turns into networkd files with the addresses', async () => {
@@ -145,6 +158,9 @@ describe('network-config rendered by cloud-init', () => {
     expect(link && values(link, 'MTUBytes')).toEqual(['1400']);
     const dr1 = Object.entries(generated).find(([name]) => name.endsWith('-dr1.network'))?.[1];
     expect(dr1 && values(dr1, 'DHCP')).toEqual(['ipv4']);
+    expect(doc.network.ethernets.dr2).toMatchObject({ dhcp4: true, dhcp6: true, mtu: 9000 });
+    const dr2 = Object.entries(generated).find(([name]) => name.endsWith('-dr2.network'))?.[1];
+    expect(dr2 && values(dr2, 'DHCP')).toEqual(['yes']);
   });
 
   it('why the IPv6 default route is gateway6: cloud-init 22.4 renders a route to ::/0 as ::/64 and rejects `to: default`', async () => {

@@ -88,6 +88,13 @@ describe('seed media', () => {
     ]);
   });
 
+  it('says when Windows will cut the host name, and writes DHCPv6 as an ipv6_dhcp network', () => {
+    const dhcp6 = resolveNicPlan(validateVmNics([{ mac: '52:54:00:12:34:58', test: { mode: 'dhcp', dhcp6: true } }]), [], 'test');
+    const { networkData, notes } = renderConfigDrive({ uuid: randomUUID(), hostname: 'accounting-frontend.dr.example', nics: dhcp6 });
+    expect((networkData.networks as { type: string }[]).map((n) => n.type)).toEqual(['ipv4_dhcp', 'ipv6_dhcp']);
+    expect(notes[0]).toBe('hostname accounting-frontend.dr.example: Windows (cloudbase-init by default) keeps only its first 15 characters, accounting-fron');
+  });
+
   it('refuses a config drive identity that is not a UUID and host name', () => {
     expect(() => renderConfigDrive({ uuid: 'not-a-uuid', hostname: 'win1', nics: plans })).toThrow(/uuid: "not-a-uuid" is not a lower-case UUID/);
     expect(() => renderConfigDrive({ uuid: randomUUID(), hostname: 'win1$(calc)', nics: plans })).toThrow(/hostname: host name "win1\$\(calc\)" may hold only/);

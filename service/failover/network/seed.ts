@@ -73,6 +73,8 @@ export function renderConfigDrive(input: ConfigDriveInput): { metaData: Record<s
   if (badHost) throw ErrInvalidArgument(`hostname: ${badHost}`);
 
   const notes: string[] = [];
+  // cloudbase-init's netbios_host_name_compatibility (on by default) cuts the name to 15 characters.
+  if (input.hostname.split('.')[0]!.length > 15) notes.push(`hostname ${input.hostname}: Windows (cloudbase-init by default) keeps only its first 15 characters, ${input.hostname.slice(0, 15)}`);
   const links: Record<string, unknown>[] = [];
   const networks: Record<string, unknown>[] = [];
   const allDns: string[] = [];
@@ -81,6 +83,7 @@ export function renderConfigDrive(input: ConfigDriveInput): { metaData: Record<s
     const c = p.config;
     if (c.mode === 'dhcp') {
       networks.push({ id: `${p.name}-ipv4`, type: 'ipv4_dhcp', link: p.name, network_id: randomUUID() });
+      if (c.dhcp6) networks.push({ id: `${p.name}-ipv6`, type: 'ipv6_dhcp', link: p.name, network_id: randomUUID() });
       notes.push(`nic ${p.mac}: DHCP: cloudbase-init leaves the adapter as it is; a Windows NIC that was static on the primary keeps its old address`);
       continue;
     }
