@@ -4,7 +4,7 @@
  * decodes, re-attachment by a new driver object, commit (block-stream) checked with qemu-img, the
  * persistent dirty bitmap, a killed qemu reported as failed, and configuration errors as one line.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { once } from 'node:events';
@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chooseAccel, probeAccel } from '../../service/failover/drivers/qemu-accel.js';
 import { isolatedGroup, qemuArgs } from '../../service/failover/drivers/qemu-args.js';
+import { probeUntil } from '../../service/failover/drivers/qemu-ready.js';
 import { isOurQemu, type QemuSpec } from '../../service/failover/drivers/qemu-files.js';
 import { FailoverBitmap, QemuDriver } from '../../service/failover/drivers/qemu.js';
 import type { PrepareInput } from '../../service/failover/drivers/types.js';
@@ -20,6 +21,7 @@ import { isLifeboatError } from '../../shared/errors.js';
 import { execFileP, referee, scratchDir } from '../helpers.js';
 import { BootDiskSize, BootMarker, decodePng, serveNbd, writeBootDisk, type NbdServer } from './qemu-helpers.js';
 
+const hasQemuGa = (() => { try { execFileSync('qemu-ga', ['--version']); return true; } catch { return false; } })();
 const hasQemu = (() => { try { execFileSync('qemu-system-x86_64', ['--version']); return true; } catch { return false; } })();
 
 function alive(pid: number): boolean {
@@ -275,6 +277,25 @@ describe.skipIf(!hasQemu)('QemuDriver (skipped only when qemu-system-x86_64 is m
     expect(choice.reason).toMatch(/kvm/i);
     expect(JSON.parse(await readFile(join(state, 'qemu-accel.json'), 'utf8'))).toMatchObject({ accel: 'tcg' });
     expect(await probeAccel('qemu-system-x86_64', 'tcg')).toEqual({ ok: true, detail: 'probe guest ran under tcg' });
+  });
+});
+
+describe.skipIf(!hasQemuGa)('readiness probe by guest agent (skipped only when qemu-ga is missing: package qemu-guest-agent)', () => {
+  it('answers when qemu-ga answers on qga.sock, and gives up when nothing answers', async () => {
+    const work = await scratchDir('lifeboat-qga-probe-');
+    const ga = spawn('qemu-ga', ['-m', 'unix-listen', '-p', join(work.path, 'qga.sock'), '-f', join(work.path, 'qga.pid'), '-t', work.path], { stdio: 'ignore' });
+    try {
+      const deadline = Date.now() + 5_000;
+      const answered = await probeUntil(work.path, 0, { kind: 'guest-agent' }, () => Date.now() > deadline);
+      expect(answered).toBe('guest agent answered guest-ping');
+      ga.kill('SIGTERM');
+      await once(ga, 'exit');
+      const soon = Date.now() + 1_000;
+      expect(await probeUntil(work.path, 0, { kind: 'guest-agent' }, () => Date.now() > soon)).toBeUndefined();
+    } finally {
+      if (ga.exitCode === null && ga.signalCode === null) ga.kill('SIGKILL');
+      await work.remove();
+    }
   });
 });
 
