@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { newInstanceId, renderMetaData, renderNetworkConfig, renderUserData } from '../../service/failover/network/cloud-init.js';
-import { resolveNicPlan } from '../../service/failover/network/mappings.js';
+import { parseMappings, resolveNicPlan } from '../../service/failover/network/mappings.js';
 import { validateVmNics } from '../../service/failover/network/settings.js';
 import { scratchDir } from '../helpers.js';
 
@@ -161,6 +161,19 @@ describe('network-config rendered by cloud-init', () => {
     expect(doc.network.ethernets.dr2).toMatchObject({ dhcp4: true, dhcp6: true, mtu: 9000 });
     const dr2 = Object.entries(generated).find(([name]) => name.endsWith('-dr2.network'))?.[1];
     expect(dr2 && values(dr2, 'DHCP')).toEqual(['yes']);
+  });
+
+  it('renders a plan made from a mapping (an unplanned failover re-IPed by the tenant\'s table)', async () => {
+    const mappings = parseMappings([
+      { kind: 'production', source: '192.168.10.0/24', target: '10.50.10.0/24', gateway: '10.50.10.1', dns: ['10.50.0.53'], search: ['dr.example'], network: 'dr-prod' },
+      { kind: 'production', source: 'fd00:10::/64', target: '2001:db8:50::/64', gateway: '2001:db8:50::1' },
+    ]);
+    const mapped = resolveNicPlan(validateVmNics([{ mac: '52:54:00:12:34:56' }]), mappings, 'production', { '52:54:00:12:34:56': ['192.168.10.7/24', '192.168.10.8/24', 'fd00:10::7/64'] });
+    const files = await filesUnder(await netConvert(renderNetworkConfig(mapped), 'debian', 'networkd', 'mapped'));
+    const dr0 = files['/etc/systemd/network/10-cloud-init-dr0.network']!;
+    expect(values(dr0, 'Address').sort()).toEqual(['10.50.10.7/24', '10.50.10.8/24', '2001:db8:50::7/64']);
+    expect(values(dr0, 'Gateway').sort()).toEqual(['10.50.10.1', '2001:db8:50::1']);
+    expect(values(dr0, 'DNS')).toEqual(['10.50.0.53']);
   });
 
   it('why the IPv6 default route is gateway6: cloud-init 22.4 renders a route to ::/0 as ::/64 and rejects `to: default`', async () => {
