@@ -111,6 +111,7 @@ export class Pointer {
       const old = await this.ctx.db.query<{ id: number; layer: string; createdAt: Date }>(
         'SELECT id, layer, created_at AS "createdAt" FROM recovery_points WHERE tenant = $1 AND vm = $2 AND created_at <= $3 ORDER BY created_at, id',
         [vm.tenant, vm.name, new Date(now.getTime() - vm.history * PointEveryMs)]);
+      await this.finishInterrupted(vm);
       const pins = await pinnedPoints(this.ctx.db, vm.tenant, vm.name);
       const newestPinned = pins.length === 0 ? -Infinity : Math.max(...pins.map((p) => new Date(p.pointCreatedAt).getTime()));
       for (const point of old) {
@@ -120,6 +121,22 @@ export class Pointer {
       }
     }
     return pruned;
+  }
+
+  /**
+   * A prune killed after it claimed its point (the catalog row is gone) leaves the point in some
+   * disks' state.json: those are undone now, under all the disks' locks, as an interrupted point is
+   * (undoInterrupted), so the catalog and every state.json name the same points again.
+   */
+  private async finishInterrupted(vm: VmRow): Promise<void> {
+    const disks = await listDisks(this.ctx.db, vm.tenant, vm.name);
+    const known = new Set((await this.ctx.db.query<{ layer: string }>('SELECT layer FROM recovery_points WHERE tenant = $1 AND vm = $2', [vm.tenant, vm.name])).map((r) => r.layer));
+    let orphans = false;
+    for (const d of disks) {
+      const state = await readState(d.replicaDir).catch(() => undefined);
+      if (state?.points.some((p) => !known.has(p.name))) orphans = true;
+    }
+    if (orphans) await this.onEachDisk(vm, (disk, lock) => this.undoInterrupted(disk, '', lock));
   }
 
   /**

@@ -20,6 +20,9 @@ import { httpsJson } from './helpers.js';
 export type Json = Record<string, unknown> & { error?: { reason?: string; message: string } };
 
 export class SimAgent {
+  /** The VM cycle the next logs belong to (as the agent takes one per cycle); unset: version-1 logs. */
+  cycle: { id: number; capturedMs: number } | undefined;
+
   constructor(private readonly svc: RunningService, private readonly id: TlsIdentity & { tenant: string; replicaKey: PublicJwk }, readonly vm: string) {}
 
   call(method: string, path: string, body?: unknown) {
@@ -33,7 +36,7 @@ export class SimAgent {
 
   /** A sealed log over `source` (the agent's view of the disk) holding the given extents. */
   async sealed(disk: string, generation: number, sequence: number, source: Buffer, extents: Extent[], kind: LogKind = 'incremental'): Promise<Buffer> {
-    const init = { tenant: this.id.tenant, vm: this.vm, disk, generation, sequence, virtualSize: source.length, kind };
+    const init = { tenant: this.id.tenant, vm: this.vm, disk, generation, sequence, virtualSize: source.length, kind, ...(this.cycle ? { cycle: this.cycle.id, capturedMs: this.cycle.capturedMs } : {}) };
     return collect(writeLog(init, memorySource(source, extents), { recipient: this.id.replicaKey }).sealed);
   }
 
@@ -47,7 +50,8 @@ export class SimAgent {
 
   async commitLog(disk: string, sequence: number, bytes: Buffer, generation = 1) {
     const obj = await this.upload(disk, { kind: 'log', generation, sequence }, bytes);
-    const r = await this.call('POST', `/v1/vms/${this.vm}/disks/${disk}/commits`, { generation, sequence, ...obj, consistency: 'crash' });
+    const cycle = this.cycle ? { cycle: this.cycle.id, capturedAt: new Date(this.cycle.capturedMs).toISOString() } : {};
+    const r = await this.call('POST', `/v1/vms/${this.vm}/disks/${disk}/commits`, { generation, sequence, ...obj, consistency: 'crash', ...cycle });
     expect(r.status).toBe(202);
     return { ...obj, status: r.body.status };
   }

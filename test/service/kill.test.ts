@@ -131,6 +131,8 @@ describe('processes killed mid-merge, mid-point and mid-prune', () => {
     const agent = new SimAgent(svc, await enrolledAgent(svc, 'acme', '*', 'hv1.acme.example'), 'db');
     await agent.register(Disks.map((id) => ({ id, virtualSize: DiskBytes })), { history: History });
     const sources = new Map(Disks.map((d) => [d, Buffer.alloc(DiskBytes)]));
+    // Logs of format 2: each round's logs of both disks carry the VM cycle (the sequence here).
+    agent.cycle = { id: 1, capturedMs: t0 };
     for (const [d, source] of sources) await agent.commitBase(d, 1, 'full', source, [scribble(source, [[0, 2 * MiB]])]);
     const merger = new Merger(svc.ctx, redis);
     await merger.merge();
@@ -149,6 +151,7 @@ describe('processes killed mid-merge, mid-point and mid-prune', () => {
     for (let round = 1; round <= Rounds; round++) {
       for (let i = 0; i < LogsPerRound; i++) {
         seq++;
+        agent.cycle = { id: seq, capturedMs: t0 + seq * 1000 };
         for (const [d, source] of sources) {
           const at = ((seq * 3 + (d === 'd1' ? 2 : 0)) % 7) * MiB;
           const ranges: [number, number][] = [[at, MiB], [(at + 3 * MiB) % (7 * MiB), 256 * 1024]];
@@ -188,7 +191,9 @@ describe('processes killed mid-merge, mid-point and mid-prune', () => {
       }
       record(await runPointer(now + 120_000));
 
-      const points = await svc.ctx.db.query<{ id: number; layer: string }>(`SELECT id, layer FROM recovery_points WHERE tenant = 'acme' AND vm = 'db' ORDER BY created_at`);
+      const points = await svc.ctx.db.query<{ id: number; layer: string; cycle: number }>(`SELECT id, layer, cycle FROM recovery_points WHERE tenant = 'acme' AND vm = 'db' ORDER BY created_at`);
+      // This round's point is at the round's last cycle, on both disks.
+      expect(points.at(-1)!.cycle, `round ${round}: the point's cycle`).toBe(seq);
       for (const p of points) if (!refs.has(p.id)) refs.set(p.id, new Map([...sources].map(([d, s]) => [d, Buffer.from(s)])));
       expect(points.length, `round ${round}: points kept`).toBe(Math.min(round, History));
       for (const d of Disks) {
