@@ -74,14 +74,27 @@ export async function vmList(ctx: ServiceContext, tenant?: string) {
   }));
 }
 
-/** Recovery points of a VM; the latest applied state is always one (id 'latest'). */
+/**
+ * Recovery points of a VM; the latest applied state is always one (id 'latest'). Each names its VM
+ * cycle and the agent's capture time of it (null for points made from version-1 logs; for 'latest',
+ * when its disks are not all at one cycle).
+ */
 export async function points(ctx: ServiceContext, tenant: string, vm: string) {
   const v = await getVm(ctx.db, checkTenantName(tenant), vm);
   if (!v) throw new LifeboatError('not_found', `tenant ${tenant} has no VM ${vm}`);
-  const rows = await ctx.db.query<{ id: number; createdAt: Date; consistency: string }>(
-    'SELECT id, created_at AS "createdAt", consistency FROM recovery_points WHERE tenant = $1 AND vm = $2 ORDER BY created_at', [tenant, vm]);
+  const rows = await ctx.db.query<{ id: number; createdAt: Date; consistency: string; cycle: number | null; capturedAt: Date | null }>(
+    'SELECT id, created_at AS "createdAt", consistency, cycle, captured_at AS "capturedAt" FROM recovery_points WHERE tenant = $1 AND vm = $2 ORDER BY created_at', [tenant, vm]);
   const s = await vmStatus(ctx.db, v);
-  const list = rows.map((r) => ({ id: String(r.id), createdAt: r.createdAt.toISOString(), consistency: r.consistency, latest: false }));
-  if (s.lastAppliedAt !== null) list.push({ id: 'latest', createdAt: s.lastAppliedAt, consistency: 'crash', latest: true });
+  const list = rows.map((r) => ({ id: String(r.id), createdAt: r.createdAt.toISOString(), consistency: r.consistency, latest: false, cycle: r.cycle, capturedAt: r.capturedAt?.toISOString() ?? null }));
+  if (s.lastAppliedAt !== null) list.push({ id: 'latest', createdAt: s.lastAppliedAt, consistency: 'crash', latest: true, ...(await latestCycle(ctx, tenant, vm)) });
   return list;
+}
+
+/** The cycle every disk of the VM is at, with its capture time; nulls when they differ or have none. */
+async function latestCycle(ctx: ServiceContext, tenant: string, vm: string): Promise<{ cycle: number | null; capturedAt: string | null }> {
+  const rows = await ctx.db.query<{ cycle: number | null; capturedAt: Date | null }>(
+    `SELECT min(d.applied_cycle) AS cycle, (SELECT min(captured_at) FROM logs l WHERE l.tenant = $1 AND l.vm = $2 AND l.cycle = min(d.applied_cycle)) AS "capturedAt"
+     FROM disks d WHERE d.tenant = $1 AND d.vm = $2 HAVING count(DISTINCT d.applied_cycle) = 1 AND count(d.applied_cycle) = count(*)`, [tenant, vm]);
+  const r = rows[0];
+  return { cycle: r?.cycle ?? null, capturedAt: r?.capturedAt ? new Date(r.capturedAt).toISOString() : null };
 }

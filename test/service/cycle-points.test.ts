@@ -113,6 +113,9 @@ describe('recovery points at one VM cycle', () => {
       expect((await stateOf(d)).appliedCycle).toBe(4);
       expect((await agent.replica(d)).equals(sources.get(d)!), `latest of ${d}`).toBe(true);
     }
+    const listed = await operator<{ points: { id: string; cycle: number | null; capturedAt: string | null; latest: boolean }[] }>(h.svc, 'GET', '/v1/tenants/acme/vms/web/points');
+    expect(listed.body.points.map((p) => [p.latest, p.cycle, p.capturedAt])).toEqual([
+      [false, 3, new Date(capturedMs(3)).toISOString()], [true, 4, new Date(capturedMs(4)).toISOString()]]);
   });
 
   it('never cuts a cycle some disk missed', async () => {
