@@ -86,11 +86,19 @@ export class RawNbd {
 
   /** The chunks of one structured reply, up to the one marked done. */
   async structuredReply(): Promise<P.ChunkPayload[]> {
+    return (await this.structuredReplyOf()).chunks;
+  }
+
+  /** One structured reply with its cookie; throws when a chunk of another reply comes in its middle. */
+  async structuredReplyOf(): Promise<{ cookie: bigint; chunks: P.ChunkPayload[] }> {
     const chunks: P.ChunkPayload[] = [];
+    let cookie: bigint | undefined;
     for (;;) {
       const h = P.decodeChunkHeader(await this.read(P.StructuredReplyBytes));
+      if (cookie !== undefined && h.cookie !== cookie) throw new Error(`chunk of reply ${h.cookie} inside reply ${cookie}`);
+      cookie = h.cookie;
       chunks.push(P.decodeChunkPayload(h.type, Buffer.from(await this.read(h.length))));
-      if (h.flags & P.NBD_REPLY_FLAG_DONE) return chunks;
+      if (h.flags & P.NBD_REPLY_FLAG_DONE) return { cookie, chunks };
     }
   }
 

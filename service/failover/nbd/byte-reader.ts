@@ -1,6 +1,7 @@
 /**
  * Exact-length reads from a socket for the NBD server: read(n) resolves with the next n bytes,
- * skip(n) discards the next n bytes without keeping them. At most one read or skip is pending
+ * tryRead(n) returns them at once when they are here already, skip(n) discards the next n bytes
+ * without keeping them. At most one read or skip is pending
  * at a time (the protocol is read strictly in order). The socket is paused while more than
  * MaxBufferedBytes wait unread, so a client that sends faster than we parse cannot grow our memory.
  *
@@ -41,6 +42,17 @@ export class ByteReader {
   /** The next bytes bytes, as one Buffer (a view of what arrived when it arrived in one piece). */
   read(bytes: number): Promise<Buffer> {
     return this.request(bytes, false);
+  }
+
+  /**
+   * The next bytes bytes when they have all arrived already, else undefined (nothing consumed):
+   * lets the caller take what a client sent together without waiting. Not while a read is pending.
+   */
+  tryRead(bytes: number): Buffer | undefined {
+    if (this.pending || this.buffered < bytes) return undefined;
+    const out = this.take(bytes);
+    if (this.buffered <= MaxBufferedBytes && this.socket.isPaused() && !this.ended) this.socket.resume();
+    return out;
   }
 
   /** Discards the next bytes bytes. */

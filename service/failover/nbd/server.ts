@@ -43,7 +43,7 @@ export class NbdServer {
   private readonly exports = new Map<string, ExportEntry>();
   private readonly sockets = new Set<Socket>();
   private closing = false;
-  private readonly counters: NbdStats = { connectionsTotal: 0, connectionsOpen: 0, requests: 0, bytesRead: 0 };
+  private readonly counters: NbdStats = { connectionsTotal: 0, connectionsOpen: 0, requests: 0, bytesRead: 0, readRuns: 0 };
 
   constructor(options: NbdServerOptions) {
     this.log = options.log;

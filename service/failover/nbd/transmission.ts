@@ -3,20 +3,22 @@
  * order and served concurrently (up to MaxInFlight), each reply written as soon as its data is read.
  * A reply is written in one synchronous run of socket writes, so replies never interleave mid-message.
  *
- * READ: structured replies send OFFSET_HOLE for what the chain does not hold (nothing streams a
- * hole's zeros) and OFFSET_DATA from reused slabs; simple replies send the bytes. BLOCK_STATUS
- * answers base:allocation from DiskImage.extents. WRITE, TRIM and WRITE_ZEROES get EPERM (read-only
- * export); out of range or oversized requests get EINVAL; unknown commands and flags get EINVAL.
- * Failure: malformed bytes (bad magic) or a WRITE too large to skip end the connection; a read error
- * of the image is an EIO reply. Returns when the client disconnects (NBD_CMD_DISC or gone) and every
- * reply in flight has been written.
+ * READs wait in a queue for one of MaxRunsInFlight read slots; a slot takes the first waiting READ
+ * and the waiting ones after it that continue its range with the same flags (up to CoalesceBytes) and
+ * serves them as one run: one image read, one writev for all their replies (read.ts). A client that
+ * streams a disk in small READs (nbdcopy, qemu) keeps many waiting, so its reads merge. Everything else
+ * is served at once, on its own. BLOCK_STATUS answers base:allocation from DiskImage.extents. WRITE, TRIM and WRITE_ZEROES get
+ * EPERM (read-only export); out of range or oversized requests get EINVAL; unknown commands and flags
+ * get EINVAL. Failure: malformed bytes (bad magic) or a WRITE too large to skip end the connection; a
+ * read error of the image is an EIO reply. Returns when the client disconnects (NBD_CMD_DISC or gone)
+ * and every reply in flight has been written.
  */
 import type { Duplex } from 'node:stream';
 import * as P from '../../../shared/nbd/protocol.js';
-import type { Extent } from '../../../shared/disk/types.js';
-import { ByteBudget, giveSlab, SlabBytes, takeSlab } from './buffers.js';
+import { ByteBudget } from './buffers.js';
 import { ConnectionEnded, type ByteReader } from './byte-reader.js';
-import { ConnectionBufferBytes, MaxDescriptors, MaxInFlight, MaxPayloadBytes, type NbdStats, type Session } from './types.js';
+import { readRun } from './read.js';
+import { CoalesceBytes, ConnectionBufferBytes, MaxDescriptors, MaxInFlight, MaxRunsInFlight, WriteAheadBytes, MaxPayloadBytes, type NbdStats, type Session } from './types.js';
 
 /** A request refused with an NBD error value and a message for the human at the client. */
 class Refusal extends Error {
@@ -30,45 +32,123 @@ export interface TransmissionContext {
 
 export async function transmission(session: Session, socket: Duplex, reader: ByteReader, ctx: TransmissionContext): Promise<void> {
   const budget = new ByteBudget(ConnectionBufferBytes);
-  const inFlight = new Set<Promise<void>>();
-  let slotFree: (() => void) | undefined;
-  const serve = async (req: P.Request): Promise<void> => {
-    try {
-      await handle(session, socket, budget, req, ctx.stats);
-    } catch (err) {
-      if (err instanceof Refusal) replyError(session, socket, req.cookie, err.errno, err.message);
-      else {
-        ctx.onError(err, `request ${req.type} at ${req.offset}+${req.length}`);
-        replyError(session, socket, req.cookie, P.NBD_EIO, 'the export could not be read');
-      }
+  // Requests read and not yet answered; the loop stops reading at MaxInFlight, and ends when none is left.
+  let inFlight = 0;
+  let wake: (() => void) | undefined;
+  const done = (n: number) => {
+    inFlight -= n;
+    wake?.();
+    wake = undefined;
+  };
+  const serveNow = (req: P.Request) => {
+    void serve(session, socket, budget, [req], ctx, () => handle(session, socket, budget, req, ctx.stats)).then(() => done(1));
+  };
+  // READs wait here for a read slot: at most MaxRunsInFlight runs reading, and a new one only while the
+  // replies not yet taken by the socket stay under WriteAheadBytes. A free slot takes the first waiting
+  // READ and the waiting ones that continue it. Reading no further ahead of the client than that costs
+  // it nothing, and what it sends meanwhile waits here and merges into fewer, larger runs.
+  const queue: P.Request[] = [];
+  let reading = 0;
+  let ahead = 0;
+  const pump = () => {
+    while (queue.length > 0 && reading < MaxRunsInFlight && (ahead === 0 || ahead < WriteAheadBytes)) {
+      const run = takeRun(queue);
+      const bytes = run[run.length - 1]!.offset + run[run.length - 1]!.length - run[0]!.offset;
+      reading++;
+      ahead += bytes;
+      let settled = false;
+      const written = () => {
+        if (settled) return;
+        settled = true;
+        ahead -= bytes;
+        pump();
+      };
+      void serve(session, socket, budget, run, ctx, () => readRun(session, socket, budget, run, ctx.stats, written)).then((answered) => {
+        reading--;
+        done(run.length);
+        if (!answered) written(); // an error reply: no socket callback will come
+        pump();
+      });
     }
   };
 
   try {
     for (;;) {
-      while (inFlight.size >= MaxInFlight) await new Promise<void>((r) => { slotFree = r; });
-      const req = P.decodeRequest(await reader.read(P.RequestBytes));
-      ctx.stats.requests++;
-      if (req.type === P.NBD_CMD_DISC) break;
-      if (req.type === P.NBD_CMD_WRITE) {
-        // The data is on the wire: read past it to keep the stream in step, then refuse.
-        if (req.length > MaxPayloadBytes) {
-          replyError(session, socket, req.cookie, P.NBD_EPERM, 'the export is read-only');
-          throw new P.NbdProtocolError(`WRITE of ${req.length} bytes is larger than ${MaxPayloadBytes}`);
+      while (inFlight >= MaxInFlight) await new Promise<void>((r) => { wake = r; });
+      // The next request, and those that arrived with it.
+      let next: Buffer | undefined = await reader.read(P.RequestBytes);
+      let ended = false;
+      try {
+        while (next) {
+          const req = P.decodeRequest(next);
+          ctx.stats.requests++;
+          if (req.type === P.NBD_CMD_DISC) { ended = true; break; }
+          if (req.type === P.NBD_CMD_WRITE) {
+            // The data is on the wire: read past it to keep the stream in step, then refuse.
+            if (req.length > MaxPayloadBytes) {
+              replyError(session, socket, req.cookie, P.NBD_EPERM, 'the export is read-only');
+              throw new P.NbdProtocolError(`WRITE of ${req.length} bytes is larger than ${MaxPayloadBytes}`);
+            }
+            await reader.skip(req.length);
+          }
+          inFlight++;
+          if (coalescable(session, req)) queue.push(req);
+          else serveNow(req);
+          if (inFlight >= MaxInFlight) break;
+          next = reader.tryRead(P.RequestBytes);
         }
-        await reader.skip(req.length);
+      } finally {
+        pump();
       }
-      const p = serve(req).finally(() => {
-        inFlight.delete(p);
-        slotFree?.();
-        slotFree = undefined;
-      });
-      inFlight.add(p);
+      if (ended) break;
     }
   } catch (err) {
     if (!(err instanceof ConnectionEnded)) throw err;
   } finally {
-    await Promise.all(inFlight);
+    while (inFlight > 0) await new Promise<void>((r) => { wake = r; });
+  }
+}
+
+/** Takes the first queued READ and those queued after it that continue its range, up to CoalesceBytes. */
+function takeRun(queue: P.Request[]): P.Request[] {
+  const run = [queue.shift()!];
+  let end = run[0]!.offset + run[0]!.length;
+  let bytes = run[0]!.length;
+  while (queue.length > 0) {
+    const next = queue[0]!;
+    if (next.offset !== end || next.flags !== run[0]!.flags || bytes + next.length > CoalesceBytes) break;
+    run.push(queue.shift()!);
+    end += next.length;
+    bytes += next.length;
+  }
+  return run;
+}
+
+/** A READ that needs no refusal and is small enough to share a run. */
+function coalescable(session: Session, req: P.Request): boolean {
+  return req.type === P.NBD_CMD_READ && req.length > 0 && req.length <= CoalesceBytes
+    && (req.flags & ~readFlags(session)) === 0 && req.offset + req.length <= session.exp.exp.size;
+}
+
+function readFlags(session: Session): number {
+  return P.NBD_CMD_FLAG_FUA | (session.structured ? P.NBD_CMD_FLAG_DF : 0);
+}
+
+/** Runs work for reqs; when it fails, answers each of them with the error and returns false. */
+async function serve(session: Session, socket: Duplex, budget: ByteBudget, reqs: P.Request[], ctx: TransmissionContext, work: () => Promise<void>): Promise<boolean> {
+  try {
+    await work();
+    return true;
+  } catch (err) {
+    const first = reqs[0]!;
+    const last = reqs[reqs.length - 1]!;
+    if (err instanceof Refusal) {
+      for (const req of reqs) replyError(session, socket, req.cookie, err.errno, err.message);
+    } else {
+      ctx.onError(err, `request ${first.type} at ${first.offset}+${last.offset + last.length - first.offset}`);
+      for (const req of reqs) replyError(session, socket, req.cookie, P.NBD_EIO, 'the export could not be read');
+    }
+    return false;
   }
 }
 
@@ -82,10 +162,10 @@ async function handle(session: Session, socket: Duplex, budget: ByteBudget, req:
   };
   switch (req.type) {
     case P.NBD_CMD_READ:
-      allowFlags(P.NBD_CMD_FLAG_FUA | (session.structured ? P.NBD_CMD_FLAG_DF : 0));
+      allowFlags(readFlags(session));
       if (req.length > MaxPayloadBytes) throw new Refusal(P.NBD_EINVAL, `READ of ${req.length} bytes is larger than ${MaxPayloadBytes}`);
       inRange();
-      return read(session, socket, budget, req, stats);
+      return readRun(session, socket, budget, [req], stats);
     case P.NBD_CMD_WRITE:
     case P.NBD_CMD_TRIM:
     case P.NBD_CMD_WRITE_ZEROES:
@@ -102,107 +182,6 @@ async function handle(session: Session, socket: Duplex, budget: ByteBudget, req:
     default:
       throw new Refusal(P.NBD_EINVAL, `unknown command ${req.type}`);
   }
-}
-
-/** The chain's data extents over [offset, offset+length), clipped; the rest reads as zeros. */
-async function dataExtents(session: Session, offset: number, length: number): Promise<Extent[]> {
-  const out: Extent[] = [];
-  if (length === 0) return out;
-  for await (const x of session.exp.image.extents({ layer: 'chain', offset, length })) {
-    if (x.kind !== 'data') continue;
-    const s = Math.max(x.offset, offset);
-    const e = Math.min(x.offset + x.length, offset + length);
-    if (e > s) out.push({ offset: s, length: e - s, kind: 'data' });
-  }
-  return out;
-}
-
-/** A run of the reply: a hole, or data read into part of a slab. */
-interface Piece { offset: number; length: number; data: Buffer | undefined; slab: Slab | undefined }
-/** A slab shared by the pieces packed into it; back to the pool when the last one is written. */
-interface Slab { buf: Buffer; pieces: number }
-
-/**
- * Splits [offset, offset+length) into holes (when shown) and data pieces packed one after another
- * into as few slabs as hold them, so a fragmented range costs its data bytes, not a slab per piece.
- */
-async function plan(session: Session, offset: number, length: number, showHoles: boolean): Promise<{ pieces: Piece[]; slabs: Slab[] }> {
-  const data = showHoles ? await dataExtents(session, offset, length) : [{ offset, length }];
-  const pieces: Piece[] = [];
-  const slabs: Slab[] = [];
-  let slab: Slab | undefined;
-  let used = SlabBytes;
-  let at = offset;
-  const hole = (s: number, e: number) => { if (e > s) pieces.push({ offset: s, length: e - s, data: undefined, slab: undefined }); };
-  for (const x of data) {
-    hole(at, x.offset);
-    for (let p = x.offset; p < x.offset + x.length;) {
-      if (used === SlabBytes) {
-        slab = { buf: takeSlab(), pieces: 0 };
-        slabs.push(slab);
-        used = 0;
-      }
-      const n = Math.min(SlabBytes - used, x.offset + x.length - p);
-      slab!.pieces++;
-      pieces.push({ offset: p, length: n, data: slab!.buf.subarray(used, used + n), slab });
-      used += n;
-      p += n;
-    }
-    at = x.offset + x.length;
-  }
-  hole(at, offset + length);
-  return { pieces, slabs };
-}
-
-async function read(session: Session, socket: Duplex, budget: ByteBudget, req: P.Request, stats: NbdStats): Promise<void> {
-  const { image } = session.exp;
-  const df = (req.flags & P.NBD_CMD_FLAG_DF) !== 0;
-  // Holes are shown only in structured replies that may be fragmented.
-  const showHoles = session.structured && !df;
-  // The budget is reserved for the worst case before any slab is taken, then trimmed to what was.
-  const worst = Math.ceil(req.length / SlabBytes) * SlabBytes;
-  await budget.acquire(worst);
-  let pieces: Piece[];
-  let slabs: Slab[] = [];
-  try {
-    ({ pieces, slabs } = await plan(session, req.offset, req.length, showHoles));
-    budget.release(worst - slabs.length * SlabBytes);
-    await Promise.all(pieces.map((p) => p.data && image.read(p.offset, p.data)));
-  } catch (err) {
-    for (const s of slabs) giveSlab(s.buf);
-    budget.release(slabs.length > 0 ? slabs.length * SlabBytes : worst);
-    throw err;
-  }
-  // Everything is read: write the whole reply in one synchronous run, so nothing interleaves with it.
-  const written = (slab: Slab) => () => {
-    if (--slab.pieces > 0) return;
-    giveSlab(slab.buf);
-    budget.release(SlabBytes);
-  };
-  const sendData = (p: Piece) => {
-    socket.write(p.data!, written(p.slab!));
-    stats.bytesRead += p.length;
-  };
-  socket.cork();
-  if (!session.structured) {
-    socket.write(P.encodeSimpleReply({ error: 0, cookie: req.cookie }, Buffer.allocUnsafe(P.SimpleReplyBytes)));
-    pieces.forEach(sendData);
-  } else if (df || pieces.length === 0) {
-    if (req.length > 0) socket.write(P.encodeOffsetDataHeader(req.cookie, P.NBD_REPLY_FLAG_DONE, req.offset, req.length, Buffer.allocUnsafe(P.OffsetDataHeaderBytes)));
-    else socket.write(P.encodeDoneChunk(req.cookie));
-    pieces.forEach(sendData);
-  } else {
-    pieces.forEach((p, i) => {
-      const flags = i === pieces.length - 1 ? P.NBD_REPLY_FLAG_DONE : 0;
-      if (!p.data) {
-        socket.write(P.encodeOffsetHole(req.cookie, flags, p.offset, p.length, Buffer.allocUnsafe(P.OffsetHoleChunkBytes)));
-      } else {
-        socket.write(P.encodeOffsetDataHeader(req.cookie, flags, p.offset, p.length, Buffer.allocUnsafe(P.OffsetDataHeaderBytes)));
-        sendData(p);
-      }
-    });
-  }
-  socket.uncork();
 }
 
 async function blockStatus(session: Session, socket: Duplex, req: P.Request): Promise<void> {

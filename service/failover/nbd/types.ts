@@ -33,6 +33,18 @@ export const MaxOptionBytes = 64 * 1024;
 export const MaxOptions = 1000;
 /** Requests a connection may have in flight; beyond it the server reads no further request. */
 export const MaxInFlight = 128;
+/**
+ * READs sent together whose ranges follow one another are read and answered as one run of at most
+ * this many bytes (read.ts): one image read and one socket write for many requests.
+ */
+export const CoalesceBytes = 2 * 1024 * 1024;
+/** READ runs one connection has reading at once; the threads that read files are few (libuv's pool of 4). */
+export const MaxRunsInFlight = 4;
+/**
+ * READ reply bytes one connection has being read or waiting for the socket before it starts reading
+ * more: enough to keep the client busy while the next run is read, no more.
+ */
+export const WriteAheadBytes = 4 * 1024 * 1024;
 /** Reply bytes one connection may hold in memory (at least one MaxPayloadBytes request). */
 export const ConnectionBufferBytes = 32 * 1024 * 1024;
 /** Block status descriptors per reply. */
@@ -60,4 +72,6 @@ export interface NbdStats {
   requests: number;
   /** Data bytes sent in READ replies (holes not counted). */
   bytesRead: number;
+  /** READ runs served: each one image read (per data extent) answering one READ or several coalesced. */
+  readRuns: number;
 }
