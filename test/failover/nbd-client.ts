@@ -17,8 +17,9 @@ export class RawNbd {
     socket.on('error', () => undefined);
   }
 
-  static async connect(path: string): Promise<RawNbd> {
-    const socket = connect(path);
+  /** Connects to a unix socket path, or to a TCP port on 127.0.0.1. */
+  static async connect(where: string | number): Promise<RawNbd> {
+    const socket = typeof where === 'number' ? connect(where, '127.0.0.1') : connect(where);
     await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject); });
     return new RawNbd(socket);
   }

@@ -6,9 +6,11 @@
  * socket client checks what real clients never send: unknown names, WRITE (EPERM, data unchanged),
  * out of range and oversized requests, malformed bytes, while another client keeps being served;
  * and READs pipelined back to back (merged by the server into fewer image reads) answered correctly.
+ * Over TCP with TLS (certificates made here with openssl): qemu-img, nbdinfo and nbdcopy read the
+ * export through their own TLS stacks; clients without TLS, or with a certificate of another CA, are refused.
  */
 import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -275,5 +277,110 @@ describe('NBD export: what real clients never send', () => {
     const port = await s.listenTcp({ host: '127.0.0.1', port: 0 });
     expect(port).toBeGreaterThan(0);
     await s.close();
+  });
+});
+
+/**
+ * Certificates as qemu's tls-creds-x509 and libnbd's tls-certificates read them from a directory
+ * (ca-cert.pem, client-cert.pem, client-key.pem), and the server's key and certificate for
+ * 127.0.0.1 and localhost. RSA keys with the key usages qemu's GnuTLS checks insist on.
+ */
+async function makeCa(path: string, cn: string): Promise<{ key: string; cert: string }> {
+  const key = join(path, `${cn}-ca-key.pem`);
+  const cert = join(path, `${cn}-ca-cert.pem`);
+  await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', `/CN=${cn}`,
+    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+  return { key, cert };
+}
+
+async function makeCert(path: string, ca: { key: string; cert: string }, name: string, role: 'server' | 'client'): Promise<{ key: string; cert: string }> {
+  const key = join(path, `${name}-key.pem`);
+  const cert = join(path, `${name}-cert.pem`);
+  const csr = join(path, `${name}.csr`);
+  const ext = join(path, `${name}.ext`);
+  await run('openssl', ['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${name}`]);
+  await writeFile(ext, [
+    'basicConstraints=critical,CA:FALSE',
+    'keyUsage=critical,digitalSignature,keyEncipherment',
+    `extendedKeyUsage=${role === 'server' ? 'serverAuth' : 'clientAuth'}`,
+    `subjectAltName=${role === 'server' ? 'IP:127.0.0.1,DNS:localhost' : `DNS:${name}`}`,
+  ].join('\n'));
+  await run('openssl', ['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-CAcreateserial', '-out', cert, '-days', '2', '-extfile', ext]);
+  return { key, cert };
+}
+
+/** A directory in the layout qemu and libnbd read: the CA to trust and this client's certificate. */
+async function clientDir(path: string, caCert: string, client: { key: string; cert: string }): Promise<string> {
+  await mkdir(path);
+  await writeFile(join(path, 'ca-cert.pem'), await readFile(caCert));
+  await writeFile(join(path, 'client-cert.pem'), await readFile(client.cert));
+  await writeFile(join(path, 'client-key.pem'), await readFile(client.key));
+  return path;
+}
+
+describe('NBD over TCP with TLS', () => {
+  let tlsServer: NbdServer;
+  let port: number;
+  let trusted: string;
+  let rogue: string;
+
+  beforeAll(async () => {
+    const certs = join(dir.path, 'certs');
+    await mkdir(certs);
+    const ca = await makeCa(certs, 'lifeboat-test-ca');
+    const other = await makeCa(certs, 'other-ca');
+    const serverCert = await makeCert(certs, ca, 'server', 'server');
+    trusted = await clientDir(join(dir.path, 'client'), ca.cert, await makeCert(certs, ca, 'client', 'client'));
+    // Trusts our server, but its own certificate comes from a CA the server does not know.
+    rogue = await clientDir(join(dir.path, 'rogue'), ca.cert, await makeCert(certs, other, 'rogue', 'client'));
+    const child = join(dir.path, 'child.vhdx');
+    tlsServer = new NbdServer({
+      resolve: async (name) => (name === Name ? { name, size: Size, open: () => openDisk(child, { readOnly: true }) } : undefined),
+    });
+    port = await tlsServer.listenTcp({
+      host: '127.0.0.1', port: 0,
+      tls: { key: await readFile(serverCert.key), cert: await readFile(serverCert.cert), ca: await readFile(ca.cert) },
+    });
+  });
+
+  afterAll(async () => {
+    await tlsServer?.close();
+  });
+
+  const qemuJson = (tls: boolean) => `json:${JSON.stringify({
+    driver: 'raw',
+    file: { driver: 'nbd', server: { type: 'inet', host: '127.0.0.1', port: String(port) }, export: Name, ...(tls ? { 'tls-creds': 'tls0' } : {}) },
+  })}`;
+
+  it('qemu-img compare over TLS (tls-creds-x509) says the export equals the flat copy', async () => {
+    const { stdout } = await run('qemu-img', ['compare', '--object', `tls-creds-x509,id=tls0,dir=${trusted},endpoint=client`, '-F', 'raw', qemuJson(true), flat]);
+    expect(stdout).toContain('Images are identical');
+  });
+
+  it('nbdinfo and nbdcopy over nbds:// read the export; the copy equals the flat copy', async () => {
+    const uri = `nbds://127.0.0.1:${port}/${Name}?tls-certificates=${trusted}`;
+    const { stdout } = await run('nbdinfo', [uri]);
+    expect(stdout).toMatch(/with TLS/);
+    expect(stdout).toContain(`export-size: ${Size}`);
+    const copy = join(dir.path, 'copy-tls.raw');
+    await run('nbdcopy', [uri, copy]);
+    await run('cmp', [copy, flat]);
+  });
+
+  it('refuses clients without TLS, and clients whose certificate another CA signed', async () => {
+    const served = tlsServer.stats().bytesRead;
+    const plainQemu = await run('qemu-img', ['info', qemuJson(false)]).then(() => undefined, (e: { stderr: string }) => e);
+    expect(plainQemu?.stderr).toMatch(/TLS negotiation required/);
+    const plainNbdinfo = await run('nbdinfo', [`nbd://127.0.0.1:${port}/${Name}`]).then(() => undefined, (e: { stderr: string }) => e);
+    expect(plainNbdinfo?.stderr).toMatch(/nbd_opt_go/);
+    const rogueNbdinfo = await run('nbdinfo', [`nbds://127.0.0.1:${port}/${Name}?tls-certificates=${rogue}`]).then(() => undefined, (e: { stderr: string }) => e);
+    expect(rogueNbdinfo?.stderr).toMatch(/TLS fatal alert/); // the server ends the TLS handshake
+    // The protocol's answer, byte for byte: TLS required for GO; EXPORT_NAME (which cannot be refused) is hung up on.
+    const c = await RawNbd.connect(port);
+    const replies = await c.handshake(Name);
+    expect(replies.at(-1)!.type).toBe(P.NBD_REP_ERR_TLS_REQD);
+    c.write(P.encodeOption(P.NBD_OPT_EXPORT_NAME, Buffer.from(Name)));
+    expect(await c.closedWithin(2000)).toBe(true);
+    expect(tlsServer.stats().bytesRead).toBe(served);
   });
 });
