@@ -114,6 +114,7 @@ describe('network-config rendered by cloud-init', () => {
     expect([...values(ifcfg, 'DNS1'), ...values(ifcfg, 'DNS2'), ...values(ifcfg, 'DNS3')]).toEqual(['192.0.2.53', '2001:db8:10::53']);
     expect(values(ifcfg, 'MTU')).toEqual(['1400']);
     expect(values(ifcfg, 'HWADDR')).toEqual(['52:54:00:12:34:56']);
+    expect(values(ifcfg, 'IPV6_FORCE_ACCEPT_RA')).toEqual(['no']);
     // No other route than the defaults: the route files are empty but for their comments.
     for (const name of ['route-dr0', 'route6-dr0']) {
       const routes = (files[`/etc/sysconfig/network-scripts/${name}`] ?? '').split('\n').filter((l) => l.trim() && !l.startsWith('#'));
@@ -138,6 +139,7 @@ describe('network-config rendered by cloud-init', () => {
       nameservers: { addresses: ['192.0.2.53', '2001:db8:10::53'], search: ['dr.example'] },
       mtu: 1400,
       match: { macaddress: '52:54:00:12:34:56' },
+      'accept-ra': false,
     });
     expect(doc.network.ethernets.dr1).toMatchObject({ dhcp4: true, dhcp6: false });
 
@@ -154,6 +156,7 @@ describe('network-config rendered by cloud-init', () => {
     expect(values(dr0!, 'Gateway').sort()).toEqual(['192.0.2.1', '2001:db8:10::1']);
     expect(values(dr0!, 'DNS')).toEqual(['192.0.2.53', '2001:db8:10::53']);
     expect(values(dr0!, 'Domains')).toEqual(['dr.example']);
+    expect(values(dr0!, 'IPv6AcceptRA')).toEqual(['no']);
     const link = Object.entries(generated).find(([name]) => name.endsWith('-dr0.link'))?.[1];
     expect(link && values(link, 'MTUBytes')).toEqual(['1400']);
     const dr1 = Object.entries(generated).find(([name]) => name.endsWith('-dr1.network'))?.[1];

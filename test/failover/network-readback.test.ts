@@ -78,6 +78,19 @@ describe('readback from captured samples', () => {
     expect(compareIntent(plans, missing).differences).toEqual([{ mac: '52:54:00:12:34:56', kind: 'missing-nic', detail: 'no interface with MAC 52:54:00:12:34:56 in the guest' }]);
   });
 
+  it('shows what the guest has where the plan says nothing as notices, not differences', () => {
+    const v4only = resolveNicPlan(validateVmNics([{ mac: '52:54:00:12:34:56', test: { mode: 'static', addresses: ['192.0.2.10/24', '198.51.100.20/25'], gateway4: '192.0.2.1' } }]), [], 'test');
+    const result = compareIntent(v4only, parseGuestNetwork(sample));
+    expect(result.differences).toEqual([]);
+    expect(result.notices).toEqual([
+      'nic 52:54:00:12:34:56: 2001:db8:10::10/64 is on dr0; the plan gives it no IPv6 address',
+      'nic 52:54:00:12:34:56: default route ::/0 via 2001:db8:10::1 on dr0; the plan gives it no IPv6 gateway',
+    ]);
+    // An unplanned address of a family the plan does configure is a difference.
+    const fewer = resolveNicPlan(validateVmNics([{ mac: '52:54:00:12:34:56', test: { mode: 'static', addresses: ['192.0.2.10/24'], gateway4: '192.0.2.1' } }]), [], 'test');
+    expect(compareIntent(fewer, parseGuestNetwork(sample)).differences.map((d) => d.kind)).toEqual(['extra-address']);
+  });
+
   it('says so when resolv.conf names only a local stub resolver, and refuses output that is not ip -j output', () => {
     const stub = parseGuestNetwork({ ...sample, resolvConf: 'nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch .\n' });
     expect(stub.dns).toBeUndefined();
@@ -149,12 +162,17 @@ describe.skipIf(!isRoot)('readback from a live network namespace (needs root to 
     const pidFile = join(scratch.path, 'qga.pid');
     await execFileP('ip', ['netns', 'exec', ns, 'qemu-ga', '-m', 'unix-listen', '-p', sock, '-t', scratch.path, '-f', pidFile, '-d']);
     try {
-      const answer = await new Promise<string>((resolve, reject) => {
+      const ask = () => new Promise<string>((resolve, reject) => {
         const s = connect(sock, () => s.write('{"execute":"guest-network-get-interfaces"}\n'));
         let buf = '';
         s.on('data', (d) => { buf += d; if (buf.includes('\n')) { s.end(); resolve(buf); } });
         s.on('error', reject);
       });
+      // The daemonised agent may not be listening yet when its parent returns.
+      let answer = '';
+      for (let attempt = 0; !answer; attempt++) {
+        answer = await ask().catch(async (err) => { if (attempt > 50) throw err; await new Promise((r) => setTimeout(r, 100)); return ''; });
+      }
       const result = compareIntent(plans, parseGuestAgentInterfaces(JSON.parse(answer)));
       expect(result.differences).toEqual([]);
       expect(result.nics[0]!.observed?.addresses).toEqual(['192.0.2.10/24', '198.51.100.20/25', '2001:db8:10::10/64']);

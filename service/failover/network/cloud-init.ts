@@ -93,6 +93,9 @@ function ethernet(p: NicPlan): Record<string, unknown> {
     e.addresses = [...c.addresses];
     if (c.gateway4) e.routes = [{ to: '0.0.0.0/0', via: c.gateway4 }];
     if (c.gateway6) e.gateway6 = c.gateway6;
+    // Static IPv6 with its gateway: router advertisements would add addresses and routes the plan
+    // does not hold (networkd accepts them by default; ifupdown's inet6 static already does not).
+    if (c.gateway6 && c.addresses.some((a) => a.includes(':'))) e['accept-ra'] = false;
     if (c.dns.length > 0 || c.search.length > 0) {
       const ns: Record<string, string[]> = {};
       if (c.dns.length > 0) ns.addresses = [...c.dns];

@@ -72,12 +72,20 @@ export interface NicComparison {
   intent: { mode: 'dhcp' | 'static'; addresses: string[]; gateway4?: string; gateway6?: string; dns: string[]; mtu?: number };
   observed?: { name: string; addresses: string[]; defaultRoutes: ObservedRoute[]; mtu?: number };
   differences: Difference[];
+  /** What the guest has beyond the plan where the plan says nothing (see Comparison.notices). */
+  notices: string[];
 }
 
 export interface Comparison {
   ok: boolean;
   nics: NicComparison[];
   differences: Difference[];
+  /**
+   * What the guest has where the plan says nothing, shown but not a difference: addresses of a family
+   * the plan gives the NIC none of (IPv6 from router advertisements on an IPv4-only NIC: the kernel's
+   * default, on the primary as at the DR site), and default routes of a family without a planned gateway.
+   */
+  notices: string[];
   /** What could not be checked, and why (routes or DNS not read). */
   unchecked: string[];
 }
@@ -201,7 +209,8 @@ export function compareIntent(plans: readonly NicPlan[], observed: Observed): Co
   const unchecked = [...observed.unknown];
   const nics = plans.map((plan) => compareNic(plan, observed));
   const differences = nics.flatMap((n) => n.differences);
-  return { ok: differences.length === 0, nics, differences, unchecked };
+  const notices = nics.flatMap((n) => n.notices);
+  return { ok: differences.length === 0, nics, differences, notices, unchecked };
 }
 
 function compareNic(plan: NicPlan, observed: Observed): NicComparison {
@@ -211,11 +220,12 @@ function compareNic(plan: NicPlan, observed: Observed): NicComparison {
     : { mode: 'dhcp', addresses: [], dns: [] };
   if (c.mtu !== undefined) intent.mtu = c.mtu;
   const diffs: Difference[] = [];
+  const notices: string[] = [];
   const add = (kind: DifferenceKind, detail: string) => diffs.push({ mac: plan.mac, kind, detail });
   const nic = observed.nics.find((n) => n.mac === plan.mac);
   if (!nic) {
     add('missing-nic', `no interface with MAC ${plan.mac} in the guest`);
-    return { mac: plan.mac, name: plan.name, intent, differences: diffs };
+    return { mac: plan.mac, name: plan.name, intent, differences: diffs, notices };
   }
 
   const defaultRoutes = (observed.routes ?? []).filter((r) => r.to.endsWith('/0') && (r.dev === undefined || r.dev === nic.name));
@@ -225,10 +235,19 @@ function compareNic(plan: NicPlan, observed: Observed): NicComparison {
     if (!nic.addresses.some((a) => !a.includes(':'))) add('no-dhcp-address', `${nic.name} has no IPv4 address from DHCP`);
   } else {
     for (const a of intent.addresses) if (!nic.addresses.includes(a)) add('missing-address', `${a} is not on ${nic.name}`);
-    for (const a of nic.addresses) if (!intent.addresses.includes(a)) add('extra-address', `${a} is on ${nic.name} but not in the plan`);
+    const planned = (v6: boolean) => intent.addresses.some((a) => a.includes(':') === v6);
+    for (const a of nic.addresses) {
+      if (intent.addresses.includes(a)) continue;
+      if (planned(a.includes(':'))) add('extra-address', `${a} is on ${nic.name} but not in the plan`);
+      else notices.push(`nic ${plan.mac}: ${a} is on ${nic.name}; the plan gives it no IPv${a.includes(':') ? 6 : 4} address`);
+    }
     if (observed.routes) {
       for (const [family, gw] of [[4, intent.gateway4], [6, intent.gateway6]] as const) {
-        if (!gw) continue;
+        if (!gw) {
+          const to = family === 4 ? '0.0.0.0/0' : '::/0';
+          for (const r of defaultRoutes.filter((x) => x.to === to)) notices.push(`nic ${plan.mac}: default route ${to} via ${r.via ?? '(no gateway)'} on ${nic.name}; the plan gives it no IPv${family} gateway`);
+          continue;
+        }
         const to = family === 4 ? '0.0.0.0/0' : '::/0';
         const mine = defaultRoutes.filter((r) => r.to === to);
         if (mine.some((r) => r.via === gw)) continue;
@@ -241,7 +260,7 @@ function compareNic(plan: NicPlan, observed: Observed): NicComparison {
     }
   }
   if (intent.mtu !== undefined && nic.mtu !== undefined && nic.mtu !== intent.mtu) add('wrong-mtu', `${nic.name} has MTU ${nic.mtu}, not ${intent.mtu}`);
-  return { mac: plan.mac, name: plan.name, intent, observed: result, differences: diffs };
+  return { mac: plan.mac, name: plan.name, intent, observed: result, differences: diffs, notices };
 }
 
 function cidrOf(address: string, prefix: number): string | undefined {
