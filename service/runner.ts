@@ -16,6 +16,10 @@ import { openContext } from './context.js';
 import type { MergeQueue } from './queue.js';
 import { connectRedis, createMergeQueue } from './queue.js';
 import type { EnqueueMerge } from './replication/uploads.js';
+import type { RunningHost } from './failover/host.js';
+import { startFailoverHost } from './failover/host.js';
+import type { FailoverQueues } from './failover/queue.js';
+import { createFailoverQueues } from './failover/queue.js';
 
 export interface StartOptions {
   apiPort?: number | undefined;
@@ -25,10 +29,17 @@ export interface StartOptions {
   log?: Logger | undefined;
   /** Tests without Redis pass their own; otherwise BullMQ on config.redis.url. */
   enqueue?: EnqueueMerge | undefined;
+  /** Run a failover host here (default: config.failover.embeddedHost; needs Redis). */
+  failoverHost?: boolean | undefined;
+  /** BullMQ prefix of the failover queues and lock prefix (tests sharing one Redis). */
+  failoverQueuePrefix?: string | undefined;
+  lockPrefix?: string | undefined;
 }
 
 export interface RunningService {
   ctx: ServiceContext;
+  /** The failover host running in this process, when there is one. */
+  failoverHost: RunningHost | undefined;
   apiUrl: string;
   agentUrl: string;
   stop(): Promise<void>;
@@ -43,20 +54,38 @@ export async function startService(config: Config, options: StartOptions = {}): 
   try {
     let queue: MergeQueue | undefined;
     let enqueue = options.enqueue;
-    if (!enqueue) {
+    let failoverQueues: FailoverQueues | undefined;
+    // Tests that pass their own enqueue run without Redis unless they ask for a failover host.
+    const wantHost = options.failoverHost ?? (!enqueue && config.failover.embeddedHost);
+    if (!enqueue || wantHost) {
       const redis = await connectRedis(config.redis.url);
       closers.push(async () => redis.disconnect());
-      queue = createMergeQueue(redis);
-      closers.push(() => queue!.close());
-      enqueue = queue.enqueue;
+      if (!enqueue) {
+        queue = createMergeQueue(redis);
+        closers.push(() => queue!.close());
+        enqueue = queue.enqueue;
+      }
+      failoverQueues = createFailoverQueues(redis, options.failoverQueuePrefix);
+      closers.push(() => failoverQueues!.close());
     }
     if (options.workers ?? config.embeddedWorkers) {
       const { startMergeWorkers } = await import('./workers/run.js');
       const workers = await startMergeWorkers(ctx, { redisUrl: config.redis.url, enqueue });
       closers.push(() => workers.stop());
     }
+    let failoverHost: RunningHost | undefined;
+    if (wantHost) {
+      try {
+        failoverHost = await startFailoverHost(ctx, { queuePrefix: options.failoverQueuePrefix, lockPrefix: options.lockPrefix });
+        closers.push(() => failoverHost!.stop());
+      } catch (err) {
+        // Replication goes on without failover on a machine without qemu; the reason is logged once.
+        if (options.failoverHost === true) throw err;
+        ctx.log.warn({ err: (err as Error).message }, 'no failover host in this process');
+      }
+    }
     let ready = false;
-    const api = createAdaptorServer({ fetch: apiApp(ctx, () => ready, enqueue).fetch }) as HttpServer;
+    const api = createAdaptorServer({ fetch: apiApp(ctx, () => ready, enqueue, failoverQueues).fetch }) as HttpServer;
     const agent = await createAgentServer(ctx, enqueue);
     const apiPort = await listen(api, options.apiPort ?? config.api.port, config.api.host);
     closers.push(() => closeServer(api));
@@ -64,7 +93,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     closers.push(() => closeServer(agent));
     ready = true;
     const host = (h: string) => (h === '0.0.0.0' || h === '::' ? '127.0.0.1' : h);
-    return { ctx, apiUrl: `http://${host(config.api.host)}:${apiPort}`, agentUrl: `https://${host(config.agentEndpoint.host)}:${agentPort}`, stop };
+    return { ctx, failoverHost, apiUrl: `http://${host(config.api.host)}:${apiPort}`, agentUrl: `https://${host(config.agentEndpoint.host)}:${agentPort}`, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -10,7 +10,10 @@ import { check, countRequests, errorHandler, bodySizeLimit, readJson } from '../
 import type { EnqueueMerge } from '../replication/uploads.js';
 import type { ApiClaims } from '../trust/tokens.js';
 import { verifyApiToken } from '../trust/tokens.js';
+import { LifeboatError } from '../../shared/errors.js';
+import type { FailoverQueues } from '../failover/queue.js';
 import { exportDisk, exportSchema } from './export.js';
+import { failoverRoutes } from './failovers.js';
 import { importMedia, importMediaSchema } from './import-media.js';
 import { openApiDocument } from './openapi.js';
 import { allowSchema, revokeSchema, tenantCreateSchema, tokenSchema, vmListQuery } from './schemas.js';
@@ -19,19 +22,25 @@ import { allow, createEnrollToken, createTenant, points, revoke, tenantList, vmL
 type ApiEnv = { Variables: { operator: ApiClaims } };
 
 
-function requireOperator(ctx: ServiceContext): MiddlewareHandler<ApiEnv> {
-  return async function operatorAuth(c, next) {
+/** Every /v1 route needs a valid API token of a known role; each route then checks the role it needs. */
+function authenticate(ctx: ServiceContext): MiddlewareHandler<ApiEnv> {
+  return async function apiAuth(c, next) {
     const header = c.req.header('authorization') ?? '';
     const m = /^Bearer ([A-Za-z0-9._-]+)$/.exec(header);
     if (!m) throw ErrUnauthenticated('token_required', 'an operator API token is required (Authorization: Bearer …)');
-    const claims = await verifyApiToken(ctx.signer, m[1]!);
-    if (claims.role !== 'hoster-operator') throw ErrForbidden('role', `role ${claims.role} may not use the operator API`);
-    c.set('operator', claims);
+    c.set('operator', await verifyApiToken(ctx.signer, m[1]!));
     await next();
   };
 }
 
-export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: EnqueueMerge): Hono<ApiEnv> {
+/** The hoster's routes: role hoster-operator only. */
+const operatorOnly: MiddlewareHandler<ApiEnv> = async function operatorOnly(c, next) {
+  const { role } = c.get('operator');
+  if (role !== 'hoster-operator') throw ErrForbidden('role', `role ${role} may not use the operator API`);
+  await next();
+};
+
+export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: EnqueueMerge, failoverQueues?: FailoverQueues): Hono<ApiEnv> {
   const { metrics } = ctx;
   const app = new Hono<ApiEnv>();
   app.use('*', countRequests(metrics, 'api'));
@@ -42,7 +51,12 @@ export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: Enqu
   app.get('/v1/openapi.json', (c) => c.json(openApiDocument));
 
   const v1 = new Hono<ApiEnv>();
-  v1.use('*', requireOperator(ctx), bodySizeLimit());
+  v1.use('*', authenticate(ctx), bodySizeLimit());
+  v1.route('/', failoverRoutes(ctx, () => {
+    if (!failoverQueues) throw new LifeboatError('unavailable', 'this service process runs without Redis, so it cannot start failovers');
+    return failoverQueues;
+  }));
+  v1.use('*', operatorOnly);
   v1.post('/tenants', async (c) => c.json(await createTenant(ctx, (await readJson(c, tenantCreateSchema)).name), 201));
   v1.get('/tenants', async (c) => c.json({ tenants: await tenantList(ctx) }));
   v1.post('/tenants/:tenant/authorizations', async (c) => c.json(await allow(ctx, c.req.param('tenant'), await readJson(c, allowSchema)), 201));

@@ -5,6 +5,7 @@ import { Command } from 'commander';
 import { runProgram } from '../../shared/cli/run.js';
 import { registerExport } from './export.js';
 import { registerGuest } from './guest.js';
+import { registerFailover } from './failover.js';
 import { registerImportMedia } from './import-media.js';
 import { registerInit } from './init.js';
 import { registerPoints } from './points.js';
@@ -29,5 +30,6 @@ registerPoints(program);
 registerExport(program);
 registerImportMedia(program);
 registerGuest(program);
+registerFailover(program);
 
 await runProgram(program);

@@ -13,13 +13,14 @@ export function registerServe(program: Command): void {
     .option('--api-port <n>', 'operator API port (default from config, 8080)')
     .option('--agent-port <n>', 'agent endpoint port (default from config, 9443)')
     .option('--no-workers', 'do not run merge workers in this process')
-    .action(async (opts: { config?: string; apiPort?: string; agentPort?: string; workers: boolean }) => {
+    .option('--no-failover-host', 'do not run a failover host in this process (run lifeboat-service failover-host instead)')
+    .action(async (opts: { config?: string; apiPort?: string; agentPort?: string; workers: boolean; failoverHost: boolean }) => {
       const config = await loadConfig(opts.config);
       const log = pino({ level: config.logLevel, base: { service: 'lifeboat' } }, pino.destination(2));
       const { startService } = await import('../runner.js');
       const svc = await startService(config, {
         apiPort: parsePort(opts.apiPort, '--api-port'), agentPort: parsePort(opts.agentPort, '--agent-port'),
-        workers: opts.workers ? undefined : false, log,
+        workers: opts.workers ? undefined : false, failoverHost: opts.failoverHost ? undefined : false, log,
       });
       process.stdout.write(`lifeboat-service ready: api ${svc.apiUrl} agents ${svc.agentUrl}\n`);
       await waitForSignal();

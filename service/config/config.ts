@@ -57,6 +57,38 @@ export const configSchema = z.strictObject({
   /** Run merge workers inside `serve` (the embedded default). */
   embeddedWorkers: z.boolean(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+  /** Failover: the failover host `serve` runs by default, qemu, limits (docs/failover.md). */
+  failover: z.strictObject({
+    /** Run a failover host inside `serve` (the embedded default); else run `failover-host`. */
+    embeddedHost: z.boolean().default(true),
+    host: z.strictObject({
+      /** The host's name in the catalog; placement and each failover's queue use it. */
+      name: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/).default('local'),
+      /** Overlays, seeds, NVRAM copies, sockets and consoles of the failovers placed here. */
+      dir: z.string().min(1).default('failover'),
+      /** Capacity offered to failed-over VMs. */
+      cpus: z.number().int().min(1).max(4096).default(4),
+      memoryMiB: z.number().int().min(256).max(64 * 1024 * 1024).default(8192),
+      storageBytes: z.number().int().min(1 << 30).default(100 * 2 ** 30),
+      /** DR networks this host reaches: name → the Linux bridge (and VLAN) a NIC is plugged into. */
+      networks: z.record(z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/), z.strictObject({
+        bridge: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/, 'must be a Linux interface name'),
+        vlan: z.number().int().min(1).max(4094).optional(),
+      })).default({}),
+    }).prefault({}),
+    qemu: z.strictObject({
+      binary: z.string().min(1).default('qemu-system-x86_64'),
+      img: z.string().min(1).default('qemu-img'),
+      /** auto: KVM when a guest really runs under it (tried once and remembered), else TCG. */
+      accel: z.enum(['auto', 'kvm', 'tcg']).default('auto'),
+      /** How long qemu's NBD client keeps retrying a restarted failover host's export. */
+      reconnectDelaySeconds: z.number().int().min(1).max(3600).default(300),
+    }).prefault({}),
+    /** A test failover is stopped with a report after this long (it pins its point). */
+    testMaxHours: z.number().min(0.01).max(24 * 30).default(24),
+    /** How long a failover waits for the guest to answer a readiness probe. */
+    readyTimeoutSeconds: z.number().int().min(10).max(3600).default(900),
+  }).prefault({}),
 });
 
 export type ConfigFile = z.infer<typeof configSchema>;
@@ -126,6 +158,7 @@ function resolveConfig(file: ConfigFile, path: string): Config {
       masterKeyFile: abs(file.trust.masterKeyFile),
     },
     adminTokenFile: abs(file.adminTokenFile),
+    failover: { ...file.failover, host: { ...file.failover.host, dir: abs(file.failover.host.dir) } },
   };
 }
 

@@ -11,7 +11,7 @@ import { LifeboatError } from '../../shared/errors.js';
 import { createCa } from '../trust/ca.js';
 import { loadSigner, newSigningJwk, signApiToken } from '../trust/tokens.js';
 import type { ConfigFile } from './config.js';
-import { ConfigFileName, DefaultAgentPort, DefaultApiPort, DefaultCertValidityDays, DefaultGrantSeconds, DefaultRedisUrl, parseConfig } from './config.js';
+import { ConfigFileName, configSchema, DefaultAgentPort, DefaultApiPort, DefaultCertValidityDays, DefaultGrantSeconds, DefaultRedisUrl, parseConfig } from './config.js';
 
 /** The operator token made at init lives long; rotate it by re-running init on a new directory. */
 export const AdminTokenSeconds = 10 * 365 * 86_400;
@@ -49,6 +49,7 @@ export async function initDataDir(options: InitOptions): Promise<InitResult> {
     mergeSweepMs: 5000,
     embeddedWorkers: true,
     logLevel: 'info',
+    failover: configSchema.shape.failover.parse({}),
   };
   parseConfig(file, configPath);
 

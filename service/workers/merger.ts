@@ -4,6 +4,7 @@
  * commit whose queue job was swallowed by a job already running is still merged.
  */
 import type { Redis } from 'ioredis';
+import { holdingFailover } from '../catalog/failovers.js';
 import { getDisk } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';
 import type { DiskRef } from '../queue.js';
@@ -19,11 +20,13 @@ export class Merger {
   /**
    * Merges one disk; undefined when another worker holds it (it will see this disk's work), or when a
    * holder whose lease lapsed still holds the replica directory's kernel lock (the job retries).
+   * Nothing is applied while the VM is failed over (holdingFailover): its logs stay pending.
    */
   async mergeDisk(ref: DiskRef): Promise<MergeResult | undefined> {
     const disk = await getDisk(this.ctx.db, ref.tenant, ref.vm, ref.disk);
     // As merge-job.ts answers for a disk the catalog does not have (its directory is not known).
     if (!disk) return { applied: 0, duplicates: 0, rejected: 0, appliedSequence: 0, state: 'initial_required' };
+    if (await holdingFailover(this.ctx.db, ref.tenant, ref.vm)) return { applied: 0, duplicates: 0, rejected: 0, appliedSequence: disk.appliedSequence, state: disk.state };
     const lock = await acquireLock(this.redis, mergeJobId(ref), disk.replicaDir, { prefix: this.lockPrefix });
     if (!lock) return undefined;
     try {

@@ -104,4 +104,6 @@ export interface FailoverDriver {
   stop(workDir: string, options?: { graceful?: boolean; timeoutMs?: number }): Promise<void>;
   /** Deletes everything prepare made (overlays, NVRAM copy, seeds, sockets). Idempotent. */
   cleanup(workDir: string): Promise<void>;
+  /** Lets go of this process's connections to the VMs (they keep running), so another host can attach. */
+  close?(): Promise<void>;
 }

@@ -1,0 +1,171 @@
+/**
+ * Failover routes of the API (one file per resource), for the hoster's operators and the tenant's own
+ * roles: hoster-operator everywhere; tenant-admin on its own tenant (request, stop, commit, revert,
+ * edit the VM's hardware); tenant-viewer reads its own tenant. A VM or failover of another tenant is
+ * answered 404, exactly as one that does not exist.
+ *
+ *   POST /v1/tenants/{t}/vms/{vm}/failovers            {kind, point} (Idempotency-Key honoured)
+ *   GET  /v1/tenants/{t}/vms/{vm}/failovers            the VM's failovers
+ *   GET  /v1/tenants/{t}/failovers                     the tenant's failovers (?active=true)
+ *   GET  /v1/tenants/{t}/failovers/{id}                the drill report
+ *   GET  /v1/tenants/{t}/failovers/{id}/screenshot.png
+ *   POST /v1/tenants/{t}/failovers/{id}/{stop|commit|revert}
+ *   GET  /v1/tenants/{t}/vms/{vm}/hardware, PUT …      the VM's recorded configuration
+ *   GET  /v1/failovers (?tenant=&active=), GET /v1/failovers/{id}, POST /v1/failovers/{id}/{action}
+ *                                                      the same for hoster roles, by id alone
+ */
+import type { Context } from 'hono';
+import { Hono } from 'hono';
+import { z } from 'zod';
+import { LifeboatError } from '../../shared/errors.js';
+import type { FailoverRow } from '../catalog/failovers.js';
+import { getFailover, getVmHardware, latestScreenshot, listFailovers, putVmHardware } from '../catalog/failovers.js';
+import { getVm, listDisks } from '../catalog/vms.js';
+import type { ServiceContext } from '../context.js';
+import { ErrForbidden, ErrNotFoundHere } from '../errors.js';
+import { changeGoal, requestFailover } from '../failover/engine.js';
+import type { FailoverQueues } from '../failover/queue.js';
+import { failoverReport } from '../failover/report.js';
+import { defaultHardware } from '../failover/spec.js';
+import { check, pathId, readJson } from '../http/json.js';
+import type { ApiClaims } from '../trust/tokens.js';
+
+export const failoverRequestSchema = z.strictObject({
+  kind: z.enum(['test', 'planned', 'unplanned']),
+  point: z.string().regex(/^(latest|latest-consistent|\d{1,18})$/, 'must be latest, latest-consistent or a point id').default('latest'),
+});
+
+const probeSchema = z.discriminatedUnion('kind', [
+  z.strictObject({ kind: z.literal('guest-agent') }),
+  z.strictObject({ kind: z.literal('console'), pattern: z.string().min(1).max(200).refine((p) => { try { new RegExp(p); return true; } catch { return false; } }, 'must be a regular expression') }),
+  z.strictObject({ kind: z.literal('tcp'), host: z.string().min(1).max(253), port: z.number().int().min(1).max(65535) }),
+]);
+
+export const hardwareSchema = z.strictObject({
+  firmware: z.enum(['bios', 'uefi']),
+  secureBoot: z.boolean().default(false),
+  cpus: z.number().int().min(1).max(240),
+  memoryMiB: z.number().int().min(64).max(4 * 1024 * 1024),
+  guestOs: z.enum(['linux', 'windows', 'other']),
+  disks: z.record(z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/), z.strictObject({ bus: z.enum(['virtio', 'scsi', 'sata', 'ide']), order: z.number().int().min(0).max(63) })).default({}),
+  readyProbes: z.array(probeSchema).min(1).max(8).default([{ kind: 'guest-agent' }]),
+}).refine((h) => h.firmware === 'uefi' || !h.secureBoot, { message: 'secureBoot needs firmware uefi', path: ['secureBoot'] });
+
+const listQuery = z.strictObject({ tenant: z.string().optional(), active: z.enum(['true', 'false']).optional() });
+
+type Env = { Variables: { operator: ApiClaims } };
+type Access = 'read' | 'operate';
+
+/** The tenant a caller may act on: hoster roles any, tenant roles their own; others see 404. */
+function tenantFor(c: Context<Env>, tenant: string, access: Access): string {
+  const claims = c.get('operator');
+  if (claims.role === 'hoster-operator') return tenant;
+  if (claims.tenant !== tenant) throw ErrNotFoundHere(`no tenant ${tenant}`);
+  if (access === 'operate' && claims.role !== 'tenant-admin') throw ErrForbidden('role', `role ${claims.role} may only read`);
+  return tenant;
+}
+
+function hosterOnly(c: Context<Env>): void {
+  if (c.get('operator').role !== 'hoster-operator') throw ErrForbidden('role', `role ${c.get('operator').role} may use only the routes under /v1/tenants/{tenant}`);
+}
+
+const screenshotPath = (f: FailoverRow) => `/v1/tenants/${f.tenant}/failovers/${f.id}/screenshot.png`;
+
+export function failoverRoutes(ctx: ServiceContext, queues: () => FailoverQueues): Hono<Env> {
+  const r = new Hono<Env>();
+  const who = (c: Context<Env>) => `${c.get('operator').role}:${c.get('operator').sub}`;
+  const failoverOf = async (c: Context<Env>, tenant: string | undefined): Promise<FailoverRow> => {
+    const id = c.req.param('id') ?? '';
+    const f = /^fo-[a-z0-9-]{1,40}$/.test(id) ? await getFailover(ctx.db, id) : undefined;
+    if (!f || (tenant !== undefined && f.tenant !== tenant)) throw ErrNotFoundHere(`no failover ${id.slice(0, 60)}`);
+    return f;
+  };
+  const vmOf = async (tenant: string, vm: string) => {
+    if (!(await getVm(ctx.db, tenant, vm))) throw ErrNotFoundHere(`tenant ${tenant} has no VM ${vm}`);
+  };
+  const action = (a: string) => {
+    if (a === 'stop') return 'stopped' as const;
+    if (a === 'commit') return 'committed' as const;
+    if (a === 'revert') return 'reverted' as const;
+    throw ErrNotFoundHere(`no failover action ${a.slice(0, 20)} (stop, commit, revert)`);
+  };
+
+  r.post('/tenants/:tenant/vms/:vm/failovers', async (c) => {
+    const tenant = tenantFor(c, pathId(c, 'tenant'), 'operate');
+    const body = await readJson(c, failoverRequestSchema);
+    const key = c.req.header('idempotency-key');
+    if (key !== undefined && !/^[\x21-\x7e]{1,200}$/.test(key)) throw new LifeboatError('invalid_argument', 'Idempotency-Key must be 1 to 200 visible ASCII characters');
+    const { failover, repeated } = await requestFailover(ctx, queues(), { tenant, vm: pathId(c, 'vm'), kind: body.kind, point: body.point, idempotencyKey: key, requestedBy: who(c) });
+    return c.json(await failoverReport(ctx.db, failover, screenshotPath(failover)), repeated ? 200 : 202);
+  });
+  r.get('/tenants/:tenant/vms/:vm/failovers', async (c) => {
+    const tenant = tenantFor(c, pathId(c, 'tenant'), 'read');
+    const vm = pathId(c, 'vm');
+    await vmOf(tenant, vm);
+    return c.json({ failovers: (await listFailovers(ctx.db, { tenant, vm })).map(summary) });
+  });
+  r.get('/tenants/:tenant/failovers', async (c) => {
+    const tenant = tenantFor(c, pathId(c, 'tenant'), 'read');
+    const q = check(listQuery.omit({ tenant: true }), c.req.query(), 'query');
+    return c.json({ failovers: (await listFailovers(ctx.db, { tenant, active: q.active === 'true' })).map(summary) });
+  });
+  r.get('/tenants/:tenant/failovers/:id', async (c) => {
+    const f = await failoverOf(c, tenantFor(c, pathId(c, 'tenant'), 'read'));
+    return c.json(await failoverReport(ctx.db, f, screenshotPath(f)));
+  });
+  r.get('/tenants/:tenant/failovers/:id/screenshot.png', async (c) => {
+    const f = await failoverOf(c, tenantFor(c, pathId(c, 'tenant'), 'read'));
+    const shot = await latestScreenshot(ctx.db, f.id);
+    if (!shot) throw ErrNotFoundHere(`failover ${f.id} has no screenshot yet`);
+    return c.body(new Uint8Array(shot.png), 200, { 'content-type': 'image/png', 'cache-control': 'private, no-store' });
+  });
+  r.post('/tenants/:tenant/failovers/:id/:action', async (c) => {
+    const tenant = tenantFor(c, pathId(c, 'tenant'), 'operate');
+    const goal = action(c.req.param('action'));
+    const f = await changeGoal(ctx, queues(), tenant, (await failoverOf(c, tenant)).id, goal, who(c));
+    return c.json(await failoverReport(ctx.db, f, screenshotPath(f)), 202);
+  });
+  r.get('/tenants/:tenant/vms/:vm/hardware', async (c) => {
+    const tenant = tenantFor(c, pathId(c, 'tenant'), 'read');
+    const vm = pathId(c, 'vm');
+    await vmOf(tenant, vm);
+    return c.json((await getVmHardware(ctx.db, tenant, vm)) ?? defaultHardware());
+  });
+  r.put('/tenants/:tenant/vms/:vm/hardware', async (c) => {
+    const tenant = tenantFor(c, pathId(c, 'tenant'), 'operate');
+    const vm = pathId(c, 'vm');
+    await vmOf(tenant, vm);
+    const body = await readJson(c, hardwareSchema);
+    const disks = new Set((await listDisks(ctx.db, tenant, vm)).map((d) => d.id));
+    for (const id of Object.keys(body.disks)) if (!disks.has(id)) throw new LifeboatError('invalid_argument', `body.disks.${id}: VM ${vm} has no disk ${id}`);
+    await putVmHardware(ctx.db, tenant, vm, { ...body, source: 'operator' });
+    return c.json((await getVmHardware(ctx.db, tenant, vm))!);
+  });
+
+  r.get('/failovers', async (c) => {
+    hosterOnly(c);
+    const q = check(listQuery, c.req.query(), 'query');
+    return c.json({ failovers: (await listFailovers(ctx.db, { tenant: q.tenant, active: q.active === 'true' })).map(summary) });
+  });
+  r.get('/failovers/:id', async (c) => {
+    hosterOnly(c);
+    const f = await failoverOf(c, undefined);
+    return c.json(await failoverReport(ctx.db, f, screenshotPath(f)));
+  });
+  r.post('/failovers/:id/:action', async (c) => {
+    hosterOnly(c);
+    const goal = action(c.req.param('action'));
+    const f = await changeGoal(ctx, queues(), undefined, (await failoverOf(c, undefined)).id, goal, who(c));
+    return c.json(await failoverReport(ctx.db, f, screenshotPath(f)), 202);
+  });
+  return r;
+}
+
+/** One line of a list. */
+function summary(f: FailoverRow) {
+  return {
+    id: f.id, tenant: f.tenant, vm: f.vm, kind: f.kind, state: f.state, goal: f.goal, host: f.host, pointId: f.pointId,
+    requestedAt: new Date(f.requestedAt).toISOString(), readyAt: f.readyAt ? new Date(f.readyAt).toISOString() : null,
+    endedAt: f.endedAt ? new Date(f.endedAt).toISOString() : null, error: f.error,
+  };
+}

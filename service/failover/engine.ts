@@ -1,0 +1,164 @@
+/**
+ * The failover engine's front: what the API and CLI ask of it. A request is checked and recorded
+ * (the catalog row is the authority), placed on a failover host, and handed to that host's queue;
+ * the host's job (job.ts) does the work step by step. Every transition is refused with a clear error
+ * naming the state when it does not apply (commit a test failover, a second real failover of one VM,
+ * a point that does not exist); a VM of another tenant is answered as if it did not exist.
+ *
+ * A real failover (planned, unplanned) is never refused for the state of replication: it goes ahead
+ * from the newest complete point with a warning. Only test failovers are refused on those grounds.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Queryable } from '../catalog/db.js';
+import type { FailoverGoal, FailoverKind, FailoverRow } from '../catalog/failovers.js';
+import {
+  addStep, findByIdempotencyKey, getFailover, getVmHardware, hostUsage, insertFailover, listHosts, listVmNics, setFailoverGoal,
+} from '../catalog/failovers.js';
+import { getVm, listDisks } from '../catalog/vms.js';
+import type { ServiceContext } from '../context.js';
+import { ErrConflict, ErrNotFoundHere } from '../errors.js';
+import { LifeboatError } from '../../shared/errors.js';
+import type { DiskBus, NicModel } from './drivers/types.js';
+import type { FailoverQueues } from './queue.js';
+import { defaultHardware } from './spec.js';
+import type { FailoverSpec } from './spec.js';
+
+/** A host whose heartbeat is older than this is not offered new failovers. */
+export const HostStaleMs = 60_000;
+
+export interface FailoverRequest {
+  tenant: string;
+  vm: string;
+  kind: FailoverKind;
+  /** 'latest' (cut on demand at the newest cycle every disk applied), 'latest-consistent', or a point id. */
+  point: string;
+  idempotencyKey?: string | undefined;
+  requestedBy: string;
+}
+
+/** States in which each user action applies. */
+const Live = new Set(['requested', 'preparing', 'booting', 'ready', 'running', 'committing', 'committed']);
+
+export async function requestFailover(ctx: ServiceContext, queues: FailoverQueues, req: FailoverRequest): Promise<{ failover: FailoverRow; repeated: boolean }> {
+  const { db } = ctx;
+  if (req.idempotencyKey !== undefined) {
+    const first = await findByIdempotencyKey(db, req.tenant, req.idempotencyKey);
+    if (first) {
+      if (first.vm !== req.vm || first.kind !== req.kind) throw ErrConflict('idempotency_key_reused', `Idempotency-Key ${req.idempotencyKey} was used for another request (failover ${first.id} of ${first.vm})`);
+      return { failover: first, repeated: true };
+    }
+  }
+  const vm = await getVm(db, req.tenant, req.vm);
+  if (!vm) throw ErrNotFoundHere(`tenant ${req.tenant} has no VM ${req.vm}`);
+  if (req.kind === 'planned') throw new LifeboatError('unsupported', 'a planned failover needs the agent\'s command channel, which this service does not have yet: shut the VM down, let its last cycle apply, then run an unplanned failover from latest');
+  const disks = await listDisks(db, req.tenant, req.vm);
+  if (disks.length === 0 || disks.some((d) => !d.baseComplete)) {
+    throw ErrConflict('no_replica', `VM ${req.vm} has no complete replica yet (its initial copy has not been applied), so there is nothing to fail over to`);
+  }
+  const warnings: string[] = [];
+  const unhealthy = disks.filter((d) => d.state !== 'replicating');
+  if (unhealthy.length > 0) {
+    const what = unhealthy.map((d) => `${d.id}: ${d.state}${d.resyncReason ? ` (${d.resyncReason})` : ''}`).join(', ');
+    if (req.kind === 'test') throw ErrConflict('replication_unhealthy', `a test failover of ${req.vm} is refused while its replication is not healthy (${what}); a real failover would go ahead from the newest complete point`);
+    warnings.push(`replication was not healthy at the request (${what}); the failover uses the newest complete point`);
+  }
+  if (req.kind !== 'test') {
+    const live = await db.query<{ id: string; state: string }>(`SELECT id, state FROM failovers WHERE tenant = $1 AND vm = $2 AND kind <> 'test' AND ended_at IS NULL`, [req.tenant, req.vm]);
+    if (live[0]) throw ErrConflict('already_failed_over', `VM ${req.vm} already has ${req.kind === 'unplanned' ? 'a' : 'a real'} failover ${live[0].id} in state ${live[0].state}; commit or revert it first`);
+  }
+  const pointId = await checkPointRequest(db, req.tenant, req.vm, req.point);
+  const spec = await specOf(ctx, req.tenant, req.vm, disks.map((d) => d.id));
+  const host = await place(db, spec);
+  const id = newFailoverId();
+  const expiresAt = req.kind === 'test' ? new Date(Date.now() + ctx.config.failover.testMaxHours * 3_600_000) : null;
+  let failover: FailoverRow;
+  try {
+    failover = await db.transaction(async (tx) => {
+      const row = await insertFailover(tx, {
+        id, tenant: req.tenant, vm: req.vm, kind: req.kind, pointRequest: req.point, pointId, host, vmGenerationId: randomUUID(),
+        spec: spec as unknown as Record<string, unknown>, warnings, idempotencyKey: req.idempotencyKey ?? null, requestedBy: req.requestedBy, expiresAt,
+      });
+      await addStep(tx, id, 'requested', 'done', `${req.kind} failover from point ${req.point} placed on host ${host}`, req.requestedBy);
+      return row;
+    });
+  } catch (err) {
+    // Two requests raced past the check above: the unique index keeps one real failover per VM.
+    if ((err as { code?: string }).code === '23505') throw ErrConflict('already_failed_over', `VM ${req.vm} already has a live real failover`);
+    throw err;
+  }
+  await queues.enqueue(failover);
+  return { failover, repeated: false };
+}
+
+/** Asks a failover to go to a goal: stop (test), commit or revert (real). */
+export async function changeGoal(ctx: ServiceContext, queues: FailoverQueues, tenant: string | undefined, id: string, goal: Exclude<FailoverGoal, 'ready'>, by: string): Promise<FailoverRow> {
+  const { db } = ctx;
+  const f = await getFailover(db, id);
+  if (!f || (tenant !== undefined && f.tenant !== tenant)) throw ErrNotFoundHere(`no failover ${id}`);
+  const action = goal === 'stopped' ? 'stop' : goal === 'committed' ? 'commit' : 'revert';
+  if (goal === 'stopped' && f.kind !== 'test') throw ErrConflict('wrong_kind', `failover ${id} is ${f.kind}: stop ends test failovers; commit or revert it`);
+  if (goal !== 'stopped' && f.kind === 'test') throw ErrConflict('wrong_kind', `failover ${id} is a test failover: it can only be stopped, not ${action === 'commit' ? 'committed' : 'reverted'}`);
+  if (f.endedAt || !Live.has(f.state)) throw ErrConflict('ended', `failover ${id} is ${f.state}; there is nothing to ${action}`);
+  if (f.goal === goal) return f;
+  if (goal === 'committed' && f.state === 'committed') return f;
+  if (goal === 'reverted' && (f.state === 'committed' || f.state === 'committing')) throw ErrConflict('committed', `failover ${id} is ${f.state}: a committed failover keeps what it wrote and cannot be reverted (fail back instead)`);
+  if (goal === 'committed' && f.goal === 'reverted') throw ErrConflict('reverting', `failover ${id} is being reverted`);
+  await db.transaction(async (tx) => {
+    await setFailoverGoal(tx, id, goal);
+    await addStep(tx, id, `${action} requested`, 'done', undefined, by);
+  });
+  const updated = (await getFailover(db, id))!;
+  await queues.enqueue(updated);
+  return updated;
+}
+
+/** The point id a request names, checked now (not at prepare) so a bad one changes nothing. */
+async function checkPointRequest(db: Queryable, tenant: string, vm: string, point: string): Promise<number | null> {
+  if (point === 'latest') return null;
+  if (point === 'latest-consistent') {
+    const rows = await db.query<{ id: number }>(`SELECT id FROM recovery_points WHERE tenant = $1 AND vm = $2 AND consistency = 'application' ORDER BY created_at DESC LIMIT 1`, [tenant, vm]);
+    if (!rows[0]) throw ErrConflict('no_consistent_point', `VM ${vm} has no application-consistent recovery point`);
+    return Number(rows[0].id);
+  }
+  if (!/^\d{1,18}$/.test(point)) throw new LifeboatError('invalid_argument', `point must be latest, latest-consistent or a point id, not ${JSON.stringify(point.slice(0, 40))}`);
+  const rows = await db.query<{ id: number }>('SELECT id FROM recovery_points WHERE tenant = $1 AND vm = $2 AND id = $3', [tenant, vm, Number(point)]);
+  if (!rows[0]) throw ErrNotFoundHere(`VM ${vm} has no recovery point ${point} (it may have been pruned)`);
+  return Number(rows[0].id);
+}
+
+/** The hardware and NICs the failed-over VM gets, frozen at the request. */
+export async function specOf(ctx: ServiceContext, tenant: string, vm: string, diskIds: string[]): Promise<FailoverSpec> {
+  const hw = (await getVmHardware(ctx.db, tenant, vm)) ?? defaultHardware();
+  const order = (id: string) => hw.disks[id]?.order ?? Number.MAX_SAFE_INTEGER;
+  const disks = [...diskIds].sort((a, b) => order(a) - order(b) || a.localeCompare(b)).map((id) => ({ id, bus: (hw.disks[id]?.bus ?? (hw.guestOs === 'windows' ? 'sata' : 'virtio')) as DiskBus }));
+  const nics = (await listVmNics(ctx.db, tenant, vm)).map((n) => ({ mac: n.mac, model: n.model as NicModel, settings: n.settings, reportedAddresses: n.reportedAddresses }));
+  return {
+    hardware: { firmware: hw.firmware, secureBoot: hw.secureBoot, cpus: hw.cpus, memoryMiB: hw.memoryMiB, guestOs: hw.guestOs },
+    disks, nics, readyProbes: hw.readyProbes as FailoverSpec['readyProbes'],
+  };
+}
+
+/**
+ * Placement: the live host (recent heartbeat) with the most free memory that fits the VM's vCPUs
+ * and memory beside the failovers already placed on it; one clear error when none has room.
+ */
+export async function place(db: Queryable, spec: FailoverSpec): Promise<string> {
+  const hosts = (await listHosts(db)).filter((h) => Date.now() - new Date(h.heartbeatAt).getTime() < HostStaleMs);
+  if (hosts.length === 0) throw new LifeboatError('unavailable', 'no failover host is running (serve runs one unless failover.embeddedHost is false; else start lifeboat-service failover-host)');
+  const usage = await hostUsage(db);
+  const fits = hosts.map((h) => {
+    const used = usage.get(h.name) ?? { cpus: 0, memoryMiB: 0, count: 0 };
+    return { h, freeCpus: h.cpus - used.cpus, freeMem: Number(h.memoryMiB) - used.memoryMiB };
+  }).filter((x) => x.freeCpus >= spec.hardware.cpus && x.freeMem >= spec.hardware.memoryMiB);
+  if (fits.length === 0) {
+    const what = hosts.map((h) => `${h.name}: ${h.cpus} vCPUs, ${h.memoryMiB} MiB`).join('; ');
+    throw new LifeboatError('unavailable', `no failover host has room for ${spec.hardware.cpus} vCPUs and ${spec.hardware.memoryMiB} MiB beside the failovers already running (${what})`);
+  }
+  fits.sort((a, b) => b.freeMem - a.freeMem || a.h.name.localeCompare(b.h.name));
+  return fits[0]!.h.name;
+}
+
+/** Short, URL- and path-safe, sortable by time: fo-<ms base36>-<random>. */
+export function newFailoverId(): string {
+  return `fo-${Date.now().toString(36)}-${randomUUID().slice(0, 8)}`;
+}

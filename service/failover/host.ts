@@ -1,0 +1,157 @@
+/**
+ * A failover host: the process that owns failed-over VMs and the NBD exports they read
+ * (`lifeboat-service failover-host`; `serve` runs one inside it unless failover.embeddedHost is false).
+ * Its VMs outlive it: qemu runs detached, and when the host restarts it listens on the same NBD socket
+ * (qemu's NBD client reconnects within reconnect-delay) and finds its VMs again by their work
+ * directories. It registers itself with its capacity (placement reads it), heartbeats, and runs:
+ * - the failover queue of this host (job.ts), one job per failover;
+ * - a monitor: a VM whose qemu died is marked failed with qemu's reason (then torn down); a test
+ *   failover past its maximum duration is stopped with a report;
+ * - a reconciler: a failover the catalog says has work left gets its job again (Redis may have lost it).
+ * What hosts share: the catalog, Redis and the replica storage (exports read replica layers from it, as
+ * workers do); each host's own directory (overlays, seeds, sockets) is its own.
+ */
+import { execFile } from 'node:child_process';
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { Worker } from 'bullmq';
+import { LifeboatError } from '../../shared/errors.js';
+import { addStep, getFailover, heartbeatHost, listFailovers, setFailoverGoal, setFailoverState, upsertHost } from '../catalog/failovers.js';
+import type { ServiceContext } from '../context.js';
+import { connectRedis } from '../queue.js';
+import { QemuDriver } from './drivers/qemu.js';
+import type { FailoverDriver } from './drivers/types.js';
+import { resolveExport } from './exports.js';
+import type { HostRuntime } from './job.js';
+import { nextStep, runFailoverJob, workDirOf } from './job.js';
+import { NbdServer } from './nbd/server.js';
+import type { FailoverQueues } from './queue.js';
+import { createFailoverQueues, failoverQueueName } from './queue.js';
+
+export interface HostOptions {
+  /** Redis for the queue and locks (default: the config's). */
+  redisUrl?: string | undefined;
+  /** BullMQ and lock prefixes, for tests that share one Redis. */
+  queuePrefix?: string | undefined;
+  lockPrefix?: string | undefined;
+  /** Replaces the qemu driver (tests of the engine with another real driver). */
+  driver?: FailoverDriver | undefined;
+  /** Monitor and reconciler period (default 5 s). */
+  tickMs?: number | undefined;
+}
+
+export interface RunningHost {
+  name: string;
+  runtime: HostRuntime;
+  queues: FailoverQueues;
+  /** One monitor and reconciler round now (tests). */
+  tick(): Promise<void>;
+  /** Stops this process's part (queue worker, exports, timers); the VMs go on running. */
+  stop(): Promise<void>;
+}
+
+/** Checks that qemu can be run here; one clear line when it cannot. */
+export async function checkQemu(binary: string): Promise<string> {
+  try {
+    const { stdout } = await promisify(execFile)(binary, ['--version'], { timeout: 10_000 });
+    return stdout.split('\n')[0] ?? binary;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new LifeboatError('unavailable', code === 'ENOENT'
+      ? `failover host: ${binary} is not installed (Debian: apt-get install qemu-system-x86 qemu-utils), so this host cannot run failovers`
+      : `failover host: ${binary} --version failed (${(err as Error).message.split('\n')[0]})`, { cause: err });
+  }
+}
+
+export async function startFailoverHost(ctx: ServiceContext, options: HostOptions = {}): Promise<RunningHost> {
+  const cfg = ctx.config.failover;
+  const name = cfg.host.name;
+  const log = ctx.log.child({ failoverHost: name });
+  if (!options.driver) await checkQemu(cfg.qemu.binary);
+  await mkdir(join(cfg.host.dir, 'vms'), { recursive: true, mode: 0o700 });
+  const redis = await connectRedis(options.redisUrl ?? ctx.config.redis.url);
+  const closers: (() => Promise<void>)[] = [async () => redis.disconnect()];
+  const stop = async () => {
+    for (const close of closers.reverse()) await close().catch((err: unknown) => log.error({ err }, 'failover host stop'));
+  };
+  try {
+    const nbdSocket = join(cfg.host.dir, 'nbd.sock');
+    await rm(nbdSocket, { force: true });
+    const nbd = new NbdServer({ log, resolve: (exportName) => resolveExport(ctx.db, name, exportName) });
+    await nbd.listenUnix(nbdSocket);
+    closers.push(() => nbd.close());
+    const driver = options.driver ?? new QemuDriver({
+      binary: cfg.qemu.binary, imgBinary: cfg.qemu.img, accel: cfg.qemu.accel, reconnectDelaySec: cfg.qemu.reconnectDelaySeconds,
+      stateDir: cfg.host.dir, log,
+    });
+    closers.push(async () => driver.close?.());
+    const runtime: HostRuntime = {
+      ctx, redis, hostName: name, dir: cfg.host.dir, nbdSocket, driver, log, lockPrefix: options.lockPrefix,
+      dropExport: (exportName) => nbd.dropExport(exportName),
+    };
+    const queues = createFailoverQueues(redis, options.queuePrefix);
+    closers.push(() => queues.close());
+    await upsertHost(ctx.db, { name, cpus: cfg.host.cpus, memoryMiB: cfg.host.memoryMiB, storageBytes: cfg.host.storageBytes, networks: Object.keys(cfg.host.networks), pid: process.pid });
+    const bullConnection = await connectRedis(options.redisUrl ?? ctx.config.redis.url);
+    closers.push(async () => bullConnection.disconnect());
+    const worker = new Worker(failoverQueueName(name), async (job) => runFailoverJob(runtime, (job.data as { id: string }).id), {
+      connection: bullConnection, concurrency: 32, lockDuration: 60_000, ...(options.queuePrefix ? { prefix: options.queuePrefix } : {}),
+    });
+    worker.on('error', (err) => log.error({ err }, 'failover worker'));
+    closers.push(() => worker.close());
+    await worker.waitUntilReady();
+    const tick = async () => {
+      await heartbeatHost(ctx.db, name);
+      await monitor(runtime, queues);
+      await reconcile(runtime, queues);
+    };
+    const tickMs = options.tickMs ?? 5000;
+    let ticking = false;
+    const timer = setInterval(() => {
+      if (ticking) return;
+      ticking = true;
+      tick().catch((err: unknown) => log.error({ err }, 'failover host tick')).finally(() => { ticking = false; });
+    }, tickMs);
+    closers.push(async () => clearInterval(timer));
+    await reconcile(runtime, queues);
+    log.info({ host: name, nbdSocket }, 'failover host started');
+    return { name, runtime, queues, tick, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+/** Marks dead VMs failed, stops expired test failovers. */
+async function monitor(rt: HostRuntime, queues: FailoverQueues): Promise<void> {
+  for (const f of await listFailovers(rt.ctx.db, { host: rt.hostName, active: true })) {
+    if (f.kind === 'test' && f.expiresAt && new Date(f.expiresAt).getTime() <= Date.now() && f.goal === 'ready') {
+      await rt.ctx.db.transaction(async (tx) => {
+        await setFailoverGoal(tx, f.id, 'stopped');
+        await addStep(tx, f.id, 'stop requested', 'done', `the test failover reached its maximum duration (${rt.ctx.config.failover.testMaxHours} h)`, 'expiry');
+      });
+      await queues.enqueue(f);
+      continue;
+    }
+    if (!['ready', 'running', 'committed'].includes(f.state)) continue;
+    const status = await rt.driver.status(workDirOf(rt, f.id));
+    if (status.state === 'failed' || status.state === 'stopped') {
+      const again = await getFailover(rt.ctx.db, f.id);
+      if (!again || again.state !== f.state || again.endedAt) continue;
+      const reason = `the VM ${status.state === 'failed' ? 'died' : 'stopped'}: ${status.reason ?? 'qemu is not running'}`;
+      await rt.ctx.db.transaction(async (tx) => {
+        await addStep(tx, f.id, 'monitor', 'failed', reason);
+        await setFailoverState(tx, f.id, 'failed', { error: reason });
+      });
+      await queues.enqueue(f);
+    }
+  }
+}
+
+/** Re-creates the job of every failover on this host that has work left. */
+async function reconcile(rt: HostRuntime, queues: FailoverQueues): Promise<void> {
+  for (const f of await listFailovers(rt.ctx.db, { host: rt.hostName, active: true })) {
+    if (nextStep(f)) await queues.enqueue(f);
+  }
+}

@@ -1,0 +1,266 @@
+/**
+ * Job `failover` (queue failover-<host>, one job per failover, run by the host that owns it).
+ *
+ * Input: a failover id. The job reads the failover's row and moves its state toward its goal, one
+ * step at a time, until the state is stable for the goal (ready or running for goal ready, committed,
+ * or ended), then returns. Each step's row is written before its side effect and every step is
+ * idempotent, so a killed host or worker resumes on retry: a prepared VM is prepared again without
+ * harm, a started qemu is left running, a stopped one is not stopped twice.
+ *
+ * Steps: prepare (pick the point: cut on demand for latest; pin it under every disk's lock; record
+ * the fork; seed; overlays) → start (qemu) → wait-ready (probes; screenshot) → commit (block-stream,
+ * exports closed, point released) or stop/revert (qemu ended, overlays deleted, exports closed, point
+ * released). Output: the row's state, steps, screenshot and timestamps.
+ * Failure codes: any step that fails marks the failover failed with its reason (qemu's log when qemu
+ * died), then the teardown runs, so a failed failover leaves nothing behind.
+ */
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { userMessage } from '../../shared/errors.js';
+import type { FailoverRow, ForkedDisk } from '../catalog/failovers.js';
+import { addStep, getFailover, saveScreenshot, setFailoverState } from '../catalog/failovers.js';
+import { pinPoint, unpinPoint } from '../catalog/pins.js';
+import { listDisks } from '../catalog/vms.js';
+import type { ServiceContext } from '../context.js';
+import { mergeJobId } from '../queue.js';
+import { readState } from '../replication/replica.js';
+import { cutPoint } from '../workers/cut-point.js';
+import type { DiskLock } from '../workers/lock.js';
+import { acquireLock } from '../workers/lock.js';
+import type { FailoverDriver, FailoverNic, ReadyProbe } from './drivers/types.js';
+import { exportName } from './exports.js';
+import { writeSeeds } from './seed.js';
+import type { FailoverSpec } from './spec.js';
+
+/** How long a latest point waits for every disk to reach one cycle. */
+export const CutPointTimeoutMs = 120_000;
+/** waitReady is asked in slices this long, so a stop asked during boot is seen. */
+const ReadySliceMs = 3000;
+
+export interface HostRuntime {
+  ctx: ServiceContext;
+  redis: Redis;
+  hostName: string;
+  /** The host's directory; each failover works in vms/<id>/. */
+  dir: string;
+  nbdSocket: string;
+  driver: FailoverDriver;
+  /** Closes an export's connections and its image (the NBD server's dropExport). */
+  dropExport(name: string): Promise<void>;
+  lockPrefix?: string | undefined;
+  log: Logger;
+}
+
+export function workDirOf(rt: HostRuntime, id: string): string {
+  return join(rt.dir, 'vms', id);
+}
+
+/** Runs the failover toward its goal; returns when it is stable or ended. */
+export async function runFailoverJob(rt: HostRuntime, id: string): Promise<void> {
+  for (let guard = 0; guard < 20; guard++) {
+    const f = await getFailover(rt.ctx.db, id);
+    if (!f || f.endedAt) return;
+    const step = nextStep(f);
+    if (!step) return;
+    try {
+      await step(rt, f);
+    } catch (err) {
+      // A teardown that fails is retried by the queue (backoff) and by the reconciler.
+      if (step === teardown) throw err;
+      const reason = reasonOf(err);
+      rt.log.error({ failover: id, err }, 'failover step failed');
+      await rt.ctx.db.transaction(async (tx) => {
+        await addStep(tx, id, 'failed', 'failed', reason);
+        await setFailoverState(tx, id, 'failed', { error: reason });
+      });
+    }
+  }
+}
+
+type Step = (rt: HostRuntime, f: FailoverRow) => Promise<void>;
+
+/** The next step toward the goal, or none when the state is stable for it. */
+export function nextStep(f: FailoverRow): Step | undefined {
+  if (f.state === 'failed') return teardown;
+  if (f.goal === 'stopped' || f.goal === 'reverted') return teardown;
+  switch (f.state) {
+    case 'requested':
+    case 'preparing':
+      return prepare;
+    case 'booting':
+      return boot;
+    case 'ready':
+      return undefined;
+    case 'running':
+    case 'committing':
+      return f.goal === 'committed' ? commit : undefined;
+    default:
+      return undefined;
+  }
+}
+
+const prepare: Step = async (rt, f) => {
+  const { db } = rt.ctx;
+  await db.transaction(async (tx) => {
+    await setFailoverState(tx, f.id, 'preparing', { startedAt: f.startedAt ?? new Date() });
+    await addStep(tx, f.id, 'prepare', 'started');
+  });
+  const spec = f.spec as unknown as FailoverSpec;
+  let pointId = f.pointId;
+  if (pointId === null) {
+    try {
+      const cut = await cutPoint(rt.ctx, rt.redis, { tenant: f.tenant, vm: f.vm, timeoutMs: CutPointTimeoutMs, lockPrefix: rt.lockPrefix });
+      pointId = cut.id;
+      await addStep(db, f.id, 'point', 'done', `cut point ${cut.id} at cycle ${cut.cycle ?? '(v1 logs)'}, captured ${cut.capturedAt.toISOString()}`);
+    } catch (err) {
+      // A real failover is never refused for the state of replication: the newest complete point.
+      const newest = f.kind === 'test' ? undefined : (await db.query<{ id: number }>('SELECT id FROM recovery_points WHERE tenant = $1 AND vm = $2 ORDER BY created_at DESC, id DESC LIMIT 1', [f.tenant, f.vm]))[0];
+      if (!newest) throw err;
+      pointId = Number(newest.id);
+      const warning = `no point could be cut at the latest cycle (${reasonOf(err)}); the newest complete point ${pointId} is used`;
+      await setFailoverState(db, f.id, 'preparing', { warnings: [...f.warnings, warning] });
+      await addStep(db, f.id, 'point', 'done', warning);
+    }
+    await db.query('UPDATE failovers SET point_id = $2 WHERE id = $1', [f.id, pointId]);
+  }
+  const pid: number = pointId;
+  const point = (await db.query<{ layer: string; cycle: number | null; capturedAt: Date | null; createdAt: Date }>(
+    'SELECT layer, cycle, captured_at AS "capturedAt", created_at AS "createdAt" FROM recovery_points WHERE id = $1 AND tenant = $2 AND vm = $3', [pointId, f.tenant, f.vm]))[0];
+  if (!point) throw new Error(`recovery point ${pointId} of ${f.vm} no longer exists (pruned before it could be pinned)`);
+  const fork = await pinUnderLocks(rt, f, pid, point.layer, spec);
+  await setFailoverState(db, f.id, 'preparing', { pointId, cycle: point.cycle, capturedAt: point.capturedAt ?? point.createdAt, fork });
+  const workDir = workDirOf(rt, f.id);
+  await mkdir(workDir, { recursive: true, mode: 0o700 });
+  const seeds = await writeSeeds(workDir, f, spec);
+  await rt.driver.prepare({
+    failoverId: f.id, workDir, name: `lifeboat-${f.id}-${f.vm}`.slice(0, 60), hardware: spec.hardware, vmGenerationId: f.vmGenerationId,
+    disks: fork.map((d) => ({ id: d.disk, bus: d.bus as FailoverSpec['disks'][number]['bus'], virtualSize: d.virtualSize, nbd: { socket: rt.nbdSocket, exportName: exportName(f, pid, d.disk) } })),
+    nics: spec.nics.map((n): FailoverNic => ({ mac: n.mac, model: n.model, attachment: { kind: 'isolated', runId: f.kind === 'test' ? f.id : `${f.tenant}.${f.vm}`, group: f.kind } })),
+    seeds: seeds.paths,
+  });
+  await db.transaction(async (tx) => {
+    await addStep(tx, f.id, 'prepare', 'done', `point ${pointId}; ${fork.length} disk(s) exported; seeds: ${seeds.describe}`);
+    await setFailoverState(tx, f.id, 'booting');
+  });
+};
+
+/**
+ * Pins the point for this failover while every disk's lock is held, so no prune is merging it away
+ * at that moment, and records, per disk, the frozen layer the point names (the fork point).
+ */
+async function pinUnderLocks(rt: HostRuntime, f: FailoverRow, pointId: number, pointName: string, spec: FailoverSpec): Promise<ForkedDisk[]> {
+  const disks = await listDisks(rt.ctx.db, f.tenant, f.vm);
+  const locks: DiskLock[] = [];
+  try {
+    for (const disk of disks) {
+      let lock: DiskLock | undefined;
+      for (let i = 0; i < 600 && !lock; i++) {
+        lock = await acquireLock(rt.redis, mergeJobId({ tenant: f.tenant, vm: f.vm, disk: disk.id }), disk.replicaDir, { prefix: rt.lockPrefix ?? 'lifeboat' });
+        if (!lock) await new Promise((r) => setTimeout(r, 200));
+      }
+      if (!lock) throw new Error(`disk ${disk.id} stayed locked by a merge for two minutes`);
+      locks.push(lock);
+    }
+    const fork: ForkedDisk[] = [];
+    for (const d of spec.disks) {
+      const disk = disks.find((x) => x.id === d.id);
+      if (!disk) throw new Error(`disk ${d.id} of ${f.vm} is gone`);
+      const state = await readState(disk.replicaDir);
+      const p = state.points.find((x) => x.name === pointName);
+      if (!p) throw new Error(`recovery point ${pointId} is not in the replica of ${d.id} (pruned)`);
+      fork.push({ disk: d.id, replicaDir: disk.replicaDir, layer: p.layer, virtualSize: disk.virtualSize, bus: d.bus });
+    }
+    await pinPoint(rt.ctx.db, pointId, f.id);
+    return fork;
+  } finally {
+    for (const lock of locks) await lock.release();
+  }
+}
+
+const boot: Step = async (rt, f) => {
+  const { db } = rt.ctx;
+  const workDir = workDirOf(rt, f.id);
+  const spec = f.spec as unknown as FailoverSpec;
+  await addStep(db, f.id, 'start', 'started');
+  await rt.driver.start(workDir);
+  await addStep(db, f.id, 'start', 'done');
+  await addStep(db, f.id, 'wait-ready', 'started', spec.readyProbes.map(describeProbe).join(' or '));
+  const deadline = Date.now() + rt.ctx.config.failover.readyTimeoutSeconds * 1000;
+  for (;;) {
+    const now = await getFailover(db, f.id);
+    if (!now || now.endedAt || now.goal === 'stopped' || now.goal === 'reverted') {
+      await addStep(db, f.id, 'wait-ready', 'skipped', 'stop asked during boot');
+      return;
+    }
+    const left = deadline - Date.now();
+    if (left <= 0) throw new Error(`the guest did not answer ${spec.readyProbes.map(describeProbe).join(' or ')} within ${rt.ctx.config.failover.readyTimeoutSeconds} s`);
+    const r = await rt.driver.waitReady(workDir, spec.readyProbes, Math.min(ReadySliceMs, left));
+    if (r.ready) {
+      const readyAt = new Date();
+      let shot = 'no screenshot';
+      try {
+        const png = await rt.driver.screenshot(workDir);
+        await saveScreenshot(db, f.id, png);
+        shot = `screenshot ${png.length} bytes`;
+      } catch (err) {
+        shot = `no screenshot: ${reasonOf(err)}`;
+      }
+      await db.transaction(async (tx) => {
+        await addStep(tx, f.id, 'wait-ready', 'done', `${r.detail}; ${shot}`);
+        await setFailoverState(tx, f.id, f.kind === 'test' ? 'ready' : 'running', { readyAt });
+      });
+      return;
+    }
+    const status = await rt.driver.status(workDir);
+    if (status.state === 'failed' || status.state === 'stopped') throw new Error(`qemu ended during boot: ${status.reason ?? status.state}`);
+  }
+};
+
+const commit: Step = async (rt, f) => {
+  const { db } = rt.ctx;
+  await db.transaction(async (tx) => {
+    await setFailoverState(tx, f.id, 'committing');
+    await addStep(tx, f.id, 'commit', 'started', 'block-stream of every disk from its export into its overlay');
+  });
+  await rt.driver.commit(workDirOf(rt, f.id));
+  await releaseExports(rt, f);
+  await db.transaction(async (tx) => {
+    await addStep(tx, f.id, 'commit', 'done', 'the VM no longer reads the replica; its point is released');
+    await setFailoverState(tx, f.id, 'committed');
+  });
+};
+
+const teardown: Step = async (rt, f) => {
+  const { db } = rt.ctx;
+  const end = f.state === 'failed' ? 'failed' : f.goal === 'reverted' ? 'reverted' : 'stopped';
+  if (f.state !== 'failed') await setFailoverState(db, f.id, 'stopping');
+  await addStep(db, f.id, 'stop', 'started');
+  const workDir = workDirOf(rt, f.id);
+  await rt.driver.stop(workDir, { graceful: false });
+  await rt.driver.cleanup(workDir);
+  await releaseExports(rt, f);
+  await db.transaction(async (tx) => {
+    await addStep(tx, f.id, 'stop', 'done', 'qemu ended; overlays, seeds and sockets deleted; exports closed; point released');
+    await setFailoverState(tx, f.id, end, { endedAt: new Date() });
+  });
+};
+
+/** Closes the failover's exports and releases its point. */
+async function releaseExports(rt: HostRuntime, f: FailoverRow): Promise<void> {
+  const current = (await getFailover(rt.ctx.db, f.id)) ?? f;
+  if (current.pointId !== null) {
+    for (const d of current.fork) await rt.dropExport(exportName(current, current.pointId, d.disk));
+    await unpinPoint(rt.ctx.db, current.pointId, f.id);
+  }
+}
+
+function describeProbe(p: ReadyProbe): string {
+  return p.kind === 'guest-agent' ? 'the guest agent' : p.kind === 'console' ? `console /${p.pattern}/` : `TCP ${p.host}:${p.port}`;
+}
+
+/** One line for the failover's record: the user-facing message, else the error's own message. */
+function reasonOf(err: unknown): string {
+  return userMessage(err) ?? (err instanceof Error ? err.message : String(err));
+}

@@ -1,0 +1,134 @@
+/**
+ * The failover API's refusals and isolation, with the real service, catalog, Redis and failover
+ * host: another tenant's credentials see nothing (404 as if absent), a viewer cannot act, bad input is
+ * one clear 4xx with the state unchanged, the verbs of one kind are refused on the other, a repeated
+ * Idempotency-Key returns the first failover, and the VM's hardware is validated before it is stored.
+ * The one VM here is a small data disk with nothing to boot: its failovers are stopped at once.
+ */
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { referee } from '../helpers.js';
+import { FailoverScenario } from './failover-harness.js';
+
+const hasQemu = (() => {
+  try {
+    execFileSync('qemu-system-x86_64', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    console.warn('skipping the failover API tests: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)');
+    return false;
+  }
+})();
+
+describe.skipIf(!hasQemu)('failover API', () => {
+  let s: FailoverScenario;
+  let other: string;
+  let viewer: string;
+  let admin: string;
+
+  beforeAll(async () => {
+    s = await FailoverScenario.start();
+    const disk = join(s.env.dir, 'db01.vhdx');
+    await referee('qemu-img', ['create', '-q', '-f', 'vhdx', disk, '16M']);
+    await referee('qemu-io', ['-c', 'write -P 0x5a 0 1M', disk]);
+    await s.protect('db01', [disk]);
+    await s.replicate();
+    expect((await s.api('POST', '/v1/tenants', { name: 'globex' })).status).toBe(201);
+    other = await s.tenantToken('tenant-admin', 'globex');
+    viewer = await s.tenantToken('tenant-viewer', 'acme');
+    admin = await s.tenantToken('tenant-admin', 'acme');
+    // Ready never comes for a disk with nothing to boot; the tests stop what they start.
+    const hw = await s.api('PUT', '/v1/tenants/acme/vms/db01/hardware', { firmware: 'bios', cpus: 1, memoryMiB: 128, guestOs: 'other', readyProbes: [{ kind: 'console', pattern: 'never-printed' }] });
+    expect(hw.status, JSON.stringify(hw.body)).toBe(200);
+  }, 120_000);
+
+  afterAll(async () => {
+    await s?.stop();
+  }, 120_000);
+
+  const stopAll = async () => {
+    for (const f of (await s.api<{ failovers: { id: string; kind: string }[] }>('GET', '/v1/failovers?active=true')).body.failovers) {
+      await s.api('POST', `/v1/failovers/${f.id}/${f.kind === 'test' ? 'stop' : 'revert'}`, {});
+      await s.waitFor(f.id, (r) => r.endedAt !== null, 120_000);
+    }
+  };
+
+  it('answers another tenant 404 for the VM, its failovers and their screenshots, as if they did not exist', async () => {
+    const mine = await s.api('POST', '/v1/tenants/acme/vms/db01/failovers', { kind: 'test' }, admin);
+    expect(mine.status, JSON.stringify(mine.body)).toBe(202);
+    const id = mine.body.id;
+    for (const [method, path] of [
+      ['POST', '/v1/tenants/acme/vms/db01/failovers'], ['GET', '/v1/tenants/acme/vms/db01/failovers'], ['GET', '/v1/tenants/acme/failovers'],
+      ['GET', `/v1/tenants/acme/failovers/${id}`], ['GET', `/v1/tenants/acme/failovers/${id}/screenshot.png`], ['POST', `/v1/tenants/acme/failovers/${id}/stop`],
+      ['GET', '/v1/tenants/acme/vms/db01/hardware'], ['PUT', '/v1/tenants/acme/vms/db01/hardware'],
+      ['GET', `/v1/tenants/globex/failovers/${id}`], ['POST', `/v1/tenants/globex/failovers/${id}/stop`], ['POST', '/v1/tenants/globex/vms/db01/failovers'],
+    ] as const) {
+      const r = await s.api(method, path, method === 'GET' ? undefined : { kind: 'test' }, other);
+      expect(r.status, `${method} ${path}: ${JSON.stringify(r.body)}`).toBe(404);
+    }
+    // The hoster-wide routes are not for tenant roles.
+    expect((await s.api('GET', `/v1/failovers/${id}`, undefined, other)).status).toBe(403);
+    expect((await s.api('GET', '/v1/failovers', undefined, admin)).status).toBe(403);
+    // Still running for its own tenant.
+    expect((await s.api('GET', `/v1/tenants/acme/failovers/${id}`, undefined, admin)).body.endedAt).toBeNull();
+    await stopAll();
+  }, 300_000);
+
+  it('lets a viewer read but not act', async () => {
+    expect((await s.api('GET', '/v1/tenants/acme/vms/db01/failovers', undefined, viewer)).status).toBe(200);
+    const r = await s.api('POST', '/v1/tenants/acme/vms/db01/failovers', { kind: 'test' }, viewer);
+    expect(r.status).toBe(403);
+    expect((await s.api<{ failovers: unknown[] }>('GET', '/v1/failovers?active=true')).body.failovers).toEqual([]);
+  });
+
+  it('refuses bad input with one clear 4xx and changes nothing', async () => {
+    const cases: [unknown, number, RegExp][] = [
+      [{ kind: 'drill' }, 400, /body\.kind/],
+      [{ kind: 'test', point: 'yesterday' }, 400, /latest, latest-consistent or a point id/],
+      [{ kind: 'test', point: '999999' }, 404, /no recovery point 999999/],
+      [{ kind: 'unplanned', point: 'latest-consistent' }, 409, /no application-consistent recovery point/],
+      [{ kind: 'planned' }, 422, /command channel/],
+      [{ kind: 'test', extra: 1 }, 400, /body/],
+    ];
+    for (const [body, status, message] of cases) {
+      const r = await s.api<{ error: { message: string } }>('POST', '/v1/tenants/acme/vms/db01/failovers', body);
+      expect(r.status, JSON.stringify(r.body)).toBe(status);
+      expect(r.body.error.message).toMatch(message);
+      expect(r.body.error.message).not.toMatch(/\n|at .*\.ts/);
+    }
+    const none = await s.api<{ error: { message: string } }>('POST', '/v1/tenants/acme/vms/nosuch/failovers', { kind: 'test' });
+    expect(none.status).toBe(404);
+    expect((await s.api('GET', '/v1/failovers/fo-nosuch')).status).toBe(404);
+    expect((await s.api('POST', '/v1/failovers/fo-nosuch/commit', {})).status).toBe(404);
+    const hw = await s.api<{ error: { message: string } }>('PUT', '/v1/tenants/acme/vms/db01/hardware', { firmware: 'bios', secureBoot: true, cpus: 1, memoryMiB: 128, guestOs: 'linux' });
+    expect(hw.status).toBe(400);
+    expect(hw.body.error.message).toMatch(/secureBoot needs firmware uefi/);
+    const disk = await s.api<{ error: { message: string } }>('PUT', '/v1/tenants/acme/vms/db01/hardware', { firmware: 'bios', cpus: 1, memoryMiB: 128, guestOs: 'linux', disks: { nodisk: { bus: 'virtio', order: 0 } } });
+    expect(disk.status).toBe(400);
+    expect(disk.body.error.message).toMatch(/no disk nodisk/);
+    expect((await s.api<{ failovers: unknown[] }>('GET', '/v1/failovers')).body.failovers).toHaveLength(1);
+  });
+
+  it('returns the first failover for a repeated Idempotency-Key, and refuses the verbs of the other kind', async () => {
+    const headers = { 'idempotency-key': 'drill-2026-12-07' };
+    const call = () => fetch(`${s.svc.apiUrl}/v1/tenants/acme/vms/db01/failovers`, {
+      method: 'POST', headers: { ...headers, authorization: `Bearer ${admin}`, 'content-type': 'application/json' }, body: JSON.stringify({ kind: 'unplanned', point: 'latest' }),
+    });
+    const first = await call();
+    expect(first.status).toBe(202);
+    const second = await call();
+    expect(second.status).toBe(200);
+    const [a, b] = [(await first.json()) as { id: string }, (await second.json()) as { id: string }];
+    expect(b.id).toBe(a.id);
+    // A second real failover of the VM is refused while this one lives.
+    const another = await s.api<{ error: { message: string } }>('POST', '/v1/tenants/acme/vms/db01/failovers', { kind: 'unplanned', point: 'latest' });
+    expect(another.status).toBe(409);
+    expect(another.body.error.message).toMatch(new RegExp(`already has a failover ${a.id}`));
+    expect((await s.api('POST', `/v1/failovers/${a.id}/stop`, {})).status).toBe(409);
+    await stopAll();
+    const ended = await s.api('GET', `/v1/failovers/${a.id}`);
+    expect(ended.body.state).toBe('reverted');
+    expect((await s.api('POST', `/v1/failovers/${a.id}/commit`, {})).status).toBe(409);
+  }, 300_000);
+});

@@ -1,0 +1,125 @@
+/**
+ * The failover engine's whole path for tests: the service (real PostgreSQL catalog in a fresh schema,
+ * real Redis with this run's own queue and lock prefixes, VHDX replicas) with its embedded failover
+ * host (our NBD server, the real qemu driver), a tenant, an agent enrolled by its own code and run
+ * in-process, merges by Merger (no timers). `restart()` stops the service process's part (API, host,
+ * exports) and starts it again on the same data: the VMs it started keep running.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import pino from 'pino';
+import { enroll } from '../../agent/enroll/enroll.js';
+import { silentLogger } from '../../agent/replicate/context.js';
+import { Replicator } from '../../agent/replicate/engine.js';
+import { engineContext } from '../../agent/replicate/from-state.js';
+import type { VmConfig } from '../../agent/state/schema.js';
+import { AgentState } from '../../agent/state/store.js';
+import type { FailoverReport } from '../../service/failover/report.js';
+import type { RunningService } from '../../service/runner.js';
+import { startService } from '../../service/runner.js';
+import { signApiToken } from '../../service/trust/tokens.js';
+import { Merger } from '../../service/workers/merger.js';
+import type { HttpResult, TestEnv } from '../service/helpers.js';
+import { operator, testEnv } from '../service/helpers.js';
+
+export class FailoverScenario {
+  private constructor(
+    readonly env: TestEnv,
+    public svc: RunningService,
+    public merger: Merger,
+    readonly state: AgentState,
+    readonly hostDir: string,
+    private readonly redis: Redis,
+    private readonly prefix: string,
+  ) {}
+
+  static async start(tenant = 'acme'): Promise<FailoverScenario> {
+    // A short directory: qemu's and the NBD server's unix sockets live under it (108-byte limit).
+    const hostDir = await mkdtemp(join(tmpdir(), 'lbfo-'));
+    const hostName = `t${randomBytes(4).toString('hex')}`;
+    const env = await testEnv((c) => {
+      c.replicaFormat = 'vhdx';
+      c.failover = { host: { name: hostName, dir: hostDir, cpus: 32, memoryMiB: 32768 }, readyTimeoutSeconds: 900 };
+    });
+    const prefix = `lbt-${env.schema}`;
+    const redis = new Redis('redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
+    const svc = await FailoverScenario.startSvc(env, prefix);
+    const merger = new Merger(svc.ctx, redis, prefix);
+    must(await operator(svc, 'POST', '/v1/tenants', { name: tenant }), 'create tenant');
+    must(await operator(svc, 'POST', `/v1/tenants/${tenant}/authorizations`, { pattern: `*.${tenant}.test` }), 'allow');
+    const token = (await operator<{ token: string }>(svc, 'POST', `/v1/tenants/${tenant}/tokens`, {})).body.token;
+    const state = new AgentState(join(env.dir, 'agent'));
+    await enroll(state, { serviceUrl: svc.agentUrl, token, serverName: `hv01.${tenant}.test` });
+    return new FailoverScenario(env, svc, merger, state, hostDir, redis, prefix);
+  }
+
+  private static startSvc(env: TestEnv, prefix: string): Promise<RunningService> {
+    return startService(env.config, {
+      apiPort: 0, workers: false, log: pino({ level: process.env.LIFEBOAT_TEST_LOG ?? 'silent' }), enqueue: async () => undefined,
+      failoverHost: true, failoverQueuePrefix: prefix, lockPrefix: prefix,
+    });
+  }
+
+  /** Stops this process's service and failover host and starts them again; VMs keep running. */
+  async restart(): Promise<void> {
+    await this.svc.stop();
+    this.svc = await FailoverScenario.startSvc(this.env, this.prefix);
+    this.merger = new Merger(this.svc.ctx, this.redis, this.prefix);
+  }
+
+  async stop(): Promise<void> {
+    this.redis.disconnect();
+    await this.svc.stop();
+    await this.env.cleanup();
+    await rm(this.hostDir, { recursive: true, force: true });
+  }
+
+  async protect(vm: string, disks: string[], settings: Partial<VmConfig> = {}): Promise<void> {
+    await this.state.writeConfig({
+      version: 1, name: vm, disks: disks.map((path, i) => ({ id: `disk${i}`, path })), frequencyMs: 30_000, history: 24, appConsistentEveryMs: null,
+      preSnapshot: null, postSnapshot: null, compression: 'zstd', initial: { mode: 'network' }, startAt: null, bandwidthBytesPerSec: null,
+      paused: false, createdAt: new Date().toISOString(), ...settings,
+    });
+  }
+
+  /** One agent cycle over every VM, then every merge it made due. */
+  async replicate(): Promise<void> {
+    const results = await new Replicator({ ...(await engineContext(this.state, silentLogger)) }).runOnce();
+    for (const r of results) if (r.outcome === 'failed') throw new Error(`agent cycle of ${r.vm}: ${r.outcome} ${r.error ?? ''}`);
+    while ((await this.merger.merge()) > 0) { /* until nothing is pending */ }
+  }
+
+  api<T = FailoverReport>(method: string, path: string, body?: unknown, token?: string): Promise<HttpResult<T>> {
+    return operator<T>(this.svc, method, path, body, token);
+  }
+
+  /** A token of a tenant role. */
+  tenantToken(role: 'tenant-admin' | 'tenant-viewer', tenant: string): Promise<string> {
+    return signApiToken(this.svc.ctx.signer, { role, tenant, sub: `${role}@${tenant}` }, 3600);
+  }
+
+  /** Polls the report until pred holds (or the failover ended otherwise); returns the last report. */
+  async waitFor(id: string, pred: (r: FailoverReport) => boolean, timeoutMs: number): Promise<FailoverReport> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const r = must(await this.api('GET', `/v1/failovers/${id}`), `failover ${id}`);
+      if (pred(r.body)) return r.body;
+      if (r.body.endedAt !== null) throw new Error(`failover ${id} ended as ${r.body.state} (${r.body.error ?? 'no error'}): ${JSON.stringify(r.body.steps)}`);
+      if (Date.now() > deadline) throw new Error(`failover ${id} still ${r.body.state} after ${timeoutMs} ms: ${JSON.stringify(r.body.steps)}`);
+      await new Promise((res) => setTimeout(res, 1000));
+    }
+  }
+
+  workDir(id: string): string {
+    return join(this.hostDir, 'vms', id);
+  }
+}
+
+/** The result of a call that must succeed (2xx), else an error with its body. */
+export function must<T>(r: HttpResult<T>, what: string): HttpResult<T> {
+  if (r.status >= 300) throw new Error(`${what}: HTTP ${r.status} ${JSON.stringify(r.body)}`);
+  return r;
+}
