@@ -51,7 +51,7 @@ export async function transmission(session: Session, socket: Duplex, reader: Byt
   let reading = 0;
   let ahead = 0;
   const pump = () => {
-    while (queue.length > 0 && reading < MaxRunsInFlight && (ahead === 0 || ahead < WriteAheadBytes)) {
+    while (queue.length > 0 && reading < MaxRunsInFlight && ahead < WriteAheadBytes) {
       const run = takeRun(queue);
       const bytes = run[run.length - 1]!.offset + run[run.length - 1]!.length - run[0]!.offset;
       reading++;
@@ -104,6 +104,8 @@ export async function transmission(session: Session, socket: Duplex, reader: Byt
     }
   } catch (err) {
     if (!(err instanceof ConnectionEnded)) throw err;
+    // Nobody is left to read the replies of READs still waiting: they are dropped, not read.
+    done(queue.splice(0).length);
   } finally {
     while (inFlight > 0) await new Promise<void>((r) => { wake = r; });
   }
