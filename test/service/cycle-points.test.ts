@@ -213,6 +213,24 @@ describe('recovery points at one VM cycle', () => {
     for (const d of Disks) expect((await exported(point!.id, d)).equals(sources.get(d)!)).toBe(true);
   });
 
+  it('holds a full base back while a point of the VM is pinned, so the pinned layers stay', async () => {
+    const [point] = await h.svc.ctx.db.query<{ id: number }>(`SELECT id FROM recovery_points WHERE tenant = 'acme' AND vm = 'web'`);
+    await pinPoint(h.svc.ctx.db, point!.id, 'failover-3');
+    const before = await stateOf('d0');
+    const source = sources.get('d0')!;
+    agent.cycle = { id: 20, capturedMs: capturedMs(20) };
+    scribble(source, [[0, MiB]]);
+    await agent.commitBase('d0', 2, 'full', source, [[{ offset: 0, length: source.length, kind: 'data' }]]);
+    await h.merger.merge();
+    expect(await stateOf('d0')).toMatchObject({ layers: before.layers, points: before.points });
+    for (const d of Disks) expect((await exported(point!.id, d)).length).toBe(4 * MiB);
+    await unpinPoint(h.svc.ctx.db, point!.id, 'failover-3');
+    await h.merger.merge();
+    const after = await stateOf('d0');
+    expect(after).toMatchObject({ layers: ['base-g2.vhdx'], points: [], appliedCycle: 20 });
+    expect((await agent.replica('d0')).equals(source)).toBe(true);
+  });
+
   it('refuses a log whose header names another cycle than its commit', async () => {
     const other = new SimAgent(h.svc, await enrolledAgent(h.svc, 'beta', '*', 'hv2.beta.example'), 'solo');
     await other.register([{ id: 'd0', virtualSize: MiB }]);
@@ -221,10 +239,20 @@ describe('recovery points at one VM cycle', () => {
     await other.commitBase('d0', 1, 'full', source, [scribble(source, [[0, 4096]])]);
     const bytes = await other.sealed('d0', 1, 1, source, scribble(source, [[8192, 4096]]));
     other.cycle = { id: 6, capturedMs: capturedMs(6) };
-    await other.commitLog('d0', 1, bytes);
+    const committed = await other.commitLog('d0', 1, bytes);
     await h.merger.merge();
     const state = await other.diskState('d0');
     expect(state).toMatchObject({ state: 'resync_required' });
     expect(String(state.resyncReason)).toContain('log is cycle 5, expected cycle 6: replayed under another name');
+
+    // A commit names both the cycle and its capture time or neither; a repeat naming another cycle is refused.
+    const obj = await other.upload('d0', { kind: 'log', generation: 1, sequence: 2 }, bytes);
+    const half = await other.call('POST', '/v1/vms/solo/disks/d0/commits', { generation: 1, sequence: 2, ...obj, consistency: 'crash', cycle: 7 });
+    expect(half.status).toBe(400);
+    expect(half.body.error?.message).toMatch(/cycle and capturedAt come together/);
+    const { status: _s, ...first } = committed;
+    const repeat = await other.call('POST', '/v1/vms/solo/disks/d0/commits', { generation: 1, sequence: 1, ...first, consistency: 'crash', cycle: 7, capturedAt: new Date().toISOString() });
+    expect(repeat.status).toBe(409);
+    expect(repeat.body.error?.reason).toBe('commit_differs');
   });
 });
