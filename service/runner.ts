@@ -31,9 +31,8 @@ export interface StartOptions {
   enqueue?: EnqueueMerge | undefined;
   /** Run a failover host here (default: config.failover.embeddedHost; needs Redis). */
   failoverHost?: boolean | undefined;
-  /** BullMQ prefix of the failover queues and lock prefix (tests sharing one Redis). */
-  failoverQueuePrefix?: string | undefined;
-  lockPrefix?: string | undefined;
+  /** The API can start failovers (queues on Redis) even when no host runs here (default: when Redis is used). */
+  failoverApi?: boolean | undefined;
 }
 
 export interface RunningService {
@@ -57,7 +56,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     let failoverQueues: FailoverQueues | undefined;
     // Tests that pass their own enqueue run without Redis unless they ask for a failover host.
     const wantHost = options.failoverHost ?? (!enqueue && config.failover.embeddedHost);
-    if (!enqueue || wantHost) {
+    if (!enqueue || wantHost || options.failoverApi) {
       const redis = await connectRedis(config.redis.url);
       closers.push(async () => redis.disconnect());
       if (!enqueue) {
@@ -65,7 +64,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
         closers.push(() => queue!.close());
         enqueue = queue.enqueue;
       }
-      failoverQueues = createFailoverQueues(redis, options.failoverQueuePrefix);
+      failoverQueues = createFailoverQueues(redis);
       closers.push(() => failoverQueues!.close());
     }
     if (options.workers ?? config.embeddedWorkers) {
@@ -76,7 +75,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     let failoverHost: RunningHost | undefined;
     if (wantHost) {
       try {
-        failoverHost = await startFailoverHost(ctx, { queuePrefix: options.failoverQueuePrefix, lockPrefix: options.lockPrefix });
+        failoverHost = await startFailoverHost(ctx);
         closers.push(() => failoverHost!.stop());
       } catch (err) {
         // Replication goes on without failover on a machine without qemu; the reason is logged once.
@@ -86,7 +85,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     }
     let ready = false;
     const api = createAdaptorServer({ fetch: apiApp(ctx, () => ready, enqueue, failoverQueues).fetch }) as HttpServer;
-    const agent = await createAgentServer(ctx, enqueue);
+    const agent = await createAgentServer(ctx, enqueue, failoverQueues);
     const apiPort = await listen(api, options.apiPort ?? config.api.port, config.api.host);
     closers.push(() => closeServer(api));
     const agentPort = await listen(agent, options.agentPort ?? config.agentEndpoint.port, config.agentEndpoint.host);

@@ -117,13 +117,14 @@ export class Replicator {
           // A delta against the replica whenever the service holds one (existing copies, resync,
           // verification, re-protection after lost state); otherwise the whole disk.
           const delta = sd?.baseComplete === true;
-          await startBase(ctx, book, d.id, disks.get(d.id)!, delta ? 'delta' : 'full', sd?.generation ?? 0, { id: cycleId, capturedMs: ctx.now().getTime() });
+          const baseCycle = { id: cycleId, capturedMs: ctx.now().getTime() };
+          await startBase(ctx, book, d.id, disks.get(d.id)!, delta ? 'delta' : 'full', sd?.generation ?? 0, baseCycle);
           ctx.logger.info({ vm, disk: d.id, mode: book.progress.disks[d.id]!.initial.mode, generation: book.progress.disks[d.id]!.initial.generation }, 'base');
           if (book.progress.disks[d.id]!.initial.mode === 'delta') verified = true;
           baseBytes += book.progress.disks[d.id]!.initial.virtualSize;
           const othersReplicate = config.disks.some((x) => x.id !== d.id && book.progress.disks[x.id]?.initial.state === 'done');
           const deadline = ctx.boundBases && othersReplicate ? started.getTime() + config.frequencyMs / 2 : undefined;
-          sentBytes += await runBase(ctx, book, config, d.id, disks.get(d.id)!, deadline);
+          sentBytes += await runBase(ctx, book, config, d.id, disks.get(d.id)!, deadline, baseCycle);
         }
       }
 

@@ -51,16 +51,19 @@ export async function startBase(ctx: EngineContext, book: ProgressBook, diskId: 
 }
 
 /**
- * Sends (or resumes) the running base; returns the bytes sent. With a deadline (ctx.now() time in
+ * Sends (or resumes) the running base; returns the bytes sent. Chunks sealed now carry vmCycle (the
+ * engine's current cycle). With a deadline (ctx.now() time in
  * ms), no chunk is started after it: the base stays running, with the chunks done so far recorded,
  * and the next call resumes it.
  */
-export async function runBase(ctx: EngineContext, book: ProgressBook, config: VmConfig, diskId: string, disk: DiskImage, deadline?: number): Promise<number> {
+export async function runBase(ctx: EngineContext, book: ProgressBook, config: VmConfig, diskId: string, disk: DiskImage, deadline?: number, vmCycle?: VmCycle): Promise<number> {
   const vm = config.name;
   const ip = book.progress.disks[diskId]!.initial;
   const { generation, chunkSize, mode, virtualSize } = ip;
-  // Every chunk carries the cycle the base started in (none for a base an older agent began).
-  const baseCycle = typeof ip.cycle === 'number' && typeof ip.capturedMs === 'number' ? { cycle: ip.cycle, capturedMs: ip.capturedMs } : {};
+  // Every chunk carries the VM cycle it is read in (the engine's; else the one the base started in):
+  // a base read within one cycle is at that cycle, one read over several is at none (docs/formats/hrl.md).
+  const started = typeof ip.cycle === 'number' && typeof ip.capturedMs === 'number' ? { cycle: ip.cycle, capturedMs: ip.capturedMs } : {};
+  const baseCycle = vmCycle ? { cycle: vmCycle.id, capturedMs: vmCycle.capturedMs } : started;
   const committedCycle = baseCycle.cycle !== undefined ? { cycle: baseCycle.cycle, capturedAt: new Date(baseCycle.capturedMs).toISOString() } : {};
   const chunkCount = Math.max(1, Math.ceil(virtualSize / chunkSize));
   const mapPath = ctx.state.mapPath(vm, diskId, 'initial');

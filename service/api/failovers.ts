@@ -11,22 +11,26 @@
  *   GET  /v1/tenants/{t}/failovers/{id}/screenshot.png
  *   POST /v1/tenants/{t}/failovers/{id}/{stop|commit|revert}
  *   GET  /v1/tenants/{t}/vms/{vm}/hardware, PUT …      the VM's recorded configuration
+ *   POST /v1/tenants/{t}/vms/{vm}/nvram {path}          the VM's UEFI NVRAM, from a file on the service host (hoster)
  *   GET  /v1/failovers (?tenant=&active=), GET /v1/failovers/{id}, POST /v1/failovers/{id}/{action}
  *                                                      the same for hoster roles, by id alone
  */
+import { chmod, copyFile, mkdir, rename, stat } from 'node:fs/promises';
+import { dirname, isAbsolute } from 'node:path';
 import type { Context } from 'hono';
 import { Hono } from 'hono';
 import { z } from 'zod';
-import { LifeboatError } from '../../shared/errors.js';
+import { LifeboatError, userMessage } from '../../shared/errors.js';
 import type { FailoverRow } from '../catalog/failovers.js';
 import { getFailover, getVmHardware, latestScreenshot, listFailovers, putVmHardware } from '../catalog/failovers.js';
+import type { VmRow } from '../catalog/vms.js';
 import { getVm, listDisks } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';
 import { ErrForbidden, ErrNotFoundHere } from '../errors.js';
 import { changeGoal, requestFailover } from '../failover/engine.js';
 import type { FailoverQueues } from '../failover/queue.js';
 import { failoverReport } from '../failover/report.js';
-import { defaultHardware } from '../failover/spec.js';
+import { defaultHardware, vmNvramPath } from '../failover/spec.js';
 import { check, pathId, readJson } from '../http/json.js';
 import type { ApiClaims } from '../trust/tokens.js';
 
@@ -50,6 +54,32 @@ export const hardwareSchema = z.strictObject({
   disks: z.record(z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/), z.strictObject({ bus: z.enum(['virtio', 'scsi', 'sata', 'ide']), order: z.number().int().min(0).max(63) })).default({}),
   readyProbes: z.array(probeSchema).min(1).max(8).default([{ kind: 'guest-agent' }]),
 }).refine((h) => h.firmware === 'uefi' || !h.secureBoot, { message: 'secureBoot needs firmware uefi', path: ['secureBoot'] });
+
+export const nvramSchema = z.strictObject({
+  path: z.string().min(1).max(4096).refine(isAbsolute, 'must be an absolute path on the service host'),
+});
+
+/** Largest NVRAM file taken (OVMF's VARS are 128 KiB to 4 MiB). */
+const MaxNvramBytes = 64 << 20;
+
+/** Copies a UEFI VARS file from the service host into the VM's directory on its replica storage. */
+async function importNvram(vm: VmRow, path: string) {
+  let info;
+  try {
+    info = await stat(path);
+  } catch (err) {
+    throw new LifeboatError('invalid_argument', userMessage(err) ?? `${path}: cannot be read`);
+  }
+  if (!info.isFile()) throw new LifeboatError('invalid_argument', `${path}: not a regular file`);
+  if (info.size === 0 || info.size > MaxNvramBytes) throw new LifeboatError('invalid_argument', `${path}: ${info.size} bytes is not an OVMF VARS file (1 byte to 64 MiB)`);
+  const dest = vmNvramPath(vm);
+  await mkdir(dirname(dest), { recursive: true });
+  const tmp = `${dest}.tmp-${process.pid}`;
+  await copyFile(path, tmp);
+  await chmod(tmp, 0o600);
+  await rename(tmp, dest);
+  return { tenant: vm.tenant, vm: vm.name, path: dest, bytes: info.size };
+}
 
 const listQuery = z.strictObject({ tenant: z.string().optional(), active: z.enum(['true', 'false']).optional() });
 
@@ -140,6 +170,16 @@ export function failoverRoutes(ctx: ServiceContext, queues: () => FailoverQueues
     for (const id of Object.keys(body.disks)) if (!disks.has(id)) throw new LifeboatError('invalid_argument', `body.disks.${id}: VM ${vm} has no disk ${id}`);
     await putVmHardware(ctx.db, tenant, vm, { ...body, source: 'operator' });
     return c.json((await getVmHardware(ctx.db, tenant, vm))!);
+  });
+
+  r.post('/tenants/:tenant/vms/:vm/nvram', async (c) => {
+    hosterOnly(c);
+    const tenant = pathId(c, 'tenant');
+    const vmName = pathId(c, 'vm');
+    const vm = await getVm(ctx.db, tenant, vmName);
+    if (!vm) throw ErrNotFoundHere(`tenant ${tenant} has no VM ${vmName}`);
+    const { path } = await readJson(c, nvramSchema);
+    return c.json(await importNvram(vm, path), 201);
   });
 
   r.get('/failovers', async (c) => {

@@ -39,6 +39,7 @@ export interface FailoverRow {
   fork: ForkedDisk[];
   spec: Record<string, unknown>;
   warnings: string[];
+  network: unknown;
   error: string | null;
   idempotencyKey: string | null;
   requestedBy: string;
@@ -61,7 +62,7 @@ export interface FailoverStepRow {
 }
 
 const cols = `id, tenant, vm, kind, state, goal, point_request AS "pointRequest", point_id AS "pointId", cycle,
-  captured_at AS "capturedAt", host, vm_generation_id AS "vmGenerationId", fork, spec, warnings, error,
+  captured_at AS "capturedAt", host, vm_generation_id AS "vmGenerationId", fork, spec, warnings, network, error,
   idempotency_key AS "idempotencyKey", requested_by AS "requestedBy", plan_run_id AS "planRunId",
   requested_at AS "requestedAt", started_at AS "startedAt", ready_at AS "readyAt", ended_at AS "endedAt",
   expires_at AS "expiresAt", updated_at AS "updatedAt"`;
@@ -99,13 +100,13 @@ export async function listFailovers(db: Queryable, filter: { tenant?: string | u
 
 /** Moves a failover to a new state (and optional columns); the step row says why. */
 export async function setFailoverState(db: Queryable, id: string, state: FailoverState, extra: Partial<Pick<FailoverRow,
-  'pointId' | 'cycle' | 'capturedAt' | 'fork' | 'error' | 'startedAt' | 'readyAt' | 'endedAt' | 'warnings'>> = {}): Promise<void> {
+  'pointId' | 'cycle' | 'capturedAt' | 'fork' | 'error' | 'startedAt' | 'readyAt' | 'endedAt' | 'warnings' | 'network'>> = {}): Promise<void> {
   const sets = ['state = $2', 'updated_at = now()'];
   const params: unknown[] = [id, state];
   const col: Record<string, string> = { pointId: 'point_id', cycle: 'cycle', capturedAt: 'captured_at', fork: 'fork', error: 'error', startedAt: 'started_at',
-    readyAt: 'ready_at', endedAt: 'ended_at', warnings: 'warnings' };
+    readyAt: 'ready_at', endedAt: 'ended_at', warnings: 'warnings', network: 'network' };
   for (const [k, v] of Object.entries(extra)) {
-    params.push(k === 'fork' || k === 'warnings' ? JSON.stringify(v) : v);
+    params.push(k === 'fork' || k === 'warnings' || k === 'network' ? JSON.stringify(v) : v);
     sets.push(`${col[k]} = $${params.length}`);
   }
   await db.query(`UPDATE failovers SET ${sets.join(', ')} WHERE id = $1`, params);

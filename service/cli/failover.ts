@@ -10,6 +10,7 @@
  *   failover wait ID [--for ready|ended] [--timeout 15m]                 waits, printing each step
  *   failover hardware VM --tenant T [--firmware …] [--cpus N] …         the VM's recorded configuration
  */
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import pino from 'pino';
 import { printJson } from '../../shared/cli/run.js';
@@ -108,10 +109,12 @@ export function registerFailover(program: Command): void {
     .option('--firmware <bios|uefi>').option('--secure-boot <on|off>').option('--cpus <n>').option('--memory <MiB>').option('--guest-os <linux|windows|other>')
     .option('--disk <id=bus[:order]...>', 'a disk\'s bus and boot order, e.g. d0=virtio:0 (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--ready <probe...>', 'readiness probes: guest-agent, console:REGEX, tcp:HOST:PORT (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--nvram <file>', 'the VM\'s UEFI NVRAM (OVMF VARS file on this host): failovers boot with its boot entries')
     .option('--json', 'print JSON')
-    .action(async (vm: string, opts: Opts & { tenant: string; firmware?: string; secureBoot?: string; cpus?: string; memory?: string; guestOs?: string; disk: string[]; ready: string[] }) => {
+    .action(async (vm: string, opts: Opts & { tenant: string; firmware?: string; secureBoot?: string; cpus?: string; memory?: string; guestOs?: string; disk: string[]; ready: string[]; nvram?: string }) => {
       const api = await apiClient(opts.config);
       const path = `/v1/tenants/${seg(opts.tenant)}/vms/${seg(vm)}/hardware`;
+      if (opts.nvram) await api.call('POST', `/v1/tenants/${seg(opts.tenant)}/vms/${seg(vm)}/nvram`, { path: resolve(opts.nvram) });
       const current = await api.call<Record<string, unknown>>('GET', path);
       const changed = opts.firmware || opts.secureBoot || opts.cpus || opts.memory || opts.guestOs || opts.disk.length || opts.ready.length;
       let out = current;

@@ -14,7 +14,8 @@
  * Failure codes: any step that fails marks the failover failed with its reason (qemu's log when qemu
  * died), then the teardown runs, so a failed failover leaves nothing behind.
  */
-import { mkdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -22,7 +23,7 @@ import { userMessage } from '../../shared/errors.js';
 import type { FailoverRow, ForkedDisk } from '../catalog/failovers.js';
 import { addStep, getFailover, saveScreenshot, setFailoverState } from '../catalog/failovers.js';
 import { pinPoint, unpinPoint } from '../catalog/pins.js';
-import { listDisks } from '../catalog/vms.js';
+import { getVm, listDisks } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';
 import { mergeJobId } from '../queue.js';
 import { readState } from '../replication/replica.js';
@@ -31,11 +32,16 @@ import type { DiskLock } from '../workers/lock.js';
 import { acquireLock } from '../workers/lock.js';
 import type { FailoverDriver, FailoverNic, ReadyProbe } from './drivers/types.js';
 import { exportName } from './exports.js';
-import { writeSeeds } from './seed.js';
+import type { NicPlan } from './network/mappings.js';
+import { compareIntent, parseGuestAgentInterfaces, parseGuestNetwork } from './network/readback.js';
+import { NetworkPlanFile, writeSeeds } from './seed.js';
 import type { FailoverSpec } from './spec.js';
+import { vmNvramPath } from './spec.js';
 
 /** How long a latest point waits for every disk to reach one cycle. */
 export const CutPointTimeoutMs = 120_000;
+/** How long read-back waits for the guest's console report after ready. */
+const ReadBackWaitMs = 120_000;
 /** waitReady is asked in slices this long, so a stop asked during boot is seen. */
 const ReadySliceMs = 3000;
 
@@ -134,11 +140,14 @@ const prepare: Step = async (rt, f) => {
   const workDir = workDirOf(rt, f.id);
   await mkdir(workDir, { recursive: true, mode: 0o700 });
   const seeds = await writeSeeds(workDir, f, spec);
+  const vm = await getVm(db, f.tenant, f.vm);
+  const nvram = vm && spec.hardware.firmware === 'uefi' ? vmNvramPath(vm) : undefined;
   await rt.driver.prepare({
     failoverId: f.id, workDir, name: `lifeboat-${f.id}-${f.vm}`.slice(0, 60), hardware: spec.hardware, vmGenerationId: f.vmGenerationId,
     disks: fork.map((d) => ({ id: d.disk, bus: d.bus as FailoverSpec['disks'][number]['bus'], virtualSize: d.virtualSize, nbd: { socket: rt.nbdSocket, exportName: exportName(f, pid, d.disk) } })),
     nics: spec.nics.map((n): FailoverNic => ({ mac: n.mac, model: n.model, attachment: { kind: 'isolated', runId: f.kind === 'test' ? f.id : `${f.tenant}.${f.vm}`, group: f.kind } })),
     seeds: seeds.paths,
+    ...(nvram && existsSync(nvram) ? { nvramSource: nvram } : {}),
   });
   await db.transaction(async (tx) => {
     await addStep(tx, f.id, 'prepare', 'done', `point ${pointId}; ${fork.length} disk(s) exported; seeds: ${seeds.describe}`);
@@ -198,7 +207,7 @@ const boot: Step = async (rt, f) => {
     if (left <= 0) throw new Error(`the guest did not answer ${spec.readyProbes.map(describeProbe).join(' or ')} within ${rt.ctx.config.failover.readyTimeoutSeconds} s`);
     const r = await rt.driver.waitReady(workDir, spec.readyProbes, Math.min(ReadySliceMs, left));
     if (r.ready) {
-      const readyAt = new Date();
+      const answeredAt = Date.now();
       let shot = 'no screenshot';
       try {
         const png = await rt.driver.screenshot(workDir);
@@ -207,16 +216,47 @@ const boot: Step = async (rt, f) => {
       } catch (err) {
         shot = `no screenshot: ${reasonOf(err)}`;
       }
+      const readyAt = new Date();
+      const state = f.kind === 'test' ? 'ready' : 'running';
       await db.transaction(async (tx) => {
-        await addStep(tx, f.id, 'wait-ready', 'done', `${r.detail}; ${shot}`);
-        await setFailoverState(tx, f.id, f.kind === 'test' ? 'ready' : 'running', { readyAt });
+        await addStep(tx, f.id, 'wait-ready', 'done', `${r.detail}; ready recorded ${readyAt.getTime() - answeredAt} ms after the probe answered; ${shot}`);
+        await setFailoverState(tx, f.id, state, { readyAt });
       });
+      await readBack(rt, f, state);
       return;
     }
     const status = await rt.driver.status(workDir);
     if (status.state === 'failed' || status.state === 'stopped') throw new Error(`qemu ended during boot: ${status.reason ?? status.state}`);
   }
 };
+
+/**
+ * Read back, don't assume: what the guest reports of its network (its console report, else its
+ * guest agent) beside the plan, every difference named in the report and as a warning. Once, right
+ * after ready; a failover whose guest says nothing is marked unverified, not failed.
+ */
+async function readBack(rt: HostRuntime, f: FailoverRow, state: 'ready' | 'running'): Promise<void> {
+  const spec = f.spec as unknown as FailoverSpec;
+  if (!rt.driver.guestNetwork || spec.nics.length === 0) return;
+  const { db } = rt.ctx;
+  const workDir = workDirOf(rt, f.id);
+  await addStep(db, f.id, 'read-back', 'started', 'the guest\'s addresses, routes and DNS beside the plan');
+  const { plan } = JSON.parse(await readFile(join(workDir, NetworkPlanFile), 'utf8')) as { plan: NicPlan[] };
+  const report = await rt.driver.guestNetwork(workDir, ReadBackWaitMs);
+  if (!report) {
+    await setFailoverState(db, f.id, state, { network: { plan, source: null, comparison: null } });
+    await addStep(db, f.id, 'read-back', 'skipped', 'the guest reported nothing (no console report, no guest agent): its network is unverified');
+    return;
+  }
+  const observed = report.source === 'console' ? parseGuestNetwork(report.texts) : parseGuestAgentInterfaces(report.interfaces);
+  const comparison = compareIntent(plan, observed);
+  const now = (await getFailover(db, f.id)) ?? f;
+  const warnings = comparison.differences.map((d) => `network ${d.mac}: ${d.detail}`);
+  await setFailoverState(db, f.id, state, { network: { plan, source: report.source, comparison }, warnings: [...now.warnings, ...warnings] });
+  await addStep(db, f.id, 'read-back', 'done', comparison.ok
+    ? `from the ${report.source}: as planned${comparison.unchecked.length ? ` (not checked: ${comparison.unchecked.join('; ')})` : ''}`
+    : `from the ${report.source}: ${comparison.differences.length} difference(s): ${warnings.join('; ')}`);
+}
 
 const commit: Step = async (rt, f) => {
   const { db } = rt.ctx;

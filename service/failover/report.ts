@@ -39,6 +39,8 @@ export interface FailoverReport {
   hardware: unknown;
   steps: ReportStep[];
   screenshot: { takenAt: string; bytes: number; path: string } | null;
+  /** The IP plan (intent, each value with its origin) beside what the guest reported (result). */
+  network: unknown;
   warnings: string[];
   error: string | null;
 }
@@ -80,6 +82,7 @@ export async function failoverReport(db: Queryable, f: FailoverRow, screenshotPa
     hardware: (f.spec as { hardware?: unknown }).hardware ?? null,
     steps,
     screenshot: shot ? { takenAt: shot.takenAt.toISOString(), bytes: shot.png.length, path: screenshotPath } : null,
+    network: f.network ?? null,
     warnings: f.warnings, error: f.error,
   };
 }

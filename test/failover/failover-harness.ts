@@ -1,10 +1,13 @@
 /**
  * The failover engine's whole path for tests: the service (real PostgreSQL catalog in a fresh schema,
- * real Redis with this run's own queue and lock prefixes, VHDX replicas) with its embedded failover
- * host (our NBD server, the real qemu driver), a tenant, an agent enrolled by its own code and run
- * in-process, merges by Merger (no timers). `restart()` stops the service process's part (API, host,
- * exports) and starts it again on the same data: the VMs it started keep running.
+ * a Redis database of its own, VHDX replicas) with its embedded failover host (our NBD server, the
+ * real qemu driver) or, with externalHost, a `lifeboat-service failover-host` process of its own; a
+ * tenant, an agent enrolled by its own code and run in-process, merges by Merger (no timers).
+ * `restart()` stops the service process's part (API, host, exports) and starts it again on the same
+ * data: the VMs it started keep running.
  */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -23,7 +26,9 @@ import { startService } from '../../service/runner.js';
 import { signApiToken } from '../../service/trust/tokens.js';
 import { Merger } from '../../service/workers/merger.js';
 import type { HttpResult, TestEnv } from '../service/helpers.js';
-import { operator, testEnv } from '../service/helpers.js';
+import { claimRedisDb, operator, testEnv } from '../service/helpers.js';
+
+const serviceBin = join(import.meta.dirname, '..', '..', 'bin', 'lifeboat-service.js');
 
 export class FailoverScenario {
   private constructor(
@@ -33,47 +38,63 @@ export class FailoverScenario {
     readonly state: AgentState,
     readonly hostDir: string,
     private readonly redis: Redis,
-    private readonly prefix: string,
+    private readonly redisDb: { url: string; drop(): Promise<void> },
+    private readonly options: { externalHost: boolean },
   ) {}
 
-  static async start(tenant = 'acme'): Promise<FailoverScenario> {
+  static async start(options: { tenant?: string; externalHost?: boolean } = {}): Promise<FailoverScenario> {
+    const tenant = options.tenant ?? 'acme';
     // A short directory: qemu's and the NBD server's unix sockets live under it (108-byte limit).
     const hostDir = await mkdtemp(join(tmpdir(), 'lbfo-'));
     const hostName = `t${randomBytes(4).toString('hex')}`;
+    const redisDb = await claimRedisDb();
     const env = await testEnv((c) => {
       c.replicaFormat = 'vhdx';
+      c.redis = { url: redisDb.url };
       c.failover = { host: { name: hostName, dir: hostDir, cpus: 32, memoryMiB: 32768 }, readyTimeoutSeconds: 900 };
     });
-    const prefix = `lbt-${env.schema}`;
-    const redis = new Redis('redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
-    const svc = await FailoverScenario.startSvc(env, prefix);
-    const merger = new Merger(svc.ctx, redis, prefix);
+    const redis = new Redis(redisDb.url, { maxRetriesPerRequest: null });
+    const opts = { externalHost: options.externalHost ?? false };
+    const svc = await FailoverScenario.startSvc(env, opts);
+    const merger = new Merger(svc.ctx, redis);
     must(await operator(svc, 'POST', '/v1/tenants', { name: tenant }), 'create tenant');
     must(await operator(svc, 'POST', `/v1/tenants/${tenant}/authorizations`, { pattern: `*.${tenant}.test` }), 'allow');
     const token = (await operator<{ token: string }>(svc, 'POST', `/v1/tenants/${tenant}/tokens`, {})).body.token;
     const state = new AgentState(join(env.dir, 'agent'));
     await enroll(state, { serviceUrl: svc.agentUrl, token, serverName: `hv01.${tenant}.test` });
-    return new FailoverScenario(env, svc, merger, state, hostDir, redis, prefix);
+    return new FailoverScenario(env, svc, merger, state, hostDir, redis, redisDb, opts);
   }
 
-  private static startSvc(env: TestEnv, prefix: string): Promise<RunningService> {
+  private static startSvc(env: TestEnv, options: { externalHost: boolean }): Promise<RunningService> {
     return startService(env.config, {
       apiPort: 0, workers: false, log: pino({ level: process.env.LIFEBOAT_TEST_LOG ?? 'silent' }), enqueue: async () => undefined,
-      failoverHost: true, failoverQueuePrefix: prefix, lockPrefix: prefix,
+      failoverHost: !options.externalHost, failoverApi: true,
     });
   }
 
-  /** Stops this process's service and failover host and starts them again; VMs keep running. */
+  /** Stops this process's service (and its failover host) and starts them again; VMs keep running. */
   async restart(): Promise<void> {
     await this.svc.stop();
-    this.svc = await FailoverScenario.startSvc(this.env, this.prefix);
-    this.merger = new Merger(this.svc.ctx, this.redis, this.prefix);
+    this.svc = await FailoverScenario.startSvc(this.env, this.options);
+    this.merger = new Merger(this.svc.ctx, this.redis);
+  }
+
+  /** Starts `lifeboat-service failover-host` on this scenario's config; resolves once it says ready. */
+  startHostProcess(): Promise<ChildProcess> {
+    const child = spawn(process.execPath, [serviceBin, 'failover-host', '--config', this.env.config.path], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr!.on('data', (d: Buffer) => { err = (err + d.toString()).slice(-4000); });
+    return new Promise((resolve, reject) => {
+      child.stdout!.on('data', (d: Buffer) => { if (d.toString().includes('failover-host ready')) resolve(child); });
+      child.once('exit', (code) => reject(new Error(`failover-host exited ${code}: ${err}`)));
+    });
   }
 
   async stop(): Promise<void> {
     this.redis.disconnect();
     await this.svc.stop();
     await this.env.cleanup();
+    await this.redisDb.drop();
     await rm(this.hostDir, { recursive: true, force: true });
   }
 

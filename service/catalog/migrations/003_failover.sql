@@ -71,6 +71,8 @@ CREATE TABLE failovers (
   -- The hardware and NICs used, frozen at the request.
   spec jsonb NOT NULL DEFAULT '{}',
   warnings jsonb NOT NULL DEFAULT '[]',
+  -- The IP plan (intent) beside what the guest reported at ready (result), with every difference.
+  network jsonb,
   error text,
   idempotency_key text,
   requested_by text NOT NULL,

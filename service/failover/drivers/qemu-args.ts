@@ -67,7 +67,9 @@ export function qemuArgs(spec: QemuSpec, workDir: string, ctx: QemuArgsContext):
     if (!committed) args.push(...nbdBlockdev(disk, i, ctx.reconnectDelaySec ?? DefaultReconnectDelaySec));
     const overlay = `driver=qcow2,node-name=ov${i},file.driver=file,file.filename=${esc(spec.overlays[i]!)}`;
     args.push('-blockdev', committed ? overlay : `${overlay},backing=nbd${i}`);
-    args.push('-device', `${diskDevice(disk.bus, pc, () => sataPort++)},drive=ov${i},id=disk${i},bootindex=${i + 1}`);
+    // SeaBIOS boots the disks in order; OVMF is left to the VM's own NVRAM entries: a bootindex makes
+    // it rewrite BootOrder from qemu's list and drop the guest's entry (\EFI\debian\grubx64.efi).
+    args.push('-device', `${diskDevice(disk.bus, pc, () => sataPort++)},drive=ov${i},id=disk${i}${spec.firmware ? '' : `,bootindex=${i + 1}`}`);
   });
 
   // Seeds as read-only CD-ROMs after the disks.

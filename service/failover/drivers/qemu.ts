@@ -14,13 +14,14 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { ErrInvalidArgument, ErrNotFound, LifeboatError } from '../../../shared/errors.js';
-import { QmpClient } from '../../../shared/qmp/client.js';
+import { GuestAgentClient, QmpClient } from '../../../shared/qmp/client.js';
+import { MaxReadbackText, parseConsoleReport } from '../network/readback.js';
 import { chooseAccel, rememberKvmFailure, type AccelMode } from './qemu-accel.js';
 import { qemuArgs } from './qemu-args.js';
 import { flushAll, streamDisk } from './qemu-commit.js';
 import { probeUntil } from './qemu-ready.js';
 import { exists, livePid, logTail, RunHeader, readJson, removeFile, sleep, workFiles, writeJsonAtomic, type QemuSpec, type RunState } from './qemu-files.js';
-import type { FailoverDriver, PrepareInput, ReadyProbe, ReadyResult, VmStatus } from './types.js';
+import type { FailoverDriver, GuestNetworkReport, PrepareInput, ReadyProbe, ReadyResult, VmStatus } from './types.js';
 
 const execFileP = promisify(execFile);
 
@@ -178,6 +179,26 @@ export class QemuDriver implements FailoverDriver {
       return await Promise.race([...loops, watch]);
     } finally {
       done = true;
+    }
+  }
+
+  async guestNetwork(workDir: string, timeoutMs: number): Promise<GuestNetworkReport | undefined> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const text = await readFile(join(workDir, workFiles.console), 'utf8').catch(() => '');
+      const texts = parseConsoleReport(text.length > MaxReadbackText ? text.slice(-MaxReadbackText) : text);
+      if (texts) return { source: 'console', texts };
+      if (Date.now() >= deadline) break;
+      await sleep(2000);
+    }
+    const agent = await GuestAgentClient.connect(join(workDir, workFiles.qga), { timeoutMs: 5000 }).catch(() => undefined);
+    if (!agent) return undefined;
+    try {
+      return { source: 'guest-agent', interfaces: await agent.networkInterfaces({ timeoutMs: 10_000 }) };
+    } catch {
+      return undefined;
+    } finally {
+      agent.close();
     }
   }
 

@@ -8,6 +8,8 @@
  * Steps, in order: prepare → start → waitReady → (screenshot) → commit? → stop → cleanup.
  */
 
+import type { GuestNetworkTexts } from '../network/readback.js';
+
 /** How the primary VM is built; recorded per VM at protect, editable by the operator. */
 export interface VmHardware {
   /** bios: SeaBIOS; uefi: OVMF with a per-VM NVRAM (VARS) file. */
@@ -87,6 +89,10 @@ export interface VmStatus {
   pid?: number;
 }
 
+export type GuestNetworkReport =
+  | { source: 'console'; texts: GuestNetworkTexts }
+  | { source: 'guest-agent'; interfaces: unknown };
+
 export interface FailoverDriver {
   readonly kind: string;
   /** Makes the overlays (one per disk, backed by its NBD export), writes spec.json. Idempotent. */
@@ -104,6 +110,12 @@ export interface FailoverDriver {
   stop(workDir: string, options?: { graceful?: boolean; timeoutMs?: number }): Promise<void>;
   /** Deletes everything prepare made (overlays, NVRAM copy, seeds, sockets). Idempotent. */
   cleanup(workDir: string): Promise<void>;
+  /**
+   * What the guest's network really is, as the guest says it (optional): its own report on the serial
+   * console (cloud-init's runcmd from our seed prints it) when one comes within timeoutMs, else the
+   * guest agent's interfaces; undefined when the guest says nothing.
+   */
+  guestNetwork?(workDir: string, timeoutMs: number): Promise<GuestNetworkReport | undefined>;
   /** Lets go of this process's connections to the VMs (they keep running), so another host can attach. */
   close?(): Promise<void>;
 }
