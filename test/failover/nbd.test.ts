@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createChildDisk, createDisk, openDisk } from '../../shared/disk/index.js';
+import type { DiskImage } from '../../shared/disk/types.js';
 import { convertDisk } from '../../shared/disk/ops/index.js';
 import * as P from '../../shared/nbd/protocol.js';
 import { NbdServer } from '../../service/failover/nbd/server.js';
@@ -25,6 +26,26 @@ const run = promisify(execFile);
 const MiB = 1024 * 1024;
 const Size = 24 * MiB;
 const Name = 'tenant-a.vm1.disk0.point7.failover3';
+
+/** The same chain behind an injected read fault (a real I/O error cannot be made to order here). */
+const Faulty = 'tenant-a.vm1.disk0.point7.failover4';
+const FaultAt = 12 * MiB;
+
+/** Fault injection: the image, but a read touching [from, to) fails. */
+function failingReads(image: DiskImage, from: number, to: number): DiskImage {
+  return new Proxy(image, {
+    get(target, prop) {
+      if (prop === 'read') {
+        return async (offset: number, buf: Buffer) => {
+          if (offset < to && offset + buf.length > from) throw new Error('injected read fault');
+          return target.read(offset, buf);
+        };
+      }
+      const value: unknown = Reflect.get(target, prop, target);
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+}
 
 let dir: Awaited<ReturnType<typeof scratchDir>>;
 let server: NbdServer;
@@ -64,7 +85,11 @@ beforeAll(async () => {
   expect((await readFile(flat)).equals(expected)).toBe(true);
 
   server = new NbdServer({
-    resolve: async (name) => (name === Name ? { name, size: Size, description: 'point 7', open: () => openDisk(child, { readOnly: true }) } : undefined),
+    resolve: async (name) => {
+      if (name === Name) return { name, size: Size, description: 'point 7', open: () => openDisk(child, { readOnly: true }) };
+      if (name === Faulty) return { name, size: Size, open: async () => failingReads(await openDisk(child, { readOnly: true }), FaultAt, FaultAt + 4096) };
+      return undefined;
+    },
   });
   sock = join(dir.path, 'nbd.sock');
   await server.listenUnix(sock);
@@ -232,6 +257,31 @@ describe('NBD export: what real clients never send', () => {
       expect(runs).toBeLessThan(reqs.length / 4);
       c.close();
     }
+  });
+
+  it('a read error answers EIO to every READ of the run it hit; the others and the connection go on', async () => {
+    const c = await RawNbd.connect(sock);
+    await c.handshake(Faulty);
+    const piece = 256 * 1024;
+    const reqs: P.Request[] = [];
+    for (let at = 10 * MiB; at < 14 * MiB; at += piece) reqs.push({ type: P.NBD_CMD_READ, flags: 0, cookie: BigInt(reqs.length + 1), offset: at, length: piece });
+    c.write(Buffer.concat(reqs.map((r) => P.encodeRequest(r))));
+    const failed: number[] = [];
+    for (let i = 0; i < reqs.length; i++) {
+      const h = P.decodeSimpleReply(await c.read(P.SimpleReplyBytes));
+      const req = reqs[Number(h.cookie) - 1]!;
+      if (h.error !== 0) { expect(h.error).toBe(P.NBD_EIO); failed.push(req.offset); continue; }
+      expect((await c.read(piece)).equals(expected.subarray(req.offset, req.offset + piece))).toBe(true);
+    }
+    // The READ holding the fault failed, and so did the READs merged with it (never more than 2 MiB); the first did not.
+    expect(failed).toContain(FaultAt);
+    expect(failed).not.toContain(10 * MiB);
+    expect(failed.length).toBeLessThanOrEqual(8);
+    c.request({ type: P.NBD_CMD_READ, cookie: 99n, offset: 0, length: 4096 });
+    const r = await c.simpleReply(4096);
+    expect(r).toMatchObject({ error: 0, cookie: 99n });
+    expect(r.data.equals(expected.subarray(0, 4096))).toBe(true);
+    c.close();
   });
 
   it('malformed bytes close that connection; other clients are still served', async () => {

@@ -41,7 +41,12 @@ export async function readRun(session: Session, socket: Duplex, budget: ByteBudg
     budget.release(worst - slabTotal(plan.slabs));
     const { image } = session.exp;
     if (plan.fills.length === 1) await image.read(plan.fills[0]!.offset, plan.fills[0]!.buf);
-    else await Promise.all(plan.fills.map((f) => image.read(f.offset, f.buf)));
+    else {
+      // Every read has ended before a slab can go back to the pool, failed or not.
+      const results = await Promise.allSettled(plan.fills.map((f) => image.read(f.offset, f.buf)));
+      const failed = results.find((r) => r.status === 'rejected');
+      if (failed) throw failed.reason;
+    }
   } catch (err) {
     if (plan) for (const s of plan.slabs) giveSlab(s);
     budget.release(plan ? slabTotal(plan.slabs) : worst);
