@@ -231,6 +231,28 @@ describe('recovery points at one VM cycle', () => {
     expect((await agent.replica('d0')).equals(source)).toBe(true);
   });
 
+  it('holds a base read over several cycles at no cycle until the next log', async () => {
+    const duo = new SimAgent(h.svc, await enrolledAgent(h.svc, 'gamma', '*', 'hv3.gamma.example'), 'duo');
+    await duo.register([{ id: 'd0', virtualSize: 2 * MiB }]);
+    const source = Buffer.alloc(2 * MiB);
+    const chunks = [scribble(source, [[0, 4096]]), scribble(source, [[MiB, 4096]])];
+    for (const [index, ext] of chunks.entries()) {
+      duo.cycle = { id: 30 + index, capturedMs: capturedMs(30 + index) }; // the base yielded to other disks for a cycle
+      const obj = await duo.upload('d0', { kind: 'chunk', generation: 1, index }, await duo.sealed('d0', 1, index, source, ext, 'full'));
+      expect((await duo.call('POST', '/v1/vms/duo/disks/d0/chunks', { generation: 1, index, ...obj })).status).toBe(202);
+    }
+    expect((await duo.call('POST', '/v1/vms/duo/disks/d0/initial', { generation: 1, mode: 'full', chunkCount: 2, consistency: 'crash', createdAt: new Date().toISOString() })).status).toBe(202);
+    await h.merger.merge();
+    const dir = join(h.env.config.replicaRoot, 'gamma', 'duo', 'd0');
+    const applied = async () => (JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as { appliedCycle: number | null }).appliedCycle;
+    expect(await applied()).toBeNull();
+    duo.cycle = { id: 32, capturedMs: capturedMs(32) };
+    await duo.commitLog('d0', 1, await duo.sealed('d0', 1, 1, source, scribble(source, [[4096, 4096]])));
+    await h.merger.merge();
+    expect(await applied()).toBe(32);
+    expect((await duo.replica('d0')).equals(source)).toBe(true);
+  });
+
   it('refuses a log whose header names another cycle than its commit', async () => {
     const other = new SimAgent(h.svc, await enrolledAgent(h.svc, 'beta', '*', 'hv2.beta.example'), 'solo');
     await other.register([{ id: 'd0', virtualSize: MiB }]);
