@@ -304,6 +304,8 @@ describe('hyperv driver against a fake Hyper-V host', () => {
         [{ nicPlans: withPlan({ gateway4: '10.50.10.1`' }) }, /gateway4/],
         [{ nicPlans: withPlan({ addresses: ['10.50.10.7/24; Stop-Computer'] }) }, /addresses\[0\]/],
         [{ failoverId: "fo'x" }, /failover id/],
+        [{ disks: [{ ...base.disks[0]!, layerPath: '/elsewhere/point.vhdx' }] }, /disks\[0\]\.layerPath: \/elsewhere\/point\.vhdx is under none of the replica paths/],
+        [{ disks: [{ ...base.disks[0]!, id: 'd0\\..\\x' }] }, /disks\[0\]\.id/],
       ];
       for (const [patch, re] of attempts) {
         const err = await driver.prepare({ ...base, ...patch }).catch((e: unknown) => e);
@@ -313,6 +315,7 @@ describe('hyperv driver against a fake Hyper-V host', () => {
       expect(() => new HypervDriver(config(host, { switches: { x: "DR'; Stop-Computer" } }))).toThrow(/hyperv switches\.x/);
       expect(() => new HypervDriver(config(host, { switches: { x: 'DR`n' } }))).toThrow(/hyperv switches\.x/);
       expect(host.scripts).toEqual([]);
+      await expect(readFile(join(replica, 'failover', 'fo-bad'))).rejects.toThrow(/ENOENT/);
     });
   });
 });

@@ -100,12 +100,17 @@ export class HypervDriver implements FailoverDriver {
     const notes: string[] = [];
     const plan = this.plan(inp, notes);
 
+    // Every path is placed and translated before anything is made, so a layer outside the shared
+    // replica paths is refused with nothing left behind.
     const dir = join(this.config.childDir, inp.failoverId);
+    const children = inp.disks.map((d, i) => join(dir, `${checkName(d.id, IdPattern, `disks[${i}].id`)}.vhdx`));
+    const seeds = inp.seeds.map((s, i) => join(dir, `seed${i}-${basename(s).replace(/[^A-Za-z0-9._-]/g, '_')}`));
+    plan.disks = inp.disks.map((d, i) => ({ child: this.windowsPath(children[i]!, `disks[${i}]`), parent: this.windowsPath(d.layerPath, `disks[${i}].layerPath`) }));
+    plan.seeds = seeds.map((s, i) => this.windowsPath(s, `seeds[${i}]`));
+
     await mkdir(dir, { recursive: true });
-    const children: string[] = [];
     for (const [i, d] of inp.disks.entries()) {
-      const child = join(dir, `${checkName(d.id, IdPattern, `disks[${i}].id`)}.vhdx`);
-      children.push(child);
+      const child = children[i]!;
       if (await exists(child)) continue;
       const tmp = `${child}.tmp`;
       await rm(tmp, { force: true });
@@ -113,14 +118,11 @@ export class HypervDriver implements FailoverDriver {
       await disk.close();
       await rename(tmp, child);
     }
-    const seeds: string[] = [];
     for (const [i, s] of inp.seeds.entries()) {
-      const copy = join(dir, `seed${i}-${basename(s).replace(/[^A-Za-z0-9._-]/g, '_')}`);
-      seeds.push(copy);
-      if (!(await exists(copy))) await copyFile(s, copy);
+      if (await exists(seeds[i]!)) continue;
+      await copyFile(s, `${seeds[i]!}.tmp`);
+      await rename(`${seeds[i]!}.tmp`, seeds[i]!);
     }
-    plan.disks = inp.disks.map((d, i) => ({ child: this.windowsPath(children[i]!, `disks[${i}]`), parent: this.windowsPath(d.layerPath, `disks[${i}].layerPath`) }));
-    plan.seeds = seeds.map((s, i) => this.windowsPath(s, `seeds[${i}]`));
 
     const state: HypervState = { failoverId: inp.failoverId, plan, children, seeds, notes };
     await mkdir(inp.workDir, { recursive: true });
