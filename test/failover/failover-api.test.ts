@@ -6,6 +6,8 @@
  * The one VM here is a small data disk with nothing to boot: its failovers are stopped at once.
  */
 import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { referee } from '../helpers.js';
@@ -109,6 +111,31 @@ describe.skipIf(!hasQemu)('failover API', () => {
     expect(disk.body.error.message).toMatch(/no disk nodisk/);
     expect((await s.api<{ failovers: unknown[] }>('GET', '/v1/failovers')).body.failovers).toHaveLength(1);
   });
+
+  it('says clearly when no failover host has room, and changes nothing', async () => {
+    const big = await s.api('PUT', '/v1/tenants/acme/vms/db01/hardware', { firmware: 'bios', cpus: 64, memoryMiB: 128, guestOs: 'other', readyProbes: [{ kind: 'console', pattern: 'never-printed' }] });
+    expect(big.status).toBe(200);
+    const before = (await s.api<{ failovers: unknown[] }>('GET', '/v1/failovers')).body.failovers.length;
+    const r = await s.api<{ error: { message: string } }>('POST', '/v1/tenants/acme/vms/db01/failovers', { kind: 'test' });
+    expect(r.status).toBe(503);
+    expect(r.body.error.message).toMatch(/no failover host has room for 64 vCPUs and 128 MiB .*32 vCPUs/);
+    expect((await s.api<{ failovers: unknown[] }>('GET', '/v1/failovers')).body.failovers).toHaveLength(before);
+    expect((await s.api('PUT', '/v1/tenants/acme/vms/db01/hardware', { firmware: 'bios', cpus: 1, memoryMiB: 128, guestOs: 'other', readyProbes: [{ kind: 'console', pattern: 'never-printed' }] })).status).toBe(200);
+  });
+
+  it('marks a failover failed with qemu\'s reason when qemu dies, and leaves nothing behind', async () => {
+    const r = await s.api('POST', '/v1/tenants/acme/vms/db01/failovers', { kind: 'test' });
+    expect(r.status).toBe(202);
+    const booting = await s.waitFor(r.body.id, (x) => x.steps.some((st) => st.step === 'start' && st.status === 'done'), 120_000);
+    const pid = Number((await readFile(join(s.workDir(booting.id), 'qemu.pid'), 'utf8')).trim());
+    process.kill(pid, 'SIGKILL');
+    const failed = await s.waitFor(booting.id, (x) => x.endedAt !== null, 120_000).catch(async () => (await s.api('GET', `/v1/failovers/${booting.id}`)).body);
+    expect(failed.state).toBe('failed');
+    expect(failed.error).toMatch(/qemu/);
+    expect(failed.steps.map((st) => `${st.step}:${st.status}`)).toEqual(expect.arrayContaining(['failed:failed', 'stop:done']));
+    expect(existsSync(s.workDir(booting.id))).toBe(false);
+    expect(await s.svc.ctx.db.query('SELECT * FROM point_pins')).toEqual([]);
+  }, 300_000);
 
   it('returns the first failover for a repeated Idempotency-Key, and refuses the verbs of the other kind', async () => {
     const headers = { 'idempotency-key': 'drill-2026-12-07' };
