@@ -245,6 +245,19 @@ describe('hyperv driver against a fake Hyper-V host', () => {
     for (const [, want] of cases) expect(await driver.status(inp.workDir)).toEqual(want);
   });
 
+  it('waits for the heartbeat: not ready when it never comes, or when the VM turns off', async () => {
+    const host = new FakeHypervHost(undefined).answer('prepare', {}).answer('start', {})
+      .answer('status', { json: { exists: true, ours: true, state: 'Running', heartbeat: 'NoContact' } });
+    const driver = new HypervDriver(config(host));
+    const inp = await input('fo-ready', 'test');
+    await driver.prepare(inp);
+    await driver.start(inp.workDir);
+    const r = await driver.waitReady(inp.workDir, [{ kind: 'guest-agent' }, { kind: 'console', pattern: 'login:' }], 30);
+    expect(r).toMatchObject({ ready: false, detail: 'no probe answered within 30 ms (guest-agent, console; heartbeat NoContact); a console probe is not available on Hyper-V' });
+    const off = new FakeHypervHost(undefined).answer('status', { json: { exists: true, ours: true, state: 'Off', heartbeat: '' } });
+    expect(await new HypervDriver(config(off)).waitReady(inp.workDir, [{ kind: 'guest-agent' }], 5_000)).toMatchObject({ ready: false, detail: 'the guest is off' });
+  });
+
   it('surfaces a host error as a failed step with the host\'s message', async () => {
     const host = new FakeHypervHost(undefined)
       .answer('prepare', {})

@@ -7,6 +7,8 @@
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { readFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -14,7 +16,7 @@ import { isLifeboatError } from '../../shared/errors.js';
 import { WebhookDriver, type WebhookDriverConfig, type WebhookPrepareInput } from '../../service/failover/drivers/webhook.js';
 import { resolveNicPlan } from '../../service/failover/network/mappings.js';
 import { parseNicSettings } from '../../service/failover/network/settings.js';
-import { scratchDir } from '../helpers.js';
+import { execFileP, scratchDir } from '../helpers.js';
 
 const Secret = `whsec_${randomBytes(32).toString('base64')}`;
 const CallbackSecret = `whsec_${randomBytes(32).toString('base64')}`;
@@ -36,7 +38,7 @@ function independentVerify(secret: string, headers: IncomingHttpHeaders, body: s
 }
 
 interface Seen { headers: IncomingHttpHeaders; body: Record<string, unknown>; raw: string; verified: boolean }
-type Reply = { status: number; body?: string; delayMs?: number; then?: () => Promise<void> | void };
+type Reply = { status: number; body?: string; delayMs?: number; before?: () => Promise<void>; then?: () => Promise<void> | void };
 
 async function listen(server: Server): Promise<string> {
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -76,11 +78,11 @@ describe('webhook driver against an orchestrator on loopback', () => {
         const s: Seen = { headers: req.headers, raw, body: JSON.parse(raw) as Record<string, unknown>, verified: independentVerify(Secret, req.headers, raw) };
         seen.push(s);
         const reply = (replies.length > 1 ? replies.shift()! : replies[0]!)(s);
-        setTimeout(() => {
+        void (reply.before ?? (async () => undefined))().then(() => setTimeout(() => {
           if (res.destroyed) return;
           res.writeHead(reply.status, { 'content-type': 'application/json' }).end(reply.body ?? '');
           void reply.then?.();
-        }, reply.delayMs ?? 0);
+        }, reply.delayMs ?? 0));
       });
     });
     orchestratorUrl = await listen(orchestrator);
@@ -234,15 +236,47 @@ describe('webhook driver against an orchestrator on loopback', () => {
     expect(await callback({ requestId, ok: true, state: 'running' }, { id: replayId })).toBe(409);
     expect(await callback({ nothing: true })).toBe(400);
     expect(callbackStatuses).toEqual([401, 401, 401, 204, 409, 400]);
+    callbackStatuses = [];
 
     // A callback reporting failure fails the step with its reason.
     replies = [(s) => ({ status: 202, then: async () => { await callback({ requestId: s.body.requestId, ok: false, reason: 'hypervisor pool out of memory' }); } })];
     await expect(driver.commit(inp.workDir)).rejects.toThrow(/commit fo-w5: hypervisor pool out of memory$/);
 
+    // A callback that arrives before the 202 itself is kept for the step.
+    replies = [(s) => ({ status: 202, before: async () => { expect(await callback({ requestId: s.body.requestId, ok: true, state: 'stopped' })).toBe(204); } })];
+    await driver.stop(inp.workDir);
+
     // No callback at all: the step gives up after callbackTimeoutMs.
     driver = new WebhookDriver(config({ callbackTimeoutMs: 200 }));
     replies = [() => ({ status: 202 })];
     await expect(driver.stop(inp.workDir)).rejects.toThrow(/stop fo-w5: accepted, but no callback within 0 s/);
+  });
+
+  it('speaks HTTPS to an orchestrator behind a private CA, and refuses one it cannot verify', async () => {
+    const key = join(dir.path, 'tls.key');
+    const cert = join(dir.path, 'tls.crt');
+    await execFileP('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1']);
+    const pem = await readFile(cert, 'utf8');
+    const bodies: boolean[] = [];
+    const tls = createHttpsServer({ key: await readFile(key), cert: pem }, (req, res) => {
+      const parts: Buffer[] = [];
+      req.on('data', (b: Buffer) => parts.push(b));
+      req.on('end', () => {
+        bodies.push(independentVerify(Secret, req.headers, Buffer.concat(parts).toString('utf8')));
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{"state":"prepared"}');
+      });
+    });
+    await new Promise<void>((r) => tls.listen(0, '127.0.0.1', r));
+    try {
+      const url = `https://127.0.0.1:${(tls.address() as AddressInfo).port}/lifeboat`;
+      await new WebhookDriver(config({ url, ca: pem })).prepare(input('fo-tls'));
+      expect(bodies).toEqual([true]);
+      await expect(new WebhookDriver(config({ url })).prepare(input('fo-tls2'))).rejects.toThrow(/prepare fo-tls2: TLS: self[- ]signed certificate$/);
+      expect(bodies).toEqual([true]);
+    } finally {
+      tls.closeAllConnections();
+      await new Promise((r) => tls.close(r));
+    }
   });
 
   it('refuses bad configuration in one line', () => {

@@ -79,8 +79,7 @@ interface Stored { failoverId: string; vm: string; name: string; kind: string }
 
 const StateFile = 'webhook.json';
 const MaxAnswerBytes = 8 * 1024 * 1024;
-/** Callbacks kept for a step that has not started waiting yet (its 202 still on the way). */
-const MaxEarly = 1000;
+const TlsCertCodes = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS_CERT_ALTNAME_INVALID/;
 const Retryable = new Set([408, 429, 500, 502, 503, 504]);
 
 export class WebhookDriver implements FailoverDriver {
@@ -90,7 +89,6 @@ export class WebhookDriver implements FailoverDriver {
   private readonly callbackKey: Buffer;
   private readonly guard: ReplayGuard;
   private readonly waiting = new Map<string, { resolve: (a: OrchestratorAnswer) => void }>();
-  private readonly early = new Map<string, OrchestratorAnswer>();
 
   constructor(private readonly config: WebhookDriverConfig) {
     this.url = checkUrl(config.url, 'webhook url');
@@ -183,12 +181,10 @@ export class WebhookDriver implements FailoverDriver {
     const answer = parsed as OrchestratorAnswer & { requestId?: unknown };
     if (typeof answer !== 'object' || answer === null || typeof answer.requestId !== 'string') throw ErrInvalidArgument('webhook callback: requestId (the webhook-id of our request) is required');
     const w = this.waiting.get(answer.requestId);
+    // A callback no step waits for (its host restarted, or it gave up) is taken and logged: the next
+    // status call asks the orchestrator again.
     if (w) w.resolve(answer);
-    else {
-      if (this.early.size >= MaxEarly) this.early.delete(this.early.keys().next().value!);
-      this.early.set(answer.requestId, answer);
-      this.config.log?.info({ requestId: answer.requestId }, 'webhook callback for no waiting step');
-    }
+    else this.config.log?.info({ requestId: answer.requestId }, 'webhook callback for no waiting step');
   }
 
   /** One step: POST, then the answer or, when accepted, the callback. */
@@ -204,10 +200,8 @@ export class WebhookDriver implements FailoverDriver {
     try {
       let answer = await this.deliver(id, body, where);
       if (answer.accepted === true) {
-        const early = this.early.get(id);
-        this.early.delete(id);
         const timeoutMs = this.config.callbackTimeoutMs ?? 10 * 60_000;
-        answer = early ?? await withTimeout(callback, timeoutMs, `${where}: accepted, but no callback within ${Math.round(timeoutMs / 1000)} s`);
+        answer = await withTimeout(callback, timeoutMs, `${where}: accepted, but no callback within ${Math.round(timeoutMs / 1000)} s`);
       }
       if (answer.ok === false || (answer.state === 'failed' && step !== 'status')) throw new LifeboatError('unavailable', `${where}: ${answer.reason ?? 'the orchestrator reports failure'}`);
       return answer;
@@ -222,8 +216,12 @@ export class WebhookDriver implements FailoverDriver {
     let backoff = this.config.backoffMs ?? 1_000;
     let last = '';
     for (let attempt = 1; attempt <= attempts; attempt++) {
-      const r = await this.post(id, body).catch((err: Error) => ({ status: 0, text: '', error: err.message }));
-      if ('error' in r) last = r.error;
+      const r = await this.post(id, body).catch((err: NodeJS.ErrnoException) => ({ status: 0, text: '', error: err.message, code: err.code }));
+      if ('error' in r) {
+        // A certificate that does not verify will not verify on the next attempt either.
+        if (r.code && TlsCertCodes.test(r.code)) throw new LifeboatError('unavailable', `${where}: TLS: ${r.error}`);
+        last = r.error;
+      }
       else if (r.status >= 200 && r.status < 300) return parseAnswer(r.status, r.text, where);
       else {
         last = `HTTP ${r.status}${r.text ? `: ${oneLine(r.text)}` : ''}`;
