@@ -19,6 +19,7 @@ import type { EnqueueMerge } from './replication/uploads.js';
 import type { RunningHost } from './failover/host.js';
 import { startFailoverHost } from './failover/host.js';
 import type { FailoverQueues } from './failover/queue.js';
+import { registerFailoverMetrics } from './failover/metrics.js';
 import { createFailoverQueues } from './failover/queue.js';
 
 export interface StartOptions {
@@ -83,6 +84,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
         ctx.log.warn({ err: (err as Error).message }, 'no failover host in this process');
       }
     }
+    registerFailoverMetrics(ctx);
     let ready = false;
     const api = createAdaptorServer({ fetch: apiApp(ctx, () => ready, enqueue, failoverQueues).fetch }) as HttpServer;
     const agent = await createAgentServer(ctx, enqueue, failoverQueues);

@@ -10,6 +10,8 @@ import { insertTenant, listAuthorizations, listTenants, requireTenant, upsertAut
 import { getVm, listVms } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';
 import { idPattern } from '../http/json.js';
+import { listFailovers } from '../catalog/failovers.js';
+import { pinnedStorage } from '../workers/pinned-storage.js';
 import { vmStatus } from '../replication/status.js';
 import { normalizePattern, normalizeServerName } from '../trust/patterns.js';
 import { newReplicaKeyPair, signEnrollToken } from '../trust/tokens.js';
@@ -68,9 +70,20 @@ export async function revoke(ctx: ServiceContext, tenant: string, fqdn: string) 
 export async function vmList(ctx: ServiceContext, tenant?: string) {
   if (tenant !== undefined) await requireTenant(ctx.db, checkTenantName(tenant));
   const vms = await listVms(ctx.db, tenant);
+  const live = await listFailovers(ctx.db, { tenant, active: true });
+  const pinned = new Map((await pinnedStorage(ctx, tenant === undefined ? {} : { tenant })).map((p) => [`${p.tenant}/${p.vm}`, p]));
   return Promise.all(vms.map(async (v) => {
     const s = await vmStatus(ctx.db, v);
-    return { tenant: v.tenant, name: v.name, state: s.state, health: s.health, lastAppliedAt: s.lastAppliedAt, pendingLogs: s.pendingLogs, disks: s.disks };
+    const mine = live.filter((f) => f.tenant === v.tenant && f.vm === v.name);
+    // A live real failover makes the hoster's VM the primary: forward logs are held (docs/failover.md).
+    const real = mine.find((f) => f.kind !== 'test');
+    const p = pinned.get(`${v.tenant}/${v.name}`);
+    return {
+      tenant: v.tenant, name: v.name, state: real ? `failed over (${real.kind}, ${real.state})` : s.state, health: s.health, lastAppliedAt: s.lastAppliedAt, pendingLogs: s.pendingLogs,
+      failovers: mine.map((f) => ({ id: f.id, kind: f.kind, state: f.state })),
+      pinned: p ? { points: p.pins, heldPoints: p.heldPoints, bytes: p.bytes } : null,
+      disks: s.disks,
+    };
   }));
 }
 
