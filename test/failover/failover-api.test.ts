@@ -153,6 +153,15 @@ describe.skipIf(!hasQemu)('failover API', () => {
     expect(another.status).toBe(409);
     expect(another.body.error.message).toMatch(new RegExp(`already has a failover ${a.id}`));
     expect((await s.api('POST', `/v1/failovers/${a.id}/stop`, {})).status).toBe(409);
+    // The VM's status says it is failed over, and /metrics counts the failover.
+    await s.waitFor(a.id, (x) => x.point.id !== null, 60_000);
+    const vms = await s.api<{ vms: { name: string; state: string; failovers: { id: string }[] }[] }>('GET', '/v1/vms?tenant=acme');
+    const db01 = vms.body.vms.find((v) => v.name === 'db01')!;
+    expect(db01.state).toMatch(/^failed over \(unplanned, /);
+    expect(db01.failovers.map((f) => f.id)).toEqual([a.id]);
+    const metrics = await (await fetch(`${s.svc.apiUrl}/metrics`)).text();
+    expect(metrics).toMatch(/lifeboat_failovers\{kind="unplanned",state="[a-z]+"\} 1/);
+    expect(metrics).toMatch(/lifeboat_failover_hosts\{live="true"\} 1/);
     await stopAll();
     const ended = await s.api('GET', `/v1/failovers/${a.id}`);
     expect(ended.body.state).toBe('reverted');
