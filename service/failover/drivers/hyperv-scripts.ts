@@ -84,7 +84,9 @@ export function prepareScript(plan: HypervVmPlan): string {
     s.add(`Add-VMHardDiskDrive -VM $vm ${slot} -Path ${q(d.child, 'disk path')}`);
   });
   for (const seed of plan.seeds) s.add(`Add-VMDvdDrive -VM $vm -Path ${q(seed, 'seed path')}`);
+  // The disk boots, never the seed media (generation 1 tries the CD first by default).
   if (plan.generation === 2 && plan.disks.length > 0) s.add('Set-VMFirmware -VM $vm -FirstBootDevice (Get-VMHardDiskDrive -VM $vm -ControllerType SCSI -ControllerNumber 0 -ControllerLocation 0)');
+  if (plan.generation === 1) s.add("Set-VMBios -VM $vm -StartupOrder @('IDE', 'CD', 'LegacyNetworkAdapter', 'Floppy')");
   for (const n of plan.nics) nicLines(s, n, plan.kind);
   s.add('Set-VM -VM $vm -Notes $marker')
     .result({ created: '$true', state: '[string]$vm.State' });

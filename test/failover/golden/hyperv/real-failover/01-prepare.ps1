@@ -18,6 +18,7 @@ try {
   Add-VMHardDiskDrive -VM $vm -ControllerType IDE -ControllerNumber 0 -ControllerLocation 0 -Path 'D:\Replica\failover\fo-real-1\d0.vhdx'
   Add-VMHardDiskDrive -VM $vm -ControllerType IDE -ControllerNumber 0 -ControllerLocation 1 -Path 'D:\Replica\failover\fo-real-1\d1.vhdx'
   Add-VMDvdDrive -VM $vm -Path 'D:\Replica\failover\fo-real-1\seed0-cidata.iso'
+  Set-VMBios -VM $vm -StartupOrder @('IDE', 'CD', 'LegacyNetworkAdapter', 'Floppy')
   Add-VMNetworkAdapter -VM $vm -Name 'dr0'
   Set-VMNetworkAdapter -VMName $name -Name 'dr0' -StaticMacAddress '00155D000001'
   Connect-VMNetworkAdapter -VMName $name -Name 'dr0' -SwitchName 'DR Production'
