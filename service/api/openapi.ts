@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import { exportSchema } from './export.js';
+import { failoverRequestSchema, hardwareSchema, nvramSchema } from './failovers.js';
 import { importMediaSchema } from './import-media.js';
 import { allowSchema, revokeSchema, tenantCreateSchema, tokenSchema } from './schemas.js';
 
@@ -14,6 +15,10 @@ const error = {
 const body = (schema: z.ZodType) => ({ required: true, content: { 'application/json': { schema: z.toJSONSchema(schema) } } });
 const ok = (description: string) => ({ description, content: { 'application/json': { schema: { type: 'object' } } } });
 const errors = { 400: { description: 'bad input', content: { 'application/json': { schema: error } } }, 401: { description: 'no or bad operator token' }, 403: { description: 'not an operator' }, 404: { description: 'no such tenant or VM' } };
+const vmParam = { name: 'vm', in: 'path', required: true, schema: { type: 'string' } };
+const idParam = { name: 'id', in: 'path', required: true, schema: { type: 'string', pattern: '^fo-[a-z0-9-]{1,40}$' } };
+const report = ok('the drill report: {id, tenant, vm, kind, state, goal, result, host, point {requested, id, cycle, capturedAt}, rpoSeconds, rtoSeconds, requestedAt, readyAt, endedAt, steps [{step, status, startedAt, endedAt, seconds, detail}], screenshot, network {plan, source, comparison}, warnings, error}');
+const tenantRoles = 'hoster-operator, or tenant-admin of the tenant (tenant-viewer reads); another tenant\'s objects answer 404';
 const tenantParam = { name: 'tenant', in: 'path', required: true, schema: { type: 'string', pattern: '^[a-z0-9][a-z0-9_-]{0,63}$' } };
 
 export const openApiDocument = {
@@ -45,6 +50,47 @@ export const openApiDocument = {
     },
     '/v1/tenants/{tenant}/media-imports': {
       post: { summary: 'import one disk\'s base from external media at a path on the service host (docs/formats/agent-media.md)', parameters: [tenantParam], requestBody: body(importMediaSchema), responses: { 200: ok('{vm, disk, generation, mode, status, chunks, stored, bytes}'), 409: { description: 'media of another tenant, stale generation, or chunks committed differently' }, ...errors } },
+    },
+    '/v1/tenants/{tenant}/vms/{vm}/failovers': {
+      post: {
+        summary: `start a failover (test, planned, unplanned) from a point; Idempotency-Key returns the first answer. Roles: ${tenantRoles}`,
+        parameters: [tenantParam, vmParam, { name: 'Idempotency-Key', in: 'header', required: false, schema: { type: 'string', maxLength: 200 } }],
+        requestBody: body(failoverRequestSchema),
+        responses: { 202: report, 200: ok('the first failover of this Idempotency-Key'), 409: { description: 'no replica, replication unhealthy (test), already failed over' }, 503: { description: 'no failover host has room' }, ...errors },
+      },
+      get: { summary: `the VM's failovers. Roles: ${tenantRoles}`, parameters: [tenantParam, vmParam], responses: { 200: ok('{failovers: [...]}'), ...errors } },
+    },
+    '/v1/tenants/{tenant}/failovers': {
+      get: { summary: `the tenant's failovers. Roles: ${tenantRoles}`, parameters: [tenantParam, { name: 'active', in: 'query', required: false, schema: { enum: ['true', 'false'] } }], responses: { 200: ok('{failovers: [...]}'), ...errors } },
+    },
+    '/v1/tenants/{tenant}/failovers/{id}': {
+      get: { summary: `a failover's drill report. Roles: ${tenantRoles}`, parameters: [tenantParam, idParam], responses: { 200: report, ...errors } },
+    },
+    '/v1/tenants/{tenant}/failovers/{id}/screenshot.png': {
+      get: { summary: 'the screenshot taken at ready', parameters: [tenantParam, idParam], responses: { 200: { description: 'PNG', content: { 'image/png': {} } }, ...errors } },
+    },
+    '/v1/tenants/{tenant}/failovers/{id}/{action}': {
+      post: {
+        summary: `stop (a test failover), commit or revert (a real one). Roles: ${tenantRoles}`,
+        parameters: [tenantParam, idParam, { name: 'action', in: 'path', required: true, schema: { enum: ['stop', 'commit', 'revert'] } }],
+        responses: { 202: report, 409: { description: 'the action does not apply in the failover\'s kind or state' }, ...errors },
+      },
+    },
+    '/v1/tenants/{tenant}/vms/{vm}/hardware': {
+      get: { summary: 'the configuration a failed-over VM gets', parameters: [tenantParam, vmParam], responses: { 200: ok('{firmware, secureBoot, cpus, memoryMiB, guestOs, disks, readyProbes, source}'), ...errors } },
+      put: { summary: `set it. Roles: ${tenantRoles}`, parameters: [tenantParam, vmParam], requestBody: body(hardwareSchema), responses: { 200: ok('the configuration'), ...errors } },
+    },
+    '/v1/tenants/{tenant}/vms/{vm}/nvram': {
+      post: { summary: 'import the VM\'s UEFI NVRAM from a file on the service host (hoster-operator)', parameters: [tenantParam, vmParam], requestBody: body(nvramSchema), responses: { 201: ok('{path, bytes}'), ...errors } },
+    },
+    '/v1/failovers': {
+      get: { summary: 'every failover (hoster-operator)', parameters: [{ name: 'tenant', in: 'query', required: false, schema: { type: 'string' } }, { name: 'active', in: 'query', required: false, schema: { enum: ['true', 'false'] } }], responses: { 200: ok('{failovers: [...]}'), ...errors } },
+    },
+    '/v1/failovers/{id}': {
+      get: { summary: 'a failover\'s drill report (hoster-operator)', parameters: [idParam], responses: { 200: report, ...errors } },
+    },
+    '/v1/failovers/{id}/{action}': {
+      post: { summary: 'stop, commit or revert (hoster-operator)', parameters: [idParam, { name: 'action', in: 'path', required: true, schema: { enum: ['stop', 'commit', 'revert'] } }], responses: { 202: report, ...errors } },
     },
     '/v1/tenants/{tenant}/vms/{vm}/points': {
       get: { summary: 'recovery points of a VM', parameters: [tenantParam, { name: 'vm', in: 'path', required: true, schema: { type: 'string' } }], responses: { 200: ok('{points: [{id, createdAt, consistency, latest}]}'), ...errors } },
