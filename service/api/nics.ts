@@ -146,9 +146,19 @@ function attribute(vm: string, inputs: readonly NicInput[], message: string): Ni
   const reason = colon < 0 ? message : message.slice(colon + 2);
   const m = /^nics\[(\d+)\](?:\.(production|test))?(?:\.(.*))?$/.exec(path);
   if (!m) return { vm, field: path === 'nics' ? '' : path, reason };
-  const input = inputs[Number(m[1])];
-  const mac = input === undefined ? undefined : (() => { const n = normaliseMac(input.mac); return n.ok ? n.mac : input.mac.slice(0, 40); })();
-  return { vm, mac, kind: m[2] as FailoverKind | undefined, field: m[3] ?? (m[2] ? '' : 'mac'), reason };
+  const macAt = (i: number) => {
+    const input = inputs[i];
+    if (input === undefined) return undefined;
+    const n = normaliseMac(input.mac);
+    return n.ok ? n.mac : input.mac.slice(0, 40);
+  };
+  const mac = macAt(Number(m[1]));
+  // The reason may name another NIC of the list by index: name it by its MAC, or its position when the MACs are equal.
+  const told = reason.replace(/nics\[(\d+)\](?:\.([\w.[\]]+))?/g, (_all, i: string, rest: string | undefined) => {
+    const other = macAt(Number(i));
+    return other !== undefined && other !== mac ? `nic ${other}${rest ? ` ${rest}` : ''}` : `the NIC at position ${i}${rest ? ` (${rest})` : ''}`;
+  });
+  return { vm, mac, kind: m[2] as FailoverKind | undefined, field: m[3] ?? (m[2] ? '' : 'mac'), reason: told };
 }
 
 /** An address the NIC had on the tenant's site: an IP, with or without a prefix, in canonical text. */

@@ -8,6 +8,7 @@ import { registerGuest } from './guest.js';
 import { registerFailover } from './failover.js';
 import { registerImportMedia } from './import-media.js';
 import { registerInit } from './init.js';
+import { registerNetwork } from './network.js';
 import { registerPoints } from './points.js';
 import { registerServe } from './serve.js';
 import { registerTenant } from './tenant.js';
@@ -31,5 +32,6 @@ registerExport(program);
 registerImportMedia(program);
 registerGuest(program);
 registerFailover(program);
+registerNetwork(program);
 
 await runProgram(program);

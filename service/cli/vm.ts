@@ -1,7 +1,8 @@
-/** `lifeboat-service vm list [--tenant T] [--json]`. */
+/** `lifeboat-service vm list [--tenant T] [--json]`, and `vm nic …` (nic.ts). */
 import type { Command } from 'commander';
 import { printJson } from '../../shared/cli/run.js';
 import { apiClient, withConfig } from './common.js';
+import { registerNic } from './nic.js';
 
 interface VmSummary { tenant: string; name: string; state: string; health: string; lastAppliedAt: string | null; pendingLogs: number }
 
@@ -16,4 +17,5 @@ export function registerVm(program: Command): void {
       if (opts.json) return printJson(vms);
       for (const v of vms) process.stdout.write(`${v.tenant}\t${v.name}\t${v.state}\t${v.health}\t${v.lastAppliedAt ?? '-'}\tpending ${v.pendingLogs}\n`);
     });
+  registerNic(vm);
 }

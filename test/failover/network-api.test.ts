@@ -110,7 +110,7 @@ describe('NIC settings', () => {
   });
 
   it('refuses duplicate MACs, bad MACs and VM names with quotes', async () => {
-    refused(await s.api('PUT', '/v1/tenants/acme/vms/web2/nics', { nics: [{ mac: mac2 }, { mac: '52-54-00-00-00-02' }] }), 400, /^vm web2 nic 52:54:00:00:00:02 mac: 52:54:00:00:00:02 is already the MAC of nics\[0\]$/);
+    refused(await s.api('PUT', '/v1/tenants/acme/vms/web2/nics', { nics: [{ mac: mac2 }, { mac: '52-54-00-00-00-02' }] }), 400, /^vm web2 nic 52:54:00:00:00:02 mac: 52:54:00:00:00:02 is already the MAC of the NIC at position 0$/);
     refused(await s.api('PUT', '/v1/tenants/acme/vms/web2/nics/01:00:5e:00:00:01', {}), 400, /^mac: 01:00:5e:00:00:01 is a multicast MAC address/);
     refused(await s.api('PUT', '/v1/tenants/acme/vms/web2/nics/zz', {}), 400, /^mac: "zz" is not a MAC address/);
     refused(await s.api('PUT', `/v1/tenants/acme/vms/we'b/nics/${mac2}`, {}), 400, /^vm "we'b" is not a valid id/);
