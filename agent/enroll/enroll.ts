@@ -6,6 +6,7 @@
 import { LifeboatError } from '../../shared/errors.js';
 import { caResponseSchema, enrollResponseSchema } from '../../shared/protocol/schemas.js';
 import { StateVersion } from '../state/schema.js';
+import { takeRunLock } from '../state/lock.js';
 import type { AgentState } from '../state/store.js';
 import { send, sendParsed } from '../transport/http-client.js';
 import { certificateFingerprint, certificateNotAfter, makeKeyAndCsr } from './csr.js';
@@ -15,6 +16,23 @@ export interface EnrollOptions {
   serviceUrl: string;
   token: string;
   serverName: string;
+  /**
+   * Replace an existing identity. Every protected VM then starts over with a base of a new generation
+   * (the old identity's spooled logs are sealed to another tenant's key, and its service may differ).
+   */
+  force?: boolean;
+}
+
+/**
+ * Refuses to enroll over an existing identity unless forced (a silent replacement breaks the replicas'
+ * continuity); returns whether one is being replaced.
+ */
+async function checkNotEnrolled(state: AgentState, force: boolean): Promise<boolean> {
+  if (!(await state.hasIdentity())) return false;
+  if (force) return true;
+  const { identity } = await state.readIdentity();
+  throw new LifeboatError('conflict', `this agent is already enrolled as ${identity.name} with tenant ${identity.tenant} at ${identity.serviceUrl} (state in ${state.dir}); `
+    + 'to replace that identity, which starts every protected VM over with a new base, run enroll again with --force');
 }
 
 /** Fetches the CA without trusting the connection, then trusts it only if its fingerprint matches. */
@@ -40,22 +58,32 @@ export async function pinServiceCa(serviceUrl: string, fingerprint: string): Pro
 
 export async function enroll(state: AgentState, options: EnrollOptions): Promise<{ tenant: string; serverName: string; notAfter: string }> {
   const claims = readEnrollmentToken(options.token);
-  const serviceUrl = options.serviceUrl;
-  const caPem = await pinServiceCa(serviceUrl, claims.caFingerprint);
-  const { keyPem, csrPem } = await makeKeyAndCsr(options.serverName);
-  const res = await sendParsed(enrollResponseSchema, {
-    method: 'POST', url: new URL('/v1/enroll', serviceUrl).toString(), tls: { ca: caPem },
-    json: { token: options.token.trim(), serverName: options.serverName, csr: csrPem },
-  });
-  await state.writeIdentity({
-    keyPem,
-    certPem: res.certificate,
-    caPem: [caPem, ...res.caChain.filter((c) => c.trim() !== caPem.trim())].join(''),
-    tenantKeyJwk: `${JSON.stringify(res.tenantReplicaKey)}\n`,
-    identity: {
-      version: StateVersion, serviceUrl, name: res.serverName, tenant: res.tenant, caFingerprint: claims.caFingerprint,
-      certNotAfter: certificateNotAfter(res.certificate), enrolledAt: new Date().toISOString(),
-    },
-  });
-  return { tenant: res.tenant, serverName: res.serverName, notAfter: res.notAfter };
+  const replacing = await checkNotEnrolled(state, options.force === true);
+  // While an identity and the VMs' progress are replaced, no engine may run on this state directory
+  // (taken before the token is used, so a refusal does not waste it).
+  const release = replacing ? await takeRunLock(state.dir) : async () => {};
+  try {
+    const serviceUrl = options.serviceUrl;
+    const caPem = await pinServiceCa(serviceUrl, claims.caFingerprint);
+    const { keyPem, csrPem } = await makeKeyAndCsr(options.serverName);
+    const res = await sendParsed(enrollResponseSchema, {
+      method: 'POST', url: new URL('/v1/enroll', serviceUrl).toString(), tls: { ca: caPem },
+      json: { token: options.token.trim(), serverName: options.serverName, csr: csrPem },
+    });
+    await state.writeIdentity({
+      keyPem,
+      certPem: res.certificate,
+      caPem: [caPem, ...res.caChain.filter((c) => c.trim() !== caPem.trim())].join(''),
+      tenantKeyJwk: `${JSON.stringify(res.tenantReplicaKey)}\n`,
+      identity: {
+        version: StateVersion, serviceUrl, name: res.serverName, tenant: res.tenant, caFingerprint: claims.caFingerprint,
+        certNotAfter: certificateNotAfter(res.certificate), enrolledAt: new Date().toISOString(),
+      },
+    });
+    // Every VM starts over, so none ships under the old identity's generations or key.
+    if (replacing) for (const vm of await state.listVms()) await state.restartVm(vm);
+    return { tenant: res.tenant, serverName: res.serverName, notAfter: res.notAfter };
+  } finally {
+    await release();
+  }
 }

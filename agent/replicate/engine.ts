@@ -8,11 +8,12 @@
  */
 import type { DiskImage } from '../../shared/disk/index.js';
 import { openDisk } from '../../shared/disk/index.js';
-import { userMessage } from '../../shared/errors.js';
+import { LifeboatError, userMessage } from '../../shared/errors.js';
 import type { CycleStats, DiskProgress, VmConfig } from '../state/schema.js';
 import type { DiskStatus, VmRegistration } from '../transport/types.js';
 import type { EngineContext } from './context.js';
 import { ProgressBook } from './context.js';
+import { isOutOfStepRefusal, outOfStep, restartDisk } from './continuity.js';
 import { diskCycle, recoverLogs } from './cycle.js';
 import { runHook } from './hooks.js';
 import { DefaultChunkSize, recoverAdoptedBase, runBase, startBase } from './initial.js';
@@ -96,13 +97,21 @@ export class Replicator {
       let verified = false;
       let baseBytes = 0;
       for (const d of config.disks) {
-        sentBytes += await recoverLogs(ctx, book, config, d.id);
         const p = book.progress.disks[d.id]!;
         const sd = service.get(d.id);
+        try {
+          sentBytes += await recoverLogs(ctx, book, config, d.id);
+        } catch (err) {
+          if (!isOutOfStepRefusal(err)) throw err;
+          await this.restart(book, d.id, `${userMessage(err) ?? String(err)}; this agent's state is older than the service's: sending a base of a new generation`);
+        }
         if (await recoverAdoptedBase(ctx, book, config, d.id)) {
           ctx.logger.info({ vm, disk: d.id, generation: p.initial.generation }, 'base completed before the restart; recorded');
           if (p.initial.mode === 'delta') verified = true;
         }
+        // The service's expectations rule: a base it never received, or a position it is past, means a new generation.
+        const behind = config.initial.mode === 'media' ? undefined : outOfStep(sd, p);
+        if (behind !== undefined) await this.restart(book, d.id, behind);
         if (sd?.state === 'resync_required' && p.initial.state === 'done') {
           ctx.logger.warn({ vm, disk: d.id, reason: sd.resyncReason }, 'service asks for a resynchronization');
           await book.update((x) => { x.disks[d.id]!.resyncReason = sd.resyncReason ?? 'service asked for resynchronization'; x.disks[d.id]!.initial.state = 'pending'; });
@@ -146,7 +155,13 @@ export class Replicator {
         const ready = config.disks.filter((d) => book.progress.disks[d.id]!.initial.state === 'done'
           && (config.initial.mode !== 'media' || awaitsNothing(service.get(d.id), book.progress.disks[d.id]!)));
         for (const [i, d] of ready.entries()) {
-          const r = await diskCycle(ctx, book, config, d.id, disks.get(d.id)!, consistency, i === ready.length - 1 ? thaw : async () => {}, vmCycle);
+          const r = await diskCycle(ctx, book, config, d.id, disks.get(d.id)!, consistency, i === ready.length - 1 ? thaw : async () => {}, vmCycle).catch(async (err: unknown) => {
+            if (!isOutOfStepRefusal(err)) throw err;
+            // Refused for good: the next cycle sends a base of a new generation instead of this log again.
+            const why = `${userMessage(err) ?? String(err)}; this agent's state is older than the service's: the next cycle sends a base of a new generation`;
+            await this.restart(book, d.id, why);
+            throw new LifeboatError('conflict', `${d.id}: ${why}`, { cause: err });
+          });
           changedBytes += r.changedBytes;
           sentBytes += r.sentBytes;
           logs++;
@@ -181,7 +196,7 @@ export class Replicator {
   private async register(book: ProgressBook, config: VmConfig, disks: Map<string, DiskImage>): Promise<Map<string, DiskStatus>> {
     const { ctx } = this;
     const p = book.progress;
-    const changed = !p.registered || config.disks.some((d) => p.disks[d.id]?.virtualSize !== disks.get(d.id)!.virtualSize);
+    let changed = !p.registered || config.disks.some((d) => p.disks[d.id]?.virtualSize !== disks.get(d.id)!.virtualSize);
     const registration: VmRegistration = {
       displayName: config.name,
       disks: config.disks.map((d) => ({ id: d.id, virtualSize: disks.get(d.id)!.virtualSize, format: disks.get(d.id)!.format })),
@@ -190,9 +205,13 @@ export class Replicator {
       appConsistentEvery: config.appConsistentEveryMs === null ? 0 : config.appConsistentEveryMs / 3_600_000,
       compression: config.compression,
     };
-    const status = changed
-      ? await withRetry(() => ctx.transport.registerVm(config.name, registration), ctx.retry)
-      : await withRetry(() => ctx.transport.vmStatus(config.name), ctx.retry);
+    const register = () => withRetry(() => ctx.transport.registerVm(config.name, registration), ctx.retry);
+    const status = changed ? await register() : await withRetry(() => ctx.transport.vmStatus(config.name), ctx.retry).catch((err: unknown) => {
+      // The service does not know the VM (another identity's service, or the hoster removed it): register it again.
+      if (!(err instanceof LifeboatError && err.code === 'not_found')) throw err;
+      changed = true;
+      return register();
+    });
     if (changed) {
       await book.update((x) => {
         x.registered = true;
@@ -203,6 +222,11 @@ export class Replicator {
       });
     }
     return new Map(status.disks.map((d) => [d.id, d]));
+  }
+
+  private async restart(book: ProgressBook, diskId: string, reason: string): Promise<void> {
+    this.ctx.logger.warn({ vm: book.vm, disk: diskId, reason }, 'replication out of step with the service');
+    await restartDisk(book, diskId, reason);
   }
 
   private verificationDue(book: ProgressBook, config: VmConfig, sd: DiskStatus | undefined): boolean {

@@ -139,6 +139,19 @@ export class AgentState {
     await writeJsonAtomic(join(this.vmDir(vm), 'progress.json'), VmProgress.parse(progress));
   }
 
+  /**
+   * Starts a VM's replication over as if its progress had been lost: everything of the VM but its
+   * config (progress, block maps, spooled objects) is removed, so the next cycle registers it and sends
+   * a base of a new generation (a delta where the service holds a complete replica). Cycle ids keep rising.
+   */
+  async restartVm(vm: string): Promise<void> {
+    const dir = this.vmDir(vm);
+    // A damaged progress file is what this replaces; cycle ids start from the clock anyway.
+    const nextCycle = await this.readProgress(vm).then((p) => p.nextCycle, () => 1);
+    for (const name of await readdir(dir)) if (name !== 'config.json') await rm(join(dir, name), { recursive: true, force: true });
+    await this.writeProgress(vm, { ...emptyProgress(), nextCycle });
+  }
+
   /** Forgets a VM: its config first (so a crash midway leaves it unprotected, not half-protected). */
   async removeVm(vm: string): Promise<void> {
     const dir = this.vmDir(vm);

@@ -19,6 +19,7 @@ export type Health = 'normal' | 'warning' | 'critical';
 export async function vmStatus(db: Queryable, vm: VmRow, now = new Date()) {
   const disks = await listDisks(db, vm.tenant, vm.name);
   const pending = await pendingByDisk(db, vm.tenant, vm.name);
+  const bases = await pendingBases(db, vm.tenant, vm.name);
   const lastAppliedAt = latest(disks.map((d) => d.lastAppliedAt));
   const stats = await hourStats(db, vm, disks, now);
   const worst = disks.reduce((w, d) => Math.max(w, stateRank.indexOf(d.state)), 0);
@@ -39,12 +40,25 @@ export async function vmStatus(db: Queryable, vm: VmRow, now = new Date()) {
     lastAppliedAt: lastAppliedAt?.toISOString() ?? null,
     pendingLogs: [...pending.values()].reduce((n, p) => n + p.logs, 0),
     pendingBytes: [...pending.values()].reduce((n, p) => n + p.bytes, 0),
-    disks: disks.map((d) => diskStatus(d, pending.get(d.id))),
+    disks: disks.map((d) => diskStatus(d, pending.get(d.id), bases.get(d.id))),
   };
 }
 
-function diskStatus(d: DiskRow, pending: { logs: number; bytes: number } | undefined) {
-  const action = d.state === 'resync_required' ? 'resync' : d.baseComplete ? 'logs' : 'initial';
+/** Per disk, the newest complete base the merge worker has yet to apply. */
+async function pendingBases(db: Queryable, tenant: string, vm: string): Promise<Map<string, number>> {
+  const rows = await db.query<{ disk: string; generation: number }>(
+    `SELECT disk, max(generation)::int8 AS generation FROM bases WHERE tenant = $1 AND vm = $2 AND status = 'pending' GROUP BY disk`, [tenant, vm]);
+  return new Map(rows.map((r) => [r.disk, Number(r.generation)]));
+}
+
+/**
+ * expect names what the service applies next: logs from 1 of a complete base still waiting for the
+ * merge worker (the agent's base was received: it must not send another), else the applied state's.
+ */
+function diskStatus(d: DiskRow, pending: { logs: number; bytes: number } | undefined, pendingBase: number | undefined) {
+  const baseWaiting = pendingBase !== undefined && pendingBase > d.generation;
+  const action = baseWaiting ? 'logs' : d.state === 'resync_required' ? 'resync' : d.baseComplete ? 'logs' : 'initial';
+  const expect = baseWaiting ? { action, generation: pendingBase, nextSequence: 1 } : { action, generation: d.generation, nextSequence: d.appliedSequence + 1 };
   return {
     id: d.id,
     virtualSize: d.virtualSize,
@@ -57,7 +71,7 @@ function diskStatus(d: DiskRow, pending: { logs: number; bytes: number } | undef
     pendingLogs: pending?.logs ?? 0,
     pendingBytes: pending?.bytes ?? 0,
     lastAppliedAt: d.lastAppliedAt?.toISOString() ?? null,
-    expect: { action, generation: d.generation, nextSequence: d.appliedSequence + 1 },
+    expect,
   };
 }
 

@@ -111,18 +111,29 @@ describe('lifeboat-agent on bad input', () => {
       certNotAfter: '2020-01-01T00:00:00.000Z', enrolledAt: '2019-12-01T00:00:00.000Z',
     }));
     await expectOneLine(state, ['run', '--once'], /certificate expired at 2020-01-01T00:00:00\.000Z; enroll again/);
+    // An enrolled agent is not enrolled again unless asked: before the token is used, the identity kept.
+    const claims = Buffer.from(JSON.stringify({ tenant: 'other', caFingerprint: '1'.repeat(64), exp: 4_000_000_000, endpoint: 'https://127.0.0.1:1' })).toString('base64url');
+    const before = await readFile(join(state, 'identity', 'agent.json'), 'utf8');
+    await expectOneLine(state, ['enroll', `eyJhbGciOiJFUzI1NiJ9.${claims}.c2ln`], /already enrolled as hv01\.example\.net with tenant acme at https:\/\/dr\.example\.net:9443 .*run enroll again with --force/);
+    await expectOneLine(state, ['enroll', '--force', `eyJhbGciOiJFUzI1NiJ9.${claims}.c2ln`], /service https:\/\/127\.0\.0\.1:1 does not answer/);
+    expect(await readFile(join(state, 'identity', 'agent.json'), 'utf8')).toBe(before);
   });
 
   it('enroll refuses bad tokens and services that do not answer', async () => {
     const state = join(dir, 'enroll');
     const claims = Buffer.from(JSON.stringify({ tenant: 't', caFingerprint: '0'.repeat(64), exp: 4_000_000_000 })).toString('base64url');
     const token = `eyJhbGciOiJFUzI1NiJ9.${claims}.c2ln`;
+    const withEndpoint = `eyJhbGciOiJFUzI1NiJ9.${Buffer.from(JSON.stringify({ tenant: 't', caFingerprint: '0'.repeat(64), exp: 4_000_000_000, endpoint: 'https://127.0.0.1:1' })).toString('base64url')}.c2ln`;
     const expired = `eyJhbGciOiJFUzI1NiJ9.${Buffer.from(JSON.stringify({ tenant: 't', caFingerprint: '0'.repeat(64), exp: 1000 })).toString('base64url')}.c2ln`;
     await Promise.all([
       expectOneLine(state, ['enroll', '--service', 'https://127.0.0.1:1', '--token', 'garbage'], /enrollment token is not a JWT/),
       expectOneLine(state, ['enroll', '--service', 'https://127.0.0.1:1', '--token', expired], /enrollment token expired/),
       expectOneLine(state, ['enroll', '--service', 'http://127.0.0.1:1', '--token', token], /must be an https:\/\/ URL/),
       expectOneLine(state, ['enroll', '--service', 'https://127.0.0.1:1', '--token', token], /service https:\/\/127\.0\.0\.1:1 does not answer: connection refused/),
+      // The token names its endpoint: TOKEN alone is enough (docs/service.md).
+      expectOneLine(state, ['enroll', withEndpoint], /service https:\/\/127\.0\.0\.1:1 does not answer: connection refused/),
+      expectOneLine(state, ['enroll', token], /the token names no service endpoint; give it with --service URL/),
+      expectOneLine(state, ['enroll'], /no enrollment token: run lifeboat-agent enroll TOKEN/),
     ]);
     await expect(readdir(state)).rejects.toThrow(/ENOENT/);
   });
