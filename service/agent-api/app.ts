@@ -19,9 +19,11 @@ import { commitChunk, commitLog, completeInitial, grantUpload } from '../replica
 import { enroll, renew } from '../trust/enroll.js';
 import type { AgentEnv } from './auth.js';
 import { requireAgent } from './auth.js';
+import { registerCommandRoutes } from './commands.js';
+import type { FailoverQueues } from '../failover/queue.js';
 import { MaxLogBytes, chunkSchema, commitSchema, digestsQuerySchema, enrollSchema, grantSchema, initialSchema, registerSchema, renewSchema } from '../../shared/protocol/schemas.js';
 
-export function agentApp(ctx: ServiceContext, enqueue: EnqueueMerge): Hono<AgentEnv> {
+export function agentApp(ctx: ServiceContext, enqueue: EnqueueMerge, failoverQueues?: FailoverQueues): Hono<AgentEnv> {
   const app = new Hono<AgentEnv>();
   app.use('*', countRequests(ctx.metrics, 'agent'));
   app.onError(errorHandler(ctx.log));
@@ -66,6 +68,7 @@ export function agentApp(ctx: ServiceContext, enqueue: EnqueueMerge): Hono<Agent
     const { disk } = await diskForAgent(ctx.db, c.var.agent, pathId(c, 'vm'), pathId(c, 'disk'));
     return c.json(await blockDigests(disk, q));
   });
+  registerCommandRoutes(agent, ctx, failoverQueues);
   agent.all('*', (c) => {
     throw ErrNotFoundHere(`no route ${c.req.method} ${c.req.path}`);
   });

@@ -8,14 +8,15 @@ import { createAdaptorServer } from '@hono/node-server';
 import type { ServiceContext } from '../context.js';
 import { issueServerCert } from '../trust/ca.js';
 import type { EnqueueMerge } from '../replication/uploads.js';
+import type { FailoverQueues } from '../failover/queue.js';
 import { agentApp } from './app.js';
 
 /** The server certificate is made fresh at each start for the configured names (short-lived). */
 export const ServerCertDays = 90;
 
-export async function createAgentServer(ctx: ServiceContext, enqueue: EnqueueMerge): Promise<Server> {
+export async function createAgentServer(ctx: ServiceContext, enqueue: EnqueueMerge, failoverQueues?: FailoverQueues): Promise<Server> {
   const { certPem, keyPem } = await issueServerCert(ctx.ca, ctx.config.agentEndpoint.serverNames, ServerCertDays);
-  const app = agentApp(ctx, enqueue);
+  const app = agentApp(ctx, enqueue, failoverQueues);
   return createAdaptorServer({
     fetch: app.fetch,
     createServer,

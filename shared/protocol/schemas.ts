@@ -164,3 +164,60 @@ export type DigestsResponse = z.infer<typeof digestsResponseSchema>;
 export const errorResponseSchema = z.object({
   error: z.object({ code: z.string(), reason: z.string().optional(), message: z.string() }),
 });
+
+// Commands (§13): the service's way to reach an agent over the agent's own outbound connection.
+
+/** The longest a GET /v1/commands may wait for a command (seconds). */
+export const MaxCommandWaitSeconds = 25;
+export const commandKinds = ['planned-failover'] as const;
+export type CommandKind = (typeof commandKinds)[number];
+export const commandStates = ['queued', 'delivered', 'running', 'done', 'failed', 'cancelled'] as const;
+export type CommandState = (typeof commandStates)[number];
+/** An agent process's instance id: a fresh random id per process, so a restarted agent is told apart. */
+export const InstancePattern = /^[A-Za-z0-9_-]{8,64}$/;
+
+/** §13.1 GET /v1/commands query */
+export const commandsQuerySchema = z.strictObject({
+  wait: z.coerce.number().int().min(0).max(MaxCommandWaitSeconds).default(0),
+  instance: z.string().regex(InstancePattern, 'must be 8 to 64 of [A-Za-z0-9_-]'),
+});
+/** §13.2 POST /v1/commands/{id}/progress */
+export const commandProgressSchema = z.strictObject({ step: z.string().min(1).max(64), detail: z.string().max(1024).optional() });
+export type CommandProgressBody = z.infer<typeof commandProgressSchema>;
+/** §13.3 POST /v1/commands/{id}/result */
+export const commandResultSchema = z.discriminatedUnion('ok', [
+  z.strictObject({ ok: z.literal(true), result: z.record(z.string(), z.unknown()) }),
+  z.strictObject({ ok: z.literal(false), error: z.string().min(1).max(4096) }),
+]);
+export type CommandResultBody = z.infer<typeof commandResultSchema>;
+/** §13.4 the result of a planned-failover command: the final cycle, shipped and acknowledged. */
+export const plannedFailoverResultSchema = z.object({ cycle: seq.min(1), capturedAt: time, consistency, shutdown: z.enum(['hook', 'operator']) });
+export type PlannedFailoverResult = z.infer<typeof plannedFailoverResultSchema>;
+/** §13.5 POST /v1/vms/{vm}/failovers */
+export const agentFailoverSchema = z.strictObject({ kind: z.literal('planned') });
+
+/** §13.1 a command as delivered. kind is a string: the agent reports an unknown kind as failed (§12). */
+export const commandSchema = z.object({
+  id,
+  kind: z.string().min(1),
+  vm: id,
+  payload: z.record(z.string(), z.unknown()),
+  createdAt: time,
+  expiresAt: time,
+  deliveries: seq,
+});
+export type AgentCommand = z.infer<typeof commandSchema>;
+export const commandsResponseSchema = z.object({ commands: z.array(commandSchema) });
+/** §13.2, §13.3 the answer to progress and result: the command's state (cancelled: stop). */
+export const commandStateResponseSchema = z.object({ state: z.enum(commandStates) });
+/** §13.5, §13.6 a failover as the agent sees it. */
+export const agentFailoverResponseSchema = z.object({
+  id: z.string().min(1),
+  vm: id,
+  kind: z.string(),
+  state: z.string(),
+  goal: z.string(),
+  error: z.string().nullable(),
+  steps: z.array(z.object({ step: z.string(), status: z.string(), detail: z.string().nullable(), at: time })),
+});
+export type AgentFailoverResponse = z.infer<typeof agentFailoverResponseSchema>;
