@@ -5,8 +5,17 @@
  * refuses conflicts, CSV imports apply every row or none. Every tenant-scoped route answers another
  * tenant 404 (as if absent) and a viewer 403 on writes.
  */
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LifeboatError } from '../../shared/errors.js';
+import { listVmNics } from '../../service/catalog/failovers.js';
+import type { NicModel } from '../../service/failover/drivers/types.js';
+import type { NicPlan } from '../../service/failover/network/mappings.js';
+import { networkInputs, planVmIp, writeSeeds } from '../../service/failover/seed.js';
+import type { FailoverSpec } from '../../service/failover/spec.js';
 import { referee } from '../helpers.js';
 import type { HttpResult } from '../service/helpers.js';
 import { FailoverScenario } from './failover-harness.js';
@@ -245,5 +254,42 @@ describe('CSV import and export', () => {
       /^CSV line 1: missing column gateway \(the header is vm,mac,kind,addresses,gateway,dns,network\[,search,mtu,model\]\)$/);
     refused(await s.api('POST', '/v1/tenants/acme/nic-settings/import', { csv: `${header},owner\n` }, admin), 400, /^CSV line 1: unknown column "owner"/);
     refused(await s.api('POST', '/v1/tenants/acme/nic-settings/import', { csv: `${header}\nweb1,"52:54` }, admin), 400, /^CSV: Quote Not Closed/);
+  });
+});
+
+describe('failover seeds', () => {
+  it('use the tenant\'s stored mappings when given them, and refuse a conflict before anything boots', async () => {
+    const db = s.svc.ctx.db;
+    expect((await s.api('PUT', '/v1/tenants/acme/network-mappings', { mappings: [{ kind: 'production', source: '192.168.50.0/24', target: '10.60.50.0/24', gateway: '10.60.50.1', network: 'dr-prod' }] }, admin)).status).toBe(200);
+    expect((await s.api('PUT', '/v1/tenants/acme/vms/web2/nics/52:54:00:00:00:0a', { reportedAddresses: ['192.168.50.9/24'] }, admin)).status).toBe(200);
+    const spec = async (): Promise<FailoverSpec> => ({
+      hardware: { firmware: 'bios', secureBoot: false, cpus: 1, memoryMiB: 256, guestOs: 'linux' }, disks: [], readyProbes: [{ kind: 'guest-agent' }],
+      nics: (await listVmNics(db, 'acme', 'web2')).map((n) => ({ mac: n.mac, model: n.model as NicModel, settings: n.settings, reportedAddresses: n.reportedAddresses })),
+    });
+    const f = { id: 'fo-seedtest', kind: 'unplanned' as const, vm: 'web2', vmGenerationId: randomUUID() };
+    const dir = await mkdtemp(join(tmpdir(), 'lbseed-'));
+    try {
+      const seeds = await writeSeeds(dir, f, await spec(), await networkInputs(db, 'acme', 'web2', 'production'));
+      const mapped = seeds.plan.find((p) => p.mac === '52:54:00:00:00:0a')!;
+      expect(mapped.config).toEqual({ mode: 'static', addresses: ['10.60.50.9/24'], gateway4: '10.60.50.1', dns: [], search: [], network: 'dr-prod' });
+      const written = JSON.parse(await readFile(join(dir, 'network-plan.json'), 'utf8')) as { plan: NicPlan[] };
+      expect(written.plan.find((p) => p.mac === '52:54:00:00:00:0a')!.config).toEqual(mapped.config);
+      expect(seeds.paths.map((p) => p.split('/').pop())).toEqual(['cidata.iso']);
+      expect(await planVmIp(db, 'acme', 'web2', 'production')).toEqual(seeds.plan);
+      // Without the tenant's inputs (the caller passes none), the NIC asks DHCP.
+      expect((await writeSeeds(dir, f, await spec())).plan.find((p) => p.mac === '52:54:00:00:00:0a')!.config).toEqual({ mode: 'dhcp' });
+
+      // web1 takes the mapped address explicitly in dr-prod: the plan is refused, before any seed is written.
+      const nic1 = (await s.api<{ production: Record<string, unknown> }>('GET', `/v1/tenants/acme/vms/web1/nics/${mac1}`)).body;
+      expect((await s.api('PUT', `/v1/tenants/acme/vms/web1/nics/${mac1}`, { production: { ...nic1.production, addresses: ['10.60.50.9/24', '2001:db8::40/64'], gateway4: '10.60.50.1' } }, admin)).status).toBe(200);
+      await rm(join(dir, 'network-plan.json'));
+      const err = await writeSeeds(dir, f, await spec(), await networkInputs(db, 'acme', 'web2', 'production')).then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(LifeboatError);
+      expect((err as LifeboatError).code).toBe('conflict');
+      expect((err as Error).message).toBe('production plan, nic 52:54:00:00:00:0a: address 10.60.50.9 in network dr-prod is already used by vm web1 nic 52:54:00:00:00:01 (production)');
+      await expect(readFile(join(dir, 'network-plan.json'))).rejects.toThrow(/ENOENT/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
