@@ -1,7 +1,8 @@
 /** The disk subcommands as a user runs them: bin/lifeboat-agent.js spawned, exit codes and output checked. */
 import { existsSync } from 'node:fs';
-import { readFile, rename, truncate, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { readFile, readdir, rename, truncate, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runBin, referee, scratchDir } from '../../test/helpers.js';
 import type { CommandOutput } from '../../test/helpers.js';
@@ -93,6 +94,26 @@ describe('lifeboat-agent disk (raw)', () => {
     const results = await Promise.all(cases.map(([args]) => agent(...args)));
     results.forEach((r, i) => expectOneLineError(r, cases[i]![1]));
     for (const f of ['out.vhdx', 'f.vhd', 'g.vhd']) expect(existsSync(join(dir.path, f))).toBe(false);
+  });
+
+  it('convert killed by SIGTERM or SIGINT leaves no output, not even a partial one', async () => {
+    // Enough data that the convert is still running when the signal comes (qemu-io writes it).
+    expect((await agent('disk', 'create', 'big.raw', '--size', '256M')).code).toBe(0);
+    await referee('qemu-io', ['-f', 'raw', '-c', 'write -P 0x3c 0 256M', join(dir.path, 'big.raw')]);
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+      const out = `killed-${signal}.vhdx`;
+      const child = spawn(process.execPath, [resolve(import.meta.dirname, '../../bin/lifeboat-agent.js'), 'disk', 'convert', 'big.raw', out], { cwd: dir.path, stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
+      const exited = new Promise<number | null>((done) => child.on('exit', (code) => done(code)));
+      // Signalled once the image is being written.
+      for (let i = 0; i < 3000 && !(await readdir(dir.path)).some((n) => n.startsWith(`.${out}`) || n === out); i++) await new Promise((r) => setTimeout(r, 20));
+      child.kill(signal);
+      const code = await exited;
+      expect(code, stderr).not.toBe(0);
+      expect(stderr).toMatch(/interrupted; nothing written/);
+      expect((await readdir(dir.path)).filter((n) => n.includes(out))).toEqual([]);
+    }
   });
 
   it('makes and describes a VHDX chain, and refuses it in one line once its parent is gone', async () => {

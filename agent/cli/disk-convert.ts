@@ -3,10 +3,12 @@
  * writes SRC's virtual contents (through its parent chain) into a new image. A progress bar goes
  * to stderr when it is a terminal. A failed convert leaves no DST behind.
  */
-import { existsSync, rmSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import type { Command } from 'commander';
 import { printJson } from '../../shared/cli/run.js';
 import { convertDisk } from '../../shared/disk/ops/index.js';
+import { partialPathFor } from '../../shared/disk/ops/convert.js';
 import { about, openImage, outputFormat, outputType, progressBar, sizeOption } from './disk-common.js';
 
 interface ConvertFlags { format?: string; type?: string; blockSize?: string; json?: boolean }
@@ -28,22 +30,31 @@ export function registerDiskConvert(disk: Command): void {
       const src = await openImage(srcPath);
       const bar = progressBar(`converting ${srcPath}`);
       const t0 = Date.now();
-      // Interrupted, the partial output goes too (convertDisk removes it on any failure it sees).
-      const interrupted = () => {
+      // Interrupted (Ctrl-C, kill): the image under its temporary name goes; DST was never written.
+      const interrupted = (signal: NodeJS.Signals) => {
         bar.end();
-        if (existsSync(dstPath) && !existedBefore) rmSync(dstPath, { force: true });
-        process.stderr.write(`lifeboat-agent: ${dstPath}: interrupted; removed the partial output\n`);
-        process.exit(130);
+        removePartials(dstPath);
+        process.stderr.write(`lifeboat-agent: ${dstPath}: interrupted; nothing written\n`);
+        process.exit(signal === 'SIGINT' ? 130 : 143);
       };
-      const existedBefore = existsSync(dstPath);
-      process.once('SIGINT', interrupted);
+      for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(signal, interrupted);
       try {
         await about(dstPath, () => convertDisk(src, dstPath, format, { type, blockSize, onProgress: flags.json ? undefined : bar.update }));
       } finally {
-        process.off('SIGINT', interrupted);
+        for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.off(signal, interrupted);
         bar.end();
         await src.close();
       }
       if (flags.json) printJson({ source: srcPath, destination: dstPath, format, virtualSize: src.virtualSize, seconds: (Date.now() - t0) / 1000 });
     });
+}
+
+/** Removes this process's temporary images bound for dstPath (partialPathFor names them by pid). */
+function removePartials(dstPath: string): void {
+  const prefix = basename(partialPathFor(dstPath));
+  try {
+    for (const name of readdirSync(dirname(dstPath))) if (name.startsWith(`${prefix}-`)) rmSync(join(dirname(dstPath), name), { force: true });
+  } catch {
+    // The folder is gone: so is the partial image.
+  }
 }

@@ -1,4 +1,5 @@
-import { stat, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { referee, scratchDir } from '../../../test/helpers.js';
@@ -45,6 +46,21 @@ describe('convertDisk', () => {
     for (let i = 1; i < seen.length; i++) expect(seen[i]!.done).toBeGreaterThanOrEqual(seen[i - 1]!.done);
     await referee('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', src, out]);
     expect((await stat(out)).blocks * 512).toBeLessThanOrEqual((3 * MiB) + 2 * 65536 + 4096);
+  });
+
+  it('never shows a partial image under the output name, writes it 0600, and names a missing folder', async () => {
+    const src = await sample('conv-src3.raw', 4 * MiB, [[0, 3 * MiB, 3]]);
+    const s = await openDisk(src, { readOnly: true });
+    const out = join(dir.path, 'conv-whole.raw');
+    const seenUnderName: boolean[] = [];
+    await convertDisk(s, out, 'raw', { onProgress: () => seenUnderName.push(existsSync(out)) });
+    expect(seenUnderName.length).toBeGreaterThan(0);
+    expect(seenUnderName.every((x) => !x)).toBe(true);
+    expect((await stat(out)).mode & 0o777).toBe(0o600);
+    await referee('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', src, out]);
+    expect((await readdir(dir.path)).filter((n) => n.includes('.partial-'))).toEqual([]);
+    await expect(convertDisk(s, join(dir.path, 'no-such-folder', 'x.vhdx'), 'vhdx')).rejects.toThrow(/x\.vhdx: folder .*no-such-folder does not exist$/);
+    await s.close();
   });
 
   it('refuses an existing output and leaves it untouched', async () => {
