@@ -61,7 +61,7 @@ describe('infra/prometheus/lifeboat-rules.yml', () => {
     const exported = new Set<string>(['up']);
     for (const metric of await m.registry.getMetricsAsJSON()) {
       exported.add(metric.name);
-      if (metric.type === 'histogram') for (const s of ['_bucket', '_sum', '_count']) exported.add(metric.name + s);
+      if (String(metric.type) === 'histogram') for (const s of ['_bucket', '_sum', '_count']) exported.add(metric.name + s);
     }
     const recorded = new Set(doc.groups.flatMap((g) => g.rules.map((r) => r.record).filter((r): r is string => r !== undefined)));
     const used = doc.groups.flatMap((g) => g.rules.flatMap((r) => metricsIn(r.expr)));
