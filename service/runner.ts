@@ -86,7 +86,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     }
     registerFailoverMetrics(ctx);
     let ready = false;
-    const api = createAdaptorServer({ fetch: apiApp(ctx, () => ready, enqueue, failoverQueues).fetch }) as HttpServer;
+    const api = createAdaptorServer({ fetch: apiApp(ctx, () => ready, enqueue, failoverQueues, failoverHost).fetch }) as HttpServer;
     const agent = await createAgentServer(ctx, enqueue, failoverQueues);
     const apiPort = await listen(api, options.apiPort ?? config.api.port, config.api.host);
     closers.push(() => closeServer(api));

@@ -11,6 +11,8 @@ import type { EnqueueMerge } from '../replication/uploads.js';
 import type { ApiClaims } from '../trust/tokens.js';
 import { verifyApiToken } from '../trust/tokens.js';
 import { LifeboatError } from '../../shared/errors.js';
+import { WebhookDriver } from '../failover/drivers/webhook.js';
+import type { RunningHost } from '../failover/host.js';
 import type { FailoverQueues } from '../failover/queue.js';
 import { exportDisk, exportSchema } from './export.js';
 import { failoverRoutes } from './failovers.js';
@@ -42,7 +44,7 @@ const operatorOnly: MiddlewareHandler<ApiEnv> = async function operatorOnly(c, n
   await next();
 };
 
-export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: EnqueueMerge, failoverQueues?: FailoverQueues): Hono<ApiEnv> {
+export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: EnqueueMerge, failoverQueues?: FailoverQueues, failoverHost?: RunningHost): Hono<ApiEnv> {
   const { metrics } = ctx;
   const app = new Hono<ApiEnv>();
   app.use('*', countRequests(metrics, 'api'));
@@ -51,6 +53,13 @@ export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: Enqu
   app.get('/healthz', (c) => (ready() ? c.json({ status: 'ok' }) : c.json({ status: 'starting' }, 503)));
   app.get('/metrics', async (c) => c.text(await metrics.registry.metrics(), 200, { 'content-type': metrics.registry.contentType }));
   app.get('/v1/openapi.json', (c) => c.json(openApiDocument));
+  // The webhook driver's orchestrator answers here; the Standard Webhooks signature is its credential.
+  app.post('/v1/failover-callbacks/:host', bodySizeLimit(1 << 20), async (c) => {
+    const driver = failoverHost?.name === c.req.param('host') ? failoverHost.runtime.driver : undefined;
+    if (!(driver instanceof WebhookDriver)) throw new LifeboatError('not_found', `no webhook failover host ${c.req.param('host').slice(0, 64)} here`);
+    await driver.handleCallback(c.req.raw.headers, Buffer.from(await c.req.arrayBuffer()));
+    return c.body(null, 204);
+  });
 
   const v1 = new Hono<ApiEnv>();
   v1.use('*', authenticate(ctx), bodySizeLimit());

@@ -64,6 +64,8 @@ export const configSchema = z.strictObject({
     host: z.strictObject({
       /** The host's name in the catalog; placement and each failover's queue use it. */
       name: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/).default('local'),
+      /** Which hypervisor runs this host's VMs: qemu here, a Hyper-V host over SSH, or the hoster's orchestrator. */
+      driver: z.enum(['qemu', 'hyperv', 'webhook']).default('qemu'),
       /** Overlays, seeds, NVRAM copies, sockets and consoles of the failovers placed here. */
       dir: z.string().min(1).default('failover'),
       /** Capacity offered to failed-over VMs. */
@@ -84,6 +86,31 @@ export const configSchema = z.strictObject({
       /** How long qemu's NBD client keeps retrying a restarted failover host's export. */
       reconnectDelaySeconds: z.number().int().min(1).max(3600).default(300),
     }).prefault({}),
+    /** The hyperv driver (docs/failover-drivers.md): the Hyper-V host it reaches over OpenSSH. */
+    hyperv: z.strictObject({
+      host: z.string().min(1).max(253),
+      user: z.string().min(1).max(104),
+      port: z.number().int().min(1).max(65535).optional(),
+      identityFile: z.string().min(1).optional(),
+      knownHostsFile: z.string().min(1).optional(),
+      /** On the replica storage: where the differencing children and seeds of failovers go. */
+      childDir: z.string().min(1),
+      /** Each local replica storage directory and the same directory as the Hyper-V host names it. */
+      paths: z.array(z.strictObject({ local: z.string().min(1), windows: z.string().min(1) })).min(1),
+      /** DR network name → Hyper-V virtual switch. */
+      switches: z.record(z.string(), z.string().min(1).max(100)).default({}),
+      vmPath: z.string().min(1).optional(),
+    }).optional(),
+    /** The webhook driver (docs/failover-drivers.md): the hoster's orchestrator. */
+    webhook: z.strictObject({
+      url: z.string().url(),
+      /** A file holding the Standard Webhooks secret (whsec_…). */
+      secretFile: z.string().min(1),
+      callbackSecretFile: z.string().min(1).optional(),
+      /** Where the orchestrator calls back: this service's /v1/failover-callbacks/<host name>. */
+      callbackUrl: z.string().url(),
+      caFile: z.string().min(1).optional(),
+    }).optional(),
     /** A test failover is stopped with a report after this long (it pins its point). */
     testMaxHours: z.number().min(0.01).max(24 * 30).default(24),
     /** How long a failover waits for the guest to answer a readiness probe. */

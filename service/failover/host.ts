@@ -12,11 +12,16 @@
  * workers do); each host's own directory (overlays, seeds, sockets) is its own.
  */
 import { execFile } from 'node:child_process';
-import { mkdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { isAbsolute, join } from 'node:path';
 import { promisify } from 'node:util';
 import { Worker } from 'bullmq';
-import { LifeboatError } from '../../shared/errors.js';
+import type { Logger } from 'pino';
+import { ErrInvalidArgument, LifeboatError, userMessage } from '../../shared/errors.js';
+import type { Config } from '../config/config.js';
+import { HypervDriver } from './drivers/hyperv.js';
+import { SshHypervRunner } from './drivers/runner.js';
+import { WebhookDriver } from './drivers/webhook.js';
 import { addStep, getFailover, heartbeatHost, listFailovers, setFailoverGoal, setFailoverState, upsertHost } from '../catalog/failovers.js';
 import type { ServiceContext } from '../context.js';
 import { connectRedis } from '../queue.js';
@@ -68,7 +73,7 @@ export async function startFailoverHost(ctx: ServiceContext, options: HostOption
   const cfg = ctx.config.failover;
   const name = cfg.host.name;
   const log = ctx.log.child({ failoverHost: name });
-  if (!options.driver) await checkQemu(cfg.qemu.binary);
+  if (!options.driver && cfg.host.driver === 'qemu') await checkQemu(cfg.qemu.binary);
   await mkdir(join(cfg.host.dir, 'vms'), { recursive: true, mode: 0o700 });
   const redis = await connectRedis(options.redisUrl ?? ctx.config.redis.url);
   const closers: (() => Promise<void>)[] = [async () => redis.disconnect()];
@@ -81,10 +86,7 @@ export async function startFailoverHost(ctx: ServiceContext, options: HostOption
     const nbd = new NbdServer({ log, resolve: (exportName) => resolveExport(ctx.db, name, exportName) });
     await nbd.listenUnix(nbdSocket);
     closers.push(() => nbd.close());
-    const driver = options.driver ?? new QemuDriver({
-      binary: cfg.qemu.binary, imgBinary: cfg.qemu.img, accel: cfg.qemu.accel, reconnectDelaySec: cfg.qemu.reconnectDelaySeconds,
-      stateDir: cfg.host.dir, log,
-    });
+    const driver = options.driver ?? await makeDriver(ctx.config, log);
     closers.push(async () => driver.close?.());
     const runtime: HostRuntime = {
       ctx, redis, hostName: name, dir: cfg.host.dir, nbdSocket, driver, log, lockPrefix: options.lockPrefix,
@@ -120,6 +122,50 @@ export async function startFailoverHost(ctx: ServiceContext, options: HostOption
   } catch (err) {
     await stop();
     throw err;
+  }
+}
+
+/** The driver the config names for this host; a missing section or file is one clear line. */
+export async function makeDriver(config: Config, log: Logger): Promise<FailoverDriver> {
+  const cfg = config.failover;
+  const absolute = (field: string, p: string | undefined) => {
+    if (p !== undefined && !isAbsolute(p)) throw ErrInvalidArgument(`${config.path}: failover.${field}: ${p} must be an absolute path`);
+    return p;
+  };
+  const secret = async (field: string, file: string | undefined) => {
+    if (file === undefined) return undefined;
+    try {
+      return (await readFile(absolute(field, file)!, 'utf8')).trim();
+    } catch (err) {
+      throw ErrInvalidArgument(`${config.path}: failover.${field}: ${userMessage(err) ?? (err as Error).message}`);
+    }
+  };
+  switch (cfg.host.driver) {
+    case 'qemu':
+      return new QemuDriver({
+        binary: cfg.qemu.binary, imgBinary: cfg.qemu.img, accel: cfg.qemu.accel, reconnectDelaySec: cfg.qemu.reconnectDelaySeconds,
+        stateDir: cfg.host.dir, log,
+      });
+    case 'hyperv': {
+      const h = cfg.hyperv;
+      if (!h) throw ErrInvalidArgument(`${config.path}: failover.hyperv: required when failover.host.driver is hyperv`);
+      const runner = new SshHypervRunner({
+        host: h.host, user: h.user, ...(h.port ? { port: h.port } : {}),
+        ...(h.identityFile ? { identityFile: absolute('hyperv.identityFile', h.identityFile)! } : {}),
+        ...(h.knownHostsFile ? { knownHostsFile: absolute('hyperv.knownHostsFile', h.knownHostsFile)! } : {}),
+      });
+      return new HypervDriver({ runner, childDir: absolute('hyperv.childDir', h.childDir)!, paths: h.paths, switches: h.switches, ...(h.vmPath ? { vmPath: h.vmPath } : {}), log });
+    }
+    case 'webhook': {
+      const w = cfg.webhook;
+      if (!w) throw ErrInvalidArgument(`${config.path}: failover.webhook: required when failover.host.driver is webhook`);
+      const callbackSecret = await secret('webhook.callbackSecretFile', w.callbackSecretFile);
+      const ca = await secret('webhook.caFile', w.caFile);
+      return new WebhookDriver({
+        url: w.url, secret: (await secret('webhook.secretFile', w.secretFile))!, callbackUrl: w.callbackUrl,
+        ...(callbackSecret ? { callbackSecret } : {}), ...(ca ? { ca } : {}), log,
+      });
+    }
   }
 }
 

@@ -142,13 +142,20 @@ const prepare: Step = async (rt, f) => {
   const seeds = await writeSeeds(workDir, f, spec);
   const vm = await getVm(db, f.tenant, f.vm);
   const nvram = vm && spec.hardware.firmware === 'uefi' ? vmNvramPath(vm) : undefined;
-  await rt.driver.prepare({
+  const kind = f.kind === 'test' ? 'test' as const : 'production' as const;
+  const input = {
     failoverId: f.id, workDir, name: `lifeboat-${f.id}-${f.vm}`.slice(0, 60), hardware: spec.hardware, vmGenerationId: f.vmGenerationId,
-    disks: fork.map((d) => ({ id: d.disk, bus: d.bus as FailoverSpec['disks'][number]['bus'], virtualSize: d.virtualSize, nbd: { socket: rt.nbdSocket, exportName: exportName(f, pid, d.disk) } })),
+    disks: fork.map((d) => ({
+      id: d.disk, bus: d.bus as FailoverSpec['disks'][number]['bus'], virtualSize: d.virtualSize, nbd: { socket: rt.nbdSocket, exportName: exportName(f, pid, d.disk) },
+      layerPath: join(d.replicaDir, d.layer),
+    })),
     nics: spec.nics.map((n): FailoverNic => ({ mac: n.mac, model: n.model, attachment: { kind: 'isolated', runId: f.kind === 'test' ? f.id : `${f.tenant}.${f.vm}`, group: f.kind } })),
     seeds: seeds.paths,
     ...(nvram && existsSync(nvram) ? { nvramSource: nvram } : {}),
-  });
+    // What the hyperv and webhook drivers take beyond the common input.
+    kind, vm: f.vm, nicPlans: seeds.plan, replicaPaths: Object.fromEntries(fork.map((d) => [d.disk, join(d.replicaDir, d.layer)])),
+  };
+  await rt.driver.prepare(input);
   await db.transaction(async (tx) => {
     await addStep(tx, f.id, 'prepare', 'done', `point ${pointId}; ${fork.length} disk(s) exported; seeds: ${seeds.describe}`);
     await setFailoverState(tx, f.id, 'booting');
@@ -265,9 +272,10 @@ const commit: Step = async (rt, f) => {
     await addStep(tx, f.id, 'commit', 'started', 'block-stream of every disk from its export into its overlay');
   });
   await rt.driver.commit(workDirOf(rt, f.id));
-  await releaseExports(rt, f);
+  const keep = rt.driver.commitKeepsPoint === true;
+  await releaseExports(rt, f, keep);
   await db.transaction(async (tx) => {
-    await addStep(tx, f.id, 'commit', 'done', 'the VM no longer reads the replica; its point is released');
+    await addStep(tx, f.id, 'commit', 'done', keep ? 'the VM keeps its disks as children of the point, which stays pinned' : 'the VM no longer reads the replica; its point is released');
     await setFailoverState(tx, f.id, 'committed');
   });
 };
@@ -287,12 +295,12 @@ const teardown: Step = async (rt, f) => {
   });
 };
 
-/** Closes the failover's exports and releases its point. */
-async function releaseExports(rt: HostRuntime, f: FailoverRow): Promise<void> {
+/** Closes the failover's exports and releases its point (unless keepPin: its VM still reads it). */
+async function releaseExports(rt: HostRuntime, f: FailoverRow, keepPin = false): Promise<void> {
   const current = (await getFailover(rt.ctx.db, f.id)) ?? f;
   if (current.pointId !== null) {
     for (const d of current.fork) await rt.dropExport(exportName(current, current.pointId, d.disk));
-    await unpinPoint(rt.ctx.db, current.pointId, f.id);
+    if (!keepPin) await unpinPoint(rt.ctx.db, current.pointId, f.id);
   }
 }
 

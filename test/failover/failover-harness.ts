@@ -42,7 +42,7 @@ export class FailoverScenario {
     private readonly options: { externalHost: boolean },
   ) {}
 
-  static async start(options: { tenant?: string; externalHost?: boolean } = {}): Promise<FailoverScenario> {
+  static async start(options: { tenant?: string; externalHost?: boolean; configure?: (failover: Record<string, unknown>) => void } = {}): Promise<FailoverScenario> {
     const tenant = options.tenant ?? 'acme';
     // A short directory: qemu's and the NBD server's unix sockets live under it (108-byte limit).
     const hostDir = await mkdtemp(join(tmpdir(), 'lbfo-'));
@@ -52,6 +52,7 @@ export class FailoverScenario {
       c.replicaFormat = 'vhdx';
       c.redis = { url: redisDb.url };
       c.failover = { host: { name: hostName, dir: hostDir, cpus: 32, memoryMiB: 32768 }, readyTimeoutSeconds: 900 };
+      options.configure?.(c.failover as Record<string, unknown>);
     });
     const redis = new Redis(redisDb.url, { maxRetriesPerRequest: null });
     const opts = { externalHost: options.externalHost ?? false };

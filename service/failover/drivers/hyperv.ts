@@ -82,6 +82,8 @@ const DefaultSecureBoot = { windows: 'MicrosoftWindows', linux: 'MicrosoftUEFICe
 
 export class HypervDriver implements FailoverDriver {
   readonly kind = 'hyperv';
+  /** Commit keeps the child disks on the point's layer (docs/failover-drivers.md): the point stays pinned. */
+  readonly commitKeepsPoint = true;
 
   constructor(private readonly config: HypervDriverConfig) {
     for (const [net, sw] of Object.entries(config.switches)) checkName(sw, SwitchNamePattern, `hyperv switches.${net}`);

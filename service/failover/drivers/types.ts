@@ -95,6 +95,8 @@ export type GuestNetworkReport =
 
 export interface FailoverDriver {
   readonly kind: string;
+  /** True when a committed VM still reads the point's layers (hyperv: children of them): the point stays pinned. */
+  readonly commitKeepsPoint?: boolean;
   /** Makes the overlays (one per disk, backed by its NBD export), writes spec.json. Idempotent. */
   prepare(input: PrepareInput): Promise<void>;
   /** Starts the VM (detached: it outlives this process). Idempotent: a running VM is left alone. */
