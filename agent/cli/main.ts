@@ -8,6 +8,7 @@ import { registerDiskConvert } from './disk-convert.js';
 import { registerDiskCreate } from './disk-create.js';
 import { registerDiskInfo } from './disk-info.js';
 import { registerEnroll } from './enroll.js';
+import { registerFailover } from './failover.js';
 import { registerLogInspect } from './log-inspect.js';
 import { registerPause } from './pause.js';
 import { registerProtect } from './protect.js';
@@ -35,5 +36,6 @@ registerPause(program);
 registerResume(program);
 registerStatus(program);
 registerRun(program);
+registerFailover(program);
 
 await runProgram(program);

@@ -26,6 +26,7 @@ interface ProtectOptions extends StateDirOption {
   appConsistentEvery?: string;
   preSnapshot?: string;
   postSnapshot?: string;
+  shutdownHook?: string;
   compression: string;
   initial: string;
   startAt?: string;
@@ -45,6 +46,7 @@ export function registerProtect(program: Command): void {
     .option('--app-consistent-every <hours>', 'application-consistent point every N hours, e.g. 4h (needs --pre-snapshot/--post-snapshot)')
     .option('--pre-snapshot <cmd>', 'shell command run before an application-consistent cycle (quiesce)')
     .option('--post-snapshot <cmd>', 'shell command run after it (thaw)')
+    .option('--shutdown-hook <cmd>', 'shell command that shuts the VM down for a planned failover (kept when not given again)')
     .option('--compression <c>', 'log compression: zstd, lz4 or none', 'zstd')
     .option('--initial <how>', 'initial copy: network, media:DIR (write to a directory for shipping) or existing (the hoster has a copy)', 'network')
     .option('--start-at <time>', 'start the initial copy at HH:MM or an ISO time')
@@ -84,6 +86,7 @@ async function buildConfig(name: string, opts: ProtectOptions, existing: VmConfi
     appConsistentEveryMs: appEvery,
     preSnapshot: opts.preSnapshot ?? null,
     postSnapshot: opts.postSnapshot ?? null,
+    shutdownHook: opts.shutdownHook ?? existing?.shutdownHook ?? null,
     compression: parseCompression(opts.compression),
     initial: existing?.initial ?? withAbsoluteDir(parseInitial(opts.initial)),
     startAt: opts.startAt === undefined ? existing?.startAt ?? null : parseStartAt(opts.startAt),

@@ -6,11 +6,16 @@
  */
 import type { Command } from 'commander';
 import { pino } from 'pino';
-import { LifeboatError } from '../../shared/errors.js';
+import { LifeboatError, userMessage } from '../../shared/errors.js';
 import { formatBytes } from '../../shared/units.js';
+import { CommandClient } from '../commands/client.js';
+import { runCommandChannel } from '../commands/channel.js';
+import { readFailedOver } from '../commands/records.js';
 import { silentLogger } from '../replicate/context.js';
 import { runDaemon } from '../replicate/daemon.js';
+import type { VmHolds } from '../replicate/daemon.js';
 import { Replicator } from '../replicate/engine.js';
+import type { VmCycleResult } from '../replicate/engine.js';
 import { engineContext } from '../replicate/from-state.js';
 import { takeRunLock } from '../state/lock.js';
 import type { AgentState } from '../state/store.js';
@@ -44,7 +49,21 @@ async function runOnce(state: AgentState): Promise<void> {
     if (!bars.has(label)) bars.set(label, progressBar(label));
     bars.get(label)!.update({ done, total });
   };
-  const results = await new Replicator(ctx).runOnce();
+  // A VM failed over (planned) runs no forward cycle any more.
+  const results: VmCycleResult[] = [];
+  const replicator = new Replicator(ctx);
+  for (const vm of await state.listVms()) {
+    const failedOver = await readFailedOver(state, vm);
+    if (failedOver) {
+      process.stdout.write(`${vm}: failed over (planned), final cycle ${failedOver.cycle}; no forward cycles\n`);
+      continue;
+    }
+    try {
+      results.push(await replicator.cycle(vm));
+    } catch (err) {
+      results.push({ vm, outcome: 'failed', error: userMessage(err) ?? (err instanceof Error ? err.message : String(err)) });
+    }
+  }
   for (const bar of bars.values()) bar.end();
   const failed = results.filter((r) => r.outcome === 'failed');
   for (const r of results) {
@@ -85,5 +104,18 @@ async function daemon(state: AgentState): Promise<void> {
   process.once('SIGTERM', stop);
   // Each pass re-reads the identity, renewing the certificate when due.
   const beforePass = async () => { ctx.transport = (await engineContext(state, logger)).transport; };
-  await runDaemon(new Replicator(ctx), { logger, signal: controller.signal, beforePass, intervalMs });
+  const replicator = new Replicator(ctx);
+  const killAfter = process.env[TestCommandKillEnv] || undefined;
+  if (killAfter !== undefined) logger.warn({ killAfter }, `${TestCommandKillEnv} is set: this agent kills itself at that point of a command (for tests only)`);
+  const commands = (holds: VmHolds, signal: AbortSignal) => runCommandChannel({
+    state, replicator, logger, client: async () => CommandClient.fromIdentity(await state.readIdentity()), ...(killAfter ? { killAfter } : {}),
+  }, holds, signal);
+  await runDaemon(replicator, { logger, signal: controller.signal, beforePass, intervalMs, commands });
 }
+
+/**
+ * LIFEBOAT_AGENT_TEST_COMMAND_KILL: for tests only (test/commands/), the daemon SIGKILLs itself at
+ * this point of a command (agent/commands/channel.ts: received, shutdown-done, final-cycle-done, done,
+ * step:<name>), so a test sees a command survive a killed agent. Read here only; docs/agent.md.
+ */
+export const TestCommandKillEnv = 'LIFEBOAT_AGENT_TEST_COMMAND_KILL';

@@ -6,13 +6,17 @@
 import type { Command } from 'commander';
 import { printJson } from '../../shared/cli/run.js';
 import { formatBytes } from '../../shared/units.js';
+import { describeFailedOver, readFailedOver } from '../commands/records.js';
+import type { FailedOverRecord } from '../commands/records.js';
 import type { CycleStats, VmConfig, VmProgress } from '../state/schema.js';
 import { agentState, withStateDir } from './agent-options.js';
 import type { StateDirOption } from './agent-options.js';
 
 export interface VmStatusReport {
   name: string;
-  state: 'paused' | 'initial' | 'replicating' | 'resync' | 'waiting';
+  state: 'paused' | 'initial' | 'replicating' | 'resync' | 'waiting' | 'failed-over';
+  /** Set once the VM was failed over (planned): no forward cycles; the final cycle and its capture time. */
+  failedOver?: { kind: 'planned'; cycle: number; capturedAt: string; at: string };
   frequency: string;
   disks: { id: string; path: string; generation: number; nextSequence: number; initial: string }[];
   lastCycle: CycleStats | null;
@@ -30,13 +34,13 @@ export function registerStatus(program: Command): void {
     .action(async (opts: StateDirOption & { json?: boolean }) => {
       const state = agentState(opts);
       const reports: VmStatusReport[] = [];
-      for (const vm of await state.listVms()) reports.push(report(await state.readConfig(vm), await state.readProgress(vm)));
+      for (const vm of await state.listVms()) reports.push(report(await state.readConfig(vm), await state.readProgress(vm), Date.now(), await readFailedOver(state, vm)));
       if (opts.json) printJson({ stateDir: state.dir, enrolled: await state.hasIdentity(), vms: reports });
       else process.stdout.write(reports.length === 0 ? 'no VM is protected\n' : reports.map(describe).join(''));
     });
 }
 
-export function report(config: VmConfig, progress: VmProgress, now = Date.now()): VmStatusReport {
+export function report(config: VmConfig, progress: VmProgress, now = Date.now(), failedOver?: FailedOverRecord): VmStatusReport {
   const disks = config.disks.map((d) => {
     const p = progress.disks[d.id];
     return { id: d.id, path: d.path, generation: p?.generation ?? 0, nextSequence: p?.nextSequence ?? 0, initial: p?.initial.state ?? 'pending', resync: p?.resyncReason ?? null, bytesDone: p?.initial.bytesDone ?? 0, bytesTotal: p?.initial.bytesTotal ?? 0 };
@@ -44,7 +48,7 @@ export function report(config: VmConfig, progress: VmProgress, now = Date.now())
   const bytesDone = disks.reduce((s, d) => s + d.bytesDone, 0);
   const bytesTotal = disks.reduce((s, d) => s + d.bytesTotal, 0);
   const allDone = disks.every((d) => d.initial === 'done');
-  const state: VmStatusReport['state'] = config.paused ? 'paused'
+  const state: VmStatusReport['state'] = failedOver ? 'failed-over' : config.paused ? 'paused'
     : disks.some((d) => d.resync) ? 'resync'
       : !allDone ? (disks.some((d) => d.initial === 'running') ? 'initial' : 'waiting')
         : 'replicating';
@@ -52,6 +56,7 @@ export function report(config: VmConfig, progress: VmProgress, now = Date.now())
   return {
     name: config.name,
     state,
+    ...(failedOver ? { failedOver: { kind: failedOver.kind, cycle: failedOver.cycle, capturedAt: failedOver.capturedAt, at: failedOver.at } } : {}),
     frequency,
     disks: disks.map(({ id, path, generation, nextSequence, initial }) => ({ id, path, generation, nextSequence, initial })),
     lastCycle: progress.lastCycle,
@@ -65,7 +70,7 @@ function describe(r: VmStatusReport): string {
   const c = r.lastCycle;
   const last = c ? `${c.outcome} at ${c.finishedAt} (${c.consistency}, changed ${formatBytes(c.changedBytes)}, sent ${formatBytes(c.sentBytes)}${c.error ? `: ${c.error}` : ''})` : 'none yet';
   return [
-    `${r.name}: ${r.state}, every ${r.frequency}`,
+    r.failedOver ? `${r.name}: ${describeFailedOver(r.failedOver)}; no forward cycles` : `${r.name}: ${r.state}, every ${r.frequency}`,
     `  last cycle:  ${last}`,
     `  RPO lag:     ${r.rpoLagSeconds === null ? '-' : `${r.rpoLagSeconds} s`}`,
     `  pending:     ${formatBytes(r.pendingBytes)}`,

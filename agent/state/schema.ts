@@ -38,6 +38,8 @@ export const VmConfig = z.object({
   appConsistentEveryMs: z.number().int().positive().nullable(),
   preSnapshot: z.string().nullable(),
   postSnapshot: z.string().nullable(),
+  /** Shuts the VM down at the source for a planned failover (agent/commands/planned-failover.ts); null: the operator does. */
+  shutdownHook: z.string().nullable().optional(),
   compression: Compression,
   initial: InitialMode,
   startAt: z.iso.datetime().nullable(),
