@@ -25,9 +25,14 @@ export function mergeJobId(ref: DiskRef): string {
 /** A Redis connection for BullMQ; fails with one clear line when Redis does not answer. */
 export async function connectRedis(url: string): Promise<Redis> {
   const redis = new Redis(url, { maxRetriesPerRequest: null, lazyConnect: true, connectTimeout: RedisConnectTimeoutMs, retryStrategy: (n) => Math.min(n * 200, 2000) });
+  // Until connected, ioredis's error events are this function's to report (one line below), not
+  // ioredis's own "Unhandled error event" with a stack trace.
+  const quiet = () => undefined;
+  redis.on('error', quiet);
   try {
     await redis.connect();
     await redis.ping();
+    redis.off('error', quiet);
   } catch (err) {
     redis.disconnect();
     throw new LifeboatError('unavailable', `Redis at ${url.replace(/\/\/[^@]*@/, '//')} is not reachable (${(err as Error).message}); set REDIS_URL or redis.url`, { cause: err });

@@ -1,6 +1,9 @@
 /** `lifeboat-service tenant create|list|allow|revoke-server` through the operator API. */
+import { stat } from 'node:fs/promises';
+import { isAbsolute } from 'node:path';
 import type { Command } from 'commander';
 import { printJson } from '../../shared/cli/run.js';
+import { ErrInvalidArgument } from '../../shared/errors.js';
 import { apiClient, withConfig } from './common.js';
 
 type Opts = { config?: string; json?: boolean };
@@ -32,6 +35,7 @@ export function registerTenant(program: Command): void {
     .option('--trust-group <tag>', 'servers of one trust group may take over each other\'s VMs', 'default')
     .option('--json', 'print JSON')
     .action(async (name: string, opts: Opts & { server: string; storage?: string; trustGroup: string }) => {
+      if (opts.storage !== undefined) await checkStorage(opts.storage);
       const a = await (await apiClient(opts.config)).call<{ pattern: string; storage: string; trustGroup: string }>('POST', `/v1/tenants/${seg(name)}/authorizations`,
         { pattern: opts.server, trustGroup: opts.trustGroup, ...(opts.storage ? { storage: opts.storage } : {}) });
       if (opts.json) return printJson(a);
@@ -44,4 +48,18 @@ export function registerTenant(program: Command): void {
       if (opts.json) return printJson(r);
       process.stdout.write(`revoked ${r.revokedCertificates} certificate(s) of ${r.server}\n`);
     });
+}
+
+/**
+ * --storage must name an existing directory by an absolute path: a relative one would depend on where
+ * the command ran, and a missing one is storage gone or unmounted (docs/service.md), which the service
+ * would otherwise fill on the disk beneath.
+ */
+async function checkStorage(dir: string): Promise<void> {
+  if (!isAbsolute(dir)) throw ErrInvalidArgument(`--storage "${dir}" must be an absolute path`);
+  const s = await stat(dir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT' || err.code === 'ENOTDIR') throw ErrInvalidArgument(`--storage ${dir} does not exist; mount or create the replica storage first`);
+    throw err;
+  });
+  if (!s.isDirectory()) throw ErrInvalidArgument(`--storage ${dir} is not a directory`);
 }

@@ -5,7 +5,7 @@
  * Replica files are created before the catalog rows commit; a crash between leaves an unreferenced
  * directory that the next registration reuses (creation skips an existing state file).
  */
-import { access, mkdir } from 'node:fs/promises';
+import { access, chmod, mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createDisk, openDisk } from '../../shared/disk/index.js';
 import type { AgentIdentity } from '../agent-api/auth.js';
@@ -13,7 +13,7 @@ import type { RegisterBody } from '../../shared/protocol/schemas.js';
 import { frequencySeconds } from '../../shared/protocol/schemas.js';
 import type { ServiceContext } from '../context.js';
 import { getDisk, getVm, insertDisk, insertVm, listDisks, updateDiskSize, updateVmSettings } from '../catalog/vms.js';
-import { ErrConflict } from '../errors.js';
+import { ErrConflict, ServiceError } from '../errors.js';
 import { authorizationFor } from '../trust/enroll.js';
 import type { DiskRef } from '../queue.js';
 import { connectRedis, mergeJobId } from '../queue.js';
@@ -50,7 +50,7 @@ export async function registerVm(ctx: ServiceContext, agent: AgentIdentity, vm: 
       const dir = replicaDir(storageDir, agent.tenant, vm, b.id);
       const row = await getDisk(tx, agent.tenant, vm, b.id);
       if (!row) {
-        await createReplica(dir, b.virtualSize, ctx.config.replicaFormat);
+        await createReplica(storageDir, dir, b.virtualSize, ctx.config.replicaFormat);
         await insertDisk(tx, { tenant: agent.tenant, vm, id: b.id, virtualSize: b.virtualSize, sourceFormat: b.format, replicaDir: dir });
       } else if (b.virtualSize > row.virtualSize) {
         await growReplica(ctx, { tenant: agent.tenant, vm, disk: b.id }, dir, b.virtualSize);
@@ -61,9 +61,15 @@ export async function registerVm(ctx: ServiceContext, agent: AgentIdentity, vm: 
   });
 }
 
-/** Creates the base layer and the initial state file, unless a previous attempt already did. */
-async function createReplica(dir: string, virtualSize: number, format: ReplicaFormat): Promise<void> {
-  await mkdir(dir, { recursive: true });
+/**
+ * Creates the base layer (0600: a tenant's disk) and the initial state file, unless a previous attempt
+ * already did. The storage root must exist: a missing one is storage gone or unmounted, and creating
+ * it would put replicas on whatever disk lies beneath.
+ */
+async function createReplica(storage: string, dir: string, virtualSize: number, format: ReplicaFormat): Promise<void> {
+  const root = await stat(storage).then((s) => s.isDirectory(), () => false);
+  if (!root) throw new ServiceError('unavailable', `replica storage ${storage} is missing or not a directory (unmounted?)`, 'storage_missing');
+  await mkdir(dir, { recursive: true, mode: 0o700 });
   try {
     await access(join(dir, 'state.json'));
     return;
@@ -73,6 +79,7 @@ async function createReplica(dir: string, virtualSize: number, format: ReplicaFo
   const state = initialState(format);
   const disk = await createDisk(join(dir, state.layers[0]!), format, { virtualSize, type: 'dynamic' });
   await disk.close();
+  await chmod(join(dir, state.layers[0]!), 0o600);
   await writeState(dir, state);
 }
 

@@ -73,6 +73,13 @@ describe('lifeboat-service', () => {
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/^lifeboat-service: server pattern "\*\.\*\.acme\.com" has 2 '\*'; at most one is allowed/);
     expect(bad.stderr.trim().split('\n')).toHaveLength(1);
+    // Replica storage must exist (a missing one is storage gone or unmounted) and be named absolutely.
+    for (const [storage, why] of [['replicas', /--storage "replicas" must be an absolute path/], [join(scratch.path, 'unmounted'), /--storage .*unmounted does not exist/]] as const) {
+      const r = await run(['tenant', 'allow', 'acme', '--server', '*.acme.com', '--storage', storage, '--config', config]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(why);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    }
     const ok = await run(['tenant', 'allow', 'acme', '--server', '*.acme.com', '--config', config]);
     expect(ok.code).toBe(0);
     const list = await run(['tenant', 'list', '--json'], { LIFEBOAT_CONFIG: config });
@@ -100,6 +107,17 @@ describe('lifeboat-service', () => {
     file.api.port = await freePort();
     const stopped = join(scratch.path, 'data', 'stopped.json');
     await writeFile(stopped, JSON.stringify(file));
+    // Redis unreachable: one line, no ioredis stack trace.
+    const noRedis = join(scratch.path, 'data', 'no-redis.json');
+    const own = JSON.parse(await readFile(config, 'utf8')) as Record<string, object>;
+    await writeFile(noRedis, JSON.stringify({
+      ...own, catalog: { kind: 'pglite', dir: join(scratch.path, 'data', 'catalog-no-redis') }, redis: { url: `redis://127.0.0.1:${await freePort()}` },
+      api: { ...own.api, port: await freePort() }, agentEndpoint: { ...own.agentEndpoint, port: await freePort() },
+    }));
+    const serveNoRedis = await run(['serve', '--config', noRedis]);
+    expect(serveNoRedis.code).toBe(1);
+    expect(serveNoRedis.stderr).toMatch(/^lifeboat-service: Redis at redis:\/\/127\.0\.0\.1:\d+ is not reachable/);
+    expect(serveNoRedis.stderr).not.toMatch(/ioredis|\n\s+at /);
     const down = await run(['vm', 'list', '--config', stopped]);
     expect(down.code).toBe(1);
     expect(down.stderr).toMatch(/the service is not running at http:\/\/127\.0\.0\.1:\d+/);
