@@ -1,0 +1,222 @@
+/**
+ * The qemu source: changed extents and a point-in-time view of a running QEMU's disk, from qemu's own
+ * dirty bitmap and NBD export (docs/agent.md "The qemu source"; the cycle checked in
+ * shared/spikes/qemu-live-cycle.md).
+ *
+ * - protect(): a persistent dirty bitmap `lifeboat-<n>` on the disk's format node (qcow2 stores it
+ *   across restarts; on raw it cannot be persistent and is lost with the process).
+ * - begin(): one QMP `transaction` starts a fleecing view (a qcow2 overlay backed by the disk node,
+ *   filled by `blockdev-backup sync=none` copy-before-write), adds bitmap n+1 and disables bitmap n.
+ *   The view is exported by qemu's NBD server on a unix socket in workDir with bitmap n; the cycle
+ *   reads only its dirty extents (BLOCK_STATUS `qemu:dirty-bitmap:lifeboat-<n>`, then READ).
+ * - commit(): ends the view, removes bitmap n (the service acknowledged the log).
+ * - abandon(): ends the view, merges bitmap n into n+1 and removes it, so nothing is forgotten.
+ * - A lost bitmap (none of ours on the node: qemu restarted without it, a raw disk, a restored VM) is
+ *   detected at begin(): the cycle then has bitmapLost = true, a new bitmap is added in the same
+ *   transaction, and extents() yields every allocated range of the view (a resync by digests).
+ * - recover(): after an agent killed mid-cycle, removes our leftover export, job and overlay, and
+ *   merges every disabled bitmap of ours into the live one (changes may ship twice, never lost).
+ *
+ * Input: a connected QmpClient, the disk's node name (and the drive id for messages), a work
+ * directory for the overlay file and the NBD socket. Output: TrackedCycle-shaped cycles with read().
+ * Failure: qemu refusing a command is a QmpError (a LifeboatError naming the command); a missing
+ * node is 'not_found' naming the node.
+ */
+import { execFile } from 'node:child_process';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { Extent } from '../../shared/disk/index.js';
+import { BaseAllocation, NBD_STATE_HOLE, NBD_STATE_ZERO } from '../../shared/nbd/protocol.js';
+import { NbdClient } from '../../shared/nbd/client.js';
+import type { QmpClient } from '../../shared/qmp/client.js';
+import type { TrackedCycle } from '../tracker/types.js';
+import { listBitmaps, nodeInfo, type BitmapInfo } from './qemu-qmp.js';
+
+const execFileP = promisify(execFile);
+export const BitmapPrefix = 'lifeboat-';
+/** Names of the per-cycle objects in qemu (one cycle per node at a time). */
+const viewNode = (node: string) => `lifeboat-view-${node}`;
+const jobId = (node: string) => `lifeboat-fleece-${node}`;
+const exportId = (node: string) => `lifeboat-export-${node}`;
+/** Bytes read in one READ of a dirty run. */
+const ReadSlice = 4 << 20;
+
+export interface QemuSourceOptions {
+  qmp: QmpClient;
+  /** The disk's format node (query-named-block-nodes), e.g. the -drive node-name. */
+  node: string;
+  /** Where the fleecing overlay and the NBD socket live while a cycle runs. */
+  workDir: string;
+  /** Persistent bitmap (default true; a raw node refuses it: pass false). */
+  persistent?: boolean;
+}
+
+const generationOf = (name: string) => Number(name.slice(BitmapPrefix.length));
+const isOurs = (b: BitmapInfo) => b.name.startsWith(BitmapPrefix) && Number.isInteger(generationOf(b.name));
+
+export class QemuSource {
+  constructor(private readonly options: QemuSourceOptions) {}
+
+  private get qmp(): QmpClient { return this.options.qmp; }
+
+  /** Our bitmaps on the node, oldest first. */
+  async bitmaps(): Promise<BitmapInfo[]> {
+    return (await listBitmaps(this.qmp, this.options.node)).filter(isOurs).sort((a, b) => generationOf(a.name) - generationOf(b.name));
+  }
+
+  /** The bitmap recording now, or undefined when none of ours is there (lost). */
+  async liveBitmap(): Promise<BitmapInfo | undefined> {
+    return (await this.bitmaps()).filter((b) => b.recording).at(-1);
+  }
+
+  /** Starts tracking: adds bitmap lifeboat-0 unless one of ours records already. Idempotent. */
+  async protect(): Promise<void> {
+    if (await this.liveBitmap()) return;
+    await this.qmp.execute('block-dirty-bitmap-add', { node: this.options.node, name: `${BitmapPrefix}0`, persistent: this.options.persistent ?? true });
+  }
+
+  /** Cleans what a killed cycle left; merges disabled bitmaps of ours into the live one. */
+  async recover(): Promise<void> {
+    await endView(this.qmp, this.options.node, this.options.workDir);
+    const ours = await this.bitmaps();
+    const live = ours.filter((b) => b.recording).at(-1);
+    if (!live) return;
+    for (const old of ours.filter((b) => !b.recording)) {
+      await this.qmp.execute('block-dirty-bitmap-merge', { node: this.options.node, target: live.name, bitmaps: [old.name] });
+      await this.qmp.execute('block-dirty-bitmap-remove', { node: this.options.node, name: old.name });
+    }
+  }
+
+  /** Freezes the disk's state and its bitmap in one transaction and exports the view. */
+  async begin(): Promise<QemuCycle> {
+    const { node, workDir } = this.options;
+    const info = await nodeInfo(this.qmp, node);
+    const live = await this.liveBitmap();
+    const generation = live ? generationOf(live.name) + 1 : Date.now();
+    const next = `${BitmapPrefix}${generation}`;
+    const overlay = join(workDir, `${viewNode(node)}.qcow2`);
+    const socket = join(workDir, `${node}.nbd.sock`);
+
+    await rm(overlay, { force: true });
+    await execFileP('qemu-img', ['create', '-q', '-f', 'qcow2', overlay, String(info.size)]);
+    await this.qmp.execute('blockdev-add', { driver: 'qcow2', 'node-name': viewNode(node), file: { driver: 'file', filename: overlay }, backing: node });
+    try {
+      const actions: Array<{ type: string; data: Record<string, unknown> }> = [
+        { type: 'block-dirty-bitmap-add', data: { node, name: next, persistent: this.options.persistent ?? true } },
+      ];
+      if (live) actions.push({ type: 'block-dirty-bitmap-disable', data: { node, name: live.name } });
+      actions.push({ type: 'blockdev-backup', data: { device: node, target: viewNode(node), sync: 'none', 'job-id': jobId(node) } });
+      await this.qmp.execute('transaction', { actions });
+      await rm(socket, { force: true });
+      await this.qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: socket } } });
+      await this.qmp.execute('block-export-add', {
+        type: 'nbd', id: exportId(node), 'node-name': viewNode(node), name: node, writable: false, ...(live ? { bitmaps: [live.name] } : {}),
+      });
+      const contexts = [BaseAllocation, ...(live ? [`qemu:dirty-bitmap:${live.name}`] : [])];
+      const nbd = await NbdClient.connect({ socketPath: socket, exportName: node, metaContexts: contexts });
+      return new QemuCycle(this.qmp, node, workDir, nbd, live?.name, next, live?.granularity ?? 0);
+    } catch (err) {
+      await endView(this.qmp, node, workDir).catch(() => undefined);
+      throw err;
+    }
+  }
+}
+
+/** One cycle: its dirty extents, reads of the frozen view, and the bitmap's fate. */
+export class QemuCycle implements TrackedCycle {
+  changedBytes = 0;
+  /** Bytes READ from the view through NBD. */
+  get readBytes(): number { return this.nbd.bytesRead; }
+  /** True when none of our bitmaps was found: extents() is every allocated range (a resync). */
+  readonly bitmapLost: boolean;
+  private ended = false;
+  private settled = false;
+
+  constructor(
+    private readonly qmp: QmpClient, private readonly node: string, private readonly workDir: string,
+    private readonly nbd: NbdClient,
+    /** The frozen bitmap this cycle ships, or undefined when it was lost. */
+    readonly frozenBitmap: string | undefined,
+    /** The bitmap recording from the cycle's instant on. */
+    readonly liveBitmap: string,
+    readonly granularity: number,
+  ) {
+    this.bitmapLost = frozenBitmap === undefined;
+  }
+
+  get size(): number { return this.nbd.size; }
+
+  /** Changed extents, ascending and coalesced: the frozen bitmap's dirty runs (all data when lost). */
+  async *extents(): AsyncGenerator<Extent> {
+    if (this.frozenBitmap) {
+      for await (const e of this.nbd.map(`qemu:dirty-bitmap:${this.frozenBitmap}`)) {
+        if (e.flags & 1) { this.changedBytes += e.length; yield { offset: e.offset, length: e.length, kind: 'data' }; }
+      }
+      return;
+    }
+    for await (const e of this.nbd.map(BaseAllocation)) {
+      const zero = (e.flags & (NBD_STATE_HOLE | NBD_STATE_ZERO)) !== 0;
+      this.changedBytes += e.length;
+      yield { offset: e.offset, length: e.length, kind: zero ? 'zero' : 'data' };
+    }
+  }
+
+  /** Bytes of the view at the cycle's instant (READs of at most 4 MiB, sent together). */
+  async read(offset: number, length: number): Promise<Buffer> {
+    if (length <= ReadSlice) return this.nbd.read(offset, length);
+    const parts: Promise<Buffer>[] = [];
+    for (let at = 0; at < length; at += ReadSlice) parts.push(this.nbd.read(offset + at, Math.min(ReadSlice, length - at)));
+    return Buffer.concat(await Promise.all(parts));
+  }
+
+  /** Ends the point-in-time view (export, NBD server, copy-before-write job, overlay). Idempotent. */
+  async end(): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    await this.nbd.close().catch(() => undefined);
+    await endView(this.qmp, this.node, this.workDir);
+  }
+
+  /** The service acknowledged: forget the frozen bitmap's changes. */
+  async commit(): Promise<void> {
+    await this.end();
+    if (this.settled) return;
+    this.settled = true;
+    if (this.frozenBitmap) await this.qmp.execute('block-dirty-bitmap-remove', { node: this.node, name: this.frozenBitmap });
+  }
+
+  /** Not acknowledged: the frozen bitmap's changes go back into the live one. Safe to call twice. */
+  async abandon(): Promise<void> {
+    await this.end();
+    if (this.settled) return;
+    this.settled = true;
+    if (!this.frozenBitmap) return;
+    await this.qmp.execute('block-dirty-bitmap-merge', { node: this.node, target: this.liveBitmap, bitmaps: [this.frozenBitmap] });
+    await this.qmp.execute('block-dirty-bitmap-remove', { node: this.node, name: this.frozenBitmap });
+  }
+}
+
+/** Removes the per-cycle objects of a node, whichever exist (tolerates each one missing). */
+async function endView(qmp: QmpClient, node: string, workDir: string): Promise<void> {
+  const exports = await qmp.execute<Array<{ id: string }>>('query-block-exports');
+  if (exports.some((e) => e.id === exportId(node))) {
+    // 'hard': a client left connected (an agent that died mid-read) is disconnected.
+    const gone = qmp.waitEvent('BLOCK_EXPORT_DELETED', (d) => d.id === exportId(node), 10_000);
+    gone.catch(() => undefined);
+    await qmp.execute('block-export-del', { id: exportId(node), mode: 'hard' });
+    await gone;
+  }
+  await qmp.execute('nbd-server-stop').catch(() => undefined);
+  const jobs = await qmp.execute<Array<{ device: string }>>('query-block-jobs');
+  if (jobs.some((j) => j.device === jobId(node))) {
+    const done = qmp.waitEvent('BLOCK_JOB_CANCELLED', (d) => d.device === jobId(node), 10_000);
+    done.catch(() => undefined);
+    await qmp.execute('block-job-cancel', { device: jobId(node), force: true });
+    await done;
+  }
+  const nodes = await qmp.execute<Array<{ 'node-name': string }>>('query-named-block-nodes', { flat: true });
+  if (nodes.some((n) => n['node-name'] === viewNode(node))) await qmp.execute('blockdev-del', { 'node-name': viewNode(node) });
+  await rm(join(workDir, `${viewNode(node)}.qcow2`), { force: true });
+  await rm(join(workDir, `${node}.nbd.sock`), { force: true });
+}
