@@ -5,6 +5,7 @@
  *   GET    /v1/networks (?tenant=)                          hoster-operator: every network with its grants
  *   POST   /v1/networks                                     {name, kind, bridge, vlan?, hosts?}
  *   GET    /v1/networks/{name}
+ *   DELETE /v1/networks/{name}                              refused while granted to any tenant
  *   POST   /v1/networks/{name}/grants                       {tenant}
  *   DELETE /v1/networks/{name}/grants/{tenant}              refused while the tenant's NICs or mappings name it
  *   GET    /v1/tenants/{t}/networks                         the networks granted to t: {name, kind} (tenant roles read)
@@ -24,7 +25,7 @@ import { z } from 'zod';
 import { parse } from 'csv-parse/sync';
 import { ErrInvalidArgument, LifeboatError } from '../../shared/errors.js';
 import type { Queryable } from '../catalog/db.js';
-import { getNetwork, grantedKinds, grantNetwork, insertNetwork, listMappings, listNetworks, lockTenantNetworking, networkUsers, replaceMappings, revokeNetwork } from '../catalog/networks.js';
+import { deleteNetwork, getNetwork, grantedKinds, grantNetwork, insertNetwork, listMappings, listNetworks, lockTenantNetworking, networkUsers, replaceMappings, revokeNetwork } from '../catalog/networks.js';
 import type { NetworkRow } from '../catalog/networks.js';
 import { getTenant } from '../catalog/tenants.js';
 import { listTenantNics } from '../catalog/networks.js';
@@ -38,7 +39,7 @@ import { parseIp } from '../failover/network/address.js';
 import type { FailoverKind, NicConfig } from '../failover/network/settings.js';
 import { normaliseMac, parseNicConfig } from '../failover/network/settings.js';
 import { idPattern } from '../http/json.js';
-import { check, readJson } from '../http/json.js';
+import { check, pathId, readJson } from '../http/json.js';
 import type { ApiClaims } from '../trust/tokens.js';
 import type { NicInput, NicModelName } from './nics.js';
 import { NicModels, checkTenantNics, presentNic, refusalLine, storeTenantNics, tenantAccess } from './nics.js';
@@ -124,6 +125,16 @@ export function networkRoutes(ctx: ServiceContext): Hono<Env> {
     if (!n) throw ErrNotFoundHere(`no network ${name}`);
     return c.json(presentNetwork(n));
   });
+  r.delete('/networks/:name', async (c) => {
+    hosterOnly(c);
+    const name = networkName(c.req.param('name'));
+    const n = await getNetwork(ctx.db, name);
+    if (!n) throw ErrNotFoundHere(`no network ${name}`);
+    if (n.tenants.length > 0 || !(await deleteNetwork(ctx.db, name))) {
+      throw ErrConflict('network_granted', `network ${name} is granted to tenant${n.tenants.length === 1 ? '' : 's'} ${n.tenants.join(', ') || '(one just granted)'}: revoke the grants first`);
+    }
+    return c.json({ deleted: name });
+  });
   r.post('/networks/:name/grants', async (c) => {
     hosterOnly(c);
     const name = networkName(c.req.param('name'));
@@ -136,7 +147,7 @@ export function networkRoutes(ctx: ServiceContext): Hono<Env> {
   r.delete('/networks/:name/grants/:tenant', async (c) => {
     hosterOnly(c);
     const name = networkName(c.req.param('name'));
-    const tenant = c.req.param('tenant');
+    const tenant = pathId(c, 'tenant');
     await ctx.db.transaction(async (tx) => {
       await lockTenantNetworking(tx, tenant);
       const users = await networkUsers(tx, name, tenant);

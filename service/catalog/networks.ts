@@ -40,6 +40,11 @@ export async function listNetworks(db: Queryable, tenant?: string): Promise<Netw
     : db.query<NetworkRow>(`SELECT ${netCols} FROM networks n JOIN network_grants g ON g.network = n.name AND g.tenant = $1 ORDER BY n.name`, [tenant]);
 }
 
+/** Deletes a network no tenant is granted (the caller checks); true when there was one. */
+export async function deleteNetwork(db: Queryable, name: string): Promise<boolean> {
+  return (await db.query('DELETE FROM networks n WHERE n.name = $1 AND NOT EXISTS (SELECT 1 FROM network_grants g WHERE g.network = n.name) RETURNING name', [name])).length === 1;
+}
+
 /** Grants a network to a tenant; true when the grant is new. */
 export async function grantNetwork(db: Queryable, network: string, tenant: string): Promise<boolean> {
   return (await db.query('INSERT INTO network_grants (network, tenant) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING network', [network, tenant])).length === 1;

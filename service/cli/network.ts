@@ -2,7 +2,7 @@
  * `lifeboat-service network …`: the hoster's DR networks, their grants, a tenant's network mappings
  * and bulk NIC settings as CSV, through the running service's API (docs/failover-network.md):
  *   network create NAME --bridge BR [--vlan N] [--kind production|test] [--host H …]
- *   network grant NAME --tenant T | network revoke NAME --tenant T
+ *   network grant NAME --tenant T | network revoke NAME --tenant T | network delete NAME
  *   network list [--tenant T] [--json]
  *   network mapping add --tenant T --kind K --source CIDR --target CIDR [--gateway IP] [--dns IP …] [--search D …] [--network NAME]
  *   network mapping list --tenant T [--json] | network mapping remove --tenant T (--kind K --source CIDR | --all)
@@ -62,6 +62,11 @@ export function registerNetwork(program: Command): void {
     .action(async (name: string, o: Opts & { tenant: string }) => {
       await callDelete(await apiClient(o.config), `/v1/networks/${seg(name)}/grants/${seg(o.tenant)}`);
       process.stdout.write(`revoked network ${name} from tenant ${o.tenant}\n`);
+    });
+  withConfig(net.command('delete <name>').description('delete a DR network no tenant is granted'))
+    .action(async (name: string, o: Opts) => {
+      await callDelete(await apiClient(o.config), `/v1/networks/${seg(name)}`);
+      process.stdout.write(`deleted network ${name}\n`);
     });
   withConfig(net.command('list').description('DR networks with their bridges, VLANs, hosts and tenants'))
     .option('--tenant <name>', 'only those granted to this tenant').option('--json', 'print JSON')

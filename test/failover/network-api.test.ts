@@ -69,6 +69,10 @@ describe('DR networks', () => {
     }
     refused(await s.api('POST', '/v1/networks', { name: 'x1', bridge: 'br0;ls' }), 400, /^body\.bridge: must be a Linux bridge name/);
     refused(await s.api('POST', '/v1/networks', { name: 'x1', bridge: 'br0', vlan: 5000 }), 400, /^body\.vlan: /);
+    expect((await s.api('POST', '/v1/networks', { name: 'gone', kind: 'test', bridge: 'br-gone' })).status).toBe(201);
+    expect((await s.api('DELETE', '/v1/networks/gone', undefined, admin)).status).toBe(403);
+    expect((await s.api('DELETE', '/v1/networks/gone')).body).toEqual({ deleted: 'gone' });
+    refused(await s.api('DELETE', '/v1/networks/gone'), 404, /^no network gone$/);
     expect((await s.api<{ networks: { name: string }[] }>('GET', '/v1/networks')).body.networks.map((n) => n.name)).toEqual(['dr-prod', 'dr-test', 'mgmt']);
 
     expect((await s.api('POST', '/v1/networks/dr-prod/grants', { tenant: 'acme' })).status).toBe(201);
@@ -76,6 +80,7 @@ describe('DR networks', () => {
     expect((await s.api('POST', '/v1/networks/dr-test/grants', { tenant: 'acme' })).status).toBe(201);
     refused(await s.api('POST', '/v1/networks/dr-prod/grants', { tenant: 'nobody' }), 404, /^no tenant nobody$/);
     refused(await s.api('POST', '/v1/networks/nope/grants', { tenant: 'acme' }), 404, /^no network nope$/);
+    refused(await s.api('DELETE', '/v1/networks/dr-prod'), 409, /^network dr-prod is granted to tenant acme: revoke the grants first$/);
 
     for (const token of [admin, viewer, other]) {
       expect((await s.api('GET', '/v1/networks', undefined, token)).status).toBe(403);

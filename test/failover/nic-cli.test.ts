@@ -48,6 +48,8 @@ describe('lifeboat-service network, vm nic, failover plan-ip', () => {
   it('creates, grants and lists DR networks', async () => {
     expect((await cli('network', 'create', 'dr-prod', '--bridge', 'br-dr0', '--vlan', '120', '--host', 'fo1')).stdout).toBe('created network dr-prod (production, bridge br-dr0 vlan 120)\n');
     expect((await cli('network', 'create', 'dr-test', '--kind', 'test', '--bridge', 'br-dr1')).stdout).toBe('created network dr-test (test, bridge br-dr1)\n');
+    expect((await cli('network', 'create', 'gone', '--kind', 'test', '--bridge', 'br-gone')).code).toBe(0);
+    expect((await cli('network', 'delete', 'gone')).stdout).toBe('deleted network gone\n');
     await Promise.all([
       refused(cli('network', 'create', 'dr;reboot', '--bridge', 'br0'), /^lifeboat-service: network name "dr;reboot" may hold only letters, digits/),
       refused(cli('network', 'create', '$(Stop-Computer)', '--bridge', 'br0'), /^lifeboat-service: network name "\$\(Stop-Computer\)" must start with a letter or digit\n$/),
@@ -55,6 +57,7 @@ describe('lifeboat-service network, vm nic, failover plan-ip', () => {
       refused(cli('network', 'create', 'dr-prod', '--bridge', 'br0'), /^lifeboat-service: network dr-prod already exists\n$/),
     ]);
     expect((await cli('network', 'grant', 'dr-prod', '--tenant', 'acme')).stdout).toBe('granted network dr-prod to tenant acme\n');
+    await refused(cli('network', 'delete', 'dr-prod'), /^lifeboat-service: network dr-prod is granted to tenant acme: revoke the grants first\n$/);
     expect((await cli('network', 'grant', 'dr-test', '--tenant', 'acme')).code).toBe(0);
     expect((await cli('network', 'list')).stdout).toBe('dr-prod\tproduction\tbridge br-dr0 vlan 120\thosts fo1\ttenants acme\ndr-test\ttest\tbridge br-dr1\thosts all\ttenants acme\n');
     expect(JSON.parse((await cli('network', 'list', '--tenant', 'acme', '--json')).stdout)).toHaveLength(2);
