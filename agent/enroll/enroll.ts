@@ -37,7 +37,9 @@ async function checkNotEnrolled(state: AgentState, force: boolean): Promise<bool
 
 /** Fetches the CA without trusting the connection, then trusts it only if its fingerprint matches. */
 export async function pinServiceCa(serviceUrl: string, fingerprint: string): Promise<string> {
-  const res = await send({ method: 'GET', url: new URL('/v1/ca', serviceUrl).toString(), tls: { insecure: true } });
+  const res = await send({ method: 'GET', url: new URL('/v1/ca', serviceUrl).toString(), tls: { insecure: true } }).catch((err: unknown) => {
+    throw notTls(serviceUrl, err) ?? err;
+  });
   let body: unknown;
   try {
     body = JSON.parse(res.body.toString('utf8'));
@@ -54,6 +56,17 @@ export async function pinServiceCa(serviceUrl: string, fingerprint: string): Pro
   }
   if (actual !== fingerprint) throw new LifeboatError('unauthenticated', `service ${new URL(serviceUrl).origin} is not the service that issued this token (CA fingerprint ${actual.slice(0, 16)}… differs from the token's ${fingerprint.slice(0, 16)}…)`);
   return pem;
+}
+
+/** A port that answered but not in TLS (plain HTTP, another protocol): said so, without OpenSSL's text. */
+function notTls(serviceUrl: string, err: unknown): LifeboatError | undefined {
+  for (let e: unknown = err; e instanceof Error; e = e.cause) {
+    const code = (e as NodeJS.ErrnoException).code ?? '';
+    if (code === 'ERR_SSL_WRONG_VERSION_NUMBER' || code === 'ERR_SSL_PACKET_LENGTH_TOO_LONG' || code === 'EPROTO' || /^ERR_SSL_.*(RECORD|VERSION|PACKET)/.test(code)) {
+      return new LifeboatError('unavailable', `service ${new URL(serviceUrl).origin} answered, but not with TLS (plain HTTP?): give the agent endpoint's https port`, { cause: err });
+    }
+  }
+  return undefined;
 }
 
 export async function enroll(state: AgentState, options: EnrollOptions): Promise<{ tenant: string; serverName: string; notAfter: string }> {

@@ -5,7 +5,7 @@
  * ASN.1 by hand.
  */
 import 'reflect-metadata';
-import { KeyObject, createHash, randomBytes, webcrypto } from 'node:crypto';
+import { KeyObject, createHash, createPublicKey, randomBytes, webcrypto } from 'node:crypto';
 import { isIP } from 'node:net';
 import * as x509 from '@peculiar/x509';
 import { ErrInvalidArgument } from '../../shared/errors.js';
@@ -99,7 +99,26 @@ export async function parseCsr(pem: string): Promise<x509.Pkcs10CertificateReque
     ok = false;
   }
   if (!ok) throw ErrInvalidArgument('csr signature does not verify (or its key type is not EC P-256/P-384 or RSA)');
+  checkCsrKey(csr);
   return csr;
+}
+
+/** The key types the agent protocol allows (§3.1): RSA of 2048 to 4096 bits, EC P-256 or P-384. */
+function checkCsrKey(csr: x509.Pkcs10CertificateRequest): void {
+  let key;
+  try {
+    key = createPublicKey({ key: Buffer.from(csr.publicKey.rawData), format: 'der', type: 'spki' });
+  } catch (err) {
+    throw ErrInvalidArgument('csr public key cannot be read', err);
+  }
+  const details = key.asymmetricKeyDetails ?? {};
+  if (key.asymmetricKeyType === 'rsa') {
+    const bits = details.modulusLength ?? 0;
+    if (bits < 2048 || bits > 4096) throw ErrInvalidArgument(`csr key is RSA of ${bits} bits; RSA must have 2048 to 4096 bits (or use EC P-256/P-384)`);
+    return;
+  }
+  if (key.asymmetricKeyType === 'ec' && (details.namedCurve === 'prime256v1' || details.namedCurve === 'secp384r1')) return;
+  throw ErrInvalidArgument(`csr key type ${key.asymmetricKeyType ?? 'unknown'}${details.namedCurve ? ` ${details.namedCurve}` : ''} is not allowed: use EC P-256/P-384 or RSA of 2048 to 4096 bits`);
 }
 
 async function issue(ca: ServiceCa, subjectName: string, publicKey: x509.PublicKey | CryptoKey, sans: x509.JsonGeneralName[], usage: x509.ExtendedKeyUsage, days: number): Promise<IssuedCert> {

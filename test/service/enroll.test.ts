@@ -1,7 +1,11 @@
 /** Enrollment, renewal and revocation against the real PostgreSQL server, over real mutual TLS. */
 import 'reflect-metadata';
+import { webcrypto } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import * as x509 from '@peculiar/x509';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pinServiceCa } from '../../agent/enroll/enroll.js';
 import { newSigningJwk, loadSigner, signEnrollToken } from '../../service/trust/tokens.js';
 import type { TestEnv } from './helpers.js';
 import { enrolledAgent, httpsJson, newKeyAndCsr, operator, testEnv, testService } from './helpers.js';
@@ -104,6 +108,35 @@ describe('enrollment', () => {
     expect(notJson.status).toBe(400);
     const huge = await httpsJson(`${svc.agentUrl}/v1/enroll`, { method: 'POST', rawBody: JSON.stringify({ token: 'x'.repeat(100_000) }), caPem });
     expect(huge.status).toBe(413);
+  });
+});
+
+describe('key types and endpoints', () => {
+  async function rsaCsr(bits: number): Promise<string> {
+    const alg = { name: 'RSASSA-PKCS1-v1_5', modulusLength: bits, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' };
+    const keys = await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify']) as webcrypto.CryptoKeyPair;
+    return (await x509.Pkcs10CertificateRequestGenerator.create({ name: 'CN=agent', keys, signingAlgorithm: alg })).toString('pem');
+  }
+
+  it('refuses an RSA key shorter than 2048 bits (protocol §3.1) without using up the token, and takes RSA-2048', async () => {
+    const tok = await token();
+    const weak = await httpsJson<{ error: { code: string; message: string } }>(`${svc.agentUrl}/v1/enroll`, { method: 'POST', body: { token: tok, serverName: 'rsa.contoso.com', csr: await rsaCsr(1024) }, caPem });
+    expect(weak.status).toBe(400);
+    expect(weak.body.error.message).toMatch(/RSA of 1024 bits; RSA must have 2048 to 4096 bits/);
+    const ok = await httpsJson(`${svc.agentUrl}/v1/enroll`, { method: 'POST', body: { token: tok, serverName: 'rsa.contoso.com', csr: await rsaCsr(2048) }, caPem });
+    expect(ok.status).toBe(200);
+  });
+
+  it('the agent says a plain-HTTP port answered without TLS, in one line without OpenSSL text', async () => {
+    const server = createServer((_q, r) => r.end('hello'));
+    await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+    const { port } = server.address() as AddressInfo;
+    try {
+      const err = await pinServiceCa(`https://127.0.0.1:${port}`, '0'.repeat(64)).then(() => undefined, (e: unknown) => e as Error);
+      expect(err?.message).toBe(`service https://127.0.0.1:${port} answered, but not with TLS (plain HTTP?): give the agent endpoint's https port`);
+    } finally {
+      server.close();
+    }
   });
 });
 
