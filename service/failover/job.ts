@@ -229,7 +229,12 @@ const boot: Step = async (rt, f) => {
         await addStep(tx, f.id, 'wait-ready', 'done', `${r.detail}; ready recorded ${readyAt.getTime() - answeredAt} ms after the probe answered; ${shot}`);
         await setFailoverState(tx, f.id, state, { readyAt });
       });
-      await readBack(rt, f, state);
+      try {
+        await readBack(rt, f, state);
+      } catch (err) {
+        // Reading back is a check of the guest, not a step of bringing it up: it never fails the failover.
+        await addStep(db, f.id, 'read-back', 'failed', `the guest's network could not be read back: ${reasonOf(err)}`);
+      }
       return;
     }
     const status = await rt.driver.status(workDir);
