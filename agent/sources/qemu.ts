@@ -7,7 +7,8 @@
  *   across restarts; on raw it cannot be persistent and is lost with the process).
  * - begin(): one QMP `transaction` starts a fleecing view (a qcow2 overlay backed by the disk node,
  *   filled by `blockdev-backup sync=none` copy-before-write), adds bitmap n+1 and disables bitmap n.
- *   The view is exported by qemu's NBD server on a unix socket in workDir with bitmap n; the cycle
+ *   The view is exported by qemu's NBD server (one per qemu, shared by the VM's disks) on
+ *   `<workDir>/nbd.sock` with bitmap n; the cycle
  *   reads only its dirty extents (BLOCK_STATUS `qemu:dirty-bitmap:lifeboat-<n>`, then READ).
  * - commit(): ends the view, removes bitmap n (the service acknowledged the log).
  * - abandon(): ends the view, merges bitmap n into n+1 and removes it, so nothing is forgotten.
@@ -38,7 +39,13 @@ export const BitmapPrefix = 'lifeboat-';
 /** Names of the per-cycle objects in qemu (one cycle per node at a time). */
 const viewNode = (node: string) => `lifeboat-view-${node}`;
 const jobId = (node: string) => `lifeboat-fleece-${node}`;
-const exportId = (node: string) => `lifeboat-export-${node}`;
+const ExportPrefix = 'lifeboat-export-';
+const exportId = (node: string) => `${ExportPrefix}${node}`;
+/**
+ * qemu runs one NBD server per process, so every disk of a VM shares it: one socket per work
+ * directory (give each VM its own work directory).
+ */
+export const NbdSocketName = 'nbd.sock';
 /** Bytes read in one READ of a dirty run. */
 const ReadSlice = 4 << 20;
 
@@ -96,7 +103,7 @@ export class QemuSource {
     const generation = live ? generationOf(live.name) + 1 : Date.now();
     const next = `${BitmapPrefix}${generation}`;
     const overlay = join(workDir, `${viewNode(node)}.qcow2`);
-    const socket = join(workDir, `${node}.nbd.sock`);
+    const socket = join(workDir, NbdSocketName);
 
     await rm(overlay, { force: true });
     await execFileP('qemu-img', ['create', '-q', '-f', 'qcow2', overlay, String(info.size)]);
@@ -108,8 +115,7 @@ export class QemuSource {
       if (live) actions.push({ type: 'block-dirty-bitmap-disable', data: { node, name: live.name } });
       actions.push({ type: 'blockdev-backup', data: { device: node, target: viewNode(node), sync: 'none', 'job-id': jobId(node) } });
       await this.qmp.execute('transaction', { actions });
-      await rm(socket, { force: true });
-      await this.qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: socket } } });
+      await startNbdServer(this.qmp, socket);
       await this.qmp.execute('block-export-add', {
         type: 'nbd', id: exportId(node), 'node-name': viewNode(node), name: node, writable: false, ...(live ? { bitmaps: [live.name] } : {}),
       });
@@ -197,6 +203,22 @@ export class QemuCycle implements TrackedCycle {
   }
 }
 
+/** Starts qemu's NBD server on socket, or finds it running there for another disk's cycle. */
+async function startNbdServer(qmp: QmpClient, socket: string): Promise<void> {
+  try {
+    await qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: socket } } });
+  } catch (err) {
+    const running = /already running/i.test((err as Error).message);
+    if (!running) throw err;
+    const exports = await qmp.execute<Array<{ id: string }>>('query-block-exports');
+    // Running with none of our exports: a server an agent killed mid-cycle left, or someone else's.
+    if (!exports.some((e) => e.id.startsWith(ExportPrefix))) {
+      await qmp.execute('nbd-server-stop');
+      await qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: socket } } });
+    }
+  }
+}
+
 /** Removes the per-cycle objects of a node, whichever exist (tolerates each one missing). */
 async function endView(qmp: QmpClient, node: string, workDir: string): Promise<void> {
   const exports = await qmp.execute<Array<{ id: string }>>('query-block-exports');
@@ -207,7 +229,12 @@ async function endView(qmp: QmpClient, node: string, workDir: string): Promise<v
     await qmp.execute('block-export-del', { id: exportId(node), mode: 'hard' });
     await gone;
   }
-  await qmp.execute('nbd-server-stop').catch(() => undefined);
+  // qemu has one NBD server: stop it only when no other disk's cycle still exports through it.
+  const left = await qmp.execute<Array<{ id: string }>>('query-block-exports');
+  if (!left.some((e) => e.id.startsWith(ExportPrefix))) {
+    await qmp.execute('nbd-server-stop').catch(() => undefined);
+    await rm(join(workDir, NbdSocketName), { force: true });
+  }
   const jobs = await qmp.execute<Array<{ device: string }>>('query-block-jobs');
   if (jobs.some((j) => j.device === jobId(node))) {
     const done = qmp.waitEvent('BLOCK_JOB_CANCELLED', (d) => d.device === jobId(node), 10_000);
@@ -218,5 +245,4 @@ async function endView(qmp: QmpClient, node: string, workDir: string): Promise<v
   const nodes = await qmp.execute<Array<{ 'node-name': string }>>('query-named-block-nodes', { flat: true });
   if (nodes.some((n) => n['node-name'] === viewNode(node))) await qmp.execute('blockdev-del', { 'node-name': viewNode(node) });
   await rm(join(workDir, `${viewNode(node)}.qcow2`), { force: true });
-  await rm(join(workDir, `${node}.nbd.sock`), { force: true });
 }

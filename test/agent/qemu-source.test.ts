@@ -38,7 +38,7 @@ async function collect(cycle: QemuCycle): Promise<Extent[]> {
   return out;
 }
 async function refereeDirty(bitmap: string): Promise<Array<[number, number]>> {
-  const sock = join(dir.path, 'disk0.nbd.sock');
+  const sock = join(dir.path, 'nbd.sock');
   const { stdout } = await execFileP('nbdinfo', [`--map=qemu:dirty-bitmap:${bitmap}`, '--json', `nbd+unix:///disk0?socket=${sock}`]);
   return (JSON.parse(stdout) as Array<{ offset: number; length: number; type: number }>).filter((e) => e.type === 1).map((e) => [e.offset, e.length]);
 }
@@ -47,9 +47,11 @@ beforeAll(async () => {
   dir = await scratchDir('lifeboat-qemusrc-');
   const disk = join(dir.path, 'disk.qcow2');
   await execFileP('qemu-img', ['create', '-q', '-f', 'qcow2', disk, String(Size)]);
+  await execFileP('qemu-img', ['create', '-q', '-f', 'qcow2', join(dir.path, 'disk1.qcow2'), String(Size)]);
   const sock = join(dir.path, 'vm.qmp');
   qemu = spawn('qemu-system-x86_64', ['-S', '-nodefaults', '-display', 'none', '-accel', 'tcg', '-m', '32',
     '-drive', `file=${disk},format=qcow2,if=none,id=drive0,node-name=disk0`, '-device', 'virtio-blk-pci,drive=drive0',
+    '-drive', `file=${join(dir.path, 'disk1.qcow2')},format=qcow2,if=none,id=drive1,node-name=disk1`, '-device', 'virtio-blk-pci,drive=drive1',
     '-qmp', `unix:${sock},server=on,wait=off`], { stdio: 'ignore' });
   const deadline = Date.now() + 15_000;
   while (!existsSync(sock)) {
@@ -170,6 +172,25 @@ describe('qemu source against a running qemu', () => {
       expect((await collect(next)).map((e) => [e.offset, e.length])).toEqual(roundOut([[2 * MiB, 4 * KiB]]));
       await next.commit();
     } finally { await next.end(); }
+  });
+
+  it('two disks of one VM run their cycles at once through qemu\'s one NBD server', async () => {
+    const second = new QemuSource({ qmp, node: 'disk1', workDir: dir.path });
+    await second.protect();
+    await qmp.hmp('qemu-io drive1 "write -P 0x99 7M 4k"');
+    await write(0x98, 3 * MiB, 4 * KiB);
+    const [a, b] = await Promise.all([source.begin(), second.begin()]);
+    try {
+      expect((await collect(a)).map((e) => [e.offset, e.length])).toEqual(roundOut([[3 * MiB, 4 * KiB]]));
+      expect((await collect(b)).map((e) => [e.offset, e.length])).toEqual(roundOut([[7 * MiB, 4 * KiB]]));
+      expect((await b.read(7 * MiB, 4 * KiB)).equals(Buffer.alloc(4 * KiB, 0x99))).toBe(true);
+      await a.commit();
+      // disk1's export still works after disk0's view ended.
+      expect((await b.read(7 * MiB, 4 * KiB)).equals(Buffer.alloc(4 * KiB, 0x99))).toBe(true);
+      await b.commit();
+    } finally { await a.end(); await b.end(); }
+    expect(await qmp.execute('query-block-exports')).toEqual([]);
+    expect(existsSync(join(dir.path, 'nbd.sock'))).toBe(false);
   });
 
   it('an unknown node is one clear error', async () => {
