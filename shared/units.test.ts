@@ -4,6 +4,8 @@ import { formatBytes, parseDuration, parseSize } from './units.js';
 describe('parseSize', () => {
   it('reads binary units as qemu-img does', () => {
     expect(parseSize('512')).toBe(512);
+    expect(() => parseSize('99999999T', '--size')).toThrow(/^--size "99999999T" is too large \(at most 8\.00 PiB|^--size "99999999T" is too large/);
+    expect(() => parseSize('1.5', '--size')).toThrow(/not a whole number of bytes/);
     expect(parseSize('64K')).toBe(65536);
     expect(parseSize('1MiB')).toBe(1 << 20);
     expect(parseSize('4G')).toBe(4 * 2 ** 30);

@@ -14,6 +14,7 @@ export function parseSize(text: string, what = 'size'): number {
   const unit = m ? sizeUnits[m[2]!.toLowerCase()] : undefined;
   if (!m || unit === undefined) throw ErrInvalidArgument(`${what} "${text}" is not a size (examples: 512, 64K, 1M, 4G)`);
   const bytes = Number(m[1]) * unit;
+  if (bytes > Number.MAX_SAFE_INTEGER) throw ErrInvalidArgument(`${what} "${text}" is too large (at most ${formatBytes(Number.MAX_SAFE_INTEGER)})`);
   if (!Number.isSafeInteger(bytes)) throw ErrInvalidArgument(`${what} "${text}" is not a whole number of bytes`);
   return bytes;
 }

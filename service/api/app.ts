@@ -30,7 +30,7 @@ type ApiEnv = { Variables: { operator: ApiClaims } };
 function authenticate(ctx: ServiceContext): MiddlewareHandler<ApiEnv> {
   return async function apiAuth(c, next) {
     const header = c.req.header('authorization') ?? '';
-    const m = /^Bearer ([A-Za-z0-9._-]+)$/.exec(header);
+    const m = /^Bearer +([A-Za-z0-9._-]+) *$/i.exec(header);
     if (!m) throw ErrUnauthenticated('token_required', 'an operator API token is required (Authorization: Bearer …)');
     c.set('operator', await verifyApiToken(ctx.signer, m[1]!));
     await next();
@@ -49,7 +49,7 @@ export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: Enqu
   const app = new Hono<ApiEnv>();
   app.use('*', countRequests(metrics, 'api'));
   app.onError(errorHandler(ctx.log));
-  app.notFound((c) => c.json({ error: { code: 'not_found', message: `no route ${c.req.method} ${c.req.path}` } }, 404));
+  app.notFound((c) => c.json({ error: { code: 'not_found', message: `no route ${c.req.method.slice(0, 16)} ${c.req.path.length > 200 ? `${c.req.path.slice(0, 200)}…` : c.req.path}` } }, 404));
   app.get('/healthz', (c) => (ready() ? c.json({ status: 'ok' }) : c.json({ status: 'starting' }, 503)));
   app.get('/metrics', async (c) => c.text(await metrics.registry.metrics(), 200, { 'content-type': metrics.registry.contentType }));
   app.get('/v1/openapi.json', (c) => c.json(openApiDocument));

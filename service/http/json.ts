@@ -37,6 +37,10 @@ export function bodySizeLimit(maxSize = MaxJsonBodyBytes): MiddlewareHandler {
 
 /** The request's JSON body, checked against schema; 400 with the first bad field otherwise. */
 export async function readJson<S extends z.ZodType>(c: Context, schema: S): Promise<z.infer<S>> {
+  const type = c.req.header('content-type') ?? '';
+  if (!/^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i.test(type)) {
+    throw new LifeboatError('unsupported', `request body must be JSON sent as Content-Type: application/json${type ? ` (got ${type.slice(0, 80)})` : ''}`, { status: 415 });
+  }
   let json: unknown;
   try {
     json = await c.req.json();
@@ -51,8 +55,33 @@ export function check<S extends z.ZodType>(schema: S, value: unknown, what: stri
   const r = schema.safeParse(value);
   if (r.success) return r.data;
   const issue = r.error.issues[0]!;
-  const field = issue.path.length > 0 ? `${what}.${issue.path.join('.')}` : what;
-  throw new LifeboatError('invalid_argument', `${field}: ${issue.message}`);
+  const field = issue.path.length > 0 ? issue.path.join('.') : what;
+  throw new LifeboatError('invalid_argument', plainIssue(field, issue));
+}
+
+/** One zod issue in plain words naming the field ("name must not be empty"), not zod's wording. */
+function plainIssue(field: string, issue: z.core.$ZodIssue): string {
+  const i = issue as z.core.$ZodIssue & { expected?: string; minimum?: number | bigint; maximum?: number | bigint; origin?: string; keys?: string[]; values?: unknown[]; input?: unknown };
+  switch (i.code) {
+    case 'invalid_type':
+      return i.input === undefined ? `${field} is missing` : `${field} must be ${i.expected === 'object' ? 'an object' : `a ${i.expected}`}`;
+    case 'too_small':
+      if (i.origin === 'string') return Number(i.minimum) <= 1 ? `${field} must not be empty` : `${field} must have at least ${i.minimum} characters`;
+      if (i.origin === 'array') return `${field} must have at least ${i.minimum} items`;
+      return `${field} must be at least ${i.minimum}`;
+    case 'too_big':
+      if (i.origin === 'string') return `${field} must have at most ${i.maximum} characters`;
+      if (i.origin === 'array') return `${field} must have at most ${i.maximum} items`;
+      return `${field} must be at most ${i.maximum}`;
+    case 'unrecognized_keys':
+      return `unknown field${(i.keys ?? []).length > 1 ? 's' : ''} ${(i.keys ?? []).join(', ')}`;
+    case 'invalid_value':
+      return `${field} must be one of ${(i.values ?? []).map((v) => JSON.stringify(v)).join(', ')}`;
+    case 'invalid_format':
+      return `${field} is not a valid ${(i as { format?: string }).format ?? 'value'}`;
+    default:
+      return `${field}: ${issue.message}`;
+  }
 }
 
 /** A path parameter that must be an agent id (vm, disk, tenant). */

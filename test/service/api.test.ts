@@ -36,6 +36,21 @@ describe('operator API', () => {
     expect((await operator(svc, 'POST', '/v1/tenants/dup/tokens', { ttl: '30d' })).status).toBe(400);
   });
 
+  it('words bad bodies plainly, wants a JSON content type, takes any case of Bearer, and keeps 404s short', async () => {
+    const admin = await signApiToken(svc.ctx.signer, { role: 'hoster-operator', sub: 'op' }, 60);
+    expect((await operator(svc, 'POST', '/v1/tenants', { name: '' })).body).toEqual({ error: { code: 'invalid_argument', message: 'name must not be empty' } });
+    expect((await operator(svc, 'POST', '/v1/tenants', {})).body).toMatchObject({ error: { message: 'name is missing' } });
+    expect((await operator(svc, 'POST', '/v1/tenants', { name: 'ok', extra: 1 })).body).toMatchObject({ error: { message: 'unknown field extra' } });
+    const post = (headers: Record<string, string>, body = '{"name":"typed"}') => fetch(`${svc.apiUrl}/v1/tenants`, { method: 'POST', headers, body });
+    const plain = await post({ authorization: `Bearer ${admin}`, 'content-type': 'text/plain' });
+    expect(plain.status).toBe(415);
+    expect(((await plain.json()) as { error: { message: string } }).error.message).toMatch(/Content-Type: application\/json \(got text\/plain/);
+    expect((await post({ authorization: `bearer ${admin}`, 'content-type': 'application/json; charset=utf-8' })).status).toBe(201);
+    const long = await fetch(`${svc.apiUrl}/v1/${'x'.repeat(5000)}`, { headers: { authorization: `Bearer ${admin}` } });
+    expect(long.status).toBe(404);
+    expect(JSON.stringify(await long.json()).length).toBeLessThan(400);
+  });
+
   it('serves health, metrics and an OpenAPI document of its routes', async () => {
     expect((await fetch(`${svc.apiUrl}/healthz`)).status).toBe(200);
     const metrics = await (await fetch(`${svc.apiUrl}/metrics`)).text();
