@@ -91,6 +91,11 @@ describe('lifeboat-service', () => {
     const points = await run(['points', 'nope', '--tenant', 'acme', '--config', config]);
     expect(points.code).toBe(1);
     expect(points.stderr).toBe('lifeboat-service: tenant acme has no VM nope\n');
+    // export takes its format from OUT's name, and says so when the name gives none.
+    const byName = await run(['export', join(scratch.path, 'out.vhdx'), '--tenant', 'acme', '--vm', 'nope', '--disk', 'disk0', '--config', config]);
+    expect(byName.stderr).toMatch(/^lifeboat-service: .*no VM nope/);
+    const noFormat = await run(['export', join(scratch.path, 'out.qcow2'), '--tenant', 'acme', '--vm', 'nope', '--disk', 'disk0', '--config', config]);
+    expect(noFormat.stderr).toMatch(/^lifeboat-service: .*out\.qcow2: give --format vhdx or raw/);
     const revoke = await run(['tenant', 'revoke-server', 'acme', 'hv1.acme.com', '--config', config]);
     expect(revoke.stderr).toMatch(/no live certificate/);
   });
