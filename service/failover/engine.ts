@@ -20,6 +20,7 @@ import { ErrConflict, ErrNotFoundHere } from '../errors.js';
 import { LifeboatError } from '../../shared/errors.js';
 import type { DiskBus, NicModel } from './drivers/types.js';
 import type { FailoverQueues } from './queue.js';
+import { planVmIp } from './seed.js';
 import { defaultHardware } from './spec.js';
 import type { FailoverSpec } from './spec.js';
 
@@ -67,6 +68,9 @@ export async function requestFailover(ctx: ServiceContext, queues: FailoverQueue
     if (live[0]) throw ErrConflict('already_failed_over', `VM ${req.vm} already has ${req.kind === 'unplanned' ? 'a' : 'a real'} failover ${live[0].id} in state ${live[0].state}; commit or revert it first`);
   }
   const pointId = await checkPointRequest(db, req.tenant, req.vm, req.point);
+  // The IP plan is resolved now: a conflict (a mapped address colliding with an explicit one) is
+  // refused before the failover, not discovered during it.
+  await planVmIp(db, req.tenant, req.vm, req.kind === 'test' ? 'test' : 'production');
   const spec = await specOf(ctx, req.tenant, req.vm, disks.map((d) => d.id));
   const host = await place(db, spec);
   const id = newFailoverId();

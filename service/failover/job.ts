@@ -22,6 +22,7 @@ import type { Logger } from 'pino';
 import { userMessage } from '../../shared/errors.js';
 import type { FailoverRow, ForkedDisk } from '../catalog/failovers.js';
 import { addStep, getFailover, saveScreenshot, setFailoverState } from '../catalog/failovers.js';
+import { getNetwork, listNetworks } from '../catalog/networks.js';
 import { pinPoint, unpinPoint } from '../catalog/pins.js';
 import { getVm, listDisks } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';
@@ -34,7 +35,7 @@ import type { FailoverDriver, FailoverNic, ReadyProbe } from './drivers/types.js
 import { exportName } from './exports.js';
 import type { NicPlan } from './network/mappings.js';
 import { compareIntent, parseGuestAgentInterfaces, parseGuestNetwork } from './network/readback.js';
-import { NetworkPlanFile, writeSeeds } from './seed.js';
+import { NetworkPlanFile, networkInputs, writeSeeds } from './seed.js';
 import type { FailoverSpec } from './spec.js';
 import { vmNvramPath } from './spec.js';
 
@@ -139,21 +140,22 @@ const prepare: Step = async (rt, f) => {
   await setFailoverState(db, f.id, 'preparing', { pointId, cycle: point.cycle, capturedAt: point.capturedAt ?? point.createdAt, fork });
   const workDir = workDirOf(rt, f.id);
   await mkdir(workDir, { recursive: true, mode: 0o700 });
-  const seeds = await writeSeeds(workDir, f, spec);
+  const netKind = f.kind === 'test' ? 'test' as const : 'production' as const;
+  const seeds = await writeSeeds(workDir, f, spec, await networkInputs(db, f.tenant, f.vm, netKind));
+  const nics = await attachNics(rt, f, spec, seeds.plan);
   const vm = await getVm(db, f.tenant, f.vm);
   const nvram = vm && spec.hardware.firmware === 'uefi' ? vmNvramPath(vm) : undefined;
-  const kind = f.kind === 'test' ? 'test' as const : 'production' as const;
   const input = {
     failoverId: f.id, workDir, name: `lifeboat-${f.id}-${f.vm}`.slice(0, 60), hardware: spec.hardware, vmGenerationId: f.vmGenerationId,
     disks: fork.map((d) => ({
       id: d.disk, bus: d.bus as FailoverSpec['disks'][number]['bus'], virtualSize: d.virtualSize, nbd: { socket: rt.nbdSocket, exportName: exportName(f, pid, d.disk) },
       layerPath: join(d.replicaDir, d.layer),
     })),
-    nics: spec.nics.map((n): FailoverNic => ({ mac: n.mac, model: n.model, attachment: { kind: 'isolated', runId: f.kind === 'test' ? f.id : `${f.tenant}.${f.vm}`, group: f.kind } })),
+    nics,
     seeds: seeds.paths,
     ...(nvram && existsSync(nvram) ? { nvramSource: nvram } : {}),
     // What the hyperv and webhook drivers take beyond the common input.
-    kind, vm: f.vm, nicPlans: seeds.plan, replicaPaths: Object.fromEntries(fork.map((d) => [d.disk, join(d.replicaDir, d.layer)])),
+    kind: netKind, vm: f.vm, nicPlans: seeds.plan, replicaPaths: Object.fromEntries(fork.map((d) => [d.disk, join(d.replicaDir, d.layer)])),
   };
   await rt.driver.prepare(input);
   await db.transaction(async (tx) => {
@@ -161,6 +163,36 @@ const prepare: Step = async (rt, f) => {
     await setFailoverState(tx, f.id, 'booting');
   });
 };
+
+/**
+ * Where each NIC is plugged in. A test failover's NICs share an isolated network of their own run
+ * with nothing else (no route out). A real failover's NIC goes on the bridge (and VLAN) of the DR
+ * network its plan names, which must be granted to the tenant and reached by this host; a NIC
+ * without one gets an isolated network of its VM, and the report says so.
+ */
+async function attachNics(rt: HostRuntime, f: FailoverRow, spec: FailoverSpec, plan: NicPlan[]): Promise<FailoverNic[]> {
+  const isolated = { kind: 'isolated' as const, runId: f.kind === 'test' ? f.id : `${f.tenant}.${f.vm}`, group: f.kind };
+  const out: FailoverNic[] = [];
+  const warnings: string[] = [];
+  for (const n of spec.nics) {
+    const name = f.kind === 'test' ? undefined : plan.find((p) => p.mac === n.mac)?.config.network;
+    if (!name) {
+      if (f.kind !== 'test') warnings.push(`NIC ${n.mac} names no DR network: it is on an isolated network of its VM`);
+      out.push({ mac: n.mac, model: n.model, attachment: isolated });
+      continue;
+    }
+    const net = await getNetwork(rt.ctx.db, name);
+    const granted = net ? (await listNetworks(rt.ctx.db, f.tenant)).some((g) => g.name === name) : false;
+    if (!net || !granted) throw new Error(`NIC ${n.mac}: DR network ${name} is not granted to tenant ${f.tenant}`);
+    if (net.hosts.length > 0 && !net.hosts.includes(rt.hostName)) throw new Error(`NIC ${n.mac}: DR network ${name} is not reached by failover host ${rt.hostName} (only ${net.hosts.join(', ')})`);
+    out.push({ mac: n.mac, model: n.model, attachment: { kind: 'bridge', bridge: net.bridge, ...(net.vlan !== null ? { vlan: net.vlan } : {}) } });
+  }
+  if (warnings.length > 0) {
+    const now = (await getFailover(rt.ctx.db, f.id)) ?? f;
+    await setFailoverState(rt.ctx.db, f.id, 'preparing', { warnings: [...now.warnings, ...warnings] });
+  }
+  return out;
+}
 
 /**
  * Pins the point for this failover while every disk's lock is held, so no prune is merging it away

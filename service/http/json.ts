@@ -78,7 +78,8 @@ function plainIssue(field: string, issue: z.core.$ZodIssue): string {
     case 'invalid_value':
       return `${field} must be one of ${(i.values ?? []).map((v) => JSON.stringify(v)).join(', ')}`;
     case 'invalid_format':
-      return `${field} is not a valid ${(i as { format?: string }).format ?? 'value'}`;
+      // A schema's own words ("must be latest or a point id") say more than the format's name.
+      return /^Invalid/.test(issue.message) ? `${field} is not a valid ${(i as { format?: string }).format ?? 'value'}` : `${field} ${issue.message}`;
     default:
       return `${field}: ${issue.message}`;
   }

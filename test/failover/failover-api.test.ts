@@ -86,12 +86,12 @@ describe.skipIf(!hasQemu)('failover API', () => {
 
   it('refuses bad input with one clear 4xx and changes nothing', async () => {
     const cases: [unknown, number, RegExp][] = [
-      [{ kind: 'drill' }, 400, /body\.kind/],
+      [{ kind: 'drill' }, 400, /kind must be one of "test", "planned", "unplanned"/],
       [{ kind: 'test', point: 'yesterday' }, 400, /latest, latest-consistent or a point id/],
       [{ kind: 'test', point: '999999' }, 404, /no recovery point 999999/],
       [{ kind: 'unplanned', point: 'latest-consistent' }, 409, /no application-consistent recovery point/],
       [{ kind: 'planned' }, 422, /command channel/],
-      [{ kind: 'test', extra: 1 }, 400, /body/],
+      [{ kind: 'test', extra: 1 }, 400, /extra/],
     ];
     for (const [body, status, message] of cases) {
       const r = await s.api<{ error: { message: string } }>('POST', '/v1/tenants/acme/vms/db01/failovers', body);
