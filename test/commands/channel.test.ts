@@ -8,6 +8,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { openPg } from '../../service/catalog/pg.js';
 import { cancelCommand, getCommand, queueCommand, waitForCommand } from '../../service/commands/commands.js';
+import { awaitFinalCycle, cancelFinalCycle } from '../../service/commands/planned.js';
 import { CommandPollMs } from '../../service/commands/wake.js';
 import type { TestEnv, TlsIdentity } from '../service/helpers.js';
 import { PgUrl, enrolledAgent, httpsJson, testEnv, testService } from '../service/helpers.js';
@@ -133,6 +134,29 @@ describe('command channel', () => {
     expect(bad.status).toBe(400);
     expect(bad.body.error.message).toMatch(/wait/);
     expect((await call(hv01, 'GET', '/v1/commands?wait=0&instance=x')).status).toBe(400);
+  });
+
+  it('gives the failover job the final cycle once the agent reported it, and the agent\'s reason when it failed', async () => {
+    const f = { id: 'fo-job-1', tenant: 'acme', vm: 'web01' };
+    expect(await awaitFinalCycle(svc.ctx.db, f, 100)).toBeUndefined();
+    const [cmd] = (await poll(hv01, 'hv01-job-1')).body.commands;
+    expect(cmd).toMatchObject({ payload: { failover: 'fo-job-1' } });
+    expect(await awaitFinalCycle(svc.ctx.db, f, 100)).toBeUndefined();
+    const result = { cycle: 1796000000000, capturedAt: '2026-12-07T15:20:00.000Z', consistency: 'application', shutdown: 'hook' };
+    await call(hv01, 'POST', `/v1/commands/${cmd!.id}/result`, { ok: true, result });
+    expect(await awaitFinalCycle(svc.ctx.db, f, 100)).toEqual(result);
+
+    const g = { id: 'fo-job-2', tenant: 'acme', vm: 'web01' };
+    expect(await awaitFinalCycle(svc.ctx.db, g, 10)).toBeUndefined();
+    const [cmd2] = (await poll(hv01, 'hv01-job-1')).body.commands;
+    await call(hv01, 'POST', `/v1/commands/${cmd2!.id}/result`, { ok: false, error: 'shutdown hook failed: "sh off.sh" exited 1' });
+    await expect(awaitFinalCycle(svc.ctx.db, g, 100)).rejects.toThrow(/did not ship the final cycle of web01 .*failed\): shutdown hook failed/);
+
+    const k = { id: 'fo-job-3', tenant: 'acme', vm: 'web01' };
+    expect(await awaitFinalCycle(svc.ctx.db, k, 10)).toBeUndefined();
+    await cancelFinalCycle(svc.ctx.db, k, 'failover fo-job-3 reverted');
+    expect((await poll(hv01, 'hv01-job-2')).body.commands).toEqual([]);
+    await expect(awaitFinalCycle(svc.ctx.db, k, 10)).rejects.toThrow(/cancelled\): failover fo-job-3 reverted/);
   });
 
   it('refuses the agent\'s planned-failover request where no failover queues run, and another tenant\'s VM as none', async () => {
