@@ -57,6 +57,11 @@ export interface QemuSourceOptions {
   workDir: string;
   /** Persistent bitmap (default true; a raw node refuses it: pass false). */
   persistent?: boolean;
+  /**
+   * Bitmap granularity in bytes, a power of two (default: qemu's, the qcow2 cluster size or 64 KiB).
+   * Smaller granules cost a bigger bitmap but cut what scattered small writes make a cycle read.
+   */
+  granularity?: number;
 }
 
 const generationOf = (name: string) => Number(name.slice(BitmapPrefix.length));
@@ -80,7 +85,11 @@ export class QemuSource {
   /** Starts tracking: adds bitmap lifeboat-0 unless one of ours records already. Idempotent. */
   async protect(): Promise<void> {
     if (await this.liveBitmap()) return;
-    await this.qmp.execute('block-dirty-bitmap-add', { node: this.options.node, name: `${BitmapPrefix}0`, persistent: this.options.persistent ?? true });
+    await this.qmp.execute('block-dirty-bitmap-add', { node: this.options.node, name: `${BitmapPrefix}0`, ...this.bitmapArgs() });
+  }
+
+  private bitmapArgs(granularity = this.options.granularity): Record<string, unknown> {
+    return { persistent: this.options.persistent ?? true, ...(granularity ? { granularity } : {}) };
   }
 
   /** Cleans what a killed cycle left; merges disabled bitmaps of ours into the live one. */
@@ -110,7 +119,7 @@ export class QemuSource {
     await this.qmp.execute('blockdev-add', { driver: 'qcow2', 'node-name': viewNode(node), file: { driver: 'file', filename: overlay }, backing: node });
     try {
       const actions: Array<{ type: string; data: Record<string, unknown> }> = [
-        { type: 'block-dirty-bitmap-add', data: { node, name: next, persistent: this.options.persistent ?? true } },
+        { type: 'block-dirty-bitmap-add', data: { node, name: next, ...this.bitmapArgs(live?.granularity ?? this.options.granularity) } },
       ];
       if (live) actions.push({ type: 'block-dirty-bitmap-disable', data: { node, name: live.name } });
       actions.push({ type: 'blockdev-backup', data: { device: node, target: viewNode(node), sync: 'none', 'job-id': jobId(node) } });
@@ -174,6 +183,11 @@ export class QemuCycle implements TrackedCycle {
     const parts: Promise<Buffer>[] = [];
     for (let at = 0; at < length; at += ReadSlice) parts.push(this.nbd.read(offset + at, Math.min(ReadSlice, length - at)));
     return Buffer.concat(await Promise.all(parts));
+  }
+
+  /** The engine's read shape (DiskImage.read): fills buf with the view's bytes at offset. */
+  async readInto(offset: number, buf: Buffer): Promise<void> {
+    (await this.read(offset, buf.length)).copy(buf);
   }
 
   /** Ends the point-in-time view (export, NBD server, copy-before-write job, overlay). Idempotent. */
