@@ -103,7 +103,8 @@ export async function runDaemon(replicator: Replicator, options: DaemonOptions):
     for (const vm of vms) {
       const s = schedules.get(vm) ?? { due: 0, failures: 0 };
       schedules.set(vm, s);
-      if (held.has(vm) || (await isFailedOver(vm))) parked.add(vm);
+      // held is read after the await: a hold taken meanwhile must keep this cycle from starting.
+      if ((await isFailedOver(vm)) || held.has(vm)) parked.add(vm);
       else if (!signal.aborted && !s.running && Date.now() >= s.due) s.running = runVm(vm, s);
     }
     const idle = [...schedules.entries()].filter(([vm, s]) => !s.running && !parked.has(vm)).map(([, s]) => s);
