@@ -10,7 +10,6 @@ import type { AgentIdentity } from '../agent-api/auth.js';
 import type { ChunkBody, CommitBody, GrantBody, InitialBody } from '../../shared/protocol/schemas.js';
 import { MaxChunkBytes, MaxLogBytes, MaxManifestBytes } from '../../shared/protocol/schemas.js';
 import type { Queryable } from '../catalog/db.js';
-import type { LogRow } from '../catalog/logs.js';
 import { insertLog } from '../catalog/logs.js';
 import type { DiskRow } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';
