@@ -93,7 +93,7 @@ export const openApiDocument = {
       post: { summary: 'stop, commit or revert (hoster-operator)', parameters: [idParam, { name: 'action', in: 'path', required: true, schema: { enum: ['stop', 'commit', 'revert'] } }], responses: { 202: report, ...errors } },
     },
     '/v1/tenants/{tenant}/vms/{vm}/points': {
-      get: { summary: 'recovery points of a VM', parameters: [tenantParam, { name: 'vm', in: 'path', required: true, schema: { type: 'string' } }], responses: { 200: ok('{points: [{id, createdAt, consistency, latest}]}'), ...errors } },
+      get: { summary: 'recovery points of a VM', parameters: [tenantParam, { name: 'vm', in: 'path', required: true, schema: { type: 'string' } }], responses: { 200: ok('{points: [{id, createdAt, consistency, cycle, capturedAt, latest}]}: each point is one VM cycle; capturedAt is the agent\'s capture time of it (null for points of version-1 logs)'), ...errors } },
     },
   },
 };
