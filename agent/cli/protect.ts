@@ -4,13 +4,13 @@
  * only the VM's config; the engine (run) registers it with the service and ships the initial copy.
  */
 import { constants } from 'node:fs';
-import { access, stat } from 'node:fs/promises';
+import { access, realpath, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { openDisk } from '../../shared/disk/index.js';
 import { ErrInvalidArgument, wrap } from '../../shared/errors.js';
 import { formatBytes } from '../../shared/units.js';
-import { StateVersion } from '../state/schema.js';
+import { Frequencies, StateVersion } from '../state/schema.js';
 import type { DiskConfig, VmConfig } from '../state/schema.js';
 import { checkVmName } from '../state/store.js';
 import {
@@ -21,14 +21,14 @@ import type { StateDirOption } from './agent-options.js';
 
 interface ProtectOptions extends StateDirOption {
   disk: string[];
-  frequency: string;
-  history: string;
+  frequency?: string;
+  history?: string;
   appConsistentEvery?: string;
   preSnapshot?: string;
   postSnapshot?: string;
   shutdownHook?: string;
-  compression: string;
-  initial: string;
+  compression?: string;
+  initial?: string;
   startAt?: string;
   bandwidth?: string;
 }
@@ -41,59 +41,87 @@ export function registerProtect(program: Command): void {
     .description('protect a VM: replicate its disks to the hoster every cycle (again on a protected VM: change settings, add disks)')
     .argument('<vm>', 'VM name: lower-case letters, digits, _ and -')
     .requiredOption('--disk <path>', 'a virtual disk of the VM (raw, vhd, vhdx); repeat for several', collect)
-    .option('--frequency <f>', 'replication frequency: 30s, 5m or 15m', '5m')
-    .option('--history <n>', 'hourly recovery points to keep besides the latest (0-24)', '0')
+    .option('--frequency <f>', 'replication frequency: 30s, 5m or 15m (default 5m; kept when not given again)')
+    .option('--history <n>', 'hourly recovery points to keep besides the latest, 0-24 (default 0; kept when not given again)')
     .option('--app-consistent-every <hours>', 'application-consistent point every N hours, e.g. 4h (needs --pre-snapshot/--post-snapshot)')
     .option('--pre-snapshot <cmd>', 'shell command run before an application-consistent cycle (quiesce)')
     .option('--post-snapshot <cmd>', 'shell command run after it (thaw)')
     .option('--shutdown-hook <cmd>', 'shell command that shuts the VM down for a planned failover (kept when not given again)')
-    .option('--compression <c>', 'log compression: zstd, lz4 or none', 'zstd')
-    .option('--initial <how>', 'initial copy: network, media:DIR (write to a directory for shipping) or existing (the hoster has a copy)', 'network')
+    .option('--compression <c>', 'log compression: zstd, lz4 or none (default zstd; kept when not given again)')
+    .option('--initial <how>', 'initial copy: network (default), media:DIR (write to a directory for shipping) or existing (the hoster has a copy)')
     .option('--start-at <time>', 'start the initial copy at HH:MM or an ISO time')
     .option('--bandwidth <rate>', 'limit the VM\'s uploads, all disks together, e.g. 20M or 20MB/s (bytes/s) or 100mbit'))
     .action(async (vm: string, opts: ProtectOptions) => {
       const state = agentState(opts);
       const config = await buildConfig(checkVmName(vm), opts, await state.findConfig(vm));
+      await refuseSharedDisks(config, await Promise.all((await state.listVms()).filter((v) => v !== vm).map((v) => state.readConfig(v))));
       const sizes = await Promise.all(config.disks.map((d) => probeDisk(d.path)));
       if (config.initial.mode === 'media') await checkMediaDir(config.initial.dir);
       await state.init();
       await state.writeConfig(config);
       const disks = config.disks.map((d, i) => `${d.id} ${d.path} (${sizes[i]!.format}, ${formatBytes(sizes[i]!.virtualSize)})`).join(', ');
-      process.stdout.write(`protected ${vm}: ${disks}; every ${opts.frequency}; initial copy: ${opts.initial}. Replication starts with the next 'lifeboat-agent run'.\n`);
+      process.stdout.write(`protected ${vm}: ${disks}; every ${Object.entries(Frequencies).find(([, ms]) => ms === config.frequencyMs)?.[0]}; initial copy: ${config.initial.mode}. Replication starts with the next 'lifeboat-agent run'.\n`);
     });
 }
 
 async function buildConfig(name: string, opts: ProtectOptions, existing: VmConfig | undefined): Promise<VmConfig> {
-  const paths = opts.disk.map((p) => resolve(p));
+  // Real paths: a symlink or another spelling of a disk is that disk.
+  const paths = await Promise.all(opts.disk.map((p) => realpath(resolve(p)).catch(() => resolve(p))));
   if (new Set(paths).size !== paths.length) throw ErrInvalidArgument('the same --disk is given twice');
-  const appEvery = opts.appConsistentEvery === undefined ? null : parseAppConsistentEvery(opts.appConsistentEvery);
-  if (appEvery !== null && !opts.preSnapshot && !opts.postSnapshot) throw ErrInvalidArgument('--app-consistent-every needs --pre-snapshot and/or --post-snapshot');
+  await refuseSameFile(paths);
+  // A setting not given again keeps its value: protect on a protected VM changes only what it names.
+  const appEvery = opts.appConsistentEvery === undefined ? existing?.appConsistentEveryMs ?? null : parseAppConsistentEvery(opts.appConsistentEvery);
+  const preSnapshot = opts.preSnapshot ?? existing?.preSnapshot ?? null;
+  const postSnapshot = opts.postSnapshot ?? existing?.postSnapshot ?? null;
+  if (appEvery !== null && !preSnapshot && !postSnapshot) throw ErrInvalidArgument('--app-consistent-every needs --pre-snapshot and/or --post-snapshot');
   const disks: DiskConfig[] = [];
   if (existing) {
     // Keep every disk and its id; protocol v1 cannot remove a disk from a protected VM.
-    const missing = existing.disks.filter((d) => !paths.includes(d.path));
+    const real = await Promise.all(existing.disks.map((d) => realpath(d.path).catch(() => d.path)));
+    const missing = existing.disks.filter((d, i) => !paths.includes(d.path) && !paths.includes(real[i]!));
     if (missing.length > 0) throw ErrInvalidArgument(`${name} already protects ${missing.map((d) => d.path).join(', ')}; a disk cannot be removed (unprotect and protect again)`);
     disks.push(...existing.disks);
   }
   let next = Math.max(-1, ...disks.map((d) => Number(d.id.slice(4)))) + 1;
-  for (const path of paths) if (!disks.some((d) => d.path === path)) disks.push({ id: `disk${next++}`, path });
+  const known = new Set([...disks.map((d) => d.path), ...(await Promise.all(disks.map((d) => realpath(d.path).catch(() => d.path))))]);
+  for (const path of paths) if (!known.has(path)) disks.push({ id: `disk${next++}`, path });
   return {
     version: StateVersion,
     name,
     disks,
-    frequencyMs: parseFrequency(opts.frequency),
-    history: parseHistory(opts.history),
+    frequencyMs: opts.frequency === undefined ? existing?.frequencyMs ?? parseFrequency('5m') : parseFrequency(opts.frequency),
+    history: opts.history === undefined ? existing?.history ?? 0 : parseHistory(opts.history),
     appConsistentEveryMs: appEvery,
-    preSnapshot: opts.preSnapshot ?? null,
-    postSnapshot: opts.postSnapshot ?? null,
+    preSnapshot,
+    postSnapshot,
     shutdownHook: opts.shutdownHook ?? existing?.shutdownHook ?? null,
-    compression: parseCompression(opts.compression),
-    initial: existing?.initial ?? withAbsoluteDir(parseInitial(opts.initial)),
+    compression: opts.compression === undefined ? existing?.compression ?? 'zstd' : parseCompression(opts.compression),
+    initial: existing?.initial ?? withAbsoluteDir(parseInitial(opts.initial ?? 'network')),
     startAt: opts.startAt === undefined ? existing?.startAt ?? null : parseStartAt(opts.startAt),
-    bandwidthBytesPerSec: opts.bandwidth === undefined ? null : parseBandwidth(opts.bandwidth),
+    bandwidthBytesPerSec: opts.bandwidth === undefined ? existing?.bandwidthBytesPerSec ?? null : parseBandwidth(opts.bandwidth),
     paused: existing?.paused ?? false,
     createdAt: existing?.createdAt ?? new Date().toISOString(),
   };
+}
+
+/** Two --disk paths naming one file (hard links, bind mounts) are one disk. */
+async function refuseSameFile(paths: string[]): Promise<void> {
+  const ids = await Promise.all(paths.map((p) => stat(p).then((s) => `${s.dev}:${s.ino}`, () => p)));
+  const dup = ids.findIndex((id, i) => ids.indexOf(id) !== i);
+  if (dup >= 0) throw ErrInvalidArgument(`--disk ${paths[dup]} and ${paths[ids.indexOf(ids[dup]!)]} are the same file`);
+}
+
+/** A disk belongs to one protected VM: two would replicate it twice and fail over twice. */
+async function refuseSharedDisks(config: VmConfig, others: VmConfig[]): Promise<void> {
+  const id = async (p: string) => stat(p).then((s) => `${s.dev}:${s.ino}`, () => p);
+  const mine = new Map<string, string>();
+  for (const d of config.disks) mine.set(await id(d.path), d.path);
+  for (const o of others) {
+    for (const d of o.disks) {
+      const hit = mine.get(await id(d.path));
+      if (hit !== undefined) throw ErrInvalidArgument(`${hit} is already protected as ${d.id} of VM ${o.name}`);
+    }
+  }
 }
 
 function withAbsoluteDir(mode: VmConfig['initial']): VmConfig['initial'] {

@@ -2,7 +2,7 @@
  * The agent's commands on bad input: one clear line on stderr, a non-zero exit, and no state written.
  */
 import { execFile } from 'node:child_process';
-import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { link, mkdir, readFile, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -93,6 +93,25 @@ describe('lifeboat-agent on bad input', () => {
     await writeFile(other, Buffer.alloc(1 << 20));
     await expectOneLine(state, ['protect', 'vm1', '--disk', other], /already protects .*good\.raw/);
     expect((await agent(state, 'protect', 'vm1', '--disk', disk, '--disk', other)).code).toBe(0);
+  });
+
+  it('protect again changes only the settings it names; a disk is protected once, however it is named', async () => {
+    const state = join(dir, 'again');
+    const disk = join(dir, 'again.raw');
+    await writeFile(disk, Buffer.alloc(1 << 20));
+    const config = async () => JSON.parse(await readFile(join(state, 'vms', 'vm1', 'config.json'), 'utf8')) as Record<string, unknown>;
+    expect((await agent(state, 'protect', 'vm1', '--disk', disk, '--frequency', '30s', '--history', '6', '--compression', 'lz4', '--bandwidth', '20M')).code).toBe(0);
+    expect((await agent(state, 'protect', 'vm1', '--disk', disk, '--history', '8')).code).toBe(0);
+    expect(await config()).toMatchObject({ frequencyMs: 30_000, history: 8, compression: 'lz4', bandwidthBytesPerSec: 20 << 20 });
+    // The same file through a symlink or a hard link is the same disk, in one VM or in two.
+    await symlink(disk, join(dir, 'again-link.raw'));
+    await link(disk, join(dir, 'again-hard.raw'));
+    expect((await agent(state, 'protect', 'vm1', '--disk', join(dir, 'again-link.raw'))).code).toBe(0);
+    expect((await config()).disks).toEqual([{ id: 'disk0', path: disk }]);
+    await Promise.all([
+      expectOneLine(state, ['protect', 'vm1', '--disk', disk, '--disk', join(dir, 'again-hard.raw')], /are the same file|given twice/),
+      expectOneLine(state, ['protect', 'vm2', '--disk', join(dir, 'again-link.raw')], /again\.raw is already protected as disk0 of VM vm1/),
+    ]);
   });
 
   it('reports corrupt state as one line naming the file', async () => {
