@@ -5,6 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QemuSource } from '../../agent/sources/qemu.js';
@@ -20,6 +21,7 @@ afterAll(async () => { await dir.remove(); });
 interface Vm { qemu: ChildProcess; qmp: QmpClient }
 async function startVm(disk: string, format: 'qcow2' | 'raw'): Promise<Vm> {
   const sock = join(dir.path, `${format}.qmp`);
+  await rm(sock, { force: true }); // the last qemu's socket file stays behind; wait for the new one
   const qemu = spawn('qemu-system-x86_64', ['-S', '-nodefaults', '-display', 'none', '-accel', 'tcg', '-m', '32',
     '-drive', `file=${disk},format=${format},if=none,id=drive0,node-name=disk0`, '-device', 'virtio-blk-pci,drive=drive0',
     '-qmp', `unix:${sock},server=on,wait=off`], { stdio: 'ignore' });
