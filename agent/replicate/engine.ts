@@ -187,6 +187,17 @@ export class Replicator {
       });
       ctx.logger.info({ vm, changedBytes, sentBytes, logs, consistency, outcome: stats.outcome }, 'cycle');
       return { vm, outcome: stats.outcome, stats, baseBytes };
+    } catch (err) {
+      // Recorded for status (what failed and when); the replication position stays as it was.
+      const error = userMessage(err) ?? (err instanceof Error ? err.message : String(err));
+      await book.update((p) => {
+        p.lastCycle = {
+          startedAt: started.toISOString(), finishedAt: ctx.now().toISOString(), consistency: 'crash', changedBytes: 0, sentBytes: 0, logs: 0,
+          outcome: 'failed', error, warnings: [],
+        };
+        p.counts.failed++;
+      }).catch(() => undefined);
+      throw err;
     } finally {
       for (const disk of disks.values()) await disk.close();
     }

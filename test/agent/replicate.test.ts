@@ -17,7 +17,7 @@ import { runDaemon } from '../../agent/replicate/daemon.js';
 import { Replicator } from '../../agent/replicate/engine.js';
 import { hasBit } from '../../agent/replicate/bitmap.js';
 import { DefaultChunkSize } from '../../agent/replicate/initial.js';
-import type { VmConfig } from '../../agent/state/schema.js';
+import type { VmConfig, VmProgress } from '../../agent/state/schema.js';
 import { AgentState } from '../../agent/state/store.js';
 import { scratchDir } from '../helpers.js';
 import { LocalService } from './local-service.js';
@@ -147,7 +147,12 @@ describe('replication engine', () => {
     s.service.down = true;
     const [failed] = await s.replicator.runOnce();
     expect(failed).toMatchObject({ outcome: 'failed', error: expect.stringMatching(/connection refused|ECONNREFUSED/) });
-    expect(await readFile(join(s.state.vmDir('web01'), 'progress.json'), 'utf8')).toBe(before);
+    // The replication position is untouched; only the failure is recorded, for status.
+    const after = JSON.parse(await readFile(join(s.state.vmDir('web01'), 'progress.json'), 'utf8')) as VmProgress;
+    const was = JSON.parse(before) as VmProgress;
+    expect({ ...after, lastCycle: was.lastCycle, counts: was.counts }).toEqual(was);
+    expect(after.lastCycle).toMatchObject({ outcome: 'failed', error: expect.stringMatching(/connection refused|ECONNREFUSED/) });
+    expect(after.counts.failed).toBe(was.counts.failed + 1);
     s.service.down = false;
     await s.write(2 * MiB, randomBytes(B));
     const [ok] = await s.replicator.runOnce();

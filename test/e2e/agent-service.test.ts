@@ -83,7 +83,11 @@ describe('agent and service', () => {
     const dead = { ...ctx, transport: HttpTransport.fromIdentity({ ...(await state.readIdentity()), identity: { ...(await state.readIdentity()).identity, serviceUrl: 'https://127.0.0.1:1' } }) };
     const [failed] = await new Replicator(dead).runOnce();
     expect(failed).toMatchObject({ outcome: 'failed', error: 'service https://127.0.0.1:1 does not answer: connection refused' });
-    expect(await state.readProgress('app01')).toEqual(before);
+    // The position is untouched; the failure is recorded for status.
+    const after = await state.readProgress('app01');
+    expect({ ...after, lastCycle: before.lastCycle, counts: before.counts }).toEqual(before);
+    expect(after.lastCycle).toMatchObject({ outcome: 'failed', error: 'service https://127.0.0.1:1 does not answer: connection refused' });
+    expect(after.counts.failed).toBe(before.counts.failed + 1);
     const [ok] = await new Replicator(ctx).runOnce();
     expect(ok!.stats!.changedBytes).toBe(64 << 10);
   });
@@ -115,6 +119,8 @@ describe('agent and service', () => {
     const [r] = await replicator.runOnce();
     expect(r).toMatchObject({ outcome: 'failed', error: expect.stringMatching(/revoked/i) });
     expect(r!.error).not.toContain('\n');
-    expect(await state.readProgress('db01')).toEqual(before);
+    const after = await state.readProgress('db01');
+    expect({ ...after, lastCycle: before.lastCycle, counts: before.counts }).toEqual(before);
+    expect(after.lastCycle).toMatchObject({ outcome: 'failed', error: expect.stringMatching(/revoked/i) });
   });
 });
