@@ -51,7 +51,6 @@ export async function requestFailover(ctx: ServiceContext, queues: FailoverQueue
   }
   const vm = await getVm(db, req.tenant, req.vm);
   if (!vm) throw ErrNotFoundHere(`tenant ${req.tenant} has no VM ${req.vm}`);
-  if (req.kind === 'planned') throw new LifeboatError('unsupported', 'a planned failover needs the agent\'s command channel, which this service does not have yet: shut the VM down, let its last cycle apply, then run an unplanned failover from latest');
   const disks = await listDisks(db, req.tenant, req.vm);
   if (disks.length === 0 || disks.some((d) => !d.baseComplete)) {
     throw ErrConflict('no_replica', `VM ${req.vm} has no complete replica yet (its initial copy has not been applied), so there is nothing to fail over to`);
@@ -67,7 +66,8 @@ export async function requestFailover(ctx: ServiceContext, queues: FailoverQueue
     const live = await db.query<{ id: string; state: string }>(`SELECT id, state FROM failovers WHERE tenant = $1 AND vm = $2 AND kind <> 'test' AND ended_at IS NULL`, [req.tenant, req.vm]);
     if (live[0]) throw ErrConflict('already_failed_over', `VM ${req.vm} already has ${req.kind === 'unplanned' ? 'a' : 'a real'} failover ${live[0].id} in state ${live[0].state}; commit or revert it first`);
   }
-  const pointId = await checkPointRequest(db, req.tenant, req.vm, req.point);
+  // A planned failover starts from the final cycle the agent ships after shutting the VM down.
+  const pointId = req.kind === 'planned' ? null : await checkPointRequest(db, req.tenant, req.vm, req.point);
   // The IP plan is resolved now: a conflict (a mapped address colliding with an explicit one) is
   // refused before the failover, not discovered during it.
   await planVmIp(db, req.tenant, req.vm, req.kind === 'test' ? 'test' : 'production');

@@ -23,6 +23,7 @@ import { userMessage } from '../../shared/errors.js';
 import type { FailoverRow, ForkedDisk } from '../catalog/failovers.js';
 import { addStep, getFailover, saveScreenshot, setFailoverState } from '../catalog/failovers.js';
 import { getNetwork, listNetworks } from '../catalog/networks.js';
+import { awaitFinalCycle, cancelFinalCycle } from '../commands/planned.js';
 import { pinPoint, unpinPoint } from '../catalog/pins.js';
 import { getVm, listDisks } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';
@@ -116,6 +117,12 @@ const prepare: Step = async (rt, f) => {
   });
   const spec = f.spec as unknown as FailoverSpec;
   let pointId = f.pointId;
+  if (pointId === null && f.kind === 'planned') {
+    const final = await finalCycle(rt, f);
+    if (final === undefined) return;
+    pointId = await pointAtCycle(rt, f, final.cycle);
+    await db.query('UPDATE failovers SET point_id = $2 WHERE id = $1', [f.id, pointId]);
+  }
   if (pointId === null) {
     try {
       const cut = await cutPoint(rt.ctx, rt.redis, { tenant: f.tenant, vm: f.vm, timeoutMs: CutPointTimeoutMs, lockPrefix: rt.lockPrefix });
@@ -163,6 +170,49 @@ const prepare: Step = async (rt, f) => {
     await setFailoverState(tx, f.id, 'booting');
   });
 };
+
+/** Slices in which a planned failover waits for the agent, re-reading the goal between them. */
+const FinalCycleSliceMs = 3000;
+/** How long the final cycle may take to be applied on every disk once the agent shipped it. */
+const FinalApplyMs = 10 * 60_000;
+
+/**
+ * A planned failover's first step: the agent (over its command channel) shuts the VM down, ships a
+ * final cycle and reports it. Undefined when a stop or revert was asked meanwhile (the command is
+ * cancelled; the teardown follows).
+ */
+async function finalCycle(rt: HostRuntime, f: FailoverRow): Promise<{ cycle: number; capturedAt: string } | undefined> {
+  const { db } = rt.ctx;
+  await addStep(db, f.id, 'final-cycle', 'started', 'the agent shuts the VM down at the source and ships its final cycle');
+  for (;;) {
+    const now = await getFailover(db, f.id);
+    if (!now || now.endedAt || now.goal === 'stopped' || now.goal === 'reverted') {
+      await cancelFinalCycle(db, f, 'the failover was stopped');
+      await addStep(db, f.id, 'final-cycle', 'skipped', 'stop asked while waiting for the agent');
+      return undefined;
+    }
+    const r = await awaitFinalCycle(db, f, FinalCycleSliceMs);
+    if (r) {
+      await addStep(db, f.id, 'final-cycle', 'done', `final cycle ${r.cycle} (${r.consistency}), captured ${r.capturedAt}; the VM was shut down by ${r.shutdown}`);
+      return { cycle: r.cycle, capturedAt: r.capturedAt };
+    }
+  }
+}
+
+/** The point at exactly this cycle, cut once every disk has applied it (no data loss). */
+async function pointAtCycle(rt: HostRuntime, f: FailoverRow, cycle: number): Promise<number> {
+  const deadline = Date.now() + FinalApplyMs;
+  for (;;) {
+    const cut = await cutPoint(rt.ctx, rt.redis, { tenant: f.tenant, vm: f.vm, timeoutMs: Math.max(1000, deadline - Date.now()), lockPrefix: rt.lockPrefix });
+    if (cut.cycle !== null && cut.cycle >= cycle) {
+      if (cut.cycle !== cycle) throw new Error(`the newest point of ${f.vm} is at cycle ${cut.cycle}, after the final cycle ${cycle}: the source VM kept replicating`);
+      await addStep(rt.ctx.db, f.id, 'point', 'done', `cut point ${cut.id} at the final cycle ${cycle}, captured ${cut.capturedAt.toISOString()}`);
+      return cut.id;
+    }
+    if (Date.now() > deadline) throw new Error(`the final cycle ${cycle} of ${f.vm} was not applied on every disk within ${FinalApplyMs / 60_000} minutes (newest common cycle ${cut.cycle ?? 'none'})`);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
 
 /**
  * Where each NIC is plugged in. A test failover's NICs share an isolated network of their own run

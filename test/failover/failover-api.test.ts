@@ -90,7 +90,6 @@ describe.skipIf(!hasQemu)('failover API', () => {
       [{ kind: 'test', point: 'yesterday' }, 400, /latest, latest-consistent or a point id/],
       [{ kind: 'test', point: '999999' }, 404, /no recovery point 999999/],
       [{ kind: 'unplanned', point: 'latest-consistent' }, 409, /no application-consistent recovery point/],
-      [{ kind: 'planned' }, 422, /command channel/],
       [{ kind: 'test', extra: 1 }, 400, /extra/],
     ];
     for (const [body, status, message] of cases) {
@@ -136,6 +135,25 @@ describe.skipIf(!hasQemu)('failover API', () => {
     expect(existsSync(s.workDir(booting.id))).toBe(false);
     expect(await s.svc.ctx.db.query('SELECT * FROM point_pins')).toEqual([]);
   }, 300_000);
+
+  it('starts a planned failover by asking the VM\'s agent for its final cycle, and cancels that ask on revert', async () => {
+    const r = await s.api('POST', '/v1/tenants/acme/vms/db01/failovers', { kind: 'planned' }, admin);
+    expect(r.status, JSON.stringify(r.body)).toBe(202);
+    await s.waitFor(r.body.id, (x) => x.steps.some((st) => st.step === 'final-cycle' && st.status === 'started'), 60_000);
+    let queued: { state: string; server_fqdn: string }[] = [];
+    for (let i = 0; i < 100 && queued.length === 0; i++) {
+      queued = await s.svc.ctx.db.query<{ state: string; server_fqdn: string }>(`SELECT state, server_fqdn FROM agent_commands WHERE tenant = 'acme' AND vm = 'db01' AND kind = 'planned-failover'`);
+      if (queued.length === 0) await new Promise((res) => setTimeout(res, 100));
+    }
+    expect(queued).toEqual([{ state: 'queued', server_fqdn: 'hv01.acme.test' }]);
+    // No point is cut before the agent's final cycle: forward logs are not held yet.
+    expect((await s.api('GET', `/v1/failovers/${r.body.id}`)).body.point.id).toBeNull();
+    expect((await s.api('POST', `/v1/failovers/${r.body.id}/revert`, {})).status).toBe(202);
+    const done = await s.waitFor(r.body.id, (x) => x.endedAt !== null, 60_000);
+    expect(done.state).toBe('reverted');
+    const after = await s.svc.ctx.db.query<{ state: string }>(`SELECT state FROM agent_commands WHERE tenant = 'acme' AND vm = 'db01' AND kind = 'planned-failover'`);
+    expect(after).toEqual([{ state: 'cancelled' }]);
+  }, 180_000);
 
   it('returns the first failover for a repeated Idempotency-Key, and refuses the verbs of the other kind', async () => {
     const headers = { 'idempotency-key': 'drill-2026-12-07' };
