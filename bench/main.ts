@@ -13,6 +13,7 @@ import { loadBench } from './service-load.js';
 import { mergeStagesBench } from './service-merge-stages.js';
 import { mergeSmallBench } from './service-merge-small.js';
 import { nbdBench } from './nbd.js';
+import { failoverBench } from './failover.js';
 
 const benchmarks: Benchmark[] = [
   cryptoBench,
@@ -24,6 +25,7 @@ const benchmarks: Benchmark[] = [
   mergeStagesBench,
   mergeSmallBench,
   nbdBench,
+  failoverBench,
 ];
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
