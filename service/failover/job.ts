@@ -32,7 +32,7 @@ import { readState } from '../replication/replica.js';
 import { cutPoint } from '../workers/cut-point.js';
 import type { DiskLock } from '../workers/lock.js';
 import { acquireLock } from '../workers/lock.js';
-import type { FailoverDriver, FailoverNic, ReadyProbe } from './drivers/types.js';
+import type { FailoverDriver, FailoverNic, GuestNetworkReport, ReadyProbe } from './drivers/types.js';
 import { exportName } from './exports.js';
 import type { NicPlan } from './network/mappings.js';
 import { compareIntent, parseGuestAgentInterfaces, parseGuestNetwork } from './network/readback.js';
@@ -42,8 +42,9 @@ import { vmNvramPath } from './spec.js';
 
 /** How long a latest point waits for every disk to reach one cycle. */
 export const CutPointTimeoutMs = 120_000;
-/** How long read-back waits for the guest's console report after ready. */
-const ReadBackWaitMs = 120_000;
+/** How long read-back waits for the guest's console report after ready, asked in slices. */
+const ReadBackWaitMs = 10 * 60_000;
+const ReadBackSliceMs = 5000;
 /** waitReady is asked in slices this long, so a stop asked during boot is seen. */
 const ReadySliceMs = 3000;
 
@@ -336,7 +337,16 @@ async function readBack(rt: HostRuntime, f: FailoverRow, state: 'ready' | 'runni
   const workDir = workDirOf(rt, f.id);
   await addStep(db, f.id, 'read-back', 'started', 'the guest\'s addresses, routes and DNS beside the plan');
   const { plan } = JSON.parse(await readFile(join(workDir, NetworkPlanFile), 'utf8')) as { plan: NicPlan[] };
-  const report = await rt.driver.guestNetwork(workDir, ReadBackWaitMs);
+  // The console report comes when cloud-init's last stage runs, which can be minutes after the guest
+  // agent answered; the guest agent's interfaces are the fallback. A stop asked meanwhile ends the wait.
+  let report: GuestNetworkReport | undefined;
+  const deadline = Date.now() + ReadBackWaitMs;
+  while (Date.now() < deadline) {
+    report = (await rt.driver.guestNetwork(workDir, ReadBackSliceMs)) ?? report;
+    if (report?.source === 'console') break;
+    const now = await getFailover(db, f.id);
+    if (!now || now.endedAt || now.goal === 'stopped' || now.goal === 'reverted' || (now.goal === 'committed' && report)) break;
+  }
   if (!report) {
     await setFailoverState(db, f.id, state, { network: { plan, source: null, comparison: null } });
     await addStep(db, f.id, 'read-back', 'skipped', 'the guest reported nothing (no console report, no guest agent): its network is unverified');

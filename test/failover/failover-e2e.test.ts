@@ -137,7 +137,7 @@ describe.skipIf(!hasQemu)('failover of a real guest', () => {
       });
       expect(nics).toEqual(expect.arrayContaining(['192.0.2.10/24', '192.0.2.11/24', '2001:db8::10/64']));
       // The report holds the plan beside what the guest reported, with no difference.
-      const read = await s.waitFor(r.id, (x) => x.steps.some((st) => st.step === 'read-back' && st.status !== 'started'), 5 * MinuteMs);
+      const read = await s.waitFor(r.id, (x) => x.steps.some((st) => st.step === 'read-back' && st.status !== 'started'), 12 * MinuteMs);
       const network = read.network as { source: string; comparison: { ok: boolean; differences: unknown[] }; plan: { mac: string; values: { field: string; from: string }[] }[] };
       expect(network.source).toBe('console');
       expect(network.comparison.differences).toEqual([]);
