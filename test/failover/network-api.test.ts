@@ -65,10 +65,10 @@ describe('DR networks', () => {
     expect((await s.api('POST', '/v1/networks', { name: 'mgmt', kind: 'production', bridge: 'br-mgmt' })).status).toBe(201);
     refused(await s.api('POST', '/v1/networks', { name: 'dr-prod', bridge: 'br9' }), 409, /^network dr-prod already exists$/);
     for (const name of ['dr;reboot', 'dr$(id)', "dr'x", 'dr`id`', 'dr x', 'dr|x', 'dr&x', '$env:PATH', '']) {
-      refused(await s.api('POST', '/v1/networks', { name, bridge: 'br-x' }), 400, /^body\.name: /);
+      refused(await s.api('POST', '/v1/networks', { name, bridge: 'br-x' }), 400, /^(body\.)?name\b/);
     }
-    refused(await s.api('POST', '/v1/networks', { name: 'x1', bridge: 'br0;ls' }), 400, /^body\.bridge: must be a Linux bridge name/);
-    refused(await s.api('POST', '/v1/networks', { name: 'x1', bridge: 'br0', vlan: 5000 }), 400, /^body\.vlan: /);
+    refused(await s.api('POST', '/v1/networks', { name: 'x1', bridge: 'br0;ls' }), 400, /^bridge must be a Linux bridge name/);
+    refused(await s.api('POST', '/v1/networks', { name: 'x1', bridge: 'br0', vlan: 5000 }), 400, /^vlan\b/);
     expect((await s.api('POST', '/v1/networks', { name: 'gone', kind: 'test', bridge: 'br-gone' })).status).toBe(201);
     expect((await s.api('DELETE', '/v1/networks/gone', undefined, admin)).status).toBe(403);
     expect((await s.api('DELETE', '/v1/networks/gone')).body).toEqual({ deleted: 'gone' });
@@ -114,7 +114,7 @@ describe('NIC settings', () => {
     ['a network of the other kind', { test: { mode: 'dhcp', network: 'dr-prod' } }, /test\.network: network dr-prod is a production network; test settings need a test network$/],
     ['an address another VM holds in the network', { production: { ...prod } }, /production\.addresses\[0\]: 10\.20\.30\.40 in network dr-prod is already used by vm web1 nic 52:54:00:00:00:01 \(production\)$/],
     ['2,000 addresses', { production: { mode: 'static', addresses: Array.from({ length: 2000 }, (_, i) => `10.${i >> 8}.${i & 255}.9/8`) } }, /production\.addresses: at most 32 addresses per NIC \(got 2000\)$/],
-    ['an unknown model', { model: 'ne2000' }, /^body\.model: /],
+    ['an unknown model', { model: 'ne2000' }, /^model\b/],
   ])('refuses %s with one line and stores nothing', async (_what, body, pattern) => {
     const vm = _what.startsWith('an address another') ? 'web2' : 'web1';
     const before = { web1: await nicsOf('web1'), web2: await nicsOf('web2') };
@@ -187,7 +187,7 @@ describe('mappings and the IP plan', () => {
     const production = await s.api<{ nics: { config: { mode: string }; values: { from: string }[] }[] }>('GET', '/v1/tenants/acme/vms/web2/ip-plan?kind=production');
     expect(production.body.nics[0]!.config.mode).toBe('dhcp');
     expect(production.body.nics[0]!.values[0]!.from).toBe('dhcp');
-    refused(await s.api('GET', '/v1/tenants/acme/vms/web2/ip-plan?kind=both'), 400, /^query\.kind: /);
+    refused(await s.api('GET', '/v1/tenants/acme/vms/web2/ip-plan?kind=both'), 400, /^kind must be one of "production", "test"/);
 
     // web1 takes 10.50.10.7 explicitly in dr-test: web2's mapped address now collides.
     const web1 = await s.api('PUT', `/v1/tenants/acme/vms/web1/nics/${mac1}`, { production: prod, model: 'e1000', test: { mode: 'static', addresses: ['10.50.10.7/24'], network: 'dr-test' } }, admin);
