@@ -5,23 +5,14 @@
  * Idempotency-Key returns the first failover, and the VM's hardware is validated before it is stored.
  * The one VM here is a small data disk with nothing to boot: its failovers are stopped at once.
  */
-import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { referee } from '../helpers.js';
-import { FailoverScenario } from './failover-harness.js';
+import { FailoverScenario, qemuAvailable } from './failover-harness.js';
 
-const hasQemu = (() => {
-  try {
-    execFileSync('qemu-system-x86_64', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    console.warn('skipping the failover API tests: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)');
-    return false;
-  }
-})();
+const hasQemu = qemuAvailable('the failover API tests');
 
 describe.skipIf(!hasQemu)('failover API', () => {
   let s: FailoverScenario;

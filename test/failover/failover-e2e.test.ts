@@ -16,42 +16,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { putVmNic } from '../../service/catalog/failovers.js';
 import { cachedGuest } from '../../service/guest/cache.js';
 import { cutPoint } from '../../service/workers/cut-point.js';
-import { GuestAgentClient } from '../../shared/qmp/client.js';
 import { writeGuestFile } from '../guest/guest-files.js';
-import { FailoverScenario } from './failover-harness.js';
+import { FailoverScenario, qemuAvailable, withGuestAgent } from './failover-harness.js';
 
-const hasQemu = (() => {
-  try {
-    execFileSync('qemu-system-x86_64', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    console.warn('skipping the failover e2e tests: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)');
-    return false;
-  }
-})();
+const hasQemu = qemuAvailable('the failover e2e tests');
 
 const MinuteMs = 60_000;
 const BootMs = 15 * MinuteMs;
 const Mac = '52:54:00:12:34:56';
 
-/** Asks the failed-over guest through its agent (retrying while it starts). */
-async function guest<T>(workDir: string, fn: (ga: GuestAgentClient) => Promise<T>): Promise<T> {
-  let last: unknown;
-  for (let i = 0; i < 30; i++) {
-    try {
-      const ga = await GuestAgentClient.connect(join(workDir, 'qga.sock'), { timeoutMs: 5000 });
-      try {
-        return await fn(ga);
-      } finally {
-        ga.close();
-      }
-    } catch (err) {
-      last = err;
-      await new Promise((r) => setTimeout(r, 2000));
-    }
-  }
-  throw last;
-}
+const guest = withGuestAgent;
 
 const alive = (pid: number) => {
   try {

@@ -14,42 +14,17 @@ import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GuestAgentClient } from '../../shared/qmp/client.js';
 import { writeGuestFile } from '../guest/guest-files.js';
 import { testGuest } from '../guest/test-guest.js';
 import { referee } from '../helpers.js';
-import { FailoverScenario, must } from './failover-harness.js';
+import { FailoverScenario, must, qemuAvailable, withGuestAgent } from './failover-harness.js';
 
-const hasQemu = (() => {
-  try {
-    execFileSync('qemu-system-x86_64', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    console.warn('skipping the failover guest tests: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)');
-    return false;
-  }
-})();
+const hasQemu = qemuAvailable('the failover guest tests');
 
 const MinuteMs = 60_000;
 const BootMs = 15 * MinuteMs;
 
-async function guest<T>(workDir: string, fn: (ga: GuestAgentClient) => Promise<T>): Promise<T> {
-  let last: unknown;
-  for (let i = 0; i < 30; i++) {
-    try {
-      const ga = await GuestAgentClient.connect(join(workDir, 'qga.sock'), { timeoutMs: 5000 });
-      try {
-        return await fn(ga);
-      } finally {
-        ga.close();
-      }
-    } catch (err) {
-      last = err;
-      await new Promise((r) => setTimeout(r, 2000));
-    }
-  }
-  throw last;
-}
+const guest = withGuestAgent;
 
 /** Runs a shell line in the guest; its stdout. */
 async function sh(workDir: string, line: string): Promise<string> {

@@ -6,7 +6,7 @@
  * `restart()` stops the service process's part (API, host, exports) and starts it again on the same
  * data: the VMs it started keep running.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -25,6 +25,7 @@ import type { RunningService } from '../../service/runner.js';
 import { startService } from '../../service/runner.js';
 import { signApiToken } from '../../service/trust/tokens.js';
 import { Merger } from '../../service/workers/merger.js';
+import { GuestAgentClient } from '../../shared/qmp/client.js';
 import type { HttpResult, TestEnv } from '../service/helpers.js';
 import { claimRedisDb, operator, testEnv } from '../service/helpers.js';
 
@@ -144,4 +145,34 @@ export class FailoverScenario {
 export function must<T>(r: HttpResult<T>, what: string): HttpResult<T> {
   if (r.status >= 300) throw new Error(`${what}: HTTP ${r.status} ${JSON.stringify(r.body)}`);
   return r;
+}
+
+/** Whether qemu-system-x86_64 runs here; the failover tests skip (saying why) only where it does not. */
+export function qemuAvailable(what: string): boolean {
+  try {
+    execFileSync('qemu-system-x86_64', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    console.warn(`skipping ${what}: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)`);
+    return false;
+  }
+}
+
+/** Asks a failed-over guest through its agent (qga.sock in its work directory), retrying while it starts. */
+export async function withGuestAgent<T>(workDir: string, fn: (ga: GuestAgentClient) => Promise<T>): Promise<T> {
+  let last: unknown;
+  for (let i = 0; i < 30; i++) {
+    try {
+      const ga = await GuestAgentClient.connect(join(workDir, 'qga.sock'), { timeoutMs: 5000 });
+      try {
+        return await fn(ga);
+      } finally {
+        ga.close();
+      }
+    } catch (err) {
+      last = err;
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+  }
+  throw last;
 }
