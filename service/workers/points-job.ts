@@ -238,6 +238,8 @@ export class Pointer {
    * layer after it re-parented, state.json written without the point, and the merged file deleted.
    * Crash-safe like a prune: state.json changes in one fenced write after the merge, which a rerun
    * repeats with the same bytes. `keep` is the point being made now (a rerun with the same name).
+   * An orphan that is the disk's oldest point, frozen above the base, is pruned instead (prunePoint):
+   * it may be a prune's claim, and pruning the oldest point is right whichever it was.
    */
   private async undoInterrupted(disk: DiskRow, keep: string, lock: DiskLock): Promise<void> {
     const dir = disk.replicaDir;
@@ -247,6 +249,12 @@ export class Pointer {
       const state = await readState(dir);
       const orphan = state.points.findLast((p) => !known.has(p.name));
       if (!orphan) return;
+      if (orphan === state.points[0] && orphan.layer !== state.layers[0]) {
+        // The oldest point may be a prune's, killed after it merged the point's layer into the base:
+        // the layers above no longer open on the changed base, so it is finished as that prune.
+        await this.prunePoint(disk, orphan.name, lock);
+        continue;
+      }
       const i = state.layers.indexOf(orphan.layer);
       const above = state.layers[i + 1];
       const what = `undo interrupted point ${orphan.name} of ${disk.id}`;

@@ -9,6 +9,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Merger } from '../../service/workers/merger.js';
 import { Pointer } from '../../service/workers/points-job.js';
+import { mergeChild } from '../../shared/disk/ops/merge.js';
 import { listVms } from '../../service/catalog/vms.js';
 import { readWholeImage, referee } from '../helpers.js';
 import { SimAgent, scribble } from './agent-sim.js';
@@ -139,6 +140,23 @@ describe('recovery points', () => {
     await copyFile(join(dir(), kept.at(-1)!), join(dir(), 'p456.vhdx'));
     expect(await pointer.points(new Date(t0 + 4 * Hour))).toBe(1);
     expect(await names()).toEqual([...(await state()).layers, 'notes.txt'].sort());
+    expect((await agent.replica('d0')).equals(source)).toBe(true);
+  });
+
+  it('finishes a prune killed after it merged the point\'s layer into the base', async () => {
+    const before = await state();
+    const [oldest, ...rest] = before.points;
+    expect(oldest!.layer).not.toBe(before.layers[0]);
+    const kept = new Map(await Promise.all(rest.map(async (p) => [p.name, await contentAt(p.layer)] as const)));
+    // The prune claimed the point (its catalog row is gone) and merged its layer into the base, then was killed.
+    await svc.ctx.db.query('DELETE FROM recovery_points WHERE layer = $1', [oldest!.name]);
+    await mergeChild(join(dir(), oldest!.layer));
+    expect(await pointer.prune(new Date(t0 + 3 * Hour))).toBe(0);
+    const s = await state();
+    expect(s.points.map((p) => p.name)).toEqual(rest.map((p) => p.name));
+    expect(s.layers).not.toContain(oldest!.layer);
+    for (const p of s.points) expect((await contentAt(p.layer)).equals(kept.get(p.name)!), p.name).toBe(true);
+    await cycle();
     expect((await agent.replica('d0')).equals(source)).toBe(true);
   });
 });
