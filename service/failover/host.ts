@@ -97,7 +97,8 @@ export async function startFailoverHost(ctx: ServiceContext, options: HostOption
     await upsertHost(ctx.db, { name, cpus: cfg.host.cpus, memoryMiB: cfg.host.memoryMiB, storageBytes: cfg.host.storageBytes, networks: Object.keys(cfg.host.networks), pid: process.pid });
     const bullConnection = await connectRedis(options.redisUrl ?? ctx.config.redis.url);
     closers.push(async () => bullConnection.disconnect());
-    const worker = new Worker(failoverQueueName(name), async (job) => runFailoverJob(runtime, (job.data as { id: string }).id), {
+    const running = new Set<string>();
+    const worker = new Worker(failoverQueueName(name), async (job) => runExclusive(runtime, running, (job.data as { id: string }).id), {
       connection: bullConnection, concurrency: 32, lockDuration: 60_000, ...(options.queuePrefix ? { prefix: options.queuePrefix } : {}),
     });
     worker.on('error', (err) => log.error({ err }, 'failover worker'));
@@ -106,7 +107,7 @@ export async function startFailoverHost(ctx: ServiceContext, options: HostOption
     const tick = async () => {
       await heartbeatHost(ctx.db, name);
       await monitor(runtime, queues);
-      await reconcile(runtime, queues);
+      await reconcile(runtime, queues, running);
     };
     const tickMs = options.tickMs ?? 5000;
     let ticking = false;
@@ -116,7 +117,7 @@ export async function startFailoverHost(ctx: ServiceContext, options: HostOption
       tick().catch((err: unknown) => log.error({ err }, 'failover host tick')).finally(() => { ticking = false; });
     }, tickMs);
     closers.push(async () => clearInterval(timer));
-    await reconcile(runtime, queues);
+    await reconcile(runtime, queues, running);
     log.info({ host: name, nbdSocket }, 'failover host started');
     return { name, runtime, queues, tick, stop };
   } catch (err) {
@@ -195,9 +196,27 @@ async function monitor(rt: HostRuntime, queues: FailoverQueues): Promise<void> {
   }
 }
 
-/** Re-creates the job of every failover on this host that has work left. */
-async function reconcile(rt: HostRuntime, queues: FailoverQueues): Promise<void> {
+/**
+ * Runs a failover's job unless this process is running it already. Once Redis lost its jobs (a
+ * restart without persistence), a job added again (by a stop request or the reconciler) can find the
+ * first run still going; that run reads the goal before every step, so the second has nothing to do.
+ */
+async function runExclusive(rt: HostRuntime, running: Set<string>, id: string): Promise<void> {
+  if (running.has(id)) return;
+  running.add(id);
+  try {
+    await runFailoverJob(rt, id);
+  } finally {
+    running.delete(id);
+  }
+}
+
+/**
+ * Re-creates the job of every failover on this host that has work left and that this process is not
+ * running now (Redis may have lost it; a job that is still there is not added twice).
+ */
+async function reconcile(rt: HostRuntime, queues: FailoverQueues, running: ReadonlySet<string>): Promise<void> {
   for (const f of await listFailovers(rt.ctx.db, { host: rt.hostName, active: true })) {
-    if (nextStep(f)) await queues.enqueue(f);
+    if (!running.has(f.id) && nextStep(f)) await queues.enqueue(f);
   }
 }
