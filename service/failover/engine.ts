@@ -10,15 +10,20 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Queryable } from '../catalog/db.js';
-import type { FailoverGoal, FailoverKind, FailoverRow } from '../catalog/failovers.js';
+import type { FailoverGoal, FailoverHostRow, FailoverKind, FailoverRow } from '../catalog/failovers.js';
 import {
   addStep, findByIdempotencyKey, getFailover, getVmHardware, hostUsage, insertFailover, listHosts, listVmNics, setFailoverGoal,
 } from '../catalog/failovers.js';
+import type { NetworkRow } from '../catalog/networks.js';
+import { listNetworks } from '../catalog/networks.js';
 import { getVm, listDisks } from '../catalog/vms.js';
+import { getTenant } from '../catalog/tenants.js';
 import type { ServiceContext } from '../context.js';
 import { ErrConflict, ErrNotFoundHere } from '../errors.js';
 import { LifeboatError } from '../../shared/errors.js';
+import { formatBytes } from '../../shared/units.js';
 import type { DiskBus, NicModel } from './drivers/types.js';
+import type { NicPlan } from './network/mappings.js';
 import type { FailoverQueues } from './queue.js';
 import { planVmIp } from './seed.js';
 import { defaultHardware } from './spec.js';
@@ -70,11 +75,15 @@ export async function requestFailover(ctx: ServiceContext, queues: FailoverQueue
   const pointId = req.kind === 'planned' ? null : await checkPointRequest(db, req.tenant, req.vm, req.point);
   // The IP plan is resolved now: a conflict (a mapped address colliding with an explicit one) is
   // refused before the failover, not discovered during it.
-  await planVmIp(db, req.tenant, req.vm, req.kind === 'test' ? 'test' : 'production');
+  const plan = await planVmIp(db, req.tenant, req.vm, req.kind === 'test' ? 'test' : 'production');
   const spec = await specOf(ctx, req.tenant, req.vm, disks.map((d) => d.id));
-  const host = await place(db, spec);
+  const host = await place(db, {
+    tenant: req.tenant, vm: req.vm, cpus: spec.hardware.cpus, memoryMiB: spec.hardware.memoryMiB,
+    storageBytes: disks.reduce((sum, d) => sum + Number(d.virtualSize), 0), networks: nicNetworks(plan),
+  });
   const id = newFailoverId();
-  const expiresAt = req.kind === 'test' ? new Date(Date.now() + ctx.config.failover.testMaxHours * 3_600_000) : null;
+  const maxHours = (await getTenant(db, req.tenant))?.testFailoverMaxHours ?? ctx.config.failover.testMaxHours;
+  const expiresAt = req.kind === 'test' ? new Date(Date.now() + maxHours * 3_600_000) : null;
   let failover: FailoverRow;
   try {
     failover = await db.transaction(async (tx) => {
@@ -142,24 +151,103 @@ export async function specOf(ctx: ServiceContext, tenant: string, vm: string, di
   };
 }
 
+/** What a failover needs of the host it is placed on. */
+export interface PlacementNeeds {
+  tenant: string;
+  vm: string;
+  cpus: number;
+  memoryMiB: number;
+  /** The most its overlays can come to hold: the virtual size of its disks (a commit copies them whole). */
+  storageBytes: number;
+  /** The DR networks its NICs attach to, each with the NICs that name it. */
+  networks: Map<string, string[]>;
+}
+
 /**
- * Placement: the live host (recent heartbeat) with the most free memory that fits the VM's vCPUs
- * and memory beside the failovers already placed on it; one clear error when none has room.
+ * The DR networks a failover's NICs attach to: the network each NIC's plan for the failover's kind
+ * names (production settings for a real failover, test settings for a test one). A NIC that names
+ * none goes on an isolated network, which every host can make.
  */
-export async function place(db: Queryable, spec: FailoverSpec): Promise<string> {
+export function nicNetworks(plan: readonly NicPlan[]): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const p of plan) {
+    if (p.config.network !== undefined) out.set(p.config.network, [...(out.get(p.config.network) ?? []), p.mac]);
+  }
+  return out;
+}
+
+/**
+ * Whether a host reaches a DR network: the network's host list names it (an empty list: every host)
+ * and the host's own registered networks name the network (none registered: no limit of its own).
+ * The first half is what the prepare step checks, so a host chosen here is never refused there.
+ */
+export function hostReaches(host: Pick<FailoverHostRow, 'name' | 'networks'>, net: Pick<NetworkRow, 'name' | 'hosts'>): boolean {
+  return (net.hosts.length === 0 || net.hosts.includes(host.name)) && (host.networks.length === 0 || host.networks.includes(net.name));
+}
+
+/**
+ * Placement: among the live hosts (recent heartbeat) that reach every DR network the failover's NICs
+ * attach to, the one with the most free memory that has room for its vCPUs, memory and overlay
+ * storage beside the failovers already placed on it. A refusal names the requirement no host met:
+ * a network (and the hosts that are live), or the room (and what each host has free).
+ */
+export async function place(db: Queryable, needs: PlacementNeeds): Promise<string> {
   const hosts = (await listHosts(db)).filter((h) => Date.now() - new Date(h.heartbeatAt).getTime() < HostStaleMs);
   if (hosts.length === 0) throw new LifeboatError('unavailable', 'no failover host is running (serve runs one unless failover.embeddedHost is false; else start lifeboat-service failover-host)');
-  const usage = await hostUsage(db);
-  const fits = hosts.map((h) => {
-    const used = usage.get(h.name) ?? { cpus: 0, memoryMiB: 0, count: 0 };
-    return { h, freeCpus: h.cpus - used.cpus, freeMem: Number(h.memoryMiB) - used.memoryMiB };
-  }).filter((x) => x.freeCpus >= spec.hardware.cpus && x.freeMem >= spec.hardware.memoryMiB);
-  if (fits.length === 0) {
-    const what = hosts.map((h) => `${h.name}: ${h.cpus} vCPUs, ${h.memoryMiB} MiB`).join('; ');
-    throw new LifeboatError('unavailable', `no failover host has room for ${spec.hardware.cpus} vCPUs and ${spec.hardware.memoryMiB} MiB beside the failovers already running (${what})`);
+  const nets: NetworkRow[] = [];
+  if (needs.networks.size > 0) {
+    const granted = new Map((await listNetworks(db, needs.tenant)).map((n) => [n.name, n]));
+    for (const [name, macs] of needs.networks) {
+      const net = granted.get(name);
+      if (!net) throw ErrConflict('network_not_granted', `VM ${needs.vm} NIC ${macs.join(', ')}: DR network ${name} is not granted to tenant ${needs.tenant}`);
+      nets.push(net);
+    }
   }
-  fits.sort((a, b) => b.freeMem - a.freeMem || a.h.name.localeCompare(b.h.name));
+  const reaching = hosts.filter((h) => nets.every((n) => hostReaches(h, n)));
+  if (reaching.length === 0) throw new LifeboatError('unavailable', unreachedMessage(hosts, nets));
+  const usage = await hostUsage(db);
+  const overlays = await overlayUsage(db);
+  const room = reaching.map((h) => {
+    const used = usage.get(h.name) ?? { cpus: 0, memoryMiB: 0, count: 0 };
+    return { h, cpus: h.cpus - used.cpus, memoryMiB: Number(h.memoryMiB) - used.memoryMiB, storage: Number(h.storageBytes) - (overlays.get(h.name) ?? 0) };
+  });
+  const fits = room.filter((x) => x.cpus >= needs.cpus && x.memoryMiB >= needs.memoryMiB && x.storage >= needs.storageBytes);
+  if (fits.length === 0) {
+    const scope = nets.length > 0 ? ` that reaches ${nets.map((n) => n.name).join(' and ')}` : '';
+    const storageShort = room.some((x) => x.storage < needs.storageBytes);
+    const computeShort = room.some((x) => x.cpus < needs.cpus || x.memoryMiB < needs.memoryMiB);
+    const free = (x: (typeof room)[number]) => [
+      ...(computeShort ? [`${x.cpus} of ${x.h.cpus} vCPUs, ${x.memoryMiB} of ${x.h.memoryMiB} MiB`] : []),
+      ...(storageShort ? [`${formatBytes(Math.max(0, x.storage))} of ${formatBytes(Number(x.h.storageBytes))} overlay storage`] : []),
+    ].join(', ');
+    const what = [
+      ...(computeShort ? [`${needs.cpus} vCPUs and ${needs.memoryMiB} MiB`] : []),
+      ...(storageShort ? [`${formatBytes(needs.storageBytes)} of overlay storage (the virtual size of the VM's disks)`] : []),
+    ].join(' and ');
+    throw new LifeboatError('unavailable', `no failover host${scope} has room for ${what} beside the failovers already placed on it (free: ${room.map((x) => `${x.h.name}: ${free(x)}`).join('; ')})`);
+  }
+  fits.sort((a, b) => b.memoryMiB - a.memoryMiB || a.h.name.localeCompare(b.h.name));
   return fits[0]!.h.name;
+}
+
+/** The refusal when no live host reaches every network: the first network none reaches, else the split. */
+function unreachedMessage(hosts: FailoverHostRow[], nets: NetworkRow[]): string {
+  const names = hosts.map((h) => h.name).join(', ');
+  const alone = nets.find((n) => !hosts.some((h) => hostReaches(h, n)));
+  if (alone) {
+    const carriers = alone.hosts.length > 0 ? `; the network names host${alone.hosts.length > 1 ? 's' : ''} ${alone.hosts.join(', ')}` : '; no live host registered it';
+    return `no failover host reaches network ${alone.name} (live hosts: ${names}${carriers})`;
+  }
+  const each = hosts.map((h) => `${h.name} reaches ${nets.filter((n) => hostReaches(h, n)).map((n) => n.name).join(', ') || 'none of them'}`).join('; ');
+  return `no failover host reaches every network the VM's NICs attach to (${nets.map((n) => n.name).join(', ')}): ${each}`;
+}
+
+/** Overlay storage reserved on each host: the virtual size of the disks of its live failovers. */
+async function overlayUsage(db: Queryable): Promise<Map<string, number>> {
+  const rows = await db.query<{ host: string; bytes: string }>(`SELECT f.host, coalesce(sum(d.virtual_size), 0)::bigint AS bytes FROM failovers f
+    JOIN disks d ON d.tenant = f.tenant AND d.vm = f.vm AND f.spec->'disks' @> jsonb_build_array(jsonb_build_object('id', d.id))
+    WHERE f.ended_at IS NULL AND f.host IS NOT NULL GROUP BY f.host`);
+  return new Map(rows.map((r) => [r.host, Number(r.bytes)]));
 }
 
 /** Short, URL- and path-safe, sortable by time: fo-<ms base36>-<random>. */
