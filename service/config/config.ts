@@ -111,6 +111,14 @@ export const configSchema = z.strictObject({
       callbackUrl: z.string().url(),
       caFile: z.string().min(1).optional(),
     }).optional(),
+    /** Public addresses of failed-over VMs, applied with nftables by qemu hosts (docs/failover-public-ips.md). */
+    publicIps: z.strictObject({
+      nft: z.string().min(1).default('nft'),
+      /** The interface facing the Internet: SNAT only out of it, and the forward filter from it. */
+      uplink: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/, 'must be a Linux interface name').optional(),
+      /** The network namespace (ip netns) the rules go into, else the host's own. */
+      netns: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'must be a network namespace name').optional(),
+    }).prefault({}),
     /** A test failover is stopped with a report after this long (it pins its point). */
     testMaxHours: z.number().min(0.01).max(24 * 30).default(24),
     /** How long a failover waits for the guest to answer a readiness probe. */

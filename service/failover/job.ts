@@ -8,9 +8,10 @@
  * harm, a started qemu is left running, a stopped one is not stopped twice.
  *
  * Steps: prepare (pick the point: cut on demand for latest; pin it under every disk's lock; record
- * the fork; seed; overlays) → start (qemu) → wait-ready (probes; screenshot) → commit (block-stream,
- * exports closed, point released) or stop/revert (qemu ended, overlays deleted, exports closed, point
- * released). Output: the row's state, steps, screenshot and timestamps.
+ * the fork; seed; overlays) → start (qemu, then its public addresses: public-ips.ts) → wait-ready
+ * (probes; screenshot) → commit (block-stream, exports closed, point released) or stop/revert (public
+ * addresses removed, qemu ended, overlays deleted, exports closed, point released). Output: the
+ * row's state, steps, screenshot and timestamps.
  * Failure codes: any step that fails marks the failover failed with its reason (qemu's log when qemu
  * died), then the teardown runs, so a failed failover leaves nothing behind.
  */
@@ -36,6 +37,7 @@ import type { FailoverDriver, FailoverNic, GuestNetworkReport, ReadyProbe } from
 import { exportName } from './exports.js';
 import type { NicPlan } from './network/mappings.js';
 import { compareIntent, parseGuestAgentInterfaces, parseGuestNetwork } from './network/readback.js';
+import { applyPublicIps, removePublicIps } from './public-ips.js';
 import { NetworkPlanFile, networkInputs, writeSeeds } from './seed.js';
 import type { FailoverSpec } from './spec.js';
 import { vmNvramPath } from './spec.js';
@@ -285,6 +287,7 @@ const boot: Step = async (rt, f) => {
   await addStep(db, f.id, 'start', 'started');
   await rt.driver.start(workDir);
   await addStep(db, f.id, 'start', 'done');
+  await applyPublicIps(rt, f);
   await addStep(db, f.id, 'wait-ready', 'started', spec.readyProbes.map(describeProbe).join(' or '));
   const deadline = Date.now() + rt.ctx.config.failover.readyTimeoutSeconds * 1000;
   for (;;) {
@@ -383,6 +386,7 @@ const teardown: Step = async (rt, f) => {
   if (f.state !== 'failed') await setFailoverState(db, f.id, 'stopping');
   await addStep(db, f.id, 'stop', 'started');
   const workDir = workDirOf(rt, f.id);
+  await removePublicIps(rt, f);
   await rt.driver.stop(workDir, { graceful: false });
   await rt.driver.cleanup(workDir);
   await releaseExports(rt, f);

@@ -7,6 +7,7 @@
 import type { Queryable } from '../catalog/db.js';
 import type { FailoverRow, FailoverStepRow } from '../catalog/failovers.js';
 import { latestScreenshot, listSteps } from '../catalog/failovers.js';
+import { listAppliedPublicIps } from '../catalog/public-ips.js';
 
 export interface ReportStep {
   step: string;
@@ -41,6 +42,8 @@ export interface FailoverReport {
   screenshot: { takenAt: string; bytes: number; path: string } | null;
   /** The IP plan (intent, each value with its origin) beside what the guest reported (result). */
   network: unknown;
+  /** The public addresses the failover's host applied (nftables), each with when it was applied and removed. */
+  publicIps: { address: string; drAddress: string; mac: string | null; allow: string[]; appliedAt: string; removedAt: string | null }[];
   warnings: string[];
   error: string | null;
 }
@@ -83,6 +86,7 @@ export async function failoverReport(db: Queryable, f: FailoverRow, screenshotPa
     steps,
     screenshot: shot ? { takenAt: shot.takenAt.toISOString(), bytes: shot.png.length, path: screenshotPath } : null,
     network: f.network ?? null,
+    publicIps: (await listAppliedPublicIps(db, f.id)).map((p) => ({ ...p, appliedAt: new Date(p.appliedAt).toISOString(), removedAt: p.removedAt ? new Date(p.removedAt).toISOString() : null })),
     warnings: f.warnings, error: f.error,
   };
 }

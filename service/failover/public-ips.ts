@@ -1,0 +1,194 @@
+/**
+ * Public addresses on the failover host (docs/failover-public-ips.md): the failover job applies a
+ * failover's table when its VM starts and removes it at teardown; the host's tick reconciles (a
+ * mapping added or removed while the VM runs, a table lost, a teardown cut short).
+ *
+ * Input: the failover, the tenant's mappings of its VM (a test failover takes only those marked test),
+ * the IP plan of its work directory (the DR address of a mapped NIC).
+ * Output: one nftables table per failover (network/nat.ts) and its rows in failover_public_ips,
+ * written before the table changes, so the catalog names every rule a host may hold; a `public-ips`
+ * step in the failover's record and its drill report.
+ * Failure: a mapping that cannot be resolved (NIC gone, DHCP without a DR address, the address held
+ * by another failover) is skipped with a warning; nft failing is a failed step and a warning, never
+ * a failed failover (the VM is up; the tick tries again). Removal that fails throws: the teardown is
+ * retried. Idempotent: the table is replaced in one nft transaction, so a job run again or a tick
+ * never duplicates a rule.
+ * Only qemu hosts apply rules (their VMs' NICs are on this machine's bridges); hyperv and webhook
+ * hosts do not (docs: not yet).
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { userMessage } from '../../shared/errors.js';
+import type { Queryable } from '../catalog/db.js';
+import type { FailoverRow } from '../catalog/failovers.js';
+import { addStep, listFailovers } from '../catalog/failovers.js';
+import type { AppliedPublicIpRow } from '../catalog/public-ips.js';
+import { endedWithPublicIps, heldByOthers, listAppliedPublicIps, listPublicMappings, markRemoved, recordApplied } from '../catalog/public-ips.js';
+import type { HostRuntime } from './job.js';
+import { familyOf, parseInterfaceCidr, parseIp } from './network/address.js';
+import type { NicPlan } from './network/mappings.js';
+import type { PublicIpRule } from './network/nat.js';
+import { natTableName, renderNatDelete, renderNatTable } from './network/nat.js';
+import { Nft } from './nft.js';
+import { NetworkPlanFile } from './seed.js';
+
+type Host = Pick<HostRuntime, 'ctx' | 'hostName' | 'dir' | 'log'>;
+type Applied = PublicIpRule & { mac: string | null };
+
+/** States in which a failover's VM has been started and its rules belong on the host. */
+const StartedStates = new Set(['booting', 'ready', 'running', 'committing', 'committed']);
+
+function enabled(rt: Host): boolean {
+  return rt.ctx.config.failover.host.driver === 'qemu';
+}
+
+function nftOf(rt: Host): Nft {
+  const p = rt.ctx.config.failover.publicIps;
+  return new Nft({ binary: p.nft, netns: p.netns });
+}
+
+/** What the failover's table should hold now, and why a mapping of its VM is left out. */
+export async function desiredPublicIps(db: Queryable, f: Pick<FailoverRow, 'id' | 'tenant' | 'vm' | 'kind'>, plan: readonly NicPlan[]): Promise<{ rules: Applied[]; notes: string[] }> {
+  const all = await listPublicMappings(db, f.tenant, f.vm);
+  const mappings = f.kind === 'test' ? all.filter((m) => m.test) : all;
+  const notes: string[] = [];
+  if (mappings.length < all.length) notes.push(`${all.length - mappings.length} mapping(s) of ${f.vm} are for real failovers only (test: false)`);
+  const held = await heldByOthers(db, f.id, mappings.map((m) => m.address));
+  const rules: Applied[] = [];
+  for (const m of mappings) {
+    const skip = (why: string) => notes.push(`public address ${m.address}: ${why}; not applied`);
+    const other = held.get(m.address);
+    if (other) { skip(`failover ${other} holds it`); continue; }
+    const pub = parseIp(m.address);
+    if (!pub.ok) { skip(pub.reason); continue; }
+    const family = familyOf(pub.value);
+    let dr = m.drAddress;
+    let mac = m.mac;
+    if (m.mac !== null) {
+      const nic = plan.find((n) => n.mac === m.mac);
+      if (!nic) { skip(`${f.vm} has no NIC ${m.mac} in this failover`); continue; }
+      const own = nic.config.mode === 'static'
+        ? nic.config.addresses.flatMap((a) => { const c = parseInterfaceCidr(a); return c.ok && c.value.family === family ? [c.value.address] : []; })
+        : [];
+      if (dr === null) {
+        if (own.length === 0) { skip(`NIC ${m.mac} has no static IPv${family} address in the ${f.kind === 'test' ? 'test' : 'production'} plan (give the mapping its DR address)`); continue; }
+        dr = own[0]!;
+      } else if (nic.config.mode === 'static' && !own.includes(dr)) {
+        skip(`NIC ${m.mac} does not hold ${dr} in the plan (it has ${own.join(', ') || 'no IPv' + family + ' address'})`); continue;
+      }
+    } else {
+      mac = plan.find((n) => n.config.mode === 'static' && n.config.addresses.some((a) => a.split('/')[0] === dr))?.mac ?? null;
+    }
+    const drIp = parseIp(dr!);
+    if (!drIp.ok || familyOf(drIp.value) !== family) { skip(`${dr} is not an IPv${family} address`); continue; }
+    if (rules.some((r) => r.drAddress === drIp.value.toString())) { skip(`${dr} already has public address ${rules.find((r) => r.drAddress === drIp.value.toString())!.address}`); continue; }
+    rules.push({ address: m.address, drAddress: drIp.value.toString(), allow: m.allow, mac });
+  }
+  if (f.kind === 'test' && rules.length > 0) notes.push('a test failover\'s NICs are on its run\'s isolated network, which this host does not route: the rules are in place, but reach the VM only where its NIC is on a bridge of this host');
+  return { rules, notes };
+}
+
+async function readPlan(rt: Host, id: string): Promise<NicPlan[]> {
+  try {
+    return (JSON.parse(await readFile(join(rt.dir, 'vms', id, NetworkPlanFile), 'utf8')) as { plan: NicPlan[] }).plan;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+}
+
+const describe = (rules: readonly Applied[]) => rules.map((r) => `${r.address} → ${r.drAddress} (${r.allow.join(', ') || 'outbound only'})`).join('; ');
+
+function same(rules: readonly Applied[], applied: readonly AppliedPublicIpRow[]): boolean {
+  const key = (x: { address: string; drAddress: string; mac: string | null; allow: string[] }) => `${x.address} ${x.drAddress} ${x.mac ?? ''} ${x.allow.join(',')}`;
+  const a = rules.map(key).sort();
+  const b = applied.map(key).sort();
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** Failovers whose table this host process has written since it started (a restart checks each once). */
+const written = new WeakMap<object, Set<string>>();
+
+/**
+ * Brings one failover's table to what its mappings say. `announce` (the job's start step) always
+ * applies and records a step; the tick applies when something changed, the table is missing or
+ * stray, or this process has not written it yet (a crash between the record and nft), and records a
+ * step only then. `present` is whether the table is there (the tick lists them; the job does not look).
+ */
+async function sync(rt: Host, f: FailoverRow, nft: Nft, announce: boolean, present?: boolean): Promise<void> {
+  const { db } = rt.ctx;
+  const { rules, notes } = await desiredPublicIps(db, f, await readPlan(rt, f.id));
+  const applied = await listAppliedPublicIps(db, f.id, true);
+  const mine = written.get(rt.ctx) ?? new Set<string>();
+  written.set(rt.ctx, mine);
+  const unchanged = same(rules, applied) && (mine.has(f.id) || applied.length === 0);
+  const stale = (rules.length > 0 && present === false) || (rules.length === 0 && present === true);
+  if (!announce && unchanged && !stale) return;
+  if (rules.length === 0 && applied.length === 0 && present !== true) {
+    if (announce) await addStep(db, f.id, 'public-ips', 'skipped', notes.length ? notes.join('; ') : `no public address is mapped to ${f.vm}`);
+    return;
+  }
+  const table = natTableName(f.id);
+  await db.transaction((tx) => recordApplied(tx, f.id, rules));
+  try {
+    await nft.apply(renderNatTable(table, rules, { uplink: rt.ctx.config.failover.publicIps.uplink }));
+  } catch (err) {
+    // nft changed nothing (one transaction): the record goes back to what the host still holds.
+    await db.transaction((tx) => recordApplied(tx, f.id, applied));
+    const reason = userMessage(err) ?? (err as Error).message;
+    rt.log.error({ failover: f.id, err }, 'public addresses not applied');
+    if (announce) {
+      await addStep(db, f.id, 'public-ips', 'failed', `${describe(rules)}: ${reason}`);
+      await appendWarnings(db, f.id, [`public addresses not applied: ${reason}`]);
+    }
+    return;
+  }
+  mine.add(f.id);
+  const detail = rules.length > 0 ? `nftables table ${table}: ${describe(rules)}` : `nftables table ${table} removed: no mapping applies now`;
+  await addStep(db, f.id, 'public-ips', 'done', notes.length ? `${detail}; ${notes.join('; ')}` : detail);
+  if (announce && notes.length > 0) await appendWarnings(db, f.id, notes);
+}
+
+/** The failover job's hook when the VM has started. Never throws for nft: the VM is up either way. */
+export async function applyPublicIps(rt: Host, f: FailoverRow): Promise<void> {
+  if (!enabled(rt)) return;
+  await sync(rt, f, nftOf(rt), true);
+}
+
+/** The failover job's hook at teardown: the table goes before the VM stops. Throws when nft fails. */
+export async function removePublicIps(rt: Host, f: Pick<FailoverRow, 'id'>): Promise<void> {
+  const applied = await listAppliedPublicIps(rt.ctx.db, f.id, true);
+  if (applied.length === 0) return;
+  const table = natTableName(f.id);
+  await nftOf(rt).apply(renderNatDelete(table));
+  await markRemoved(rt.ctx.db, f.id);
+  await addStep(rt.ctx.db, f.id, 'public-ips', 'done', `nftables table ${table} removed: ${applied.map((a) => a.address).join(', ')} released`);
+}
+
+/** The host's tick: every started failover's table as its mappings say; ended failovers' tables gone. */
+export async function reconcilePublicIps(rt: Host): Promise<void> {
+  if (!enabled(rt)) return;
+  const { db } = rt.ctx;
+  const active = (await listFailovers(db, { host: rt.hostName, active: true })).filter((f) => StartedStates.has(f.state));
+  const ended = await endedWithPublicIps(db, rt.hostName);
+  let anything = ended.length > 0;
+  for (const f of active) {
+    if (anything) break;
+    anything = (await listPublicMappings(db, f.tenant, f.vm)).length > 0 || (await listAppliedPublicIps(db, f.id, true)).length > 0;
+  }
+  if (!anything) return;
+  const nft = nftOf(rt);
+  const tables = new Set((await nft.tables()).filter((t) => t.family === 'inet').map((t) => t.name));
+  for (const f of active) {
+    try {
+      await sync(rt, f, nft, false, tables.has(natTableName(f.id)));
+    } catch (err) {
+      rt.log.error({ failover: f.id, err }, 'public addresses: reconcile');
+    }
+  }
+  for (const id of ended) await removePublicIps(rt, { id });
+}
+
+async function appendWarnings(db: Queryable, id: string, warnings: string[]): Promise<void> {
+  await db.query('UPDATE failovers SET warnings = warnings || $2::jsonb, updated_at = now() WHERE id = $1', [id, JSON.stringify(warnings)]);
+}
