@@ -20,8 +20,8 @@ import { importMedia, importMediaSchema } from './import-media.js';
 import { networkRoutes } from './networks.js';
 import { nicRoutes } from './nics.js';
 import { openApiDocument } from './openapi.js';
-import { allowSchema, revokeSchema, tenantCreateSchema, tokenSchema, vmListQuery } from './schemas.js';
-import { allow, createEnrollToken, createTenant, points, revoke, tenantList, vmList } from './operations.js';
+import { allowSchema, revokeSchema, tenantCreateSchema, tenantSettingsSchema, tokenSchema, vmListQuery } from './schemas.js';
+import { allow, createEnrollToken, createTenant, points, revoke, setTenant, tenantList, vmList } from './operations.js';
 
 type ApiEnv = { Variables: { operator: ApiClaims } };
 
@@ -71,6 +71,7 @@ export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: Enqu
   v1.use('*', operatorOnly);
   v1.post('/tenants', async (c) => c.json(await createTenant(ctx, (await readJson(c, tenantCreateSchema)).name), 201));
   v1.get('/tenants', async (c) => c.json({ tenants: await tenantList(ctx) }));
+  v1.patch('/tenants/:tenant', async (c) => c.json(await setTenant(ctx, c.req.param('tenant'), await readJson(c, tenantSettingsSchema))));
   v1.post('/tenants/:tenant/authorizations', async (c) => c.json(await allow(ctx, c.req.param('tenant'), await readJson(c, allowSchema)), 201));
   v1.post('/tenants/:tenant/tokens', async (c) => c.json(await createEnrollToken(ctx, c.req.param('tenant'), (await readJson(c, tokenSchema)).ttl), 201));
   v1.post('/tenants/:tenant/revocations', async (c) => c.json(await revoke(ctx, c.req.param('tenant'), (await readJson(c, revokeSchema)).server)));

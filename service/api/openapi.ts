@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { exportSchema } from './export.js';
 import { failoverRequestSchema, hardwareSchema, nvramSchema } from './failovers.js';
 import { importMediaSchema } from './import-media.js';
-import { allowSchema, revokeSchema, tenantCreateSchema, tokenSchema } from './schemas.js';
+import { allowSchema, revokeSchema, tenantCreateSchema, tenantSettingsSchema, tokenSchema } from './schemas.js';
 
 const error = {
   type: 'object', required: ['error'],
@@ -32,6 +32,9 @@ export const openApiDocument = {
     '/v1/tenants': {
       get: { summary: 'list tenants with their authorization entries', responses: { 200: ok('{tenants: [...]}'), ...errors } },
       post: { summary: 'create a tenant (and its replica key pair)', requestBody: body(tenantCreateSchema), responses: { 201: ok('the tenant'), 409: { description: 'exists' }, ...errors } },
+    },
+    '/v1/tenants/{tenant}': {
+      patch: { summary: 'change a tenant\'s settings (testFailoverMaxHours; null: the service\'s default)', requestBody: body(tenantSettingsSchema), responses: { 200: ok('the tenant\'s settings in force'), ...errors } },
     },
     '/v1/tenants/{tenant}/authorizations': {
       post: { summary: 'add or update an authorization entry (pattern with at most one *)', parameters: [tenantParam], requestBody: body(allowSchema), responses: { 201: ok('the entry'), ...errors } },

@@ -6,7 +6,8 @@ import { resolve } from 'node:path';
 import { LifeboatError } from '../../shared/errors.js';
 import { parseDuration } from '../../shared/units.js';
 import { revokeServer } from '../catalog/servers.js';
-import { insertTenant, listAuthorizations, listTenants, requireTenant, upsertAuthorization } from '../catalog/tenants.js';
+import type { TenantRow } from '../catalog/tenants.js';
+import { insertTenant, listAuthorizations, listTenants, requireTenant, setTenantSettings, upsertAuthorization } from '../catalog/tenants.js';
 import { getVm, listVms } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';
 import { idPattern } from '../http/json.js';
@@ -37,8 +38,20 @@ export async function tenantList(ctx: ServiceContext) {
   return Promise.all(tenants.map(async (t) => ({
     name: t.name,
     createdAt: t.createdAt.toISOString(),
+    ...tenantSettings(ctx, t),
     authorizations: (await listAuthorizations(ctx.db, t.name)).map((a) => ({ pattern: a.pattern, storage: a.storage, trustGroup: a.trustGroup })),
   })));
+}
+
+/** A tenant's settings as the API shows them: the value in force, and whether it is the default. */
+function tenantSettings(ctx: ServiceContext, t: Pick<TenantRow, 'testFailoverMaxHours'>) {
+  return { testFailoverMaxHours: t.testFailoverMaxHours ?? ctx.config.failover.testMaxHours, testFailoverMaxHoursIsDefault: t.testFailoverMaxHours === null };
+}
+
+export async function setTenant(ctx: ServiceContext, name: string, settings: { testFailoverMaxHours?: number | null | undefined }) {
+  checkTenantName(name);
+  if (!(await setTenantSettings(ctx.db, name, settings.testFailoverMaxHours === undefined ? {} : { testFailoverMaxHours: settings.testFailoverMaxHours }))) throw new LifeboatError('not_found', `no tenant ${name}`);
+  return { name, ...tenantSettings(ctx, await requireTenant(ctx.db, name)) };
 }
 
 export async function allow(ctx: ServiceContext, tenant: string, a: { pattern: string; storage?: string | undefined; trustGroup?: string | undefined }) {

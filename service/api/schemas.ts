@@ -2,6 +2,8 @@
 import { z } from 'zod';
 
 export const tenantCreateSchema = z.strictObject({ name: z.string().min(1).max(64) });
+/** PATCH /v1/tenants/{t}: the settings given change; null puts one back to the service's default. */
+export const tenantSettingsSchema = z.strictObject({ testFailoverMaxHours: z.number().min(0.01).max(720).nullable().optional() });
 export const allowSchema = z.strictObject({ pattern: z.string().min(1).max(253), storage: z.string().min(1).max(4096).optional(), trustGroup: z.string().min(1).max(64).optional() });
 export const tokenSchema = z.strictObject({ ttl: z.string().min(1).max(16).optional() });
 export const revokeSchema = z.strictObject({ server: z.string().min(1).max(253) });

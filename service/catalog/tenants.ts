@@ -8,6 +8,8 @@ export interface TenantRow {
   createdAt: Date;
   replicaPublicJwk: JWK;
   replicaPrivateWrapped: string;
+  /** Hours a test failover may run; null: the service's default (config failover.testMaxHours). */
+  testFailoverMaxHours: number | null;
 }
 
 export interface AuthorizationRow {
@@ -19,7 +21,7 @@ export interface AuthorizationRow {
   createdAt: Date;
 }
 
-const tenantCols = 'name, created_at AS "createdAt", replica_public_jwk AS "replicaPublicJwk", replica_private_wrapped AS "replicaPrivateWrapped"';
+const tenantCols = 'name, created_at AS "createdAt", replica_public_jwk AS "replicaPublicJwk", replica_private_wrapped AS "replicaPrivateWrapped", test_failover_max_hours AS "testFailoverMaxHours"';
 const authCols = 'id, tenant, pattern, storage, trust_group AS "trustGroup", created_at AS "createdAt"';
 
 export async function insertTenant(db: Queryable, t: { name: string; replicaPublicJwk: JWK; replicaPrivateWrapped: string }): Promise<TenantRow> {
@@ -42,6 +44,13 @@ export async function requireTenant(db: Queryable, name: string): Promise<Tenant
 
 export async function listTenants(db: Queryable): Promise<TenantRow[]> {
   return db.query<TenantRow>(`SELECT ${tenantCols} FROM tenants ORDER BY name`);
+}
+
+/** Sets the tenant's settings given (null: back to the service's default); false when there is no such tenant. */
+export async function setTenantSettings(db: Queryable, name: string, s: { testFailoverMaxHours?: number | null }): Promise<boolean> {
+  if (s.testFailoverMaxHours === undefined) return (await getTenant(db, name)) !== undefined;
+  const rows = await db.query('UPDATE tenants SET test_failover_max_hours = $2 WHERE name = $1 RETURNING name', [name, s.testFailoverMaxHours]);
+  return rows.length > 0;
 }
 
 /** Adds an entry, or updates storage and trust group of the tenant's entry with the same pattern. */

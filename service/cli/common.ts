@@ -17,7 +17,7 @@ export function withConfig(cmd: Command): Command {
 }
 
 export interface ApiClient {
-  call<T>(method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown, headers?: Record<string, string>): Promise<T>;
+  call<T>(method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE', path: string, body?: unknown, headers?: Record<string, string>): Promise<T>;
 }
 
 export async function apiClient(configOption: string | undefined): Promise<ApiClient> {
@@ -26,7 +26,7 @@ export async function apiClient(configOption: string | undefined): Promise<ApiCl
   const host = config.api.host === '0.0.0.0' || config.api.host === '::' ? '127.0.0.1' : config.api.host;
   const base = `http://${host.includes(':') ? `[${host}]` : host}:${config.api.port}`;
   return {
-    async call<T>(method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown, headers?: Record<string, string>): Promise<T> {
+    async call<T>(method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE', path: string, body?: unknown, headers?: Record<string, string>): Promise<T> {
       let res: Response;
       try {
         res = await fetch(`${base}${path}`, {

@@ -1,4 +1,4 @@
-/** `lifeboat-service tenant create|list|allow|revoke-server` through the operator API. */
+/** `lifeboat-service tenant create|list|set|allow|revoke-server` through the operator API. */
 import { stat } from 'node:fs/promises';
 import { isAbsolute } from 'node:path';
 import type { Command } from 'commander';
@@ -27,6 +27,22 @@ export function registerTenant(program: Command): void {
         process.stdout.write(`${t.name}\n`);
         for (const a of t.authorizations) process.stdout.write(`  ${a.pattern}  storage=${a.storage}  trust-group=${a.trustGroup}\n`);
       }
+    });
+
+  withConfig(tenant.command('set <name>').description('change a tenant\'s settings'))
+    .option('--test-failover-max-hours <hours>', 'how long its test failovers may run before they are stopped with their report (0.01 to 720, or "default")')
+    .option('--json', 'print JSON')
+    .action(async (name: string, opts: Opts & { testFailoverMaxHours?: string }) => {
+      const body: Record<string, unknown> = {};
+      if (opts.testFailoverMaxHours !== undefined) {
+        const v = opts.testFailoverMaxHours;
+        if (v !== 'default' && !/^\d{1,3}(\.\d{1,2})?$/.test(v)) throw ErrInvalidArgument(`--test-failover-max-hours ${JSON.stringify(v)}: hours (e.g. 24 or 0.5) or "default"`);
+        body.testFailoverMaxHours = v === 'default' ? null : Number(v);
+      }
+      if (Object.keys(body).length === 0) throw ErrInvalidArgument('nothing to set: give --test-failover-max-hours');
+      const t = await (await apiClient(opts.config)).call<{ name: string; testFailoverMaxHours: number; testFailoverMaxHoursIsDefault: boolean }>('PATCH', `/v1/tenants/${seg(name)}`, body);
+      if (opts.json) return printJson(t);
+      process.stdout.write(`tenant ${t.name}: test failovers run at most ${t.testFailoverMaxHours} h${t.testFailoverMaxHoursIsDefault ? ' (the service\'s default)' : ''}\n`);
     });
 
   withConfig(tenant.command('allow <name>').description('authorize servers matching a pattern (at most one *) to replicate'))

@@ -176,7 +176,8 @@ async function monitor(rt: HostRuntime, queues: FailoverQueues): Promise<void> {
     if (f.kind === 'test' && f.expiresAt && new Date(f.expiresAt).getTime() <= Date.now() && f.goal === 'ready') {
       await rt.ctx.db.transaction(async (tx) => {
         await setFailoverGoal(tx, f.id, 'stopped');
-        await addStep(tx, f.id, 'stop requested', 'done', `the test failover reached its maximum duration (${rt.ctx.config.failover.testMaxHours} h)`, 'expiry');
+        const hours = Math.round((new Date(f.expiresAt!).getTime() - new Date(f.requestedAt).getTime()) / 36_000) / 100;
+        await addStep(tx, f.id, 'stop requested', 'done', `the test failover reached its maximum duration (${hours} h)`, 'expiry');
       });
       await queues.enqueue(f);
       continue;

@@ -34,6 +34,8 @@ export interface FailoverReport {
   requestedAt: string;
   readyAt: string | null;
   endedAt: string | null;
+  /** A test failover is stopped at this time (its tenant's maximum duration), with its report. */
+  expiresAt: string | null;
   /** Seconds from the request to ready. */
   rtoSeconds: number | null;
   vmGenerationId: string;
@@ -80,6 +82,7 @@ export async function failoverReport(db: Queryable, f: FailoverRow, screenshotPa
     requestedAt: requestedAt.toISOString(),
     readyAt: f.readyAt ? new Date(f.readyAt).toISOString() : null,
     endedAt: f.endedAt ? new Date(f.endedAt).toISOString() : null,
+    expiresAt: f.expiresAt ? new Date(f.expiresAt).toISOString() : null,
     rtoSeconds: f.readyAt ? secondsBetween(requestedAt, new Date(f.readyAt)) : null,
     vmGenerationId: f.vmGenerationId,
     hardware: (f.spec as { hardware?: unknown }).hardware ?? null,

@@ -176,4 +176,37 @@ describe.skipIf(!hasQemu)('failover API', () => {
     expect(ended.body.state).toBe('reverted');
     expect((await s.api('POST', `/v1/failovers/${a.id}/commit`, {})).status).toBe(409);
   }, 300_000);
+
+  it('stops a test failover at its tenant\'s maximum duration, set per tenant', async () => {
+    const set = await s.api<{ testFailoverMaxHours: number; testFailoverMaxHoursIsDefault: boolean }>('PATCH', '/v1/tenants/acme', { testFailoverMaxHours: 0.5 });
+    expect(set.status, JSON.stringify(set.body)).toBe(200);
+    expect(set.body).toEqual({ name: 'acme', testFailoverMaxHours: 0.5, testFailoverMaxHoursIsDefault: false });
+    // Only the hoster sets it; bad values and unknown tenants are one clear 4xx.
+    expect((await s.api('PATCH', '/v1/tenants/acme', { testFailoverMaxHours: 100 }, admin)).status).toBe(403);
+    for (const bad of [0, 721, 'two', -1]) {
+      const r = await s.api<{ error: { message: string } }>('PATCH', '/v1/tenants/acme', { testFailoverMaxHours: bad });
+      expect(r.status, JSON.stringify(r.body)).toBe(400);
+      expect(r.body.error.message).toMatch(/testFailoverMaxHours/);
+    }
+    expect((await s.api('PATCH', '/v1/tenants/nosuch', { testFailoverMaxHours: 2 })).status).toBe(404);
+    const listed = await s.api<{ tenants: { name: string; testFailoverMaxHours: number }[] }>('GET', '/v1/tenants');
+    expect(listed.body.tenants.find((t) => t.name === 'acme')!.testFailoverMaxHours).toBe(0.5);
+    expect(listed.body.tenants.find((t) => t.name === 'globex')!.testFailoverMaxHours).toBe(24);
+
+    const r = await s.api('POST', '/v1/tenants/acme/vms/db01/failovers', { kind: 'test', point: 'latest' });
+    expect(r.status, JSON.stringify(r.body)).toBe(202);
+    // The engine reads its clock, the catalog its own: within a second of each other.
+    expect(Math.abs(Date.parse(r.body.expiresAt!) - Date.parse(r.body.requestedAt) - 30 * 60_000)).toBeLessThan(1000);
+    await s.waitFor(r.body.id, (x) => x.steps.some((st) => st.step === 'start' && st.status === 'done'), 120_000);
+    // Half an hour later, as the host's monitor sees it.
+    await s.svc.ctx.db.query("UPDATE failovers SET requested_at = requested_at - interval '30 minutes 1 second', expires_at = expires_at - interval '30 minutes 1 second' WHERE id = $1", [r.body.id]);
+    await s.svc.failoverHost!.tick();
+    const done = await s.waitFor(r.body.id, (x) => x.endedAt !== null, 120_000);
+    expect(done.state).toBe('stopped');
+    expect(done.steps.find((st) => st.step === 'stop requested')).toMatchObject({ cause: 'expiry', detail: 'the test failover reached its maximum duration (0.5 h)' });
+    expect(existsSync(s.workDir(r.body.id))).toBe(false);
+
+    const reset = await s.api<{ testFailoverMaxHours: number; testFailoverMaxHoursIsDefault: boolean }>('PATCH', '/v1/tenants/acme', { testFailoverMaxHours: null });
+    expect(reset.body).toMatchObject({ testFailoverMaxHours: 24, testFailoverMaxHoursIsDefault: true });
+  }, 300_000);
 });
