@@ -12,7 +12,7 @@ import type { DiskImage } from '../../shared/disk/index.js';
 import { LifeboatError } from '../../shared/errors.js';
 import type { InflightObject, VmConfig, VmProgress } from '../state/schema.js';
 import { BlockMapWriter, blockCountOf, randomSeed } from '../tracker/blockmap.js';
-import { MapBlockSize } from '../tracker/blockmap.js';
+import { MapBlockSize, zeroDigest } from '../tracker/blockmap.js';
 import { hasBit, withBit } from './bitmap.js';
 import { DeltaBlockSize, dataRangesOf } from './chunk.js';
 import type { EngineContext, ProgressBook } from './context.js';
@@ -34,20 +34,90 @@ export const DefaultSealThreads = 2;
 
 /**
  * Starts a base of a new generation for the disk (newer than any the service reported), or does
- * nothing when one is already running.
+ * nothing when one is already running. A full base is planned now (see planSlots).
  */
 export async function startBase(ctx: EngineContext, book: ProgressBook, diskId: string, disk: DiskImage, mode: 'full' | 'delta', serviceGeneration: number, vmCycle?: VmCycle): Promise<void> {
   const d = book.progress.disks[diskId]!;
   if (d.initial.state === 'running') return;
   const generation = Math.max(d.generation, d.initial.generation, serviceGeneration) + 1;
-  const map = await BlockMapWriter.create(ctx.state.mapPath(book.vm, diskId, 'initial'), { seed: randomSeed(), blockCount: blockCountOf(disk.virtualSize) });
-  await map.close();
+  const slots = mode === 'full' ? await planSlots(disk, DefaultChunkSize) : undefined;
+  await (await createBaseMap(ctx.state.mapPath(book.vm, diskId, 'initial'), disk.virtualSize, DefaultChunkSize, slots)).close();
   await book.update((p) => {
     p.disks[diskId]!.initial = {
       state: 'running', mode, generation, virtualSize: disk.virtualSize, chunkSize: DefaultChunkSize, chunksDone: '',
-      bytesTotal: disk.virtualSize, bytesDone: 0, bytesSent: 0, cycle: vmCycle?.id ?? null, capturedMs: vmCycle?.capturedMs ?? null,
+      bytesTotal: plannedBytes(disk.virtualSize, DefaultChunkSize, slots), bytesDone: 0, bytesSent: 0, cycle: vmCycle?.id ?? null, capturedMs: vmCycle?.capturedMs ?? null,
+      ...(slots === undefined ? {} : { slots }),
     };
   });
+}
+
+/**
+ * A full base's plan: the bitmap (as chunksDone's) of the chunkSize slots of the disk that its
+ * metadata says may hold data (a raw file's SEEK_DATA ranges, a VHDX's or VHD's allocated blocks),
+ * asked without reading anything. Only these slots are read and sent, as chunks 0, 1, … in disk
+ * order; a slot that is all hole is no chunk at all, and reads as zeros at the service (a full base
+ * is zero wherever no chunk covers it: protocol §8). So a sparse disk's base costs what is
+ * allocated: a 100 GiB raw file holding 80 MiB is ten chunks, not 12,800. A disk with no data
+ * still gets one chunk (slot 0), so every base has one.
+ */
+export async function planSlots(disk: DiskImage, chunkSize: number): Promise<string> {
+  const bits = Buffer.alloc(Math.ceil(slotCount(disk.virtualSize, chunkSize) / 8));
+  let any = false;
+  for await (const e of disk.extents({ offset: 0, length: disk.virtualSize, scan: false })) {
+    if (e.kind !== 'data' || e.length === 0) continue;
+    for (let s = Math.floor(e.offset / chunkSize); s < Math.ceil((e.offset + e.length) / chunkSize); s++) bits[s >> 3]! |= 1 << (s & 7);
+    any = true;
+  }
+  if (!any) bits[0]! |= 1;
+  return bits.toString('base64');
+}
+
+function slotCount(virtualSize: number, chunkSize: number): number {
+  return Math.max(1, Math.ceil(virtualSize / chunkSize));
+}
+
+/** The slots a base's chunks 0, 1, … cover, in order: the planned ones, or (no plan: a delta base, or one an older agent began) every slot. */
+export function chunkSlots(virtualSize: number, chunkSize: number, slots: string | undefined): number[] {
+  const n = slotCount(virtualSize, chunkSize);
+  if (slots === undefined) return Array.from({ length: n }, (_, i) => i);
+  const bits = Buffer.from(slots, 'base64');
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) if (((bits[i >> 3] ?? 0) >> (i & 7) & 1) === 1) out.push(i);
+  return out;
+}
+
+/** Bytes of the disk a base reads: its slots' (holes left out of a plan cost nothing). */
+function plannedBytes(virtualSize: number, chunkSize: number, slots: string | undefined): number {
+  return chunkSlots(virtualSize, chunkSize, slots).reduce((n, s) => n + Math.min(chunkSize, virtualSize - s * chunkSize), 0);
+}
+
+/**
+ * Creates the base's block map. The blocks of slots left out of the plan get the zero digest now
+ * (what a hole reads as), so the first cycle after the base compares them with zeros, as the
+ * replica holds; the planned ones are written as their chunks are read.
+ */
+async function createBaseMap(path: string, virtualSize: number, chunkSize: number, slots: string | undefined): Promise<BlockMapWriter> {
+  const map = await BlockMapWriter.create(path, { seed: randomSeed(), blockCount: blockCountOf(virtualSize) });
+  try {
+    if (slots !== undefined) {
+      const planned = new Set(chunkSlots(virtualSize, chunkSize, slots));
+      const perSlot = chunkSize / MapBlockSize;
+      const zeros = new Uint32Array(Math.min(perSlot * 64, map.header.blockCount)).fill(zeroDigest(map.header.seed));
+      for (let s = 0; s < slotCount(virtualSize, chunkSize);) {
+        if (planned.has(s)) { s++; continue; }
+        // A run of unplanned slots, written in pieces of at most zeros.length blocks.
+        let e = s;
+        while (e < slotCount(virtualSize, chunkSize) && !planned.has(e)) e++;
+        const last = Math.min(e * perSlot, map.header.blockCount);
+        for (let b = s * perSlot; b < last; b += zeros.length) await map.write(b, zeros.subarray(0, Math.min(zeros.length, last - b)));
+        s = e;
+      }
+    }
+  } catch (err) {
+    await map.close();
+    throw err;
+  }
+  return map;
 }
 
 /**
@@ -58,6 +128,19 @@ export async function startBase(ctx: EngineContext, book: ProgressBook, diskId: 
  */
 export async function runBase(ctx: EngineContext, book: ProgressBook, config: VmConfig, diskId: string, disk: DiskImage, deadline?: number, vmCycle?: VmCycle): Promise<number> {
   const vm = config.name;
+  const mapPath = ctx.state.mapPath(vm, diskId, 'initial');
+  let map = await BlockMapWriter.reopen(mapPath);
+  if (!map) {
+    // The map of the finished chunks is gone: start the base over rather than trust it.
+    const ip = book.progress.disks[diskId]!.initial;
+    map = await createBaseMap(mapPath, ip.virtualSize, ip.chunkSize, ip.slots);
+    await book.update((p) => { Object.assign(p.disks[diskId]!.initial, { chunksDone: '', bytesDone: 0, bytesSent: 0 }); });
+  }
+  if (vmCycle && await replan(ctx, book, diskId, disk, vmCycle)) {
+    await map.close();
+    map = await BlockMapWriter.reopen(mapPath);
+    if (!map) throw new Error(`${mapPath} vanished after planning the base`);
+  }
   const ip = book.progress.disks[diskId]!.initial;
   const { generation, chunkSize, mode, virtualSize } = ip;
   // Every chunk carries the VM cycle it is read in (the engine's; else the one the base started in):
@@ -65,14 +148,9 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
   const started = typeof ip.cycle === 'number' && typeof ip.capturedMs === 'number' ? { cycle: ip.cycle, capturedMs: ip.capturedMs } : {};
   const baseCycle = vmCycle ? { cycle: vmCycle.id, capturedMs: vmCycle.capturedMs } : started;
   const committedCycle = baseCycle.cycle !== undefined ? { cycle: baseCycle.cycle, capturedAt: new Date(baseCycle.capturedMs).toISOString() } : {};
-  const chunkCount = Math.max(1, Math.ceil(virtualSize / chunkSize));
-  const mapPath = ctx.state.mapPath(vm, diskId, 'initial');
-  let map = await BlockMapWriter.reopen(mapPath);
-  if (!map) {
-    // The map of the finished chunks is gone: start the base over rather than trust it.
-    map = await BlockMapWriter.create(mapPath, { seed: randomSeed(), blockCount: blockCountOf(virtualSize) });
-    await book.update((p) => { Object.assign(p.disks[diskId]!.initial, { chunksDone: '', bytesDone: 0, bytesSent: 0 }); });
-  }
+  const slots = chunkSlots(virtualSize, chunkSize, ip.slots);
+  const chunkCount = slots.length;
+  const lengthOf = (i: number) => Math.min(chunkSize, virtualSize - slots[i]! * chunkSize);
   const media = config.initial.mode === 'media' ? new MediaWriter(config.initial.dir, { tenant: ctx.tenant, vm, disk: diskId, generation, mode, chunkCount, virtualSize }) : undefined;
   let sent = 0;
   /** Chunks not yet started (left over when a deadline ended this run). */
@@ -89,7 +167,7 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
         await dropInflight(book, diskId, o);
         continue;
       }
-      await markDone(book, diskId, o, Math.min(chunkSize, virtualSize - o.number * chunkSize));
+      await markDone(book, diskId, o, lengthOf(o.number));
       sent += o.size;
     }
     for (let i = 0; i < chunkCount; i++) if (!hasBit(book.progress.disks[diskId]!.initial.chunksDone, i)) todo.push(i);
@@ -97,8 +175,8 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
     const nextChunk = () => (deadline !== undefined && ctx.now().getTime() >= deadline ? undefined : todo.shift());
     const worker = async () => {
       for (let i = nextChunk(); i !== undefined; i = nextChunk()) {
-        const start = i * chunkSize;
-        const length = Math.min(chunkSize, virtualSize - start);
+        const start = slots[i]! * chunkSize;
+        const length = lengthOf(i);
         const remote = mode === 'delta' ? await remoteDigests(ctx, vm, diskId, start, length) : undefined;
         const createdAt = ctx.now();
         // Read, digested and sealed on a sealing thread; a chunk is at most chunkSize plus framing,
@@ -159,6 +237,29 @@ export async function runBase(ctx: EngineContext, book: ProgressBook, config: Vm
 }
 
 /**
+ * Plans a full base again when it is about to be read in another VM cycle than the one its plan was
+ * made in, before any of its chunks was read (a base that yielded before its first chunk, or an agent
+ * restarted in between): its holes were seen in that cycle, so without this a base whose chunks were
+ * all read in the later cycle would claim that cycle with holes as of the earlier one. Once a chunk
+ * was read the plan stays (chunk numbers name its slots); the base is then read over several cycles,
+ * at none anyway. Returns whether it planned (a new map was made).
+ */
+async function replan(ctx: EngineContext, book: ProgressBook, diskId: string, disk: DiskImage, vmCycle: VmCycle): Promise<boolean> {
+  const d = book.progress.disks[diskId]!;
+  const ip = d.initial;
+  if (ip.mode !== 'full' || ip.slots === undefined || ip.cycle === vmCycle.id || disk.virtualSize !== ip.virtualSize) return false;
+  if (Buffer.from(ip.chunksDone, 'base64').some((b) => b !== 0) || d.inflight.some((o) => o.kind === 'chunk' && o.generation === ip.generation)) return false;
+  const slots = await planSlots(disk, ip.chunkSize);
+  await (await createBaseMap(ctx.state.mapPath(book.vm, diskId, 'initial'), ip.virtualSize, ip.chunkSize, slots)).close();
+  await book.update((p) => {
+    Object.assign(p.disks[diskId]!.initial, {
+      slots, chunksDone: '', bytesDone: 0, bytesSent: 0, bytesTotal: plannedBytes(ip.virtualSize, ip.chunkSize, slots), cycle: vmCycle.id, capturedMs: vmCycle.capturedMs,
+    });
+  });
+  return true;
+}
+
+/**
  * Finishes a base the agent completed before it was killed between adopting the base's map as the
  * tracker's baseline (`.map.initial` renamed to `.map`) and recording the base done: every chunk is
  * recorded done, none is in flight, the base's map is gone and a baseline is there. The service is
@@ -171,7 +272,7 @@ export async function recoverAdoptedBase(ctx: EngineContext, book: ProgressBook,
   const d = book.progress.disks[diskId]!;
   const ip = d.initial;
   if (ip.state !== 'running' || config.initial.mode === 'media') return false;
-  const chunkCount = Math.max(1, Math.ceil(ip.virtualSize / ip.chunkSize));
+  const chunkCount = chunkSlots(ip.virtualSize, ip.chunkSize, ip.slots).length;
   for (let i = 0; i < chunkCount; i++) if (!hasBit(ip.chunksDone, i)) return false;
   if (d.inflight.some((o) => o.kind === 'chunk' && o.generation === ip.generation)) return false;
   const exists = (path: string) => stat(path).then(() => true, () => false);

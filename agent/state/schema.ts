@@ -60,6 +60,12 @@ export const InitialProgress = z.object({
   chunkSize: z.number().int().positive(),
   /** Bitmap of finished chunks, base64, bit i of byte i>>3 (LSB first) = chunk i. */
   chunksDone: z.string(),
+  /**
+   * A full base's plan, a bitmap as chunksDone's over the disk's chunkSize slots: the slots that may
+   * hold data, read as chunks 0, 1, … in order; the others are holes, no chunk at all. Absent (a delta
+   * base, or one an older agent began): every slot is a chunk, chunk i = slot i.
+   */
+  slots: z.string().optional(),
   bytesTotal: z.number().int().nonnegative(),
   bytesDone: z.number().int().nonnegative(),
   bytesSent: z.number().int().nonnegative(),
