@@ -4,20 +4,28 @@
  * PostgreSQL and Redis, VHDX replicas), written offline between cycles, and failed over through the
  * API by the embedded failover host: our NBD server exports the point, the qemu driver boots the
  * disk's own bootloader from a qcow2 overlay (TCG here: KVM aborts on this machine). The guest's
- * agent is asked what the disk holds and which addresses cloud-init gave it.
+ * agent is asked what the disk holds and which addresses cloud-init gave it. The real failovers get
+ * their production addresses from a network mapping of the address the NIC had at the source; the
+ * planned one is driven through the real agent daemon (`lifeboat-agent run`), which ships the final
+ * cycle, and its disk is then checked against the source block by block: equal wherever the failed-over
+ * VM has not written, as its failover dirty bitmap (read through qemu's own NBD export) says.
  *
  * Skipped only where qemu-system-x86_64 is missing (said on stderr).
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { copyFile, open, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { putVmNic } from '../../service/catalog/failovers.js';
 import { cachedGuest } from '../../service/guest/cache.js';
+import { FailoverBitmap, QemuDriver } from '../../service/failover/drivers/qemu.js';
+import type { FailoverReport } from '../../service/failover/report.js';
 import { cutPoint } from '../../service/workers/cut-point.js';
+import { referee } from '../helpers.js';
 import { writeGuestFile } from '../guest/guest-files.js';
-import { FailoverScenario, qemuAvailable, withGuestAgent } from './failover-harness.js';
+import { FailoverScenario, must, qemuAvailable, withGuestAgent } from './failover-harness.js';
 
 const hasQemu = qemuAvailable('the failover e2e tests');
 
@@ -26,6 +34,25 @@ const BootMs = 15 * MinuteMs;
 const Mac = '52:54:00:12:34:56';
 
 const guest = withGuestAgent;
+
+const agentBin = join(import.meta.dirname, '..', '..', 'bin', 'lifeboat-agent.js');
+
+/** The addresses the guest's agent lists for the NIC with Mac, once they include every one wanted (2 min at most). */
+async function guestAddresses(workDir: string, wanted: string[]): Promise<string[]> {
+  return guest(workDir, async (ga) => {
+    let ips: string[] = [];
+    for (let i = 0; i < 60; i++) {
+      const nic = (await ga.networkInterfaces()).find((n) => n['hardware-address'] === Mac);
+      ips = (nic?.['ip-addresses'] ?? []).map((x) => `${x['ip-address']}/${x.prefix}`);
+      if (wanted.every((w) => ips.includes(w))) break;
+      await new Promise((res) => setTimeout(res, 2000));
+    }
+    return ips;
+  });
+}
+
+/** The read-back of the report once it ran: what the guest reported against the plan. */
+interface NetworkReadBack { source: string; comparison: { ok: boolean; differences: unknown[] }; plan: { mac: string; values: { field: string; value: unknown; from: string }[] }[] }
 
 const alive = (pid: number) => {
   try {
@@ -49,13 +76,17 @@ describe.skipIf(!hasQemu)('failover of a real guest', () => {
     await writeGuestFile(disk, '/root/marker', 'one\n');
     await s.protect('web01', [disk]);
     await s.replicate();
+    // Test settings are explicit; production ones come from the tenant's mapping of the address the
+    // NIC had at the source (192.168.10.40 → 198.51.100.40, gateway and DNS from the mapping).
     await putVmNic(s.svc.ctx.db, 'acme', 'web01', {
-      mac: Mac, position: 0, model: 'virtio', reportedAddresses: [],
+      mac: Mac, position: 0, model: 'virtio', reportedAddresses: ['192.168.10.40/24'],
       settings: {
         test: { mode: 'static', addresses: ['192.0.2.10/24', '192.0.2.11/24', '2001:db8::10/64'], gateway4: '192.0.2.1', gateway6: '2001:db8::1', dns: ['192.0.2.53'], search: ['dr.example'] },
-        production: { mode: 'static', addresses: ['198.51.100.10/24'], gateway4: '198.51.100.1', dns: ['198.51.100.53'], search: [] },
       },
     });
+    must(await s.api('PUT', '/v1/tenants/acme/network-mappings', {
+      mappings: [{ kind: 'production', source: '192.168.10.0/24', target: '198.51.100.0/24', gateway: '198.51.100.1', dns: ['198.51.100.53'] }],
+    }), 'network mappings');
     firstPoint = (await cutPoint(s.svc.ctx, s.svc.failoverHost!.runtime.redis, { tenant: 'acme', vm: 'web01', timeoutMs: 60_000, lockPrefix: s.svc.failoverHost!.runtime.lockPrefix })).id;
     await writeGuestFile(disk, '/root/marker', 'two\n');
     await s.replicate();
@@ -147,6 +178,22 @@ describe.skipIf(!hasQemu)('failover of a real guest', () => {
     const ready = await s.waitFor(r.body.id, (x) => x.state === 'running', BootMs);
     expect(ready.point.id).toBe(firstPoint);
     expect((await guest(s.workDir(ready.id), (ga) => ga.readFile('/root/marker'))).toString()).toBe('one\n');
+    // The production address mapped from the source's, with the mapping's gateway and DNS, read back.
+    expect(await guestAddresses(s.workDir(ready.id), ['198.51.100.40/24'])).toContain('198.51.100.40/24');
+    const read = await s.waitFor(ready.id, (x) => x.steps.some((st) => st.step === 'read-back' && st.status !== 'started'), 12 * MinuteMs);
+    const network = read.network as NetworkReadBack;
+    expect(network.comparison.differences).toEqual([]);
+    expect(network.comparison.ok).toBe(true);
+    const mapped = 'mapping 192.168.10.0/24→198.51.100.0/24';
+    expect(network.plan[0]!.values).toEqual(expect.arrayContaining([
+      expect.objectContaining({ field: 'addresses[0]', value: '198.51.100.40/24', from: mapped }),
+      expect.objectContaining({ field: 'gateway4', value: '198.51.100.1', from: mapped }),
+    ]));
+    // Forward logs from the old primary (it came back) are held while the VM is failed over.
+    await writeGuestFile(disk, '/root/from-old-primary', 'z\n');
+    await s.replicate();
+    const held = await s.svc.ctx.db.query(`SELECT * FROM logs WHERE tenant = 'acme' AND vm = 'web01' AND status = 'pending'`);
+    expect(held.length).toBeGreaterThan(0);
     // A test failover's verbs do not apply to a real one, and the reverse.
     expect((await s.api('POST', `/v1/failovers/${ready.id}/stop`, {})).status).toBe(409);
     expect((await s.api('POST', `/v1/failovers/${ready.id}/revert`, {})).status).toBe(202);
@@ -160,10 +207,33 @@ describe.skipIf(!hasQemu)('failover of a real guest', () => {
     expect(await s.svc.ctx.db.query(`SELECT * FROM logs WHERE tenant = 'acme' AND vm = 'web01' AND status = 'pending'`)).toEqual([]);
   }, 30 * MinuteMs);
 
-  it('a committed failover keeps running across a restart of serve and of its failover host', async () => {
-    const r = await s.api('POST', '/v1/tenants/acme/vms/web01/failovers', { kind: 'unplanned', point: 'latest' });
-    expect(r.status, JSON.stringify(r.body)).toBe(202);
-    const running = await s.waitFor(r.body.id, (x) => x.state === 'running', BootMs);
+  it('a planned failover ships the final cycle through the agent daemon; committed, it runs on across restarts of serve and of its host, its disk the source\'s wherever it has not written', async () => {
+    // The VM's last writes at the source, not replicated yet: only the final cycle can carry them.
+    await writeGuestFile(disk, '/root/marker', 'final\n');
+    const daemon = agentDaemon(s.state.dir);
+    let pumping = true;
+    const pump = (async () => {
+      while (pumping) {
+        while ((await s.merger.merge()) > 0) { /* the final cycle's logs, as they arrive */ }
+        await new Promise((res) => setTimeout(res, 300));
+      }
+    })();
+    let running: FailoverReport;
+    try {
+      const r = await s.api('POST', '/v1/tenants/acme/vms/web01/failovers', { kind: 'planned' });
+      expect(r.status, JSON.stringify(r.body)).toBe(202);
+      running = await s.waitFor(r.body.id, (x) => x.state === 'running', BootMs);
+    } finally {
+      pumping = false;
+      await pump;
+      daemon.kill('SIGTERM');
+    }
+    expect(running.kind).toBe('planned');
+    expect(running.steps.some((x) => x.step === 'final-cycle' && x.status === 'done')).toBe(true);
+    expect((await guest(s.workDir(running.id), (ga) => ga.readFile('/root/marker'))).toString()).toBe('final\n');
+    const status = await agentCli(s.state.dir, ['status', '--json']);
+    expect(JSON.stringify(JSON.parse(status))).toContain('"failedOver"');
+
     expect((await s.api('POST', `/v1/failovers/${running.id}/commit`, {})).status).toBe(202);
     const committed = await s.waitFor(running.id, (x) => x.state === 'committed', 10 * MinuteMs);
     expect(committed.steps.some((x) => x.step === 'commit' && x.status === 'done')).toBe(true);
@@ -175,12 +245,86 @@ describe.skipIf(!hasQemu)('failover of a real guest', () => {
     await guest(s.workDir(running.id), (ga) => ga.exec('/bin/sh', ['-c', 'echo after-restart > /root/written && sync']));
     expect((await guest(s.workDir(running.id), (ga) => ga.readFile('/root/written'))).toString()).toBe('after-restart\n');
     await s.svc.failoverHost!.tick();
-    const after = await s.api('GET', `/v1/failovers/${running.id}`);
-    expect(after.body.state).toBe('committed');
-    // Forward logs from the old primary are held while the VM is failed over.
-    await writeGuestFile(disk, '/root/from-old-primary', 'z\n');
-    await s.replicate();
-    const pending = await s.svc.ctx.db.query(`SELECT * FROM logs WHERE tenant = 'acme' AND vm = 'web01' AND status = 'pending'`);
-    expect(pending.length).toBeGreaterThan(0);
+    expect((await s.api('GET', `/v1/failovers/${running.id}`)).body.state).toBe('committed');
+
+    // The failed-over disk, flattened, against the source: equal outside the blocks its bitmap names.
+    const { flat, dirty } = await flattenWithBitmap(s, running.id);
+    const expected = join(s.env.dir, 'expected.raw');
+    await copyFile(disk, expected);
+    const dirtyBytes = await overlay(expected, flat, dirty);
+    expect(dirtyBytes).toBeGreaterThan(0);
+    const allocated = execFileSync('du', ['-B1', disk]).toString().split('\t')[0]!;
+    expect(dirtyBytes).toBeLessThan(Number(allocated) / 4);
+    expect(() => execFileSync('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', disk, flat])).toThrow();
+    await referee('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', expected, flat]);
   }, 30 * MinuteMs);
 });
+
+/** `lifeboat-agent run` on the scenario's agent state (its own process): it answers the command channel. */
+function agentDaemon(stateDir: string): ChildProcess {
+  const child = spawn(process.execPath, [agentBin, 'run', '--state-dir', stateDir], { stdio: ['ignore', 'ignore', 'inherit'] });
+  return child;
+}
+
+function agentCli(stateDir: string, args: string[]): Promise<string> {
+  return new Promise((res, rej) => {
+    const child = spawn(process.execPath, [agentBin, ...args, '--state-dir', stateDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('close', (code) => (code === 0 ? res(out) : rej(new Error(`lifeboat-agent ${args.join(' ')}: ${code} ${err}`))));
+  });
+}
+
+/**
+ * Pauses the failover's VM, exports its first disk through qemu's own NBD server with a frozen copy of
+ * the failover bitmap (qemu exports only a disabled bitmap read-only), flattens the disk with qemu-img
+ * and lists the bitmap's dirty extents with nbdinfo; then removes the export and lets the VM run on.
+ */
+async function flattenWithBitmap(s: FailoverScenario, id: string): Promise<{ flat: string; dirty: { offset: number; length: number }[] }> {
+  const driver = s.svc.failoverHost!.runtime.driver;
+  if (!(driver instanceof QemuDriver)) throw new Error('the failover host does not run the qemu driver');
+  const qmp = await driver.qmp(s.workDir(id));
+  const sock = join(s.hostDir, 'cmp.sock');
+  const flat = join(s.env.dir, 'flat.raw');
+  const frozen = 'cmp';
+  await qmp.execute('stop');
+  try {
+    await qmp.execute('block-dirty-bitmap-add', { node: 'ov0', name: frozen, disabled: true });
+    await qmp.execute('block-dirty-bitmap-merge', { node: 'ov0', target: frozen, bitmaps: [FailoverBitmap] });
+    await qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: sock } } });
+    await qmp.execute('block-export-add', { type: 'nbd', id: frozen, 'node-name': 'ov0', name: 'ov0', writable: false, bitmaps: [frozen] });
+    const uri = `nbd+unix:///ov0?socket=${sock}`;
+    execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', uri, flat]);
+    const map = JSON.parse(execFileSync('nbdinfo', ['--json', `--map=qemu:dirty-bitmap:${frozen}`, uri]).toString()) as { offset: number; length: number; type: number }[];
+    return { flat, dirty: map.filter((e) => (e.type & 1) !== 0) };
+  } finally {
+    await qmp.execute('block-export-del', { id: frozen }).catch(() => undefined);
+    await qmp.execute('nbd-server-stop').catch(() => undefined);
+    await qmp.execute('block-dirty-bitmap-remove', { node: 'ov0', name: frozen }).catch(() => undefined);
+    await qmp.execute('cont');
+  }
+}
+
+/** Copies the extents from src over dst (same offsets); returns the bytes copied. */
+async function overlay(dst: string, src: string, extents: { offset: number; length: number }[]): Promise<number> {
+  const [from, to] = [await open(src, 'r'), await open(dst, 'r+')];
+  const buf = Buffer.alloc(4 << 20);
+  let total = 0;
+  try {
+    for (const e of extents) {
+      for (let at = e.offset; at < e.offset + e.length;) {
+        const n = Math.min(buf.length, e.offset + e.length - at);
+        const { bytesRead } = await from.read(buf, 0, n, at);
+        await to.write(buf, 0, bytesRead, at);
+        at += n;
+        total += n;
+      }
+    }
+  } finally {
+    await from.close();
+    await to.close();
+  }
+  return total;
+}
