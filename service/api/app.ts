@@ -20,6 +20,7 @@ import { importMedia, importMediaSchema } from './import-media.js';
 import { networkRoutes } from './networks.js';
 import { nicRoutes } from './nics.js';
 import { openApiDocument } from './openapi.js';
+import { publicIpRoutes } from './public-ips.js';
 import { allowSchema, revokeSchema, tenantCreateSchema, tenantSettingsSchema, tokenSchema, vmListQuery } from './schemas.js';
 import { allow, createEnrollToken, createTenant, points, revoke, setTenant, tenantList, vmList } from './operations.js';
 
@@ -67,7 +68,7 @@ export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: Enqu
     if (!failoverQueues) throw new LifeboatError('unavailable', 'this service process runs without Redis, so it cannot start failovers');
     return failoverQueues;
   }));
-  v1.route('/', nicRoutes(ctx)).route('/', networkRoutes(ctx));
+  v1.route('/', nicRoutes(ctx)).route('/', networkRoutes(ctx)).route('/', publicIpRoutes(ctx));
   v1.use('*', operatorOnly);
   v1.post('/tenants', async (c) => c.json(await createTenant(ctx, (await readJson(c, tenantCreateSchema)).name), 201));
   v1.get('/tenants', async (c) => c.json({ tenants: await tenantList(ctx) }));

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { exportSchema } from './export.js';
 import { failoverRequestSchema, hardwareSchema, nvramSchema } from './failovers.js';
 import { importMediaSchema } from './import-media.js';
+import { mappingCreateSchema, mappingPutSchema, poolCreateSchema, poolGrantSchema } from './public-ips.js';
 import { allowSchema, revokeSchema, tenantCreateSchema, tenantSettingsSchema, tokenSchema } from './schemas.js';
 
 const error = {
@@ -17,9 +18,11 @@ const ok = (description: string) => ({ description, content: { 'application/json
 const errors = { 400: { description: 'bad input', content: { 'application/json': { schema: error } } }, 401: { description: 'no or bad operator token' }, 403: { description: 'not an operator' }, 404: { description: 'no such tenant or VM' } };
 const vmParam = { name: 'vm', in: 'path', required: true, schema: { type: 'string' } };
 const idParam = { name: 'id', in: 'path', required: true, schema: { type: 'string', pattern: '^fo-[a-z0-9-]{1,40}$' } };
-const report = ok('the drill report: {id, tenant, vm, kind, state, goal, result, host, point {requested, id, cycle, capturedAt}, rpoSeconds, rtoSeconds, requestedAt, readyAt, endedAt, steps [{step, status, startedAt, endedAt, seconds, detail}], screenshot, network {plan, source, comparison}, warnings, error}');
+const report = ok('the drill report: {id, tenant, vm, kind, state, goal, result, host, point {requested, id, cycle, capturedAt}, rpoSeconds, rtoSeconds, requestedAt, readyAt, endedAt, steps [{step, status, startedAt, endedAt, seconds, detail}], screenshot, network {plan, source, comparison}, publicIps [{address, drAddress, mac, allow, appliedAt, removedAt}], warnings, error}');
 const tenantRoles = 'hoster-operator, or tenant-admin of the tenant (tenant-viewer reads); another tenant\'s objects answer 404';
 const tenantParam = { name: 'tenant', in: 'path', required: true, schema: { type: 'string', pattern: '^[a-z0-9][a-z0-9_-]{0,63}$' } };
+const poolParam = { name: 'name', in: 'path', required: true, schema: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' } };
+const addressParam = { name: 'address', in: 'path', required: true, schema: { type: 'string' }, description: 'the public address (IPv6 percent-encoded or not)' };
 
 export const openApiDocument = {
   openapi: '3.1.0',
@@ -94,6 +97,32 @@ export const openApiDocument = {
     },
     '/v1/failovers/{id}/{action}': {
       post: { summary: 'stop, commit or revert (hoster-operator)', parameters: [idParam, { name: 'action', in: 'path', required: true, schema: { enum: ['stop', 'commit', 'revert'] } }], responses: { 202: report, ...errors } },
+    },
+    '/v1/public-ip-pools': {
+      get: { summary: 'public address pools with every address, its tenant and VM (hoster-operator)', parameters: [{ name: 'tenant', in: 'query', required: false, schema: { type: 'string' } }], responses: { 200: ok('{pools: [{name, total, free, addresses: [{address, tenant, vm}]}]}'), ...errors } },
+      post: { summary: 'create a pool from addresses and prefixes (hoster-operator)', requestBody: body(poolCreateSchema), responses: { 201: ok('the pool'), 409: { description: 'exists, or an address is in another pool' }, ...errors } },
+    },
+    '/v1/public-ip-pools/{name}': {
+      get: { summary: 'a pool (hoster-operator)', parameters: [poolParam], responses: { 200: ok('the pool'), ...errors } },
+      delete: { summary: 'delete a pool none of whose addresses is granted (hoster-operator)', parameters: [poolParam], responses: { 200: ok('{deleted}'), 409: { description: 'addresses granted' }, ...errors } },
+    },
+    '/v1/public-ip-pools/{name}/grants': {
+      post: { summary: 'grant a tenant count free addresses, or the addresses named (hoster-operator)', parameters: [poolParam], requestBody: body(poolGrantSchema), responses: { 201: ok('{pool, tenant, granted, addresses}'), 200: ok('nothing new granted'), 409: { description: 'too few free, or granted to another tenant' }, ...errors } },
+    },
+    '/v1/public-ip-pools/{name}/grants/{tenant}': {
+      delete: { summary: 'take one address (?address=) or all of the pool\'s back from a tenant (hoster-operator)', parameters: [poolParam, tenantParam, { name: 'address', in: 'query', required: false, schema: { type: 'string' } }], responses: { 200: ok('{pool, tenant, revoked}'), 409: { description: 'an address is mapped' }, ...errors } },
+    },
+    '/v1/tenants/{tenant}/public-ips': {
+      get: { summary: `the public addresses granted to the tenant, each with the VM it is mapped to. Roles: ${tenantRoles}`, parameters: [tenantParam], responses: { 200: ok('{addresses: [{address, pool, vm}]}'), ...errors } },
+    },
+    '/v1/tenants/{tenant}/public-ip-mappings': {
+      get: { summary: `the tenant's public address mappings. Roles: ${tenantRoles}`, parameters: [tenantParam, { name: 'vm', in: 'query', required: false, schema: { type: 'string' } }], responses: { 200: ok('{mappings: [{address, vm, mac, drAddress, allow, test, updatedAt}]}'), ...errors } },
+      post: { summary: `map a granted public address 1:1 to a VM's DR address (its NIC's planned address, or drAddress) with a port allow-list (tcp/22, udp/1000-2000, icmp); test: also for test failovers. Roles: ${tenantRoles}`, parameters: [tenantParam], requestBody: body(mappingCreateSchema), responses: { 201: ok('the mapping'), 409: { description: 'the address is mapped already, or the VM address has a public address' }, ...errors } },
+    },
+    '/v1/tenants/{tenant}/public-ip-mappings/{address}': {
+      get: { summary: `one mapping. Roles: ${tenantRoles}`, parameters: [tenantParam, addressParam], responses: { 200: ok('the mapping'), ...errors } },
+      put: { summary: `replace one mapping (applies within a tick to a VM running now). Roles: ${tenantRoles}`, parameters: [tenantParam, addressParam], requestBody: body(mappingPutSchema), responses: { 200: ok('the mapping'), ...errors } },
+      delete: { summary: `remove one mapping. Roles: ${tenantRoles}`, parameters: [tenantParam, addressParam], responses: { 200: ok('{deleted}'), ...errors } },
     },
     '/v1/tenants/{tenant}/vms/{vm}/points': {
       get: { summary: 'recovery points of a VM', parameters: [tenantParam, { name: 'vm', in: 'path', required: true, schema: { type: 'string' } }], responses: { 200: ok('{points: [{id, createdAt, consistency, cycle, capturedAt, latest}]}: each point is one VM cycle; capturedAt is the agent\'s capture time of it (null for points of version-1 logs)'), ...errors } },

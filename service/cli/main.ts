@@ -10,6 +10,7 @@ import { registerImportMedia } from './import-media.js';
 import { registerInit } from './init.js';
 import { registerNetwork } from './network.js';
 import { registerPoints } from './points.js';
+import { registerPublicIp } from './public-ip.js';
 import { registerServe } from './serve.js';
 import { registerTenant } from './tenant.js';
 import { registerToken } from './token.js';
@@ -33,5 +34,6 @@ registerImportMedia(program);
 registerGuest(program);
 registerFailover(program);
 registerNetwork(program);
+registerPublicIp(program);
 
 await runProgram(program);

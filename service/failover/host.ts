@@ -7,7 +7,8 @@
  * - the failover queue of this host (job.ts), one job per failover;
  * - a monitor: a VM whose qemu died is marked failed with qemu's reason (then torn down); a test
  *   failover past its maximum duration is stopped with a report;
- * - a reconciler: a failover the catalog says has work left gets its job again (Redis may have lost it).
+ * - a reconciler: a failover the catalog says has work left gets its job again (Redis may have lost it);
+ *   each started VM's public addresses are as its tenant's mappings say (public-ips.ts).
  * What hosts share: the catalog, Redis and the replica storage (exports read replica layers from it, as
  * workers do); each host's own directory (overlays, seeds, sockets) is its own.
  */
@@ -31,6 +32,7 @@ import { resolveExport } from './exports.js';
 import type { HostRuntime } from './job.js';
 import { nextStep, runFailoverJob, workDirOf } from './job.js';
 import { NbdServer } from './nbd/server.js';
+import { reconcilePublicIps } from './public-ips.js';
 import type { FailoverQueues } from './queue.js';
 import { createFailoverQueues, failoverQueueName } from './queue.js';
 
@@ -108,6 +110,7 @@ export async function startFailoverHost(ctx: ServiceContext, options: HostOption
       await heartbeatHost(ctx.db, name);
       await monitor(runtime, queues);
       await reconcile(runtime, queues, running);
+      await reconcilePublicIps(runtime);
     };
     const tickMs = options.tickMs ?? 5000;
     let ticking = false;
