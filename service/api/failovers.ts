@@ -10,7 +10,7 @@
  *   GET  /v1/tenants/{t}/failovers/{id}                the drill report
  *   GET  /v1/tenants/{t}/failovers/{id}/screenshot.png
  *   POST /v1/tenants/{t}/failovers/{id}/{stop|commit|revert}
- *   GET  /v1/tenants/{t}/vms/{vm}/hardware, PUT …      the VM's recorded configuration
+ *   GET  /v1/tenants/{t}/vms/{vm}/hardware, PUT …      the VM's recorded configuration (who set each value: sources)
  *   POST /v1/tenants/{t}/vms/{vm}/nvram {path}          the VM's UEFI NVRAM, from a file on the service host (hoster)
  *   GET  /v1/failovers (?tenant=&active=), GET /v1/failovers/{id}, POST /v1/failovers/{id}/{action}
  *                                                      the same for hoster roles, by id alone
@@ -21,6 +21,7 @@ import type { Context } from 'hono';
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { LifeboatError, userMessage } from '../../shared/errors.js';
+import { DiskBuses, Firmwares, GuestOses, MaxCpus, MaxMemoryMiB, MinCpus, MinMemoryMiB } from '../../shared/protocol/vm-config.js';
 import type { FailoverRow } from '../catalog/failovers.js';
 import { getFailover, getVmHardware, latestScreenshot, listFailovers, putVmHardware } from '../catalog/failovers.js';
 import type { VmRow } from '../catalog/vms.js';
@@ -30,6 +31,7 @@ import { ErrForbidden, ErrNotFoundHere } from '../errors.js';
 import { changeGoal, requestFailover } from '../failover/engine.js';
 import type { FailoverQueues } from '../failover/queue.js';
 import { failoverReport } from '../failover/report.js';
+import { operatorHardware } from '../failover/recorded-config.js';
 import { defaultHardware, vmNvramPath } from '../failover/spec.js';
 import { check, pathId, readJson } from '../http/json.js';
 import type { ApiClaims } from '../trust/tokens.js';
@@ -46,13 +48,17 @@ const probeSchema = z.discriminatedUnion('kind', [
 ]);
 
 export const hardwareSchema = z.strictObject({
-  firmware: z.enum(['bios', 'uefi']),
+  firmware: z.enum(Firmwares),
   secureBoot: z.boolean().default(false),
-  cpus: z.number().int().min(1).max(240),
-  memoryMiB: z.number().int().min(64).max(4 * 1024 * 1024),
-  guestOs: z.enum(['linux', 'windows', 'other']),
-  disks: z.record(z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/), z.strictObject({ bus: z.enum(['virtio', 'scsi', 'sata', 'ide']), order: z.number().int().min(0).max(63) })).default({}),
+  cpus: z.number().int().min(MinCpus).max(MaxCpus),
+  memoryMiB: z.number().int().min(MinMemoryMiB).max(MaxMemoryMiB),
+  guestOs: z.enum(GuestOses),
+  disks: z.record(z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/), z.strictObject({ bus: z.enum(DiskBuses), order: z.number().int().min(0).max(63) })).default({}),
   readyProbes: z.array(probeSchema).min(1).max(8).default([{ kind: 'guest-agent' }]),
+  // Who set each value, as GET shows it: taken back, so a GET's body can be PUT again. `source` is
+  // ignored; a field named "operator" in `sources` becomes the operator's even when its value is unchanged.
+  source: z.string().max(16).optional(),
+  sources: z.record(z.string().max(16), z.string().max(16)).optional(),
 }).refine((h) => h.firmware === 'uefi' || !h.secureBoot, { message: 'secureBoot needs firmware uefi', path: ['secureBoot'] });
 
 export const nvramSchema = z.strictObject({
@@ -168,7 +174,11 @@ export function failoverRoutes(ctx: ServiceContext, queues: () => FailoverQueues
     const body = await readJson(c, hardwareSchema);
     const disks = new Set((await listDisks(ctx.db, tenant, vm)).map((d) => d.id));
     for (const id of Object.keys(body.disks)) if (!disks.has(id)) throw new LifeboatError('invalid_argument', `body.disks.${id}: VM ${vm} has no disk ${id}`);
-    await putVmHardware(ctx.db, tenant, vm, { ...body, source: 'operator' });
+    const { source: _source, sources, ...wanted } = body;
+    // The values this write changes (or names operator's in sources) become the operator's; a later report from the agent leaves them.
+    await ctx.db.transaction(async (tx) => {
+      await putVmHardware(tx, tenant, vm, operatorHardware((await getVmHardware(tx, tenant, vm, true)) ?? defaultHardware(), wanted, sources));
+    });
     return c.json((await getVmHardware(ctx.db, tenant, vm))!);
   });
 

@@ -18,22 +18,25 @@ import type { Context } from 'hono';
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { ErrInvalidArgument, LifeboatError } from '../../shared/errors.js';
+import type { NicModelName } from '../../shared/protocol/vm-config.js';
+import { NicModels } from '../../shared/protocol/vm-config.js';
 import type { Queryable } from '../catalog/db.js';
+import type { VmNicRow } from '../catalog/failovers.js';
 import { listVmNics, putVmNic } from '../catalog/failovers.js';
 import type { TenantNicRow } from '../catalog/networks.js';
 import { addressesInNetworks, deleteVmNic, grantedKinds, listTenantNics, lockTenantNetworking } from '../catalog/networks.js';
 import { getVm } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';
 import { ErrForbidden, ErrNotFoundHere } from '../errors.js';
-import { parseIp } from '../failover/network/address.js';
 import type { FailoverKind, NicSettings } from '../failover/network/settings.js';
 import { MaxAddressesPerNic, normaliseMac, validateVmNics } from '../failover/network/settings.js';
+import { canonicalSourceAddress, nicChanged } from '../failover/recorded-config.js';
 import { planVmIp } from '../failover/seed.js';
 import { check, pathId, readJson } from '../http/json.js';
 import type { ApiClaims } from '../trust/tokens.js';
 
-export const NicModels = ['virtio', 'e1000', 'rtl8139'] as const;
-export type NicModelName = (typeof NicModels)[number];
+export { NicModels };
+export type { NicModelName };
 
 export const nicBodySchema = z.strictObject({
   model: z.enum(NicModels).optional(),
@@ -129,7 +132,7 @@ function checkVmNics(vm: string, inputs: readonly NicInput[], granted: ReadonlyM
     }
     const reported: string[] = [];
     for (const [j, a] of (inputs[i]!.reportedAddresses ?? []).entries()) {
-      const r = reportedAddress(a);
+      const r = canonicalSourceAddress(a);
       if (typeof r !== 'string') return { refusal: { vm, mac: s.mac, field: `reportedAddresses[${j}]`, reason: r.reason } };
       reported.push(r);
     }
@@ -161,31 +164,33 @@ function attribute(vm: string, inputs: readonly NicInput[], message: string): Ni
   return { vm, mac, kind: m[2] as FailoverKind | undefined, field: m[3] ?? (m[2] ? '' : 'mac'), reason: told };
 }
 
-/** An address the NIC had on the tenant's site: an IP, with or without a prefix, in canonical text. */
-function reportedAddress(text: string): string | { reason: string } {
-  const slash = text.lastIndexOf('/');
-  const ip = parseIp(slash < 0 ? text : text.slice(0, slash));
-  if (!ip.ok) return { reason: ip.reason };
-  if (slash < 0) return ip.value.toString();
-  const prefix = text.slice(slash + 1);
-  const max = ip.value.kind() === 'ipv4' ? 32 : 128;
-  if (!/^\d{1,3}$/.test(prefix) || Number(prefix) < 1 || Number(prefix) > max) return { reason: `${text.slice(0, 60)}: prefix is out of range 1..${max}` };
-  return `${ip.value.toString()}/${Number(prefix)}`;
-}
-
-/** Writes the checked NIC sets: each VM's NICs become exactly its list, in its order. */
+/**
+ * Writes the checked NIC sets: each VM's NICs become exactly its list, in its order. A NIC written
+ * back unchanged keeps its source; one changed or added becomes the operator's (recorded-config.ts).
+ */
 export async function storeTenantNics(tx: Queryable, tenant: string, valid: ReadonlyMap<string, readonly StoredNic[]>): Promise<void> {
   for (const [vm, nics] of valid) {
     const keep = new Set(nics.map((n) => n.mac));
-    for (const old of await listVmNics(tx, tenant, vm)) if (!keep.has(old.mac)) await deleteVmNic(tx, tenant, vm, old.mac);
-    for (const [position, n] of nics.entries()) await putVmNic(tx, tenant, vm, { mac: n.mac, position, model: n.model, settings: n.settings, reportedAddresses: n.reportedAddresses });
+    const stored = await listVmNics(tx, tenant, vm);
+    for (const old of stored) if (!keep.has(old.mac)) await deleteVmNic(tx, tenant, vm, old.mac);
+    for (const [position, n] of nics.entries()) {
+      const row = { mac: n.mac, position, model: n.model, settings: n.settings, reportedAddresses: n.reportedAddresses };
+      const old = stored.find((o) => o.mac === n.mac);
+      await putVmNic(tx, tenant, vm, { ...row, source: old && !nicChanged(old, row) ? old.source : 'operator' });
+    }
   }
 }
 
-/** The NIC as the API shows it (and takes it back in PUT). */
-export function presentNic(n: { mac: string; position: number; model: string; settings: unknown; reportedAddresses: string[] }) {
+/**
+ * The NIC as the API shows it; PUT takes back all but `position`, `source` and `agentAddresses`
+ * (the agent's report, read-only), which a catalog row always has (the CSV export's rows do not).
+ */
+export function presentNic(n: Pick<VmNicRow, 'mac' | 'position' | 'model' | 'settings' | 'reportedAddresses'> & Partial<Pick<VmNicRow, 'source' | 'agentAddresses'>>) {
   const s = n.settings as Omit<NicSettings, 'mac'>;
-  return { mac: n.mac, position: n.position, model: n.model, ...(s.production ? { production: s.production } : {}), ...(s.test ? { test: s.test } : {}), reportedAddresses: n.reportedAddresses };
+  return {
+    mac: n.mac, position: n.position, model: n.model, ...(s.production ? { production: s.production } : {}), ...(s.test ? { test: s.test } : {}),
+    reportedAddresses: n.reportedAddresses, ...(n.source === undefined ? {} : { source: n.source, agentAddresses: n.agentAddresses ?? [] }),
+  };
 }
 
 /** Validates and stores one VM's whole NIC set under the tenant's lock; the first refusal is a 400. */

@@ -171,6 +171,11 @@ export async function hostUsage(db: Queryable): Promise<Map<string, { cpus: numb
 
 // ---- the VM's recorded hardware ----
 
+/** Who set a value: the VM's agent (its registration's report) or an operator (API, CLI). */
+export type ConfigSource = 'reported' | 'operator';
+export const HardwareFields = ['firmware', 'secureBoot', 'cpus', 'memoryMiB', 'guestOs', 'disks', 'readyProbes'] as const;
+export type HardwareField = (typeof HardwareFields)[number];
+
 export interface VmHardwareRow {
   firmware: 'bios' | 'uefi';
   secureBoot: boolean;
@@ -179,18 +184,28 @@ export interface VmHardwareRow {
   guestOs: 'linux' | 'windows' | 'other';
   disks: Record<string, { bus: string; order: number }>;
   readyProbes: unknown[];
+  /** The record in one word: operator when an operator set any field, else reported when the agent did, else default. */
   source: string;
+  /** Per field, who set it; a field absent has its default. */
+  sources: Partial<Record<HardwareField, ConfigSource>>;
 }
 
-export async function getVmHardware(db: Queryable, tenant: string, vm: string): Promise<VmHardwareRow | undefined> {
-  return (await db.query<VmHardwareRow>(`SELECT firmware, secure_boot AS "secureBoot", cpus, memory_mib AS "memoryMiB", guest_os AS "guestOs", disks, ready_probes AS "readyProbes", source
-    FROM vm_hardware WHERE tenant = $1 AND vm = $2`, [tenant, vm]))[0];
+/** The row's one-word source from its fields' sources. */
+export function summariseSources(sources: VmHardwareRow['sources']): string {
+  const all = Object.values(sources);
+  return all.includes('operator') ? 'operator' : all.includes('reported') ? 'reported' : 'default';
 }
 
-export async function putVmHardware(db: Queryable, tenant: string, vm: string, h: VmHardwareRow): Promise<void> {
-  await db.query(`INSERT INTO vm_hardware (tenant, vm, firmware, secure_boot, cpus, memory_mib, guest_os, disks, ready_probes, source) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-    ON CONFLICT (tenant, vm) DO UPDATE SET firmware = $3, secure_boot = $4, cpus = $5, memory_mib = $6, guest_os = $7, disks = $8, ready_probes = $9, source = $10, updated_at = now()`,
-  [tenant, vm, h.firmware, h.secureBoot, h.cpus, h.memoryMiB, h.guestOs, JSON.stringify(h.disks), JSON.stringify(h.readyProbes), h.source]);
+export async function getVmHardware(db: Queryable, tenant: string, vm: string, forUpdate = false): Promise<VmHardwareRow | undefined> {
+  return (await db.query<VmHardwareRow>(`SELECT firmware, secure_boot AS "secureBoot", cpus, memory_mib AS "memoryMiB", guest_os AS "guestOs", disks, ready_probes AS "readyProbes", source, sources
+    FROM vm_hardware WHERE tenant = $1 AND vm = $2${forUpdate ? ' FOR UPDATE' : ''}`, [tenant, vm]))[0];
+}
+
+/** Writes the whole record; `source` is derived from `sources`. */
+export async function putVmHardware(db: Queryable, tenant: string, vm: string, h: Omit<VmHardwareRow, 'source'>): Promise<void> {
+  await db.query(`INSERT INTO vm_hardware (tenant, vm, firmware, secure_boot, cpus, memory_mib, guest_os, disks, ready_probes, source, sources) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+    ON CONFLICT (tenant, vm) DO UPDATE SET firmware = $3, secure_boot = $4, cpus = $5, memory_mib = $6, guest_os = $7, disks = $8, ready_probes = $9, source = $10, sources = $11, updated_at = now()`,
+  [tenant, vm, h.firmware, h.secureBoot, h.cpus, h.memoryMiB, h.guestOs, JSON.stringify(h.disks), JSON.stringify(h.readyProbes), summariseSources(h.sources), JSON.stringify(h.sources)]);
 }
 
 // ---- NICs ----
@@ -200,17 +215,43 @@ export interface VmNicRow {
   position: number;
   model: string;
   settings: unknown;
+  /** The addresses an operator recorded for the NIC at the source. */
   reportedAddresses: string[];
+  /** Who put the NIC there or last changed it (an operator's NIC is never changed by a report). */
+  source: ConfigSource;
+  /** The addresses the VM's agent last reported for the NIC at the source. */
+  agentAddresses: string[];
+  agentReportedAt: Date | null;
 }
+
+const nicCols = `mac, position, model, settings, reported_addresses AS "reportedAddresses", source, agent_addresses AS "agentAddresses", agent_reported_at AS "agentReportedAt"`;
 
 export async function listVmNics(db: Queryable, tenant: string, vm: string): Promise<VmNicRow[]> {
-  return db.query<VmNicRow>('SELECT mac, position, model, settings, reported_addresses AS "reportedAddresses" FROM vm_nics WHERE tenant = $1 AND vm = $2 ORDER BY position, mac', [tenant, vm]);
+  return db.query<VmNicRow>(`SELECT ${nicCols} FROM vm_nics WHERE tenant = $1 AND vm = $2 ORDER BY position, mac`, [tenant, vm]);
 }
 
-export async function putVmNic(db: Queryable, tenant: string, vm: string, n: VmNicRow): Promise<void> {
-  await db.query(`INSERT INTO vm_nics (tenant, vm, mac, position, model, settings, reported_addresses) VALUES ($1, $2, $3, $4, $5, $6, $7)
-    ON CONFLICT (tenant, vm, mac) DO UPDATE SET position = $4, model = $5, settings = $6, reported_addresses = $7, updated_at = now()`,
-  [tenant, vm, n.mac, n.position, n.model, JSON.stringify(n.settings), n.reportedAddresses]);
+/** Writes a NIC's operator-held fields (the agent's addresses stay as they are); `source` defaults to operator. */
+export async function putVmNic(db: Queryable, tenant: string, vm: string, n: Pick<VmNicRow, 'mac' | 'position' | 'model' | 'settings' | 'reportedAddresses'> & Partial<Pick<VmNicRow, 'source'>>): Promise<void> {
+  await db.query(`INSERT INTO vm_nics (tenant, vm, mac, position, model, settings, reported_addresses, source) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    ON CONFLICT (tenant, vm, mac) DO UPDATE SET position = $4, model = $5, settings = $6, reported_addresses = $7, source = $8, updated_at = now()`,
+  [tenant, vm, n.mac, n.position, n.model, JSON.stringify(n.settings), n.reportedAddresses, n.source ?? 'operator']);
+}
+
+/**
+ * What the agent reported of one NIC: its addresses always; its model and position too while the NIC
+ * is the agent's (source reported). A NIC not yet known is added as reported, without settings.
+ */
+export async function reportVmNic(db: Queryable, tenant: string, vm: string, n: { mac: string; position: number; model: string | undefined; addresses: string[] }): Promise<void> {
+  await db.query(`INSERT INTO vm_nics (tenant, vm, mac, position, model, settings, source, agent_addresses, agent_reported_at) VALUES ($1, $2, $3, $4, coalesce($5, 'virtio'), '{}', 'reported', $6, now())
+    ON CONFLICT (tenant, vm, mac) DO UPDATE SET agent_addresses = $6, agent_reported_at = now(),
+      position = CASE WHEN vm_nics.source = 'reported' THEN $4 ELSE vm_nics.position END,
+      model = CASE WHEN vm_nics.source = 'reported' THEN coalesce($5, vm_nics.model) ELSE vm_nics.model END, updated_at = now()`,
+  [tenant, vm, n.mac, n.position, n.model ?? null, n.addresses]);
+}
+
+/** The addresses network mappings start from: the operator's record, else the agent's report. */
+export function sourceAddresses(n: Pick<VmNicRow, 'reportedAddresses' | 'agentAddresses'>): string[] {
+  return n.reportedAddresses.length > 0 ? n.reportedAddresses : n.agentAddresses;
 }
 
 /**

@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto';
 import type { Queryable } from '../catalog/db.js';
 import type { FailoverGoal, FailoverHostRow, FailoverKind, FailoverRow } from '../catalog/failovers.js';
 import {
-  addStep, findByIdempotencyKey, getFailover, getVmHardware, hostUsage, insertFailover, listHosts, listVmNics, setFailoverGoal,
+  addStep, findByIdempotencyKey, getFailover, getVmHardware, hostUsage, insertFailover, listHosts, listVmNics, setFailoverGoal, sourceAddresses,
 } from '../catalog/failovers.js';
 import type { NetworkRow } from '../catalog/networks.js';
 import { listNetworks } from '../catalog/networks.js';
@@ -144,7 +144,7 @@ export async function specOf(ctx: ServiceContext, tenant: string, vm: string, di
   const hw = (await getVmHardware(ctx.db, tenant, vm)) ?? defaultHardware();
   const order = (id: string) => hw.disks[id]?.order ?? Number.MAX_SAFE_INTEGER;
   const disks = [...diskIds].sort((a, b) => order(a) - order(b) || a.localeCompare(b)).map((id) => ({ id, bus: (hw.disks[id]?.bus ?? (hw.guestOs === 'windows' ? 'sata' : 'virtio')) as DiskBus }));
-  const nics = (await listVmNics(ctx.db, tenant, vm)).map((n) => ({ mac: n.mac, model: n.model as NicModel, settings: n.settings, reportedAddresses: n.reportedAddresses }));
+  const nics = (await listVmNics(ctx.db, tenant, vm)).map((n) => ({ mac: n.mac, model: n.model as NicModel, settings: n.settings, reportedAddresses: sourceAddresses(n) }));
   return {
     hardware: { firmware: hw.firmware, secureBoot: hw.secureBoot, cpus: hw.cpus, memoryMiB: hw.memoryMiB, guestOs: hw.guestOs },
     disks, nics, readyProbes: hw.readyProbes as FailoverSpec['readyProbes'],

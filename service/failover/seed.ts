@@ -16,7 +16,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Queryable } from '../catalog/db.js';
 import type { FailoverRow } from '../catalog/failovers.js';
-import { listVmNics } from '../catalog/failovers.js';
+import { listVmNics, sourceAddresses } from '../catalog/failovers.js';
 import { addressesInNetworks, listMappings, listTenantNics } from '../catalog/networks.js';
 import { newInstanceId, renderNoCloudFiles } from './network/cloud-init.js';
 import type { NetworkMapping, NicPlan } from './network/mappings.js';
@@ -50,7 +50,8 @@ export async function networkInputs(db: Queryable, tenant: string, vm: string, k
 export async function planVmIp(db: Queryable, tenant: string, vm: string, kind: FailoverKind): Promise<NicPlan[]> {
   const rows = await listVmNics(db, tenant, vm);
   const nics = rows.map((n, i) => parseNicSettings({ ...(n.settings as object), mac: n.mac }, `nics[${i}]`));
-  const reported = Object.fromEntries(rows.map((n) => [n.mac, n.reportedAddresses]));
+  // Mappings start from the addresses an operator recorded, else from those the agent last reported.
+  const reported = Object.fromEntries(rows.map((n) => [n.mac, sourceAddresses(n)]));
   const inputs = await networkInputs(db, tenant, vm, kind);
   return resolveNicPlan(nics, inputs.mappings, kind, reported, { otherAddressesInNetwork: inputs.otherAddressesInNetwork });
 }

@@ -17,7 +17,7 @@ export interface FailoverSpec {
 
 /** A VM with no recorded configuration: BIOS, 1 vCPU, 1 GiB, Linux, virtio, ready when its guest agent answers. */
 export function defaultHardware(): VmHardwareRow {
-  return { firmware: 'bios', secureBoot: false, cpus: 1, memoryMiB: 1024, guestOs: 'linux', disks: {}, readyProbes: [{ kind: 'guest-agent' }], source: 'default' };
+  return { firmware: 'bios', secureBoot: false, cpus: 1, memoryMiB: 1024, guestOs: 'linux', disks: {}, readyProbes: [{ kind: 'guest-agent' }], source: 'default', sources: {} };
 }
 
 /**

@@ -2,6 +2,7 @@
  * register-vm: the agent's `PUT /v1/vms/{vm}` (agent protocol §5.1). The first registration binds
  * the VM to the presenting server and the authorization entry that matched it, and creates each
  * disk's replica under that entry's storage; later ones update settings, add disks and grow them.
+ * The hardware and NICs it reports are recorded in the same transaction (failover/recorded-config.ts).
  * Replica files are created before the catalog rows commit; a crash between leaves an unreferenced
  * directory that the next registration reuses (creation skips an existing state file).
  */
@@ -12,8 +13,10 @@ import type { AgentIdentity } from '../agent-api/auth.js';
 import type { RegisterBody } from '../../shared/protocol/schemas.js';
 import { frequencySeconds } from '../../shared/protocol/schemas.js';
 import type { ServiceContext } from '../context.js';
+import { lockTenantNetworking } from '../catalog/networks.js';
 import { getDisk, getVm, insertDisk, insertVm, listDisks, updateDiskSize, updateVmSettings } from '../catalog/vms.js';
 import { ErrConflict, ServiceError } from '../errors.js';
+import { recordReportedConfig } from '../failover/recorded-config.js';
 import { authorizationFor } from '../trust/enroll.js';
 import type { DiskRef } from '../queue.js';
 import { connectRedis, mergeJobId } from '../queue.js';
@@ -23,7 +26,10 @@ import type { ReplicaFormat } from './replica.js';
 import { checkTrustGroup } from './scope.js';
 
 export async function registerVm(ctx: ServiceContext, agent: AgentIdentity, vm: string, body: RegisterBody): Promise<{ created: boolean }> {
+  const reports = body.hardware !== undefined || body.nics !== undefined || body.disks.some((d) => d.bus !== undefined);
   return ctx.db.transaction(async (tx) => {
+    // The tenant's networking lock before the VM's row, in the order the NIC routes take them.
+    if (reports) await lockTenantNetworking(tx, agent.tenant);
     const existing = await getVm(tx, agent.tenant, vm, true);
     const settings = {
       tenant: agent.tenant, name: vm, displayName: body.displayName ?? null, serverFqdn: agent.fqdn,
@@ -57,6 +63,7 @@ export async function registerVm(ctx: ServiceContext, agent: AgentIdentity, vm: 
         await updateDiskSize(tx, agent.tenant, vm, b.id, b.virtualSize);
       }
     }
+    if (reports) await recordReportedConfig(tx, agent.tenant, vm, body);
     return { created: !existing };
   });
 }

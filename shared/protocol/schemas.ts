@@ -5,6 +5,10 @@
  * ignored, an unknown state, action or status is an error, never guessed at).
  */
 import { z } from 'zod';
+import {
+  DiskBuses, Firmwares, GuestOses, MaxAddressesPerReportedNic, MaxCpus, MaxMemoryMiB, MaxReportedNics, MinCpus, MinMemoryMiB, NicModels,
+  parseMacAddress, parseSourceAddress,
+} from './vm-config.js';
 
 // Limits (§1, §3.1, §5.1, §7.1).
 export const MaxDisksPerVm = 64;
@@ -39,6 +43,33 @@ export const enrollSchema = z.strictObject({ token: z.string().min(1).max(MaxTok
 /** §3.2 POST /v1/renew */
 export const renewSchema = z.strictObject({ csr });
 
+/** §5.1 the hardware the VM has at the source, as its agent reports it (each field optional). */
+export const reportedHardwareSchema = z.strictObject({
+  firmware: z.enum(Firmwares).optional(),
+  secureBoot: z.boolean().optional(),
+  cpus: z.number().int().min(MinCpus).max(MaxCpus).optional(),
+  memoryMiB: z.number().int().min(MinMemoryMiB).max(MaxMemoryMiB).optional(),
+  guestOs: z.enum(GuestOses).optional(),
+}).refine((h) => !(h.secureBoot && h.firmware !== 'uefi'), { message: 'secureBoot needs firmware uefi', path: ['secureBoot'] });
+export type ReportedHardware = z.infer<typeof reportedHardwareSchema>;
+
+const mac = z.string().max(64).superRefine((s, c) => {
+  const m = parseMacAddress(s);
+  if (!m.ok) c.addIssue({ code: 'custom', message: m.reason });
+});
+const sourceAddress = z.string().max(64).superRefine((s, c) => {
+  const a = parseSourceAddress(s);
+  if (!a.ok) c.addIssue({ code: 'custom', message: a.reason });
+});
+
+/** §5.1 a NIC of the VM at the source: its MAC, model and the addresses it has there. */
+export const reportedNicSchema = z.strictObject({
+  mac,
+  model: z.enum(NicModels).optional(),
+  addresses: z.array(sourceAddress).max(MaxAddressesPerReportedNic).default([]),
+});
+export type ReportedNic = z.infer<typeof reportedNicSchema>;
+
 /** §5.1 PUT /v1/vms/{vm} */
 export const registerSchema = z.strictObject({
   displayName: z.string().min(1).max(128).optional(),
@@ -46,11 +77,21 @@ export const registerSchema = z.strictObject({
     id,
     virtualSize: z.number().int().min(MinVirtualSize).max(MaxVirtualSize).refine((n) => n % 512 === 0, 'must be a multiple of 512'),
     format: z.enum(['vhdx', 'vhd', 'raw']),
+    bus: z.enum(DiskBuses).optional(),
   })).min(1).max(MaxDisksPerVm).refine((d) => new Set(d.map((x) => x.id)).size === d.length, 'disk ids must be unique'),
   frequency: z.enum(['30s', '5m', '15m']),
   history: z.number().int().min(0).max(24),
   appConsistentEvery: z.number().int().min(0).max(12),
   compression: z.enum(['none', 'zstd', 'lz4']),
+  hardware: reportedHardwareSchema.optional(),
+  nics: z.array(reportedNicSchema).max(MaxReportedNics).superRefine((list, c) => {
+    const seen = new Set<string>();
+    for (const [i, n] of list.entries()) {
+      const m = parseMacAddress(n.mac);
+      if (m.ok && seen.has(m.mac)) c.addIssue({ code: 'custom', path: [i, 'mac'], message: `${m.mac} is given twice` });
+      if (m.ok) seen.add(m.mac);
+    }
+  }).optional(),
 });
 export type RegisterBody = z.infer<typeof registerSchema>;
 
