@@ -2,12 +2,15 @@
  * lifeboat-agent protect VM --disk PATH…: starts protecting a VM, or changes its settings and adds
  * disks when it is already protected (a disk added later replicates without re-protecting). Writes
  * only the VM's config; the engine (run) registers it with the service and ships the initial copy.
+ * The VM's hardware and NICs at the source (--firmware … --nic) go with its registration, for the
+ * VM a failover starts (hardware-options.ts); every option is checked before anything is written.
  */
 import { constants } from 'node:fs';
 import { access, realpath, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { openDisk } from '../../shared/disk/index.js';
+import { printJson } from '../../shared/cli/run.js';
 import { ErrInvalidArgument, wrap } from '../../shared/errors.js';
 import { formatBytes } from '../../shared/units.js';
 import { Frequencies, StateVersion } from '../state/schema.js';
@@ -18,8 +21,10 @@ import {
   parseStartAt, withStateDir,
 } from './agent-options.js';
 import type { StateDirOption } from './agent-options.js';
+import type { HardwareOptions } from './hardware-options.js';
+import { mergeHardware, parseNics } from './hardware-options.js';
 
-interface ProtectOptions extends StateDirOption {
+interface ProtectOptions extends StateDirOption, HardwareOptions {
   disk: string[];
   frequency?: string;
   history?: string;
@@ -31,6 +36,7 @@ interface ProtectOptions extends StateDirOption {
   initial?: string;
   startAt?: string;
   bandwidth?: string;
+  json?: boolean;
 }
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -50,7 +56,17 @@ export function registerProtect(program: Command): void {
     .option('--compression <c>', 'log compression: zstd, lz4 or none (default zstd; kept when not given again)')
     .option('--initial <how>', 'initial copy: network (default), media:DIR (write to a directory for shipping) or existing (the hoster has a copy)')
     .option('--start-at <time>', 'start the initial copy at HH:MM or an ISO time')
-    .option('--bandwidth <rate>', 'limit the VM\'s uploads, all disks together, e.g. 20M or 20MB/s (bytes/s) or 100mbit'))
+    .option('--bandwidth <rate>', 'limit the VM\'s uploads, all disks together, e.g. 20M or 20MB/s (bytes/s) or 100mbit')
+    // The VM's hardware and NICs at the source, reported to the service for the VM a failover starts.
+    .option('--firmware <bios|uefi>', 'the VM\'s firmware: bios or uefi (reported for failover; each of these is kept when not given again)')
+    .option('--secure-boot', 'the VM boots with UEFI Secure Boot (needs --firmware uefi)')
+    .option('--no-secure-boot', 'the VM boots without Secure Boot')
+    .option('--cpus <n>', 'the VM\'s vCPUs, 1-240')
+    .option('--memory <size>', 'the VM\'s memory with its unit, e.g. 4G or 512M (whole MiB, 64M to 4T)')
+    .option('--guest-os <os>', 'the guest\'s operating system: linux, windows or other')
+    .option('--disk-bus <bus>', 'the bus of every disk: virtio, scsi, sata or ide (boot order: the disks\' order)')
+    .option('--nic <mac[,model=M][,ip=A/P]>', 'a NIC of the VM: its MAC, model (virtio, e1000, rtl8139) and the addresses it has here, ip= repeatable; repeat --nic for several (given, the list replaces the VM\'s NICs)', collect)
+    .option('--json', 'print the VM\'s config as JSON'))
     .action(async (vm: string, opts: ProtectOptions) => {
       const state = agentState(opts);
       const config = await buildConfig(checkVmName(vm), opts, await state.findConfig(vm));
@@ -59,8 +75,9 @@ export function registerProtect(program: Command): void {
       if (config.initial.mode === 'media') await checkMediaDir(config.initial.dir);
       await state.init();
       await state.writeConfig(config);
+      if (opts.json) return printJson(config);
       const disks = config.disks.map((d, i) => `${d.id} ${d.path} (${sizes[i]!.format}, ${formatBytes(sizes[i]!.virtualSize)})`).join(', ');
-      process.stdout.write(`protected ${vm}: ${disks}; every ${Object.entries(Frequencies).find(([, ms]) => ms === config.frequencyMs)?.[0]}; initial copy: ${config.initial.mode}. Replication starts with the next 'lifeboat-agent run'.\n`);
+      process.stdout.write(`protected ${vm}: ${disks}; every ${Object.entries(Frequencies).find(([, ms]) => ms === config.frequencyMs)?.[0]}; initial copy: ${config.initial.mode}${describeMachine(config)}. Replication starts with the next 'lifeboat-agent run'.\n`);
     });
 }
 
@@ -74,6 +91,8 @@ async function buildConfig(name: string, opts: ProtectOptions, existing: VmConfi
   const preSnapshot = opts.preSnapshot ?? existing?.preSnapshot ?? null;
   const postSnapshot = opts.postSnapshot ?? existing?.postSnapshot ?? null;
   if (appEvery !== null && !preSnapshot && !postSnapshot) throw ErrInvalidArgument('--app-consistent-every needs --pre-snapshot and/or --post-snapshot');
+  const hardware = mergeHardware(opts, existing?.hardware);
+  const nics = opts.nic === undefined ? existing?.nics : parseNics(opts.nic);
   const disks: DiskConfig[] = [];
   if (existing) {
     // Keep every disk and its id; protocol v1 cannot remove a disk from a protected VM.
@@ -101,7 +120,23 @@ async function buildConfig(name: string, opts: ProtectOptions, existing: VmConfi
     bandwidthBytesPerSec: opts.bandwidth === undefined ? existing?.bandwidthBytesPerSec ?? null : parseBandwidth(opts.bandwidth),
     paused: existing?.paused ?? false,
     createdAt: existing?.createdAt ?? new Date().toISOString(),
+    ...(hardware === undefined ? {} : { hardware }),
+    ...(nics === undefined ? {} : { nics }),
   };
+}
+
+/** `; uefi+secure-boot, 2 vCPUs, 4096 MiB, linux, virtio disks; NICs 52:54:00:…` for what was given. */
+function describeMachine(config: VmConfig): string {
+  const h = config.hardware ?? {};
+  const machine = [
+    h.firmware === undefined ? '' : `${h.firmware}${h.secureBoot ? '+secure-boot' : ''}`,
+    h.cpus === undefined ? '' : `${h.cpus} vCPU${h.cpus === 1 ? '' : 's'}`,
+    h.memoryMiB === undefined ? '' : `${h.memoryMiB} MiB`,
+    h.guestOs ?? '',
+    h.diskBus === undefined ? '' : `${h.diskBus} disks`,
+  ].filter(Boolean).join(', ');
+  const nics = config.nics === undefined ? '' : `NICs ${config.nics.map((n) => `${n.mac}${n.addresses.length ? ` (${n.addresses.join(' ')})` : ''}`).join(', ') || 'none'}`;
+  return [machine, nics].filter(Boolean).map((part) => `; ${part}`).join('');
 }
 
 /** Two --disk paths naming one file (hard links, bind mounts) are one disk. */

@@ -10,19 +10,18 @@ import type { DiskImage } from '../../shared/disk/index.js';
 import { openDisk } from '../../shared/disk/index.js';
 import { LifeboatError, userMessage } from '../../shared/errors.js';
 import type { CycleStats, DiskProgress, VmConfig } from '../state/schema.js';
-import type { DiskStatus, VmRegistration } from '../transport/types.js';
+import type { DiskStatus } from '../transport/types.js';
 import type { EngineContext } from './context.js';
 import { ProgressBook } from './context.js';
 import { isOutOfStepRefusal, outOfStep, restartDisk } from './continuity.js';
 import { diskCycle, recoverLogs } from './cycle.js';
 import { runHook } from './hooks.js';
 import { DefaultChunkSize, recoverAdoptedBase, runBase, startBase } from './initial.js';
+import { registrationDigest, vmRegistration } from './registration.js';
 import { withRetry } from './retry.js';
 
 /** How often each disk is compared with its replica through the service's digests. */
 export const DefaultVerifyEveryMs = 7 * 24 * 3_600_000;
-
-const FrequencyNames: Record<number, VmRegistration['frequency']> = { 30_000: '30s', 300_000: '5m', 900_000: '15m' };
 
 export interface VmCycleResult {
   vm: string;
@@ -207,15 +206,10 @@ export class Replicator {
   private async register(book: ProgressBook, config: VmConfig, disks: Map<string, DiskImage>): Promise<Map<string, DiskStatus>> {
     const { ctx } = this;
     const p = book.progress;
-    let changed = !p.registered || config.disks.some((d) => p.disks[d.id]?.virtualSize !== disks.get(d.id)!.virtualSize);
-    const registration: VmRegistration = {
-      displayName: config.name,
-      disks: config.disks.map((d) => ({ id: d.id, virtualSize: disks.get(d.id)!.virtualSize, format: disks.get(d.id)!.format })),
-      frequency: FrequencyNames[config.frequencyMs]!,
-      history: config.history,
-      appConsistentEvery: config.appConsistentEveryMs === null ? 0 : config.appConsistentEveryMs / 3_600_000,
-      compression: config.compression,
-    };
+    // Registered again when a disk was added or grew, or protect changed a setting, the hardware or the NICs.
+    const registration = vmRegistration(config, disks);
+    const digest = registrationDigest(registration);
+    let changed = !p.registered || p.registeredDigest !== digest || config.disks.some((d) => p.disks[d.id]?.virtualSize !== disks.get(d.id)!.virtualSize);
     const register = () => withRetry(() => ctx.transport.registerVm(config.name, registration), ctx.retry);
     const status = changed ? await register() : await withRetry(() => ctx.transport.vmStatus(config.name), ctx.retry).catch((err: unknown) => {
       // The service does not know the VM (another identity's service, or the hoster removed it): register it again.
@@ -226,6 +220,7 @@ export class Replicator {
     if (changed) {
       await book.update((x) => {
         x.registered = true;
+        x.registeredDigest = digest;
         for (const d of config.disks) {
           x.disks[d.id] ??= freshDisk();
           x.disks[d.id]!.virtualSize = disks.get(d.id)!.virtualSize;

@@ -4,6 +4,7 @@
  * progress.json only by the replication engine (run). Version fields let a later agent migrate.
  */
 import { z } from 'zod';
+import { DiskBuses, Firmwares, GuestOses, NicModels } from '../../shared/protocol/vm-config.js';
 
 export const StateVersion = 1;
 
@@ -29,6 +30,29 @@ export const DiskConfig = z.object({
 });
 export type DiskConfig = z.infer<typeof DiskConfig>;
 
+/**
+ * The VM's hardware at the source as `protect` was told it (--firmware, --cpus, …): reported with the
+ * VM's registration; a field never given is absent and not reported.
+ */
+export const HardwareConfig = z.object({
+  firmware: z.enum(Firmwares).optional(),
+  secureBoot: z.boolean().optional(),
+  cpus: z.number().int().positive().optional(),
+  memoryMiB: z.number().int().positive().optional(),
+  guestOs: z.enum(GuestOses).optional(),
+  /** Every disk's bus; the boot order is the disks' order. */
+  diskBus: z.enum(DiskBuses).optional(),
+});
+export type HardwareConfig = z.infer<typeof HardwareConfig>;
+
+/** A NIC of the VM at the source (--nic MAC[,model=…][,ip=…]): MAC normalised, addresses as given. */
+export const NicConfig = z.object({
+  mac: z.string(),
+  model: z.enum(NicModels).optional(),
+  addresses: z.array(z.string()),
+});
+export type NicConfig = z.infer<typeof NicConfig>;
+
 export const VmConfig = z.object({
   version: z.literal(StateVersion),
   name: z.string().regex(VmNamePattern),
@@ -46,6 +70,10 @@ export const VmConfig = z.object({
   bandwidthBytesPerSec: z.number().int().positive().nullable(),
   paused: z.boolean(),
   createdAt: z.iso.datetime(),
+  /** Reported with the registration (absent: nothing to report). */
+  hardware: HardwareConfig.optional(),
+  /** Reported with the registration, the whole list (absent: none reported). */
+  nics: z.array(NicConfig).optional(),
 });
 export type VmConfig = z.infer<typeof VmConfig>;
 
@@ -134,6 +162,11 @@ export type CycleStats = z.infer<typeof CycleStats>;
 export const VmProgress = z.object({
   version: z.literal(StateVersion),
   registered: z.boolean(),
+  /**
+   * SHA-256 of the registration the service last accepted: a config whose registration differs
+   * (settings, hardware, NICs) is registered again. Absent: registered by an older agent.
+   */
+  registeredDigest: z.string().nullable().default(null),
   disks: z.record(z.string().regex(DiskIdPattern), DiskProgress),
   lastCycle: CycleStats.nullable(),
   /** Start of the last cycle the service acknowledged: the replica holds the VM as of then. */
@@ -165,5 +198,5 @@ export const Identity = z.object({
 export type Identity = z.infer<typeof Identity>;
 
 export function emptyProgress(): VmProgress {
-  return { version: StateVersion, registered: false, disks: {}, lastCycle: null, lastCapturedAt: null, lastAppConsistentAt: null, lastVerifiedAt: null, pendingBytes: 0, nextCycle: 1, counts: { ok: 0, missed: 0, failed: 0 } };
+  return { version: StateVersion, registered: false, registeredDigest: null, disks: {}, lastCycle: null, lastCapturedAt: null, lastAppConsistentAt: null, lastVerifiedAt: null, pendingBytes: 0, nextCycle: 1, counts: { ok: 0, missed: 0, failed: 0 } };
 }
