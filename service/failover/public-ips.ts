@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { userMessage } from '../../shared/errors.js';
 import type { Queryable } from '../catalog/db.js';
 import type { FailoverRow } from '../catalog/failovers.js';
-import { addStep, listFailovers } from '../catalog/failovers.js';
+import { addStep, getFailover, listFailovers } from '../catalog/failovers.js';
 import type { AppliedPublicIpRow } from '../catalog/public-ips.js';
 import { endedWithPublicIps, heldByOthers, listAppliedPublicIps, listPublicMappings, markRemoved, recordApplied } from '../catalog/public-ips.js';
 import type { HostRuntime } from './job.js';
@@ -116,7 +116,28 @@ const written = new WeakMap<object, Set<string>>();
  * step only then. `present` is whether the table is there (the tick lists them; the job does not look).
  */
 async function sync(rt: Host, f: FailoverRow, nft: Nft, announce: boolean, present?: boolean): Promise<void> {
+  await serialised(f.id, () => syncNow(rt, f, nft, announce, present));
+}
+
+/** One change at a time per failover in this process (the job's start and the tick may meet). */
+const queues = new Map<string, Promise<void>>();
+async function serialised(id: string, fn: () => Promise<void>): Promise<void> {
+  const before = queues.get(id) ?? Promise.resolve();
+  const mine = before.then(fn, fn);
+  const tail = mine.catch(() => undefined);
+  queues.set(id, tail);
+  try {
+    await mine;
+  } finally {
+    if (queues.get(id) === tail) queues.delete(id);
+  }
+}
+
+async function syncNow(rt: Host, listed: FailoverRow, nft: Nft, announce: boolean, present?: boolean): Promise<void> {
   const { db } = rt.ctx;
+  // Read again now that it is this failover's turn: a teardown may have begun since the tick listed it.
+  const f = await getFailover(db, listed.id);
+  if (!f || f.endedAt || !StartedStates.has(f.state) || f.goal === 'stopped' || f.goal === 'reverted') return;
   const { rules, notes } = await desiredPublicIps(db, f, await readPlan(rt, f.id));
   const applied = await listAppliedPublicIps(db, f.id, true);
   const mine = written.get(rt.ctx) ?? new Set<string>();
@@ -157,12 +178,16 @@ export async function applyPublicIps(rt: Host, f: FailoverRow): Promise<void> {
 
 /** The failover job's hook at teardown: the table goes before the VM stops. Throws when nft fails. */
 export async function removePublicIps(rt: Host, f: Pick<FailoverRow, 'id'>): Promise<void> {
-  const applied = await listAppliedPublicIps(rt.ctx.db, f.id, true);
+  await serialised(f.id, () => removeNow(rt, f.id));
+}
+
+async function removeNow(rt: Host, id: string): Promise<void> {
+  const applied = await listAppliedPublicIps(rt.ctx.db, id, true);
   if (applied.length === 0) return;
-  const table = natTableName(f.id);
+  const table = natTableName(id);
   await nftOf(rt).apply(renderNatDelete(table));
-  await markRemoved(rt.ctx.db, f.id);
-  await addStep(rt.ctx.db, f.id, 'public-ips', 'done', `nftables table ${table} removed: ${applied.map((a) => a.address).join(', ')} released`);
+  await markRemoved(rt.ctx.db, id);
+  await addStep(rt.ctx.db, id, 'public-ips', 'done', `nftables table ${table} removed: ${applied.map((a) => a.address).join(', ')} released`);
 }
 
 /** The host's tick: every started failover's table as its mappings say; ended failovers' tables gone. */
