@@ -100,6 +100,20 @@ describe('lifeboat-service', () => {
     expect(revoke.stderr).toMatch(/no live certificate/);
   });
 
+  it('refuses a second serve on the same embedded catalog in one line naming the first', async () => {
+    const file = JSON.parse(await readFile(config, 'utf8')) as { api: { port: number }; agentEndpoint: { port: number } };
+    file.api.port = await freePort();
+    file.agentEndpoint.port = await freePort();
+    const second = join(scratch.path, 'data', 'second.json');
+    await writeFile(second, JSON.stringify(file));
+    const r = await run(['serve', '--config', second]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^lifeboat-service: the embedded catalog in \S+\/data\/catalog is open in another process \(pid \d+\): one serve per data directory/);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    // The first goes on serving.
+    expect((await run(['vm', 'list', '--json', '--config', config])).code).toBe(0);
+  });
+
   it('says clearly when there is no config, a bad config, or no running service', async () => {
     const none = await run(['vm', 'list'], { LIFEBOAT_CONFIG: '' });
     expect(none.stderr).toMatch(/no configuration: pass --config FILE or set LIFEBOAT_CONFIG/);
