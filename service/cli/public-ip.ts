@@ -64,8 +64,10 @@ export function registerPublicIp(program: Command): void {
       process.stdout.write(`revoked ${r.revoked.join(', ')} from tenant ${o.tenant}\n`);
     });
   withConfig(pool.command('delete <name>').description('delete a pool none of whose addresses is granted'))
+    .option('--json', 'print JSON')
     .action(async (name: string, o: Opts) => {
-      await callDelete(await apiClient(o.config), `/v1/public-ip-pools/${seg(name)}`);
+      const r = await callDelete<{ deleted: string }>(await apiClient(o.config), `/v1/public-ip-pools/${seg(name)}`);
+      if (o.json) return printJson(r);
       process.stdout.write(`deleted pool ${name}\n`);
     });
   withConfig(pool.command('list').description('pools with every address, its tenant and the VM it is mapped to'))
@@ -95,10 +97,11 @@ export function registerPublicIp(program: Command): void {
       process.stdout.write(`mapped ${mappingLine(m)}`);
     });
   withConfig(cmd.command('unmap <address>').description('remove a public address\'s mapping (a running VM loses it within a tick)'))
-    .requiredOption('--tenant <name>', 'the tenant')
+    .requiredOption('--tenant <name>', 'the tenant').option('--json', 'print JSON')
     .action(async (address: string, o: Opts & { tenant: string }) => {
-      await callDelete(await apiClient(o.config), `${mappings(o.tenant)}/${seg(address)}`);
-      process.stdout.write(`unmapped ${address}\n`);
+      const r = await callDelete<{ deleted: string }>(await apiClient(o.config), `${mappings(o.tenant)}/${seg(address)}`);
+      if (o.json) return printJson(r);
+      process.stdout.write(`unmapped ${r.deleted}\n`);
     });
   withConfig(cmd.command('list').description('the public addresses granted to a tenant, each with its mapping'))
     .requiredOption('--tenant <name>', 'the tenant').option('--json', 'print JSON')
