@@ -8,7 +8,7 @@
  * harm, a started qemu is left running, a stopped one is not stopped twice.
  *
  * Steps: prepare (pick the point: cut on demand for latest; pin it under every disk's lock; record
- * the fork; seed; overlays) → start (qemu, then its public addresses: public-ips.ts) → wait-ready
+ * the fork; the seeds, made meanwhile; overlays) → start (qemu, then its public addresses: public-ips.ts) → wait-ready
  * (probes; screenshot) → commit (block-stream, exports closed, point released) or stop/revert (public
  * addresses removed, qemu ended, overlays deleted, exports closed, point released). Output: the
  * row's state, steps, screenshot and timestamps.
@@ -119,10 +119,47 @@ const prepare: Step = async (rt, f) => {
     await addStep(tx, f.id, 'prepare', 'started');
   });
   const spec = f.spec as unknown as FailoverSpec;
+  const workDir = workDirOf(rt, f.id);
+  await mkdir(workDir, { recursive: true, mode: 0o700 });
+  const netKind = f.kind === 'test' ? 'test' as const : 'production' as const;
+  // The seeds do not depend on the point: they are made while it is cut and pinned.
+  const seeding = networkInputs(db, f.tenant, f.vm, netKind).then((net) => writeSeeds(workDir, f, spec, net));
+  const [picked, seeds] = await both(pointAndFork(rt, f, spec), seeding);
+  if (!picked) return;
+  const { pointId: pid, fork } = picked;
+  const nics = await attachNics(rt, f, spec, seeds.plan);
+  const vm = await getVm(db, f.tenant, f.vm);
+  const nvram = vm && spec.hardware.firmware === 'uefi' ? vmNvramPath(vm) : undefined;
+  const input = {
+    failoverId: f.id, workDir, name: `lifeboat-${f.id}-${f.vm}`.slice(0, 60), hardware: spec.hardware, vmGenerationId: f.vmGenerationId,
+    disks: fork.map((d) => ({
+      id: d.disk, bus: d.bus as FailoverSpec['disks'][number]['bus'], virtualSize: d.virtualSize, nbd: { socket: rt.nbdSocket, exportName: exportName(f, pid, d.disk) },
+      layerPath: join(d.replicaDir, d.layer),
+    })),
+    nics,
+    seeds: seeds.paths,
+    ...(nvram && existsSync(nvram) ? { nvramSource: nvram } : {}),
+    // What the hyperv and webhook drivers take beyond the common input.
+    kind: netKind, vm: f.vm, nicPlans: seeds.plan, replicaPaths: Object.fromEntries(fork.map((d) => [d.disk, join(d.replicaDir, d.layer)])),
+  };
+  await rt.driver.prepare(input);
+  await db.transaction(async (tx) => {
+    await addStep(tx, f.id, 'prepare', 'done', `point ${pid}; ${fork.length} disk(s) exported; seeds: ${seeds.describe}`);
+    await setFailoverState(tx, f.id, 'booting');
+  });
+};
+
+/**
+ * The failover's point (cut on demand for latest; at the final cycle for a planned failover), pinned
+ * under every disk's lock, and its fork; undefined when a planned failover was stopped while it
+ * waited for the agent.
+ */
+async function pointAndFork(rt: HostRuntime, f: FailoverRow, spec: FailoverSpec): Promise<{ pointId: number; fork: ForkedDisk[] } | undefined> {
+  const { db } = rt.ctx;
   let pointId = f.pointId;
   if (pointId === null && f.kind === 'planned') {
     const final = await finalCycle(rt, f);
-    if (final === undefined) return;
+    if (final === undefined) return undefined;
     pointId = await pointAtCycle(rt, f, final.cycle);
     await db.query('UPDATE failovers SET point_id = $2 WHERE id = $1', [f.id, pointId]);
   }
@@ -142,37 +179,21 @@ const prepare: Step = async (rt, f) => {
     }
     await db.query('UPDATE failovers SET point_id = $2 WHERE id = $1', [f.id, pointId]);
   }
-  const pid: number = pointId;
   const point = (await db.query<{ layer: string; cycle: number | null; capturedAt: Date | null; createdAt: Date }>(
     'SELECT layer, cycle, captured_at AS "capturedAt", created_at AS "createdAt" FROM recovery_points WHERE id = $1 AND tenant = $2 AND vm = $3', [pointId, f.tenant, f.vm]))[0];
   if (!point) throw new Error(`recovery point ${pointId} of ${f.vm} no longer exists (pruned before it could be pinned)`);
-  const fork = await pinUnderLocks(rt, f, pid, point.layer, spec);
+  const fork = await pinUnderLocks(rt, f, pointId, point.layer, spec);
   await setFailoverState(db, f.id, 'preparing', { pointId, cycle: point.cycle, capturedAt: point.capturedAt ?? point.createdAt, fork });
-  const workDir = workDirOf(rt, f.id);
-  await mkdir(workDir, { recursive: true, mode: 0o700 });
-  const netKind = f.kind === 'test' ? 'test' as const : 'production' as const;
-  const seeds = await writeSeeds(workDir, f, spec, await networkInputs(db, f.tenant, f.vm, netKind));
-  const nics = await attachNics(rt, f, spec, seeds.plan);
-  const vm = await getVm(db, f.tenant, f.vm);
-  const nvram = vm && spec.hardware.firmware === 'uefi' ? vmNvramPath(vm) : undefined;
-  const input = {
-    failoverId: f.id, workDir, name: `lifeboat-${f.id}-${f.vm}`.slice(0, 60), hardware: spec.hardware, vmGenerationId: f.vmGenerationId,
-    disks: fork.map((d) => ({
-      id: d.disk, bus: d.bus as FailoverSpec['disks'][number]['bus'], virtualSize: d.virtualSize, nbd: { socket: rt.nbdSocket, exportName: exportName(f, pid, d.disk) },
-      layerPath: join(d.replicaDir, d.layer),
-    })),
-    nics,
-    seeds: seeds.paths,
-    ...(nvram && existsSync(nvram) ? { nvramSource: nvram } : {}),
-    // What the hyperv and webhook drivers take beyond the common input.
-    kind: netKind, vm: f.vm, nicPlans: seeds.plan, replicaPaths: Object.fromEntries(fork.map((d) => [d.disk, join(d.replicaDir, d.layer)])),
-  };
-  await rt.driver.prepare(input);
-  await db.transaction(async (tx) => {
-    await addStep(tx, f.id, 'prepare', 'done', `point ${pointId}; ${fork.length} disk(s) exported; seeds: ${seeds.describe}`);
-    await setFailoverState(tx, f.id, 'booting');
-  });
-};
+  return { pointId, fork };
+}
+
+/** Both results; when either fails, its error once both have ended (nothing of the step left running). */
+async function both<A, B>(a: Promise<A>, b: Promise<B>): Promise<[A, B]> {
+  const [ra, rb] = await Promise.allSettled([a, b]);
+  if (ra.status === 'rejected') throw ra.reason;
+  if (rb.status === 'rejected') throw rb.reason;
+  return [ra.value, rb.value];
+}
 
 /** Slices in which a planned failover waits for the agent, re-reading the goal between them. */
 const FinalCycleSliceMs = 3000;

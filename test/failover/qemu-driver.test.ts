@@ -14,12 +14,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chooseAccel, probeAccel } from '../../service/failover/drivers/qemu-accel.js';
 import { isolatedGroup, qemuArgs } from '../../service/failover/drivers/qemu-args.js';
 import { probeUntil } from '../../service/failover/drivers/qemu-ready.js';
-import { isOurQemu, type QemuSpec } from '../../service/failover/drivers/qemu-files.js';
+import { type QemuSpec } from '../../service/failover/drivers/qemu-files.js';
 import { FailoverBitmap, QemuDriver } from '../../service/failover/drivers/qemu.js';
 import type { PrepareInput } from '../../service/failover/drivers/types.js';
 import { isLifeboatError } from '../../shared/errors.js';
 import { execFileP, referee, scratchDir } from '../helpers.js';
-import { BootDiskSize, BootMarker, decodePng, serveNbd, writeBootDisk, type NbdServer } from './qemu-helpers.js';
+import { BootDiskSize, BootMarker, decodePng, killLeftQemus, serveNbd, writeBootDisk, type NbdServer } from './qemu-helpers.js';
 
 const hasQemuGa = (() => { try { execFileSync('qemu-ga', ['--version']); return true; } catch { return false; } })();
 const hasQemu = (() => { try { execFileSync('qemu-system-x86_64', ['--version']); return true; } catch { return false; } })();
@@ -63,11 +63,7 @@ describe.skipIf(!hasQemu)('QemuDriver (skipped only when qemu-system-x86_64 is m
     nbd = await serveNbd(bootDisk, dir.path);
   });
   afterAll(async () => {
-    // A failed test may leave its detached qemu behind: end it by its pid file.
-    for (const entry of dir ? await readdir(dir.path) : []) {
-      const pid = Number(await readFile(join(dir.path, entry, 'qemu.pid'), 'utf8').catch(() => ''));
-      if (pid > 0 && (await isOurQemu(pid, join(dir.path, entry, 'qmp.sock')))) process.kill(pid, 'SIGKILL');
-    }
+    if (dir) await killLeftQemus(dir.path);
     await nbd?.stop();
     await dir?.remove();
   });

@@ -5,10 +5,11 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { inflateSync } from 'node:zlib';
 import { markerBootSector } from '../../service/failover/drivers/qemu-accel.js';
+import { isOurQemu } from '../../service/failover/drivers/qemu-files.js';
 
 export const BootMarker = 'LIFEBOAT-BOOT-OK';
 export const BootDiskSize = 1024 * 1024;
@@ -42,6 +43,14 @@ export async function serveNbd(image: string, dir: string, exportName = 'boot'):
     }
   };
   return { socket, exportName, process: child, stop };
+}
+
+/** Ends the detached qemu a failed test may have left in a work directory under dir (by its pid file). */
+export async function killLeftQemus(dir: string): Promise<void> {
+  for (const entry of await readdir(dir)) {
+    const pid = Number(await readFile(join(dir, entry, 'qemu.pid'), 'utf8').catch(() => ''));
+    if (pid > 0 && (await isOurQemu(pid, join(dir, entry, 'qmp.sock')))) process.kill(pid, 'SIGKILL');
+  }
 }
 
 /** Width, height and pixel bytes of a PNG, after checking its signature and inflating its image data. */

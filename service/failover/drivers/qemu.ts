@@ -37,8 +37,6 @@ const DefaultMachine = { bios: 'pc', uefi: 'q35' };
 const QmpStartTimeoutMs = 30_000;
 const QuitTimeoutMs = 15_000;
 const DefaultPowerdownTimeoutMs = 60_000;
-/** A guest that dies this soon after starting under KVM is taken as KVM failing it. */
-const KvmSettleMs = 3_000;
 const MaxSocketPath = 107;
 
 export interface QemuDriverConfig {
@@ -91,16 +89,20 @@ export class QemuDriver implements FailoverDriver {
     if (previous && previous.failoverId !== input.failoverId) throw new LifeboatError('conflict', `${workDir} belongs to failover ${previous.failoverId}, not ${input.failoverId}`);
     await mkdir(workDir, { recursive: true });
 
-    // One overlay per disk; its header names no backing file: the NBD backing is given on the command line.
-    const overlays: string[] = [];
-    for (const [i, disk] of input.disks.entries()) {
-      const overlay = join(workDir, workFiles.overlay(i));
-      overlays.push(overlay);
-      if (await exists(overlay)) continue;
+    // One overlay per disk, made side by side; its header names no backing file: the NBD backing is
+    // given on the command line.
+    for (const disk of input.disks) {
       if (!(disk.virtualSize > 0) || disk.virtualSize % 512 !== 0) throw ErrInvalidArgument(`disk ${disk.id}: virtual size ${disk.virtualSize} is not a positive multiple of 512`);
+    }
+    const overlays = input.disks.map((_, i) => join(workDir, workFiles.overlay(i)));
+    const made = await Promise.allSettled(input.disks.map(async (disk, i) => {
+      const overlay = overlays[i]!;
+      if (await exists(overlay)) return;
       await this.run(this.imgBinary, ['create', '-q', '-f', 'qcow2', `${overlay}.tmp`, String(disk.virtualSize)], 'qemu.imgBinary');
       await rename(`${overlay}.tmp`, overlay);
-    }
+    }));
+    // Every qemu-img has ended before a failure is reported (a teardown then finds nothing being written).
+    for (const r of made) if (r.status === 'rejected') throw r.reason;
 
     // UEFI: the VM's NVRAM (its boot entries) copied in, or OVMF's template for a first start.
     let firmware: QemuSpec['firmware'];
@@ -132,7 +134,7 @@ export class QemuDriver implements FailoverDriver {
       }
       return;
     }
-    await this.launch(workDir, spec, false);
+    await this.launch(workDir, spec);
   }
 
   async status(workDir: string): Promise<VmStatus> {
@@ -169,7 +171,10 @@ export class QemuDriver implements FailoverDriver {
     const loops = probes.map((p) => probeUntil(workDir, run.consoleOffset, p, () => done || Date.now() > deadline).then((d: string | undefined) => (d === undefined ? never<ReadyResult>() : answered(d))));
     const watch = (async (): Promise<ReadyResult> => {
       while (!done) {
-        if (!(await livePid(workDir))) return { ready: false, detail: (await this.status(workDir)).reason ?? 'qemu exited', elapsedMs: Date.now() - from };
+        if (!(await livePid(workDir))) {
+          if (await this.relaunchUnderTcg(workDir, run)) return { ready: false, detail: 'KVM failed the guest: qemu started again under TCG', elapsedMs: Date.now() - from };
+          return { ready: false, detail: (await this.status(workDir)).reason ?? 'qemu exited', elapsedMs: Date.now() - from };
+        }
         if (Date.now() > deadline) return { ready: false, detail: `no probe answered within ${timeoutMs} ms (${probes.map((p) => p.kind).join(', ') || 'no probes'})`, elapsedMs: Date.now() - from };
         await sleep(250);
       }
@@ -298,8 +303,23 @@ export class QemuDriver implements FailoverDriver {
     return spec;
   }
 
-  /** Starts qemu paused, adds the bitmaps, lets the guest run; falls back to TCG once if KVM kills it. */
-  private async launch(workDir: string, spec: QemuSpec, kvmFailed: boolean): Promise<void> {
+  /**
+   * A guest that KVM failed while it booted (qemu dead, KVM or MSR in its log; accel auto): TCG from
+   * now on (rememberKvmFailure), and the VM launched again under it at once. Checked while waiting
+   * for readiness, not by a pause in start, so start returns as soon as the guest runs.
+   */
+  private async relaunchUnderTcg(workDir: string, run: RunState): Promise<boolean> {
+    if (run.accel !== 'kvm' || (this.config.accel ?? 'auto') !== 'auto' || (await exists(join(workDir, workFiles.stopped)))) return false;
+    const tail = await logTail(workDir);
+    if (!/kvm|MSR/i.test(tail)) return false;
+    await rememberKvmFailure(this.config.stateDir, tail, this.config.log);
+    await this.dropConnection(workDir);
+    await this.launch(workDir, await this.spec(workDir));
+    return true;
+  }
+
+  /** Starts qemu paused, adds the bitmaps, lets the guest run. */
+  private async launch(workDir: string, spec: QemuSpec): Promise<void> {
     await removeFile(join(workDir, workFiles.stopped));
     const choice = await chooseAccel({ mode: this.config.accel ?? 'auto', stateDir: this.config.stateDir, binary: this.binary, log: this.config.log });
     const committed = new Set((await readJson<number[]>(join(workDir, workFiles.committed))) ?? []);
@@ -332,16 +352,6 @@ export class QemuDriver implements FailoverDriver {
 
     const qmp = await this.waitForMonitor(workDir, pid, `machine ${machine}, ${choice.accel}`);
     await this.bitmapsThenCont(workDir, spec, qmp, ranBefore);
-
-    if (choice.accel === 'kvm' && !kvmFailed) {
-      await sleep(KvmSettleMs);
-      const tail = await logTail(workDir);
-      if (!(await livePid(workDir)) && /kvm|MSR/i.test(tail)) {
-        await rememberKvmFailure(this.config.stateDir, tail, this.config.log);
-        await this.dropConnection(workDir);
-        await this.launch(workDir, spec, true);
-      }
-    }
   }
 
   private async waitForMonitor(workDir: string, pid: number, what: string): Promise<QmpClient> {
