@@ -58,6 +58,12 @@ export async function startService(config: Config, options: StartOptions = {}): 
     // Tests that pass their own enqueue run without Redis unless they ask for a failover host.
     const wantHost = options.failoverHost ?? (!enqueue && config.failover.embeddedHost);
     if (!enqueue || wantHost || options.failoverApi) {
+      if (config.redis.private) {
+        // No Redis configured: a private redis-server, stopped after every client (closers run in reverse).
+        const { startPrivateRedis } = await import('./redis/server.js');
+        const own = await startPrivateRedis(config.redis.private, ctx.log);
+        closers.push(() => own.stop());
+      }
       const redis = await connectRedis(config.redis.url);
       closers.push(async () => redis.disconnect());
       if (!enqueue) {

@@ -9,6 +9,13 @@ import { openDisk } from '../shared/disk/index.js';
 
 export const execFileP = promisify(execFile);
 
+export const DefaultTestRedisUrl = 'redis://127.0.0.1:6379';
+export const DefaultTestPgUrl = 'postgres://postgres@127.0.0.1:5432/test';
+/** The Redis server the tests share (a base URL, no database): test/global-setup.ts exports it. */
+export const TestRedisUrl = process.env.LIFEBOAT_TEST_REDIS || DefaultTestRedisUrl;
+/** The PostgreSQL database the tests use (trust auth): test/global-setup.ts exports it. */
+export const TestPgUrl = process.env.LIFEBOAT_TEST_PG || DefaultTestPgUrl;
+
 /**
  * A port for a server the test configures before it starts. Chosen at random below the kernel's
  * ephemeral range, so an outgoing connection (to Redis, PostgreSQL, an emulator) cannot take it
@@ -30,6 +37,20 @@ export async function freePort(): Promise<number> {
     if (free) return port;
   }
   throw new Error(`no free port found between ${low} and ${high}`);
+}
+
+/** True when pid no longer runs: no such process, or a zombie not yet reaped. */
+export async function processGone(pid: number): Promise<boolean> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  return stat === '' || stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
+}
+
+/** Polls cond every 100 ms until it holds; throws naming what after limitMs (a bound on a hang, not a timing). */
+export async function until(cond: () => Promise<boolean> | boolean, what: string, limitMs = 30_000): Promise<void> {
+  for (const end = Date.now() + limitMs; !(await cond());) {
+    if (Date.now() > end) throw new Error(`not within ${limitMs / 1000} s: ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 /** A fresh directory removed after the test file; use inside describe/it via onTestFinished or afterAll. */

@@ -11,7 +11,8 @@ import { ErrInvalidArgument, LifeboatError } from '../../shared/errors.js';
 export const ConfigFileName = 'lifeboat.json';
 export const DefaultApiPort = 8080;
 export const DefaultAgentPort = 9443;
-export const DefaultRedisUrl = 'redis://127.0.0.1:6379';
+/** Where the private Redis keeps its socket and append-only file, relative to the config. */
+export const DefaultRedisDir = 'redis';
 export const DefaultCertValidityDays = 30;
 export const DefaultGrantSeconds = 15 * 60;
 export const MaxConfigBytes = 1 << 20;
@@ -24,8 +25,11 @@ export const configSchema = z.strictObject({
     z.strictObject({ kind: z.literal('pglite'), dir: z.string().min(1) }),
     z.strictObject({ kind: z.literal('postgres'), url: z.string().min(1), schema: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/).optional() }),
   ]),
-  /** Redis for queues and locks; REDIS_URL overrides. */
-  redis: z.strictObject({ url: z.string().min(1) }),
+  /**
+   * Redis for queues and locks. url: the hoster's Redis (REDIS_URL overrides). Without one, `serve`
+   * runs a private redis-server with its unix socket and append-only file in dir (docs/service.md).
+   */
+  redis: z.strictObject({ url: z.string().min(1).optional(), dir: z.string().min(1).default(DefaultRedisDir) }).prefault({}),
   objectStore: z.strictObject({ url: z.string().min(1) }),
   /** Where replicas go when an authorization entry names no storage of its own. */
   replicaRoot: z.string().min(1),
@@ -129,9 +133,15 @@ export const configSchema = z.strictObject({
 export type ConfigFile = z.infer<typeof configSchema>;
 
 /** A loaded configuration: the file's content with every path made absolute. */
-export interface Config extends ConfigFile {
+export interface Config extends Omit<ConfigFile, 'redis'> {
   /** The file this came from. */
   path: string;
+  redis: {
+    /** What clients connect to: the configured URL, or the private Redis's socket path. */
+    url: string;
+    /** Set when no URL is configured: `serve` runs a redis-server listening on socket, its files in dir. */
+    private?: { dir: string; socket: string } | undefined;
+  };
 }
 
 /** The config path from --config, else LIFEBOAT_CONFIG; a clear error when neither is given. */
@@ -183,7 +193,7 @@ function resolveConfig(file: ConfigFile, path: string): Config {
     path,
     catalog,
     objectStore,
-    redis: { url: process.env.REDIS_URL ?? file.redis.url },
+    redis: redisOf(file.redis, abs),
     replicaRoot: abs(file.replicaRoot),
     trust: {
       ...file.trust,
@@ -195,6 +205,15 @@ function resolveConfig(file: ConfigFile, path: string): Config {
     adminTokenFile: abs(file.adminTokenFile),
     failover: { ...file.failover, host: { ...file.failover.host, dir: abs(file.failover.host.dir) } },
   };
+}
+
+/** The configured Redis (REDIS_URL first), else the private one's socket in redis.dir. */
+function redisOf(redis: ConfigFile['redis'], abs: (p: string) => string): Config['redis'] {
+  const url = process.env.REDIS_URL || redis.url;
+  if (url) return { url };
+  const dir = abs(redis.dir);
+  const socket = resolve(dir, 'redis.sock');
+  return { url: socket, private: { dir, socket } };
 }
 
 /** file:relative/dir is relative to the config; file:///abs stays as it is. */

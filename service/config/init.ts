@@ -11,7 +11,7 @@ import { LifeboatError } from '../../shared/errors.js';
 import { createCa } from '../trust/ca.js';
 import { loadSigner, newSigningJwk, signApiToken } from '../trust/tokens.js';
 import type { ConfigFile } from './config.js';
-import { ConfigFileName, configSchema, DefaultAgentPort, DefaultApiPort, DefaultCertValidityDays, DefaultGrantSeconds, DefaultRedisUrl, parseConfig } from './config.js';
+import { ConfigFileName, configSchema, DefaultAgentPort, DefaultApiPort, DefaultCertValidityDays, DefaultGrantSeconds, DefaultRedisDir, parseConfig } from './config.js';
 
 /** The operator token made at init lives long; rotate it by re-running init on a new directory. */
 export const AdminTokenSeconds = 10 * 365 * 86_400;
@@ -37,7 +37,8 @@ export async function initDataDir(options: InitOptions): Promise<InitResult> {
   const file: ConfigFile = {
     version: 1,
     catalog: { kind: 'pglite', dir: 'catalog' },
-    redis: { url: DefaultRedisUrl },
+    // No URL: serve runs a private redis-server (socket and append-only file in redis.dir).
+    redis: { dir: DefaultRedisDir },
     objectStore: { url: options.objectStore ?? 'file:objects' },
     replicaRoot: 'replicas',
     api: { host: '127.0.0.1', port: DefaultApiPort },
@@ -73,6 +74,7 @@ export async function initDataDir(options: InitOptions): Promise<InitResult> {
   await writeFile(configPath, `${JSON.stringify(file, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
   made.unshift({ what: 'configuration', path: configPath });
   made.push({ what: 'catalog (PGlite, created at first serve)', path: join(dir, 'catalog') });
+  made.push({ what: 'private Redis (socket and append-only file, started by serve; needs redis-server)', path: join(dir, file.redis.dir) });
   made.push({ what: 'replica root', path: join(dir, 'replicas') });
   if (!options.objectStore) made.push({ what: 'object store (file)', path: join(dir, 'objects') });
   return { configPath, made };

@@ -26,6 +26,9 @@ export async function startMergeWorkers(ctx: ServiceContext, options: { redisUrl
     return result;
   }, { connection: bullConnection, concurrency: options.concurrency ?? DefaultConcurrency, ...(options.prefix ? { prefix: options.prefix } : {}) });
   worker.on('failed', (job, err) => ctx.log.warn({ job: job?.id, err: err.message }, 'merge job failed'));
+  // Ready before the caller may stop it: a worker closed while it still connects rejects its run loop
+  // ("Connection is closed") with no one to catch it, and the process dies.
+  await worker.waitUntilReady();
   let sweeping = false;
   const timer = setInterval(() => {
     if (sweeping) return;
