@@ -35,11 +35,11 @@ import { LifeboatError } from '../shared/errors.js';
 import type { PublicJwk } from '../shared/crypto/keys.js';
 import { writeLog } from '../shared/log/index.js';
 import { collect } from '../shared/log/testing.js';
-import { claimRedisDb, freePort, httpsJson, newKeyAndCsr } from '../test/service/helpers.js';
+import { claimRedisDb, freePort, httpsJson, newKeyAndCsr, PgUrl as TestPgUrl } from '../test/service/helpers.js';
 import type { Benchmark, BenchRow } from './lib.js';
 
 const bin = resolve(import.meta.dirname, '..', 'bin', 'lifeboat-service.js');
-const PgUrl = process.env.LIFEBOAT_BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
+const PgUrl = process.env.LIFEBOAT_BENCH_PG ?? TestPgUrl;
 const CycleMs = 30_000;
 const DiskBytes = 1 << 20;
 const LogBytes = 4096;

@@ -14,7 +14,7 @@ import { writeLog } from '../shared/log/index.js';
 import { collect } from '../shared/log/testing.js';
 import { Merger } from '../service/workers/merger.js';
 import type { DiskRef } from '../service/queue.js';
-import { enrolledAgent, httpsJson, testEnv, testService } from '../test/service/helpers.js';
+import { enrolledAgent, httpsJson, testEnv, TestRedisUrl, testService } from '../test/service/helpers.js';
 import type { TlsIdentity } from '../test/service/helpers.js';
 import type { Benchmark, BenchRow } from './lib.js';
 
@@ -62,7 +62,7 @@ async function run(ctx: { quick: boolean }): Promise<BenchRow[]> {
     c.replicaFormat = 'vhdx';
   });
   const prefix = `lbbench-${randomBytes(4).toString('hex')}`;
-  const redis = new Redis('redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
+  const redis = new Redis(TestRedisUrl, { maxRetriesPerRequest: null });
   const svc = await testService(env);
   try {
     const agent = await enrolledAgent(svc, 'bench', '*', 'hv1.bench.test');

@@ -30,7 +30,7 @@ import { alignedBuffers, openThrough } from '../shared/direct-io.js';
 import { writeLog } from '../shared/log/index.js';
 import { collect } from '../shared/log/testing.js';
 import { Merger } from '../service/workers/merger.js';
-import { enrolledAgent, httpsJson, testEnv, testService } from '../test/service/helpers.js';
+import { enrolledAgent, httpsJson, testEnv, TestRedisUrl, testService } from '../test/service/helpers.js';
 import type { TlsIdentity } from '../test/service/helpers.js';
 import { mbps, runCommand, syntheticDisk, timeIt, type Benchmark, type BenchRow } from './lib.js';
 
@@ -108,7 +108,7 @@ export const mergeBench: Benchmark = {
       c.replicaFormat = 'vhdx';
     });
     const prefix = `lbbench-${randomBytes(4).toString('hex')}`;
-    const redis = new Redis('redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
+    const redis = new Redis(TestRedisUrl, { maxRetriesPerRequest: null });
     const svc = await testService(env);
     try {
       const agent: Agent = await enrolledAgent(svc, 'bench', '*', 'hv1.bench.test');

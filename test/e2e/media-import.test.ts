@@ -21,7 +21,7 @@ import { AgentState } from '../../agent/state/store.js';
 import type { RunningService } from '../../service/runner.js';
 import { startService } from '../../service/runner.js';
 import { Merger } from '../../service/workers/merger.js';
-import { referee, runBin } from '../helpers.js';
+import { referee, runBin, TestRedisUrl } from '../helpers.js';
 import type { CommandOutput } from '../helpers.js';
 import type { TestEnv } from '../service/helpers.js';
 import { freePort, operator, testEnv } from '../service/helpers.js';
@@ -54,7 +54,7 @@ beforeAll(async () => {
     c.api = { ...(c.api as object), port: apiPort };
   });
   svc = await startService(env.config, { workers: false, log: pino({ level: 'silent' }), enqueue: async (ref) => { enqueued.push(`${ref.tenant}/${ref.vm}/${ref.disk}`); } });
-  redis = new Redis('redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
+  redis = new Redis(TestRedisUrl, { maxRetriesPerRequest: null });
   merger = new Merger(svc.ctx, redis, `lifeboat-test-${env.schema}`);
   for (const t of ['acme', 'other']) {
     await operator(svc, 'POST', '/v1/tenants', { name: t });

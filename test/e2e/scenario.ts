@@ -30,7 +30,7 @@ import { openObjectStore } from '../../shared/objectstore/index.js';
 import type { ObjectStore } from '../../shared/objectstore/index.js';
 import type { RunningService } from '../../service/runner.js';
 import { Merger } from '../../service/workers/merger.js';
-import { referee } from '../helpers.js';
+import { referee, TestRedisUrl } from '../helpers.js';
 import type { Emulator } from '../objectstore/emulators.js';
 import { emulatorsMustRun, startAzurite, startS3rver } from '../objectstore/emulators.js';
 import type { TestEnv } from '../service/helpers.js';
@@ -100,7 +100,7 @@ export class Scenario {
       const svc = await testService(env, async () => {
         for (const listener of commitListeners) await listener();
       });
-      const redis = new Redis('redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
+      const redis = new Redis(TestRedisUrl, { maxRetriesPerRequest: null });
       const merger = new Merger(svc.ctx, redis, `lifeboat-test-${env.schema}`);
       expect((await operator(svc, 'POST', '/v1/tenants', { name: 'acme' })).status).toBe(201);
       expect((await operator(svc, 'POST', '/v1/tenants/acme/authorizations', { pattern: '*.acme.test' })).status).toBeLessThan(300);

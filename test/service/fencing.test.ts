@@ -17,7 +17,7 @@ import { initialState, readState, sweepUnreferencedLayers, writeState } from '..
 import { LockLostError, writeFencedState } from '../../service/workers/commit-state.js';
 import { DirLockFileName, lockDir, lockOpened } from '../../service/workers/dir-lock.js';
 import { acquireLock } from '../../service/workers/lock.js';
-import { scratchDir } from '../helpers.js';
+import { scratchDir, TestRedisUrl } from '../helpers.js';
 
 const root = join(import.meta.dirname, '..', '..');
 const holderScript = join(import.meta.dirname, 'fence-holder.ts');
@@ -28,7 +28,7 @@ const prefix = `lbfence-${randomBytes(4).toString('hex')}`;
 const holders: ChildProcess[] = [];
 
 beforeAll(async () => {
-  redis = new Redis('redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
+  redis = new Redis(TestRedisUrl, { maxRetriesPerRequest: null });
   scratch = await scratchDir('lifeboat-fence-');
 });
 afterAll(async () => {
@@ -130,7 +130,7 @@ interface Holder {
 }
 
 function startHolder(name: string, dir: string, ttlMs: number, seq: number): Holder {
-  const child = spawn(process.execPath, ['--import', 'tsx', holderScript, 'redis://127.0.0.1:6379', prefix, name, dir, String(ttlMs), String(seq)], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', holderScript, TestRedisUrl, prefix, name, dir, String(ttlMs), String(seq)], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
   holders.push(child);
   const lines: string[] = [];
   let err = '';

@@ -20,9 +20,11 @@ import type { RunningService } from '../../service/runner.js';
 import { startService } from '../../service/runner.js';
 import type { EnqueueMerge } from '../../service/replication/uploads.js';
 import { Merger } from '../../service/workers/merger.js';
-import { freePort, scratchDir } from '../helpers.js';
+import { freePort, scratchDir, TestPgUrl, TestRedisUrl } from '../helpers.js';
 
-export const PgUrl = process.env.LIFEBOAT_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
+/** The tests' PostgreSQL database and Redis server (test/global-setup.ts). */
+export const PgUrl = TestPgUrl;
+export { TestRedisUrl };
 
 export interface TestEnv {
   dir: string;
@@ -38,6 +40,8 @@ export async function testEnv(overrides: (c: Record<string, unknown>) => void = 
   const schema = `t_${randomBytes(6).toString('hex')}`;
   const file = JSON.parse(await readFile(configPath, 'utf8')) as Record<string, unknown>;
   file.catalog = { kind: 'postgres', url: PgUrl, schema };
+  // The tests' shared Redis; a config without a URL would run a private redis-server per service.
+  file.redis = { url: TestRedisUrl };
   file.replicaFormat = 'raw';
   const agentPort = await freePort();
   file.agentEndpoint = { ...(file.agentEndpoint as object), port: agentPort, publicUrl: `https://localhost:${agentPort}` };
@@ -149,7 +153,7 @@ export async function enrolledAgent(svc: RunningService, tenant: string, pattern
  * database among 1–15, claimed with a marker key so a second claimant passes it by. drop() deletes
  * the keys of that database that the run made (every key, the database was empty) and the marker.
  */
-export async function claimRedisDb(base = 'redis://127.0.0.1:6379'): Promise<{ url: string; db: number; drop(): Promise<void> }> {
+export async function claimRedisDb(base = TestRedisUrl): Promise<{ url: string; db: number; drop(): Promise<void> }> {
   const { Redis } = await import('ioredis');
   const marker = `lifeboat-claim:${process.pid}:${randomBytes(4).toString('hex')}`;
   const dbs = Array.from({ length: 15 }, (_, i) => i + 1).sort(() => Math.random() - 0.5);
@@ -205,7 +209,7 @@ export async function mergeHarness(): Promise<MergeHarness> {
     await env.cleanup();
     throw err;
   }
-  const redis = new Redis('redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
+  const redis = new Redis(TestRedisUrl, { maxRetriesPerRequest: null });
   const lockPrefix = `lifeboat-test-${env.schema}`;
   return {
     env, svc, redis, lockPrefix, merger: new Merger(svc.ctx, redis, lockPrefix),

@@ -11,7 +11,7 @@ import { Merger } from '../../service/workers/merger.js';
 import { Pointer } from '../../service/workers/points-job.js';
 import { mergeChild } from '../../shared/disk/ops/merge.js';
 import { listVms } from '../../service/catalog/vms.js';
-import { readWholeImage, referee } from '../helpers.js';
+import { readWholeImage, referee, TestRedisUrl } from '../helpers.js';
 import { SimAgent, scribble } from './agent-sim.js';
 import type { TestEnv } from './helpers.js';
 import { enrolledAgent, operator, testEnv, testService } from './helpers.js';
@@ -51,7 +51,7 @@ beforeAll(async () => {
   agent = new SimAgent(svc, await enrolledAgent(svc, 'acme', '*', 'hv1.acme.example'), 'web');
   const r = await agent.call('PUT', '/v1/vms/web', { disks: [{ id: 'd0', virtualSize: 4 * MiB, format: 'vhdx' }], frequency: '5m', history: 2, appConsistentEvery: 1, compression: 'lz4' });
   expect(r.status).toBe(201);
-  redis = new Redis('redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
+  redis = new Redis(TestRedisUrl, { maxRetriesPerRequest: null });
   merger = new Merger(svc.ctx, redis, `lbtest-${env.schema}`);
   pointer = new Pointer(svc.ctx, redis, `lbtest-${env.schema}`);
   await agent.commitBase('d0', 1, 'full', source, [scribble(source, [[0, MiB]])]);

@@ -10,7 +10,7 @@ import { vmStatus } from '../../service/replication/status.js';
 import { Merger } from '../../service/workers/merger.js';
 import { SimAgent, scribble } from './agent-sim.js';
 import type { TestEnv } from './helpers.js';
-import { enrolledAgent, testEnv, testService } from './helpers.js';
+import { enrolledAgent, testEnv, TestRedisUrl, testService } from './helpers.js';
 
 const KiB = 1024;
 const MiB = 1 << 20;
@@ -22,7 +22,7 @@ let merger: Merger;
 beforeAll(async () => {
   env = await testEnv();
   svc = await testService(env);
-  redis = new Redis('redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
+  redis = new Redis(TestRedisUrl, { maxRetriesPerRequest: null });
   merger = new Merger(svc.ctx, redis, `lbtest-${env.schema}`);
 });
 afterAll(async () => {

@@ -10,7 +10,7 @@ import type { MergeQueue } from '../../service/queue.js';
 import { startMergeWorkers } from '../../service/workers/run.js';
 import { SimAgent, scribble } from './agent-sim.js';
 import type { TestEnv } from './helpers.js';
-import { enrolledAgent, testEnv, testService } from './helpers.js';
+import { enrolledAgent, testEnv, TestRedisUrl, testService } from './helpers.js';
 
 const MiB = 1 << 20;
 const Disks = ['d0', 'd1', 'd2'];
@@ -25,10 +25,10 @@ let prefix: string;
 beforeAll(async () => {
   env = await testEnv();
   prefix = `lbtest-${randomBytes(4).toString('hex')}`;
-  redis = new Redis('redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
+  redis = new Redis(TestRedisUrl, { maxRetriesPerRequest: null });
   queue = createMergeQueue(redis, prefix);
   svc = await testService(env, queue.enqueue);
-  for (let i = 0; i < 3; i++) workers.push(await startMergeWorkers(svc.ctx, { redisUrl: 'redis://127.0.0.1:6379', prefix, sweepMs: 100, concurrency: 2 }));
+  for (let i = 0; i < 3; i++) workers.push(await startMergeWorkers(svc.ctx, { redisUrl: TestRedisUrl, prefix, sweepMs: 100, concurrency: 2 }));
 });
 afterAll(async () => {
   for (const w of workers) await w.stop();
