@@ -140,6 +140,8 @@ async function syncNow(rt: Host, listed: FailoverRow, nft: Nft, announce: boolea
   if (!f || f.endedAt || !StartedStates.has(f.state) || f.goal === 'stopped' || f.goal === 'reverted') return;
   const { rules, notes } = await desiredPublicIps(db, f, await readPlan(rt, f.id));
   const applied = await listAppliedPublicIps(db, f.id, true);
+  // A booting VM gets its rules from the job's start step, once qemu runs; the tick only keeps them.
+  if (!announce && f.state === 'booting' && applied.length === 0) return;
   const mine = written.get(rt.ctx) ?? new Set<string>();
   written.set(rt.ctx, mine);
   const unchanged = same(rules, applied) && (mine.has(f.id) || applied.length === 0);
@@ -159,15 +161,16 @@ async function syncNow(rt: Host, listed: FailoverRow, nft: Nft, announce: boolea
     const reason = userMessage(err) ?? (err as Error).message;
     rt.log.error({ failover: f.id, err }, 'public addresses not applied');
     if (announce) {
-      await addStep(db, f.id, 'public-ips', 'failed', `${describe(rules)}: ${reason}`);
       await appendWarnings(db, f.id, [`public addresses not applied: ${reason}`]);
+      await addStep(db, f.id, 'public-ips', 'failed', `${describe(rules)}: ${reason}`);
     }
     return;
   }
   mine.add(f.id);
   const detail = rules.length > 0 ? `nftables table ${table}: ${describe(rules)}` : `nftables table ${table} removed: no mapping applies now`;
-  await addStep(db, f.id, 'public-ips', 'done', notes.length ? `${detail}; ${notes.join('; ')}` : detail);
+  // Warnings first: the step is what a caller waiting for this one watches.
   if (announce && notes.length > 0) await appendWarnings(db, f.id, notes);
+  await addStep(db, f.id, 'public-ips', 'done', notes.length ? `${detail}; ${notes.join('; ')}` : detail);
 }
 
 /** The failover job's hook when the VM has started. Never throws for nft: the VM is up either way. */

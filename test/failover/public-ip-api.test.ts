@@ -184,12 +184,12 @@ describe('lifeboat-service public-ip', () => {
   };
 
   it('creates and grants pools, maps and unmaps, and says each mistake in one line', async () => {
-    const [created, bad, help] = await Promise.all([
-      cli('public-ip', 'pool', 'create', 'cli-pool', '--address', '198.51.100.16/30,198.51.100.40'),
+    // One after the other: the second pool overlaps the first.
+    expect((await cli('public-ip', 'pool', 'create', 'cli-pool', '--address', '198.51.100.16/30,198.51.100.40')).stdout).toBe('created pool cli-pool with 3 address(es)\n');
+    const [bad, help] = await Promise.all([
       cli('public-ip', 'pool', 'create', 'cli-bad', '--address', '198.51.100.16/29'),
       runBin('service', ['public-ip', 'map', '--help']),
     ]);
-    expect(created.stdout).toBe('created pool cli-pool with 3 address(es)\n');
     oneLine(bad, /^lifeboat-service: 198\.51\.100\.17 is already in pool cli-pool/);
     expect(help.stdout).toMatch(/--allow <rule>/);
     expect((await cli('public-ip', 'pool', 'grant', 'cli-pool', '--tenant', 'acme', '--count', '1')).stdout).toBe('granted 198.51.100.17 to tenant acme; it holds 1 address(es) of pool cli-pool\n');
