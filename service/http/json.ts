@@ -52,7 +52,8 @@ export async function readJson<S extends z.ZodType>(c: Context, schema: S): Prom
 
 /** Validates a value against a schema; the error names the first bad field. */
 export function check<S extends z.ZodType>(schema: S, value: unknown, what: string): z.infer<S> {
-  const r = schema.safeParse(value);
+  // reportInput: the issue carries the value it refused, so a wrong type is told from a missing field.
+  const r = schema.safeParse(value, { reportInput: true });
   if (r.success) return r.data;
   const issue = r.error.issues[0]!;
   const field = issue.path.length > 0 ? issue.path.join('.') : what;

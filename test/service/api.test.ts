@@ -40,6 +40,8 @@ describe('operator API', () => {
     const admin = await signApiToken(svc.ctx.signer, { role: 'hoster-operator', sub: 'op' }, 60);
     expect((await operator(svc, 'POST', '/v1/tenants', { name: '' })).body).toEqual({ error: { code: 'invalid_argument', message: 'name must not be empty' } });
     expect((await operator(svc, 'POST', '/v1/tenants', {})).body).toMatchObject({ error: { message: 'name is missing' } });
+    expect((await operator(svc, 'POST', '/v1/tenants', { name: 5 })).body).toMatchObject({ error: { message: 'name must be a string' } });
+    expect((await operator(svc, 'POST', '/v1/tenants', { name: null })).body).toMatchObject({ error: { message: 'name must be a string' } });
     expect((await operator(svc, 'POST', '/v1/tenants', { name: 'ok', extra: 1 })).body).toMatchObject({ error: { message: 'unknown field extra' } });
     const post = (headers: Record<string, string>, body = '{"name":"typed"}') => fetch(`${svc.apiUrl}/v1/tenants`, { method: 'POST', headers, body });
     const plain = await post({ authorization: `Bearer ${admin}`, 'content-type': 'text/plain' });
