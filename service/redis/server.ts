@@ -24,6 +24,8 @@ export const RedisInstallCommand = 'sudo apt-get install redis-server';
 export const MaxSocketPathBytes = 107;
 /** Loading a large append-only file takes a while; Redis answers LOADING until it is done. */
 export const RedisReadyTimeoutMs = 120_000;
+/** How long a Redis found answering on the socket may take to go away (a killed serve's) before start is refused. */
+export const StaleRedisWaitMs = 5000;
 /** How long a stopping Redis may take to write its append-only file before it is killed. */
 export const RedisStopTimeoutMs = 30_000;
 
@@ -103,7 +105,12 @@ export async function startRedisServer(options: RedisServerOptions): Promise<Red
   if ('path' in address && address.path.includes('?')) throw new LifeboatError('invalid_argument', `${address.path}: a Redis socket path may not hold '?'; set redis.dir to another directory`);
   if (!('path' in address) && !address.port) throw new LifeboatError('invalid_argument', 'startRedisServer needs a socket or a port');
   await mkdir(options.dir, { recursive: true, mode: 0o700 });
-  if (await redisAnswers(address, 500)) {
+  // A serve killed a moment ago: its Redis got SIGTERM and is writing its append-only file; wait for it.
+  for (const end = Date.now() + StaleRedisWaitMs; await redisAnswers(address, 500);) {
+    if (Date.now() < end) {
+      await sleep(200);
+      continue;
+    }
     throw new LifeboatError('unavailable', `a Redis already answers at ${'path' in address ? address.path : `127.0.0.1:${address.port}`}: is another serve running on this data directory? Stop it first`);
   }
   const logFile = join(options.dir, 'redis.log');
