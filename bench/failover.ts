@@ -27,6 +27,10 @@ function stepEnd(r: FailoverReport, step: string): number | undefined {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
+/** Progress on stderr: the guests' part runs for many minutes under TCG. */
+const note = (m: string) => process.stderr.write(`bench: failover: ${m}\n`);
+const since = (t0: number) => `${((Date.now() - t0) / 1000).toFixed(0)} s`;
+
 /** A sparse raw disk of size bytes with 64 MiB of data at its start and 16 MiB at its end. */
 async function sparseDisk(path: string, size: number): Promise<void> {
   const fh = await open(path, 'w');
@@ -46,6 +50,8 @@ async function startToQemu(s: FailoverScenario, vm: string, rounds: number): Pro
     const r = must(await s.api('POST', `/v1/tenants/acme/vms/${vm}/failovers`, { kind: 'test', point: 'latest' }), 'test failover');
     const started = await s.waitFor(r.body.id, (x) => stepEnd(x, 'start') !== undefined, 120_000);
     times.push((stepEnd(started, 'start')! - Date.parse(started.requestedAt)) / 1000);
+    const t0 = Date.parse(started.requestedAt);
+    note(`${vm}: round ${i + 1}: qemu started ${times.at(-1)!.toFixed(2)} s after the request (${started.steps.filter((x) => x.endedAt).map((x) => `${x.step} ${x.status} at ${((Date.parse(x.endedAt!) - t0) / 1000).toFixed(2)}`).join(', ')})`);
     must(await s.api('POST', `/v1/failovers/${r.body.id}/stop`, {}), 'stop');
     await s.waitFor(r.body.id, (x) => x.endedAt !== null, 120_000);
   }
@@ -57,7 +63,9 @@ export const failoverBench: Benchmark = {
   description: 'test failovers: request to qemu started (1 GiB, 100 GiB sparse), the test guest to ready under TCG and the service\'s share, N at once',
   async run(ctx) {
     const rows: BenchRow[] = [];
-    const s = await FailoverScenario.start();
+    // N guests at once under TCG on a small host take long to boot: an hour before a failover is
+    // given up, instead of the tests' 15 minutes.
+    const s = await FailoverScenario.start({ configure: (f) => { f['readyTimeoutSeconds'] = 3600; } });
     let peakRss = process.memoryUsage().rss;
     const rss = setInterval(() => { peakRss = Math.max(peakRss, process.memoryUsage().rss); }, 500);
     try {
@@ -67,7 +75,9 @@ export const failoverBench: Benchmark = {
         await sparseDisk(disk, size);
         await s.protect(vm, [disk]);
       }
+      let t0 = Date.now();
       await s.replicate();
+      note(`1 GiB and 100 GiB sparse disks replicated (initial copies, merges) in ${since(t0)}`);
       for (const [vm, size] of [['small', GiB], ['large', 100 * GiB]] as const) {
         must(await s.api('PUT', `/v1/tenants/acme/vms/${vm}/hardware`, { firmware: 'bios', cpus: 1, memoryMiB: 128, guestOs: 'other', readyProbes: [{ kind: 'console', pattern: 'never-printed' }] }), 'hardware');
         const times = await startToQemu(s, vm, ctx.quick ? 2 : 5);
@@ -80,10 +90,14 @@ export const failoverBench: Benchmark = {
       const disk = join(s.env.dir, 'web01.raw');
       execFileSync('cp', ['--sparse=always', image, disk]);
       await s.protect('web01', [disk]);
+      t0 = Date.now();
       await s.replicate();
+      note(`the test guest's disk replicated in ${since(t0)}; booting it`);
       must(await s.api('PUT', '/v1/tenants/acme/vms/web01/hardware', { firmware: 'bios', cpus: 1, memoryMiB: 512, guestOs: 'linux' }), 'hardware');
       const one = must(await s.api('POST', '/v1/tenants/acme/vms/web01/failovers', { kind: 'test', point: 'latest' }), 'test failover');
-      const ready = await s.waitFor(one.body.id, (x) => x.state === 'ready', 20 * 60_000);
+      t0 = Date.now();
+      const ready = await s.waitFor(one.body.id, (x) => x.state === 'ready', 60 * 60_000);
+      note(`the test guest is ready after ${since(t0)}`);
       const toQemu = (stepEnd(ready, 'start')! - Date.parse(ready.requestedAt)) / 1000;
       const lagMs = Number(/ready recorded (\d+) ms after/.exec(ready.steps.find((x) => x.step === 'wait-ready')?.detail ?? '')?.[1] ?? NaN);
       rows.push({ name: 'failover: test guest to ready (TCG, SeaBIOS)', ours: `${ready.rtoSeconds} s`, peer: '-', ratio: '-', goal: 'report', ok: undefined });
@@ -92,10 +106,15 @@ export const failoverBench: Benchmark = {
       await s.waitFor(one.body.id, (x) => x.endedAt !== null, 120_000);
 
       const n = ctx.quick ? 3 : 10;
-      const t0 = Date.now();
+      t0 = Date.now();
       const ids: string[] = [];
       for (let i = 0; i < n; i++) ids.push(must(await s.api('POST', '/v1/tenants/acme/vms/web01/failovers', { kind: 'test', point: 'latest' }), 'test failover').body.id);
-      for (const id of ids) await s.waitFor(id, (x) => x.state === 'ready', 60 * 60_000);
+      note(`${n} test failovers of the guest requested at once`);
+      let readyCount = 0;
+      await Promise.all(ids.map(async (id) => {
+        await s.waitFor(id, (x) => x.state === 'ready', 60 * 60_000);
+        note(`${++readyCount} of ${n} ready after ${since(t0)}`);
+      }));
       const all = (Date.now() - t0) / 1000;
       rows.push({ name: `failover: ${n} test failovers at once, all ready`, ours: `${all.toFixed(0)} s`, peer: '-', ratio: `host RSS ${(peakRss / 2 ** 20).toFixed(0)} MiB`, goal: 'report', ok: undefined });
       for (const id of ids) must(await s.api('POST', `/v1/failovers/${id}/stop`, {}), 'stop');
