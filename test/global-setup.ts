@@ -5,23 +5,25 @@
  * missing; otherwise private ones started here and stopped after the run: redis-server on a free port
  * of 127.0.0.1 without persistence, and a throwaway PostgreSQL cluster (Debian's initdb, then
  * postgres itself, trust auth, fsync off) in a temporary directory. Both follow this process if it is
- * killed (setpriv --pdeathsig, as the service's private Redis does). The addresses go back into
+ * killed (setpriv --pdeathsig, as the service's private Redis does); the directories of a killed run
+ * are removed by the next one (owner.pid names the run). The addresses go back into
  * LIFEBOAT_TEST_REDIS and LIFEBOAT_TEST_PG, which the test helpers (test/helpers.ts) and the
  * processes the tests start read.
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { constants } from 'node:fs';
-import { access, chown, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { access, chown, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import pg from 'pg';
 import { findExecutable, redisAnswers, startRedisServer } from '../service/redis/server.js';
-import { DefaultTestPgUrl, DefaultTestRedisUrl, execFileP, freePort } from './helpers.js';
+import { DefaultTestPgUrl, DefaultTestRedisUrl, execFileP, freePort, processGone } from './helpers.js';
 
 type Stop = () => Promise<void>;
 
 export default async function setup(): Promise<Stop> {
+  await sweepLeftovers();
   const stops: Stop[] = [];
   const teardown = async () => {
     for (const stop of stops.reverse()) await stop().catch((err: unknown) => process.stderr.write(`global teardown: ${(err as Error).message}\n`));
@@ -43,10 +45,29 @@ export default async function setup(): Promise<Stop> {
 
 interface Backend { url: string; how: string; stop?: Stop }
 
+const OwnerFile = 'owner.pid';
+
+/** A temporary directory that names this process as its owner. */
+async function scratch(prefix: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  await writeFile(join(dir, OwnerFile), `${process.pid}\n`);
+  return dir;
+}
+
+/** Removes the directories of runs that were killed (their servers went with them; the files stayed). */
+async function sweepLeftovers(): Promise<void> {
+  for (const name of await readdir(tmpdir())) {
+    if (!/^lifeboat-test-(pg|redis)-/.test(name)) continue;
+    const dir = join(tmpdir(), name);
+    const owner = Number(await readFile(join(dir, OwnerFile), 'utf8').catch(() => ''));
+    if (owner && await processGone(owner)) await rm(dir, { recursive: true, force: true });
+  }
+}
+
 async function testRedis(url: string): Promise<Backend> {
   const u = new URL(url);
   if (await redisAnswers({ host: u.hostname, port: Number(u.port || 6379) })) return { url, how: 'answering' };
-  const dir = await mkdtemp(join(tmpdir(), 'lifeboat-test-redis-'));
+  const dir = await scratch('lifeboat-test-redis-');
   try {
     const server = await startRedisServer({ dir, port: await freePort(), appendOnly: false });
     return {
@@ -67,7 +88,7 @@ async function testPostgres(url: string): Promise<Backend> {
   if (why === undefined) return { url, how: 'answering' };
   const bin = await postgresBin();
   if (!bin) throw new Error(`PostgreSQL at ${url} is not usable (${why}; set LIFEBOAT_TEST_PG) and initdb is not installed to start one: sudo apt-get install postgresql`);
-  const dir = await mkdtemp(join(tmpdir(), 'lifeboat-test-pg-'));
+  const dir = await scratch('lifeboat-test-pg-');
   let postgres: ChildProcess | undefined;
   const stop = async () => {
     if (postgres && postgres.exitCode === null && postgres.signalCode === null) {
