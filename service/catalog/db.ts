@@ -1,20 +1,11 @@
 /**
- * The catalog's one small database interface, with two implementations: a `pg` pool (PostgreSQL
- * server) and PGlite (embedded PostgreSQL, the default of `init`). Everything above this file speaks
- * plain SQL with $1 parameters; int8 columns come back as JavaScript numbers on both.
+ * Opens the catalog: a `pg` pool (PostgreSQL server) or PGlite (embedded PostgreSQL, the default of
+ * `init`), each loaded only when named, and brings its schema up to date (migrate.ts). The interface
+ * both implement is in types.ts; it is exported from here too, for the modules above.
  */
-export interface Queryable {
-  /** Runs one statement and returns its rows. */
-  query<T = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<T[]>;
-}
+import type { Db } from './types.js';
 
-export interface Db extends Queryable {
-  /** Runs fn in one transaction: committed when it resolves, rolled back when it throws. */
-  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
-  /** Runs a script of several statements (migrations); no parameters. */
-  exec(sql: string): Promise<void>;
-  close(): Promise<void>;
-}
+export type { Db, Queryable } from './types.js';
 
 export type CatalogConfig = { kind: 'pglite'; dir: string } | { kind: 'postgres'; url: string; schema?: string | undefined };
 

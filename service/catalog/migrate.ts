@@ -2,10 +2,12 @@
  * Applies the SQL files of migrations/ (NNN_name.sql, in order) that the catalog has not seen, each
  * in its own transaction with its row in schema_migrations, so a crash leaves every migration either
  * applied and recorded or neither. An advisory lock keeps two starting services from racing.
+ * migrations/ lies beside this module; in the bundle (npm run build) import.meta.url names this
+ * module's place under dist/src/, where the build copies them.
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import type { Db } from './db.js';
+import type { Db } from './types.js';
 
 const migrationsDir = fileURLToPath(new URL('./migrations/', import.meta.url));
 const MigrationLockKey = 727_001;

@@ -1,6 +1,6 @@
 /** The catalog on a PostgreSQL server through a `pg` pool; optionally confined to one schema. */
 import pg from 'pg';
-import type { Db, Queryable } from './db.js';
+import type { Db, Queryable } from './types.js';
 
 const Int8Oid = 20;
 
