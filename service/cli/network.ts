@@ -8,7 +8,6 @@
  *   network mapping list --tenant T [--json] | network mapping remove --tenant T (--kind K --source CIDR | --all)
  *   network import --tenant T FILE.csv [--dry-run]      every row applies or none; each bad row one line
  *   network export --tenant T [FILE]
- * Also adds `failover plan-ip` (service/cli/nic.ts) to the failover command, so it runs after registerFailover.
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
@@ -17,7 +16,7 @@ import { ErrInvalidArgument } from '../../shared/errors.js';
 import type { NetworkMapping } from '../failover/network/mappings.js';
 import { networkNameReason } from '../failover/network/names.js';
 import { apiClient, withConfig } from './common.js';
-import { callDelete, registerPlanIp } from './nic.js';
+import { callDelete } from './nic.js';
 
 type Opts = { config?: string; json?: boolean };
 const seg = encodeURIComponent;
@@ -123,6 +122,4 @@ export function registerNetwork(program: Command): void {
       const { csv } = await (await apiClient(o.config)).call<{ csv: string }>('GET', `/v1/tenants/${seg(o.tenant)}/nic-settings/export`);
       if (file === undefined) process.stdout.write(csv); else await writeFile(file, csv);
     });
-
-  registerPlanIp(program);
 }
