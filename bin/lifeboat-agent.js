@@ -1,5 +1,4 @@
 #!/usr/bin/env node
-// Runs the TypeScript sources through tsx's loader, so the command works right after `npm ci`.
-import { register } from 'tsx/esm/api';
-register();
-await import('../agent/cli/main.ts');
+// The bundle in dist/ (npm run build) when it is current, else the TypeScript sources through tsx.
+import { launch } from '../shared/cli/launch.js';
+await launch('lifeboat-agent', new URL('../agent/cli/main.ts', import.meta.url));
