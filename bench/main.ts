@@ -14,6 +14,7 @@ import { mergeStagesBench } from './service-merge-stages.js';
 import { mergeSmallBench } from './service-merge-small.js';
 import { nbdBench } from './nbd.js';
 import { failoverBench } from './failover.js';
+import { startupBench } from './startup.js';
 
 const benchmarks: Benchmark[] = [
   cryptoBench,
@@ -26,6 +27,7 @@ const benchmarks: Benchmark[] = [
   mergeSmallBench,
   nbdBench,
   failoverBench,
+  startupBench,
 ];
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
