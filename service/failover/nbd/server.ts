@@ -12,6 +12,7 @@
  */
 import { lstat, unlink } from 'node:fs/promises';
 import { connect, createServer, isIP, type Server, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { createSecureContext } from 'node:tls';
 import type { Logger } from 'pino';
@@ -98,7 +99,9 @@ export class NbdServer {
 
   private makeServer(tls: TlsFiles | undefined): Server {
     const tlsContext = tls ? { context: createSecureContext({ key: tls.key, cert: tls.cert, ca: tls.ca }), requestCert: tls.ca !== undefined } : undefined;
-    const server = createServer((socket) => { void this.serve(socket, tlsContext); });
+    // Half-open: a client that hangs up its sending side still gets the replies to what it sent;
+    // the connection closes once they are written (closeAfterFlush).
+    const server = createServer({ allowHalfOpen: true }, (socket) => { void this.serve(socket, tlsContext); });
     server.on('error', (err) => this.log?.error({ err }, 'nbd: listener failed'));
     return server;
   }
@@ -109,6 +112,8 @@ export class NbdServer {
     socket.on('error', () => undefined); // reported through the reader; never an unhandled 'error'
     if (socket.remoteAddress) socket.setNoDelay(true);
     let entry: ExportEntry | undefined;
+    // What replies are written to: the socket, or the TLS socket on it after STARTTLS.
+    let top: Duplex = socket;
     try {
       if (this.closing) return;
       const ctx: HandshakeContext = {
@@ -123,19 +128,19 @@ export class NbdServer {
       };
       const agreed = await handshake(socket, ctx);
       if (!agreed) return;
+      top = agreed.socket;
       this.log?.debug({ export: agreed.session.exp.exp.name, structured: agreed.session.structured }, 'nbd: client connected');
       await transmission(agreed.session, agreed.socket, agreed.reader, {
         stats: this.counters,
         onError: (err, what) => this.log?.error({ err, export: agreed.session.exp.exp.name }, `nbd: ${what} failed`),
       });
-      agreed.socket.end();
-      await finished(agreed.socket, { readable: false }).catch(() => undefined);
     } catch (err) {
       if (!(err instanceof ConnectionEnded)) this.log?.warn({ err: (err as Error).message }, 'nbd: connection closed');
     } finally {
       entry?.connections.delete(socket);
+      // Replies already written (the error that answers a bad request among them) go out before the close.
+      await closeAfterFlush(top, socket);
       this.sockets.delete(socket);
-      socket.destroy();
     }
   }
 
@@ -154,6 +159,24 @@ export class NbdServer {
     }
     return entry;
   }
+}
+
+/** How long a closing connection may take to hand its last replies to a client that does not read them. */
+const CloseGraceMs = 5000;
+
+/** Ends the connection once what was written to it has gone out (at most CloseGraceMs), then destroys it. */
+async function closeAfterFlush(top: Duplex, socket: Socket): Promise<void> {
+  if (!socket.destroyed) {
+    top.end();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      finished(top, { readable: false }).catch(() => undefined),
+      new Promise<void>((resolve) => { timer = setTimeout(resolve, CloseGraceMs); }),
+    ]);
+    clearTimeout(timer);
+  }
+  top.destroy();
+  socket.destroy();
 }
 
 function isLoopback(host: string): boolean {
