@@ -47,8 +47,41 @@ export async function readJson<S extends z.ZodType>(c: Context, schema: S): Prom
   } catch {
     throw new LifeboatError('invalid_argument', 'request body is not JSON');
   }
+  const bad = unstorable(json);
+  if (bad !== undefined) throw new LifeboatError('invalid_argument', bad);
   return check(schema, json, 'body');
 }
+
+/** Bodies nest no deeper than this (none of ours needs a tenth of it); deeper ones break JSON.stringify. */
+export const MaxJsonDepth = 64;
+
+/**
+ * What in a parsed body the catalog cannot store, in words, or undefined when nothing: nesting deeper
+ * than MaxJsonDepth (JSON.stringify and jsonb give up), or a string or key holding U+0000 (PostgreSQL
+ * text and jsonb refuse it) or a lone UTF-16 surrogate (not Unicode; jsonb refuses it). Walks without
+ * recursion: a body may nest as deep as its size allows.
+ */
+export function unstorable(value: unknown): string | undefined {
+  const bad = (s: string) => s.includes('\0') || LoneSurrogate.test(s);
+  const child = (where: string, key: string | number) => (where.length > 100 ? where : `${where}.${String(key).slice(0, 40)}`);
+  const stack: Array<[unknown, string, number]> = [[value, 'body', 0]];
+  while (stack.length > 0) {
+    const [v, where, depth] = stack.pop()!;
+    if (typeof v === 'string') {
+      if (bad(v)) return `${where} holds a NUL character or an unpaired surrogate, which no field may`;
+      continue;
+    }
+    if (v === null || typeof v !== 'object') continue;
+    if (depth >= MaxJsonDepth) return `${where} nests deeper than ${MaxJsonDepth} levels`;
+    for (const [k, x] of Object.entries(v)) {
+      if (!Array.isArray(v) && bad(k)) return `a key of ${where} holds a NUL character or an unpaired surrogate, which no field may`;
+      stack.push([x, child(where, k), depth + 1]);
+    }
+  }
+  return undefined;
+}
+
+const LoneSurrogate = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 /** Validates a value against a schema; the error names the first bad field. */
 export function check<S extends z.ZodType>(schema: S, value: unknown, what: string): z.infer<S> {

@@ -12,6 +12,8 @@ import * as P from '../../shared/nbd/protocol.js';
 import { NbdServer } from '../../service/failover/nbd/server.js';
 import { fuzzScratch } from './disk-exercise.js';
 import { checkConversation } from './nbd-replies.js';
+import { queueCommand } from '../../service/commands/commands.js';
+import { enrolledAgent, httpsJson, testEnv, testService, type TestEnv, type TlsIdentity } from '../service/helpers.js';
 
 const M = 2 ** 20;
 
@@ -72,3 +74,43 @@ describe('NBD server', () => {
   });
 });
 
+describe('agent endpoint', () => {
+  let env: TestEnv;
+  let svc: Awaited<ReturnType<typeof testService>>;
+  let agent: TlsIdentity;
+  const registration = { disks: [{ id: 'disk0', virtualSize: M, format: 'raw' }], frequency: '30s', history: 0, appConsistentEvery: 0, compression: 'zstd' };
+  const call = (method: string, path: string, rawBody: string) =>
+    httpsJson<{ error?: { code: string; message: string } }>(`${svc.agentUrl}${path}`, { method, rawBody, caPem: svc.ctx.ca.certPem, identity: agent });
+
+  beforeAll(async () => {
+    env = await testEnv();
+    svc = await testService(env);
+    agent = await enrolledAgent(svc, 'acme', '*.acme.test', 'hv01.acme.test');
+    expect((await call('PUT', '/v1/vms/web01', JSON.stringify(registration))).status).toBe(201);
+  }, 120_000);
+  afterAll(async () => {
+    await svc?.stop();
+    await env?.cleanup();
+  });
+
+  it('a NUL character in a string field is a 400 naming the field, not a 500 from PostgreSQL', async () => {
+    // Found by test/fuzz/agent-api.fuzz.test.ts: PUT /v1/vms/web01 with displayName "a\u0000b".
+    const r = await call('PUT', '/v1/vms/web01', JSON.stringify({ ...registration, displayName: 'a\u0000b' }));
+    expect(r.status).toBe(400);
+    expect(r.body.error?.message).toBe('body.displayName holds a NUL character or an unpaired surrogate, which no field may');
+    const lone = await call('PUT', '/v1/vms/web01', JSON.stringify({ ...registration, displayName: 'a\ud800' }));
+    expect(lone.status).toBe(400);
+    expect((await call('PUT', '/v1/vms/web01', JSON.stringify({ ...registration, displayName: 'Web 01 \ud83d\udca9' }))).status).toBe(200);
+  });
+
+  it('a command result nested 20,000 deep is a 400, not a 500 from storing it', async () => {
+    // Found by test/fuzz/agent-api.fuzz.test.ts: result.cycle replaced by [[[…1…]]] 20,000 deep.
+    const cmd = await queueCommand(svc.ctx.db, { tenant: 'acme', vm: 'web01', kind: 'planned-failover', payload: { failover: 'fo-1' } });
+    const deep = `${'['.repeat(20_000)}1${']'.repeat(20_000)}`;
+    const r = await call('POST', `/v1/commands/${cmd.id}/result`, `{"ok":true,"result":{"cycle":${deep}}}`);
+    expect(r.status).toBe(400);
+    expect(r.body.error?.message).toMatch(/^body\.result\.cycle(\.0)+ nests deeper than 64 levels$/);
+    const ok = await call('POST', `/v1/commands/${cmd.id}/result`, JSON.stringify({ ok: true, result: { cycle: 7, nested: [[[[1]]]] } }));
+    expect(ok.status).toBe(200);
+  });
+});
