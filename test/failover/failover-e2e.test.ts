@@ -76,16 +76,19 @@ describe.skipIf(!hasQemu)('failover of a real guest', () => {
     await writeGuestFile(disk, '/root/marker', 'one\n');
     await s.protect('web01', [disk]);
     await s.replicate();
-    // Test settings are explicit; production ones come from the tenant's mapping of the address the
-    // NIC had at the source (192.168.10.40 → 198.51.100.40, gateway and DNS from the mapping).
+    // Test settings are explicit; production ones come from the tenant's mappings of the addresses the
+    // NIC had at the source (192.168.10.40 → 198.51.100.40 and so on, gateways and DNS from the mappings).
     await putVmNic(s.svc.ctx.db, 'acme', 'web01', {
-      mac: Mac, position: 0, model: 'virtio', reportedAddresses: ['192.168.10.40/24'],
+      mac: Mac, position: 0, model: 'virtio', reportedAddresses: ['192.168.10.40/24', '192.168.10.41/24', 'fd00:10::40/64'],
       settings: {
         test: { mode: 'static', addresses: ['192.0.2.10/24', '192.0.2.11/24', '2001:db8::10/64'], gateway4: '192.0.2.1', gateway6: '2001:db8::1', dns: ['192.0.2.53'], search: ['dr.example'] },
       },
     });
     must(await s.api('PUT', '/v1/tenants/acme/network-mappings', {
-      mappings: [{ kind: 'production', source: '192.168.10.0/24', target: '198.51.100.0/24', gateway: '198.51.100.1', dns: ['198.51.100.53'] }],
+      mappings: [
+        { kind: 'production', source: '192.168.10.0/24', target: '198.51.100.0/24', gateway: '198.51.100.1', dns: ['198.51.100.53'] },
+        { kind: 'production', source: 'fd00:10::/64', target: '2001:db8:60::/64', gateway: '2001:db8:60::1', dns: ['2001:db8:60::53'] },
+      ],
     }), 'network mappings');
     firstPoint = (await cutPoint(s.svc.ctx, s.svc.failoverHost!.runtime.redis, { tenant: 'acme', vm: 'web01', timeoutMs: 60_000, lockPrefix: s.svc.failoverHost!.runtime.lockPrefix })).id;
     await writeGuestFile(disk, '/root/marker', 'two\n');
@@ -178,8 +181,9 @@ describe.skipIf(!hasQemu)('failover of a real guest', () => {
     const ready = await s.waitFor(r.body.id, (x) => x.state === 'running', BootMs);
     expect(ready.point.id).toBe(firstPoint);
     expect((await guest(s.workDir(ready.id), (ga) => ga.readFile('/root/marker'))).toString()).toBe('one\n');
-    // The production address mapped from the source's, with the mapping's gateway and DNS, read back.
-    expect(await guestAddresses(s.workDir(ready.id), ['198.51.100.40/24'])).toContain('198.51.100.40/24');
+    // The production addresses mapped from the source's, with the mappings' gateways and DNS, read back.
+    const mappedIps = ['198.51.100.40/24', '198.51.100.41/24', '2001:db8:60::40/64'];
+    expect(await guestAddresses(s.workDir(ready.id), mappedIps)).toEqual(expect.arrayContaining(mappedIps));
     const read = await s.waitFor(ready.id, (x) => x.steps.some((st) => st.step === 'read-back' && st.status !== 'started'), 12 * MinuteMs);
     const network = read.network as NetworkReadBack;
     expect(network.comparison.differences).toEqual([]);
@@ -187,7 +191,10 @@ describe.skipIf(!hasQemu)('failover of a real guest', () => {
     const mapped = 'mapping 192.168.10.0/24→198.51.100.0/24';
     expect(network.plan[0]!.values).toEqual(expect.arrayContaining([
       expect.objectContaining({ field: 'addresses[0]', value: '198.51.100.40/24', from: mapped }),
+      expect.objectContaining({ field: 'addresses[1]', value: '198.51.100.41/24', from: mapped }),
+      expect.objectContaining({ field: 'addresses[2]', value: '2001:db8:60::40/64', from: 'mapping fd00:10::/64→2001:db8:60::/64' }),
       expect.objectContaining({ field: 'gateway4', value: '198.51.100.1', from: mapped }),
+      expect.objectContaining({ field: 'gateway6', value: '2001:db8:60::1', from: 'mapping fd00:10::/64→2001:db8:60::/64' }),
     ]));
     // Forward logs from the old primary (it came back) are held while the VM is failed over.
     await writeGuestFile(disk, '/root/from-old-primary', 'z\n');
