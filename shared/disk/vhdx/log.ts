@@ -104,11 +104,17 @@ export function findReplay(log: Buffer, logGuid: string, fileSize: number): Repl
     return cache.get(pos);
   };
   let best: Entry[] | undefined;
+  // An entry already walked as part of a run starts only a suffix of that run, with the same head and
+  // the same answer: skipping it keeps the search linear in the log's sectors (a log of 65,536 valid
+  // one-sector entries took minutes when every sector started a walk of its own).
+  const walked = new Set<number>();
   for (let start = 0; start < log.length; start += LogSector) {
+    if (walked.has(start)) continue;
     const run: Entry[] = [];
     let e = entryAt(start);
     while (e && run.length * LogSector < log.length) {
       run.push(e);
+      walked.add(e.pos);
       const next = entryAt((e.pos + e.length) % log.length);
       if (!next || next.seq !== e.seq + 1n) break;
       e = next;
