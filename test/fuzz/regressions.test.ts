@@ -4,13 +4,14 @@
  * may live there instead; this file holds those that need the fuzz targets' setup.
  */
 import { connect } from 'node:net';
-import { writeFile } from 'node:fs/promises';
+import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openDisk } from '../../shared/disk/index.js';
+import { createChildDisk, createDisk, openDisk } from '../../shared/disk/index.js';
 import { buildEntry, findReplay } from '../../shared/disk/vhdx/log.js';
 import * as P from '../../shared/nbd/protocol.js';
 import { NbdServer } from '../../service/failover/nbd/server.js';
+import { execFileP } from '../helpers.js';
 import { fuzzScratch } from './disk-exercise.js';
 import { checkConversation } from './nbd-replies.js';
 import { queueCommand } from '../../service/commands/commands.js';
@@ -131,5 +132,25 @@ describe('VHDX log replay', () => {
     expect(Date.now() - started).toBeLessThan(20_000);
     expect(replay?.headSequence).toBe(BigInt(n));
     expect(replay?.writes).toEqual([]);
+  });
+});
+
+describe('VHDX parent locator', () => {
+  it('a locator naming a FIFO is refused, not opened (the open would block for ever)', async () => {
+    // Found by reviewing the parser for the fuzz work: the locator's paths are the file's bytes; a
+    // FIFO (or a terminal such as /dev/stdin) there blocked the parent's open with no bound.
+    const parent = join(dir.path, 'fifo-parent.vhdx');
+    const child = join(dir.path, 'fifo-child.vhdx');
+    await (await createDisk(parent, 'vhdx', { virtualSize: M })).close();
+    await (await createChildDisk(child, parent)).close();
+    await rename(parent, `${parent}.moved`);
+    await execFileP('mkfifo', [parent]);
+    let timer: NodeJS.Timeout | undefined;
+    const hang = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error('the open did not return within 20 s')), 20_000); });
+    try {
+      await expect(Promise.race([openDisk(child, { readOnly: true }), hang])).rejects.toMatchObject({ code: 'not_found', message: expect.stringMatching(/fifo-parent\.vhdx \(not a file\)/) });
+    } finally {
+      clearTimeout(timer);
+    }
   });
 });

@@ -4,7 +4,7 @@
  * absolute_win32_path (the parent's absolute path as this host spells it). Reading, a path is tried
  * relative to the child's directory first, then as absolute; backslashes become slashes.
  */
-import { access } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { ErrCorrupt, ErrNotFound, ErrUnsupported } from '../../errors.js';
 import type { DiskImage } from '../types.js';
@@ -61,10 +61,13 @@ export async function openLinkedParent(
   if (!linkage) throw ErrCorrupt('parent locator has no parent_linkage');
   const accepted = [linkage, locator.get('parent_linkage2')].filter((x): x is string => x !== undefined).map(normGuid);
   const candidates = parentCandidates(childPath, locator);
+  const tried: string[] = [];
   for (const path of candidates) {
-    try {
-      await access(path);
-    } catch {
+    const st = await stat(path).catch(() => undefined);
+    // A locator may name anything: a FIFO or a terminal would block the open (or the first read) for
+    // ever, so only files and block devices are opened as parents.
+    if (!st || !(st.isFile() || st.isBlockDevice())) {
+      tried.push(st ? `${path} (not a file)` : path);
       continue;
     }
     const parent = await openParent(path);
@@ -79,5 +82,5 @@ export async function openLinkedParent(
     }
     return parent;
   }
-  throw ErrNotFound(`parent not found (tried ${candidates.join(', ') || 'no usable locator path'})`);
+  throw ErrNotFound(`parent not found (tried ${tried.join(', ') || 'no usable locator path'})`);
 }
