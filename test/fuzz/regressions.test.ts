@@ -4,11 +4,13 @@
  * may live there instead; this file holds those that need the fuzz targets' setup.
  */
 import { connect } from 'node:net';
-import { rename, writeFile } from 'node:fs/promises';
+import { rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createChildDisk, createDisk, openDisk } from '../../shared/disk/index.js';
+import { checksumWithHole, newGuid } from '../../shared/disk/vhdx/format.js';
 import { buildEntry, findReplay } from '../../shared/disk/vhdx/log.js';
+import { openLayout } from '../../shared/disk/vhdx/open.js';
 import * as P from '../../shared/nbd/protocol.js';
 import { NbdServer } from '../../service/failover/nbd/server.js';
 import { execFileP } from '../helpers.js';
@@ -152,5 +154,29 @@ describe('VHDX parent locator', () => {
     } finally {
       clearTimeout(timer);
     }
+  });
+});
+
+describe('VHDX log replay, writable', () => {
+  it('a zero descriptor past the end of the file writes no zeros: the extension reads as zeros', async () => {
+    // Found by reviewing the parser for the fuzz work: LastFileOffset may lie up to 64 GiB past the
+    // file, and a zero descriptor up to there was written out as zeros (disk filled, minutes spent).
+    const path = join(dir.path, 'zero-log.vhdx');
+    await (await createDisk(path, 'vhdx', { virtualSize: 4 * M })).close();
+    const l = await openLayout(path, false);
+    const size = l.file.size;
+    const logGuid = newGuid();
+    const entry = buildEntry([], { pos: 0, seq: 1n, logGuid, fileSize: size, zeros: [{ at: size + 1024 * M, length: 2048 * M }] });
+    entry.writeBigUInt64LE(BigInt(size + 3072 * M), 56); // LastFileOffset: the file grows to 3 GiB past its end
+    entry.writeUInt32LE(checksumWithHole(entry, 4), 4);
+    await l.headers.update(l.file, { logGuid });
+    await l.file.write(entry, l.headers.current.logOffset);
+    await l.file.close();
+
+    const disk = await openDisk(path);
+    await disk.close();
+    const st = await stat(path);
+    expect(st.size).toBe(size + 3072 * M); // extended as the log says…
+    expect(st.blocks * 512).toBeLessThan(64 * M); // …without 2 GiB of zeros written
   });
 });

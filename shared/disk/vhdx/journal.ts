@@ -52,8 +52,15 @@ export async function replayLog(file: VhdxFile, headers: HeaderState): Promise<b
 
 async function applyWrites(file: VhdxFile, writes: LogWrite[]): Promise<void> {
   for (const w of writes) {
-    if (w.data) await file.write(w.data, w.at);
-    else await file.writeZeros(w.at, w.length);
+    if (w.data) {
+      await file.write(w.data, w.at);
+      continue;
+    }
+    // Zeros past the end of the file are not written: the file is extended over them afterwards and
+    // reads as zeros there. Writing them would let a log (the file's own bytes) fill the disk with up
+    // to LastFileOffset's 64 GiB of growth.
+    const end = Math.min(w.at + w.length, file.size);
+    if (end > w.at) await file.writeZeros(w.at, end - w.at);
   }
 }
 
