@@ -49,9 +49,16 @@ export class ChunkCompressor {
   }
 }
 
+/**
+ * The thread's zstd decompression context, shared by every reader on it: decompress is synchronous
+ * and keeps no state from one chunk to the next. A context per reader was native memory the garbage
+ * collector does not see: thousands of short logs read one after another (a merge worker, the fuzz
+ * target) piled up gigabytes of contexts before a collection freed them.
+ */
+let sharedDctx: InstanceType<ZstdBinding['DCtx']> | undefined;
+
 /** Decompresses chunks for one log into one reused buffer of the log's chunk size. */
 export class ChunkDecompressor {
-  private readonly dctx = new zstd.DCtx();
   private readonly out: Buffer;
 
   constructor(private readonly compression: Compression, chunkSize: number) {
@@ -72,7 +79,8 @@ export class ChunkDecompressor {
     }
     try {
       if (this.compression === 'zstd') {
-        const n = this.dctx.decompress(this.out.subarray(0, rawLength), stored);
+        sharedDctx ??= new zstd.DCtx();
+        const n = sharedDctx.decompress(this.out.subarray(0, rawLength), stored);
         if (n === rawLength) return this.out.subarray(0, n);
       } else {
         // lz4-napi's block starts with the raw length; check it before it sizes an allocation.

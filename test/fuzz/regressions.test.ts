@@ -3,6 +3,7 @@
  * failed and checked against what the fixed code does. A finding whose parser has its own test file
  * may live there instead; this file holds those that need the fuzz targets' setup.
  */
+import { createRequire } from 'node:module';
 import { connect } from 'node:net';
 import { rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -11,6 +12,8 @@ import { createChildDisk, createDisk, openDisk } from '../../shared/disk/index.j
 import { checksumWithHole, newGuid } from '../../shared/disk/vhdx/format.js';
 import { buildEntry, findReplay } from '../../shared/disk/vhdx/log.js';
 import { openLayout } from '../../shared/disk/vhdx/open.js';
+import { completeHeader, encodeLog, LogReader } from '../../shared/log/index.js';
+import { collect, memorySource } from '../../shared/log/testing.js';
 import * as P from '../../shared/nbd/protocol.js';
 import { NbdServer } from '../../service/failover/nbd/server.js';
 import { execFileP } from '../helpers.js';
@@ -178,5 +181,35 @@ describe('VHDX log replay, writable', () => {
     const st = await stat(path);
     expect(st.size).toBe(size + 3072 * M); // extended as the log says…
     expect(st.blocks * 512).toBeLessThan(64 * M); // …without 2 GiB of zeros written
+  });
+});
+
+describe('.hrl reader memory', () => {
+  it('readers share the thread\'s zstd context instead of each making one the garbage collector does not see', async () => {
+    // Found by test/fuzz/hrl.fuzz.test.ts (the watchdog stopped it at 1.6 GB of RSS): each reader made
+    // a zstd DCtx, native memory freed only when a collection ran, which thousands of small logs read
+    // one after another did not cause; RSS grew ~25 KB per log without bound.
+    const binding = createRequire(import.meta.url)('zstd-napi/binding.js') as { DCtx: new () => object };
+    const Original = binding.DCtx;
+    let made = 0;
+    binding.DCtx = class Counted extends (Original as new () => object) {
+      constructor() {
+        super();
+        made++;
+      }
+    };
+    try {
+      const disk = Buffer.alloc(M, 7);
+      const log = await collect(encodeLog(completeHeader({ tenant: 't', vm: 'v', disk: 'd', generation: 1, sequence: 1, virtualSize: M, chunkSize: 64 * 1024, compression: 'zstd' }),
+        memorySource(disk, [{ offset: 0, length: M, kind: 'data' }])));
+      for (let i = 0; i < 50; i++) {
+        const reader = await LogReader.open([log]);
+        for await (const _ of reader.items()) { /* read it all */ }
+        expect(reader.trailer).toBeDefined();
+      }
+      expect(made).toBeLessThanOrEqual(1);
+    } finally {
+      binding.DCtx = Original;
+    }
   });
 });
