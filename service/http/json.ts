@@ -30,9 +30,14 @@ export function errorHandler(log: Logger): ErrorHandler {
   };
 }
 
-/** Refuses bodies over maxSize (default MaxJsonBodyBytes) with 413 before reading the rest. */
+/**
+ * Refuses bodies over maxSize (default MaxJsonBodyBytes) with 413 before reading the rest. The rest is
+ * never read, so the connection closes after the answer, and the answer says so: without
+ * `Connection: close` a client keeping connections alive sent its next request into the closing one
+ * ("other side closed").
+ */
 export function bodySizeLimit(maxSize = MaxJsonBodyBytes): MiddlewareHandler {
-  return bodyLimit({ maxSize, onError: (c) => c.json(errorBody('too_large', `request body larger than ${maxSize} bytes`), 413) });
+  return bodyLimit({ maxSize, onError: (c) => c.json(errorBody('too_large', `request body larger than ${maxSize} bytes`), 413, { Connection: 'close' }) });
 }
 
 /** The request's JSON body, checked against schema; 400 with the first bad field otherwise. */

@@ -20,7 +20,7 @@ import { execFileP } from '../helpers.js';
 import { fuzzScratch } from './disk-exercise.js';
 import { checkConversation } from './nbd-replies.js';
 import { queueCommand } from '../../service/commands/commands.js';
-import { enrolledAgent, httpsJson, testEnv, testService, type TestEnv, type TlsIdentity } from '../service/helpers.js';
+import { enrolledAgent, httpsJson, operator, testEnv, testService, type TestEnv, type TlsIdentity } from '../service/helpers.js';
 
 const M = 2 ** 20;
 
@@ -108,6 +108,18 @@ describe('agent endpoint', () => {
     const lone = await call('PUT', '/v1/vms/web01', JSON.stringify({ ...registration, displayName: 'a\ud800' }));
     expect(lone.status).toBe(400);
     expect((await call('PUT', '/v1/vms/web01', JSON.stringify({ ...registration, displayName: 'Web 01 \ud83d\udca9' }))).status).toBe(200);
+  });
+
+  it('a body over the size limit is answered 413 with Connection: close, so the next request on a kept-alive connection goes through', async () => {
+    // Found by test/fuzz/csv.fuzz.test.ts (its HTTP share, through fetch's kept-alive connections):
+    // the 413 left the body unread and the server closed the connection without saying so, and the
+    // client's next request on it failed with "other side closed".
+    for (let i = 0; i < 2; i++) {
+      const big = await operator(svc, 'POST', '/v1/tenants/acme/nic-settings/import', { csv: 'x'.repeat(200_000), dryRun: true });
+      expect(big.status).toBe(413);
+      const next = await operator(svc, 'POST', '/v1/tenants/acme/nic-settings/import', { csv: 'vm,mac\n', dryRun: true });
+      expect(next.status).toBe(400);
+    }
   });
 
   it('a command result nested 20,000 deep is a 400, not a 500 from storing it', async () => {
