@@ -13,6 +13,12 @@ export class ByteReader {
   private readonly chunks: Buffer[] = [];
   /** The source's chunk each entry of chunks is (the rest of), for release. */
   private readonly origins: Uint8Array[] = [];
+  /**
+   * Index of the first unread entry of chunks and origins. Entries before it are dropped in batches:
+   * shifting one at a time moved the whole array each time, which made a source of many tiny chunks
+   * quadratic (a 256 KiB stored chunk arriving a byte at a time took minutes).
+   */
+  private first = 0;
   /** Chunks read to their end, handed back to the source at the next request. */
   private readonly done: Uint8Array[] = [];
   private buffered = 0;
@@ -68,20 +74,25 @@ export class ByteReader {
     const pieces: Buffer[] = [];
     let want = Math.min(n, this.buffered);
     while (want > 0) {
-      const head = this.chunks[0]!;
+      const head = this.chunks[this.first]!;
       if (head.length <= want) {
         pieces.push(head);
-        this.chunks.shift();
-        const origin = this.origins.shift()!;
+        const origin = this.origins[this.first]!;
+        this.first++;
         if (this.release !== undefined) this.done.push(origin);
         want -= head.length;
         this.consumed(head.length);
       } else {
         pieces.push(head.subarray(0, want));
-        this.chunks[0] = head.subarray(want);
+        this.chunks[this.first] = head.subarray(want);
         this.consumed(want);
         want = 0;
       }
+    }
+    if (this.first >= 64 && this.first * 2 >= this.chunks.length) {
+      this.chunks.splice(0, this.first);
+      this.origins.splice(0, this.first);
+      this.first = 0;
     }
     return pieces;
   }
@@ -102,6 +113,7 @@ export class ByteReader {
     this.ended = true;
     this.chunks.length = 0;
     this.origins.length = 0;
+    this.first = 0;
     this.done.length = 0;
     this.buffered = 0;
     await this.iterator.return?.();
