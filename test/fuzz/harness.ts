@@ -31,8 +31,8 @@ const FuzzSeed = process.env.LIFEBOAT_FUZZ_SEED === undefined ? undefined : Numb
 export const FindingsDir = process.env.LIFEBOAT_FUZZ_FINDINGS ?? join(tmpdir(), 'lifeboat-fuzz-findings');
 /** An async input taking longer than this is a hang (generous: the CI machine is shared and slow). */
 export const InputTimeoutMs = 20_000;
-/** A synchronous stretch longer than this is a hang (the watchdog's bound). */
-const SyncHangMs = 60_000;
+/** A synchronous stretch longer than this is a hang (the watchdog's bound; LIFEBOAT_FUZZ_HANG_MS). */
+const SyncHangMs = positive(process.env.LIFEBOAT_FUZZ_HANG_MS, 60_000);
 /** RSS growth over the start of a property's run after which the watchdog stops the process. */
 const RssGrowthLimit = 1536 * 2 ** 20;
 /** Heap and buffer memory a property's run may leave behind once collected (pools keep some). */
@@ -229,12 +229,22 @@ export async function fuzz<Ts extends [unknown, ...unknown[]]>(
   watchAllocations();
   let failure: unknown;
   try {
-    await fc.assert(fc.asyncProperty(...(arbitraries as unknown as [fc.Arbitrary<unknown>]), run as (...a: unknown[]) => Promise<void>), {
+    const details = await fc.check(fc.asyncProperty(...(arbitraries as unknown as [fc.Arbitrary<unknown>]), run as (...a: unknown[]) => Promise<void>), {
       seed,
       numRuns: FuzzRuns,
       examples: (options.examples ?? []) as unknown as [unknown][],
       plugins: [fc.interruptAfterTimeLimit(ms), fc.timeout(InputTimeoutMs)],
     });
+    if (details.failed) {
+      // The seeds are made afresh each run (fresh GUIDs, keys, times), so the seed alone may not bring
+      // the failure back: the failing input's own bytes are kept for the regression test.
+      let kept = '';
+      if (details.counterexample && options.describe) {
+        const input = untracked(() => options.describe!(...(details.counterexample as unknown as Ts)));
+        kept = `\nthe failing input is in ${keepFinding(`${target}-${property}-failure`, typeof input === 'string' ? Buffer.from(input, 'utf8') : input)}`;
+      }
+      failure = new Error(`${await fc.asyncDefaultReportMessage(details)}${kept}`, { cause: details.errorInstance });
+    }
   } catch (err) {
     failure = err;
   } finally {
@@ -270,7 +280,7 @@ export function expectClean(err: unknown): void {
   if (!isLifeboatError(err)) throw err;
 }
 
-/** Keeps a finding's input where a person can pick it up (a regression test is made from it). */
+/** Keeps an input where a person can pick it up (a regression test is made from it); returns the file. */
 export function keepFinding(name: string, bytes: Uint8Array): string {
   mkdirSync(FindingsDir, { recursive: true });
   const file = join(FindingsDir, `${name}-${process.pid}-${Date.now()}.bin`);

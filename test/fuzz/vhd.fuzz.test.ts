@@ -73,15 +73,17 @@ describe('VHD reader under mutation', () => {
     it(`${name}: every mutated image opens and reads, or fails with a LifeboatError`, async () => {
       const seed = seeds[name]!;
       const muts = mutationsArb(seed.regions, seed.bytes.length, false, seed.hints);
+      /** The input's bytes: the seed with the mutations, checksums fixed when sealed. */
+      const input = (m: Mutation[], sealed: boolean) => {
+        const b = applyMutations(seed.bytes, m, seed.regions);
+        if (sealed) reseal(b, seed.dynamic);
+        return b;
+      };
       const work = new WorkFile(join(dir.path, `in-${name}.vhd`));
       await fuzz<[Mutation[], boolean, boolean]>('vhd', name, [muts, fc.boolean(), fc.boolean()], async (m, sealed, writable) => {
-        const bytes = untracked(() => {
-          const b = applyMutations(seed.bytes, m, seed.regions);
-          if (sealed) reseal(b, seed.dynamic);
-          return b;
-        });
+        const bytes = untracked(() => input(m, sealed));
         await exerciseBytes(work, bytes, writable);
-      }, { share: 1 / names.length, maxAllocation: 16 * M });
+      }, { share: 1 / names.length, maxAllocation: 16 * M, describe: (m, sealed) => untracked(() => input(m, sealed)) });
     }, testTimeout(1 / names.length));
   }
 });
