@@ -15,7 +15,8 @@ export type ErrorCode =
   | 'conflict'
   | 'tampered'
   | 'unavailable'
-  | 'too_large';
+  | 'too_large'
+  | 'rate_limited';
 
 const statusByCode: Record<ErrorCode, number> = {
   invalid_argument: 400,
@@ -30,6 +31,7 @@ const statusByCode: Record<ErrorCode, number> = {
   tampered: 422,
   unavailable: 503,
   too_large: 413,
+  rate_limited: 429,
 };
 
 export class LifeboatError extends Error {

@@ -6,7 +6,8 @@ import { Hono } from 'hono';
 import type { MiddlewareHandler } from 'hono';
 import type { ServiceContext } from '../context.js';
 import { ErrForbidden, ErrUnauthenticated } from '../errors.js';
-import { check, countRequests, errorHandler, bodySizeLimit, readJson } from '../http/json.js';
+import { check, countRequests, bodySizeLimit, readJson } from '../http/json.js';
+import { problemHandler, requestIds, routeNotFound } from '../http/problem.js';
 import type { EnqueueMerge } from '../replication/uploads.js';
 import type { ApiClaims } from '../trust/tokens.js';
 import { verifyApiToken } from '../trust/tokens.js';
@@ -48,9 +49,9 @@ const operatorOnly: MiddlewareHandler<ApiEnv> = async function operatorOnly(c, n
 export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: EnqueueMerge, failoverQueues?: FailoverQueues, failoverHost?: RunningHost): Hono<ApiEnv> {
   const { metrics } = ctx;
   const app = new Hono<ApiEnv>();
-  app.use('*', countRequests(metrics, 'api'));
-  app.onError(errorHandler(ctx.log));
-  app.notFound((c) => c.json({ error: { code: 'not_found', message: `no route ${c.req.method.slice(0, 16)} ${c.req.path.length > 200 ? `${c.req.path.slice(0, 200)}…` : c.req.path}` } }, 404));
+  app.use('*', countRequests(metrics, 'api'), requestIds());
+  app.onError(problemHandler(ctx.log));
+  app.notFound(routeNotFound);
   app.get('/healthz', (c) => (ready() ? c.json({ status: 'ok' }) : c.json({ status: 'starting' }, 503)));
   app.get('/metrics', async (c) => c.text(await metrics.registry.metrics(), 200, { 'content-type': metrics.registry.contentType }));
   app.get('/v1/openapi.json', (c) => c.json(openApiDocument));

@@ -40,6 +40,7 @@ import type { FailoverKind, NicConfig } from '../failover/network/settings.js';
 import { normaliseMac, parseNicConfig } from '../failover/network/settings.js';
 import { idPattern } from '../http/json.js';
 import { check, pathId, readJson } from '../http/json.js';
+import { problem, problemResponse, requestIdOf } from '../http/problem.js';
 import type { ApiClaims } from '../trust/tokens.js';
 import type { NicInput, NicModelName } from './nics.js';
 import { NicModels, checkTenantNics, presentNic, refusalLine, storeTenantNics, tenantAccess } from './nics.js';
@@ -202,7 +203,8 @@ export function networkRoutes(ctx: ServiceContext): Hono<Env> {
     const body = await readJson(c, nicImportSchema);
     const result = await importNicCsv(ctx.db, tenant, body.csv, body.dryRun);
     if ('refused' in result) {
-      return c.json({ error: { code: 'invalid_argument', message: [result.summary, ...result.refused.map((e) => `line ${e.line}: ${e.message}`)].join('\n'), rows: result.refused } }, 400);
+      const detail = [result.summary, ...result.refused.map((e) => `line ${e.line}: ${e.message}`)].join('\n');
+      return problemResponse(c, problem('invalid_argument', 400, detail, { rows: result.refused, requestId: requestIdOf(c) }));
     }
     return c.json(result);
   });

@@ -9,13 +9,17 @@ import { importMediaSchema } from './import-media.js';
 import { mappingCreateSchema, mappingPutSchema, poolCreateSchema, poolGrantSchema } from './public-ips.js';
 import { allowSchema, revokeSchema, tenantCreateSchema, tenantSettingsSchema, tokenSchema } from './schemas.js';
 
+/** RFC 9457 problem details (docs/api.md, Errors). */
 const error = {
-  type: 'object', required: ['error'],
-  properties: { error: { type: 'object', required: ['code', 'message'], properties: { code: { type: 'string' }, reason: { type: 'string' }, message: { type: 'string' } } } },
+  type: 'object', required: ['type', 'title', 'status', 'detail', 'code'],
+  properties: {
+    type: { type: 'string', format: 'uri', description: 'https://lifeboat.dev/problems/<code>' }, title: { type: 'string' }, status: { type: 'integer' },
+    detail: { type: 'string' }, code: { type: 'string' }, reason: { type: 'string' }, requestId: { type: 'string' },
+  },
 };
 const body = (schema: z.ZodType) => ({ required: true, content: { 'application/json': { schema: z.toJSONSchema(schema) } } });
 const ok = (description: string) => ({ description, content: { 'application/json': { schema: { type: 'object' } } } });
-const errors = { 400: { description: 'bad input', content: { 'application/json': { schema: error } } }, 401: { description: 'no or bad operator token' }, 403: { description: 'not an operator' }, 404: { description: 'no such tenant or VM' } };
+const errors = { 400: { description: 'bad input', content: { 'application/problem+json': { schema: error } } }, 401: { description: 'no or bad operator token' }, 403: { description: 'not an operator' }, 404: { description: 'no such tenant or VM' } };
 const vmParam = { name: 'vm', in: 'path', required: true, schema: { type: 'string' } };
 const idParam = { name: 'id', in: 'path', required: true, schema: { type: 'string', pattern: '^fo-[a-z0-9-]{1,40}$' } };
 const report = ok('the drill report: {id, tenant, vm, kind, state, goal, result, host, point {requested, id, cycle, capturedAt}, rpoSeconds, rtoSeconds, requestedAt, readyAt, endedAt, steps [{step, status, startedAt, endedAt, seconds, detail}], screenshot, network {plan, source, comparison}, publicIps [{address, drAddress, mac, allow, appliedAt, removedAt}], warnings, error}');

@@ -8,6 +8,7 @@ import type { Command } from 'commander';
 import { LifeboatError } from '../../shared/errors.js';
 import type { Config } from '../config/config.js';
 import { loadConfig } from '../config/config.js';
+import { errorLine } from '../http/problem.js';
 
 export const ConfigOptionHelp = 'configuration file (default: $LIFEBOAT_CONFIG)';
 
@@ -44,10 +45,8 @@ export async function apiClient(configOption: string | undefined): Promise<ApiCl
       } catch {
         throw new LifeboatError('io', `${method} ${path}: HTTP ${res.status} with a body that is not JSON`);
       }
-      if (!res.ok) {
-        const e = (json as { error?: { code?: string; message?: string } }).error;
-        throw new LifeboatError('invalid_argument', e?.message ?? `HTTP ${res.status}`, { status: res.status });
-      }
+      // Problem details (docs/api.md, Errors): the detail is the one line to print.
+      if (!res.ok) throw new LifeboatError('invalid_argument', errorLine(json) ?? `HTTP ${res.status}`, { status: res.status });
       return json as T;
     },
   };

@@ -1,6 +1,7 @@
 /**
- * The HTTP edge shared by the agent endpoint and the API: errors become `{error: {code, reason?,
- * message}}` with their status (agent protocol §11); JSON bodies are size-limited and schema-checked
+ * The HTTP edge shared by the agent endpoint and the API: the agent endpoint's errors become
+ * `{error: {code, reason?, message}}` with their status (agent protocol §11; the API answers problem
+ * details instead, problem.ts); JSON bodies are size-limited and schema-checked
  * before any handler sees them; path ids are validated.
  */
 import type { Context, ErrorHandler, MiddlewareHandler } from 'hono';
@@ -9,7 +10,7 @@ import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { isLifeboatError, LifeboatError } from '../../shared/errors.js';
-import { reasonOf } from '../errors.js';
+import { ServiceError, headersOf, reasonOf } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import { IdPattern } from '../../shared/protocol/schemas.js';
 
@@ -24,7 +25,7 @@ export function errorBody(code: string, message: string, reason?: string) {
 /** onError: LifeboatErrors answer with their status and message; anything else is a logged 500. */
 export function errorHandler(log: Logger): ErrorHandler {
   return function handleError(err, c) {
-    if (isLifeboatError(err)) return c.json(errorBody(err.code, err.message, reasonOf(err)), err.status as ContentfulStatusCode);
+    if (isLifeboatError(err)) return c.json(errorBody(err.code, err.message, reasonOf(err)), err.status as ContentfulStatusCode, headersOf(err));
     log.error({ err, path: c.req.path }, 'request failed');
     return c.json(errorBody('internal', 'internal error'), 500);
   };
@@ -34,10 +35,15 @@ export function errorHandler(log: Logger): ErrorHandler {
  * Refuses bodies over maxSize (default MaxJsonBodyBytes) with 413 before reading the rest. The rest is
  * never read, so the connection closes after the answer, and the answer says so: without
  * `Connection: close` a client keeping connections alive sent its next request into the closing one
- * ("other side closed").
+ * ("other side closed"). The error goes to the app's onError, which answers in the app's format.
  */
 export function bodySizeLimit(maxSize = MaxJsonBodyBytes): MiddlewareHandler {
-  return bodyLimit({ maxSize, onError: (c) => c.json(errorBody('too_large', `request body larger than ${maxSize} bytes`), 413, { Connection: 'close' }) });
+  return bodyLimit({
+    maxSize,
+    onError: () => {
+      throw new ServiceError('too_large', `request body larger than ${maxSize} bytes`, undefined, undefined, { headers: { Connection: 'close' } });
+    },
+  });
 }
 
 /** The request's JSON body, checked against schema; 400 with the first bad field otherwise. */

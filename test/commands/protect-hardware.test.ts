@@ -225,10 +225,10 @@ describe('mistakes', () => {
       ['/v1/tenants/acme/vms/web01/nics/52:54:00:aa:00:zz', { model: 'virtio' }, /not a MAC address/],
       ['/v1/tenants/acme/vms/web01/nics', { nics: [{ mac: '52:54:00:aa:00:05' }, { mac: '52-54-00-aa-00-05' }] }, /52:54:00:aa:00:05/],
     ] as [string, unknown, RegExp][]) {
-      const r = await api<{ error: { message: string } }>('PUT', path, body, admin);
+      const r = await api<{ detail: string }>('PUT', path, body, admin);
       expect(r.status, JSON.stringify(r.body)).toBe(400);
-      expect(r.body.error.message).not.toContain('\n');
-      expect(r.body.error.message).toMatch(pattern);
+      expect(r.body.detail).not.toContain('\n');
+      expect(r.body.detail).toMatch(pattern);
     }
     expect((await hardware()).cpus).toBe(4);
     expect((await nics()).map((n) => n.mac)).toEqual(['52:54:00:aa:00:01', '52:54:00:aa:00:03']);

@@ -152,12 +152,12 @@ describe('import-media', () => {
     await mkdir(join(env.dir, 'usb-other'));
     const [reg] = await new Replicator({ ...(await engineContext(otherState, silentLogger)), retry: { attempts: 1 } }).runOnce();
     expect(reg, reg?.error).toMatchObject({ outcome: 'ok' });
-    const none = await operator<{ error: { message: string } }>(svc, 'POST', '/v1/tenants/other/media-imports', body);
+    const none = await operator<{ detail: string }>(svc, 'POST', '/v1/tenants/other/media-imports', body);
     expect(none.status).toBe(404);
-    expect(none.body.error.message).toMatch(/no media manifest/);
-    const refused = await operator<{ error: { message: string } }>(svc, 'POST', '/v1/tenants/other/media-imports', { ...body, dir: moved });
+    expect(none.body.detail).toMatch(/no media manifest/);
+    const refused = await operator<{ detail: string }>(svc, 'POST', '/v1/tenants/other/media-imports', { ...body, dir: moved });
     expect(refused.status).toBe(409);
-    expect(refused.body.error.message).toMatch(/belongs to tenant acme, not other/);
+    expect(refused.body.detail).toMatch(/belongs to tenant acme, not other/);
     expect(await svc.ctx.db.query('SELECT 1 FROM logs WHERE tenant = $1', ['other'])).toHaveLength(0);
   });
 

@@ -84,21 +84,21 @@ describe.skipIf(!hasQemu)('failover API', () => {
       [{ kind: 'test', extra: 1 }, 400, /extra/],
     ];
     for (const [body, status, message] of cases) {
-      const r = await s.api<{ error: { message: string } }>('POST', '/v1/tenants/acme/vms/db01/failovers', body);
+      const r = await s.api<{ detail: string }>('POST', '/v1/tenants/acme/vms/db01/failovers', body);
       expect(r.status, JSON.stringify(r.body)).toBe(status);
-      expect(r.body.error.message).toMatch(message);
-      expect(r.body.error.message).not.toMatch(/\n|at .*\.ts/);
+      expect(r.body.detail).toMatch(message);
+      expect(r.body.detail).not.toMatch(/\n|at .*\.ts/);
     }
-    const none = await s.api<{ error: { message: string } }>('POST', '/v1/tenants/acme/vms/nosuch/failovers', { kind: 'test' });
+    const none = await s.api<{ detail: string }>('POST', '/v1/tenants/acme/vms/nosuch/failovers', { kind: 'test' });
     expect(none.status).toBe(404);
     expect((await s.api('GET', '/v1/failovers/fo-nosuch')).status).toBe(404);
     expect((await s.api('POST', '/v1/failovers/fo-nosuch/commit', {})).status).toBe(404);
-    const hw = await s.api<{ error: { message: string } }>('PUT', '/v1/tenants/acme/vms/db01/hardware', { firmware: 'bios', secureBoot: true, cpus: 1, memoryMiB: 128, guestOs: 'linux' });
+    const hw = await s.api<{ detail: string }>('PUT', '/v1/tenants/acme/vms/db01/hardware', { firmware: 'bios', secureBoot: true, cpus: 1, memoryMiB: 128, guestOs: 'linux' });
     expect(hw.status).toBe(400);
-    expect(hw.body.error.message).toMatch(/secureBoot needs firmware uefi/);
-    const disk = await s.api<{ error: { message: string } }>('PUT', '/v1/tenants/acme/vms/db01/hardware', { firmware: 'bios', cpus: 1, memoryMiB: 128, guestOs: 'linux', disks: { nodisk: { bus: 'virtio', order: 0 } } });
+    expect(hw.body.detail).toMatch(/secureBoot needs firmware uefi/);
+    const disk = await s.api<{ detail: string }>('PUT', '/v1/tenants/acme/vms/db01/hardware', { firmware: 'bios', cpus: 1, memoryMiB: 128, guestOs: 'linux', disks: { nodisk: { bus: 'virtio', order: 0 } } });
     expect(disk.status).toBe(400);
-    expect(disk.body.error.message).toMatch(/no disk nodisk/);
+    expect(disk.body.detail).toMatch(/no disk nodisk/);
     expect((await s.api<{ failovers: unknown[] }>('GET', '/v1/failovers')).body.failovers).toHaveLength(1);
   });
 
@@ -106,9 +106,9 @@ describe.skipIf(!hasQemu)('failover API', () => {
     const big = await s.api('PUT', '/v1/tenants/acme/vms/db01/hardware', { firmware: 'bios', cpus: 64, memoryMiB: 128, guestOs: 'other', readyProbes: [{ kind: 'console', pattern: 'never-printed' }] });
     expect(big.status).toBe(200);
     const before = (await s.api<{ failovers: unknown[] }>('GET', '/v1/failovers')).body.failovers.length;
-    const r = await s.api<{ error: { message: string } }>('POST', '/v1/tenants/acme/vms/db01/failovers', { kind: 'test' });
+    const r = await s.api<{ detail: string }>('POST', '/v1/tenants/acme/vms/db01/failovers', { kind: 'test' });
     expect(r.status).toBe(503);
-    expect(r.body.error.message).toMatch(/no failover host has room for 64 vCPUs and 128 MiB .*32 vCPUs/);
+    expect(r.body.detail).toMatch(/no failover host has room for 64 vCPUs and 128 MiB .*32 vCPUs/);
     expect((await s.api<{ failovers: unknown[] }>('GET', '/v1/failovers')).body.failovers).toHaveLength(before);
     expect((await s.api('PUT', '/v1/tenants/acme/vms/db01/hardware', { firmware: 'bios', cpus: 1, memoryMiB: 128, guestOs: 'other', readyProbes: [{ kind: 'console', pattern: 'never-printed' }] })).status).toBe(200);
   });
@@ -158,9 +158,9 @@ describe.skipIf(!hasQemu)('failover API', () => {
     const [a, b] = [(await first.json()) as { id: string }, (await second.json()) as { id: string }];
     expect(b.id).toBe(a.id);
     // A second real failover of the VM is refused while this one lives.
-    const another = await s.api<{ error: { message: string } }>('POST', '/v1/tenants/acme/vms/db01/failovers', { kind: 'unplanned', point: 'latest' });
+    const another = await s.api<{ detail: string }>('POST', '/v1/tenants/acme/vms/db01/failovers', { kind: 'unplanned', point: 'latest' });
     expect(another.status).toBe(409);
-    expect(another.body.error.message).toMatch(new RegExp(`already has a failover ${a.id}`));
+    expect(another.body.detail).toMatch(new RegExp(`already has a failover ${a.id}`));
     expect((await s.api('POST', `/v1/failovers/${a.id}/stop`, {})).status).toBe(409);
     // The VM's status says it is failed over, and /metrics counts the failover.
     await s.waitFor(a.id, (x) => x.point.id !== null, 60_000);
@@ -184,9 +184,9 @@ describe.skipIf(!hasQemu)('failover API', () => {
     // Only the hoster sets it; bad values and unknown tenants are one clear 4xx.
     expect((await s.api('PATCH', '/v1/tenants/acme', { testFailoverMaxHours: 100 }, admin)).status).toBe(403);
     for (const bad of [0, 721, 'two', -1]) {
-      const r = await s.api<{ error: { message: string } }>('PATCH', '/v1/tenants/acme', { testFailoverMaxHours: bad });
+      const r = await s.api<{ detail: string }>('PATCH', '/v1/tenants/acme', { testFailoverMaxHours: bad });
       expect(r.status, JSON.stringify(r.body)).toBe(400);
-      expect(r.body.error.message).toMatch(/testFailoverMaxHours/);
+      expect(r.body.detail).toMatch(/testFailoverMaxHours/);
     }
     expect((await s.api('PATCH', '/v1/tenants/nosuch', { testFailoverMaxHours: 2 })).status).toBe(404);
     const listed = await s.api<{ tenants: { name: string; testFailoverMaxHours: number }[] }>('GET', '/v1/tenants');

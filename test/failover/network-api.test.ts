@@ -20,7 +20,7 @@ import { referee } from '../helpers.js';
 import type { HttpResult } from '../service/helpers.js';
 import { FailoverScenario } from './failover-harness.js';
 
-type ErrorBody = { error: { code: string; message: string; rows?: { line: number; message: string }[] } };
+type ErrorBody = { code: string; detail: string; rows?: { line: number; message: string }[] };
 const mac1 = '52:54:00:00:00:01';
 const mac2 = '52:54:00:00:00:02';
 const prod = { mode: 'static', addresses: ['10.20.30.40/24', '2001:db8::40/64'], gateway4: '10.20.30.1', dns: ['10.20.30.2'], network: 'dr-prod' };
@@ -52,8 +52,8 @@ afterAll(async () => {
 function refused(r: HttpResult<unknown>, status: number, pattern: RegExp): void {
   const body = r.body as ErrorBody;
   expect(r.status, JSON.stringify(r.body)).toBe(status);
-  expect(body.error.message).not.toContain('\n');
-  expect(body.error.message).toMatch(pattern);
+  expect(body.detail).not.toContain('\n');
+  expect(body.detail).toMatch(pattern);
 }
 
 const nicsOf = async (vm: string) => (await s.api<{ nics: unknown[] }>('GET', `/v1/tenants/acme/vms/${vm}/nics`)).body.nics;
@@ -240,7 +240,7 @@ describe('CSV import and export', () => {
     ].join('\n');
     const r = await s.api<ErrorBody>('POST', '/v1/tenants/acme/nic-settings/import', { csv }, admin);
     expect(r.status).toBe(400);
-    expect(r.body.error.message.split('\n')).toEqual([
+    expect(r.body.detail.split('\n')).toEqual([
       'CSV: 7 of 8 rows refused; nothing was imported',
       'line 3: vm web1 nic 52:54:00:00:00:01 test.addresses[0]: 10.20.30.400 is not an IP address',
       'line 4: vm web2 nic 52:54:00:00:00:02 test.addresses: at most 32 addresses per NIC (got 2000)',
@@ -250,7 +250,7 @@ describe('CSV import and export', () => {
       'line 8: vm web2 nic 52:54:00:00:00:03 production.addresses[0]: 10.20.30.40 in network dr-prod is already used by vm web1 nic 52:54:00:00:00:01 (production)',
       'line 9: vm web1 nic 52:54:00:00:00:01 production: already set on line 2',
     ]);
-    expect(r.body.error.rows).toHaveLength(7);
+    expect(r.body.rows).toHaveLength(7);
     expect(await exportCsv()).toBe(before);
   });
 

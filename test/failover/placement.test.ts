@@ -38,7 +38,7 @@ describe.skipIf(!hasQemu)('failover placement', () => {
     expect(r.status, JSON.stringify(r.body)).toBe(200);
   };
   const hardware = async (cpus: number) => expect((await s.api('PUT', '/v1/tenants/acme/vms/db01/hardware', { firmware: 'bios', cpus, memoryMiB: 128, guestOs: 'other', readyProbes: [unreachable] })).status).toBe(200);
-  const request = (kind: 'test' | 'unplanned') => s.api<FailoverReport & { error: { code: string; message: string } }>('POST', '/v1/tenants/acme/vms/db01/failovers', { kind, point: 'latest' });
+  const request = (kind: 'test' | 'unplanned') => s.api<FailoverReport & { code: string; detail: string }>('POST', '/v1/tenants/acme/vms/db01/failovers', { kind, point: 'latest' });
   /** What a refusal must leave as it was: failovers, their steps, pins, and the jobs on both queues. */
   const snapshot = async () => {
     const db = s.svc.ctx.db;
@@ -116,14 +116,14 @@ describe.skipIf(!hasQemu)('failover placement', () => {
     const before = await snapshot();
     const r = await request('unplanned');
     expect(r.status, JSON.stringify(r.body)).toBe(503);
-    expect(r.body.error.message).toBe(`no failover host reaches network dr-prod-9 (live hosts: ${['spare', local].sort().join(', ')}; the network names host fo-gone)`);
+    expect(r.body.detail).toBe(`no failover host reaches network dr-prod-9 (live hosts: ${['spare', local].sort().join(', ')}; the network names host fo-gone)`);
     expect(await snapshot()).toEqual(before);
     // A host that stopped heartbeating is not offered the failover: spare alone carries dr-prod-1.
     await nic('dr-prod-1', undefined);
     await s.svc.ctx.db.query(`UPDATE failover_hosts SET heartbeat_at = now() - interval '10 minutes' WHERE name = 'spare'`);
     const stale = await request('unplanned');
     expect(stale.status, JSON.stringify(stale.body)).toBe(503);
-    expect(stale.body.error.message).toBe(`no failover host reaches network dr-prod-1 (live hosts: ${local}; the network names host spare)`);
+    expect(stale.body.detail).toBe(`no failover host reaches network dr-prod-1 (live hosts: ${local}; the network names host spare)`);
     expect(await snapshot()).toEqual(before);
   });
 
@@ -134,7 +134,7 @@ describe.skipIf(!hasQemu)('failover placement', () => {
     const before = await snapshot();
     const cpus = await request('unplanned');
     expect(cpus.status, JSON.stringify(cpus.body)).toBe(503);
-    expect(cpus.body.error.message).toBe('no failover host that reaches dr-prod-1 has room for 8 vCPUs and 128 MiB beside the failovers already placed on it (free: spare: 4 of 4 vCPUs, 4096 of 4096 MiB)');
+    expect(cpus.body.detail).toBe('no failover host that reaches dr-prod-1 has room for 8 vCPUs and 128 MiB beside the failovers already placed on it (free: spare: 4 of 4 vCPUs, 4096 of 4096 MiB)');
     expect(await snapshot()).toEqual(before);
     // Overlay storage: each failover reserves its disks' virtual size (16 MiB) on its host.
     await hardware(1);
@@ -145,7 +145,7 @@ describe.skipIf(!hasQemu)('failover placement', () => {
     const mid = await snapshot();
     const second = await request('test');
     expect(second.status, JSON.stringify(second.body)).toBe(503);
-    expect(second.body.error.message).toBe('no failover host that reaches dr-test-1 has room for 16.0 MiB of overlay storage (the virtual size of the VM\'s disks) beside the failovers already placed on it (free: spare: 8.00 MiB of 24.0 MiB overlay storage)');
+    expect(second.body.detail).toBe('no failover host that reaches dr-test-1 has room for 16.0 MiB of overlay storage (the virtual size of the VM\'s disks) beside the failovers already placed on it (free: spare: 8.00 MiB of 24.0 MiB overlay storage)');
     expect(await snapshot()).toEqual(mid);
     await endOnSpare(first.body.id);
     expect((await request('test')).body.host).toBe('spare');
@@ -163,7 +163,7 @@ describe.skipIf(!hasQemu)('failover placement', () => {
     const r = await request('unplanned');
     expect(r.status, JSON.stringify(r.body)).toBe(503);
     const each = [['spare', 'dr-prod-1'], [local, 'dr-prod-2']].sort((a, b) => a[0]!.localeCompare(b[0]!)).map(([h, n]) => `${h} reaches ${n}`).join('; ');
-    expect(r.body.error.message).toBe(`no failover host reaches every network the VM's NICs attach to (dr-prod-1, dr-prod-2): ${each}`);
+    expect(r.body.detail).toBe(`no failover host reaches every network the VM's NICs attach to (dr-prod-1, dr-prod-2): ${each}`);
     expect(await snapshot()).toEqual(before);
   });
 });

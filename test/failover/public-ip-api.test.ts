@@ -13,7 +13,7 @@ import type { CommandOutput } from '../helpers.js';
 import type { HttpResult } from '../service/helpers.js';
 import { FailoverScenario } from './failover-harness.js';
 
-type ErrorBody = { error: { code: string; message: string } };
+type ErrorBody = { code: string; detail: string };
 type Pool = { name: string; total: number; free: number; addresses: { address: string; tenant: string | null; vm: string | null }[] };
 type Mapping = { address: string; vm: string; mac: string | null; drAddress: string | null; allow: string[]; test: boolean };
 const mac = '52:54:00:00:00:01';
@@ -48,7 +48,7 @@ afterAll(async () => {
 
 function refused(r: HttpResult<unknown>, status: number, pattern: RegExp): void {
   expect(r.status, JSON.stringify(r.body)).toBe(status);
-  const { message } = (r.body as ErrorBody).error;
+  const message = (r.body as ErrorBody).detail;
   expect(message).not.toContain('\n');
   expect(message).toMatch(pattern);
 }
