@@ -1,5 +1,5 @@
 /**
- * lifeboat-agent protect VM --disk PATH…: starts protecting a VM, or changes its settings and adds
+ * lifeboat-agent protect VM --disk PATH… | --source qemu --qmp SOCKET: starts protecting a VM, or changes its settings and adds
  * disks when it is already protected (a disk added later replicates without re-protecting). Writes
  * only the VM's config; the engine (run) registers it with the service and ships the initial copy.
  * The VM's hardware and NICs at the source (--firmware … --nic) go with its registration, for the
@@ -12,9 +12,10 @@ import type { Command } from 'commander';
 import { openDisk } from '../../shared/disk/index.js';
 import { printJson } from '../../shared/cli/run.js';
 import { ErrInvalidArgument, wrap } from '../../shared/errors.js';
-import { formatBytes } from '../../shared/units.js';
+import { formatBytes, parseSize } from '../../shared/units.js';
+import { qemuWorkDir } from '../replicate/live.js';
 import { Frequencies, StateVersion } from '../state/schema.js';
-import type { DiskConfig, VmConfig } from '../state/schema.js';
+import type { DiskConfig, HardwareConfig, NicConfig, VmConfig } from '../state/schema.js';
 import { checkVmName } from '../state/store.js';
 import {
   agentState, parseAppConsistentEvery, parseBandwidth, parseCompression, parseFrequency, parseHistory, parseInitial,
@@ -23,9 +24,14 @@ import {
 import type { StateDirOption } from './agent-options.js';
 import type { HardwareOptions } from './hardware-options.js';
 import { mergeHardware, parseNics } from './hardware-options.js';
+import { protectQemu } from './protect-qemu.js';
 
 interface ProtectOptions extends StateDirOption, HardwareOptions {
-  disk: string[];
+  disk?: string[];
+  source?: string;
+  qmp?: string;
+  guestAgent?: string;
+  granularity?: string;
   frequency?: string;
   history?: string;
   appConsistentEvery?: string;
@@ -46,7 +52,11 @@ export function registerProtect(program: Command): void {
     .command('protect')
     .description('protect a VM: replicate its disks to the hoster every cycle (again on a protected VM: change settings, add disks)')
     .argument('<vm>', 'VM name: lower-case letters, digits, _ and -')
-    .requiredOption('--disk <path>', 'a virtual disk of the VM (raw, vhd, vhdx); repeat for several', collect)
+    .option('--source <kind>', 'where the disks are read: file (images at rest, the default) or qemu (a running QEMU through --qmp)')
+    .option('--disk <path>', 'a virtual disk of the VM (raw, vhd, vhdx); repeat for several. With --source qemu: a drive id or node name (default: every writable disk)', collect)
+    .option('--qmp <socket>', 'with --source qemu: the VM\'s QMP socket, for the agent alone')
+    .option('--guest-agent <socket>', 'with --source qemu: qemu-guest-agent\'s socket; points are then application-consistent (guest-fsfreeze)')
+    .option('--granularity <size>', 'with --source qemu: dirty bitmap granularity, a power of two from 4K (default: qemu\'s, the qcow2 cluster size)')
     .option('--frequency <f>', 'replication frequency: 30s, 5m or 15m (default 5m; kept when not given again)')
     .option('--history <n>', 'hourly recovery points to keep besides the latest, 0-24 (default 0; kept when not given again)')
     .option('--app-consistent-every <hours>', 'application-consistent point every N hours, e.g. 4h (needs --pre-snapshot/--post-snapshot)')
@@ -69,41 +79,75 @@ export function registerProtect(program: Command): void {
     .option('--json', 'print the VM\'s config as JSON'))
     .action(async (vm: string, opts: ProtectOptions) => {
       const state = agentState(opts);
-      const config = await buildConfig(checkVmName(vm), opts, await state.findConfig(vm));
+      const existing = await state.findConfig(checkVmName(vm));
+      const kind = opts.source ?? existing?.source?.kind ?? 'file';
+      if (kind !== 'file' && kind !== 'qemu') throw ErrInvalidArgument(`--source "${kind.slice(0, 40)}" must be file or qemu (libvirt and hyperv are not built yet)`);
+      if (existing && kind !== (existing.source?.kind ?? 'file')) throw ErrInvalidArgument(`${vm} is protected with --source ${existing.source?.kind ?? 'file'}; unprotect it to change the source`);
+      if (kind === 'file' && (opts.qmp || opts.guestAgent || opts.granularity)) throw ErrInvalidArgument('--qmp, --guest-agent and --granularity need --source qemu');
+      let config: VmConfig;
+      let described: string[];
+      if (kind === 'qemu') {
+        await state.init();
+        const granularity = opts.granularity === undefined ? undefined : parseGranularity(opts.granularity);
+        const q = await protectQemu(vm, { qmp: opts.qmp, guestAgent: opts.guestAgent, disk: opts.disk, granularity }, existing, qemuWorkDir(state, vm));
+        // What qemu says of the machine, under what was given before and now on the command line.
+        config = await buildConfig(checkVmName(vm), opts, existing, q.disks, { hardware: q.hardware, nics: q.nics });
+        config.source = q.source;
+        described = q.describe;
+      } else {
+        if (!opts.disk || opts.disk.length === 0) throw ErrInvalidArgument('protect needs --disk PATH (or --source qemu --qmp SOCKET)');
+        config = await buildConfig(checkVmName(vm), opts, existing, await fileDisks(opts.disk, existing));
+        const sizes = await Promise.all(config.disks.map((d) => probeDisk(d.path)));
+        described = config.disks.map((d, i) => `${d.id} ${d.path} (${sizes[i]!.format}, ${formatBytes(sizes[i]!.virtualSize)})`);
+      }
       await refuseSharedDisks(config, await Promise.all((await state.listVms()).filter((v) => v !== vm).map((v) => state.readConfig(v))));
-      const sizes = await Promise.all(config.disks.map((d) => probeDisk(d.path)));
       if (config.initial.mode === 'media') await checkMediaDir(config.initial.dir);
       await state.init();
       await state.writeConfig(config);
       if (opts.json) return printJson(config);
-      const disks = config.disks.map((d, i) => `${d.id} ${d.path} (${sizes[i]!.format}, ${formatBytes(sizes[i]!.virtualSize)})`).join(', ');
+      const disks = described.join(', ');
       process.stdout.write(`protected ${vm}: ${disks}; every ${Object.entries(Frequencies).find(([, ms]) => ms === config.frequencyMs)?.[0]}; initial copy: ${config.initial.mode}${describeMachine(config)}. Replication starts with the next 'lifeboat-agent run'.\n`);
     });
 }
 
-async function buildConfig(name: string, opts: ProtectOptions, existing: VmConfig | undefined): Promise<VmConfig> {
-  // Real paths: a symlink or another spelling of a disk is that disk.
-  const paths = await Promise.all(opts.disk.map((p) => realpath(resolve(p)).catch(() => resolve(p))));
+/** The file source's disks: every disk protected before, then the new paths (real paths: a symlink is its file). */
+async function fileDisks(given: string[], existing: VmConfig | undefined): Promise<DiskConfig[]> {
+  const paths = await Promise.all(given.map((p) => realpath(resolve(p)).catch(() => resolve(p))));
   if (new Set(paths).size !== paths.length) throw ErrInvalidArgument('the same --disk is given twice');
   await refuseSameFile(paths);
-  // A setting not given again keeps its value: protect on a protected VM changes only what it names.
-  const appEvery = opts.appConsistentEvery === undefined ? existing?.appConsistentEveryMs ?? null : parseAppConsistentEvery(opts.appConsistentEvery);
-  const preSnapshot = opts.preSnapshot ?? existing?.preSnapshot ?? null;
-  const postSnapshot = opts.postSnapshot ?? existing?.postSnapshot ?? null;
-  if (appEvery !== null && !preSnapshot && !postSnapshot) throw ErrInvalidArgument('--app-consistent-every needs --pre-snapshot and/or --post-snapshot');
-  const hardware = mergeHardware(opts, existing?.hardware);
-  const nics = opts.nic === undefined ? existing?.nics : parseNics(opts.nic);
   const disks: DiskConfig[] = [];
   if (existing) {
     // Keep every disk and its id; protocol v1 cannot remove a disk from a protected VM.
     const real = await Promise.all(existing.disks.map((d) => realpath(d.path).catch(() => d.path)));
     const missing = existing.disks.filter((d, i) => !paths.includes(d.path) && !paths.includes(real[i]!));
-    if (missing.length > 0) throw ErrInvalidArgument(`${name} already protects ${missing.map((d) => d.path).join(', ')}; a disk cannot be removed (unprotect and protect again)`);
+    if (missing.length > 0) throw ErrInvalidArgument(`${existing.name} already protects ${missing.map((d) => d.path).join(', ')}; a disk cannot be removed (unprotect and protect again)`);
     disks.push(...existing.disks);
   }
   let next = Math.max(-1, ...disks.map((d) => Number(d.id.slice(4)))) + 1;
   const known = new Set([...disks.map((d) => d.path), ...(await Promise.all(disks.map((d) => realpath(d.path).catch(() => d.path))))]);
   for (const path of paths) if (!known.has(path)) disks.push({ id: `disk${next++}`, path });
+  return disks;
+}
+
+/** --granularity: a power of two from 4 KiB to 64 MiB. */
+function parseGranularity(text: string): number {
+  const n = parseSize(text, '--granularity');
+  if (n < 4096 || n > 64 << 20 || (n & (n - 1)) !== 0) throw ErrInvalidArgument(`--granularity "${text}" must be a power of two from 4K to 64M`);
+  return n;
+}
+
+async function buildConfig(
+  name: string, opts: ProtectOptions, existing: VmConfig | undefined, disks: DiskConfig[],
+  discovered?: { hardware: HardwareConfig; nics: NicConfig[] },
+): Promise<VmConfig> {
+  // A setting not given again keeps its value: protect on a protected VM changes only what it names.
+  const appEvery = opts.appConsistentEvery === undefined ? existing?.appConsistentEveryMs ?? null : parseAppConsistentEvery(opts.appConsistentEvery);
+  const preSnapshot = opts.preSnapshot ?? existing?.preSnapshot ?? null;
+  const postSnapshot = opts.postSnapshot ?? existing?.postSnapshot ?? null;
+  const guestAgent = opts.guestAgent ?? (existing?.source?.kind === 'qemu' ? existing.source.guestAgent : null);
+  if (appEvery !== null && !preSnapshot && !postSnapshot && !guestAgent) throw ErrInvalidArgument('--app-consistent-every needs --pre-snapshot and/or --post-snapshot (or --guest-agent with --source qemu)');
+  const hardware = mergeHardware(opts, discovered ? { ...existing?.hardware, ...discovered.hardware } : existing?.hardware);
+  const nics = opts.nic === undefined ? discovered?.nics ?? existing?.nics : parseNics(opts.nic);
   return {
     version: StateVersion,
     name,

@@ -18,7 +18,15 @@ export interface VmStatusReport {
   /** Set once the VM was failed over (planned): no forward cycles; the final cycle and its capture time. */
   failedOver?: { kind: 'planned'; cycle: number; capturedAt: string; at: string };
   frequency: string;
-  disks: { id: string; path: string; generation: number; nextSequence: number; initial: string }[];
+  disks: {
+    id: string; path: string; generation: number; nextSequence: number; initial: string;
+    /** Where the disk is read: file (the scan tracker) or qemu (its node, the bitmap recording, its granularity, when it was last found lost). */
+    source: 'file' | 'qemu';
+    tracking?: { node: string; bitmap: string; granularity: number; lostAt: string | null };
+  }[];
+  /** The consistency of the last application- or crash-consistent point (the last cycle's), and the last application-consistent one. */
+  lastConsistency: 'crash' | 'application' | null;
+  lastAppConsistentAt: string | null;
   lastCycle: CycleStats | null;
   /** Seconds between now and the moment the replica last caught up with the VM; null before that. */
   rpoLagSeconds: number | null;
@@ -43,7 +51,10 @@ export function registerStatus(program: Command): void {
 export function report(config: VmConfig, progress: VmProgress, now = Date.now(), failedOver?: FailedOverRecord): VmStatusReport {
   const disks = config.disks.map((d) => {
     const p = progress.disks[d.id];
-    return { id: d.id, path: d.path, generation: p?.generation ?? 0, nextSequence: p?.nextSequence ?? 0, initial: p?.initial.state ?? 'pending', resync: p?.resyncReason ?? null, bytesDone: p?.initial.bytesDone ?? 0, bytesTotal: p?.initial.bytesTotal ?? 0 };
+    return {
+      id: d.id, path: d.path, generation: p?.generation ?? 0, nextSequence: p?.nextSequence ?? 0, initial: p?.initial.state ?? 'pending', resync: p?.resyncReason ?? null,
+      bytesDone: p?.initial.bytesDone ?? 0, bytesTotal: p?.initial.bytesTotal ?? 0, tracking: p?.tracking,
+    };
   });
   const bytesDone = disks.reduce((s, d) => s + d.bytesDone, 0);
   const bytesTotal = disks.reduce((s, d) => s + d.bytesTotal, 0);
@@ -58,8 +69,12 @@ export function report(config: VmConfig, progress: VmProgress, now = Date.now(),
     state,
     ...(failedOver ? { failedOver: { kind: failedOver.kind, cycle: failedOver.cycle, capturedAt: failedOver.capturedAt, at: failedOver.at } } : {}),
     frequency,
-    disks: disks.map(({ id, path, generation, nextSequence, initial }) => ({ id, path, generation, nextSequence, initial })),
+    disks: disks.map(({ id, path, generation, nextSequence, initial, tracking }) => ({
+      id, path, generation, nextSequence, initial, source: config.source?.kind ?? 'file', ...(tracking ? { tracking } : {}),
+    })),
     lastCycle: progress.lastCycle,
+    lastConsistency: progress.lastCycle?.outcome === 'failed' ? null : progress.lastCycle?.consistency ?? null,
+    lastAppConsistentAt: progress.lastAppConsistentAt,
     rpoLagSeconds: progress.lastCapturedAt ? Math.max(0, Math.round((now - Date.parse(progress.lastCapturedAt)) / 1000)) : null,
     pendingBytes: progress.pendingBytes,
     initialProgress: { bytesDone, bytesTotal, percent: bytesTotal === 0 ? (allDone ? 100 : 0) : Math.floor((bytesDone / bytesTotal) * 1000) / 10 },
@@ -75,7 +90,15 @@ function describe(r: VmStatusReport): string {
     `  RPO lag:     ${r.rpoLagSeconds === null ? '-' : `${r.rpoLagSeconds} s`}`,
     `  pending:     ${formatBytes(r.pendingBytes)}`,
     `  initial:     ${r.initialProgress.percent}% (${formatBytes(r.initialProgress.bytesDone)} of ${formatBytes(r.initialProgress.bytesTotal)})`,
-    ...r.disks.map((d) => `  ${d.id}: ${d.path} generation ${d.generation}, next log ${d.nextSequence}, initial ${d.initial}`),
+    `  consistency: ${r.lastConsistency ?? '-'} (last application-consistent: ${r.lastAppConsistentAt ?? 'never'})`,
+    ...r.disks.map((d) => `  ${d.id}: ${d.path} (${describeSource(d)}) generation ${d.generation}, next log ${d.nextSequence}, initial ${d.initial}`),
     '',
   ].join('\n');
+}
+
+function describeSource(d: VmStatusReport['disks'][number]): string {
+  if (d.source === 'file') return 'file, scan';
+  const t = d.tracking;
+  if (!t) return 'qemu, no cycle yet';
+  return `qemu node ${t.node}, bitmap ${t.bitmap}${t.granularity ? ` of ${formatBytes(t.granularity)} granules` : ''}${t.lostAt ? `, last found lost ${t.lostAt}` : ''}`;
 }

@@ -13,6 +13,7 @@ import type { DiskImage } from '../../shared/disk/index.js';
 import { writeLog } from '../../shared/log/index.js';
 import type { Consistency } from '../../shared/log/index.js';
 import type { InflightObject, VmConfig } from '../state/schema.js';
+import type { TrackedCycle } from '../tracker/types.js';
 import type { EngineContext, ProgressBook } from './context.js';
 import { shipInflight } from './ship.js';
 import { spool } from './spool.js';
@@ -48,19 +49,20 @@ export async function recoverLogs(ctx: EngineContext, book: ProgressBook, config
 }
 
 /**
- * Runs one cycle of one disk; its log carries vmCycle (the engine always passes it; without it the
+ * Runs one cycle of one disk (with `tracked`, the live source's cycle over the view `disk` reads; else
+ * the scan tracker's); its log carries vmCycle (the engine always passes it; without it the
  * log is version 1, as from an older agent). onCaptured runs once the disk's changed data has been read into the
  * sealed log (where an application-consistent cycle thaws the application).
  */
 export async function diskCycle(
   ctx: EngineContext, book: ProgressBook, config: VmConfig, diskId: string, disk: DiskImage,
-  consistency: Consistency, onCaptured: () => Promise<void> = async () => {}, vmCycle?: VmCycle,
+  consistency: Consistency, onCaptured: () => Promise<void> = async () => {}, vmCycle?: VmCycle, tracked?: TrackedCycle,
 ): Promise<DiskCycleResult> {
   const vm = config.name;
   const progress = book.progress.disks[diskId]!;
   const { generation, nextSequence: sequence } = progress;
-  const tracker = scanTrackerFor(ctx.state, vm, diskId);
-  const cycle = await tracker.begin(disk);
+  // A live source brings its own cycle (qemu: the frozen dirty bitmap of the view `disk` reads); else the scan.
+  const cycle = tracked ?? await scanTrackerFor(ctx.state, vm, diskId).begin(disk);
   const createdAt = ctx.now();
   let spooled;
   try {

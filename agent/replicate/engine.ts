@@ -19,6 +19,8 @@ import { runHook } from './hooks.js';
 import { DefaultChunkSize, recoverAdoptedBase, runBase, startBase } from './initial.js';
 import { registrationDigest, vmRegistration } from './registration.js';
 import { withRetry } from './retry.js';
+import { isLive, noteTracking, openLiveView } from './live.js';
+import type { QemuVmView } from '../sources/qemu-view.js';
 
 /** How often each disk is compared with its replica through the service's digests. */
 export const DefaultVerifyEveryMs = 7 * 24 * 3_600_000;
@@ -82,11 +84,32 @@ export class Replicator {
     const started = ctx.now();
     const book = await ProgressBook.load(ctx.state, vm);
     const disks = new Map<string, DiskImage>();
+    let live: QemuVmView | undefined;
     try {
-      for (const d of config.disks) disks.set(d.id, await openDisk(d.path, { readOnly: true }));
-      const service = await this.register(book, config, disks);
-      const cycleId = await takeCycleId(book, started);
       const warnings: string[] = [];
+      // A live source: one point-in-time view of every disk, quiesced when an application-consistent point is due.
+      let liveConsistency: 'crash' | 'application' = 'crash';
+      if (isLive(config)) {
+        const hooked = await this.quiesce(config, book, warnings);
+        try {
+          live = await openLiveView(ctx.state, config, config.source.guestAgent !== null && this.appDue(config, book));
+        } finally {
+          if (hooked === 'application' && config.postSnapshot) {
+            const why = await runHook(config.postSnapshot, { LIFEBOAT_VM: vm });
+            if (why) warnings.push(`post-snapshot hook failed: ${why}`);
+          }
+        }
+        warnings.push(...live.warnings);
+        liveConsistency = live.consistency === 'application' || hooked === 'application' ? 'application' : 'crash';
+        for (const [id, d] of live.disks) disks.set(id, d.image);
+      } else {
+        for (const d of config.disks) disks.set(d.id, await openDisk(d.path, { readOnly: true }));
+      }
+      const service = await this.register(book, config, disks);
+      if (live) {
+        for (const id of await noteTracking(book, live, started.toISOString())) ctx.logger.warn({ vm, disk: id }, 'dirty bitmap lost: resynchronizing against the replica');
+      }
+      const cycleId = await takeCycleId(book, started);
       let changedBytes = 0;
       let sentBytes = 0;
       let logs = 0;
@@ -125,7 +148,7 @@ export class Replicator {
           // A delta against the replica whenever the service holds one (existing copies, resync,
           // verification, re-protection after lost state); otherwise the whole disk.
           const delta = sd?.baseComplete === true;
-          const baseCycle = { id: cycleId, capturedMs: ctx.now().getTime() };
+          const baseCycle = { id: cycleId, capturedMs: live?.capturedMs ?? ctx.now().getTime() };
           await startBase(ctx, book, d.id, disks.get(d.id)!, delta ? 'delta' : 'full', sd?.generation ?? 0, baseCycle);
           ctx.logger.info({ vm, disk: d.id, mode: book.progress.disks[d.id]!.initial.mode, generation: book.progress.disks[d.id]!.initial.generation }, 'base');
           if (book.progress.disks[d.id]!.initial.mode === 'delta') verified = true;
@@ -136,12 +159,14 @@ export class Replicator {
         }
       }
 
-      // Then one log per disk, application-consistent when due and the hooks succeed.
-      const consistency = await this.quiesce(config, book, warnings);
+      // Then one log per disk, application-consistent when due and the hooks succeed (a live
+      // source's view was quiesced and thawed when it was taken).
+      const consistency = live ? liveConsistency : await this.quiesce(config, book, warnings);
       // One capture time for every disk's log of this cycle: the application is quiesced (when it is
-      // due) and no disk has been read for this cycle's logs yet. RPO is measured from it.
-      const vmCycle = { id: cycleId, capturedMs: ctx.now().getTime() };
-      let thawed = consistency === 'crash';
+      // due) and no disk has been read for this cycle's logs yet (a live source: its view's instant).
+      // RPO is measured from it.
+      const vmCycle = { id: cycleId, capturedMs: live?.capturedMs ?? ctx.now().getTime() };
+      let thawed = consistency === 'crash' || live !== undefined;
       const thaw = async () => {
         if (thawed) return;
         thawed = true;
@@ -154,7 +179,13 @@ export class Replicator {
         const ready = config.disks.filter((d) => book.progress.disks[d.id]!.initial.state === 'done'
           && (config.initial.mode !== 'media' || awaitsNothing(service.get(d.id), book.progress.disks[d.id]!)));
         for (const [i, d] of ready.entries()) {
-          const r = await diskCycle(ctx, book, config, d.id, disks.get(d.id)!, consistency, i === ready.length - 1 ? thaw : async () => {}, vmCycle).catch(async (err: unknown) => {
+          const tracked = live?.disks.get(d.id)!.cycle;
+          if (tracked?.bitmapLost) {
+            // Its bitmap was lost: the delta base just shipped the view whole; the new bitmap records from its instant.
+            await tracked.commit();
+            continue;
+          }
+          const r = await diskCycle(ctx, book, config, d.id, disks.get(d.id)!, consistency, i === ready.length - 1 ? thaw : async () => {}, vmCycle, tracked).catch(async (err: unknown) => {
             if (!isOutOfStepRefusal(err)) throw err;
             // Refused for good: the next cycle sends a base of a new generation instead of this log again.
             const why = `${userMessage(err) ?? String(err)}; this agent's state is older than the service's: the next cycle sends a base of a new generation`;
@@ -199,6 +230,8 @@ export class Replicator {
       throw err;
     } finally {
       for (const disk of disks.values()) await disk.close();
+      // Cycles not committed (a failure, a base still under way) keep their changes in the live bitmap.
+      await live?.close();
     }
   }
 
@@ -239,6 +272,13 @@ export class Replicator {
     const last = book.progress.lastVerifiedAt;
     if (!last || !sd || !sd.baseComplete || sd.pendingLogs > 0 || config.initial.mode === 'media') return false;
     return this.ctx.now().getTime() - Date.parse(last) >= (this.ctx.verifyEveryMs ?? DefaultVerifyEveryMs);
+  }
+
+  /** Whether an application-consistent point is due (every cycle when no interval is set). */
+  private appDue(config: VmConfig, book: ProgressBook): boolean {
+    const every = config.appConsistentEveryMs;
+    const last = book.progress.lastAppConsistentAt;
+    return every === null || !last || this.ctx.now().getTime() - Date.parse(last) >= every;
   }
 
   /** Runs the pre-snapshot hook when an application-consistent point is due. */

@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import type { PublicJwk } from '../../shared/crypto/keys.js';
 import type { DiskImage } from '../../shared/disk/index.js';
-import { openDisk } from '../../shared/disk/index.js';
+import { openSourceDisk } from '../sources/nbd-disk.js';
 import type { LogHeaderInit } from '../../shared/log/index.js';
 import { writeLog } from '../../shared/log/index.js';
 import { DefaultFrameSize, FixedHeaderBytes, MaxJweBytes, TagBytes } from '../../shared/crypto/format.js';
@@ -64,7 +64,7 @@ export class SealerState {
   disk(path: string): Promise<DiskImage> {
     let d = this.disks.get(path);
     if (!d) {
-      d = openDisk(path, { readOnly: true });
+      d = openSourceDisk(path); // a file, or a live source's view by its NBD URI
       this.disks.set(path, d);
     }
     return d;

@@ -32,6 +32,7 @@ import { BaseAllocation, NBD_STATE_HOLE, NBD_STATE_ZERO } from '../../shared/nbd
 import { NbdClient } from '../../shared/nbd/client.js';
 import type { QmpClient } from '../../shared/qmp/client.js';
 import type { TrackedCycle } from '../tracker/types.js';
+import { nbdUri } from './nbd-disk.js';
 import { listBitmaps, nodeInfo, type BitmapInfo } from './qemu-qmp.js';
 
 const execFileP = promisify(execFile);
@@ -55,7 +56,7 @@ export interface QemuSourceOptions {
   node: string;
   /** Where the fleecing overlay and the NBD socket live while a cycle runs. */
   workDir: string;
-  /** Persistent bitmap (default true; a raw node refuses it: pass false). */
+  /** Persistent bitmap (default: where the node's format stores one, qcow2; a raw node refuses it). */
   persistent?: boolean;
   /**
    * Bitmap granularity in bytes, a power of two (default: qemu's, the qcow2 cluster size or 64 KiB).
@@ -71,6 +72,8 @@ export class QemuSource {
   constructor(private readonly options: QemuSourceOptions) {}
 
   private get qmp(): QmpClient { return this.options.qmp; }
+  get qmpClient(): QmpClient { return this.options.qmp; }
+  get node(): string { return this.options.node; }
 
   /** Our bitmaps on the node, oldest first. */
   async bitmaps(): Promise<BitmapInfo[]> {
@@ -85,11 +88,13 @@ export class QemuSource {
   /** Starts tracking: adds bitmap lifeboat-0 unless one of ours records already. Idempotent. */
   async protect(): Promise<void> {
     if (await this.liveBitmap()) return;
-    await this.qmp.execute('block-dirty-bitmap-add', { node: this.options.node, name: `${BitmapPrefix}0`, ...this.bitmapArgs() });
+    const { driver } = await nodeInfo(this.qmp, this.options.node);
+    await this.qmp.execute('block-dirty-bitmap-add', { node: this.options.node, name: `${BitmapPrefix}0`, ...this.bitmapArgs(driver) });
   }
 
-  private bitmapArgs(granularity = this.options.granularity): Record<string, unknown> {
-    return { persistent: this.options.persistent ?? true, ...(granularity ? { granularity } : {}) };
+  /** Persistent where the format can store it (qcow2), unless the options say otherwise. */
+  private bitmapArgs(driver: string, granularity = this.options.granularity): Record<string, unknown> {
+    return { persistent: this.options.persistent ?? driver === 'qcow2', ...(granularity ? { granularity } : {}) };
   }
 
   /** Cleans what a killed cycle left; merges disabled bitmaps of ours into the live one. */
@@ -106,35 +111,104 @@ export class QemuSource {
 
   /** Freezes the disk's state and its bitmap in one transaction and exports the view. */
   async begin(): Promise<QemuCycle> {
+    return (await beginCycles([this]))[0]!;
+  }
+
+  /** Creates the overlay and adds its node; returns this disk's actions for the shared transaction. */
+  async prepare(): Promise<PreparedView> {
     const { node, workDir } = this.options;
     const info = await nodeInfo(this.qmp, node);
     const live = await this.liveBitmap();
     const generation = live ? generationOf(live.name) + 1 : Date.now();
     const next = `${BitmapPrefix}${generation}`;
     const overlay = join(workDir, `${viewNode(node)}.qcow2`);
-    const socket = join(workDir, NbdSocketName);
-
     await rm(overlay, { force: true });
     await execFileP('qemu-img', ['create', '-q', '-f', 'qcow2', overlay, String(info.size)]);
     await this.qmp.execute('blockdev-add', { driver: 'qcow2', 'node-name': viewNode(node), file: { driver: 'file', filename: overlay }, backing: node });
+    const actions: TransactionAction[] = [
+      { type: 'block-dirty-bitmap-add', data: { node, name: next, ...this.bitmapArgs(info.driver, live?.granularity ?? this.options.granularity) } },
+    ];
+    if (live) actions.push({ type: 'block-dirty-bitmap-disable', data: { node, name: live.name } });
+    actions.push({ type: 'blockdev-backup', data: { device: node, target: viewNode(node), sync: 'none', 'job-id': jobId(node) } });
+    return { source: this, actions, live, next };
+  }
+
+  /** After the transaction: exports the view on qemu's NBD server and connects to it. */
+  async export(view: PreparedView): Promise<QemuCycle> {
+    const { node, workDir } = this.options;
+    const { live, next } = view;
+    const socket = join(workDir, NbdSocketName);
+    await startNbdServer(this.qmp, socket);
+    await this.qmp.execute('block-export-add', {
+      type: 'nbd', id: exportId(node), 'node-name': viewNode(node), name: node, writable: false, ...(live ? { bitmaps: [live.name] } : {}),
+    });
+    const contexts = [BaseAllocation, ...(live ? [`qemu:dirty-bitmap:${live.name}`] : [])];
+    const nbd = await NbdClient.connect({ socketPath: socket, exportName: node, metaContexts: contexts });
+    return new QemuCycle(this.qmp, node, workDir, nbd, live?.name, next, live?.granularity ?? 0);
+  }
+
+  /** Removes whatever of this disk's view exists (after a failed begin). */
+  endView(): Promise<void> {
+    return endView(this.qmp, this.options.node, this.options.workDir);
+  }
+
+  /** The NBD URI of this disk's view while a cycle runs (what NbdDisk and nbdinfo open). */
+  viewUri(): string {
+    return nbdUri(join(this.options.workDir, NbdSocketName), this.options.node);
+  }
+}
+
+interface TransactionAction { type: string; data: Record<string, unknown> }
+
+/** One disk's part of a transaction, between prepare() and export(). */
+export interface PreparedView {
+  source: QemuSource;
+  actions: TransactionAction[];
+  live: BitmapInfo | undefined;
+  next: string;
+}
+
+/**
+ * Runs around the transaction: freeze() is true when the guest's filesystems are frozen; thaw()
+ * always follows and is true when they stayed frozen until it was called (no timeout thawed them).
+ */
+export interface Quiescer {
+  freeze(): Promise<boolean>;
+  thaw(): Promise<boolean>;
+}
+
+/**
+ * Begins a cycle on every source (disks of one qemu) at one instant: the views of all disks and
+ * their bitmap swaps are one QMP `transaction`, so the VM's disks are captured together. With a
+ * quiescer the transaction runs between its freeze and its thaw (the thaw runs whatever happens).
+ * Returns the cycles in the sources' order and whether the guest was frozen at the instant.
+ */
+export async function beginCycles(sources: QemuSource[], quiescer?: Quiescer): Promise<QemuCycle[]> {
+  return (await beginCyclesAt(sources, quiescer)).cycles;
+}
+
+/** beginCycles, with whether the guest was frozen at the instant and the instant (ms). */
+export async function beginCyclesAt(sources: QemuSource[], quiescer?: Quiescer): Promise<{ cycles: QemuCycle[]; frozen: boolean; capturedMs: number }> {
+  const prepared: PreparedView[] = [];
+  const cleanup = async () => { for (const s of sources) await s.endView().catch(() => undefined); };
+  try {
+    for (const s of sources) prepared.push(await s.prepare());
+    const qmp = sources[0]!.qmpClient;
+    let frozen = false;
+    let capturedMs: number;
     try {
-      const actions: Array<{ type: string; data: Record<string, unknown> }> = [
-        { type: 'block-dirty-bitmap-add', data: { node, name: next, ...this.bitmapArgs(live?.granularity ?? this.options.granularity) } },
-      ];
-      if (live) actions.push({ type: 'block-dirty-bitmap-disable', data: { node, name: live.name } });
-      actions.push({ type: 'blockdev-backup', data: { device: node, target: viewNode(node), sync: 'none', 'job-id': jobId(node) } });
-      await this.qmp.execute('transaction', { actions });
-      await startNbdServer(this.qmp, socket);
-      await this.qmp.execute('block-export-add', {
-        type: 'nbd', id: exportId(node), 'node-name': viewNode(node), name: node, writable: false, ...(live ? { bitmaps: [live.name] } : {}),
-      });
-      const contexts = [BaseAllocation, ...(live ? [`qemu:dirty-bitmap:${live.name}`] : [])];
-      const nbd = await NbdClient.connect({ socketPath: socket, exportName: node, metaContexts: contexts });
-      return new QemuCycle(this.qmp, node, workDir, nbd, live?.name, next, live?.granularity ?? 0);
-    } catch (err) {
-      await endView(this.qmp, node, workDir).catch(() => undefined);
-      throw err;
+      frozen = quiescer ? await quiescer.freeze() : false;
+      await qmp.execute('transaction', { actions: prepared.flatMap((p) => p.actions) });
+      capturedMs = Date.now();
+    } finally {
+      if (quiescer) frozen = (await quiescer.thaw()) && frozen;
     }
+    const cycles: QemuCycle[] = [];
+    for (const p of prepared) cycles.push(await p.source.export(p));
+    return { cycles, frozen, capturedMs };
+  } catch (err) {
+    await cleanup();
+    throw err;
   }
 }
 

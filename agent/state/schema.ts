@@ -26,7 +26,10 @@ export type Compression = z.infer<typeof Compression>;
 
 export const DiskConfig = z.object({
   id: z.string().regex(DiskIdPattern),
+  /** The image file (the file source), or the file qemu has open for the node (the qemu source, for messages). */
   path: z.string().min(1),
+  /** The qemu source: the disk's format node in the VM's block graph (query-named-block-nodes). */
+  node: z.string().min(1).optional(),
 });
 export type DiskConfig = z.infer<typeof DiskConfig>;
 
@@ -53,6 +56,25 @@ export const NicConfig = z.object({
 });
 export type NicConfig = z.infer<typeof NicConfig>;
 
+/**
+ * Where the disks are read (docs/agent.md "Sources"): `file` images at rest (or frozen by the hooks),
+ * read whole by the scan tracker; `qemu` a running QEMU through its QMP socket, its dirty bitmaps and
+ * point-in-time views exported over NBD. Absent: file.
+ */
+export const SourceConfig = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('file') }),
+  z.object({
+    kind: z.literal('qemu'),
+    /** The VM's QMP socket, for the agent alone (qemu takes one client per socket). */
+    qmp: z.string().min(1),
+    /** qemu-guest-agent's socket: with it, points are application-consistent (guest-fsfreeze). */
+    guestAgent: z.string().min(1).nullable(),
+    /** Dirty bitmap granularity in bytes (absent: qemu's, the qcow2 cluster size). */
+    granularity: z.number().int().positive().optional(),
+  }),
+]);
+export type SourceConfig = z.infer<typeof SourceConfig>;
+
 export const VmConfig = z.object({
   version: z.literal(StateVersion),
   name: z.string().regex(VmNamePattern),
@@ -74,6 +96,7 @@ export const VmConfig = z.object({
   hardware: HardwareConfig.optional(),
   /** Reported with the registration, the whole list (absent: none reported). */
   nics: z.array(NicConfig).optional(),
+  source: SourceConfig.optional(),
 });
 export type VmConfig = z.infer<typeof VmConfig>;
 
@@ -143,6 +166,8 @@ export const DiskProgress = z.object({
   /** Set when the replica must be resynchronized (digest comparison) before cycles resume. */
   resyncReason: z.string().nullable(),
   inflight: z.array(InflightObject),
+  /** The qemu source's tracking as of the last cycle (for status): its node, the bitmap recording, its granularity. */
+  tracking: z.object({ node: z.string(), bitmap: z.string(), granularity: z.number().int().nonnegative(), lostAt: z.iso.datetime().nullable() }).optional(),
 });
 export type DiskProgress = z.infer<typeof DiskProgress>;
 
