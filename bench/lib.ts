@@ -62,14 +62,31 @@ export function runCommand(cmd: string, args: string[], options: { cwd?: string;
   });
 }
 
-/** The synthetic disk of ../shared/tools/mkdisk.py, made once per size and kept in workDir. */
-export async function syntheticDisk(ctx: BenchContext, sizeMiB: number): Promise<string> {
+/** Runs a command (its output dropped); wall seconds from here, CPU seconds (user + system) from /usr/bin/time. */
+export function runTimed(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Promise<{ wall: number; cpu: number }> {
+  return new Promise((res, reject) => {
+    const t0 = process.hrtime.bigint();
+    const child = spawn('/usr/bin/time', ['-f', '%U %S', cmd, ...args], { env: env ?? process.env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+      const m = /([\d.]+) ([\d.]+)\s*$/.exec(stderr);
+      if (code !== 0 || !m) reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${stderr.slice(-2000)}`));
+      else res({ wall, cpu: Number(m[1]) + Number(m[2]) });
+    });
+  });
+}
+
+/** The synthetic disk of ../shared/tools/mkdisk.py, made once per size (and seed) and kept in workDir. */
+export async function syntheticDisk(ctx: BenchContext, sizeMiB: number, seed?: number): Promise<string> {
   const { existsSync } = await import('node:fs');
   await mkdir(ctx.workDir, { recursive: true });
-  const path = join(ctx.workDir, `synthetic-${sizeMiB}.raw`);
+  const path = join(ctx.workDir, `synthetic-${sizeMiB}${seed === undefined ? '' : `-seed${seed}`}.raw`);
   if (!existsSync(path)) {
     process.stderr.write(`bench: making a ${sizeMiB} MiB synthetic disk\n`);
-    await runCommand('python3', [ctx.mkdisk, `${path}.tmp`, String(sizeMiB)]);
+    await runCommand('python3', [ctx.mkdisk, `${path}.tmp`, String(sizeMiB), ...(seed === undefined ? [] : ['--seed', String(seed)])]);
     const { rename } = await import('node:fs/promises');
     await rename(`${path}.tmp`, path);
   }

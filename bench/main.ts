@@ -8,6 +8,7 @@ import { cryptoBench } from './crypto.js';
 import { logBench } from './log.js';
 import { diskBenchmark } from './disk.js';
 import { agentBench } from './agent.js';
+import { initialBench } from './initial.js';
 import { mergeBench } from './service.js';
 import { loadBench } from './service-load.js';
 import { mergeStagesBench } from './service-merge-stages.js';
@@ -21,6 +22,7 @@ const benchmarks: Benchmark[] = [
   logBench,
   diskBenchmark,
   agentBench,
+  initialBench,
   mergeBench,
   loadBench,
   mergeStagesBench,
@@ -40,7 +42,7 @@ if (unknown.length > 0) {
   console.error(`bench: unknown benchmark ${unknown.join(', ')}; known: ${benchmarks.map((b) => b.name).join(', ')}`);
   process.exit(2);
 }
-const ctx = { workDir: process.env.LIFEBOAT_BENCH_DIR ?? join(root, '.bench'), mkdisk: join(root, '..', 'shared', 'tools', 'mkdisk.py'), quick };
+const ctx = { workDir: process.env.LIFEBOAT_BENCH_DIR ?? join(root, '.bench'), mkdisk: process.env.LIFEBOAT_MKDISK ?? join(root, '..', 'shared', 'tools', 'mkdisk.py'), quick };
 const rows: BenchRow[] = [];
 for (const b of benchmarks.filter((x) => names.length === 0 || names.includes(x.name))) {
   process.stderr.write(`bench: ${b.name}: ${b.description}\n`);

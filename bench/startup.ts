@@ -10,11 +10,10 @@
  * time (user + system, from /usr/bin/time: less swayed by load), and the median per-round difference
  * from node.
  */
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { runCommand, type Benchmark, type BenchRow } from './lib.js';
+import { runCommand, runTimed, type Benchmark, type BenchRow } from './lib.js';
 
 const root = resolve(import.meta.dirname, '..');
 const GoalSeconds = 0.2;
@@ -23,19 +22,7 @@ interface Sample { wall: number; cpu: number }
 
 /** One run of node with args: wall seconds from here, CPU seconds from /usr/bin/time. */
 function sample(args: string[], env: NodeJS.ProcessEnv): Promise<Sample> {
-  return new Promise((res, reject) => {
-    const t0 = process.hrtime.bigint();
-    const child = spawn('/usr/bin/time', ['-f', '%U %S', process.execPath, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      const wall = Number(process.hrtime.bigint() - t0) / 1e9;
-      const m = /([\d.]+) ([\d.]+)\s*$/.exec(stderr);
-      if (code !== 0 || !m) reject(new Error(`node ${args.join(' ')} exited ${code}: ${stderr.slice(-1000)}`));
-      else res({ wall, cpu: Number(m[1]) + Number(m[2]) });
-    });
-  });
+  return runTimed(process.execPath, args, { ...process.env, ...env });
 }
 
 const median = (xs: number[]) => {
