@@ -3,10 +3,11 @@
  * a streamed or small body, a bounded response, and failures turned into LifeboatErrors a user can
  * read ("service https://dr:9443 does not answer: connection refused").
  */
-import { request as httpRequest } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import { Agent as HttpAgent, request as httpRequest } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
+import { createSecureContext } from 'node:tls';
 import type { TLSSocket } from 'node:tls';
 import type { z } from 'zod';
 import { LifeboatError, userMessage } from '../../shared/errors.js';
@@ -62,6 +63,44 @@ export function isRetryable(err: unknown): boolean {
   return err instanceof LifeboatError && err.code === 'unavailable';
 }
 
+/**
+ * Connections are kept alive and reused, one pool per TLS identity (CA, key, certificate), whose
+ * secure context is made once: before, every request made a new TCP connection, a new secure
+ * context (parsing the CA, key and certificate again) and a full handshake with client certificate,
+ * three per chunk of a base (grant, upload, commit). Idle sockets do not keep the process alive and
+ * close after a few seconds; the server's Keep-Alive timeout is respected. TLS sessions are cached
+ * per pool and resumed when a new connection is needed.
+ */
+/** An idle connection closes after this long (below node servers' 5 s keep-alive, so the client closes first). */
+const IdleMs = 4_000;
+const MaxPools = 8;
+const httpsPools = new Map<string, HttpsAgent>();
+const httpPool = new HttpAgent({ keepAlive: true, timeout: IdleMs });
+
+/** The pool of connections for one TLS identity (a few per process: the agent's, the public roots'). */
+function httpsPool(tls: TlsOptions): HttpsAgent {
+  const id = JSON.stringify([tls.ca ?? null, tls.key ?? null, tls.cert ?? null]);
+  let pool = httpsPools.get(id);
+  if (!pool) {
+    if (httpsPools.size >= MaxPools) {
+      const [oldestId, oldest] = httpsPools.entries().next().value as [string, HttpsAgent];
+      oldest.destroy();
+      httpsPools.delete(oldestId);
+    }
+    const secureContext = createSecureContext({ ca: tls.ca, key: tls.key, cert: tls.cert });
+    pool = new HttpsAgent({ keepAlive: true, secureContext, timeout: IdleMs });
+    httpsPools.set(id, pool);
+  }
+  return pool;
+}
+
+/** Closes every kept-alive connection (tests; a process exits without it, idle sockets are unref'd). */
+export function closeConnections(): void {
+  for (const pool of httpsPools.values()) pool.destroy();
+  httpsPools.clear();
+  httpPool.destroy();
+}
+
 /** Sends the request; resolves with any HTTP response (the caller checks the status). */
 export function send(req: HttpRequest): Promise<HttpResponse> {
   const url = new URL(req.url);
@@ -72,11 +111,13 @@ export function send(req: HttpRequest): Promise<HttpResponse> {
     const r = doRequest(url, {
       method: req.method,
       headers: { ...(Buffer.isBuffer(req.body) ? { 'content-length': String(req.body.length) } : {}), ...req.headers },
-      ...(isHttps ? { ca: tls.ca, key: tls.key, cert: tls.cert, rejectUnauthorized: !tls.insecure, agent: false } : {}),
+      // Fetching the CA before pinning it (insecure) takes a connection of its own, never pooled.
+      ...(isHttps ? (tls.insecure ? { rejectUnauthorized: false, agent: false } : { agent: httpsPool(tls) }) : { agent: httpPool }),
     }, (res) => {
       const chunks: Buffer[] = [];
       let total = 0;
-      const peer = isHttps ? (res.socket as TLSSocket).getPeerCertificate?.() : undefined;
+      // Only the CA fetch pins what it got; reading the certificate costs on every answer otherwise.
+      const peer = isHttps && tls.insecure ? (res.socket as TLSSocket).getPeerCertificate?.() : undefined;
       res.on('data', (c: Buffer) => {
         total += c.length;
         if (total > MaxResponseBytes) res.destroy(new LifeboatError('too_large', `${url.origin}: response larger than ${MaxResponseBytes} bytes`));
