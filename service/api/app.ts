@@ -1,16 +1,18 @@
 /**
- * The operator API (default port 8080): bearer JWTs with role hoster-operator; /healthz, /metrics
- * and the OpenAPI document need none. The CLI's admin subcommands are clients of these routes.
+ * The operator API (default port 8080, docs/api.md): every /v1 route needs a bearer credential and
+ * asks service/trust/roles.ts for the access it needs; /healthz, /metrics and the OpenAPI document
+ * need none. The CLI's admin subcommands are clients of these routes.
  */
 import { Hono } from 'hono';
-import type { MiddlewareHandler } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
 import type { ServiceContext } from '../context.js';
-import { ErrForbidden, ErrUnauthenticated } from '../errors.js';
-import { check, countRequests, bodySizeLimit, readJson } from '../http/json.js';
+import { ErrUnauthenticated } from '../errors.js';
+import { check, countRequests, bodySizeLimit, pathId, readJson } from '../http/json.js';
 import { problemHandler, requestIds, routeNotFound } from '../http/problem.js';
 import type { EnqueueMerge } from '../replication/uploads.js';
 import type { ApiClaims } from '../trust/tokens.js';
 import { verifyApiToken } from '../trust/tokens.js';
+import { mayAdminister, mayRead } from '../trust/roles.js';
 import { LifeboatError } from '../../shared/errors.js';
 import { WebhookDriver } from '../failover/drivers/webhook.js';
 import type { RunningHost } from '../failover/host.js';
@@ -39,13 +41,6 @@ function authenticate(ctx: ServiceContext): MiddlewareHandler<ApiEnv> {
   };
 }
 
-/** The hoster's routes: role hoster-operator only. */
-const operatorOnly: MiddlewareHandler<ApiEnv> = async function operatorOnly(c, next) {
-  const { role } = c.get('operator');
-  if (role !== 'hoster-operator') throw ErrForbidden('role', `role ${role} may not use the operator API`);
-  await next();
-};
-
 export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: EnqueueMerge, failoverQueues?: FailoverQueues, failoverHost?: RunningHost): Hono<ApiEnv> {
   const { metrics } = ctx;
   const app = new Hono<ApiEnv>();
@@ -70,17 +65,48 @@ export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: Enqu
     return failoverQueues;
   }));
   v1.route('/', nicRoutes(ctx)).route('/', networkRoutes(ctx)).route('/', publicIpRoutes(ctx));
-  v1.use('*', operatorOnly);
-  v1.post('/tenants', async (c) => c.json(await createTenant(ctx, (await readJson(c, tenantCreateSchema)).name), 201));
-  v1.get('/tenants', async (c) => c.json({ tenants: await tenantList(ctx) }));
-  v1.patch('/tenants/:tenant', async (c) => c.json(await setTenant(ctx, c.req.param('tenant'), await readJson(c, tenantSettingsSchema))));
-  v1.post('/tenants/:tenant/authorizations', async (c) => c.json(await allow(ctx, c.req.param('tenant'), await readJson(c, allowSchema)), 201));
-  v1.post('/tenants/:tenant/tokens', async (c) => c.json(await createEnrollToken(ctx, c.req.param('tenant'), (await readJson(c, tokenSchema)).ttl), 201));
-  v1.post('/tenants/:tenant/revocations', async (c) => c.json(await revoke(ctx, c.req.param('tenant'), (await readJson(c, revokeSchema)).server)));
-  v1.get('/vms', async (c) => c.json({ vms: await vmList(ctx, check(vmListQuery, c.req.query(), 'query').tenant) }));
-  v1.get('/tenants/:tenant/vms/:vm/points', async (c) => c.json({ points: await points(ctx, c.req.param('tenant'), c.req.param('vm')) }));
-  v1.post('/tenants/:tenant/vms/:vm/exports', async (c) => c.json(await exportDisk(ctx, c.req.param('tenant'), c.req.param('vm'), await readJson(c, exportSchema)), 201));
-  v1.post('/tenants/:tenant/media-imports', async (c) => c.json(await importMedia(ctx, enqueue, c.req.param('tenant'), await readJson(c, importMediaSchema))));
+  // The hoster's own routes (tenants, enrollment, files on the service host); points are a tenant's.
+  const hoster = (c: Context<ApiEnv>, check: typeof mayRead) => check(c.get('operator'), undefined);
+  v1.post('/tenants', async (c) => {
+    hoster(c, mayAdminister);
+    return c.json(await createTenant(ctx, (await readJson(c, tenantCreateSchema)).name), 201);
+  });
+  v1.get('/tenants', async (c) => {
+    hoster(c, mayRead);
+    return c.json({ tenants: await tenantList(ctx) });
+  });
+  v1.patch('/tenants/:tenant', async (c) => {
+    hoster(c, mayAdminister);
+    return c.json(await setTenant(ctx, c.req.param('tenant'), await readJson(c, tenantSettingsSchema)));
+  });
+  v1.post('/tenants/:tenant/authorizations', async (c) => {
+    hoster(c, mayAdminister);
+    return c.json(await allow(ctx, c.req.param('tenant'), await readJson(c, allowSchema)), 201);
+  });
+  v1.post('/tenants/:tenant/tokens', async (c) => {
+    hoster(c, mayAdminister);
+    return c.json(await createEnrollToken(ctx, c.req.param('tenant'), (await readJson(c, tokenSchema)).ttl), 201);
+  });
+  v1.post('/tenants/:tenant/revocations', async (c) => {
+    hoster(c, mayAdminister);
+    return c.json(await revoke(ctx, c.req.param('tenant'), (await readJson(c, revokeSchema)).server));
+  });
+  v1.get('/vms', async (c) => {
+    hoster(c, mayRead);
+    return c.json({ vms: await vmList(ctx, check(vmListQuery, c.req.query(), 'query').tenant) });
+  });
+  v1.get('/tenants/:tenant/vms/:vm/points', async (c) => {
+    const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
+    return c.json({ points: await points(ctx, tenant, c.req.param('vm')) });
+  });
+  v1.post('/tenants/:tenant/vms/:vm/exports', async (c) => {
+    hoster(c, mayAdminister);
+    return c.json(await exportDisk(ctx, c.req.param('tenant'), c.req.param('vm'), await readJson(c, exportSchema)), 201);
+  });
+  v1.post('/tenants/:tenant/media-imports', async (c) => {
+    hoster(c, mayAdminister);
+    return c.json(await importMedia(ctx, enqueue, c.req.param('tenant'), await readJson(c, importMediaSchema)));
+  });
   app.route('/v1', v1);
   return app;
 }

@@ -1,8 +1,7 @@
 /**
- * Failover routes of the API (one file per resource), for the hoster's operators and the tenant's own
- * roles: hoster-operator everywhere; tenant-admin on its own tenant (request, stop, commit, revert,
- * edit the VM's hardware); tenant-viewer reads its own tenant. A VM or failover of another tenant is
- * answered 404, exactly as one that does not exist.
+ * Failover routes of the API (one file per resource). Access (service/trust/roles.ts): operate to
+ * request, stop, commit, revert; administer to edit the VM's hardware; read for the rest. A VM or
+ * failover of another tenant is answered 404, exactly as one that does not exist.
  *
  *   POST /v1/tenants/{t}/vms/{vm}/failovers            {kind, point} (Idempotency-Key honoured)
  *   GET  /v1/tenants/{t}/vms/{vm}/failovers            the VM's failovers
@@ -27,13 +26,14 @@ import { getFailover, getVmHardware, latestScreenshot, listFailovers, putVmHardw
 import type { VmRow } from '../catalog/vms.js';
 import { getVm, listDisks } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';
-import { ErrForbidden, ErrNotFoundHere } from '../errors.js';
+import { ErrNotFoundHere } from '../errors.js';
 import { changeGoal, requestFailover } from '../failover/engine.js';
 import type { FailoverQueues } from '../failover/queue.js';
 import { failoverReport } from '../failover/report.js';
 import { operatorHardware } from '../failover/recorded-config.js';
 import { defaultHardware, vmNvramPath } from '../failover/spec.js';
 import { check, pathId, readJson } from '../http/json.js';
+import { mayAdminister, mayOperate, mayRead } from '../trust/roles.js';
 import type { ApiClaims } from '../trust/tokens.js';
 
 export const failoverRequestSchema = z.strictObject({
@@ -90,21 +90,6 @@ async function importNvram(vm: VmRow, path: string) {
 const listQuery = z.strictObject({ tenant: z.string().optional(), active: z.enum(['true', 'false']).optional() });
 
 type Env = { Variables: { operator: ApiClaims } };
-type Access = 'read' | 'operate';
-
-/** The tenant a caller may act on: hoster roles any, tenant roles their own; others see 404. */
-function tenantFor(c: Context<Env>, tenant: string, access: Access): string {
-  const claims = c.get('operator');
-  if (claims.role === 'hoster-operator') return tenant;
-  if (claims.tenant !== tenant) throw ErrNotFoundHere(`no tenant ${tenant}`);
-  if (access === 'operate' && claims.role !== 'tenant-admin') throw ErrForbidden('role', `role ${claims.role} may only read`);
-  return tenant;
-}
-
-function hosterOnly(c: Context<Env>): void {
-  if (c.get('operator').role !== 'hoster-operator') throw ErrForbidden('role', `role ${c.get('operator').role} may use only the routes under /v1/tenants/{tenant}`);
-}
-
 const screenshotPath = (f: FailoverRow) => `/v1/tenants/${f.tenant}/failovers/${f.id}/screenshot.png`;
 
 export function failoverRoutes(ctx: ServiceContext, queues: () => FailoverQueues): Hono<Env> {
@@ -127,7 +112,7 @@ export function failoverRoutes(ctx: ServiceContext, queues: () => FailoverQueues
   };
 
   r.post('/tenants/:tenant/vms/:vm/failovers', async (c) => {
-    const tenant = tenantFor(c, pathId(c, 'tenant'), 'operate');
+    const tenant = mayOperate(c.get('operator'), pathId(c, 'tenant'));
     const body = await readJson(c, failoverRequestSchema);
     const key = c.req.header('idempotency-key');
     if (key !== undefined && !/^[\x21-\x7e]{1,200}$/.test(key)) throw new LifeboatError('invalid_argument', 'Idempotency-Key must be 1 to 200 visible ASCII characters');
@@ -135,40 +120,40 @@ export function failoverRoutes(ctx: ServiceContext, queues: () => FailoverQueues
     return c.json(await failoverReport(ctx.db, failover, screenshotPath(failover)), repeated ? 200 : 202);
   });
   r.get('/tenants/:tenant/vms/:vm/failovers', async (c) => {
-    const tenant = tenantFor(c, pathId(c, 'tenant'), 'read');
+    const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
     const vm = pathId(c, 'vm');
     await vmOf(tenant, vm);
     return c.json({ failovers: (await listFailovers(ctx.db, { tenant, vm })).map(summary) });
   });
   r.get('/tenants/:tenant/failovers', async (c) => {
-    const tenant = tenantFor(c, pathId(c, 'tenant'), 'read');
+    const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
     const q = check(listQuery.omit({ tenant: true }), c.req.query(), 'query');
     return c.json({ failovers: (await listFailovers(ctx.db, { tenant, active: q.active === 'true' })).map(summary) });
   });
   r.get('/tenants/:tenant/failovers/:id', async (c) => {
-    const f = await failoverOf(c, tenantFor(c, pathId(c, 'tenant'), 'read'));
+    const f = await failoverOf(c, mayRead(c.get('operator'), pathId(c, 'tenant')));
     return c.json(await failoverReport(ctx.db, f, screenshotPath(f)));
   });
   r.get('/tenants/:tenant/failovers/:id/screenshot.png', async (c) => {
-    const f = await failoverOf(c, tenantFor(c, pathId(c, 'tenant'), 'read'));
+    const f = await failoverOf(c, mayRead(c.get('operator'), pathId(c, 'tenant')));
     const shot = await latestScreenshot(ctx.db, f.id);
     if (!shot) throw ErrNotFoundHere(`failover ${f.id} has no screenshot yet`);
     return c.body(new Uint8Array(shot.png), 200, { 'content-type': 'image/png', 'cache-control': 'private, no-store' });
   });
   r.post('/tenants/:tenant/failovers/:id/:action', async (c) => {
-    const tenant = tenantFor(c, pathId(c, 'tenant'), 'operate');
+    const tenant = mayOperate(c.get('operator'), pathId(c, 'tenant'));
     const goal = action(c.req.param('action'));
     const f = await changeGoal(ctx, queues(), tenant, (await failoverOf(c, tenant)).id, goal, who(c));
     return c.json(await failoverReport(ctx.db, f, screenshotPath(f)), 202);
   });
   r.get('/tenants/:tenant/vms/:vm/hardware', async (c) => {
-    const tenant = tenantFor(c, pathId(c, 'tenant'), 'read');
+    const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
     const vm = pathId(c, 'vm');
     await vmOf(tenant, vm);
     return c.json((await getVmHardware(ctx.db, tenant, vm)) ?? defaultHardware());
   });
   r.put('/tenants/:tenant/vms/:vm/hardware', async (c) => {
-    const tenant = tenantFor(c, pathId(c, 'tenant'), 'operate');
+    const tenant = mayAdminister(c.get('operator'), pathId(c, 'tenant'));
     const vm = pathId(c, 'vm');
     await vmOf(tenant, vm);
     const body = await readJson(c, hardwareSchema);
@@ -183,7 +168,8 @@ export function failoverRoutes(ctx: ServiceContext, queues: () => FailoverQueues
   });
 
   r.post('/tenants/:tenant/vms/:vm/nvram', async (c) => {
-    hosterOnly(c);
+    // A file on the service host: hoster roles only.
+    mayAdminister(c.get('operator'), undefined);
     const tenant = pathId(c, 'tenant');
     const vmName = pathId(c, 'vm');
     const vm = await getVm(ctx.db, tenant, vmName);
@@ -193,17 +179,17 @@ export function failoverRoutes(ctx: ServiceContext, queues: () => FailoverQueues
   });
 
   r.get('/failovers', async (c) => {
-    hosterOnly(c);
+    mayRead(c.get('operator'), undefined);
     const q = check(listQuery, c.req.query(), 'query');
     return c.json({ failovers: (await listFailovers(ctx.db, { tenant: q.tenant, active: q.active === 'true' })).map(summary) });
   });
   r.get('/failovers/:id', async (c) => {
-    hosterOnly(c);
+    mayRead(c.get('operator'), undefined);
     const f = await failoverOf(c, undefined);
     return c.json(await failoverReport(ctx.db, f, screenshotPath(f)));
   });
   r.post('/failovers/:id/:action', async (c) => {
-    hosterOnly(c);
+    mayOperate(c.get('operator'), undefined);
     const goal = action(c.req.param('action'));
     const f = await changeGoal(ctx, queues(), undefined, (await failoverOf(c, undefined)).id, goal, who(c));
     return c.json(await failoverReport(ctx.db, f, screenshotPath(f)), 202);

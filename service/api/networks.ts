@@ -19,7 +19,6 @@
  * Tenant-scoped routes: hoster-operator and tenant-admin write, tenant-viewer reads; another tenant
  * answers 404. A tenant names only networks granted to it, never a bridge.
  */
-import type { Context } from 'hono';
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { parse } from 'csv-parse/sync';
@@ -31,7 +30,7 @@ import { getTenant } from '../catalog/tenants.js';
 import { listTenantNics } from '../catalog/networks.js';
 import { listVms } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';
-import { ErrConflict, ErrForbidden, ErrNotFoundHere } from '../errors.js';
+import { ErrConflict, ErrNotFoundHere } from '../errors.js';
 import type { NetworkMapping } from '../failover/network/mappings.js';
 import { MaxMappingsPerTenant, parseMappings } from '../failover/network/mappings.js';
 import { networkNameReason } from '../failover/network/names.js';
@@ -41,9 +40,10 @@ import { normaliseMac, parseNicConfig } from '../failover/network/settings.js';
 import { idPattern } from '../http/json.js';
 import { check, pathId, readJson } from '../http/json.js';
 import { problem, problemResponse, requestIdOf } from '../http/problem.js';
+import { mayAdminister, mayRead } from '../trust/roles.js';
 import type { ApiClaims } from '../trust/tokens.js';
 import type { NicInput, NicModelName } from './nics.js';
-import { NicModels, checkTenantNics, presentNic, refusalLine, storeTenantNics, tenantAccess } from './nics.js';
+import { NicModels, checkTenantNics, presentNic, refusalLine, storeTenantNics } from './nics.js';
 
 type Env = { Variables: { operator: ApiClaims } };
 
@@ -62,10 +62,6 @@ export const nicImportSchema = z.strictObject({ csv: z.string(), dryRun: z.boole
 const listQuery = z.strictObject({ tenant: z.string().max(64).optional() });
 const mappingDeleteQuery = z.strictObject({ kind: kind.optional(), source: z.string().max(100).optional() });
 
-function hosterOnly(c: Context<Env>): void {
-  const { role } = c.get('operator');
-  if (role !== 'hoster-operator') throw ErrForbidden('role', `role ${role} may not manage DR networks (the tenant's own are under /v1/tenants/{tenant}/networks)`);
-}
 
 function networkName(name: string, what = 'network'): string {
   const bad = networkNameReason(name);
@@ -106,12 +102,12 @@ export function networkRoutes(ctx: ServiceContext): Hono<Env> {
   };
 
   r.get('/networks', async (c) => {
-    hosterOnly(c);
+    mayRead(c.get('operator'), undefined);
     const q = check(listQuery, c.req.query(), 'query');
     return c.json({ networks: (await listNetworks(ctx.db, q.tenant)).map(presentNetwork) });
   });
   r.post('/networks', async (c) => {
-    hosterOnly(c);
+    mayAdminister(c.get('operator'), undefined);
     const body = await readJson(c, networkCreateSchema);
     const name = networkName(body.name, 'body.name');
     if (!(await insertNetwork(ctx.db, { name, kind: body.kind, bridge: body.bridge, vlan: body.vlan ?? null, hosts: body.hosts }))) {
@@ -120,14 +116,14 @@ export function networkRoutes(ctx: ServiceContext): Hono<Env> {
     return c.json(presentNetwork((await getNetwork(ctx.db, name))!), 201);
   });
   r.get('/networks/:name', async (c) => {
-    hosterOnly(c);
+    mayRead(c.get('operator'), undefined);
     const name = networkName(c.req.param('name'));
     const n = await getNetwork(ctx.db, name);
     if (!n) throw ErrNotFoundHere(`no network ${name}`);
     return c.json(presentNetwork(n));
   });
   r.delete('/networks/:name', async (c) => {
-    hosterOnly(c);
+    mayAdminister(c.get('operator'), undefined);
     const name = networkName(c.req.param('name'));
     const n = await getNetwork(ctx.db, name);
     if (!n) throw ErrNotFoundHere(`no network ${name}`);
@@ -137,7 +133,7 @@ export function networkRoutes(ctx: ServiceContext): Hono<Env> {
     return c.json({ deleted: name });
   });
   r.post('/networks/:name/grants', async (c) => {
-    hosterOnly(c);
+    mayAdminister(c.get('operator'), undefined);
     const name = networkName(c.req.param('name'));
     const { tenant } = await readJson(c, grantSchema);
     if (!(await getNetwork(ctx.db, name))) throw ErrNotFoundHere(`no network ${name}`);
@@ -146,7 +142,7 @@ export function networkRoutes(ctx: ServiceContext): Hono<Env> {
     return c.json(presentNetwork((await getNetwork(ctx.db, name))!), created ? 201 : 200);
   });
   r.delete('/networks/:name/grants/:tenant', async (c) => {
-    hosterOnly(c);
+    mayAdminister(c.get('operator'), undefined);
     const name = networkName(c.req.param('name'));
     const tenant = pathId(c, 'tenant');
     await ctx.db.transaction(async (tx) => {
@@ -159,23 +155,23 @@ export function networkRoutes(ctx: ServiceContext): Hono<Env> {
   });
 
   r.get('/tenants/:tenant/networks', async (c) => {
-    const tenant = tenantAccess(c, 'read');
+    const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
     await tenantExists(tenant);
     return c.json({ networks: (await listNetworks(ctx.db, tenant)).map((n) => ({ name: n.name, kind: n.kind })) });
   });
 
   r.get('/tenants/:tenant/network-mappings', async (c) => {
-    const tenant = tenantAccess(c, 'read');
+    const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
     await tenantExists(tenant);
     return c.json({ mappings: await listMappings(ctx.db, tenant) });
   });
   r.put('/tenants/:tenant/network-mappings', async (c) => {
-    const tenant = tenantAccess(c, 'write');
+    const tenant = mayAdminister(c.get('operator'), pathId(c, 'tenant'));
     const body = await readJson(c, mappingsPutSchema);
     return c.json({ mappings: await saveMappings(ctx, tenant, () => body.mappings) });
   });
   r.post('/tenants/:tenant/network-mappings', async (c) => {
-    const tenant = tenantAccess(c, 'write');
+    const tenant = mayAdminister(c.get('operator'), pathId(c, 'tenant'));
     let one: unknown;
     try {
       one = await c.req.json();
@@ -185,7 +181,7 @@ export function networkRoutes(ctx: ServiceContext): Hono<Env> {
     return c.json({ mappings: await saveMappings(ctx, tenant, (stored) => [...stored, one]) }, 201);
   });
   r.delete('/tenants/:tenant/network-mappings', async (c) => {
-    const tenant = tenantAccess(c, 'write');
+    const tenant = mayAdminister(c.get('operator'), pathId(c, 'tenant'));
     const q = check(mappingDeleteQuery, c.req.query(), 'query');
     if ((q.kind === undefined) !== (q.source === undefined)) throw ErrInvalidArgument('query: give both kind and source to delete one mapping, or neither to delete all');
     const mappings = await saveMappings(ctx, tenant, (stored) => {
@@ -198,7 +194,7 @@ export function networkRoutes(ctx: ServiceContext): Hono<Env> {
   });
 
   r.post('/tenants/:tenant/nic-settings/import', async (c) => {
-    const tenant = tenantAccess(c, 'write');
+    const tenant = mayAdminister(c.get('operator'), pathId(c, 'tenant'));
     await tenantExists(tenant);
     const body = await readJson(c, nicImportSchema);
     const result = await importNicCsv(ctx.db, tenant, body.csv, body.dryRun);
@@ -209,7 +205,7 @@ export function networkRoutes(ctx: ServiceContext): Hono<Env> {
     return c.json(result);
   });
   r.get('/tenants/:tenant/nic-settings/export', async (c) => {
-    const tenant = tenantAccess(c, 'read');
+    const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
     await tenantExists(tenant);
     return c.json({ csv: await exportNicCsv(ctx.db, tenant) });
   });

@@ -27,12 +27,13 @@ import type { TenantNicRow } from '../catalog/networks.js';
 import { addressesInNetworks, deleteVmNic, grantedKinds, listTenantNics, lockTenantNetworking } from '../catalog/networks.js';
 import { getVm } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';
-import { ErrForbidden, ErrNotFoundHere } from '../errors.js';
+import { ErrNotFoundHere } from '../errors.js';
 import type { FailoverKind, NicSettings } from '../failover/network/settings.js';
 import { MaxAddressesPerNic, normaliseMac, validateVmNics } from '../failover/network/settings.js';
 import { canonicalSourceAddress, nicChanged } from '../failover/recorded-config.js';
 import { planVmIp } from '../failover/seed.js';
 import { check, pathId, readJson } from '../http/json.js';
+import { mayAdminister, mayRead } from '../trust/roles.js';
 import type { ApiClaims } from '../trust/tokens.js';
 
 export { NicModels };
@@ -76,16 +77,6 @@ export interface NicRefusal {
 }
 
 type Env = { Variables: { operator: ApiClaims } };
-
-/** The tenant a caller may act on: hoster-operator any; tenant roles their own (others 404); viewers read only. */
-export function tenantAccess(c: Context<Env>, access: 'read' | 'write'): string {
-  const tenant = pathId(c, 'tenant');
-  const claims = c.get('operator');
-  if (claims.role === 'hoster-operator') return tenant;
-  if (claims.tenant !== tenant) throw ErrNotFoundHere(`no tenant ${tenant}`);
-  if (access === 'write' && claims.role !== 'tenant-admin') throw ErrForbidden('role', `role ${claims.role} may only read`);
-  return tenant;
-}
 
 /** A refusal as one line: `vm web1 nic 52:54:00:00:00:01 test.addresses[1]: …`. */
 export function refusalLine(r: NicRefusal): string {
@@ -222,20 +213,20 @@ export function nicRoutes(ctx: ServiceContext): Hono<Env> {
   };
 
   r.get('/tenants/:tenant/vms/:vm/nics', async (c) => {
-    const tenant = tenantAccess(c, 'read');
+    const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
     const vm = pathId(c, 'vm');
     await vmOf(tenant, vm);
     return c.json({ nics: (await listVmNics(ctx.db, tenant, vm)).map(presentNic) });
   });
   r.put('/tenants/:tenant/vms/:vm/nics', async (c) => {
-    const tenant = tenantAccess(c, 'write');
+    const tenant = mayAdminister(c.get('operator'), pathId(c, 'tenant'));
     const vm = pathId(c, 'vm');
     await vmOf(tenant, vm);
     const body = await readJson(c, nicsPutSchema);
     return c.json({ nics: await saveVmNics(ctx, tenant, vm, () => body.nics) });
   });
   r.get('/tenants/:tenant/vms/:vm/nics/:mac', async (c) => {
-    const tenant = tenantAccess(c, 'read');
+    const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
     const vm = pathId(c, 'vm');
     await vmOf(tenant, vm);
     const mac = macParam(c);
@@ -244,7 +235,7 @@ export function nicRoutes(ctx: ServiceContext): Hono<Env> {
     return c.json(presentNic(nic));
   });
   r.put('/tenants/:tenant/vms/:vm/nics/:mac', async (c) => {
-    const tenant = tenantAccess(c, 'write');
+    const tenant = mayAdminister(c.get('operator'), pathId(c, 'tenant'));
     const vm = pathId(c, 'vm');
     await vmOf(tenant, vm);
     const mac = macParam(c);
@@ -259,7 +250,7 @@ export function nicRoutes(ctx: ServiceContext): Hono<Env> {
     return c.json(nics.find((n) => n.mac === mac)!);
   });
   r.delete('/tenants/:tenant/vms/:vm/nics/:mac', async (c) => {
-    const tenant = tenantAccess(c, 'write');
+    const tenant = mayAdminister(c.get('operator'), pathId(c, 'tenant'));
     const vm = pathId(c, 'vm');
     await vmOf(tenant, vm);
     const mac = macParam(c);
@@ -267,7 +258,7 @@ export function nicRoutes(ctx: ServiceContext): Hono<Env> {
     return c.json({ deleted: mac });
   });
   r.get('/tenants/:tenant/vms/:vm/ip-plan', async (c) => {
-    const tenant = tenantAccess(c, 'read');
+    const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
     const vm = pathId(c, 'vm');
     await vmOf(tenant, vm);
     const { kind } = check(planQuery, c.req.query(), 'query');

@@ -32,16 +32,16 @@ import {
 import { getTenant } from '../catalog/tenants.js';
 import { getVm } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';
-import { ErrConflict, ErrForbidden, ErrNotFoundHere } from '../errors.js';
+import { ErrConflict, ErrNotFoundHere } from '../errors.js';
 import type { Ip } from '../failover/network/address.js';
 import { familyOf, parseIp, unusableReason } from '../failover/network/address.js';
 import { parseAllow } from '../failover/network/nat.js';
 import { networkNameReason } from '../failover/network/names.js';
 import { expandPoolAddresses, MaxPoolAddresses } from '../failover/network/pool.js';
 import { normaliseMac } from '../failover/network/settings.js';
-import { check, idPattern, readJson } from '../http/json.js';
+import { check, idPattern, pathId, readJson } from '../http/json.js';
+import { mayAdminister, mayRead } from '../trust/roles.js';
 import type { ApiClaims } from '../trust/tokens.js';
-import { tenantAccess } from './nics.js';
 
 type Env = { Variables: { operator: ApiClaims } };
 
@@ -65,10 +65,6 @@ const listQuery = z.strictObject({ tenant: z.string().max(64).optional() });
 const mappingListQuery = z.strictObject({ vm: z.string().max(64).optional() });
 const revokeQuery = z.strictObject({ address: z.string().max(64).optional() });
 
-function hosterOnly(c: Context<Env>): void {
-  const { role } = c.get('operator');
-  if (role !== 'hoster-operator') throw ErrForbidden('role', `role ${role} may not manage public address pools (the tenant's own are under /v1/tenants/{tenant}/public-ips)`);
-}
 
 function poolName(name: string, what = 'pool'): string {
   const bad = networkNameReason(name);
@@ -156,12 +152,12 @@ export function publicIpRoutes(ctx: ServiceContext): Hono<Env> {
   };
 
   r.get('/public-ip-pools', async (c) => {
-    hosterOnly(c);
+    mayRead(c.get('operator'), undefined);
     const q = check(listQuery, c.req.query(), 'query');
     return c.json({ pools: (await listPools(ctx.db, q.tenant)).map(presentPool) });
   });
   r.post('/public-ip-pools', async (c) => {
-    hosterOnly(c);
+    mayAdminister(c.get('operator'), undefined);
     const body = await readJson(c, poolCreateSchema);
     const name = poolName(body.name, 'name');
     const addresses = expandPoolAddresses(body.addresses);
@@ -174,11 +170,11 @@ export function publicIpRoutes(ctx: ServiceContext): Hono<Env> {
     return c.json(presentPool((await getPool(ctx.db, name))!), 201);
   });
   r.get('/public-ip-pools/:name', async (c) => {
-    hosterOnly(c);
+    mayRead(c.get('operator'), undefined);
     return c.json(presentPool(await poolOrNotFound(poolName(c.req.param('name')))));
   });
   r.delete('/public-ip-pools/:name', async (c) => {
-    hosterOnly(c);
+    mayAdminister(c.get('operator'), undefined);
     const p = await poolOrNotFound(poolName(c.req.param('name')));
     if (!(await deletePool(ctx.db, p.name))) {
       const tenants = [...new Set(p.addresses.flatMap((a) => (a.tenant ? [a.tenant] : [])))];
@@ -187,7 +183,7 @@ export function publicIpRoutes(ctx: ServiceContext): Hono<Env> {
     return c.json({ deleted: p.name });
   });
   r.post('/public-ip-pools/:name/grants', async (c) => {
-    hosterOnly(c);
+    mayAdminister(c.get('operator'), undefined);
     const name = poolName(c.req.param('name'));
     const body = await readJson(c, poolGrantSchema);
     if ((body.count === undefined) === (body.addresses === undefined)) throw ErrInvalidArgument('give count (that many free addresses of the pool) or addresses, not both');
@@ -216,7 +212,7 @@ export function publicIpRoutes(ctx: ServiceContext): Hono<Env> {
     return c.json({ pool: name, tenant: body.tenant, granted, addresses: pool.addresses.filter((a) => a.tenant === body.tenant).map((a) => a.address) }, granted.length > 0 ? 201 : 200);
   });
   r.delete('/public-ip-pools/:name/grants/:tenant', async (c) => {
-    hosterOnly(c);
+    mayAdminister(c.get('operator'), undefined);
     const name = poolName(c.req.param('name'));
     const tenant = c.req.param('tenant');
     if (!idPattern.test(tenant)) throw ErrInvalidArgument(`tenant ${JSON.stringify(tenant.slice(0, 80))} is not a valid id`);
@@ -236,12 +232,12 @@ export function publicIpRoutes(ctx: ServiceContext): Hono<Env> {
   });
 
   r.get('/tenants/:tenant/public-ips', async (c) => {
-    const tenant = tenantAccess(c, 'read');
+    const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
     await tenantExists(tenant);
     return c.json({ addresses: (await tenantAddresses(ctx.db, tenant)).map((a) => ({ address: a.address, pool: a.pool, vm: a.vm })) });
   });
   r.get('/tenants/:tenant/public-ip-mappings', async (c) => {
-    const tenant = tenantAccess(c, 'read');
+    const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
     await tenantExists(tenant);
     const q = check(mappingListQuery, c.req.query(), 'query');
     return c.json({ mappings: (await listPublicMappings(ctx.db, tenant, q.vm)).map(presentMapping) });
@@ -264,24 +260,24 @@ export function publicIpRoutes(ctx: ServiceContext): Hono<Env> {
     });
   };
   r.post('/tenants/:tenant/public-ip-mappings', async (c) => {
-    const tenant = tenantAccess(c, 'write');
+    const tenant = mayAdminister(c.get('operator'), pathId(c, 'tenant'));
     const body = await readJson(c, mappingCreateSchema);
     return c.json(presentMapping(await save(c, tenant, body.address, body, true)), 201);
   });
   r.get('/tenants/:tenant/public-ip-mappings/:address', async (c) => {
-    const tenant = tenantAccess(c, 'read');
+    const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
     const a = address(c.req.param('address'), 'address');
     const m = await getPublicMapping(ctx.db, tenant, a);
     if (!m) throw ErrNotFoundHere(`tenant ${tenant} has no mapping of ${a}`);
     return c.json(presentMapping(m));
   });
   r.put('/tenants/:tenant/public-ip-mappings/:address', async (c) => {
-    const tenant = tenantAccess(c, 'write');
+    const tenant = mayAdminister(c.get('operator'), pathId(c, 'tenant'));
     const body = await readJson(c, mappingPutSchema);
     return c.json(presentMapping(await save(c, tenant, c.req.param('address'), body, false)));
   });
   r.delete('/tenants/:tenant/public-ip-mappings/:address', async (c) => {
-    const tenant = tenantAccess(c, 'write');
+    const tenant = mayAdminister(c.get('operator'), pathId(c, 'tenant'));
     const a = address(c.req.param('address'), 'address');
     if (!(await deletePublicMapping(ctx.db, tenant, a))) throw ErrNotFoundHere(`tenant ${tenant} has no mapping of ${a}`);
     return c.json({ deleted: a });

@@ -69,8 +69,8 @@ export async function initDataDir(options: InitOptions): Promise<InitResult> {
   const jwk = await newSigningJwk();
   await secret(file.trust.signingKeyFile, `${JSON.stringify(jwk)}\n`, 'token signing key (ES256 JWK)');
   await secret(file.trust.masterKeyFile, `${randomBytes(32).toString('base64')}\n`, 'master key wrapping tenants\' replica keys');
-  const admin = await signApiToken(await loadSigner(jwk), { role: 'hoster-operator', sub: 'admin' }, AdminTokenSeconds);
-  await secret(file.adminTokenFile, `${admin}\n`, 'operator API token (role hoster-operator)');
+  const admin = await signApiToken(await loadSigner(jwk), { role: 'hoster-admin', sub: 'admin' }, AdminTokenSeconds);
+  await secret(file.adminTokenFile, `${admin}\n`, 'operator API token (role hoster-admin)');
   await writeFile(configPath, `${JSON.stringify(file, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
   made.unshift({ what: 'configuration', path: configPath });
   made.push({ what: 'catalog (PGlite, created at first serve)', path: join(dir, 'catalog') });

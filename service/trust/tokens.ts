@@ -12,6 +12,8 @@ import type { PrivateJwk, PublicJwk } from '../../shared/crypto/keys.js';
 import type { JWK, JWTPayload } from 'jose';
 import { ErrUnauthenticated } from '../errors.js';
 import { MaxTokenLength } from '../../shared/protocol/schemas.js';
+import type { Principal } from './roles.js';
+import { isHosterRole, isRole } from './roles.js';
 
 export const AudEnroll = 'lifeboat-enroll';
 export const AudApi = 'lifeboat-api';
@@ -20,7 +22,7 @@ export const Issuer = 'lifeboat-service';
 
 type CryptoKey = webcrypto.CryptoKey;
 
-export type Role = 'hoster-operator' | 'tenant-admin' | 'tenant-viewer';
+export type { Role } from './roles.js';
 
 export interface Signer {
   privateKey: CryptoKey;
@@ -83,21 +85,20 @@ export async function verifyEnrollToken(signer: Signer, token: string, now?: Dat
   return { tenant: p.tenant, jti: p.jti, caFingerprint: p.caFingerprint, exp: p.exp, ...(typeof p.endpoint === 'string' ? { endpoint: p.endpoint } : {}) };
 }
 
-export interface ApiClaims {
-  role: Role;
-  tenant?: string;
-  sub: string;
-}
+/** The caller of the API: a JWT's claims, or an API key's (service/api/keys.ts). */
+export type ApiClaims = Principal;
 
-export async function signApiToken(signer: Signer, c: ApiClaims, ttlSeconds: number): Promise<string> {
+export async function signApiToken(signer: Signer, c: Omit<ApiClaims, 'keyId'>, ttlSeconds: number): Promise<string> {
   return sign(signer, AudApi, { role: c.role, sub: c.sub, ...(c.tenant ? { tenant: c.tenant } : {}) }, ttlSeconds);
 }
 
 export async function verifyApiToken(signer: Signer, token: string): Promise<ApiClaims> {
   const p = await verify(signer, token, AudApi, 'API token');
   const role = p.role;
-  if (role !== 'hoster-operator' && role !== 'tenant-admin' && role !== 'tenant-viewer') throw unauthenticated('token_invalid', 'API token has no known role');
-  return { role, sub: String(p.sub ?? ''), ...(typeof p.tenant === 'string' ? { tenant: p.tenant } : {}) };
+  if (!isRole(role)) throw unauthenticated('token_invalid', 'API token has no known role');
+  if (isHosterRole(role)) return { role, sub: String(p.sub ?? '') };
+  if (typeof p.tenant !== 'string') throw unauthenticated('token_invalid', `API token of role ${role} names no tenant`);
+  return { role, sub: String(p.sub ?? ''), tenant: p.tenant };
 }
 
 export interface UploadClaims {

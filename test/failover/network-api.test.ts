@@ -148,7 +148,7 @@ describe('NIC settings', () => {
     ];
     for (const [method, p, body] of writes) {
       expect((await s.api(method, p, body, other)).status, `${method} ${p}`).toBe(404);
-      refused(await s.api(method, p, body, viewer), 403, /^role tenant-viewer may only read$/);
+      refused(await s.api(method, p, body, viewer), 403, /^role tenant-viewer may not administer in tenant acme$/);
     }
     expect(await nicsOf('web1')).toHaveLength(1);
   });
