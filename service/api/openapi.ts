@@ -7,6 +7,7 @@ import { exportSchema } from './export.js';
 import { failoverRequestSchema, hardwareSchema, nvramSchema } from './failovers.js';
 import { importMediaSchema } from './import-media.js';
 import { mappingCreateSchema, mappingPutSchema, poolCreateSchema, poolGrantSchema } from './public-ips.js';
+import { webhookChangeSchema, webhookCreateSchema } from './webhooks.js';
 import { allowSchema, revokeSchema, tenantCreateSchema, tenantSettingsSchema, tokenSchema } from './schemas.js';
 
 /** RFC 9457 problem details (docs/api.md, Errors). */
@@ -27,6 +28,31 @@ const tenantRoles = 'hoster-operator, or tenant-admin of the tenant (tenant-view
 const tenantParam = { name: 'tenant', in: 'path', required: true, schema: { type: 'string', pattern: '^[a-z0-9][a-z0-9_-]{0,63}$' } };
 const poolParam = { name: 'name', in: 'path', required: true, schema: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' } };
 const addressParam = { name: 'address', in: 'path', required: true, schema: { type: 'string' }, description: 'the public address (IPv6 percent-encoded or not)' };
+
+const subscriptionParam = { name: 'id', in: 'path', required: true, schema: { type: 'string', pattern: '^whs_[A-Za-z0-9_-]{1,40}$' } };
+const deliveryParam = { name: 'delivery', in: 'path', required: true, schema: { type: 'string', pattern: '^msg_[A-Za-z0-9_-]{1,40}$' } };
+
+/** The webhook routes (webhooks.ts) under a base: a tenant's, or the hoster-wide ones. */
+function webhookPaths(base: string, params: object[], roles: string) {
+  const sub = [...params, subscriptionParam];
+  const delivery = [...sub, deliveryParam];
+  return {
+    [`${base}/webhooks`]: {
+      get: { summary: `webhook subscriptions. Roles: ${roles}`, parameters: params, responses: { 200: ok('{webhooks: [{id, tenant, url, description, types, enabled, disabledReason, failingSince, createdBy, createdAt, updatedAt}]}'), ...errors } },
+      post: { summary: `subscribe a URL to events (types: event types or "*"); the answer carries the secret (whsec_…), shown only here. Roles: ${roles}`, parameters: params, requestBody: body(webhookCreateSchema), responses: { 201: ok('the subscription and its secret'), ...errors } },
+    },
+    [`${base}/webhooks/{id}`]: {
+      get: { summary: `one subscription. Roles: ${roles}`, parameters: sub, responses: { 200: ok('the subscription'), ...errors } },
+      patch: { summary: `change a subscription; enabled: true re-enables a disabled one; rotateSecret: a new secret, returned once. Roles: ${roles}`, parameters: sub, requestBody: body(webhookChangeSchema), responses: { 200: ok('the subscription'), ...errors } },
+      delete: { summary: `delete a subscription and its deliveries. Roles: ${roles}`, parameters: sub, responses: { 200: ok('{deleted}'), ...errors } },
+    },
+    [`${base}/webhooks/{id}/test`]: { post: { summary: `send a webhook.test event to this subscription only. Roles: ${roles}`, parameters: sub, responses: { 202: ok('{event, delivery}'), ...errors } } },
+    [`${base}/webhooks/{id}/deliveries`]: { get: { summary: `the subscription's deliveries, newest first (?status=pending|succeeded|failed, ?limit=). Roles: ${roles}`, parameters: sub, responses: { 200: ok('{deliveries: [{id, subscription, event, tenant, status, attempts, nextAttemptAt, lastStatus, lastError, createdAt, endedAt}]}'), ...errors } } },
+    [`${base}/webhooks/{id}/deliveries/{delivery}`]: { get: { summary: `one delivery with its payload and attempts. Roles: ${roles}`, parameters: delivery, responses: { 200: ok('the delivery (attempts: how many), payload and attemptLog [{attempt, startedAt, latencyMs, ok, status, error, response}]'), ...errors } } },
+    [`${base}/webhooks/{id}/deliveries/{delivery}/attempts`]: { get: { summary: `a delivery's attempts. Roles: ${roles}`, parameters: delivery, responses: { 200: ok('{attempts: [...]}'), ...errors } } },
+    [`${base}/webhooks/{id}/deliveries/{delivery}/redeliver`]: { post: { summary: `send an ended delivery again (same webhook-id, the retry schedule from the start). Roles: ${roles}`, parameters: delivery, responses: { 202: ok('the delivery'), 409: { description: 'still pending, or the subscription is disabled' }, ...errors } } },
+  };
+}
 
 export const openApiDocument = {
   openapi: '3.1.0',
@@ -128,6 +154,10 @@ export const openApiDocument = {
       put: { summary: `replace one mapping (applies within a tick to a VM running now). Roles: ${tenantRoles}`, parameters: [tenantParam, addressParam], requestBody: body(mappingPutSchema), responses: { 200: ok('the mapping'), ...errors } },
       delete: { summary: `remove one mapping. Roles: ${tenantRoles}`, parameters: [tenantParam, addressParam], responses: { 200: ok('{deleted}'), ...errors } },
     },
+    ...webhookPaths('/v1/tenants/{tenant}', [tenantParam], tenantRoles),
+    ...webhookPaths('/v1', [], 'hoster-operator; these are the hoster-wide subscriptions (every tenant\'s events and the hoster\'s own)'),
+    '/v1/tenants/{tenant}/events': { get: { summary: `the tenant's events, newest first (?type=, ?limit=). Roles: ${tenantRoles}`, parameters: [tenantParam], responses: { 200: ok('{events: [{id, type, timestamp, tenant, data}]}'), ...errors } } },
+    '/v1/events': { get: { summary: 'every event, newest first (?tenant=, ?type=, ?limit=). Roles: hoster-operator', responses: { 200: ok('{events: [...]}'), ...errors } } },
     '/v1/tenants/{tenant}/vms/{vm}/points': {
       get: { summary: 'recovery points of a VM', parameters: [tenantParam, { name: 'vm', in: 'path', required: true, schema: { type: 'string' } }], responses: { 200: ok('{points: [{id, createdAt, consistency, cycle, capturedAt, latest}]}: each point is one VM cycle; capturedAt is the agent\'s capture time of it (null for points of version-1 logs)'), ...errors } },
     },

@@ -44,4 +44,8 @@ export const serviceCommands: readonly LazyCommand[] = [
     command: 'public-ip', description: 'public addresses for failed-over VMs: the hoster\'s pools and grants, each tenant\'s 1:1 mappings with port allow-lists',
     load: async () => (await import('./public-ip.js')).registerPublicIp,
   },
+  {
+    command: 'webhook', description: 'webhook subscriptions to events, their deliveries and redelivery (signed as Standard Webhooks)',
+    load: async () => (await import('./webhook.js')).registerWebhook,
+  },
 ];

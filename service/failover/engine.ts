@@ -12,8 +12,9 @@ import { randomUUID } from 'node:crypto';
 import type { Queryable } from '../catalog/db.js';
 import type { FailoverGoal, FailoverHostRow, FailoverKind, FailoverRow } from '../catalog/failovers.js';
 import {
-  addStep, findByIdempotencyKey, getFailover, getVmHardware, hostUsage, insertFailover, listHosts, listVmNics, setFailoverGoal, sourceAddresses,
+  findByIdempotencyKey, getFailover, getVmHardware, hostUsage, insertFailover, listHosts, listVmNics, setFailoverGoal, sourceAddresses,
 } from '../catalog/failovers.js';
+import { addStep } from './steps.js';
 import type { NetworkRow } from '../catalog/networks.js';
 import { listNetworks } from '../catalog/networks.js';
 import { getVm, listDisks } from '../catalog/vms.js';

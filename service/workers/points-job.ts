@@ -33,6 +33,7 @@ import { dropBarrier, raiseBarrier } from './barrier.js';
 import { planCycle } from './cycle-plan.js';
 import type { Queryable } from '../catalog/db.js';
 import { claimForPrune, pinnedPoints } from '../catalog/pins.js';
+import { emitEvent } from '../events/emit.js';
 
 export const PointEveryMs = 3_600_000;
 /** How long an hourly point's merge barrier stands before it lapses (renewed by each round that waits). */
@@ -175,9 +176,13 @@ export class Pointer {
     // this point for an interrupted one (below) and undo it.
     const ok = await this.onEachDisk(vm, (disk, lock) => this.freeze(disk, { name, layer: '', createdAt: now.toISOString(), consistency, cycle }, lock),
       async () => {
-        const rows = await this.ctx.db.query<{ id: number }>('INSERT INTO recovery_points (tenant, vm, created_at, consistency, layer, cycle, captured_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id',
-          [vm.tenant, vm.name, now, consistency, name, cycle, capturedAt]);
-        made = { id: rows[0]!.id, cycle, capturedAt, consistency, layer: name };
+        made = await this.ctx.db.transaction(async (tx) => {
+          const rows = await tx.query<{ id: number }>('INSERT INTO recovery_points (tenant, vm, created_at, consistency, layer, cycle, captured_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id',
+            [vm.tenant, vm.name, now, consistency, name, cycle, capturedAt]);
+          const point = { id: rows[0]!.id, cycle, capturedAt, consistency, layer: name };
+          await emitEvent(tx, { type: 'point.created', tenant: vm.tenant, at: now, data: { vm: vm.name, point: point.id, cycle, consistency, capturedAt: capturedAt.toISOString() } });
+          return point;
+        });
       }, async () => (await allAtCycle(disks, cycle)) && stillWanted());
     if (ok && cycle !== null) await dropBarrier(this.redis, this.lockPrefix, vm.tenant, vm.name, cycle);
     return ok ? made : undefined;

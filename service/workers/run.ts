@@ -1,12 +1,17 @@
 /**
  * Merge workers in a process: a BullMQ worker on queue "merge" (each job merges one disk) and a
  * timer that calls Merger.merge() as a sweep, and one that calls Pointer.points() and prune(). `serve` runs them embedded; `worker` runs them alone.
+ * Beside them: the webhook deliveries (events/worker.ts) and a timer around the event monitors
+ * (replication health and resync, expiring agent certificates).
  */
 import { Worker } from 'bullmq';
 import type { ServiceContext } from '../context.js';
 import type { DiskRef } from '../queue.js';
 import { MergeQueueName, connectRedis } from '../queue.js';
 import type { EnqueueMerge } from '../replication/uploads.js';
+import { startWebhookWorker } from '../events/worker.js';
+import { reportReplicationEvents } from '../replication/health-events.js';
+import { reportExpiringCertificates } from '../trust/expiry-events.js';
 import { Merger } from './merger.js';
 import { Pointer } from './points-job.js';
 
@@ -15,6 +20,8 @@ export const DefaultSweepMs = 5000;
 export const DefaultConcurrency = 8;
 /** Points are due hourly; checking each minute keeps them within a minute of the hour. */
 export const DefaultPointsMs = 60_000;
+/** Health, resync and certificate events are found by comparison this often. */
+export const DefaultEventMonitorMs = 30_000;
 
 export async function startMergeWorkers(ctx: ServiceContext, options: { redisUrl: string; enqueue?: EnqueueMerge; sweepMs?: number; concurrency?: number; prefix?: string }): Promise<{ merger: Merger; stop(): Promise<void> }> {
   const redis = await connectRedis(options.redisUrl);
@@ -43,13 +50,22 @@ export async function startMergeWorkers(ctx: ServiceContext, options: { redisUrl
     pointer.points().then(() => pointer.prune()).catch((err: unknown) => ctx.log.error({ err }, 'recovery points failed'));
   }, DefaultPointsMs);
   pointsTimer.unref();
+  const webhookConnection = await connectRedis(options.redisUrl);
+  const webhooks = await startWebhookWorker(ctx, redis, webhookConnection, { prefix: options.prefix });
+  const monitorTimer = setInterval(() => {
+    reportReplicationEvents(ctx.db).then(() => reportExpiringCertificates(ctx.db)).catch((err: unknown) => ctx.log.error({ err }, 'event monitors failed'));
+  }, DefaultEventMonitorMs);
+  monitorTimer.unref();
   return {
     merger,
     async stop() {
       clearInterval(timer);
       clearInterval(pointsTimer);
+      clearInterval(monitorTimer);
+      await webhooks.stop();
       await worker.close();
       bullConnection.disconnect();
+      webhookConnection.disconnect();
       redis.disconnect();
     },
   };

@@ -21,7 +21,7 @@ import { execFileP, scratchDir } from '../helpers.js';
 const Secret = `whsec_${randomBytes(32).toString('base64')}`;
 const CallbackSecret = `whsec_${randomBytes(32).toString('base64')}`;
 
-/** Standard Webhooks, written out here independently of service/failover/drivers/webhook-sign.ts. */
+/** Standard Webhooks, written out here independently of shared/protocol/standard-webhooks.ts. */
 function independentSignature(secret: string, id: string, timestamp: string, body: string): string {
   const key = Buffer.from(secret.slice('whsec_'.length), 'base64');
   return `v1,${createHmac('sha256', key).update(`${id}.${timestamp}.${body}`).digest('base64')}`;

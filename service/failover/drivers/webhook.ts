@@ -1,6 +1,6 @@
 /**
  * The webhook failover driver (docs/failover-drivers.md): every step is handed to the hoster's own
- * orchestrator as an HTTPS POST of JSON, signed as Standard Webhooks (webhook-sign.ts). The
+ * orchestrator as an HTTPS POST of JSON, signed as Standard Webhooks (shared/protocol/standard-webhooks.ts). The
  * orchestrator answers at once (2xx with `{state, …}`) or accepts (202, or `{accepted: true}`) and
  * later calls the callback URL with a signed `{requestId, ok, state, reason}`, which the host's HTTP
  * layer hands to handleCallback().
@@ -21,7 +21,7 @@ import { ErrInvalidArgument, ErrUnsupported, LifeboatError } from '../../../shar
 import type { NicPlan } from '../network/mappings.js';
 import { readJson, sleep, writeJsonAtomic } from './qemu-files.js';
 import type { FailoverDriver, PrepareInput, ReadyProbe, ReadyResult, VmStatus } from './types.js';
-import { DefaultToleranceSec, MemoryReplayGuard, newMessageId, parseSecret, type ReplayGuard, signHeaders, verifySignature } from './webhook-sign.js';
+import { DefaultToleranceSec, MemoryReplayGuard, newMessageId, parseSecret, type ReplayGuard, signHeaders, verifySignature } from '../../../shared/protocol/standard-webhooks.js';
 
 export interface WebhookDriverConfig {
   /** The orchestrator's endpoint: https, or http to a loopback address only. */

@@ -11,7 +11,7 @@
  * caller's check (ReplayGuard), since only it knows how long ids are remembered.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { ErrInvalidArgument, LifeboatError } from '../../../shared/errors.js';
+import { ErrInvalidArgument, LifeboatError } from '../errors.js';
 
 export const SecretPrefix = 'whsec_';
 /** The spec asks for at least 24 random bytes (and at most 64). */
