@@ -21,6 +21,7 @@ import { startFailoverHost } from './failover/host.js';
 import type { FailoverQueues } from './failover/queue.js';
 import { registerFailoverMetrics } from './failover/metrics.js';
 import { createFailoverQueues } from './failover/queue.js';
+import { startReplicaSampler } from './usage/sampler.js';
 
 export interface StartOptions {
   apiPort?: number | undefined;
@@ -91,6 +92,8 @@ export async function startService(config: Config, options: StartOptions = {}): 
       }
     }
     registerFailoverMetrics(ctx);
+    const sampler = startReplicaSampler(ctx);
+    closers.push(() => sampler.stop());
     let ready = false;
     const api = createAdaptorServer({ fetch: apiApp(ctx, () => ready, enqueue, failoverQueues, failoverHost).fetch }) as HttpServer;
     const agent = await createAgentServer(ctx, enqueue, failoverQueues);

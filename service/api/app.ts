@@ -25,6 +25,7 @@ import { nicRoutes } from './nics.js';
 import { openApiDocument } from './openapi.js';
 import { publicIpRoutes } from './public-ips.js';
 import { webhookRoutes } from './webhooks.js';
+import { usageRoutes } from './usage.js';
 import { allowSchema, revokeSchema, tenantCreateSchema, tenantSettingsSchema, tokenSchema, vmListQuery } from './schemas.js';
 import { allow, createEnrollToken, createTenant, points, revoke, setTenant, tenantList, vmList } from './operations.js';
 
@@ -67,6 +68,7 @@ export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: Enqu
   }));
   v1.route('/', nicRoutes(ctx)).route('/', networkRoutes(ctx)).route('/', publicIpRoutes(ctx));
   v1.route('/', webhookRoutes(ctx));
+  v1.route('/', usageRoutes(ctx));
   // The hoster's own routes (tenants, enrollment, files on the service host); points are a tenant's.
   const hoster = (c: Context<ApiEnv>, check: typeof mayRead) => check(c.get('operator'), undefined);
   v1.post('/tenants', async (c) => {

@@ -8,6 +8,7 @@ import { failoverRequestSchema, hardwareSchema, nvramSchema } from './failovers.
 import { importMediaSchema } from './import-media.js';
 import { mappingCreateSchema, mappingPutSchema, poolCreateSchema, poolGrantSchema } from './public-ips.js';
 import { webhookChangeSchema, webhookCreateSchema } from './webhooks.js';
+import { usageQuery } from './usage.js';
 import { allowSchema, revokeSchema, tenantCreateSchema, tenantSettingsSchema, tokenSchema } from './schemas.js';
 
 /** RFC 9457 problem details (docs/api.md, Errors). */
@@ -158,6 +159,13 @@ export const openApiDocument = {
     ...webhookPaths('/v1', [], 'hoster-operator; these are the hoster-wide subscriptions (every tenant\'s events and the hoster\'s own)'),
     '/v1/tenants/{tenant}/events': { get: { summary: `the tenant's events, newest first (?type=, ?limit=). Roles: ${tenantRoles}`, parameters: [tenantParam], responses: { 200: ok('{events: [{id, type, timestamp, tenant, data}]}'), ...errors } } },
     '/v1/events': { get: { summary: 'every event, newest first (?tenant=, ?type=, ?limit=). Roles: hoster-operator', responses: { 200: ok('{events: [...]}'), ...errors } } },
+    '/v1/usage': {
+      get: {
+        summary: 'metered usage per tenant and UTC day (docs/usage.md): JSON, or CSV with Accept: text/csv or format=csv. Roles: hoster-operator (every tenant or ?tenant=); tenant roles their own tenant only (another tenant answers 404)',
+        parameters: Object.entries(z.toJSONSchema(usageQuery).properties ?? {}).map(([name, schema]) => ({ name, in: 'query', required: false, schema })),
+        responses: { 200: { description: '{from, to, until, units, tenants: [{tenant, days: [{day, protectedVmHours, replicaGbHours, bytesReceived, ...}], total}]}', content: { 'application/json': { schema: { type: 'object' } }, 'text/csv': { schema: { type: 'string' } } } }, ...errors },
+      },
+    },
     '/v1/tenants/{tenant}/vms/{vm}/points': {
       get: { summary: 'recovery points of a VM', parameters: [tenantParam, { name: 'vm', in: 'path', required: true, schema: { type: 'string' } }], responses: { 200: ok('{points: [{id, createdAt, consistency, cycle, capturedAt, latest}]}: each point is one VM cycle; capturedAt is the agent\'s capture time of it (null for points of version-1 logs)'), ...errors } },
     },

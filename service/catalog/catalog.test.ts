@@ -1,5 +1,6 @@
 /** Migrations on both catalog implementations: PGlite (embedded) and the real PostgreSQL server. */
 import { randomBytes } from 'node:crypto';
+import { readdir } from 'node:fs/promises';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { openPg } from './pg.js';
@@ -11,7 +12,9 @@ const PgUrl = process.env.LIFEBOAT_TEST_PG ?? 'postgres://postgres@127.0.0.1:543
 
 async function exercise(db: Db): Promise<void> {
   // Every migration in the folder, in order, once: both implementations take the same SQL.
-  expect(await migrate(db)).toEqual(['001_initial.sql', '002_cycles.sql', '003_failover.sql', '004_networks.sql', '005_commands.sql', '006_public_ips.sql', '007_tenant_settings.sql', '008_reported.sql']);
+  const files = (await readdir(new URL('./migrations/', import.meta.url))).filter((f) => f.endsWith('.sql')).sort();
+  expect(files.slice(0, 3)).toEqual(['001_initial.sql', '002_cycles.sql', '003_failover.sql']);
+  expect(await migrate(db)).toEqual(files);
   expect(await migrate(db)).toEqual([]);
   await db.query(`INSERT INTO tenants (name, replica_public_jwk, replica_private_wrapped) VALUES ('t', '{}', 'x')`);
   const rows = await db.query<{ id: number }>(`INSERT INTO authorizations (tenant, pattern, storage, trust_group) VALUES ('t', '*', '/s', 'g') RETURNING id`);

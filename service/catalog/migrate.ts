@@ -31,7 +31,25 @@ export async function migrate(db: Db): Promise<string[]> {
   return applied;
 }
 
-/** Our migrations keep one statement per ';'-terminated paragraph and no ';' inside statements. */
-function splitStatements(sql: string): string[] {
-  return sql.split(/;\s*(?:\n|$)/).map((s) => s.replace(/^\s*--.*$/gm, '').trim()).filter((s) => s.length > 0);
+/**
+ * Our migrations keep one statement per ';'-terminated line end and no such ';' inside statements,
+ * except in a dollar-quoted body ($$ … $$, a trigger function), which is kept whole.
+ */
+export function splitStatements(sql: string): string[] {
+  const out: string[] = [];
+  let current = '';
+  sql.split('$$').forEach((part, i) => {
+    if (i % 2 === 1) {
+      current += `$$${part}$$`;
+      return;
+    }
+    const pieces = part.split(/;\s*(?:\n|$)/);
+    current += pieces[0]!;
+    for (const piece of pieces.slice(1)) {
+      out.push(current);
+      current = piece;
+    }
+  });
+  out.push(current);
+  return out.map((s) => s.replace(/^\s*--.*$/gm, '').trim()).filter((s) => s.length > 0);
 }
