@@ -27,6 +27,9 @@ import type { AppliedState } from '../replication/replica.js';
 import type { StagedLog } from './stage.js';
 import { applyStaged, discardStaged, stageLog } from './stage.js';
 
+/** Chunks of a full base staged ahead of the one being written into the new layer. */
+export const BaseStageAhead = 2;
+
 export interface BaseRow {
   generation: number;
   mode: 'full' | 'delta';
@@ -101,9 +104,22 @@ export async function applyBase(ctx: ServiceContext, ref: DiskRef, dir: string, 
   const layer = `base-g${base.generation}.${format}`;
   await rm(join(dir, layer), { force: true });
   const image = await createDisk(join(dir, layer), format, { virtualSize, type: 'dynamic' });
+  // The next chunks are staged (read, digested, opened, decompressed: mostly CPU) while one is
+  // written into the layer (mostly waiting for the device), in chunk order.
+  const ahead: Promise<StagedLog>[] = [];
+  let next = 0;
+  const stageAhead = () => {
+    while (ahead.length < BaseStageAhead && next < rows.length) {
+      const p = stage(rows[next++]!);
+      p.catch(() => undefined); // awaited in turn below, or discarded after a failure
+      ahead.push(p);
+    }
+  };
   try {
-    for (const row of rows) {
-      const staged = await stage(row);
+    stageAhead();
+    while (ahead.length > 0) {
+      const staged = await ahead.shift()!;
+      stageAhead();
       try {
         await applyStaged(staged, image);
       } finally {
@@ -112,6 +128,8 @@ export async function applyBase(ctx: ServiceContext, ref: DiskRef, dir: string, 
     }
     await image.flush();
   } catch (err) {
+    // Chunks staged ahead of the failure release their memory (and staging files).
+    for (const p of ahead.splice(0)) await p.then(discardStaged, () => undefined);
     await image.close();
     await rm(join(dir, layer), { force: true });
     return refused(err);

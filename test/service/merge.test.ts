@@ -7,7 +7,9 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BaseStageAhead } from '../../service/workers/base-job.js';
 import type { Merger } from '../../service/workers/merger.js';
+import { stageBudget } from '../../service/workers/stage.js';
 import { referee } from '../helpers.js';
 import { SimAgent, scribble } from './agent-sim.js';
 import type { MergeHarness, TestEnv } from './helpers.js';
@@ -147,5 +149,30 @@ describe('merge', () => {
     expect(d.state).toBe('resync_required');
     expect(String(d.resyncReason)).toMatch(/sequence/);
     expect((await agent.replica('disk1')).equals(base)).toBe(true);
+  });
+
+  it('applies a full base of more chunks than it stages ahead, in order; a tampered chunk refuses it and releases what was staged', async () => {
+    const src = Buffer.alloc(Size);
+    // Overlapping chunks: the later one must win, as in chunk order.
+    const chunks = Array.from({ length: BaseStageAhead + 3 }, (_, i) => scribble(src, [[i * (MiB / 2), MiB]]));
+    await agent.commitBase('disk1', 2, 'full', src, chunks);
+    await merger.merge();
+    expect(await agent.diskState('disk1')).toMatchObject({ generation: 2, baseComplete: true, state: 'replicating' });
+    expect((await agent.replica('disk1')).equals(src)).toBe(true);
+
+    const applied = Buffer.from(src);
+    const next = Buffer.from(src);
+    await agent.commitBase('disk1', 3, 'full', next, Array.from({ length: BaseStageAhead + 3 }, (_, i) => scribble(next, [[i * (MiB / 2), MiB]])));
+    const [row] = await svc.ctx.db.query<{ key: string }>(`SELECT key FROM logs WHERE disk = 'disk1' AND kind = 'chunk' AND generation = 3 AND sequence = 1`);
+    const sealed = Buffer.concat(await (await svc.ctx.store.get(row!.key)).toArray() as Buffer[]);
+    sealed[Math.floor(sealed.length / 2)]! ^= 0x10;
+    await svc.ctx.store.put(row!.key, sealed);
+    const budget = stageBudget.used;
+    await merger.merge();
+    const d = await agent.diskState('disk1');
+    expect(d.state).toBe('resync_required');
+    expect(String(d.resyncReason)).toMatch(/base of generation 3 refused/);
+    expect((await agent.replica('disk1')).equals(applied)).toBe(true);
+    expect(stageBudget.used).toBe(budget);
   });
 });
