@@ -12,11 +12,14 @@ import { problemHandler, requestIds, routeNotFound } from '../http/problem.js';
 import type { EnqueueMerge } from '../replication/uploads.js';
 import type { ApiClaims } from '../trust/tokens.js';
 import { verifyApiToken } from '../trust/tokens.js';
+import { authenticateApiKey, looksLikeApiKey } from '../trust/api-keys.js';
 import { mayAdminister, mayRead } from '../trust/roles.js';
 import { LifeboatError } from '../../shared/errors.js';
 import { WebhookDriver } from '../failover/drivers/webhook.js';
 import type { RunningHost } from '../failover/host.js';
 import type { FailoverQueues } from '../failover/queue.js';
+import { apiKeyRoutes } from './api-keys.js';
+import { auditRoutes } from './audit.js';
 import { exportDisk, exportSchema } from './export.js';
 import { failoverRoutes } from './failovers.js';
 import { importMedia, importMediaSchema } from './import-media.js';
@@ -32,13 +35,18 @@ import { allow, createEnrollToken, createTenant, points, revoke, setTenant, tena
 type ApiEnv = { Variables: { operator: ApiClaims } };
 
 
-/** Every /v1 route needs a valid API token of a known role; each route then checks the role it needs. */
+/**
+ * Every /v1 route needs a bearer credential: an API key (`lbk_…`, service/trust/api-keys.ts) or an
+ * API token (JWT); each route then asks service/trust/roles.ts for the access it needs.
+ */
 function authenticate(ctx: ServiceContext): MiddlewareHandler<ApiEnv> {
+  const touched = new Map<string, number>();
   return async function apiAuth(c, next) {
     const header = c.req.header('authorization') ?? '';
     const m = /^Bearer +([A-Za-z0-9._-]+) *$/i.exec(header);
     if (!m) throw ErrUnauthenticated('token_required', 'an operator API token is required (Authorization: Bearer …)');
-    c.set('operator', await verifyApiToken(ctx.signer, m[1]!));
+    const credential = m[1]!;
+    c.set('operator', looksLikeApiKey(credential) ? await authenticateApiKey(ctx.db, credential, touched) : await verifyApiToken(ctx.signer, credential));
     await next();
   };
 }
@@ -69,6 +77,7 @@ export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: Enqu
   v1.route('/', nicRoutes(ctx)).route('/', networkRoutes(ctx)).route('/', publicIpRoutes(ctx));
   v1.route('/', webhookRoutes(ctx));
   v1.route('/', usageRoutes(ctx));
+  v1.route('/', apiKeyRoutes(ctx)).route('/', auditRoutes(ctx));
   // The hoster's own routes (tenants, enrollment, files on the service host); points are a tenant's.
   const hoster = (c: Context<ApiEnv>, check: typeof mayRead) => check(c.get('operator'), undefined);
   v1.post('/tenants', async (c) => {

@@ -3,6 +3,7 @@
  * the routes check, so the document cannot drift from what the server accepts.
  */
 import { z } from 'zod';
+import { apiKeyCreateSchema } from './api-keys.js';
 import { exportSchema } from './export.js';
 import { failoverRequestSchema, hardwareSchema, nvramSchema } from './failovers.js';
 import { importMediaSchema } from './import-media.js';
@@ -28,6 +29,7 @@ const report = ok('the drill report: {id, tenant, vm, kind, state, goal, result,
 const tenantRoles = 'hoster-operator, or tenant-admin of the tenant (tenant-viewer reads); another tenant\'s objects answer 404';
 const tenantParam = { name: 'tenant', in: 'path', required: true, schema: { type: 'string', pattern: '^[a-z0-9][a-z0-9_-]{0,63}$' } };
 const poolParam = { name: 'name', in: 'path', required: true, schema: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' } };
+const keyParam = { name: 'id', in: 'path', required: true, schema: { type: 'string', pattern: '^[0-9a-f]{16}$' } };
 const addressParam = { name: 'address', in: 'path', required: true, schema: { type: 'string' }, description: 'the public address (IPv6 percent-encoded or not)' };
 
 const subscriptionParam = { name: 'id', in: 'path', required: true, schema: { type: 'string', pattern: '^whs_[A-Za-z0-9_-]{1,40}$' } };
@@ -58,7 +60,7 @@ function webhookPaths(base: string, params: object[], roles: string) {
 export const openApiDocument = {
   openapi: '3.1.0',
   info: { title: 'lifeboat operator API', version: '1' },
-  components: { securitySchemes: { operator: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } } },
+  components: { securitySchemes: { operator: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT or API key (lbk_…)' } } },
   security: [{ operator: [] }],
   paths: {
     '/healthz': { get: { security: [], responses: { 200: ok('ready'), 503: ok('starting') } } },
@@ -168,6 +170,21 @@ export const openApiDocument = {
     },
     '/v1/tenants/{tenant}/vms/{vm}/points': {
       get: { summary: 'recovery points of a VM', parameters: [tenantParam, { name: 'vm', in: 'path', required: true, schema: { type: 'string' } }], responses: { 200: ok('{points: [{id, createdAt, consistency, cycle, capturedAt, latest}]}: each point is one VM cycle; capturedAt is the agent\'s capture time of it (null for points of version-1 logs)'), ...errors } },
+    },
+    '/v1/api-keys': {
+      get: { summary: 'API keys, never their secrets (hoster-admin: all or ?tenant=; tenant-admin: its tenant\'s)', parameters: [{ name: 'tenant', in: 'query', required: false, schema: { type: 'string' } }], responses: { 200: ok('{keys: [{id, name, role, tenant, createdAt, createdBy, expiresAt, revokedAt, revokedBy, lastUsedAt}]}'), ...errors } },
+      post: { summary: 'create an API key; the answer holds the key (lbk_…), shown only this once', requestBody: body(apiKeyCreateSchema), responses: { 201: ok('the key\'s record and key'), ...errors } },
+    },
+    '/v1/api-keys/{id}': {
+      get: { summary: 'one API key', parameters: [keyParam], responses: { 200: ok('the key\'s record'), ...errors } },
+      delete: { summary: 'revoke an API key at once', parameters: [keyParam], responses: { 200: ok('the key\'s record with revokedAt'), ...errors } },
+    },
+    '/v1/audit': {
+      get: {
+        summary: 'the audit log, newest first (tenant roles: their tenant only)',
+        parameters: ['tenant', 'actor', 'from', 'to', 'limit', 'cursor'].map((name) => ({ name, in: 'query', required: false, schema: { type: 'string' } })),
+        responses: { 200: ok('{entries: [{id, at, actor, actorKey, actorRole, actorTenant, tenant, action, target, source, requestId, result}], nextCursor}'), ...errors },
+      },
     },
   },
 };

@@ -20,6 +20,10 @@ export const serviceCommands: readonly LazyCommand[] = [
   { command: 'worker', description: 'run merge workers alone (needs a PostgreSQL catalog)', load: async () => (await import('./worker.js')).registerWorker },
   { command: 'tenant', description: 'tenants and the servers they authorize', load: async () => (await import('./tenant.js')).registerTenant },
   { command: 'token', description: 'one-time enrollment tokens', load: async () => (await import('./token.js')).registerToken },
+  {
+    command: 'api-key', description: 'API keys: opaque bearer credentials with a role (and a tenant for tenant roles)',
+    load: async () => (await import('./api-key.js')).registerApiKey,
+  },
   { command: 'vm', description: 'protected VMs', load: async () => (await import('./vm.js')).registerVm },
   { command: 'points <vm>', description: 'list a VM\'s recovery points', load: async () => (await import('./points.js')).registerPoints },
   {

@@ -100,6 +100,33 @@ describe('lifeboat-service', () => {
     expect(revoke.stderr).toMatch(/no live certificate/);
   });
 
+  it('api-key create, list and revoke through the running service; the key works until revoked', async () => {
+    await run(['tenant', 'create', 'keyed', '--config', config]);
+    const apiUrl = /api (http:\/\/\S+)/.exec(ready)![1]!;
+    const call = (key: string, path: string) => fetch(`${apiUrl}${path}`, { headers: { authorization: `Bearer ${key}` } });
+    const created = await run(['api-key', 'create', '--name', 'ci reader', '--role', 'tenant-viewer', '--tenant', 'keyed', '--config', config]);
+    expect(created.code, created.stderr).toBe(0);
+    const key = created.stdout.trim().split('\n').at(-1)!;
+    expect(key).toMatch(/^lbk_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/);
+    expect((await call(key, '/v1/tenants/keyed/failovers')).status).toBe(200);
+    expect((await call(key, '/v1/tenants')).status).toBe(403);
+    const listed = JSON.parse((await run(['api-key', 'list', '--tenant', 'keyed', '--json', '--config', config])).stdout) as { id: string; lastUsedAt: string | null; key?: string }[];
+    expect(listed).toHaveLength(1);
+    expect(listed[0]!.key).toBeUndefined();
+    expect(listed[0]!.lastUsedAt).not.toBeNull();
+    expect(key).toContain(listed[0]!.id);
+    const revoked = await run(['api-key', 'revoke', listed[0]!.id, '--json', '--config', config]);
+    expect(JSON.parse(revoked.stdout)).toMatchObject({ id: listed[0]!.id, revokedAt: expect.any(String) });
+    const after = await call(key, '/v1/tenants/keyed/failovers');
+    expect(after.status).toBe(401);
+    expect(await after.json()).toMatchObject({ code: 'unauthenticated', reason: 'key_revoked' });
+    // A mistake is one line from the API's problem detail, and exit 1.
+    const bad = await run(['api-key', 'create', '--name', 'x', '--role', 'tenant-viewer', '--tenant', 'nosuch', '--config', config]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toBe('lifeboat-service: no tenant nosuch\n');
+    expect((await run(['api-key', 'create', '--help'])).stdout).toMatch(/--expires-in <duration>/);
+  });
+
   it('refuses a second serve on the same embedded catalog in one line naming the first', async () => {
     const file = JSON.parse(await readFile(config, 'utf8')) as { api: { port: number }; agentEndpoint: { port: number } };
     file.api.port = await freePort();
