@@ -18,6 +18,7 @@ import { connectRedis, createMergeQueue } from './queue.js';
 import type { EnqueueMerge } from './replication/uploads.js';
 import type { RunningHost } from './failover/host.js';
 import { startFailoverHost } from './failover/host.js';
+import { planRunExtension } from './plans/job.js';
 import type { FailoverQueues } from './failover/queue.js';
 import { registerFailoverMetrics } from './failover/metrics.js';
 import { createFailoverQueues } from './failover/queue.js';
@@ -83,7 +84,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     let failoverHost: RunningHost | undefined;
     if (wantHost) {
       try {
-        failoverHost = await startFailoverHost(ctx);
+        failoverHost = await startFailoverHost(ctx, { extensions: [planRunExtension] });
         closers.push(() => failoverHost!.stop());
       } catch (err) {
         // Replication goes on without failover on a machine without qemu; the reason is logged once.

@@ -26,6 +26,7 @@ import { importMedia, importMediaSchema } from './import-media.js';
 import { networkRoutes } from './networks.js';
 import { nicRoutes } from './nics.js';
 import { openApiDocument } from './openapi.js';
+import { planRoutes } from './plans.js';
 import { publicIpRoutes } from './public-ips.js';
 import { webhookRoutes } from './webhooks.js';
 import { usageRoutes } from './usage.js';
@@ -70,10 +71,12 @@ export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: Enqu
 
   const v1 = new Hono<ApiEnv>();
   v1.use('*', authenticate(ctx), bodySizeLimit());
-  v1.route('/', failoverRoutes(ctx, () => {
+  const queues = () => {
     if (!failoverQueues) throw new LifeboatError('unavailable', 'this service process runs without Redis, so it cannot start failovers');
     return failoverQueues;
-  }));
+  };
+  v1.route('/', failoverRoutes(ctx, queues));
+  v1.route('/', planRoutes(ctx, queues));
   v1.route('/', nicRoutes(ctx)).route('/', networkRoutes(ctx)).route('/', publicIpRoutes(ctx));
   v1.route('/', webhookRoutes(ctx));
   v1.route('/', usageRoutes(ctx));

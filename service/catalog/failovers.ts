@@ -67,12 +67,12 @@ const cols = `id, tenant, vm, kind, state, goal, point_request AS "pointRequest"
   requested_at AS "requestedAt", started_at AS "startedAt", ready_at AS "readyAt", ended_at AS "endedAt",
   expires_at AS "expiresAt", updated_at AS "updatedAt"`;
 
-export async function insertFailover(db: Queryable, f: Pick<FailoverRow, 'id' | 'tenant' | 'vm' | 'kind' | 'pointRequest' | 'pointId' | 'host' | 'vmGenerationId' | 'spec' | 'warnings' | 'idempotencyKey' | 'requestedBy' | 'expiresAt'>): Promise<FailoverRow> {
+export async function insertFailover(db: Queryable, f: Pick<FailoverRow, 'id' | 'tenant' | 'vm' | 'kind' | 'pointRequest' | 'pointId' | 'host' | 'vmGenerationId' | 'spec' | 'warnings' | 'idempotencyKey' | 'requestedBy' | 'expiresAt'> & Partial<Pick<FailoverRow, 'planRunId'>>): Promise<FailoverRow> {
   const rows = await db.query<FailoverRow>(`INSERT INTO failovers (id, tenant, vm, kind, state, goal, point_request, point_id, host, vm_generation_id, spec, warnings,
-      idempotency_key, requested_by, expires_at)
-    VALUES ($1, $2, $3, $4, 'requested', 'ready', $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING ${cols}`,
+      idempotency_key, requested_by, expires_at, plan_run_id)
+    VALUES ($1, $2, $3, $4, 'requested', 'ready', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING ${cols}`,
   [f.id, f.tenant, f.vm, f.kind, f.pointRequest, f.pointId, f.host, f.vmGenerationId, JSON.stringify(f.spec), JSON.stringify(f.warnings),
-    f.idempotencyKey, f.requestedBy, f.expiresAt]);
+    f.idempotencyKey, f.requestedBy, f.expiresAt, f.planRunId ?? null]);
   return rows[0]!;
 }
 
@@ -84,7 +84,7 @@ export async function findByIdempotencyKey(db: Queryable, tenant: string, key: s
   return (await db.query<FailoverRow>(`SELECT ${cols} FROM failovers WHERE tenant = $1 AND idempotency_key = $2`, [tenant, key]))[0];
 }
 
-export async function listFailovers(db: Queryable, filter: { tenant?: string | undefined; vm?: string | undefined; active?: boolean | undefined; host?: string | undefined } = {}): Promise<FailoverRow[]> {
+export async function listFailovers(db: Queryable, filter: { tenant?: string | undefined; vm?: string | undefined; active?: boolean | undefined; host?: string | undefined; planRunId?: string | undefined } = {}): Promise<FailoverRow[]> {
   const where: string[] = [];
   const params: unknown[] = [];
   const add = (sql: string, v: unknown) => {
@@ -94,6 +94,7 @@ export async function listFailovers(db: Queryable, filter: { tenant?: string | u
   if (filter.tenant !== undefined) add('tenant = ?', filter.tenant);
   if (filter.vm !== undefined) add('vm = ?', filter.vm);
   if (filter.host !== undefined) add('host = ?', filter.host);
+  if (filter.planRunId !== undefined) add('plan_run_id = ?', filter.planRunId);
   if (filter.active) where.push('ended_at IS NULL');
   return db.query<FailoverRow>(`SELECT ${cols} FROM failovers ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY requested_at, id`, params);
 }

@@ -42,6 +42,10 @@ export const serviceCommands: readonly LazyCommand[] = [
     load: loadFailover,
   },
   {
+    command: 'plan', description: 'recovery plans: ordered groups of VMs with actions between them, run as a test, planned or unplanned failover',
+    load: async () => (await import('./plan.js')).registerPlan,
+  },
+  {
     command: 'network', description: 'DR networks (hoster-owned, granted to tenants), network mappings and bulk NIC settings',
     load: async () => (await import('./network.js')).registerNetwork,
   },

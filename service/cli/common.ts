@@ -53,6 +53,7 @@ export async function apiClient(configOption: string | undefined): Promise<ApiCl
 
 /** A JSON answer's body, or its refusal as one LifeboatError. */
 async function jsonAnswer<T>(method: string, path: string, res: Response): Promise<T> {
+  if (res.status === 204) return undefined as T;
   const text = await res.text();
   let json: unknown;
   try {

@@ -158,8 +158,9 @@ export function registerFailover(program: Command): void {
       const log = pino({ level: config.logLevel, base: { service: 'lifeboat-failover-host' } }, pino.destination(2));
       const { openContext } = await import('../context.js');
       const { startFailoverHost } = await import('../failover/host.js');
+      const { planRunExtension } = await import('../plans/job.js');
       const ctx = await openContext(config, { log });
-      const host = await startFailoverHost(ctx);
+      const host = await startFailoverHost(ctx, { extensions: [planRunExtension] });
       process.stdout.write(`lifeboat-service failover-host ready: ${host.name} (${config.failover.host.dir})\n`);
       await waitForSignal();
       await host.stop();

@@ -41,6 +41,10 @@ export interface FailoverRequest {
   point: string;
   idempotencyKey?: string | undefined;
   requestedBy: string;
+  /** A recovery plan's run: the failover's id reserved by it, the run's id, and (planned) the point its cut fixed at the final cycle. */
+  id?: string | undefined;
+  planRunId?: string | undefined;
+  plannedPointId?: number | undefined;
 }
 
 /** States in which each user action applies. */
@@ -73,7 +77,8 @@ export async function requestFailover(ctx: ServiceContext, queues: FailoverQueue
     if (live[0]) throw ErrConflict('already_failed_over', `VM ${req.vm} already has ${req.kind === 'unplanned' ? 'a' : 'a real'} failover ${live[0].id} in state ${live[0].state}; commit or revert it first`);
   }
   // A planned failover starts from the final cycle the agent ships after shutting the VM down.
-  const pointId = req.kind === 'planned' ? null : await checkPointRequest(db, req.tenant, req.vm, req.point);
+  // (A plan run's planned failover was shut down by the run, which fixed its point at the final cycle.)
+  const pointId = req.kind === 'planned' ? req.plannedPointId ?? null : await checkPointRequest(db, req.tenant, req.vm, req.point);
   // The IP plan is resolved now: a conflict (a mapped address colliding with an explicit one) is
   // refused before the failover, not discovered during it.
   const plan = await planVmIp(db, req.tenant, req.vm, req.kind === 'test' ? 'test' : 'production');
@@ -82,7 +87,7 @@ export async function requestFailover(ctx: ServiceContext, queues: FailoverQueue
     tenant: req.tenant, vm: req.vm, cpus: spec.hardware.cpus, memoryMiB: spec.hardware.memoryMiB,
     storageBytes: disks.reduce((sum, d) => sum + Number(d.virtualSize), 0), networks: nicNetworks(plan),
   });
-  const id = newFailoverId();
+  const id = req.id ?? newFailoverId();
   const maxHours = (await getTenant(db, req.tenant))?.testFailoverMaxHours ?? ctx.config.failover.testMaxHours;
   const expiresAt = req.kind === 'test' ? new Date(Date.now() + maxHours * 3_600_000) : null;
   let failover: FailoverRow;
@@ -91,6 +96,7 @@ export async function requestFailover(ctx: ServiceContext, queues: FailoverQueue
       const row = await insertFailover(tx, {
         id, tenant: req.tenant, vm: req.vm, kind: req.kind, pointRequest: req.point, pointId, host, vmGenerationId: randomUUID(),
         spec: spec as unknown as Record<string, unknown>, warnings, idempotencyKey: req.idempotencyKey ?? null, requestedBy: req.requestedBy, expiresAt,
+        planRunId: req.planRunId ?? null,
       });
       await addStep(tx, id, 'requested', 'done', `${req.kind} failover from point ${req.point} placed on host ${host}`, req.requestedBy);
       return row;

@@ -47,6 +47,20 @@ export interface HostOptions {
   driver?: FailoverDriver | undefined;
   /** Monitor and reconciler period (default 5 s). */
   tickMs?: number | undefined;
+  /** Other kinds of job this host's queue carries (recovery plan runs), each with its own reconciler. */
+  extensions?: HostExtension[] | undefined;
+}
+
+/**
+ * A kind of job carried by the host's failover queue beside failovers (by job name), and its part of
+ * the reconciler: each round re-adds the jobs of its catalog rows that have work left and that this
+ * process is not running (Redis may have lost them).
+ */
+export interface HostExtension {
+  jobName: string;
+  /** Runs one job; `running` holds the ids this process runs now (a job added again while one runs returns at once). */
+  run(rt: HostRuntime, queues: FailoverQueues, id: string): Promise<void>;
+  reconcile(rt: HostRuntime, queues: FailoverQueues, running: ReadonlySet<string>): Promise<void>;
 }
 
 export interface RunningHost {
@@ -101,7 +115,14 @@ export async function startFailoverHost(ctx: ServiceContext, options: HostOption
     const bullConnection = await connectRedis(options.redisUrl ?? ctx.config.redis.url);
     closers.push(async () => bullConnection.disconnect());
     const running = new Set<string>();
-    const worker = new Worker(failoverQueueName(name), async (job) => runExclusive(runtime, running, (job.data as { id: string }).id), {
+    const extensions = new Map((options.extensions ?? []).map((e) => [e.jobName, e]));
+    const extRunning = new Set<string>();
+    const worker = new Worker(failoverQueueName(name), async (job) => {
+      const id = (job.data as { id: string }).id;
+      const ext = extensions.get(job.name);
+      if (ext) return exclusive(extRunning, id, () => ext.run(runtime, queues, id));
+      return exclusive(running, id, () => runFailoverJob(runtime, id));
+    }, {
       connection: bullConnection, concurrency: 32, lockDuration: 60_000, ...(options.queuePrefix ? { prefix: options.queuePrefix } : {}),
     });
     worker.on('error', (err) => log.error({ err }, 'failover worker'));
@@ -112,6 +133,7 @@ export async function startFailoverHost(ctx: ServiceContext, options: HostOption
       await monitor(runtime, queues);
       await reconcile(runtime, queues, running);
       await reconcilePublicIps(runtime);
+      for (const ext of extensions.values()) await ext.reconcile(runtime, queues, extRunning);
     };
     const tickMs = options.tickMs ?? 5000;
     let ticking = false;
@@ -122,6 +144,7 @@ export async function startFailoverHost(ctx: ServiceContext, options: HostOption
     }, tickMs);
     closers.push(async () => clearInterval(timer));
     await reconcile(runtime, queues, running);
+    for (const ext of extensions.values()) await ext.reconcile(runtime, queues, extRunning);
     log.info({ host: name, nbdSocket }, 'failover host started');
     return { name, runtime, queues, tick, stop };
   } catch (err) {
@@ -202,15 +225,16 @@ async function monitor(rt: HostRuntime, queues: FailoverQueues): Promise<void> {
 }
 
 /**
- * Runs a failover's job unless this process is running it already. Once Redis lost its jobs (a
- * restart without persistence), a job added again (by a stop request or the reconciler) can find the
- * first run still going; that run reads the goal before every step, so the second has nothing to do.
+ * Runs a job (a failover's, a plan run's) unless this process is running it already. Once Redis lost
+ * its jobs (a restart without persistence), a job added again (by a stop request or the reconciler)
+ * can find the first run still going; that run reads the goal before every step, so the second has
+ * nothing to do.
  */
-async function runExclusive(rt: HostRuntime, running: Set<string>, id: string): Promise<void> {
+async function exclusive(running: Set<string>, id: string, run: () => Promise<void>): Promise<void> {
   if (running.has(id)) return;
   running.add(id);
   try {
-    await runFailoverJob(rt, id);
+    await run();
   } finally {
     running.delete(id);
   }

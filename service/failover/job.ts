@@ -31,6 +31,7 @@ import { getVm, listDisks } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';
 import { mergeJobId } from '../queue.js';
 import { readState } from '../replication/replica.js';
+import type { CutPointResult } from '../workers/cut-point.js';
 import { cutPoint } from '../workers/cut-point.js';
 import type { DiskLock } from '../workers/lock.js';
 import { acquireLock } from '../workers/lock.js';
@@ -226,15 +227,25 @@ async function finalCycle(rt: HostRuntime, f: FailoverRow): Promise<{ cycle: num
 
 /** The point at exactly this cycle, cut once every disk has applied it (no data loss). */
 async function pointAtCycle(rt: HostRuntime, f: FailoverRow, cycle: number): Promise<number> {
+  const cut = await cutAtCycle(rt, f, cycle);
+  await addStep(rt.ctx.db, f.id, 'point', 'done', `cut point ${cut.id} at the final cycle ${cycle}, captured ${cut.capturedAt.toISOString()}`);
+  return cut.id;
+}
+
+/**
+ * The VM's point at exactly this (final) cycle, cut once every disk has applied it; fails when the
+ * disks went past it (the source kept replicating) or did not reach it within FinalApplyMs. A plan
+ * run's cut of a planned run uses it too.
+ */
+export async function cutAtCycle(rt: Pick<HostRuntime, 'ctx' | 'redis' | 'lockPrefix'>, vm: { tenant: string; vm: string }, cycle: number): Promise<CutPointResult> {
   const deadline = Date.now() + FinalApplyMs;
   for (;;) {
-    const cut = await cutPoint(rt.ctx, rt.redis, { tenant: f.tenant, vm: f.vm, timeoutMs: Math.max(1000, deadline - Date.now()), lockPrefix: rt.lockPrefix });
+    const cut = await cutPoint(rt.ctx, rt.redis, { tenant: vm.tenant, vm: vm.vm, timeoutMs: Math.max(1000, deadline - Date.now()), lockPrefix: rt.lockPrefix });
     if (cut.cycle !== null && cut.cycle >= cycle) {
-      if (cut.cycle !== cycle) throw new Error(`the newest point of ${f.vm} is at cycle ${cut.cycle}, after the final cycle ${cycle}: the source VM kept replicating`);
-      await addStep(rt.ctx.db, f.id, 'point', 'done', `cut point ${cut.id} at the final cycle ${cycle}, captured ${cut.capturedAt.toISOString()}`);
-      return cut.id;
+      if (cut.cycle !== cycle) throw new Error(`the newest point of ${vm.vm} is at cycle ${cut.cycle}, after the final cycle ${cycle}: the source VM kept replicating`);
+      return cut;
     }
-    if (Date.now() > deadline) throw new Error(`the final cycle ${cycle} of ${f.vm} was not applied on every disk within ${FinalApplyMs / 60_000} minutes (newest common cycle ${cut.cycle ?? 'none'})`);
+    if (Date.now() > deadline) throw new Error(`the final cycle ${cycle} of ${vm.vm} was not applied on every disk within ${FinalApplyMs / 60_000} minutes (newest common cycle ${cut.cycle ?? 'none'})`);
     await new Promise((r) => setTimeout(r, 1000));
   }
 }
