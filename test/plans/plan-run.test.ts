@@ -63,10 +63,10 @@ describe('recovery plans', () => {
       [plan('x7', [{ vms: ['db01'] }], { point: 'yesterday' }), /point/],
     ] as const;
     for (const [body, msg] of bad) {
-      const r = await api<{ error: { message: string } }>('POST', '/v1/tenants/acme/plans', body);
+      const r = await api<{ detail: string }>('POST', '/v1/tenants/acme/plans', body);
       expect(r.status, JSON.stringify(body)).toBe(400);
-      expect(r.body.error.message).toMatch(msg);
-      expect(r.body.error.message).not.toMatch(/\n|at .*\.ts/);
+      expect(r.body.detail).toMatch(msg);
+      expect(r.body.detail).not.toMatch(/\n|at .*\.ts/);
     }
     const changed = must(await api<{ point: string }>('PUT', '/v1/tenants/acme/plans/crud', { groups: [{ vms: ['web01'] }], point: '2026-01-01T00:00:00Z' }), 'put').body;
     expect(changed.point).toBe('2026-01-01T00:00:00Z');
@@ -197,9 +197,9 @@ describe('recovery plans', () => {
   it('refuses a run of a plan that does not exist, a bad mode, and a body that is not JSON', async () => {
     expect((await api('POST', '/v1/tenants/acme/plans/nope/runs', { mode: 'test' })).status).toBe(404);
     must(await api('POST', '/v1/tenants/acme/plans', plan(`m${randomBytes(2).toString('hex')}`, [{ vms: ['web01'] }])), 'create');
-    const r = await api<{ error: { message: string } }>('POST', '/v1/tenants/acme/plans/private/runs', { mode: 'drill' });
+    const r = await api<{ detail: string }>('POST', '/v1/tenants/acme/plans/private/runs', { mode: 'drill' });
     expect(r.status).toBe(400);
-    expect(r.body.error.message).toMatch(/mode/);
+    expect(r.body.detail).toMatch(/mode/);
     expect((await api('GET', '/v1/tenants/acme/plans/private/runs/pr-zz-00000000')).status).toBe(404);
   });
 });
