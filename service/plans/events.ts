@@ -1,25 +1,26 @@
 /**
- * The events a plan run emits: `plan-run.step-changed` (a step started, ended, or the run itself
- * changed state) and `plan-run.manual-step-waiting` (the run waits for an approval). This is their one
- * call site: when the service's events module (webhook subscriptions, issue 15 "Events and webhooks")
- * lands, emitPlanRunEvent hands them to it; until then they are logged, one line each.
+ * The events a plan run emits (docs/webhooks.md): `plan_run.step_changed` (a step started, ended, or
+ * the run itself changed state) and `plan_run.manual_step_waiting` (the run waits for an approval),
+ * through the service's events module, written in the caller's transaction with the change they
+ * report. This is their one call site in the plans code.
+ *
+ * data: {plan, run, mode, stepIndex (null: the run as a whole), step, status, detail}.
  */
-import type { ServiceContext } from '../context.js';
+import type { Queryable } from '../catalog/db.js';
+import { emitEvent } from '../events/emit.js';
 
 export interface PlanRunEvent {
-  type: 'plan-run.step-changed' | 'plan-run.manual-step-waiting';
+  type: 'plan_run.step_changed' | 'plan_run.manual_step_waiting';
   tenant: string;
   plan: string;
   run: string;
   mode: string;
-  /** The step's index in the run (null: the run as a whole), its name and status. */
   stepIndex: number | null;
   step: string;
   status: string;
   detail: string | null;
-  at: string;
 }
 
-export function emitPlanRunEvent(ctx: Pick<ServiceContext, 'log'>, event: PlanRunEvent): void {
-  ctx.log.info({ event }, event.type);
+export async function emitPlanRunEvent(db: Queryable, e: PlanRunEvent): Promise<void> {
+  await emitEvent(db, { type: e.type, tenant: e.tenant, data: { plan: e.plan, run: e.run, mode: e.mode, stepIndex: e.stepIndex, step: e.step, status: e.status, detail: e.detail } });
 }

@@ -78,12 +78,11 @@ export async function runPlanRunJob(rt: HostRuntime, queues: FailoverQueues, id:
     if (step.kind === 'manual') {
       await db.transaction(async (tx) => {
         await setRun(tx, id, { state: 'waiting' });
-        await record(rt, tx, run, run.cursor, name, 'waiting', step.message);
+        await record(tx, run, run.cursor, name, 'waiting', step.message);
       });
-      emit(rt, run, run.cursor, name, 'waiting', step.message, 'plan-run.manual-step-waiting');
       return;
     }
-    await record(rt, db, run, run.cursor, name, 'started', describe(step));
+    await record(db, run, run.cursor, name, 'started', describe(step));
     let outcome: Outcome;
     try {
       outcome = await execute(rt, queues, run, step);
@@ -95,21 +94,20 @@ export async function runPlanRunJob(rt: HostRuntime, queues: FailoverQueues, id:
     const stop = outcome.status === 'failed' && (step.kind === 'cut' || def.groups[step.group]?.onFailure !== 'continue');
     const { status, detail } = outcome;
     await db.transaction(async (tx) => {
-      await record(rt, tx, run, run.cursor, name, status, detail);
+      await record(tx, run, run.cursor, name, status, detail);
       await setRun(tx, id, { cursor: run.cursor + 1 });
     });
     if (stop) return end(rt, run, 'failed', `${name}: ${detail}`);
   }
 }
 
-/** A step's row, and its event. */
-async function record(rt: HostRuntime, db: Queryable, run: PlanRunRow, index: number | null, step: string, status: RunStepRow['status'], detail: string | null): Promise<void> {
+/** A step's row and its event (a manual step waiting: plan_run.manual_step_waiting), on db (a transaction when it has to be one with other changes). */
+async function record(db: Queryable, run: PlanRunRow, index: number | null, step: string, status: RunStepRow['status'], detail: string | null): Promise<void> {
   await addRunStep(db, run.id, index, step, status, detail ?? undefined);
-  if (status !== 'waiting') emit(rt, run, index, step, status, detail);
-}
-
-function emit(rt: HostRuntime, run: PlanRunRow, index: number | null, step: string, status: string, detail: string | null, type: 'plan-run.step-changed' | 'plan-run.manual-step-waiting' = 'plan-run.step-changed'): void {
-  emitPlanRunEvent(rt.ctx, { type, tenant: run.tenant, plan: run.plan, run: run.id, mode: run.mode, stepIndex: index, step, status, detail, at: new Date().toISOString() });
+  await emitPlanRunEvent(db, {
+    type: status === 'waiting' ? 'plan_run.manual_step_waiting' : 'plan_run.step_changed',
+    tenant: run.tenant, plan: run.plan, run: run.id, mode: run.mode, stepIndex: index, step, status, detail,
+  });
 }
 
 function describe(step: RunStep): string | null {
@@ -336,7 +334,7 @@ async function end(rt: HostRuntime, run: PlanRunRow, state: 'completed' | 'faile
   for (const v of await listRunVms(db, run.id)) if (v.pointId !== null) await unpinPoint(db, Number(v.pointId), holder(run.id));
   await db.transaction(async (tx) => {
     await setRun(tx, run.id, { state, endedAt: new Date(), ...(error ? { error } : {}) });
-    await record(rt, tx, run, null, state, state === 'failed' ? 'failed' : 'done', detail ?? error);
+    await record(tx, run, null, state, state === 'failed' ? 'failed' : 'done', detail ?? error);
   });
 }
 

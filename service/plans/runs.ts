@@ -48,10 +48,11 @@ export async function requestRun(ctx: ServiceContext, queues: FailoverQueues, re
   const run = await db.transaction(async (tx) => {
     const row = await insertRun(tx, { id, tenant: req.tenant, plan: req.plan, mode: req.mode, definition: def as unknown as Record<string, unknown>, steps, host: hosts[0]!.name, requestedBy: req.requestedBy });
     await insertRunVms(tx, id, def.groups.flatMap((g, gi) => g.vms.map((vm) => ({ vm, groupIndex: gi, failoverId: newFailoverId() }))));
-    await addRunStep(tx, id, null, 'requested', 'done', `${req.mode} run of ${names.length} VM(s) in ${def.groups.length} group(s), ${steps.length} steps, point ${def.point}`, req.requestedBy);
+    const detail = `${req.mode} run of ${names.length} VM(s) in ${def.groups.length} group(s), ${steps.length} steps, point ${def.point}`;
+    await addRunStep(tx, id, null, 'requested', 'done', detail, req.requestedBy);
+    await emitPlanRunEvent(tx, { type: 'plan_run.step_changed', tenant: req.tenant, plan: req.plan, run: id, mode: req.mode, stepIndex: null, step: 'requested', status: 'done', detail });
     return row;
   });
-  emitPlanRunEvent(ctx, { type: 'plan-run.step-changed', tenant: run.tenant, plan: run.plan, run: run.id, mode: run.mode, stepIndex: null, step: 'requested', status: 'done', detail: null, at: new Date().toISOString() });
   await enqueueRun(queues, run);
   return run;
 }
@@ -70,6 +71,7 @@ export async function cancelRun(ctx: ServiceContext, queues: FailoverQueues, run
     await ctx.db.transaction(async (tx) => {
       await setRun(tx, run.id, { goal: 'cancelled' });
       await addRunStep(tx, run.id, null, 'cancel requested', 'done', undefined, by);
+      await emitPlanRunEvent(tx, { type: 'plan_run.step_changed', tenant: run.tenant, plan: run.plan, run: run.id, mode: run.mode, stepIndex: null, step: 'cancel requested', status: 'done', detail: by });
     });
   }
   await enqueueRun(queues, run);
@@ -87,10 +89,11 @@ export async function approveStep(ctx: ServiceContext, queues: FailoverQueues, r
     const step = (now.steps as RunStep[])[now.cursor];
     if (now.state !== 'waiting' || step?.kind !== 'manual') throw ErrConflict('not_waiting', `plan run ${run.id} is ${now.state}${now.endedAt ? '' : ' and waits for no approval'}`);
     if ((step as PlanAction & { kind: 'manual' }).approver === 'hoster' && !caller.hoster) throw ErrForbidden('role', `step ${now.cursor + 1} (${stepName(def, step)}) is approved by the hoster's operators only`);
-    await addRunStep(tx, run.id, now.cursor, stepName(def, step), 'done', `${step.message} — approved${note ? `: ${note}` : ''}`, caller.who);
+    const detail = `${step.message} — approved${note ? `: ${note}` : ''}`;
+    await addRunStep(tx, run.id, now.cursor, stepName(def, step), 'done', detail, caller.who);
+    await emitPlanRunEvent(tx, { type: 'plan_run.step_changed', tenant: run.tenant, plan: run.plan, run: run.id, mode: run.mode, stepIndex: now.cursor, step: stepName(def, step), status: 'done', detail: `${detail} (${caller.who})` });
     await setRun(tx, run.id, { cursor: now.cursor + 1, state: 'running' });
   });
-  emitPlanRunEvent(ctx, { type: 'plan-run.step-changed', tenant: run.tenant, plan: run.plan, run: run.id, mode: run.mode, stepIndex: run.cursor, step: 'manual', status: 'done', detail: `approved by ${caller.who}`, at: new Date().toISOString() });
   await enqueueRun(queues, run);
   return (await getRun(ctx.db, run.id))!;
 }

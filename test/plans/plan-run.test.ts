@@ -136,6 +136,11 @@ describe('recovery plans', () => {
     ]);
     expect(done.steps.find((s) => s.step.endsWith('manual'))).toMatchObject({ detail: 'check the database — approved: db looks fine', by: 'tenant-admin:tenant-admin@acme' });
     expect(done.allReady).toBe(true);
+    // Each step's start and end, and the manual step's wait, are events (the events module's outbox).
+    const events = await p.s.svc.ctx.db.query<{ type: string; status: string; step: string }>(`SELECT type, data->>'status' AS status, data->>'step' AS step FROM events WHERE data->>'run' = $1 ORDER BY created_at`, [done.id]);
+    expect(events.filter((e) => e.type === 'plan_run.manual_step_waiting')).toEqual([{ type: 'plan_run.manual_step_waiting', status: 'waiting', step: 'group 2 (apps) before: manual' }]);
+    expect(events.filter((e) => e.type === 'plan_run.step_changed' && e.status === 'started').length).toBe(7);
+    expect(events).toContainEqual({ type: 'plan_run.step_changed', step: 'completed', status: 'done' });
     // One cut at the start: every VM's point was chosen before the first group started.
     const cutEnd = Date.parse(done.steps.find((s) => s.step === 'cut')!.endedAt!);
     for (const v of done.vms) {
