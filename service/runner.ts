@@ -23,6 +23,7 @@ import type { FailoverQueues } from './failover/queue.js';
 import { registerFailoverMetrics } from './failover/metrics.js';
 import { createFailoverQueues } from './failover/queue.js';
 import { startReplicaSampler } from './usage/sampler.js';
+import { registerWebhookMetrics } from './events/metrics.js';
 
 export interface StartOptions {
   apiPort?: number | undefined;
@@ -95,6 +96,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     registerFailoverMetrics(ctx);
     const sampler = startReplicaSampler(ctx);
     closers.push(() => sampler.stop());
+    registerWebhookMetrics(ctx);
     let ready = false;
     const api = createAdaptorServer({ fetch: apiApp(ctx, () => ready, enqueue, failoverQueues, failoverHost).fetch }) as HttpServer;
     const agent = await createAgentServer(ctx, enqueue, failoverQueues);

@@ -218,3 +218,9 @@ export async function dropWatch(db: Queryable, key: string): Promise<void> {
 export async function watchesWithPrefix(db: Queryable, prefix: string): Promise<{ key: string; value: string }[]> {
   return db.query('SELECT key, value FROM event_watches WHERE starts_with(key, $1)', [prefix]);
 }
+
+/** Deletes events from before `before` with their ended deliveries and attempts; an event with a pending delivery stays. */
+export async function pruneEvents(db: Queryable, before: Date): Promise<number> {
+  return (await db.query(`DELETE FROM events e WHERE created_at < $1
+    AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.status = 'pending') RETURNING id`, [before])).length;
+}

@@ -12,7 +12,7 @@
 import { randomBytes } from 'node:crypto';
 import { newMessageId } from '../../shared/protocol/standard-webhooks.js';
 import type { Queryable } from '../catalog/db.js';
-import { fanOut, insertEvent } from '../catalog/webhooks.js';
+import { fanOut, insertEvent, pruneEvents } from '../catalog/webhooks.js';
 import type { NewEvent } from './types.js';
 import { AllTypes, OptInEventTypes } from './types.js';
 
@@ -26,4 +26,12 @@ export async function emitEvent(db: Queryable, e: NewEvent): Promise<{ id: strin
   await insertEvent(db, { id, type: e.type, tenant: e.tenant, data: e.data, at });
   const deliveries = await fanOut(db, { id, type: e.type, tenant: e.tenant, at }, AllTypes, OptInEventTypes, newMessageId);
   return { id, deliveries };
+}
+
+/** How long events, their deliveries and attempt logs are kept (a pending delivery keeps its event). */
+export const EventRetentionMs = 30 * 24 * 3_600_000;
+
+/** Deletes what is older than the retention; the worker's event monitor calls it. Returns how many events went. */
+export function pruneOldEvents(db: Queryable, now = new Date()): Promise<number> {
+  return pruneEvents(db, new Date(now.getTime() - EventRetentionMs));
 }

@@ -2,13 +2,14 @@
  * Merge workers in a process: a BullMQ worker on queue "merge" (each job merges one disk) and a
  * timer that calls Merger.merge() as a sweep, and one that calls Pointer.points() and prune(). `serve` runs them embedded; `worker` runs them alone.
  * Beside them: the webhook deliveries (events/worker.ts) and a timer around the event monitors
- * (replication health and resync, expiring agent certificates).
+ * (replication health and resync, expiring agent certificates) and the events' retention.
  */
 import { Worker } from 'bullmq';
 import type { ServiceContext } from '../context.js';
 import type { DiskRef } from '../queue.js';
 import { MergeQueueName, connectRedis } from '../queue.js';
 import type { EnqueueMerge } from '../replication/uploads.js';
+import { pruneOldEvents } from '../events/emit.js';
 import { startWebhookWorker } from '../events/worker.js';
 import { reportReplicationEvents } from '../replication/health-events.js';
 import { reportExpiringCertificates } from '../trust/expiry-events.js';
@@ -53,7 +54,7 @@ export async function startMergeWorkers(ctx: ServiceContext, options: { redisUrl
   const webhookConnection = await connectRedis(options.redisUrl);
   const webhooks = await startWebhookWorker(ctx, redis, webhookConnection, { prefix: options.prefix });
   const monitorTimer = setInterval(() => {
-    reportReplicationEvents(ctx.db).then(() => reportExpiringCertificates(ctx.db)).catch((err: unknown) => ctx.log.error({ err }, 'event monitors failed'));
+    reportReplicationEvents(ctx.db).then(() => reportExpiringCertificates(ctx.db)).then(() => pruneOldEvents(ctx.db)).catch((err: unknown) => ctx.log.error({ err }, 'event monitors failed'));
   }, DefaultEventMonitorMs);
   monitorTimer.unref();
   return {

@@ -55,6 +55,9 @@ describe('webhook API', () => {
     const delivery = await operator<{ status: string; type: string; payload: { type: string; data: { subscription: string } }; attemptLog: unknown[] }>(svc, 'GET', `/v1/tenants/acme/webhooks/${id}/deliveries/${d}`, undefined, viewer);
     expect(delivery.body).toMatchObject({ status: 'pending', type: 'webhook.test', payload: { type: 'webhook.test', data: { subscription: id } }, attemptLog: [] });
     expect((await operator(svc, 'POST', `/v1/tenants/acme/webhooks/${id}/deliveries/${d}/redeliver`, {}, admin)).status).toBe(409);
+    const metrics = await (await fetch(`${svc.apiUrl}/metrics`)).text();
+    expect(metrics).toMatch(/^lifeboat_webhook_deliveries\{status="pending"\} 1$/m);
+    expect(metrics).toMatch(/^lifeboat_webhook_subscriptions\{enabled="true"\} 1$/m);
 
     // Another tenant's admin: every route of acme's subscription answers 404, as for one that does not exist.
     for (const [method, path] of [
@@ -72,6 +75,11 @@ describe('webhook API', () => {
     expect((await operator<{ webhooks: Sub[] }>(svc, 'GET', '/v1/tenants/globex/webhooks', undefined, other)).body.webhooks).toEqual([]);
     // Hoster-wide routes are not for tenant roles.
     for (const path of ['/v1/webhooks', `/v1/webhooks/${id}`, '/v1/events']) expect((await operator(svc, 'GET', path, undefined, admin)).status).toBe(403);
+    // A tenant-operator sends a test event and redelivers, but does not change the subscription.
+    const operatorToken = await signApiToken(svc.ctx.signer, { role: 'tenant-operator', tenant: 'acme', sub: 'otto' }, 600);
+    expect((await operator(svc, 'POST', `/v1/tenants/acme/webhooks/${id}/test`, {}, operatorToken)).status).toBe(202);
+    expect((await operator(svc, 'PATCH', `/v1/tenants/acme/webhooks/${id}`, { enabled: false }, operatorToken)).status).toBe(403);
+    expect((await operator(svc, 'POST', '/v1/tenants/acme/webhooks', { url: 'https://hooks.acme.example/2' }, operatorToken)).status).toBe(403);
     // A viewer reads but does not act.
     expect((await operator(svc, 'PATCH', `/v1/tenants/acme/webhooks/${id}`, { enabled: false }, viewer)).status).toBe(403);
     expect((await operator(svc, 'POST', `/v1/tenants/acme/webhooks/${id}/test`, {}, viewer)).status).toBe(403);

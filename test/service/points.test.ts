@@ -11,6 +11,7 @@ import { Merger } from '../../service/workers/merger.js';
 import { Pointer } from '../../service/workers/points-job.js';
 import { mergeChild } from '../../shared/disk/ops/merge.js';
 import { listVms } from '../../service/catalog/vms.js';
+import { listEvents } from '../../service/catalog/webhooks.js';
 import { readWholeImage, referee, TestRedisUrl } from '../helpers.js';
 import { SimAgent, scribble } from './agent-sim.js';
 import type { TestEnv } from './helpers.js';
@@ -83,6 +84,10 @@ describe('recovery points', () => {
     expect((await agent.replica('d0')).equals(source)).toBe(true);
     const listed = await operator<{ points: { id: string; consistency: string; latest: boolean }[] }>(svc, 'GET', '/v1/tenants/acme/vms/web/points');
     expect(listed.body.points.map((p) => [p.consistency, p.latest])).toEqual([['application', false], ['crash', false], ['crash', true]]);
+    // Each point is an event (point.created), written with its catalog row.
+    const created = (await listEvents(svc.ctx.db, { tenant: 'acme', type: 'point.created', limit: 10 })).reverse();
+    expect(created.map((e) => [e.data.vm, e.data.consistency, e.createdAt.getTime()])).toEqual([['web', 'application', t0], ['web', 'crash', t0 + Hour]]);
+    expect(created.map((e) => String(e.data.point))).toEqual(listed.body.points.slice(0, 2).map((p) => String(p.id)));
   });
 
   it('makes a due point once when two workers both saw it due', async () => {
