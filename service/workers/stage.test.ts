@@ -91,6 +91,23 @@ describe('stageLog', () => {
     expect(stageBudget.used).toBe(0);
   });
 
+  it('stages a log into slabs of the thread\'s buffer pool, which the next log reuses once the first is discarded', async () => {
+    const stage = (name: string) => stageLog({ object: createReadStream(logPath, { highWaterMark: 256 * 1024 }), key, expect: identity, sha256, size: logSize }, join(dir, `${name}.staged`));
+    const first = await stage('pool-1');
+    const firstSlabs = first.slabs.map((b) => b.buffer);
+    expect(firstSlabs.length).toBeGreaterThan(0);
+    expect(first.runs!.some((r) => r.kind === 'data' && firstSlabs.includes(r.data.buffer))).toBe(true);
+    await discardStaged(first);
+    expect(first.slabs).toEqual([]);
+    const second = await stage('pool-2');
+    try {
+      expect(second.slabs.map((b) => b.buffer)).toEqual(firstSlabs);
+    } finally {
+      await discardStaged(second);
+    }
+    expect(stageBudget.used).toBe(0);
+  });
+
   it('spills a log that outgrows the budget to a staging file and applies the same bytes', async () => {
     const limit = stageBudget.limit;
     stageBudget.limit = 8 * MiB;

@@ -28,6 +28,7 @@ import { ErrTampered } from '../../shared/errors.js';
 import type { LogHeader } from '../../shared/log/index.js';
 import { readLog } from '../../shared/log/index.js';
 import { recycleBodyChunk } from '../../shared/objectstore/index.js';
+import { givePooled, takePooled } from '../../shared/buffer-pool.js';
 import type { DiskImage, FreshWriter } from '../../shared/disk/index.js';
 import { Sha256 } from './hash-thread.js';
 
@@ -61,6 +62,8 @@ export interface StagedLog {
   runs: StagedRun[] | null;
   /** Budget bytes this log holds until discarded. */
   reserved: number;
+  /** The slabs under runs: back to the thread's buffer pool when the log is discarded. */
+  slabs: Buffer[];
 }
 
 export interface StageInput {
@@ -90,6 +93,8 @@ function reserve(bytes: number): boolean {
 class Stager {
   runs: StagedRun[] | null = [];
   reserved = 0;
+  /** Slabs taken from the thread's buffer pool (shared/buffer-pool.ts), given back once unused. */
+  slabs: Buffer[] = [];
   private slab: Buffer | null = null;
   private fill = 0;
   private nextSlab = FirstSlabBytes;
@@ -116,11 +121,16 @@ class Stager {
   /** Copies data into the current slab (the reader may reuse its buffers); false when over budget. */
   private keep(offset: number, data: Buffer): boolean {
     if (!this.slab || this.fill + data.length > this.slab.length) {
-      const size = Math.max(this.nextSlab, data.length);
+      const standard = this.nextSlab;
+      const size = Math.max(standard, data.length);
       this.nextSlab = Math.min(SlabBytes, this.nextSlab * 2);
       if (!reserve(size)) return false;
       this.reserved += size;
-      this.slab = Buffer.allocUnsafe(size);
+      // Slabs of the standard sizes come from the thread's pool: a fresh slab per log (about twice
+      // the log's size in all) made V8 run a full collection every few chunks of a base in the
+      // service's heap. A larger item's slab is its own size, left to the collector.
+      this.slab = size === standard ? takePooled(size) : Buffer.allocUnsafe(size);
+      if (size === standard) this.slabs.push(this.slab);
       this.fill = 0;
     }
     const start = this.fill;
@@ -160,9 +170,11 @@ class Stager {
     }
   }
 
+  /** Releases the budget and the slabs: nothing may read the runs any more. */
   release(): void {
     stageBudget.used -= this.reserved;
     this.reserved = 0;
+    giveSlabs(this.slabs);
   }
 
   async close(): Promise<void> {
@@ -214,7 +226,7 @@ export async function stageLog(input: StageInput, path: string): Promise<StagedL
     if (got !== input.sha256) throw ErrTampered(`object digest ${got} differs from the committed ${input.sha256}`);
     ok = true;
     // No fsync of a staging file: it never outlives its run; after a crash the log is staged again.
-    return { header: reader.header, direct: direct ?? null, path: stager.spilled ? path : null, runs: stager.runs, reserved: stager.reserved };
+    return { header: reader.header, direct: direct ?? null, path: stager.spilled ? path : null, runs: stager.runs, reserved: stager.reserved, slabs: stager.slabs };
   } finally {
     await stager.close();
     if (!ok) {
@@ -238,12 +250,18 @@ async function writeDirect(direct: DirectSink, stager: Stager, item: { offset: n
   }
 }
 
+/** Hands slabs back to the pool, emptying the list (so a second release gives nothing twice). */
+function giveSlabs(slabs: Buffer[]): void {
+  for (const slab of slabs.splice(0)) givePooled(slab);
+}
+
 /** Releases a staged log: its memory budget, its staging file, and direct writes not published. Safe to call twice. */
 export async function discardStaged(staged: StagedLog): Promise<void> {
   await staged.direct?.abandon();
   stageBudget.used -= staged.reserved;
   staged.reserved = 0;
   staged.runs = null;
+  giveSlabs(staged.slabs);
   if (staged.path) await rm(staged.path, { force: true });
 }
 
