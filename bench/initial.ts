@@ -8,7 +8,7 @@
  * - acknowledged: run --once exits (scan, compress, seal, upload, commit, the base complete; goal
  *   ≤ 0.5x restic's time);
  * - applied: the service lists the VM's first recovery point (the base merged into the replica;
- *   polled on the operator API every 250 ms while run --once runs, every 25 ms after; goal ≤ 1.0x restic's time);
+ *   polled on the operator API every 250 ms while run --once runs, every 50 ms after; goal ≤ 1.0x restic's time);
  * - the apply's own share (applied - acknowledged) beside `dd` writing the same bytes with fsync.
  * Commands run through bin/ (the bundle when `npm run build` made a current one, as a user gets it).
  * LIFEBOAT_BENCH_AGENT_NODE_ARGS and LIFEBOAT_BENCH_SERVICE_NODE_ARGS add node options to run --once and
@@ -104,8 +104,8 @@ async function ours(dir: string, disk: string): Promise<Ours> {
           // the VM is not registered yet
         }
         // Slowly while the agent runs (each poll costs the service a token check and a query),
-        // every 25 ms once it has exited.
-        await new Promise((r) => setTimeout(r, agentDone ? 25 : 250));
+        // every 50 ms once it has exited.
+        await new Promise((r) => setTimeout(r, agentDone ? 50 : 250));
       }
     })();
     const agentRun = await runTimed(process.execPath, [...nodeArgs('AGENT'), agentBin, 'run', '--once', '--state-dir', state]);
