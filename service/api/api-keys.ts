@@ -50,6 +50,7 @@ export function presentKey(k: ApiKeyRow) {
 
 /** The key, when the caller may manage it; 404 otherwise as for a key that does not exist. */
 async function keyFor(ctx: ServiceContext, claims: Principal, id: string): Promise<ApiKeyRow> {
+  mayManageAccess(claims, claims.tenant); // a role that manages no keys is 403 before any lookup
   const row = /^[0-9a-f]{16}$/.test(id) ? await getApiKey(ctx.db, id) : undefined;
   if (!row || (!isHosterRole(claims.role) && row.tenant !== claims.tenant)) throw ErrNotFoundHere(`no API key ${id.slice(0, 40)}`);
   mayManageAccess(claims, row.tenant ?? undefined);
