@@ -114,7 +114,11 @@ export function planRoutes(ctx: ServiceContext, queues: () => FailoverQueues): H
     const rep = await report(await runIn(c, 'read'));
     return c.html(renderReportHtml(rep, await reportScreenshots(ctx.db, rep)), 200, { 'cache-control': 'private, no-store' });
   });
-  r.post('/tenants/:tenant/plans/:plan/runs/:run/cancel', async (c) => c.json(await report(await cancelRun(ctx, queues(), await runIn(c, 'operate'), who(c))), 202));
+  // The run (and so the caller's access) first: queues() refuses with 503 in a process without Redis.
+  r.post('/tenants/:tenant/plans/:plan/runs/:run/cancel', async (c) => {
+    const run = await runIn(c, 'operate');
+    return c.json(await report(await cancelRun(ctx, queues(), run, who(c))), 202);
+  });
   r.post('/tenants/:tenant/plans/:plan/runs/:run/approve', async (c) => {
     const run = await runIn(c, 'operate');
     const { note } = await readJson(c, approveSchema);
@@ -122,7 +126,8 @@ export function planRoutes(ctx: ServiceContext, queues: () => FailoverQueues): H
     return c.json(await report(await approveStep(ctx, queues(), run, { hoster, who: who(c) }, note)), 202);
   });
   r.post('/tenants/:tenant/plans/:plan/runs/:run/stop', async (c) => {
-    const { run, stopping } = await stopRunVms(ctx, queues(), await runIn(c, 'operate'), who(c));
+    const asked = await runIn(c, 'operate');
+    const { run, stopping } = await stopRunVms(ctx, queues(), asked, who(c));
     return c.json({ ...(await report(run)), stopping }, 202);
   });
   return r;
