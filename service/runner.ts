@@ -6,6 +6,7 @@ import type { Server as HttpServer } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { createAdaptorServer } from '@hono/node-server';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { LifeboatError } from '../shared/errors.js';
 import { createAgentServer } from './agent-api/server.js';
@@ -58,6 +59,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     let queue: MergeQueue | undefined;
     let enqueue = options.enqueue;
     let failoverQueues: FailoverQueues | undefined;
+    let redis: Redis | undefined;
     // Tests that pass their own enqueue run without Redis unless they ask for a failover host.
     const wantHost = options.failoverHost ?? (!enqueue && config.failover.embeddedHost);
     if (!enqueue || wantHost || options.failoverApi) {
@@ -67,14 +69,15 @@ export async function startService(config: Config, options: StartOptions = {}): 
         const own = await startPrivateRedis(config.redis.private, ctx.log);
         closers.push(() => own.stop());
       }
-      const redis = await connectRedis(config.redis.url);
-      closers.push(async () => redis.disconnect());
+      const connected = await connectRedis(config.redis.url);
+      redis = connected;
+      closers.push(async () => connected.disconnect());
       if (!enqueue) {
-        queue = createMergeQueue(redis);
+        queue = createMergeQueue(connected);
         closers.push(() => queue!.close());
         enqueue = queue.enqueue;
       }
-      failoverQueues = createFailoverQueues(redis);
+      failoverQueues = createFailoverQueues(connected);
       closers.push(() => failoverQueues!.close());
     }
     if (options.workers ?? config.embeddedWorkers) {
@@ -98,7 +101,16 @@ export async function startService(config: Config, options: StartOptions = {}): 
     closers.push(() => sampler.stop());
     registerWebhookMetrics(ctx);
     let ready = false;
-    const api = createAdaptorServer({ fetch: apiApp(ctx, () => ready, enqueue, failoverQueues, failoverHost).fetch }) as HttpServer;
+    // The portal's sessions: the service's Redis connection, or (tests without Redis) one made on first use.
+    let portalRedis: Promise<Redis> | undefined;
+    const redisSource = () => (redis ? Promise.resolve(redis) : (portalRedis ??= connectRedis(config.redis.url).then((r) => {
+      closers.push(async () => r.disconnect());
+      return r;
+    }, (err: unknown) => {
+      portalRedis = undefined;
+      throw err;
+    })));
+    const api = createAdaptorServer({ fetch: apiApp(ctx, () => ready, enqueue, failoverQueues, failoverHost, redisSource).fetch }) as HttpServer;
     const agent = await createAgentServer(ctx, enqueue, failoverQueues);
     const apiPort = await listen(api, options.apiPort ?? config.api.port, config.api.host);
     closers.push(() => closeServer(api));

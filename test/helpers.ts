@@ -76,15 +76,16 @@ const bins = {
  * Runs one of our commands as a user runs it (bin/lifeboat-agent.js or bin/lifeboat-service.js) and
  * collects its exit code and output; a non-zero exit resolves, it does not reject.
  */
-export function runBin(which: keyof typeof bins, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<CommandOutput> {
+export function runBin(which: keyof typeof bins, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<CommandOutput> {
   return new Promise((res, reject) => {
     const child = spawn(process.execPath, [bins[which], ...args], {
-      cwd: options.cwd, env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: options.cwd, env: { ...process.env, ...options.env }, stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
     });
+    if (options.input !== undefined) child.stdin!.end(options.input);
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('error', reject);
     child.on('close', (code) => res({ code: code ?? -1, stdout, stderr }));
   });

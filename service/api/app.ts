@@ -13,7 +13,7 @@ import type { EnqueueMerge } from '../replication/uploads.js';
 import type { ApiClaims } from '../trust/tokens.js';
 import { verifyApiToken } from '../trust/tokens.js';
 import { authenticateApiKey, looksLikeApiKey } from '../trust/api-keys.js';
-import { mayAdminister, mayRead } from '../trust/roles.js';
+import { mayAdminister, mayManageAccess, mayRead } from '../trust/roles.js';
 import { LifeboatError } from '../../shared/errors.js';
 import { WebhookDriver } from '../failover/drivers/webhook.js';
 import type { RunningHost } from '../failover/host.js';
@@ -30,6 +30,9 @@ import { planRoutes } from './plans.js';
 import { publicIpRoutes } from './public-ips.js';
 import { webhookRoutes } from './webhooks.js';
 import { usageRoutes } from './usage.js';
+import { userRoutes } from './users.js';
+import { portalApp } from '../portal/app.js';
+import type { RedisSource } from '../users/sessions.js';
 import { allowSchema, revokeSchema, tenantCreateSchema, tenantSettingsSchema, tokenSchema, vmListQuery } from './schemas.js';
 import { allow, createEnrollToken, createTenant, points, revoke, setTenant, tenantList, vmList } from './operations.js';
 
@@ -52,7 +55,7 @@ function authenticate(ctx: ServiceContext): MiddlewareHandler<ApiEnv> {
   };
 }
 
-export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: EnqueueMerge, failoverQueues?: FailoverQueues, failoverHost?: RunningHost): Hono<ApiEnv> {
+export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: EnqueueMerge, failoverQueues?: FailoverQueues, failoverHost?: RunningHost, redis?: RedisSource): Hono<ApiEnv> {
   const { metrics } = ctx;
   const app = new Hono<ApiEnv>();
   app.use('*', countRequests(metrics, 'api'), requestIds());
@@ -69,6 +72,10 @@ export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: Enqu
     return c.body(null, 204);
   });
 
+  // The tenant portal (docs/portal.md): its sessions and sign-in limits live in Redis.
+  const portal = portalApp(ctx, { redis: redis ?? (() => Promise.reject(new LifeboatError('unavailable', 'this service process runs without Redis, so the portal cannot sign anyone in'))) });
+  app.route('/portal', portal.app);
+
   const v1 = new Hono<ApiEnv>();
   v1.use('*', authenticate(ctx), bodySizeLimit());
   const queues = () => {
@@ -83,6 +90,16 @@ export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: Enqu
   v1.route('/', apiKeyRoutes(ctx)).route('/', auditRoutes(ctx));
   // The hoster's own routes (tenants, enrollment, files on the service host); points are a tenant's.
   const hoster = (c: Context<ApiEnv>, check: typeof mayRead) => check(c.get('operator'), undefined);
+  // The portal's users, every tenant's: the hoster's access managers (docs/portal.md).
+  v1.use('/users', async (c, next) => {
+    hoster(c, mayManageAccess);
+    await next();
+  });
+  v1.use('/users/*', async (c, next) => {
+    hoster(c, mayManageAccess);
+    await next();
+  });
+  v1.route('/', userRoutes(ctx, () => portal.sessions));
   v1.post('/tenants', async (c) => {
     hoster(c, mayAdminister);
     return c.json(await createTenant(ctx, (await readJson(c, tenantCreateSchema)).name), 201);

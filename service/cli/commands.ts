@@ -24,6 +24,7 @@ export const serviceCommands: readonly LazyCommand[] = [
     command: 'api-key', description: 'API keys: opaque bearer credentials with a role (and a tenant for tenant roles)',
     load: async () => (await import('./api-key.js')).registerApiKey,
   },
+  { command: 'user', description: 'local users of the tenant portal and their roles', load: async () => (await import('./user.js')).registerUser },
   { command: 'vm', description: 'protected VMs', load: async () => (await import('./vm.js')).registerVm },
   { command: 'points <vm>', description: 'list a VM\'s recovery points', load: async () => (await import('./points.js')).registerPoints },
   {

@@ -12,7 +12,7 @@ export const WarningAfterMs = 3_600_000;
 export const MaxMissedShare = 0.2;
 const HourMs = 3_600_000;
 const frequencyName: Record<number, string> = { 30: '30s', 300: '5m', 900: '15m' };
-const stateRank = ['replicating', 'initial_in_progress', 'initial_required', 'resync_required'] as const;
+export const stateRank = ['replicating', 'initial_in_progress', 'initial_required', 'resync_required'] as const;
 
 export type Health = 'normal' | 'warning' | 'critical';
 
@@ -110,8 +110,7 @@ async function hourStats(db: Queryable, vm: VmRow, disks: DiskRow[], now: Date) 
             (SELECT error FROM logs WHERE tenant = $1 AND vm = $2 AND status = 'rejected' ORDER BY committed_at DESC LIMIT 1) AS err`,
     [vm.tenant, vm.name, from]);
   const r = rows[0]!;
-  let expected = 0;
-  let successful = Infinity;
+  const perDisk: { began: Date | string | null; received: number }[] = [];
   for (const d of counted) {
     // Index lookups on the primary key (tenant, vm, disk, kind, generation, sequence): the logs of the
     // disk's generation received in the hour, and when the generation began (its first chunk or log).
@@ -120,16 +119,31 @@ async function hourStats(db: Queryable, vm: VmRow, disks: DiskRow[], now: Date) 
               LEAST((SELECT committed_at FROM logs WHERE tenant = $1 AND vm = $2 AND disk = $3 AND kind = 'chunk' AND generation = $4 ORDER BY sequence LIMIT 1),
                     (SELECT committed_at FROM logs WHERE tenant = $1 AND vm = $2 AND disk = $3 AND kind = 'log' AND generation = $4 ORDER BY sequence LIMIT 1)) AS began`,
       [vm.tenant, vm.name, d.id, d.generation, from]))[0]!;
-    const start = Math.max(from.getTime(), row.began ? new Date(row.began).getTime() : now.getTime());
-    expected = Math.max(expected, Math.floor((now.getTime() - start) / (vm.frequencySeconds * 1000)));
-    successful = Math.min(successful, Number(row.n));
+    perDisk.push({ began: row.began, received: Number(row.n) });
   }
-  successful = Math.min(expected, counted.length === 0 ? 0 : successful);
   return {
-    cycles: { expected, successful, missed: expected - successful },
+    cycles: hourCycles(perDisk, vm.frequencySeconds, now),
     logBytes: { average: Math.round(r.avg ?? 0), largest: Number(r.max ?? 0) },
     lastError: r.err,
   };
+}
+
+/**
+ * The VM's cycles of the last hour from its replicating disks' (those with a complete base): when
+ * each disk's generation began and how many of its logs arrived in the hour. The VM expects as many
+ * cycles as its longest replicating disk and has as many successful ones as its disk with the fewest.
+ */
+export function hourCycles(disks: { began: Date | string | null; received: number }[], frequencySeconds: number, now: Date) {
+  const from = now.getTime() - HourMs;
+  let expected = 0;
+  let successful = Infinity;
+  for (const d of disks) {
+    const start = Math.max(from, d.began ? new Date(d.began).getTime() : now.getTime());
+    expected = Math.max(expected, Math.floor((now.getTime() - start) / (frequencySeconds * 1000)));
+    successful = Math.min(successful, d.received);
+  }
+  successful = Math.min(expected, disks.length === 0 ? 0 : successful);
+  return { expected, successful, missed: expected - successful };
 }
 
 function latest(dates: (Date | null)[]): Date | undefined {

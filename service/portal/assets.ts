@@ -1,0 +1,53 @@
+/**
+ * The portal's only static files, served from our own origin: htmx (from node_modules, read once)
+ * and the style sheet. No CDN, no web fonts (the system's sans-serif), no analytics.
+ */
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import type { Hono } from 'hono';
+
+/** Where apiApp mounts the portal. */
+export const MountPath = '/portal';
+export const AssetPaths = { htmx: '/portal/assets/htmx.min.js', css: '/portal/assets/portal.css' } as const;
+
+// Contrast: text #1a1a1a on #fff (17:1), links #0645ad (8.6:1), badges dark text on light tints.
+const Css = `
+*{box-sizing:border-box}
+body{margin:0;font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1a1a1a;background:#fff}
+a{color:#0645ad}
+a:focus,button:focus,input:focus,select:focus{outline:3px solid #1f6feb;outline-offset:2px}
+.skip{position:absolute;left:-9999px}.skip:focus{left:8px;top:8px;background:#fff;padding:4px}
+header{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:center;justify-content:space-between;padding:.5rem 1rem;border-bottom:1px solid #ccc;background:#f4f6f8}
+header nav{display:flex;flex-wrap:wrap;gap:.5rem;align-items:center}
+header form{margin:0;display:flex;gap:.25rem;align-items:center}
+.brand{font-weight:700;text-decoration:none;color:#1a1a1a}
+main{padding:1rem;max-width:72rem;margin:0 auto}
+h1{font-size:1.5rem;margin:.5rem 0 1rem}
+h2{font-size:1.2rem;margin:1.5rem 0 .5rem}
+.table-wrap{overflow-x:auto}
+table{border-collapse:collapse;width:100%}
+th,td{text-align:left;padding:.4rem .6rem;border-bottom:1px solid #ddd;white-space:nowrap}
+th{background:#f4f6f8}
+.badge{display:inline-block;padding:0 .5rem;border-radius:1rem;font-weight:600}
+.health-normal{background:#dff3e4;color:#0b4d1f}
+.health-warning{background:#fff1c2;color:#5c4300}
+.health-critical{background:#fde0e0;color:#7a0b0b}
+form.stack{display:grid;gap:.75rem;max-width:24rem}
+form.stack label{font-weight:600}
+input,select,button{font:inherit;padding:.4rem .6rem}
+button{cursor:pointer;border:1px solid #555;border-radius:.25rem;background:#fff;color:#1a1a1a}
+button.primary{background:#0645ad;color:#fff;border-color:#0645ad}
+.error{color:#7a0b0b;background:#fde0e0;padding:.5rem;border-radius:.25rem}
+.note{color:#444}
+@media (max-width:40rem){main{padding:.5rem}th,td{padding:.3rem}}
+`;
+
+/** Adds the asset routes to the portal's app (mounted at MountPath); each answer is cacheable and names its content's hash as ETag. */
+export function assetRoutes(app: Hono): void {
+  let htmx: Promise<string> | undefined;
+  const load = () => (htmx ??= readFile(createRequire(import.meta.url).resolve('htmx.org/dist/htmx.min.js'), 'utf8'));
+  const cssTag = `"${createHash('sha256').update(Css).digest('base64url').slice(0, 16)}"`;
+  app.get(AssetPaths.css.slice(MountPath.length), (c) => c.body(Css, 200, { 'content-type': 'text/css; charset=utf-8', 'cache-control': 'public, max-age=3600', etag: cssTag }));
+  app.get(AssetPaths.htmx.slice(MountPath.length), async (c) => c.body(await load(), 200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'public, max-age=86400' }));
+}

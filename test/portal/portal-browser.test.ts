@@ -1,0 +1,157 @@
+/**
+ * The portal in real Chromium (Debian's, through playwright-core) against a running service: sign
+ * in, the dashboard updating itself when a cycle is applied, sessions ending (sign-out, expiry),
+ * CSRF, the per-user sign-in limit, the reset link, tenant isolation and the hoster's switcher; axe
+ * on every page; screenshots to artifacts/portal/.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { issueResetLink } from '../../service/api/users.js';
+import { signSessionToken } from '../../service/users/sessions.js';
+import { SessionCookie } from '../../service/portal/security.js';
+import { MaxFailuresPerUser } from '../../service/users/sign-in-limit.js';
+import type { PortalWorld } from './harness.js';
+import { expectAccessible, newPage, Password, portalWorld, screenshot, signIn } from './harness.js';
+
+let world: PortalWorld;
+let alpha: Awaited<ReturnType<PortalWorld['vm']>>;
+
+beforeAll(async () => {
+  world = await portalWorld();
+  alpha = await world.vm('acme', 'web01');
+  await world.vm('acme', 'db01');
+  await world.vm('globex', 'secret-vm');
+}, 180_000);
+afterAll(async () => {
+  await world?.close();
+});
+
+describe('portal in Chromium', () => {
+  it('signs in, refusing a wrong password, and shows the tenant\'s VMs accessibly', async () => {
+    const user = await world.user('tenant-viewer', 'acme');
+    const page = await newPage(world);
+    await page.goto(world.url('/portal'));
+    expect(new URL(page.url()).pathname).toBe('/portal/sign-in');
+    await expectAccessible(page, 'sign-in');
+    await screenshot(page, 'sign-in');
+    await signIn(page, world, user, 'not the password at all');
+    await expect.poll(() => page.getByRole('alert').textContent()).toContain('Wrong username or password');
+    await signIn(page, world, user);
+    expect(new URL(page.url()).pathname).toBe('/portal/t/acme');
+    await expect.poll(() => page.getByRole('heading', { level: 1 }).textContent()).toBe('Protected VMs of acme');
+    const rows = await page.locator('#vm-rows tr').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-vm')));
+    expect(rows).toEqual(['db01', 'web01']);
+    expect(await page.locator('tr[data-vm="web01"] .badge').textContent()).toBe('Normal');
+    expect(await page.content()).not.toContain('secret-vm');
+    await expectAccessible(page, 'dashboard');
+    await screenshot(page, 'dashboard');
+    await page.setViewportSize({ width: 375, height: 800 });
+    await expectAccessible(page, 'dashboard at phone width');
+    await screenshot(page, 'dashboard-phone');
+    await page.close();
+  });
+
+  it('updates the dashboard without a reload when a cycle is applied', async () => {
+    const user = await world.user('tenant-operator', 'acme');
+    const page = await newPage(world);
+    await signIn(page, world, user);
+    const cell = page.locator('tr[data-vm="web01"] td:nth-child(4) time');
+    const before = await cell.getAttribute('datetime');
+    await page.evaluate(() => Object.assign(globalThis, { notReloaded: true }));
+    await alpha.ship();
+    await expect.poll(() => cell.getAttribute('datetime'), { timeout: 20_000, interval: 500 }).not.toBe(before);
+    expect(await page.evaluate(() => (globalThis as { notReloaded?: boolean }).notReloaded)).toBe(true);
+    await page.close();
+  });
+
+  it('gives a user of one tenant 404 and none of its data for every URL of another tenant', async () => {
+    const user = await world.user('tenant-admin', 'acme');
+    const page = await newPage(world);
+    await signIn(page, world, user);
+    for (const path of ['/portal/t/globex', '/portal/t/globex/rows', '/portal/t/globex/vms/secret-vm', '/portal/switch?tenant=globex', '/portal/t/nosuch']) {
+      const res = await page.goto(world.url(path));
+      expect([path, res?.status()]).toEqual([path, 404]);
+      const html = await page.content();
+      expect(html).not.toContain('secret-vm');
+      expect(html.replace(/href="[^"]*"/g, '')).not.toMatch(/globex/);
+    }
+    await expectAccessible(page, 'not found');
+    await page.close();
+  });
+
+  it('lets the hoster\'s users switch between tenants', async () => {
+    const user = await world.user('hoster-operator', null);
+    const page = await newPage(world);
+    await signIn(page, world, user);
+    expect(new URL(page.url()).pathname).toBe('/portal/t/acme');
+    await page.getByLabel('Tenant').selectOption('globex');
+    await page.getByRole('button', { name: 'Show' }).click();
+    await page.waitForURL(/\/portal\/t\/globex$/);
+    expect(await page.locator('#vm-rows tr').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-vm')))).toEqual(['secret-vm']);
+    await expectAccessible(page, 'dashboard of the hoster');
+    await screenshot(page, 'dashboard-hoster');
+    await page.close();
+  });
+
+  it('ends a session at sign-out and at expiry, and refuses a sign-out without the session\'s CSRF token', async () => {
+    const user = await world.user('tenant-viewer', 'acme');
+    const context = await world.browser.newContext();
+    const page = await context.newPage();
+    await signIn(page, world, user);
+    const token = (await context.cookies()).find((c) => c.name === SessionCookie)!.value;
+
+    // Posted without the token, then with another session's: the session goes on.
+    const other = await world.browser.newContext();
+    const otherPage = await other.newPage();
+    await signIn(otherPage, world, user);
+    const otherCsrf = await otherPage.locator('input[name="_csrf"]').first().inputValue();
+    for (const form of [{ other: 'x' }, { _csrf: otherCsrf }] as Record<string, string>[]) {
+      await page.request.post(world.url('/portal/sign-out'), { form, maxRedirects: 0 });
+      expect((await page.goto(world.url('/portal/t/acme')))?.status()).toBe(200);
+    }
+
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.waitForURL(/\/portal\/sign-in$/);
+    // The old token, though not expired, names an ended session.
+    await context.addCookies([{ name: SessionCookie, value: token, url: world.url('/portal') }]);
+    await page.goto(world.url('/portal/t/acme'));
+    expect(new URL(page.url()).pathname + new URL(page.url()).search).toBe('/portal/sign-in?ended=1');
+
+    // A session whose token has expired (signed an hour ago, expiring then) sends to sign-in too.
+    const expired = await signSessionToken(world.svc.ctx.signer, 'any-session', Math.floor(Date.now() / 1000) - 3600, new Date(Date.now() - 7200_000));
+    await context.addCookies([{ name: SessionCookie, value: expired, url: world.url('/portal') }]);
+    await page.goto(world.url('/portal/t/acme'));
+    expect(new URL(page.url()).pathname).toBe('/portal/sign-in');
+    expect(await page.getByRole('status').textContent()).toContain('Your session has ended');
+    await context.close();
+    await other.close();
+  });
+
+  it('refuses sign-in after too many failures for one user, even with the right password', async () => {
+    const user = await world.user('tenant-viewer', 'acme');
+    const page = await newPage(world);
+    for (let i = 0; i < MaxFailuresPerUser; i++) await signIn(page, world, user, `wrong password ${i}`);
+    await signIn(page, world, user);
+    expect(await page.getByRole('alert').textContent()).toContain('Too many failed sign-ins');
+    expect(new URL(page.url()).pathname).toBe('/portal/sign-in');
+    await page.close();
+  });
+
+  it('sets a password through a one-time reset link', async () => {
+    const user = await world.user('tenant-admin', 'acme');
+    const link = await issueResetLink(world.svc.ctx, user);
+    const page = await newPage(world);
+    await page.goto(world.url(link.path));
+    await expectAccessible(page, 'reset');
+    await screenshot(page, 'reset');
+    await page.getByLabel(/New password/).fill('a brand new passphrase');
+    await page.getByLabel('The same again').fill('a brand new passphrase');
+    await page.getByRole('button', { name: 'Set password' }).click();
+    await page.waitForURL(/\/portal\/sign-in\?reset=1$/);
+    await signIn(page, world, user, Password);
+    expect(new URL(page.url()).pathname).toBe('/portal/sign-in');
+    await signIn(page, world, user, 'a brand new passphrase');
+    expect(new URL(page.url()).pathname).toBe('/portal/t/acme');
+    expect((await page.goto(world.url(link.path)))?.status()).toBe(404);
+    await page.close();
+  });
+});
