@@ -13,7 +13,7 @@ import { listTenants } from '../catalog/tenants.js';
 import type { ServiceContext } from '../context.js';
 import { bodySizeLimit } from '../http/json.js';
 import type { RedisSource } from '../users/sessions.js';
-import { SessionStore } from '../users/sessions.js';
+import { portalKeyPrefix, SessionStore } from '../users/sessions.js';
 import { SignInLimit } from '../users/sign-in-limit.js';
 import { assetRoutes } from './assets.js';
 import { dashboardRoutes, tenantPath } from './dashboard.js';
@@ -32,12 +32,13 @@ export interface PortalOptions {
 }
 
 export function portalApp(ctx: ServiceContext, options: PortalOptions): { app: Hono; sessions: SessionStore } {
-  const sessions = new SessionStore(options.redis, ctx.signer, options.sessionSeconds);
+  const prefix = portalKeyPrefix(JSON.stringify(ctx.config.catalog));
+  const sessions = new SessionStore(options.redis, ctx.signer, prefix, options.sessionSeconds);
   const app = new Hono();
   app.use('*', securityHeaders(), bodySizeLimit(MaxFormBytes));
   app.onError((err, c) => errorPage(ctx, err, c));
   assetRoutes(app);
-  app.route('/', signInRoutes(ctx, sessions, new SignInLimit(options.redis)));
+  app.route('/', signInRoutes(ctx, sessions, new SignInLimit(options.redis, prefix)));
   app.route('/', resetRoutes(ctx, sessions));
 
   const signedIn = new Hono<PortalEnv>();

@@ -9,15 +9,14 @@ import type { RedisSource } from './sessions.js';
 export const FailureWindowSeconds = 15 * 60;
 export const MaxFailuresPerUser = 5;
 export const MaxFailuresPerAddress = 20;
-const Prefix = 'lifeboat:portal:signin-fail:';
 
 export class SignInLimit {
-  constructor(private readonly redis: RedisSource) {}
+  constructor(private readonly redis: RedisSource, private readonly prefix: string) {}
 
   /** Seconds until sign-in may be tried again for this name from this address, or 0 when it may now. */
   async blockedFor(username: string, address: string): Promise<number> {
     const r = await this.redis();
-    const replies = (await r.multi().get(userKey(username)).get(addrKey(address)).ttl(userKey(username)).ttl(addrKey(address)).exec()) ?? [];
+    const replies = (await r.multi().get(this.userKey(username)).get(this.addrKey(address)).ttl(this.userKey(username)).ttl(this.addrKey(address)).exec()) ?? [];
     const [u, a, ut, at] = replies.map(([, v]) => v as string | number | null);
     const blockedUser = Number(u ?? 0) >= MaxFailuresPerUser ? Number(ut) : 0;
     const blockedAddr = Number(a ?? 0) >= MaxFailuresPerAddress ? Number(at) : 0;
@@ -26,14 +25,20 @@ export class SignInLimit {
 
   async failed(username: string, address: string): Promise<void> {
     const r = await this.redis();
-    await r.multi().incr(userKey(username)).expire(userKey(username), FailureWindowSeconds, 'NX')
-      .incr(addrKey(address)).expire(addrKey(address), FailureWindowSeconds, 'NX').exec();
+    await r.multi().incr(this.userKey(username)).expire(this.userKey(username), FailureWindowSeconds, 'NX')
+      .incr(this.addrKey(address)).expire(this.addrKey(address), FailureWindowSeconds, 'NX').exec();
   }
 
   async succeeded(username: string): Promise<void> {
-    await (await this.redis()).del(userKey(username));
+    await (await this.redis()).del(this.userKey(username));
+  }
+
+  private userKey(username: string): string {
+    return `${this.prefix}signin-fail:user:${username.toLowerCase()}`;
+  }
+
+  private addrKey(address: string): string {
+    return `${this.prefix}signin-fail:addr:${address}`;
   }
 }
 
-const userKey = (username: string) => `${Prefix}user:${username.toLowerCase()}`;
-const addrKey = (address: string) => `${Prefix}addr:${address}`;
