@@ -17,7 +17,7 @@ interface Row { method: string; path: string; roles: Role[] }
 /** Values for path parameters: ids of objects that do not exist, in each parameter's valid form. */
 const ProbeValues: Record<string, string> = {
   tenant: 'acme', vm: 'web01', id: 'fo-probe', action: 'stop', mac: '52:54:00:00:00:01', name: 'probe-net',
-  address: '192.0.2.1', delivery: 'msg_probe', plan: 'probe-plan', run: 'run-probe',
+  address: '192.0.2.1', delivery: 'msg_probe', plan: 'probe-plan', run: 'run-probe', username: 'probe-user',
 };
 /** Ids whose form differs by resource. */
 const IdByPrefix: [RegExp, string][] = [[/^\/v1\/api-keys\//, '0000000000000000'], [/webhooks\/\{id\}/, 'whs_probe']];
