@@ -88,7 +88,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     let failoverHost: RunningHost | undefined;
     if (wantHost) {
       try {
-        failoverHost = await startFailoverHost(ctx, { extensions: [planRunExtension] });
+        failoverHost = await startFailoverHost(ctx, { extensions: [planRunExtension()] });
         closers.push(() => failoverHost!.stop());
       } catch (err) {
         // Replication goes on without failover on a machine without qemu; the reason is logged once.

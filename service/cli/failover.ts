@@ -160,7 +160,7 @@ export function registerFailover(program: Command): void {
       const { startFailoverHost } = await import('../failover/host.js');
       const { planRunExtension } = await import('../plans/job.js');
       const ctx = await openContext(config, { log });
-      const host = await startFailoverHost(ctx, { extensions: [planRunExtension] });
+      const host = await startFailoverHost(ctx, { extensions: [planRunExtension()] });
       process.stdout.write(`lifeboat-service failover-host ready: ${host.name} (${config.failover.host.dir})\n`);
       await waitForSignal();
       await host.stop();

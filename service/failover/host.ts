@@ -61,6 +61,8 @@ export interface HostExtension {
   /** Runs one job; `running` holds the ids this process runs now (a job added again while one runs returns at once). */
   run(rt: HostRuntime, queues: FailoverQueues, id: string): Promise<void>;
   reconcile(rt: HostRuntime, queues: FailoverQueues, running: ReadonlySet<string>): Promise<void>;
+  /** The host is stopping: running jobs should return soon (their rows say where they were; the next host resumes them). */
+  stop?(): void;
 }
 
 export interface RunningHost {
@@ -127,6 +129,8 @@ export async function startFailoverHost(ctx: ServiceContext, options: HostOption
     });
     worker.on('error', (err) => log.error({ err }, 'failover worker'));
     closers.push(() => worker.close());
+    // Run before the worker's close, which waits for the jobs running now.
+    closers.push(async () => { for (const ext of extensions.values()) ext.stop?.(); });
     await worker.waitUntilReady();
     const tick = async () => {
       await heartbeatHost(ctx.db, name);

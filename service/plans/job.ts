@@ -45,29 +45,40 @@ const CutConcurrency = 8;
 /** How long a cancel waits for a test run's VMs to be torn down. */
 const CancelWaitMs = 10 * 60_000;
 
+/** A wait ended by a cancel or by the host stopping: the run's loop reads which. */
 const Cancelled = Symbol('cancelled');
 type Outcome = { status: 'done' | 'failed'; detail: string } | typeof Cancelled;
 
-/** The host's part for plan runs: their jobs on its queue, and their reconciler. */
-export const planRunExtension: HostExtension = {
-  jobName: PlanRunJobName,
-  run: (rt, queues, id) => runPlanRunJob(rt, queues, id),
-  async reconcile(rt, queues, running) {
-    for (const run of await listRuns(rt.ctx.db, { host: rt.hostName, live: true })) {
-      if (!running.has(run.id) && (run.state !== 'waiting' || run.goal === 'cancelled')) await enqueueRun(queues, run);
-    }
-  },
-};
+/**
+ * A host's part for plan runs (one per host): their jobs on its queue and their reconciler. When the
+ * host stops, a running job returns within a slice, leaving its step started; the next host resumes it.
+ */
+export function planRunExtension(): HostExtension {
+  let closing = false;
+  return {
+    jobName: PlanRunJobName,
+    run: (rt, queues, id) => runPlanRunJob(rt, queues, id, () => closing),
+    async reconcile(rt, queues, running) {
+      for (const run of await listRuns(rt.ctx.db, { host: rt.hostName, live: true })) {
+        if (!running.has(run.id) && (run.state !== 'waiting' || run.goal === 'cancelled')) await enqueueRun(queues, run);
+      }
+    },
+    stop() {
+      closing = true;
+    },
+  };
+}
 
 const holder = (runId: string) => `plan-run:${runId}`;
 const reasonOf = (err: unknown) => userMessage(err) ?? (err instanceof Error ? err.message : String(err));
 
-export async function runPlanRunJob(rt: HostRuntime, queues: FailoverQueues, id: string): Promise<void> {
+export async function runPlanRunJob(rt: HostRuntime, queues: FailoverQueues, id: string, closing: () => boolean = () => false): Promise<void> {
   const { db } = rt.ctx;
   for (;;) {
+    if (closing()) return;
     const run = await getRun(db, id);
     if (!run || run.endedAt) return;
-    if (run.goal === 'cancelled') return cancel(rt, queues, run);
+    if (run.goal === 'cancelled') return cancel(rt, queues, run, closing);
     if (run.state === 'waiting') return;
     const def = run.definition as unknown as PlanDefinition;
     const steps = run.steps as RunStep[];
@@ -85,7 +96,7 @@ export async function runPlanRunJob(rt: HostRuntime, queues: FailoverQueues, id:
     await record(db, run, run.cursor, name, 'started', describe(step));
     let outcome: Outcome;
     try {
-      outcome = await execute(rt, queues, run, step);
+      outcome = await execute(rt, queues, run, step, closing);
     } catch (err) {
       rt.log.error({ run: id, step: name, err }, 'plan run step failed');
       outcome = { status: 'failed', detail: reasonOf(err) };
@@ -119,8 +130,9 @@ function describe(step: RunStep): string | null {
   }
 }
 
-async function execute(rt: HostRuntime, queues: FailoverQueues, run: PlanRunRow, step: RunStep): Promise<Outcome> {
-  const cancelled = async () => (await getRun(rt.ctx.db, run.id))?.goal === 'cancelled';
+async function execute(rt: HostRuntime, queues: FailoverQueues, run: PlanRunRow, step: RunStep, closing: () => boolean): Promise<Outcome> {
+  // Asked between the slices of every wait: a cancel, or the host stopping (the step is left started, to be run again).
+  const cancelled = async () => closing() || (await getRun(rt.ctx.db, run.id))?.goal === 'cancelled';
   switch (step.kind) {
     case 'shutdown': return shutdown(rt, run, step.group, cancelled);
     case 'cut': return cut(rt, run);
@@ -342,7 +354,7 @@ async function end(rt: HostRuntime, run: PlanRunRow, state: 'completed' | 'faile
  * A cancel: a planned run's open shutdown commands are cancelled; a test run's VMs are stopped and
  * waited for until torn down. A real run's failovers already started stay (commit or revert each).
  */
-async function cancel(rt: HostRuntime, queues: FailoverQueues, run: PlanRunRow): Promise<void> {
+async function cancel(rt: HostRuntime, queues: FailoverQueues, run: PlanRunRow, closing: () => boolean): Promise<void> {
   const { db } = rt.ctx;
   if (run.state !== 'cancelling') await setRun(db, run.id, { state: 'cancelling' });
   const vms = await listRunVms(db, run.id);
@@ -357,6 +369,7 @@ async function cancel(rt: HostRuntime, queues: FailoverQueues, run: PlanRunRow):
     const deadline = Date.now() + CancelWaitMs;
     let live = await listFailovers(db, { planRunId: run.id, active: true });
     while (live.length > 0 && Date.now() < deadline) {
+      if (closing()) return;
       await sleep(SliceMs);
       live = await listFailovers(db, { planRunId: run.id, active: true });
     }

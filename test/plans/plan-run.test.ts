@@ -199,6 +199,29 @@ describe('recovery plans', () => {
     expect(went.steps.map((s) => `${s.step}:${s.status}`)).toEqual(['requested:done', 'cut:done', 'group 1: start:failed', 'group 2: start:failed', 'completed:done']);
   }, 3 * MinuteMs);
 
+  it('a planned run asks the agents to shut the sources down in the reverse of the start order; cancel withdraws the ask', async () => {
+    must(await api('POST', '/v1/tenants/acme/plans', plan('move', [{ vms: ['db01'] }, { vms: ['app01'] }])), 'create');
+    const run = must(await api<PlanRunReport>('POST', '/v1/tenants/acme/plans/move/runs', { mode: 'planned' }), 'run').body;
+    expect(run.steps.map((s) => s.step)).toEqual(['requested']);
+    const waiting = await p.waitRun('acme', 'move', run.id, (r) => r.steps.some((s) => s.step === 'group 2: shutdown' && s.status === 'started'), MinuteMs);
+    const ids = waiting.vms.map((v) => v.failover);
+    const commands = () => p.s.svc.ctx.db.query<{ vm: string; state: string; failover: string }>(`SELECT vm, state, payload->>'failover' AS failover FROM agent_commands
+      WHERE kind = 'planned-failover' AND payload->>'failover' = ANY($1) ORDER BY created_at`, [ids]);
+    // The last group's VM is asked first, named by the failover id the run reserved for it; the first group's waits.
+    const app01 = waiting.vms.find((v) => v.vm === 'app01')!;
+    let asked = await commands();
+    for (let i = 0; i < 50 && asked.length === 0; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      asked = await commands();
+    }
+    expect(asked).toEqual([{ vm: 'app01', state: 'queued', failover: app01.failover }]);
+    must(await api('POST', `/v1/tenants/acme/plans/move/runs/${run.id}/cancel`, {}), 'cancel');
+    const ended = await p.waitRun('acme', 'move', run.id, (r) => r.endedAt !== null, MinuteMs);
+    expect(ended.state).toBe('cancelled');
+    expect(await commands()).toEqual([{ vm: 'app01', state: 'cancelled', failover: app01.failover }]);
+    expect(ended.vms.map((v) => v.state)).toEqual(['not started', 'not started']);
+  }, 3 * MinuteMs);
+
   it('refuses a run of a plan that does not exist, a bad mode, and a body that is not JSON', async () => {
     expect((await api('POST', '/v1/tenants/acme/plans/nope/runs', { mode: 'test' })).status).toBe(404);
     must(await api('POST', '/v1/tenants/acme/plans', plan(`m${randomBytes(2).toString('hex')}`, [{ vms: ['web01'] }])), 'create');
