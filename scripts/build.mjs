@@ -160,6 +160,15 @@ function copyBeside() {
       names.push(name);
     }
   }
+  // A file gone from the sources goes from dist/src/ too: a migration left there by a newer build
+  // would otherwise be applied by an older one, which then refuses its own catalog.
+  const kept = new Set(names);
+  for (const d of new Set(names.map((n) => dirname(n)))) {
+    for (const f of readdirSync(join(dist, d))) {
+      const name = join(d, f);
+      if (!kept.has(name) && statSync(join(dist, name)).isFile()) rmSync(join(dist, name));
+    }
+  }
   return names;
 }
 

@@ -20,7 +20,12 @@ const Bundle = { LIFEBOAT_BUNDLE: '1' };
 
 describe('npm run build', () => {
   it('writes a bundle that runs both commands and applies the catalog migrations', async () => {
+    // A migration a newer tree's build left in dist/ goes: an older build would apply it, then refuse its own catalog.
+    const stale = join(repo, 'dist', 'src', 'service', 'catalog', 'migrations', '999_from_a_newer_tree.sql');
+    await mkdir(join(stale, '..'), { recursive: true });
+    await writeFile(stale, 'SELECT 1;\n');
     const built = await execFileP('npm', ['run', '-s', 'build'], { cwd: repo });
+    await expect(stat(stale)).rejects.toThrow(/ENOENT/);
     expect(built.stderr).toMatch(/^build: dist\/ has lifeboat-agent \(\d+ sources\), lifeboat-service \(\d+ sources\)/);
     const stamp = JSON.parse(await readFile(join(repo, 'dist', 'build.json'), 'utf8')) as { commands: Record<string, Record<string, [number, number]>> };
     expect(Object.keys(stamp.commands['lifeboat-agent']!)).toEqual(expect.arrayContaining(['agent/cli/main.ts', 'agent/cli/status.ts', 'package-lock.json']));
