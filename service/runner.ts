@@ -23,6 +23,7 @@ import { planRunExtension } from './plans/job.js';
 import type { FailoverQueues } from './failover/queue.js';
 import { registerFailoverMetrics } from './failover/metrics.js';
 import { createFailoverQueues } from './failover/queue.js';
+import { registerUsageMetrics } from './usage/metrics.js';
 import { startReplicaSampler } from './usage/sampler.js';
 import { registerWebhookMetrics } from './events/metrics.js';
 
@@ -97,6 +98,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
       }
     }
     registerFailoverMetrics(ctx);
+    registerUsageMetrics(ctx);
     const sampler = startReplicaSampler(ctx);
     closers.push(() => sampler.stop());
     registerWebhookMetrics(ctx);

@@ -9,7 +9,7 @@ import { failoverRequestSchema, hardwareSchema, nvramSchema } from './failovers.
 import { importMediaSchema } from './import-media.js';
 import { mappingCreateSchema, mappingPutSchema, poolCreateSchema, poolGrantSchema } from './public-ips.js';
 import { webhookChangeSchema, webhookCreateSchema } from './webhooks.js';
-import { usageQuery } from './usage.js';
+import { admissionQuery, usageQuery } from './usage.js';
 import { allowSchema, revokeSchema, tenantCreateSchema, tenantSettingsSchema, tokenSchema } from './schemas.js';
 
 /** RFC 9457 problem details (docs/api.md, Errors). */
@@ -70,7 +70,7 @@ export const openApiDocument = {
       post: { summary: 'create a tenant (and its replica key pair)', requestBody: body(tenantCreateSchema), responses: { 201: ok('the tenant'), 409: { description: 'exists' }, ...errors } },
     },
     '/v1/tenants/{tenant}': {
-      patch: { summary: 'change a tenant\'s settings (testFailoverMaxHours; null: the service\'s default)', requestBody: body(tenantSettingsSchema), responses: { 200: ok('the tenant\'s settings in force'), ...errors } },
+      patch: { summary: 'change a tenant\'s settings (testFailoverMaxHours; quotas {protectedVms, replicaGb, concurrentTestFailovers}; reservation {cpus, memoryMiB, storageGb}: its hardware plan; null: the service\'s default or no limit)', requestBody: body(tenantSettingsSchema), responses: { 200: ok('the tenant\'s settings in force'), ...errors } },
     },
     '/v1/tenants/{tenant}/authorizations': {
       post: { summary: 'add or update an authorization entry (pattern with at most one *)', parameters: [tenantParam], requestBody: body(allowSchema), responses: { 201: ok('the entry'), ...errors } },
@@ -167,6 +167,16 @@ export const openApiDocument = {
         parameters: Object.entries(z.toJSONSchema(usageQuery).properties ?? {}).map(([name, schema]) => ({ name, in: 'query', required: false, schema })),
         responses: { 200: { description: '{from, to, until, units, tenants: [{tenant, days: [{day, protectedVmHours, replicaGbHours, bytesReceived, ...}], total}]}', content: { 'application/json': { schema: { type: 'object' } }, 'text/csv': { schema: { type: 'string' } } } }, ...errors },
       },
+    },
+    '/v1/tenants/{tenant}/admission': {
+      get: {
+        summary: `whether the tenant's VMs (every protected one, or vms=a,b) fit its hardware plan and the failover hosts now, placed in turn as placement would (docs/usage.md); kind=test (default) holds them to the plan, planned/unplanned only warn. Roles: ${tenantRoles}`,
+        parameters: [tenantParam, ...Object.entries(z.toJSONSchema(admissionQuery).properties ?? {}).map(([name, schema]) => ({ name, in: 'query', required: false, schema }))],
+        responses: { 200: ok('{tenant, kind, fits, reservation, inUse, needed, vms: [{vm, cpus, memoryMiB, storageBytes, host, problems, warnings}]}'), ...errors },
+      },
+    },
+    '/v1/tenants/{tenant}/quotas': {
+      get: { summary: `the tenant's quotas, hardware plan, what it uses and the quotas it is over (set them with PATCH /v1/tenants/{tenant}). Roles: ${tenantRoles}`, parameters: [tenantParam], responses: { 200: ok('{tenant, quotas, reservation, used, warnings}'), ...errors } },
     },
     '/v1/tenants/{tenant}/vms/{vm}/points': {
       get: { summary: 'recovery points of a VM', parameters: [tenantParam, { name: 'vm', in: 'path', required: true, schema: { type: 'string' } }], responses: { 200: ok('{points: [{id, createdAt, consistency, cycle, capturedAt, latest}]}: each point is one VM cycle; capturedAt is the agent\'s capture time of it (null for points of version-1 logs)'), ...errors } },

@@ -8,7 +8,11 @@ import { parseDuration } from '../../shared/units.js';
 import { revokeServer } from '../catalog/servers.js';
 import type { TenantRow } from '../catalog/tenants.js';
 import { insertTenant, listAuthorizations, listTenants, requireTenant, setTenantSettings, upsertAuthorization } from '../catalog/tenants.js';
+import { getTenantLimits, setTenantLimits } from '../catalog/usage.js';
 import { getVm, listVms } from '../catalog/vms.js';
+import type { QuotasInput, ReservationInput } from '../usage/limits.js';
+import { limitsFrom, presentLimits } from '../usage/limits.js';
+import { quotaWarnings } from '../usage/quotas.js';
 import type { ServiceContext } from '../context.js';
 import { idPattern } from '../http/json.js';
 import { listFailovers } from '../catalog/failovers.js';
@@ -39,6 +43,7 @@ export async function tenantList(ctx: ServiceContext) {
     name: t.name,
     createdAt: t.createdAt.toISOString(),
     ...tenantSettings(ctx, t),
+    ...presentLimits((await getTenantLimits(ctx.db, t.name))!),
     authorizations: (await listAuthorizations(ctx.db, t.name)).map((a) => ({ pattern: a.pattern, storage: a.storage, trustGroup: a.trustGroup })),
   })));
 }
@@ -48,10 +53,14 @@ function tenantSettings(ctx: ServiceContext, t: Pick<TenantRow, 'testFailoverMax
   return { testFailoverMaxHours: t.testFailoverMaxHours ?? ctx.config.failover.testMaxHours, testFailoverMaxHoursIsDefault: t.testFailoverMaxHours === null };
 }
 
-export async function setTenant(ctx: ServiceContext, name: string, settings: { testFailoverMaxHours?: number | null | undefined }) {
+export async function setTenant(ctx: ServiceContext, name: string, settings: { testFailoverMaxHours?: number | null | undefined; quotas?: QuotasInput | undefined; reservation?: ReservationInput | undefined }) {
   checkTenantName(name);
-  if (!(await setTenantSettings(ctx.db, name, settings.testFailoverMaxHours === undefined ? {} : { testFailoverMaxHours: settings.testFailoverMaxHours }))) throw new LifeboatError('not_found', `no tenant ${name}`);
-  return { name, ...tenantSettings(ctx, await requireTenant(ctx.db, name)) };
+  const found = await ctx.db.transaction(async (tx) => (await setTenantSettings(tx, name, settings.testFailoverMaxHours === undefined ? {} : { testFailoverMaxHours: settings.testFailoverMaxHours }))
+    && setTenantLimits(tx, name, limitsFrom(settings.quotas, settings.reservation)));
+  if (!found) throw new LifeboatError('not_found', `no tenant ${name}`);
+  // A quota lowered below what the tenant uses refuses only what is new; what replicates goes on, with a warning.
+  const limits = (await getTenantLimits(ctx.db, name))!;
+  return { name, ...tenantSettings(ctx, await requireTenant(ctx.db, name)), ...presentLimits(limits), warnings: await quotaWarnings(ctx.db, name, limits) };
 }
 
 export async function allow(ctx: ServiceContext, tenant: string, a: { pattern: string; storage?: string | undefined; trustGroup?: string | undefined }) {

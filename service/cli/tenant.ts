@@ -7,6 +7,11 @@ import { ErrInvalidArgument } from '../../shared/errors.js';
 import { apiClient, withConfig } from './common.js';
 
 type Opts = { config?: string; json?: boolean };
+type TenantSettings = {
+  name: string; testFailoverMaxHours: number; testFailoverMaxHoursIsDefault: boolean; warnings: string[];
+  quotas: { protectedVms: number | null; replicaGb: number | null; concurrentTestFailovers: number | null };
+  reservation: { cpus: number | null; memoryMiB: number | null; storageGb: number | null };
+};
 const seg = encodeURIComponent;
 
 export function registerTenant(program: Command): void {
@@ -29,20 +34,43 @@ export function registerTenant(program: Command): void {
       }
     });
 
-  withConfig(tenant.command('set <name>').description('change a tenant\'s settings'))
+  withConfig(tenant.command('set <name>').description('change a tenant\'s settings, quotas and hardware plan (docs/usage.md)'))
     .option('--test-failover-max-hours <hours>', 'how long its test failovers may run before they are stopped with their report (0.01 to 720, or "default")')
+    .option('--quota-protected-vms <n>', 'most VMs it may protect ("none": no quota)')
+    .option('--quota-replica-gb <gb>', 'most replica storage, in GB (10^9 bytes; "none": no quota)')
+    .option('--quota-test-failovers <n>', 'most test failovers running at once ("none": no quota)')
+    .option('--reserve-cpus <n>', 'hardware plan: vCPUs reserved on the failover hosts ("none": no reservation)')
+    .option('--reserve-memory-mib <mib>', 'hardware plan: memory reserved, in MiB ("none")')
+    .option('--reserve-storage-gb <gb>', 'hardware plan: overlay storage reserved, in GB ("none")')
     .option('--json', 'print JSON')
-    .action(async (name: string, opts: Opts & { testFailoverMaxHours?: string }) => {
+    .action(async (name: string, opts: Opts & Record<string, string | undefined>) => {
       const body: Record<string, unknown> = {};
       if (opts.testFailoverMaxHours !== undefined) {
         const v = opts.testFailoverMaxHours;
         if (v !== 'default' && !/^\d{1,3}(\.\d{1,2})?$/.test(v)) throw ErrInvalidArgument(`--test-failover-max-hours ${JSON.stringify(v)}: hours (e.g. 24 or 0.5) or "default"`);
         body.testFailoverMaxHours = v === 'default' ? null : Number(v);
       }
-      if (Object.keys(body).length === 0) throw ErrInvalidArgument('nothing to set: give --test-failover-max-hours');
-      const t = await (await apiClient(opts.config)).call<{ name: string; testFailoverMaxHours: number; testFailoverMaxHoursIsDefault: boolean }>('PATCH', `/v1/tenants/${seg(name)}`, body);
+      const limit = (option: string, flag: string, decimals: boolean): number | null | undefined => {
+        const v = opts[option];
+        if (v === undefined) return undefined;
+        if (v === 'none') return null;
+        if (!(decimals ? /^\d{1,10}(\.\d{1,3})?$/ : /^\d{1,10}$/).test(v)) throw ErrInvalidArgument(`--${flag} ${JSON.stringify(v)}: a ${decimals ? 'number' : 'whole number'} or "none"`);
+        return Number(v);
+      };
+      const quotas = { protectedVms: limit('quotaProtectedVms', 'quota-protected-vms', false), replicaGb: limit('quotaReplicaGb', 'quota-replica-gb', true),
+        concurrentTestFailovers: limit('quotaTestFailovers', 'quota-test-failovers', false) };
+      const reservation = { cpus: limit('reserveCpus', 'reserve-cpus', false), memoryMiB: limit('reserveMemoryMib', 'reserve-memory-mib', false), storageGb: limit('reserveStorageGb', 'reserve-storage-gb', true) };
+      const given = (o: Record<string, unknown>) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
+      if (Object.keys(given(quotas)).length > 0) body.quotas = given(quotas);
+      if (Object.keys(given(reservation)).length > 0) body.reservation = given(reservation);
+      if (Object.keys(body).length === 0) throw ErrInvalidArgument('nothing to set: give --test-failover-max-hours, a --quota-… or a --reserve-… option');
+      const t = await (await apiClient(opts.config)).call<TenantSettings>('PATCH', `/v1/tenants/${seg(name)}`, body);
       if (opts.json) return printJson(t);
-      process.stdout.write(`tenant ${t.name}: test failovers run at most ${t.testFailoverMaxHours} h${t.testFailoverMaxHoursIsDefault ? ' (the service\'s default)' : ''}\n`);
+      const show = (v: number | null, unit: string) => (v === null ? 'none' : `${v}${unit}`);
+      process.stdout.write(`tenant ${t.name}: test failovers run at most ${t.testFailoverMaxHours} h${t.testFailoverMaxHoursIsDefault ? ' (the service\'s default)' : ''}\n`
+        + `  quotas: protected VMs ${show(t.quotas.protectedVms, '')}, replica storage ${show(t.quotas.replicaGb, ' GB')}, concurrent test failovers ${show(t.quotas.concurrentTestFailovers, '')}\n`
+        + `  hardware plan: ${show(t.reservation.cpus, ' vCPUs')}, ${show(t.reservation.memoryMiB, ' MiB')}, ${show(t.reservation.storageGb, ' GB')} of overlay storage\n`);
+      for (const w of t.warnings) process.stdout.write(`  warning: ${w}\n`);
     });
 
   withConfig(tenant.command('allow <name>').description('authorize servers matching a pattern (at most one *) to replicate'))

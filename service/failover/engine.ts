@@ -27,6 +27,9 @@ import type { DiskBus, NicModel } from './drivers/types.js';
 import type { NicPlan } from './network/mappings.js';
 import type { FailoverQueues } from './queue.js';
 import { planVmIp } from './seed.js';
+import { checkTestFailoverQuota } from '../usage/quotas.js';
+import { reservationPicture, reservationProblems } from '../usage/reservations.js';
+import { emitEvent } from '../events/emit.js';
 import { defaultHardware } from './spec.js';
 import type { FailoverSpec } from './spec.js';
 
@@ -83,10 +86,13 @@ export async function requestFailover(ctx: ServiceContext, queues: FailoverQueue
   // refused before the failover, not discovered during it.
   const plan = await planVmIp(db, req.tenant, req.vm, req.kind === 'test' ? 'test' : 'production');
   const spec = await specOf(ctx, req.tenant, req.vm, disks.map((d) => d.id));
-  const host = await place(db, {
+  if (req.kind === 'test') await checkTestFailoverQuota(db, req.tenant);
+  const placed = await place(db, {
     tenant: req.tenant, vm: req.vm, cpus: spec.hardware.cpus, memoryMiB: spec.hardware.memoryMiB,
-    storageBytes: disks.reduce((sum, d) => sum + Number(d.virtualSize), 0), networks: nicNetworks(plan),
+    storageBytes: disks.reduce((sum, d) => sum + Number(d.virtualSize), 0), networks: nicNetworks(plan), kind: req.kind,
   });
+  const host = placed.host;
+  warnings.push(...placed.warnings);
   const id = req.id ?? newFailoverId();
   const maxHours = (await getTenant(db, req.tenant))?.testFailoverMaxHours ?? ctx.config.failover.testMaxHours;
   const expiresAt = req.kind === 'test' ? new Date(Date.now() + maxHours * 3_600_000) : null;
@@ -99,6 +105,8 @@ export async function requestFailover(ctx: ServiceContext, queues: FailoverQueue
         planRunId: req.planRunId ?? null,
       });
       await addStep(tx, id, 'requested', 'done', `${req.kind} failover from point ${req.point} placed on host ${host}`, req.requestedBy);
+      // A real failover past its tenant's hardware plan goes ahead; the event says what it exceeded.
+      if (placed.warnings.length > 0) await emitEvent(tx, { type: 'quota.reached', tenant: req.tenant, data: { quota: 'hardwarePlan', failover: id, vm: req.vm, exceeded: placed.warnings } });
       return row;
     });
   } catch (err) {
@@ -168,6 +176,8 @@ export interface PlacementNeeds {
   storageBytes: number;
   /** The DR networks its NICs attach to, each with the NICs that name it. */
   networks: Map<string, string[]>;
+  /** A test failover is held to the hardware plans; a real one only warned. */
+  kind: FailoverKind;
 }
 
 /**
@@ -198,8 +208,8 @@ export function hostReaches(host: Pick<FailoverHostRow, 'name' | 'networks'>, ne
  * storage beside the failovers already placed on it. A refusal names the requirement no host met:
  * a network (and the hosts that are live), or the room (and what each host has free).
  */
-export async function place(db: Queryable, needs: PlacementNeeds): Promise<string> {
-  const hosts = (await listHosts(db)).filter((h) => Date.now() - new Date(h.heartbeatAt).getTime() < HostStaleMs);
+export async function place(db: Queryable, needs: PlacementNeeds): Promise<{ host: string; warnings: string[] }> {
+  const hosts = await liveHosts(db);
   if (hosts.length === 0) throw new LifeboatError('unavailable', 'no failover host is running (serve runs one unless failover.embeddedHost is false; else start lifeboat-service failover-host)');
   const nets: NetworkRow[] = [];
   if (needs.networks.size > 0) {
@@ -212,12 +222,13 @@ export async function place(db: Queryable, needs: PlacementNeeds): Promise<strin
   }
   const reaching = hosts.filter((h) => nets.every((n) => hostReaches(h, n)));
   if (reaching.length === 0) throw new LifeboatError('unavailable', unreachedMessage(hosts, nets));
-  const usage = await hostUsage(db);
-  const overlays = await overlayUsage(db);
-  const room = reaching.map((h) => {
-    const used = usage.get(h.name) ?? { cpus: 0, memoryMiB: 0, count: 0 };
-    return { h, cpus: h.cpus - used.cpus, memoryMiB: Number(h.memoryMiB) - used.memoryMiB, storage: Number(h.storageBytes) - (overlays.get(h.name) ?? 0) };
-  });
+  const room = await hostRoom(db, reaching);
+  // The hardware plans: a test failover within them or refused; a real one goes ahead, saying what it broke.
+  const poolFree = room.reduce((sum, x) => ({ cpus: sum.cpus + Math.max(0, x.cpus), memoryMiB: sum.memoryMiB + Math.max(0, x.memoryMiB), storageBytes: sum.storageBytes + Math.max(0, x.storage) }),
+    { cpus: 0, memoryMiB: 0, storageBytes: 0 });
+  const problems = reservationProblems(needs.tenant, needs, await reservationPicture(db, needs.tenant), poolFree);
+  if (problems.length > 0 && needs.kind === 'test') throw ErrConflict('reservation_exceeded', `a test failover of ${needs.vm} is refused: ${problems.join('; ')}`);
+  const warnings = problems.map((p) => `${p}; a ${needs.kind} failover goes ahead where a host has room`);
   const fits = room.filter((x) => x.cpus >= needs.cpus && x.memoryMiB >= needs.memoryMiB && x.storage >= needs.storageBytes);
   if (fits.length === 0) {
     const scope = nets.length > 0 ? ` that reaches ${nets.map((n) => n.name).join(' and ')}` : '';
@@ -234,7 +245,22 @@ export async function place(db: Queryable, needs: PlacementNeeds): Promise<strin
     throw new LifeboatError('unavailable', `no failover host${scope} has room for ${what} beside the failovers already placed on it (free: ${room.map((x) => `${x.h.name}: ${free(x)}`).join('; ')})`);
   }
   fits.sort((a, b) => b.memoryMiB - a.memoryMiB || a.h.name.localeCompare(b.h.name));
-  return fits[0]!.h.name;
+  return { host: fits[0]!.h.name, warnings };
+}
+
+/** The failover hosts with a recent heartbeat. */
+export async function liveHosts(db: Queryable): Promise<FailoverHostRow[]> {
+  return (await listHosts(db)).filter((h) => Date.now() - new Date(h.heartbeatAt).getTime() < HostStaleMs);
+}
+
+/** What each host has free beside the failovers already placed on it (negative: over-committed). */
+export async function hostRoom(db: Queryable, hosts: FailoverHostRow[]): Promise<{ h: FailoverHostRow; cpus: number; memoryMiB: number; storage: number }[]> {
+  const usage = await hostUsage(db);
+  const overlays = await overlayUsage(db);
+  return hosts.map((h) => {
+    const used = usage.get(h.name) ?? { cpus: 0, memoryMiB: 0, count: 0 };
+    return { h, cpus: h.cpus - used.cpus, memoryMiB: Number(h.memoryMiB) - used.memoryMiB, storage: Number(h.storageBytes) - (overlays.get(h.name) ?? 0) };
+  });
 }
 
 /** The refusal when no live host reaches every network: the first network none reaches, else the split. */

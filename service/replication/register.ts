@@ -24,9 +24,13 @@ import { acquireLock } from '../workers/lock.js';
 import { initialState, readState, replicaDir, writeState } from './replica.js';
 import type { ReplicaFormat } from './replica.js';
 import { checkTrustGroup } from './scope.js';
+import { checkProtectedVmQuota } from '../usage/quotas.js';
 
 export async function registerVm(ctx: ServiceContext, agent: AgentIdentity, vm: string, body: RegisterBody): Promise<{ created: boolean }> {
   const reports = body.hardware !== undefined || body.nics !== undefined || body.disks.some((d) => d.bus !== undefined);
+  // A new VM counts against the tenant's quota of protected VMs (one registering again never does);
+  // checked before the transaction so the refusal's event is kept.
+  if (!(await getVm(ctx.db, agent.tenant, vm))) await checkProtectedVmQuota(ctx.db, agent.tenant);
   return ctx.db.transaction(async (tx) => {
     // The tenant's networking lock before the VM's row, in the order the NIC routes take them.
     if (reports) await lockTenantNetworking(tx, agent.tenant);

@@ -11,6 +11,7 @@ import type { ChunkBody, CommitBody, GrantBody, InitialBody } from '../../shared
 import { MaxChunkBytes, MaxLogBytes, MaxManifestBytes } from '../../shared/protocol/schemas.js';
 import type { Queryable } from '../catalog/db.js';
 import { insertLog } from '../catalog/logs.js';
+import { checkReplicaQuota } from '../usage/quotas.js';
 import type { DiskRow } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';
 import { ErrConflict, ServiceError } from '../errors.js';
@@ -62,6 +63,7 @@ export async function commitLog(ctx: ServiceContext, enqueue: EnqueueMerge, agen
   staleCheck(disk, body.generation);
   if (body.key !== logKey(ref, body.generation, body.sequence)) throw new LifeboatError('invalid_argument', `key must be ${logKey(ref, body.generation, body.sequence)}`);
   await checkObject(ctx, body.key, body.size, MaxLogBytes);
+  await checkReplicaQuota(ctx.db, ctx.log, agent.tenant, false);
   const status = await record(ctx.db, { ...ref, kind: 'log', generation: body.generation, sequence: body.sequence, key: body.key, size: body.size, sha256: body.sha256, consistency: body.consistency, createdAt: new Date(body.createdAt),
     cycle: body.cycle ?? null, capturedAt: body.capturedAt === undefined ? null : new Date(body.capturedAt) });
   ctx.metrics.commits.inc({ status });
@@ -75,6 +77,8 @@ export async function commitChunk(ctx: ServiceContext, agent: AgentIdentity, vm:
   staleCheck(disk, body.generation);
   if (body.key !== chunkKey(ref, body.generation, body.index)) throw new LifeboatError('invalid_argument', `key must be ${chunkKey(ref, body.generation, body.index)}`);
   await checkObject(ctx, body.key, body.size, MaxChunkBytes);
+  // A replica that never had a complete base is a new one: over the storage quota its copy is refused.
+  await checkReplicaQuota(ctx.db, ctx.log, agent.tenant, !disk.baseComplete);
   const status = await record(ctx.db, { ...ref, kind: 'chunk', generation: body.generation, sequence: body.index, key: body.key, size: body.size, sha256: body.sha256, consistency: 'crash', createdAt: new Date(body.createdAt) });
   return { status, generation: body.generation, index: body.index };
 }
