@@ -1,8 +1,9 @@
 /**
  * protect --source qemu: the disks of a running QEMU found from its block graph over its QMP socket
  * (or named by --disk as drive ids or node names), a dirty bitmap started on each, and the VM's
- * vCPUs, memory, firmware and NICs (with the guest's addresses when its agent answers) read for the
- * registration; options given on the command line win over what qemu says.
+ * vCPUs, memory, firmware and NICs (with the guest's addresses when its agent answers) read to show
+ * what the engine will report (it reads them again every cycle); options given on the command line win
+ * over what qemu says.
  */
 import { resolve } from 'node:path';
 import { ErrInvalidArgument } from '../../shared/errors.js';

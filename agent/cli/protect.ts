@@ -86,14 +86,16 @@ export function registerProtect(program: Command): void {
       if (kind === 'file' && (opts.qmp || opts.guestAgent || opts.granularity)) throw ErrInvalidArgument('--qmp, --guest-agent and --granularity need --source qemu');
       let config: VmConfig;
       let described: string[];
+      let machine: { hardware: HardwareConfig; nics: NicConfig[] } | undefined;
       if (kind === 'qemu') {
         await state.init();
         const granularity = opts.granularity === undefined ? undefined : parseGranularity(opts.granularity);
         const q = await protectQemu(vm, { qmp: opts.qmp, guestAgent: opts.guestAgent, disk: opts.disk, granularity }, existing, qemuWorkDir(state, vm));
-        // What qemu says of the machine, under what was given before and now on the command line.
-        config = await buildConfig(checkVmName(vm), opts, existing, q.disks, { hardware: q.hardware, nics: q.nics });
+        // What qemu says of the machine is read again every cycle (progress.json); config keeps what the options say.
+        config = await buildConfig(checkVmName(vm), opts, existing, q.disks);
         config.source = q.source;
         described = q.describe;
+        machine = { hardware: q.hardware, nics: q.nics };
       } else {
         if (!opts.disk || opts.disk.length === 0) throw ErrInvalidArgument('protect needs --disk PATH (or --source qemu --qmp SOCKET)');
         config = await buildConfig(checkVmName(vm), opts, existing, await fileDisks(opts.disk, existing));
@@ -104,9 +106,10 @@ export function registerProtect(program: Command): void {
       if (config.initial.mode === 'media') await checkMediaDir(config.initial.dir);
       await state.init();
       await state.writeConfig(config);
-      if (opts.json) return printJson(config);
+      if (opts.json) return printJson(machine ? { ...config, machine } : config);
       const disks = described.join(', ');
-      process.stdout.write(`protected ${vm}: ${disks}; every ${Object.entries(Frequencies).find(([, ms]) => ms === config.frequencyMs)?.[0]}; initial copy: ${config.initial.mode}${describeMachine(config)}. Replication starts with the next 'lifeboat-agent run'.\n`);
+      const seen = machine ? `; qemu says: ${describeMachine({ ...config, hardware: machine.hardware, nics: machine.nics }).slice(2)}` : '';
+      process.stdout.write(`protected ${vm}: ${disks}; every ${Object.entries(Frequencies).find(([, ms]) => ms === config.frequencyMs)?.[0]}; initial copy: ${config.initial.mode}${describeMachine(config)}${seen}. Replication starts with the next 'lifeboat-agent run'.\n`);
     });
 }
 
@@ -136,18 +139,15 @@ function parseGranularity(text: string): number {
   return n;
 }
 
-async function buildConfig(
-  name: string, opts: ProtectOptions, existing: VmConfig | undefined, disks: DiskConfig[],
-  discovered?: { hardware: HardwareConfig; nics: NicConfig[] },
-): Promise<VmConfig> {
+async function buildConfig(name: string, opts: ProtectOptions, existing: VmConfig | undefined, disks: DiskConfig[]): Promise<VmConfig> {
   // A setting not given again keeps its value: protect on a protected VM changes only what it names.
   const appEvery = opts.appConsistentEvery === undefined ? existing?.appConsistentEveryMs ?? null : parseAppConsistentEvery(opts.appConsistentEvery);
   const preSnapshot = opts.preSnapshot ?? existing?.preSnapshot ?? null;
   const postSnapshot = opts.postSnapshot ?? existing?.postSnapshot ?? null;
   const guestAgent = opts.guestAgent ?? (existing?.source?.kind === 'qemu' ? existing.source.guestAgent : null);
   if (appEvery !== null && !preSnapshot && !postSnapshot && !guestAgent) throw ErrInvalidArgument('--app-consistent-every needs --pre-snapshot and/or --post-snapshot (or --guest-agent with --source qemu)');
-  const hardware = mergeHardware(opts, discovered ? { ...existing?.hardware, ...discovered.hardware } : existing?.hardware);
-  const nics = opts.nic === undefined ? discovered?.nics ?? existing?.nics : parseNics(opts.nic);
+  const hardware = mergeHardware(opts, existing?.hardware);
+  const nics = opts.nic === undefined ? existing?.nics : parseNics(opts.nic);
   return {
     version: StateVersion,
     name,

@@ -15,6 +15,7 @@ import { LifeboatError } from '../../shared/errors.js';
 import { ProgressBook } from '../replicate/context.js';
 import { diskCycle, recoverLogs } from '../replicate/cycle.js';
 import type { Replicator } from '../replicate/engine.js';
+import { isLive, openLiveView } from '../replicate/live.js';
 import { withRetry } from '../replicate/retry.js';
 
 /** Catch-up cycles of the engine at most before the final one (a base may take one each). */
@@ -40,8 +41,10 @@ export async function runFinalCycle(replicator: Replicator, vm: string): Promise
   const config = await ctx.state.readConfig(vm);
   const book = await ProgressBook.load(ctx.state, vm);
   const disks = new Map<string, DiskImage>();
+  // A live source's VM is off but its qemu still up (-no-shutdown): its disks are read through views.
+  const live = isLive(config) ? await openLiveView(ctx.state, config, false) : undefined;
   try {
-    for (const d of config.disks) disks.set(d.id, await openDisk(d.path, { readOnly: true }));
+    for (const d of config.disks) disks.set(d.id, live ? live.disks.get(d.id)!.image : await openDisk(d.path, { readOnly: true }));
     for (const d of config.disks) await recoverLogs(ctx, book, config, d.id);
     const started = ctx.now();
     // The engine's rule for cycle ids: max(nextCycle, now), recorded before anything is sealed.
@@ -51,7 +54,7 @@ export async function runFinalCycle(replicator: Replicator, vm: string): Promise
     let changedBytes = 0;
     let sentBytes = 0;
     for (const d of config.disks) {
-      const r = await diskCycle(ctx, book, config, d.id, disks.get(d.id)!, 'application', async () => {}, vmCycle);
+      const r = await diskCycle(ctx, book, config, d.id, disks.get(d.id)!, 'application', async () => {}, vmCycle, live?.disks.get(d.id)!.cycle);
       changedBytes += r.changedBytes;
       sentBytes += r.sentBytes;
     }
@@ -69,6 +72,7 @@ export async function runFinalCycle(replicator: Replicator, vm: string): Promise
     return { cycle: id, capturedAt: new Date(vmCycle.capturedMs).toISOString(), consistency: 'application' };
   } finally {
     for (const disk of disks.values()) await disk.close();
+    await live?.close();
   }
 }
 

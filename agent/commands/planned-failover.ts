@@ -1,7 +1,7 @@
 /**
  * The agent's half of a planned failover (command `planned-failover`, docs/agent.md "Planned
- * failover"): hold the VM's cycles, shut the VM down with its shutdown hook (or, without one, take
- * the operator's word that it is off), ship one final application-consistent cycle of every disk and
+ * failover"): hold the VM's cycles, shut the VM down with its shutdown hook (without one, a qemu
+ * source's VM through QMP system_powerdown; else take the operator's word that it is off), ship one final application-consistent cycle of every disk and
  * wait for the service's acknowledgement, then record the VM as failed over: no forward cycle runs
  * for it any more. The result is the final cycle: { cycle, capturedAt, consistency, shutdown }.
  *
@@ -15,6 +15,7 @@ import type { EngineLogger } from '../replicate/context.js';
 import type { VmHolds } from '../replicate/daemon.js';
 import type { Replicator } from '../replicate/engine.js';
 import { runHook } from '../replicate/hooks.js';
+import { powerdownQemu } from '../sources/qemu-powerdown.js';
 import type { AgentState } from '../state/store.js';
 import { runFinalCycle } from './final-cycle.js';
 import type { CommandRecord } from './records.js';
@@ -40,19 +41,28 @@ export async function runPlannedFailover(env: CommandEnv, record: CommandRecord)
   const done = await readFailedOver(state, vm);
   if (done) {
     if (done.command !== record.id) return finish(env, record, { error: `${vm} is already failed over (planned failover command ${done.command}, final cycle ${done.cycle})` });
-    return finish(env, record, { result: { cycle: done.cycle, capturedAt: done.capturedAt, consistency: 'application', shutdown: record.payload.shutdown === 'operator' ? 'operator' : 'hook' } });
+    const shutdown = typeof record.payload.shutdown === 'string' ? record.payload.shutdown : 'hook';
+    return finish(env, record, { result: { cycle: done.cycle, capturedAt: done.capturedAt, consistency: 'application', shutdown } });
   }
   const config = await state.findConfig(vm);
   if (!config) return finish(env, record, { error: `VM ${vm} is not protected on this server` });
   await holds.hold(vm);
   try {
     if (await env.step(record, 'hold', `no new cycle of ${vm} starts`) === 'cancelled') return cancelled(env, record);
-    const shutdown = config.shutdownHook ? 'hook' : 'operator';
+    const viaQmp = !config.shutdownHook && config.source?.kind === 'qemu' ? config.source : undefined;
+    const shutdown = config.shutdownHook ? 'hook' : viaQmp ? 'qmp' : 'operator';
     if (!record.shutdownDone) {
       if (config.shutdownHook) {
         if (await env.step(record, 'shutdown-hook', `running ${config.shutdownHook}`) === 'cancelled') return cancelled(env, record);
         const why = await runHook(config.shutdownHook, { LIFEBOAT_VM: vm, LIFEBOAT_COMMAND: record.id }, ShutdownHookTimeoutMs);
         if (why) return finish(env, record, { error: `shutdown hook failed: ${why}; ${vm} goes on replicating` });
+      } else if (viaQmp) {
+        if (await env.step(record, 'shutdown-hook', `shutting ${vm} down through ${viaQmp.guestAgent ? 'its guest agent or ' : ''}QMP ${viaQmp.qmp}; waiting for the guest to be off`) === 'cancelled') return cancelled(env, record);
+        try {
+          await powerdownQemu(vm, viaQmp.qmp, ShutdownHookTimeoutMs, viaQmp.guestAgent);
+        } catch (err) {
+          return finish(env, record, { error: `shutdown failed: ${userMessage(err) ?? String(err)}; ${vm} goes on replicating` });
+        }
       } else {
         if (await env.step(record, 'shutdown-hook', `${vm} has no --shutdown-hook: it must be off now (shut down by the operator); the final cycle takes that as given`) === 'cancelled') return cancelled(env, record);
       }

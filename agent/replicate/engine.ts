@@ -19,7 +19,7 @@ import { runHook } from './hooks.js';
 import { DefaultChunkSize, recoverAdoptedBase, runBase, startBase } from './initial.js';
 import { registrationDigest, vmRegistration } from './registration.js';
 import { withRetry } from './retry.js';
-import { isLive, noteTracking, openLiveView } from './live.js';
+import { isLive, noteMachine, noteTracking, openLiveView } from './live.js';
 import type { QemuVmView } from '../sources/qemu-view.js';
 
 /** How often each disk is compared with its replica through the service's digests. */
@@ -105,6 +105,7 @@ export class Replicator {
       } else {
         for (const d of config.disks) disks.set(d.id, await openDisk(d.path, { readOnly: true }));
       }
+      if (live && isLive(config)) await noteMachine(book, live, config, started.toISOString());
       const service = await this.register(book, config, disks);
       if (live) {
         for (const id of await noteTracking(book, live, started.toISOString())) ctx.logger.warn({ vm, disk: id }, 'dirty bitmap lost: resynchronizing against the replica');
@@ -240,7 +241,7 @@ export class Replicator {
     const { ctx } = this;
     const p = book.progress;
     // Registered again when a disk was added or grew, or protect changed a setting, the hardware or the NICs.
-    const registration = vmRegistration(config, disks);
+    const registration = vmRegistration(config, disks, p.machine);
     const digest = registrationDigest(registration);
     let changed = !p.registered || p.registeredDigest !== digest || config.disks.some((d) => p.disks[d.id]?.virtualSize !== disks.get(d.id)!.virtualSize);
     const register = () => withRetry(() => ctx.transport.registerVm(config.name, registration), ctx.retry);

@@ -5,6 +5,7 @@
  * A bitmap found lost puts its disk back to a delta base against the service's digests.
  */
 import { join } from 'node:path';
+import { userMessage } from '../../shared/errors.js';
 import type { VmConfig } from '../state/schema.js';
 import type { AgentState } from '../state/store.js';
 import { QemuVmView } from '../sources/qemu-view.js';
@@ -50,4 +51,22 @@ export async function noteTracking(book: ProgressBook, view: QemuVmView, nowIso:
     }
   });
   return lost;
+}
+
+/**
+ * Reads the VM's machine through the view's QMP connection (and the guest's addresses when its agent
+ * answered this cycle) and records it when it changed: the registration built from it differs, so the
+ * engine registers the VM again and the service hears the change. A read that fails is a warning.
+ */
+export async function noteMachine(book: ProgressBook, view: QemuVmView, config: VmConfig & { source: { kind: 'qemu' } }, nowIso: string): Promise<void> {
+  let machine;
+  try {
+    machine = await view.machine(view.guestAgentAnswered ? config.source.guestAgent : null);
+  } catch (err) {
+    view.warnings.push(`VM ${config.name}: reading its configuration over QMP: ${userMessage(err) ?? String(err)}`);
+    return;
+  }
+  const old = book.progress.machine;
+  if (old && JSON.stringify(old.hardware) === JSON.stringify(machine.hardware) && JSON.stringify(old.nics) === JSON.stringify(machine.nics)) return;
+  await book.update((p) => { p.machine = { ...machine, readAt: nowIso }; });
 }

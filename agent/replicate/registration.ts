@@ -6,13 +6,18 @@
  */
 import { createHash } from 'node:crypto';
 import type { DiskImage } from '../../shared/disk/index.js';
-import type { VmConfig } from '../state/schema.js';
+import type { VmConfig, VmProgress } from '../state/schema.js';
 import type { VmRegistration } from '../transport/types.js';
 
 const FrequencyNames: Record<number, VmRegistration['frequency']> = { 30_000: '30s', 300_000: '5m', 900_000: '15m' };
 
-export function vmRegistration(config: VmConfig, disks: ReadonlyMap<string, Pick<DiskImage, 'virtualSize' | 'format'>>): VmRegistration {
-  const { diskBus, ...hardware } = config.hardware ?? {};
+/**
+ * machine: what a live source read of the VM (progress.json's `machine`); what config.json says
+ * (protect's options) wins over it, field by field, and config's NIC list replaces it whole.
+ */
+export function vmRegistration(config: VmConfig, disks: ReadonlyMap<string, Pick<DiskImage, 'virtualSize' | 'format'>>, machine?: VmProgress['machine']): VmRegistration {
+  const { diskBus, ...hardware } = { ...machine?.hardware, ...config.hardware };
+  const nics = config.nics ?? machine?.nics;
   return {
     displayName: config.name,
     disks: config.disks.map((d) => ({
@@ -24,7 +29,7 @@ export function vmRegistration(config: VmConfig, disks: ReadonlyMap<string, Pick
     appConsistentEvery: config.appConsistentEveryMs === null ? 0 : config.appConsistentEveryMs / 3_600_000,
     compression: config.compression,
     ...(Object.keys(hardware).length > 0 ? { hardware } : {}),
-    ...(config.nics === undefined ? {} : { nics: config.nics.map((n) => ({ mac: n.mac, ...(n.model === undefined ? {} : { model: n.model }), addresses: n.addresses })) }),
+    ...(nics === undefined ? {} : { nics: nics.map((n) => ({ mac: n.mac, ...(n.model === undefined ? {} : { model: n.model }), addresses: n.addresses })) }),
   };
 }
 

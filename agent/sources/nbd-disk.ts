@@ -6,14 +6,14 @@
  * opener gets a connection of its own (qemu's NBD server takes several clients of one export).
  *
  * Input: the URI. Output: reads (in READs of at most 4 MiB, sent together) and extents from
- * `base:allocation` (a hole or zero range is a 'zero' extent). Failure: writes are refused as on a
+ * `base:allocation` (a range with NBD_STATE_ZERO is a 'zero' extent; a hole without it is data). Failure: writes are refused as on a
  * read-only file ('read_only'); a view ended under a reader fails its reads ('unavailable' or 'io').
  */
 import { LifeboatError } from '../../shared/errors.js';
 import type { DiskImage, DiskInfo, Extent, ExtentQuery } from '../../shared/disk/index.js';
 import { openDisk } from '../../shared/disk/index.js';
 import { NbdClient } from '../../shared/nbd/client.js';
-import { BaseAllocation, NBD_STATE_HOLE, NBD_STATE_ZERO } from '../../shared/nbd/protocol.js';
+import { BaseAllocation, NBD_STATE_ZERO } from '../../shared/nbd/protocol.js';
 
 /** Bytes in one READ. */
 const ReadSlice = 4 << 20;
@@ -76,7 +76,8 @@ export class NbdDisk implements DiskImage {
     const own = query.layer === 'own';
     let pending: Extent | undefined;
     for await (const e of this.nbd.map(BaseAllocation, offset, length)) {
-      const kind = (e.flags & (NBD_STATE_HOLE | NBD_STATE_ZERO)) !== 0 ? 'zero' : 'data';
+      // Zero only where the server says it reads as zeros; a hole alone may still read as data.
+      const kind = (e.flags & NBD_STATE_ZERO) !== 0 ? 'zero' : 'data';
       if (kind === 'zero' && !own) continue;
       if (pending && pending.kind === kind && pending.offset + pending.length === e.offset) { pending.length += e.length; continue; }
       if (pending) yield pending;

@@ -16,6 +16,7 @@ import { LifeboatError, userMessage } from '../../shared/errors.js';
 import type { DiskImage } from '../../shared/disk/index.js';
 import { GuestAgentClient, QmpClient } from '../../shared/qmp/client.js';
 import { NbdDisk } from './nbd-disk.js';
+import { machineConfig, type MachineConfig } from './qemu-machine.js';
 import { QemuSource, beginCyclesAt, type QemuCycle, type Quiescer } from './qemu.js';
 
 /** How long the guest may stay frozen: the thaw is sent by then whatever the transaction does. */
@@ -59,7 +60,14 @@ export class QemuVmView {
     readonly consistency: 'crash' | 'application',
     readonly capturedMs: number,
     readonly warnings: string[],
+    /** The guest agent answered this cycle (its freeze was asked). */
+    readonly guestAgentAnswered: boolean,
   ) {}
+
+  /** The VM's machine as qemu says it now (and the guest's addresses through its agent, when given). */
+  machine(guestAgentSocket: string | null): Promise<MachineConfig> {
+    return machineConfig(this.qmp, guestAgentSocket);
+  }
 
   static async open(o: QemuVmViewOptions): Promise<QemuVmView> {
     await mkdir(o.workDir, { recursive: true });
@@ -81,7 +89,7 @@ export class QemuVmView {
         opened.push(image);
         disks.set(d.id, { image, cycle: cycles[i]!, source: sources[i]! });
       }
-      return new QemuVmView(qmp, disks, begun.frozen ? 'application' : 'crash', begun.capturedMs, warnings);
+      return new QemuVmView(qmp, disks, begun.frozen ? 'application' : 'crash', begun.capturedMs, warnings, quiescer !== undefined);
     } catch (err) {
       for (const image of opened) await image.close();
       for (const c of cycles) await c.abandon().catch(() => undefined);

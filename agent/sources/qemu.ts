@@ -28,7 +28,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Extent } from '../../shared/disk/index.js';
-import { BaseAllocation, NBD_STATE_HOLE, NBD_STATE_ZERO } from '../../shared/nbd/protocol.js';
+import { BaseAllocation, NBD_STATE_ZERO } from '../../shared/nbd/protocol.js';
 import { NbdClient } from '../../shared/nbd/client.js';
 import type { QmpClient } from '../../shared/qmp/client.js';
 import type { TrackedCycle } from '../tracker/types.js';
@@ -245,7 +245,8 @@ export class QemuCycle implements TrackedCycle {
       return;
     }
     for await (const e of this.nbd.map(BaseAllocation)) {
-      const zero = (e.flags & (NBD_STATE_HOLE | NBD_STATE_ZERO)) !== 0;
+      // A hole without NBD_STATE_ZERO may read as data (the spec): zero only where the server says so.
+      const zero = (e.flags & NBD_STATE_ZERO) !== 0;
       this.changedBytes += e.length;
       yield { offset: e.offset, length: e.length, kind: zero ? 'zero' : 'data' };
     }

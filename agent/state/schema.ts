@@ -208,6 +208,11 @@ export const VmProgress = z.object({
    */
   nextCycle: z.number().int().positive().default(1),
   counts: z.object({ ok: z.number().int().nonnegative(), missed: z.number().int().nonnegative(), failed: z.number().int().nonnegative() }),
+  /**
+   * A live source's VM as the hypervisor last described it (vCPUs, memory, firmware, NICs, the guest's
+   * addresses), read by the engine each cycle; registered under what config.json says explicitly.
+   */
+  machine: z.object({ hardware: HardwareConfig, nics: z.array(NicConfig), readAt: z.iso.datetime() }).optional(),
 });
 export type VmProgress = z.infer<typeof VmProgress>;
 

@@ -102,11 +102,12 @@ describe('the qemu source through protect and the engine', () => {
     await write('disk1', 0x22, MiB, 2 * MiB);
     const r = await agent('protect', 'web01', '--source', 'qemu', '--qmp', join(dir.path, 'agent.qmp'), '--frequency', '30s', '--json');
     expect(r.stderr).toBe('');
-    const config = JSON.parse(r.stdout) as VmConfig;
+    const config = JSON.parse(r.stdout) as VmConfig & { machine: { hardware: unknown; nics: unknown } };
     expect(config.source).toEqual({ kind: 'qemu', qmp: join(dir.path, 'agent.qmp'), guestAgent: null });
     expect(config.disks).toEqual([{ id: 'disk0', path: join(dir.path, 'd0.qcow2'), node: 'n0' }, { id: 'disk1', path: join(dir.path, 'd1.raw'), node: 'n1' }]);
-    expect(config.hardware).toMatchObject({ cpus: 2, memoryMiB: 128, firmware: 'bios' });
-    expect(config.nics).toEqual([{ mac: '52:54:00:aa:bb:01', model: 'virtio', addresses: [] }]);
+    expect(config.hardware).toBeUndefined(); // nothing given: what qemu says is read again every cycle
+    expect(config.machine.hardware).toEqual({ cpus: 2, memoryMiB: 128, firmware: 'bios' });
+    expect(config.machine.nics).toEqual([{ mac: '52:54:00:aa:bb:01', model: 'virtio', addresses: [] }]);
     // A bitmap per disk from protect on: persistent on the qcow2, not on the raw (which cannot store one).
     const bitmaps = await Promise.all(['n0', 'n1'].map((node) => new QemuSource({ qmp, node, workDir: dir.path }).bitmaps()));
     expect(bitmaps.map((b) => b.map((x) => [x.name, x.persistent]))).toEqual([[['lifeboat-0', true]], [['lifeboat-0', false]]]);
@@ -133,6 +134,22 @@ describe('the qemu source through protect and the engine', () => {
     expect(status.vms[0]!.disks.map((d) => [d.source, d.tracking.node, d.tracking.bitmap.startsWith('lifeboat-'), d.tracking.granularity])).toEqual([['qemu', 'n0', true, 64 * KiB], ['qemu', 'n1', true, 64 * KiB]]);
     expect((await agent('status')).stdout).toMatch(/disk0: .* \(qemu node n0, bitmap lifeboat-\d+ of 64\.0 KiB granules\)/);
     expect(await viewNodes()).toEqual([]);
+    expect((await state.readProgress('web01')).machine).toMatchObject({ hardware: { cpus: 2, memoryMiB: 128, firmware: 'bios' }, nics: [{ mac: '52:54:00:aa:bb:01' }] });
+  }, 60_000);
+
+  it('a NIC added to the running VM is read at the next cycle and the VM registered again with it', async () => {
+    await qmp.execute('netdev_add', { type: 'user', id: 'net1' });
+    await qmp.execute('device_add', { driver: 'e1000', netdev: 'net1', mac: '52:54:00:aa:bb:02', id: 'nic1' });
+    service.calls.length = 0;
+    await replicator.cycle('web01');
+    expect(service.calls).toContain('register');
+    expect((await state.readProgress('web01')).machine?.nics).toEqual([
+      { mac: '52:54:00:aa:bb:01', model: 'virtio', addresses: [] }, { mac: '52:54:00:aa:bb:02', model: 'e1000', addresses: [] },
+    ]);
+    service.calls.length = 0;
+    await replicator.cycle('web01');
+    expect(service.calls).not.toContain('register'); // unchanged: not registered again
+    await expectReplicas();
   }, 60_000);
 
   it('a disk grown in the running VM (block_resize) is registered at its new size and replicated without protecting again', async () => {

@@ -70,12 +70,13 @@ describe('qemu source across a qemu restart', () => {
     const disk = join(dir.path, 'd.raw');
     await execFileP('truncate', ['-s', String(8 * MiB), disk]);
     let vm = await startVm(disk, 'raw');
-    const persistent = await new QemuSource({ qmp: vm.qmp, node: 'disk0', workDir: dir.path, persistent: true }).protect().then(() => true, (e: Error) => e.message);
-    expect(persistent).toMatch(/persist/i); // qemu refuses a persistent bitmap on raw
-    await new QemuSource({ qmp: vm.qmp, node: 'disk0', workDir: dir.path }).protect(); // the default there: not persistent
-    expect((await new QemuSource({ qmp: vm.qmp, node: 'disk0', workDir: dir.path }).bitmaps()).map((b) => b.persistent)).toEqual([false]);
-    await vm.qmp.hmp('qemu-io drive0 "write -P 0x22 5M 4k"');
-    await quit(vm);
+    try {
+      const persistent = await new QemuSource({ qmp: vm.qmp, node: 'disk0', workDir: dir.path, persistent: true }).protect().then(() => true, (e: Error) => e.message);
+      expect(persistent).toMatch(/persist/i); // qemu refuses a persistent bitmap on raw
+      await new QemuSource({ qmp: vm.qmp, node: 'disk0', workDir: dir.path }).protect(); // the default there: not persistent
+      expect((await new QemuSource({ qmp: vm.qmp, node: 'disk0', workDir: dir.path }).bitmaps()).map((b) => b.persistent)).toEqual([false]);
+      await vm.qmp.hmp('qemu-io drive0 "write -P 0x22 5M 4k"');
+    } finally { await quit(vm); }
 
     vm = await startVm(disk, 'raw');
     try {
