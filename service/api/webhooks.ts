@@ -67,6 +67,7 @@ type Scope = { tenant: string } | { hoster: true };
 export function webhookRoutes(ctx: ServiceContext): Hono<Env> {
   const r = new Hono<Env>();
   const who = (c: Context<Env>) => `${c.get('operator').role}:${c.get('operator').sub}`;
+  const publicOnly = (tenant: string | null) => tenant !== null && !ctx.config.webhooks.allowPrivateTargets;
   // A tenant's routes check the tenant in the path; the hoster-wide ones check with no tenant (tenant roles: 403).
   const tenantScope = (check: Check) => (c: Context<Env>): Scope => ({ tenant: check(c.get('operator'), pathId(c, 'tenant'))! });
   const hosterScope = (check: Check) => (c: Context<Env>): Scope => {
@@ -92,7 +93,8 @@ export function webhookRoutes(ctx: ServiceContext): Hono<Env> {
     r.post(base, async (c) => {
       const scope = administer(c);
       const body = await readJson(c, webhookCreateSchema);
-      const { subscription, secret } = await createSubscription(ctx.db, ctx.masterKey, { tenant: 'tenant' in scope ? scope.tenant : null, ...body, createdBy: who(c) });
+      const tenant = 'tenant' in scope ? scope.tenant : null;
+      const { subscription, secret } = await createSubscription(ctx.db, ctx.masterKey, { tenant, ...body, createdBy: who(c), publicOnly: publicOnly(tenant) });
       return c.json({ ...presentSubscription(subscription), secret }, 201);
     });
     r.get(base, async (c) => {
@@ -104,7 +106,7 @@ export function webhookRoutes(ctx: ServiceContext): Hono<Env> {
     r.get(`${base}/:id`, async (c) => c.json(presentSubscription(await subOf(c, read(c)))));
     r.patch(`${base}/:id`, async (c) => {
       const sub = await subOf(c, administer(c));
-      const { subscription, secret } = await changeSubscription(ctx.db, ctx.masterKey, sub, await readJson(c, webhookChangeSchema));
+      const { subscription, secret } = await changeSubscription(ctx.db, ctx.masterKey, sub, await readJson(c, webhookChangeSchema), publicOnly(sub.tenant));
       return c.json({ ...presentSubscription(subscription), ...(secret ? { secret } : {}) });
     });
     r.delete(`${base}/:id`, async (c) => {

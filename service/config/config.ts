@@ -61,6 +61,14 @@ export const configSchema = z.strictObject({
   /** Run merge workers inside `serve` (the embedded default). */
   embeddedWorkers: z.boolean(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+  /** Webhook deliveries (docs/webhooks.md). */
+  webhooks: z.strictObject({
+    /**
+     * Let tenants' subscriptions reach loopback, private and link-local addresses (a lab or test
+     * setup). Default: a tenant's receiver must be a public address; hoster-wide ones may be anything.
+     */
+    allowPrivateTargets: z.boolean().default(false),
+  }).prefault({}),
   /** Failover: the failover host `serve` runs by default, qemu, limits (docs/failover.md). */
   failover: z.strictObject({
     /** Run a failover host inside `serve` (the embedded default); else run `failover-host`. */

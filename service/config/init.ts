@@ -50,6 +50,7 @@ export async function initDataDir(options: InitOptions): Promise<InitResult> {
     mergeSweepMs: 5000,
     embeddedWorkers: true,
     logLevel: 'info',
+    webhooks: { allowPrivateTargets: false },
     failover: configSchema.shape.failover.parse({}),
   };
   parseConfig(file, configPath);

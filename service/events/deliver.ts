@@ -79,7 +79,9 @@ export class Deliverer {
     const body = JSON.stringify(payload);
     const key = parseSecret(openSecret(this.ctx.masterKey, sub.id, sub.secretSealed), `subscription ${sub.id} secret`);
     const headers = { 'content-type': 'application/json', 'user-agent': 'lifeboat-webhooks/1', ...signHeaders(key, body, d.id, startedAt.getTime()) };
-    const result = await postOnce(sub.url, headers, body, this.timeoutMs);
+    // A tenant's receiver may reach only public addresses, unless the hoster allows more (a lab).
+    const publicOnly = sub.tenant !== null && !this.ctx.config.webhooks.allowPrivateTargets;
+    const result = await postOnce(sub.url, headers, body, this.timeoutMs, { publicOnly });
     const at = this.now();
     const { outcome, nextAt } = await db.transaction(async (tx) => {
       // Locked, so two attempts of one subscription ending at once agree on failingSince.

@@ -4,9 +4,17 @@
  * it pointed. Reads at most MaxExcerptBytes of the answer (the attempt log keeps them) and drops the
  * rest, so a receiver answering with a huge or endless body costs nothing. Never throws: every
  * failure is in the result.
+ *
+ * publicOnly: the request may reach only public (unicast) addresses: an IP literal is checked before
+ * connecting, a name at resolution (the address connected to is the one checked, so a name that
+ * resolves differently later cannot slip through). For receivers a tenant chose, so that a tenant
+ * cannot make the service call the hoster's own loopback, private or link-local services.
  */
+import type { LookupAddress, LookupAllOptions, LookupOneOptions } from 'node:dns';
+import { lookup as dnsLookup } from 'node:dns';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
+import ipaddr from 'ipaddr.js';
 
 export const DefaultAttemptTimeoutMs = 15_000;
 export const MaxExcerptBytes = 1024;
@@ -23,7 +31,27 @@ export interface AttemptResult {
   latencyMs: number;
 }
 
-export function postOnce(url: string, headers: Record<string, string>, body: string, timeoutMs = DefaultAttemptTimeoutMs): Promise<AttemptResult> {
+/** Why an address may not be reached by a publicOnly request, or undefined when it may. */
+export function nonPublic(address: string): string | undefined {
+  if (!ipaddr.isValid(address)) return undefined;
+  const range = ipaddr.process(address).range();
+  return range === 'unicast' ? undefined : `${address} is a ${range} address`;
+}
+
+type LookupCallback = (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void;
+
+/** dns.lookup, refusing any answer that is not a public address. */
+function publicLookup(hostname: string, options: LookupOneOptions | LookupAllOptions, callback: LookupCallback): void {
+  dnsLookup(hostname, { ...options, all: true }, (err, addresses) => {
+    if (err) return callback(err, '');
+    const refused = addresses.map((a) => nonPublic(a.address)).find((why) => why !== undefined);
+    if (refused) return callback(Object.assign(new Error(`${hostname}: ${refused}; this receiver may reach public addresses only`), { code: 'EPRIVATE' }), '');
+    if ((options as LookupAllOptions).all) return callback(null, addresses);
+    callback(null, addresses[0]!.address, addresses[0]!.family);
+  });
+}
+
+export function postOnce(url: string, headers: Record<string, string>, body: string, timeoutMs = DefaultAttemptTimeoutMs, options: { publicOnly?: boolean } = {}): Promise<AttemptResult> {
   const started = performance.now();
   const elapsed = () => Math.round(performance.now() - started);
   return new Promise((resolve) => {
@@ -36,8 +64,13 @@ export function postOnce(url: string, headers: Record<string, string>, body: str
       req.destroy();
     };
     const u = new URL(url);
+    const literal = options.publicOnly ? nonPublic(u.hostname.replace(/^\[|\]$/g, '')) : undefined;
+    if (literal) {
+      resolve({ ok: false, status: null, error: `EPRIVATE: ${literal}; this receiver may reach public addresses only`, excerpt: '', latencyMs: 0 });
+      return;
+    }
     const send = u.protocol === 'https:' ? httpsRequest : httpRequest;
-    const req = send(u, { method: 'POST', headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) }, agent: false }, (res) => {
+    const req = send(u, { method: 'POST', headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) }, agent: false, ...(options.publicOnly ? { lookup: publicLookup } : {}) }, (res) => {
       const status = res.statusCode ?? 0;
       const parts: Buffer[] = [];
       let size = 0;

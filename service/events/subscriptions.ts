@@ -5,7 +5,8 @@
  * its tenant, a hoster-wide one (tenant null) to the hoster.
  *
  * URLs: https, or http to a loopback address only (a receiver on the service's own host), no
- * credentials in the URL (the requests are signed). Secrets are `whsec_` + 32 random bytes unless
+ * credentials in the URL (the requests are signed); a tenant's receiver must be a public address
+ * (checkReceiverUrl, and post.ts at each attempt) unless the hoster's config allows more. Secrets are `whsec_` + 32 random bytes unless
  * the caller gives one; returned once, by create and by a rotation, never by a read.
  */
 import { randomBytes } from 'node:crypto';
@@ -17,6 +18,7 @@ import { deleteSubscription, getDelivery, insertDelivery, insertEvent, insertSub
 import type { Db } from '../catalog/db.js';
 import { ErrConflict } from '../errors.js';
 import { newEventId } from './emit.js';
+import { nonPublic } from './post.js';
 import { sealSecret } from './secrets.js';
 import { AllTypes, TestEventType, isEventType } from './types.js';
 
@@ -26,8 +28,12 @@ export function newSubscriptionId(): string {
   return `whs_${randomBytes(12).toString('base64url')}`;
 }
 
-/** Checks a receiver URL (see the header); returns it normalised. */
-export function checkReceiverUrl(text: string): string {
+/**
+ * Checks a receiver URL (see the header); returns it normalised. publicOnly (a tenant's receiver,
+ * unless config webhooks.allowPrivateTargets): no loopback, private or link-local address literal and
+ * no localhost; names are checked again at each attempt, when they are resolved (post.ts).
+ */
+export function checkReceiverUrl(text: string, publicOnly = false): string {
   let u: URL;
   try {
     u = new URL(text);
@@ -35,8 +41,12 @@ export function checkReceiverUrl(text: string): string {
     throw ErrInvalidArgument(`url: ${JSON.stringify(text.slice(0, 100))} is not a URL`);
   }
   if (u.username || u.password) throw ErrInvalidArgument('url: credentials in the URL are not allowed (deliveries are signed)');
-  if (u.protocol === 'https:') return u.toString();
   const host = u.hostname.replace(/^\[|\]$/g, '');
+  if (publicOnly) {
+    const why = host === 'localhost' ? 'localhost is the service\'s own host' : nonPublic(host);
+    if (why) throw ErrInvalidArgument(`url: ${why}; a tenant's receiver must be a public address`);
+  }
+  if (u.protocol === 'https:') return u.toString();
   const loopback = host === 'localhost' || (ipaddr.isValid(host) && ipaddr.process(host).range() === 'loopback');
   if (u.protocol === 'http:' && loopback) return u.toString();
   throw ErrInvalidArgument(`url: ${u.protocol}// is allowed only to a loopback address; use https`);
@@ -48,12 +58,12 @@ export function checkTypes(types: string[]): string[] {
   return [...new Set(types)];
 }
 
-export async function createSubscription(db: Db, masterKey: Buffer, s: { tenant: string | null; url: string; types: string[]; description?: string | undefined; secret?: string | undefined; createdBy: string }): Promise<{ subscription: SubscriptionRow; secret: string }> {
+export async function createSubscription(db: Db, masterKey: Buffer, s: { tenant: string | null; url: string; types: string[]; description?: string | undefined; secret?: string | undefined; createdBy: string; publicOnly?: boolean | undefined }): Promise<{ subscription: SubscriptionRow; secret: string }> {
   const id = newSubscriptionId();
   const secret = s.secret ?? newSecret();
   parseSecret(secret, 'secret');
   try {
-    const row = await insertSubscription(db, { id, tenant: s.tenant, url: checkReceiverUrl(s.url), description: s.description ?? '', types: checkTypes(s.types), secretSealed: sealSecret(masterKey, id, secret), createdBy: s.createdBy });
+    const row = await insertSubscription(db, { id, tenant: s.tenant, url: checkReceiverUrl(s.url, s.publicOnly), description: s.description ?? '', types: checkTypes(s.types), secretSealed: sealSecret(masterKey, id, secret), createdBy: s.createdBy });
     return { subscription: row, secret };
   } catch (err) {
     if ((err as { code?: string }).code === '23503') throw new LifeboatError('not_found', `no tenant ${s.tenant}`);
@@ -70,11 +80,11 @@ export interface SubscriptionChange {
 }
 
 /** Applies a change; re-enabling clears the failure record. Returns the new secret when rotated. */
-export async function changeSubscription(db: Db, masterKey: Buffer, sub: SubscriptionRow, c: SubscriptionChange): Promise<{ subscription: SubscriptionRow; secret?: string }> {
+export async function changeSubscription(db: Db, masterKey: Buffer, sub: SubscriptionRow, c: SubscriptionChange, publicOnly = false): Promise<{ subscription: SubscriptionRow; secret?: string }> {
   const secret = c.rotateSecret ? newSecret() : undefined;
   const reenable = c.enabled === true && !sub.enabled;
   const row = await updateSubscription(db, sub.id, {
-    url: c.url === undefined ? undefined : checkReceiverUrl(c.url),
+    url: c.url === undefined ? undefined : checkReceiverUrl(c.url, publicOnly),
     types: c.types === undefined ? undefined : checkTypes(c.types),
     description: c.description,
     enabled: c.enabled,

@@ -103,6 +103,11 @@ describe('webhook API', () => {
       [{ url: 'https://hooks.example.com/', types: [] }, /types/],
       [{ url: 'https://hooks.example.com/', secret: 'hunter2' }, /secret: expected whsec_/],
       [{ url: 'https://hooks.example.com/', extra: 1 }, /unknown field extra/],
+      // A tenant's receiver must be public (config webhooks.allowPrivateTargets says otherwise).
+      [{ url: 'https://10.1.2.3/hook' }, /^url: 10\.1\.2\.3 is a private address; a tenant's receiver must be a public address$/],
+      [{ url: 'https://[::1]:8443/hook' }, /^url: ::1 is a loopback address/],
+      [{ url: 'http://localhost:8080/hook' }, /^url: localhost is the service's own host/],
+      [{ url: 'https://169.254.169.254/latest/meta-data' }, /169\.254\.169\.254 is a linkLocal address/],
     ];
     for (const [body, message] of cases) {
       const r = await operator<{ detail: string }>(svc, 'POST', '/v1/tenants/acme/webhooks', body, admin);
@@ -116,14 +121,15 @@ describe('webhook API', () => {
 
   it('drives subscriptions from the CLI with --json and plain lines, and says a mistake in one line', async () => {
     const run = (args: string[]) => runBin('service', [...args, '--config', env.config.path]);
-    const made = await run(['webhook', 'create', '--url', 'http://127.0.0.1:9/hook', '--tenant', 'acme', '--types', 'failover.step_changed,quota.reached', '--json']);
+    const made = await run(['webhook', 'create', '--url', 'https://hooks.acme.example/lifeboat', '--tenant', 'acme', '--types', 'failover.step_changed,quota.reached', '--json']);
     expect(made.code, made.stderr).toBe(0);
     const sub = JSON.parse(made.stdout) as Sub;
     expect(sub).toMatchObject({ tenant: 'acme', types: ['failover.step_changed', 'quota.reached'] });
     expect(sub.secret).toMatch(/^whsec_/);
-    const hoster = await run(['webhook', 'create', '--url', 'https://noc.hoster.example/hook']);
+    // The hoster's own subscription may point into its own network.
+    const hoster = await run(['webhook', 'create', '--url', 'http://127.0.0.1:9/hook']);
     expect(hoster.code, hoster.stderr).toBe(0);
-    expect(hoster.stdout).toMatch(/^whs_\S+\t\(hoster\)\tenabled\t\*\thttps:\/\/noc\.hoster\.example\/hook\nsecret\twhsec_\S+\t\(shown only now/);
+    expect(hoster.stdout).toMatch(/^whs_\S+\t\(hoster\)\tenabled\t\*\thttp:\/\/127\.0\.0\.1:9\/hook\nsecret\twhsec_\S+\t\(shown only now/);
     const list = JSON.parse((await run(['webhook', 'list', '--tenant', 'acme', '--json'])).stdout) as Sub[];
     expect(list.map((s) => s.id)).toEqual([sub.id]);
     const test = JSON.parse((await run(['webhook', 'test', sub.id, '--json'])).stdout) as { delivery: string };

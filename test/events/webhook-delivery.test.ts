@@ -32,7 +32,10 @@ let redis: Redis;
 const receivers: Receiver[] = [];
 
 beforeAll(async () => {
-  env = await testEnv();
+  // The receivers are on loopback: tenants' subscriptions may reach them here (the default refuses, tested below).
+  env = await testEnv((f) => {
+    f.webhooks = { allowPrivateTargets: true };
+  });
   ctx = await openContext(env.config);
   redis = await connectRedis(TestRedisUrl);
   for (const t of ['acme', 'globex']) await ctx.db.query(`INSERT INTO tenants (name, replica_public_jwk, replica_private_wrapped) VALUES ($1, '{}', 'unused')`, [t]);
@@ -215,6 +218,34 @@ describe('webhook delivery', () => {
     expect(r.received.at(-1)!.headers['webhook-id']).toBe(id);
     await queue.obliterate({ force: true });
   }, 60_000);
+
+  it('lets a tenant\'s receiver reach public addresses only, by literal or by name, unless the config allows more', async () => {
+    const { r, url } = await receiver();
+    const byName = url.replace('127.0.0.1', 'localhost');
+    const tenantSub = await subscribe(url, r, 'acme');
+    const tenantByName = await subscribe(byName, r, 'acme');
+    const hosterSub = await subscribe(url, r, null);
+    const { queue } = privateQueue();
+    const deliverer = new Deliverer(ctx, queue);
+    ctx.config.webhooks.allowPrivateTargets = false;
+    try {
+      await emitEvent(ctx.db, { type: 'quota.reached', tenant: 'acme', data: { quota: 'protectedVms' } });
+      const [toTenant] = await listDeliveries(ctx.db, { subscriptionId: tenantSub.id, limit: 1 });
+      const [toTenantByName] = await listDeliveries(ctx.db, { subscriptionId: tenantByName.id, limit: 1 });
+      const [toHoster] = await listDeliveries(ctx.db, { subscriptionId: hosterSub.id, limit: 1 });
+      expect(await deliverer.deliver({ id: toTenant!.id, attempt: 0 })).toBe('retrying');
+      expect(await deliverer.deliver({ id: toTenantByName!.id, attempt: 0 })).toBe('retrying');
+      expect((await listAttempts(ctx.db, toTenant!.id))[0]!.error).toBe('EPRIVATE: 127.0.0.1 is a loopback address; this receiver may reach public addresses only');
+      expect((await listAttempts(ctx.db, toTenantByName!.id))[0]!.error).toMatch(/^EPRIVATE: localhost: (127\.0\.0\.1|::1) is a loopback address; this receiver may reach public addresses only$/);
+      expect(r.received).toHaveLength(0);
+      // The hoster's own subscription may reach its own network.
+      expect(await deliverer.deliver({ id: toHoster!.id, attempt: 0 })).toBe('succeeded');
+      expect(r.received).toHaveLength(1);
+    } finally {
+      ctx.config.webhooks.allowPrivateTargets = true;
+      await queue.obliterate({ force: true });
+    }
+  });
 
   it('keeps what Redis lost in the catalog and queues it again once overdue', async () => {
     const { r, url } = await receiver();
