@@ -112,7 +112,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
       portalRedis = undefined;
       throw err;
     })));
-    const api = createAdaptorServer({ fetch: apiApp(ctx, () => ready, enqueue, failoverQueues, failoverHost, redisSource).fetch }) as HttpServer;
+    const api = createAdaptorServer({ fetch: apiApp(ctx, () => ready, enqueue, failoverQueues, failoverHost, redisSource, redis).fetch }) as HttpServer;
     const agent = await createAgentServer(ctx, enqueue, failoverQueues);
     const apiPort = await listen(api, options.apiPort ?? config.api.port, config.api.host);
     closers.push(() => closeServer(api));

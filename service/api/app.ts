@@ -5,6 +5,7 @@
  */
 import { Hono } from 'hono';
 import type { Context, MiddlewareHandler } from 'hono';
+import type { Redis } from 'ioredis';
 import type { ServiceContext } from '../context.js';
 import { ErrUnauthenticated } from '../errors.js';
 import { check, countRequests, bodySizeLimit, pathId, readJson } from '../http/json.js';
@@ -19,6 +20,7 @@ import { WebhookDriver } from '../failover/drivers/webhook.js';
 import type { RunningHost } from '../failover/host.js';
 import type { FailoverQueues } from '../failover/queue.js';
 import { apiKeyRoutes } from './api-keys.js';
+import { rateLimit } from './rate-limit.js';
 import { auditRoutes } from './audit.js';
 import { exportDisk, exportSchema } from './export.js';
 import { failoverRoutes } from './failovers.js';
@@ -55,7 +57,12 @@ function authenticate(ctx: ServiceContext): MiddlewareHandler<ApiEnv> {
   };
 }
 
-export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: EnqueueMerge, failoverQueues?: FailoverQueues, failoverHost?: RunningHost, redis?: RedisSource): Hono<ApiEnv> {
+/**
+ * The API app. `redis` gives the portal's sessions their connection (made on first use when the
+ * process has none); `limiterRedis`, when the process has Redis, counts requests for the per-key rate
+ * limit (rate-limit.ts); without it there is no limit.
+ */
+export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: EnqueueMerge, failoverQueues?: FailoverQueues, failoverHost?: RunningHost, redis?: RedisSource, limiterRedis?: Redis): Hono<ApiEnv> {
   const { metrics } = ctx;
   const app = new Hono<ApiEnv>();
   app.use('*', countRequests(metrics, 'api'), requestIds());
@@ -78,6 +85,7 @@ export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: Enqu
 
   const v1 = new Hono<ApiEnv>();
   v1.use('*', authenticate(ctx), bodySizeLimit());
+  if (limiterRedis) v1.use('*', rateLimit(limiterRedis, { perMinute: ctx.config.api.rateLimitPerMinute, log: ctx.log }));
   const queues = () => {
     if (!failoverQueues) throw new LifeboatError('unavailable', 'this service process runs without Redis, so it cannot start failovers');
     return failoverQueues;

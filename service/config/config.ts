@@ -13,6 +13,7 @@ export const DefaultApiPort = 8080;
 export const DefaultAgentPort = 9443;
 /** Where the private Redis keeps its socket and append-only file, relative to the config. */
 export const DefaultRedisDir = 'redis';
+export const DefaultApiRateLimitPerMinute = 1200;
 export const DefaultCertValidityDays = 30;
 export const DefaultGrantSeconds = 15 * 60;
 export const MaxConfigBytes = 1 << 20;
@@ -33,7 +34,12 @@ export const configSchema = z.strictObject({
   objectStore: z.strictObject({ url: z.string().min(1) }),
   /** Where replicas go when an authorization entry names no storage of its own. */
   replicaRoot: z.string().min(1),
-  api: z.strictObject({ host: z.string().min(1), port }),
+  api: z.strictObject({
+    host: z.string().min(1),
+    port,
+    /** Requests per minute per API key, counted in Redis; 0: no limit (docs/api.md, Rate limits). */
+    rateLimitPerMinute: z.number().int().min(0).max(1_000_000).default(DefaultApiRateLimitPerMinute),
+  }),
   agentEndpoint: z.strictObject({
     host: z.string().min(1),
     port,

@@ -11,7 +11,7 @@ import { LifeboatError } from '../../shared/errors.js';
 import { createCa } from '../trust/ca.js';
 import { loadSigner, newSigningJwk, signApiToken } from '../trust/tokens.js';
 import type { ConfigFile } from './config.js';
-import { ConfigFileName, configSchema, DefaultAgentPort, DefaultApiPort, DefaultCertValidityDays, DefaultGrantSeconds, DefaultRedisDir, parseConfig } from './config.js';
+import { ConfigFileName, configSchema, DefaultAgentPort, DefaultApiPort, DefaultApiRateLimitPerMinute, DefaultCertValidityDays, DefaultGrantSeconds, DefaultRedisDir, parseConfig } from './config.js';
 
 /** The operator token made at init lives long; rotate it by re-running init on a new directory. */
 export const AdminTokenSeconds = 10 * 365 * 86_400;
@@ -41,7 +41,7 @@ export async function initDataDir(options: InitOptions): Promise<InitResult> {
     redis: { dir: DefaultRedisDir },
     objectStore: { url: options.objectStore ?? 'file:objects' },
     replicaRoot: 'replicas',
-    api: { host: '127.0.0.1', port: DefaultApiPort },
+    api: { host: '127.0.0.1', port: DefaultApiPort, rateLimitPerMinute: DefaultApiRateLimitPerMinute },
     agentEndpoint: { host: '0.0.0.0', port: DefaultAgentPort, serverNames, publicUrl: `https://${host}:${DefaultAgentPort}` },
     trust: { caKeyFile: 'keys/ca.key', caCertFile: 'keys/ca.crt', signingKeyFile: 'keys/signing.jwk', masterKeyFile: 'keys/master.key', certValidityDays: DefaultCertValidityDays },
     adminTokenFile: 'keys/admin.token',
