@@ -94,6 +94,8 @@ export async function vmList(ctx: ServiceContext, tenant?: string) {
   const vms = await listVms(ctx.db, tenant);
   const live = await listFailovers(ctx.db, { tenant, active: true });
   const pinned = new Map((await pinnedStorage(ctx, tenant === undefined ? {} : { tenant })).map((p) => [`${p.tenant}/${p.vm}`, p]));
+  // The quotas each tenant is over: its VMs replicate on, and their status says so.
+  const over = new Map(await Promise.all([...new Set(vms.map((v) => v.tenant))].map(async (t) => [t, await quotaWarnings(ctx.db, t)] as const)));
   return Promise.all(vms.map(async (v) => {
     const s = await vmStatus(ctx.db, v);
     const mine = live.filter((f) => f.tenant === v.tenant && f.vm === v.name);
@@ -105,6 +107,7 @@ export async function vmList(ctx: ServiceContext, tenant?: string) {
       failovers: mine.map((f) => ({ id: f.id, kind: f.kind, state: f.state })),
       pinned: p ? { points: p.pins, heldPoints: p.heldPoints, bytes: p.bytes } : null,
       disks: s.disks,
+      quotaWarnings: over.get(v.tenant) ?? [],
     };
   }));
 }

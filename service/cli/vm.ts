@@ -4,7 +4,7 @@ import { printJson } from '../../shared/cli/run.js';
 import { apiClient, withConfig } from './common.js';
 import { registerNic } from './nic.js';
 
-interface VmSummary { tenant: string; name: string; state: string; health: string; lastAppliedAt: string | null; pendingLogs: number }
+interface VmSummary { tenant: string; name: string; state: string; health: string; lastAppliedAt: string | null; pendingLogs: number; quotaWarnings?: string[] }
 
 export function registerVm(program: Command): void {
   const vm = program.command('vm').description('protected VMs');
@@ -16,6 +16,13 @@ export function registerVm(program: Command): void {
       const { vms } = await (await apiClient(opts.config)).call<{ vms: VmSummary[] }>('GET', `/v1/vms${q}`);
       if (opts.json) return printJson(vms);
       for (const v of vms) process.stdout.write(`${v.tenant}\t${v.name}\t${v.state}\t${v.health}\t${v.lastAppliedAt ?? '-'}\tpending ${v.pendingLogs}\n`);
+      // A tenant over a quota replicates on; the list says so once per tenant.
+      const told = new Set<string>();
+      for (const v of vms) {
+        if (told.has(v.tenant)) continue;
+        told.add(v.tenant);
+        for (const w of v.quotaWarnings ?? []) process.stdout.write(`warning: tenant ${v.tenant}: ${w}\n`);
+      }
     });
   registerNic(vm);
 }

@@ -8,10 +8,13 @@
  * The failover queue here is a recorder (named so): these tests stop before a failover host would
  * run anything, and the failover hosts are catalog rows with a fresh heartbeat.
  */
+import { readFile, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { requestFailover } from '../../service/failover/engine.js';
 import type { FailoverQueues } from '../../service/failover/queue.js';
 import { signApiToken } from '../../service/trust/tokens.js';
+import { runBin } from '../helpers.js';
 import { SimAgent } from './agent-sim.js';
 import type { TestEnv } from './helpers.js';
 import { enrolledAgent, operator, testEnv, testService } from './helpers.js';
@@ -60,6 +63,8 @@ describe('quotas', () => {
     const view = await operator<{ used: { protectedVms: number }; warnings: string[] }>(svc, 'GET', '/v1/tenants/acme/quotas');
     expect(view.body.used.protectedVms).toBe(1);
     expect(view.body.warnings).toHaveLength(1);
+    const list = await operator<{ vms: { name: string; quotaWarnings: string[] }[] }>(svc, 'GET', '/v1/vms?tenant=acme');
+    expect(list.body.vms.map((v) => [v.name, v.quotaWarnings])).toEqual([['web', view.body.warnings]]);
   });
 
   it('refuses a new replica\'s copy over the storage quota and takes the logs of one that replicates', async () => {
@@ -136,4 +141,22 @@ describe('quotas', () => {
     expect((await operator(svc, 'GET', '/v1/tenants/acme/admission?kind=drill', undefined, viewer)).status).toBe(400);
     expect((await operator(svc, 'PATCH', '/v1/tenants/acme', { quotas: { protectedVms: -1 } })).status).toBe(400);
   });
+
+  it('is set with lifeboat-service tenant set, and vm list warns of a quota exceeded', async () => {
+    // Beside the service's own config: its paths are relative to the file.
+    const config = join(dirname(env.config.path), 'quotas-cli.json');
+    const file = JSON.parse(await readFile(env.config.path, 'utf8')) as { api: Record<string, unknown> };
+    file.api = { ...file.api, host: '127.0.0.1', port: Number(new URL(svc.apiUrl).port) };
+    await writeFile(config, JSON.stringify(file));
+    const set = await runBin('service', ['tenant', 'set', 'acme', '--config', config, '--quota-protected-vms', '0', '--quota-replica-gb', '2.5', '--reserve-cpus', '8', '--reserve-memory-mib', 'none']);
+    expect(set.code, set.stderr).toBe(0);
+    expect(set.stdout).toContain('  quotas: protected VMs 0, replica storage 2.5 GB, concurrent test failovers none\n');
+    expect(set.stdout).toContain('  hardware plan: 8 vCPUs, none, none of overlay storage\n');
+    expect(set.stdout).toContain('  warning: 1 protected VMs over the quota of 0: they go on replicating; no new VM is taken\n');
+    const list = await runBin('service', ['vm', 'list', '--config', config, '--tenant', 'acme']);
+    expect(list.stdout).toContain('warning: tenant acme: 1 protected VMs over the quota of 0');
+    const bad = await runBin('service', ['tenant', 'set', 'acme', '--config', config, '--quota-replica-gb', 'lots']);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr.trim()).toBe('lifeboat-service: --quota-replica-gb "lots": a number or "none"');
+  }, 60_000);
 });
