@@ -15,6 +15,7 @@ import { mergeStagesBench } from './service-merge-stages.js';
 import { mergeSmallBench } from './service-merge-small.js';
 import { nbdBench } from './nbd.js';
 import { failoverBench } from './failover.js';
+import { plansBench } from './plans.js';
 import { startupBench } from './startup.js';
 
 const benchmarks: Benchmark[] = [
@@ -29,6 +30,7 @@ const benchmarks: Benchmark[] = [
   mergeSmallBench,
   nbdBench,
   failoverBench,
+  plansBench,
   startupBench,
 ];
 

@@ -35,6 +35,26 @@ export async function receiver(handler: (req: IncomingMessage, raw: string, res:
   return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
 }
 
+/** A run's figures (the scale test prints them, npm run bench -- plans reports them): never asserted. */
+export interface RunFigures { vms: number; wallSeconds: number; perVmMs: number; rtoSeconds: number | null; cutSeconds: number; cutPerVmMs: number; startSeconds: number[]; boot: { median: number; p90: number; max: number } }
+
+export function runFigures(r: PlanRunReport, wallSeconds: number): RunFigures {
+  const cut = r.steps.find((s) => s.step === 'cut')?.seconds ?? 0;
+  const boots = r.vms.map((v) => v.bootSeconds ?? Number.NaN).sort((a, b) => a - b);
+  const at = (q: number) => boots[Math.min(boots.length - 1, Math.floor(q * boots.length))]!;
+  return {
+    vms: r.vms.length, wallSeconds, perVmMs: Math.round((wallSeconds * 1000) / r.vms.length), rtoSeconds: r.rtoSeconds,
+    cutSeconds: cut, cutPerVmMs: Math.round((cut * 1000) / r.vms.length),
+    startSeconds: r.steps.filter((s) => s.step.endsWith(': start')).map((s) => s.seconds ?? 0), boot: { median: at(0.5), p90: at(0.9), max: boots.at(-1)! },
+  };
+}
+
+/** A plan of `groups` groups of `perGroup` VMs (vm000…), each group followed by wait-ready. */
+export function bigPlan(name: string, groups: number, perGroup: number): { names: string[]; body: Record<string, unknown> } {
+  const names = Array.from({ length: groups * perGroup }, (_, i) => `vm${String(i).padStart(3, '0')}`);
+  return { names, body: { name, groups: Array.from({ length: groups }, (_, g) => ({ name: `g${g}`, vms: names.slice(g * perGroup, (g + 1) * perGroup), after: [{ kind: 'wait-ready', timeoutSeconds: 600 }] })) } };
+}
+
 export class PlanScenario {
   private constructor(readonly s: FailoverScenario, private readonly orchestrator: Server, readonly driverSteps: string[]) {}
 

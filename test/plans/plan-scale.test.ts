@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PlanRunReport } from '../../service/plans/report.js';
 import { must } from '../failover/failover-harness.js';
-import { PlanScenario } from './plan-harness.js';
+import { bigPlan, PlanScenario, runFigures } from './plan-harness.js';
 
 const Groups = 10;
 const PerGroup = 20;
@@ -15,7 +15,7 @@ const MinuteMs = 60_000;
 
 describe('a recovery plan of 200 VMs in 10 groups', () => {
   let p: PlanScenario;
-  const names = Array.from({ length: Groups * PerGroup }, (_, i) => `vm${String(i).padStart(3, '0')}`);
+  const { names, body } = bigPlan('big', Groups, PerGroup);
 
   beforeAll(async () => {
     p = await PlanScenario.start({ capacity: Groups * PerGroup + 8 });
@@ -29,8 +29,7 @@ describe('a recovery plan of 200 VMs in 10 groups', () => {
   }, 10 * MinuteMs);
 
   it('completes a test run with every VM ready, reports it, and stops all 200 with one call', async () => {
-    const groups = Array.from({ length: Groups }, (_, g) => ({ name: `g${g}`, vms: names.slice(g * PerGroup, (g + 1) * PerGroup), after: [{ kind: 'wait-ready', timeoutSeconds: 600 }] }));
-    must(await p.s.api('POST', '/v1/tenants/acme/plans', { name: 'big', groups }), 'create');
+    must(await p.s.api('POST', '/v1/tenants/acme/plans', body), 'create');
     const t0 = Date.now();
     const run = must(await p.s.api<PlanRunReport>('POST', '/v1/tenants/acme/plans/big/runs', { mode: 'test' }), 'run').body;
     const done = await p.waitRun('acme', 'big', run.id, (r) => r.endedAt !== null, 30 * MinuteMs);
@@ -49,14 +48,12 @@ describe('a recovery plan of 200 VMs in 10 groups', () => {
     const html = await fetch(`${p.s.svc.apiUrl}/v1/tenants/acme/plans/big/runs/${run.id}/report.html`, { headers: { authorization: `Bearer ${await p.s.tenantToken('tenant-viewer', 'acme')}` } });
     expect((await html.text()).match(/<tr><td>vm\d{3}<\/td>/g)?.length).toBe(200);
 
-    const cut = done.steps.find((s) => s.step === 'cut')!;
-    const starts = done.steps.filter((s) => s.step.endsWith(': start'));
-    const boots = done.vms.map((v) => v.bootSeconds!).sort((a, b) => a - b);
+    const f = runFigures(done, wall);
     console.log([
-      `plan scale: 200 VMs in 10 groups, request to completed ${wall.toFixed(1)} s (report: total RTO ${done.rtoSeconds} s)`,
-      `  overhead per VM ${((wall * 1000) / 200).toFixed(0)} ms (the orchestrator answers at once, so all of it is the service's)`,
-      `  cut of 200 points ${cut.seconds} s (${((cut.seconds! * 1000) / 200).toFixed(0)} ms per VM); group start steps ${starts.map((s) => s.seconds).join(', ')} s`,
-      `  failover request to ready per VM: median ${boots[100]} s, p90 ${boots[180]} s, max ${boots[199]} s`,
+      `plan scale: ${f.vms} VMs in ${Groups} groups, request to completed ${f.wallSeconds.toFixed(1)} s (report: total RTO ${f.rtoSeconds} s)`,
+      `  overhead per VM ${f.perVmMs} ms (the orchestrator answers at once, so all of it is the service's)`,
+      `  cut of ${f.vms} points ${f.cutSeconds} s (${f.cutPerVmMs} ms per VM); group start steps ${f.startSeconds.join(', ')} s`,
+      `  failover request to ready per VM: median ${f.boot.median} s, p90 ${f.boot.p90} s, max ${f.boot.max} s`,
     ].join('\n'));
 
     const stop = must(await p.s.api<{ stopping: string[] }>('POST', `/v1/tenants/acme/plans/big/runs/${run.id}/stop`, {}), 'stop').body;
