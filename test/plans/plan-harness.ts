@@ -55,6 +55,8 @@ export function bigPlan(name: string, groups: number, perGroup: number): { names
   return { names, body: { name, groups: Array.from({ length: groups }, (_, g) => ({ name: `g${g}`, vms: names.slice(g * perGroup, (g + 1) * perGroup), after: [{ kind: 'wait-ready', timeoutSeconds: 600 }] })) } };
 }
 
+const OnePixelPng = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==';
+
 export class PlanScenario {
   private constructor(readonly s: FailoverScenario, private readonly orchestrator: Server, readonly driverSteps: string[]) {}
 
@@ -65,7 +67,8 @@ export class PlanScenario {
     const { server, url } = await receiver((req, raw, res) => {
       if (!signedBy(key, req, raw)) return res.writeHead(401).end();
       steps.push(String((JSON.parse(raw) as { step?: unknown }).step));
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ ok: true, state: 'running', ready: true, reason: 'orchestrator says ready' }));
+      // Every answer carries a console screenshot (a 1x1 PNG): the driver takes it at ready.
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ ok: true, state: 'running', ready: true, reason: 'orchestrator says ready', png: OnePixelPng }));
     });
     const secretFile = join(await mkdtemp('/tmp/lbplan-'), 'secret');
     await writeFile(secretFile, `whsec_${key.toString('base64')}`, { mode: 0o600 });

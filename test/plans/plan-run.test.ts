@@ -157,6 +157,9 @@ describe('recovery plans', () => {
     expect(html.headers.get('content-type')).toMatch(/text\/html/);
     const page = await html.text();
     for (const text of ['Recovery plan drill', 'check the database', 'db01', 'app02', 'Total RTO', 'completed']) expect(page).toContain(text);
+    // The screenshot the driver took at ready, per VM: in the JSON by path, in the page embedded.
+    expect(done.vms.map((v) => v.screenshot?.path)).toEqual(done.vms.map((v) => `/v1/tenants/acme/failovers/${v.failover}/screenshot.png`));
+    expect(page.match(/<img alt="console of \w+" src="data:image\/png;base64,iVBOR/g)?.length).toBe(3);
     // The test VMs stay up until stopped, all with one call.
     expect(done.vms.map((v) => v.state)).toEqual(['ready', 'ready', 'ready']);
     const stopped = must(await api<{ stopping: string[] }>('POST', `/v1/tenants/acme/plans/drill/runs/${done.id}/stop`, {}), 'stop').body;
