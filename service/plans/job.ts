@@ -330,6 +330,7 @@ async function webhook(rt: HostRuntime, run: PlanRunRow, step: Extract<RunStep, 
   const vms = await listRunVms(rt.ctx.db, run.id, step.group);
   const r = await callWebhook({
     url: step.url, secret, messageId: `msg_${run.id}_${run.cursor}`, timeoutSeconds: step.timeoutSeconds, shouldStop: cancelled,
+    publicOnly: !rt.ctx.config.webhooks.allowPrivateTargets,
     body: {
       type: 'plan-run.action', tenant: run.tenant, plan: run.plan, run: run.id, mode: run.mode, step: run.cursor, name: stepName(def, step),
       group: { index: step.group, name: def.groups[step.group]?.name ?? null, when: step.when, vms: vms.map((v) => ({ vm: v.vm, failover: v.failoverId, error: v.error })) },

@@ -23,6 +23,12 @@ export interface WebhookCall {
   messageId: string;
   body: Record<string, unknown>;
   timeoutSeconds: number;
+  /**
+   * Only public addresses may be reached (the events module's rule for receivers a tenant chose): a
+   * plan is the tenant's, so its webhooks may not call the hoster's loopback, private or link-local
+   * services unless the config's webhooks.allowPrivateTargets says so. Refused at once, not retried.
+   */
+  publicOnly: boolean;
   /** Asked between attempts: true ends the call with 'cancelled'. */
   shouldStop(): Promise<boolean>;
 }
@@ -33,8 +39,9 @@ export async function callWebhook(call: WebhookCall): Promise<{ status: number; 
   const deadline = Date.now() + call.timeoutSeconds * 1000;
   for (let attempt = 1, backoff = FirstBackoffMs; ; attempt++, backoff = Math.min(MaxBackoffMs, backoff * 2)) {
     const headers = { 'content-type': 'application/json', 'user-agent': 'lifeboat-plan-run', ...signHeaders(key, body, call.messageId) };
-    const r = await postOnce(call.url, headers, body, Math.max(100, Math.min(AttemptTimeoutMs, deadline - Date.now())));
+    const r = await postOnce(call.url, headers, body, Math.max(100, Math.min(AttemptTimeoutMs, deadline - Date.now())), { publicOnly: call.publicOnly });
     if (r.ok) return { status: r.status!, attempts: attempt };
+    if (r.error?.startsWith('EPRIVATE')) throw new Error(`${r.error} (webhooks.allowPrivateTargets lifts the rule)`);
     const last = `${r.error ?? `HTTP ${r.status}`}${r.excerpt ? ` ${JSON.stringify(r.excerpt.slice(0, 200))}` : ''}`;
     if (Date.now() + backoff >= deadline) throw new Error(`${new URL(call.url).host} did not answer 2xx within ${call.timeoutSeconds} s (${attempt} attempt${attempt > 1 ? 's' : ''}; last: ${last})`);
     if (await call.shouldStop()) return 'cancelled';

@@ -8,7 +8,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer } from 'node:http';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { referee } from '../helpers.js';
@@ -82,6 +82,10 @@ export class PlanScenario {
         f.webhook = { url: `${url}/lifeboat`, secretFile, callbackUrl: 'http://127.0.0.1:9/v1/failover-callbacks/x' };
       },
     });
+    // The plans' webhook receivers here are on loopback: a lab, as far as the public-only rule goes.
+    const file = JSON.parse(await readFile(s.env.config.path, 'utf8')) as Record<string, unknown>;
+    await writeFile(s.env.config.path, JSON.stringify({ ...file, webhooks: { ...(file.webhooks as object | undefined), allowPrivateTargets: true } }));
+    s.svc.ctx.config.webhooks.allowPrivateTargets = true;
     return new PlanScenario(s, server, steps);
   }
 

@@ -169,6 +169,21 @@ describe('recovery plans', () => {
     expect(await p.s.svc.ctx.db.query(`SELECT * FROM point_pins WHERE holder LIKE 'plan-run:%' OR holder = ANY($1)`, [after.vms.map((v) => v.failover)])).toEqual([]);
   }, 5 * MinuteMs);
 
+  it('a webhook action may reach public addresses only, unless the config allows private targets', async () => {
+    must(await api('POST', '/v1/tenants/acme/plans', plan('ssrf', [{ vms: ['web01'], before: [{ kind: 'webhook', url: `${hook.url}/metadata`, timeoutSeconds: 30 }] }])), 'create');
+    const before = hookCalls.length;
+    p.s.svc.ctx.config.webhooks.allowPrivateTargets = false;
+    try {
+      const run = must(await api<PlanRunReport>('POST', '/v1/tenants/acme/plans/ssrf/runs', { mode: 'test' }), 'run').body;
+      const ended = await p.waitRun('acme', 'ssrf', run.id, (r) => r.endedAt !== null, MinuteMs);
+      expect(ended.state).toBe('failed');
+      expect(ended.error).toMatch(/EPRIVATE: 127\.0\.0\.1 is a loopback address; this receiver may reach public addresses only/);
+      expect(hookCalls.length).toBe(before);
+    } finally {
+      p.s.svc.ctx.config.webhooks.allowPrivateTargets = true;
+    }
+  }, 2 * MinuteMs);
+
   it('cancel while a run waits stops it and cleans up its test VMs', async () => {
     must(await api('POST', '/v1/tenants/acme/plans', plan('cancel-me', [{ vms: ['web01'] }, { vms: ['app01'], before: [{ kind: 'manual', message: 'go on?', approver: 'hoster' }] }])), 'create');
     const run = must(await api<PlanRunReport>('POST', '/v1/tenants/acme/plans/cancel-me/runs', { mode: 'test' }), 'run').body;
