@@ -197,6 +197,22 @@ async function saveVmNics(ctx: ServiceContext, tenant: string, vm: string, chang
   });
 }
 
+/**
+ * Sets one NIC of a VM, whole (added when the VM has no such NIC), validated with the VM's other NICs
+ * and the tenant's other VMs as PUT /nics/{mac} does; the portal's NIC form calls it too. The caller
+ * has checked the tenant and the role; a refusal is invalid_argument naming the NIC and field.
+ */
+export async function putNic(ctx: ServiceContext, tenant: string, vm: string, mac: string, body: Omit<NicInput, 'mac'>) {
+  const nics = await saveVmNics(ctx, tenant, vm, (stored) => {
+    const list = stored.map(asInput);
+    const i = list.findIndex((n) => n.mac === mac);
+    const next: NicInput = { ...body, mac, model: body.model ?? list[i]?.model };
+    if (i < 0) list.push(next); else list[i] = next;
+    return list;
+  });
+  return nics.find((n) => n.mac === mac)!;
+}
+
 const asInput = (n: TenantNicRow): NicInput => ({ mac: n.mac, model: n.model as NicModelName, ...n.settings, reportedAddresses: n.reportedAddresses });
 
 function macParam(c: Context): string {
@@ -238,16 +254,7 @@ export function nicRoutes(ctx: ServiceContext): Hono<Env> {
     const tenant = mayAdminister(c.get('operator'), pathId(c, 'tenant'));
     const vm = pathId(c, 'vm');
     await vmOf(tenant, vm);
-    const mac = macParam(c);
-    const body = await readJson(c, nicBodySchema);
-    const nics = await saveVmNics(ctx, tenant, vm, (stored) => {
-      const list = stored.map(asInput);
-      const i = list.findIndex((n) => n.mac === mac);
-      const next: NicInput = { ...body, mac, model: body.model ?? list[i]?.model };
-      if (i < 0) list.push(next); else list[i] = next;
-      return list;
-    });
-    return c.json(nics.find((n) => n.mac === mac)!);
+    return c.json(await putNic(ctx, tenant, vm, macParam(c), await readJson(c, nicBodySchema)));
   });
   r.delete('/tenants/:tenant/vms/:vm/nics/:mac', async (c) => {
     const tenant = mayAdminister(c.get('operator'), pathId(c, 'tenant'));

@@ -22,6 +22,7 @@ import { resetRoutes } from './reset.js';
 import type { PortalEnv } from './security.js';
 import { requireCsrf, requireSession, securityHeaders } from './security.js';
 import { signInRoutes } from './sign-in.js';
+import { vmRoutes } from './vm.js';
 
 export const MaxFormBytes = 64 * 1024;
 
@@ -52,6 +53,7 @@ export function portalApp(ctx: ServiceContext, options: PortalOptions): { app: H
     return c.html(<Page title="No tenants" session={s}><h1>No tenants yet</h1><p>Create one with <code>lifeboat-service tenant create</code>.</p></Page>);
   });
   signedIn.route('/', dashboardRoutes(ctx));
+  signedIn.route('/', vmRoutes(ctx));
   signedIn.all('*', (c) => c.html(<ErrorPage title="Not found" message="There is no such page, or it is not yours to see." session={c.get('session')} />, 404));
   app.route('/', signedIn);
   return { app, sessions };

@@ -40,6 +40,11 @@ button{cursor:pointer;border:1px solid #555;border-radius:.25rem;background:#fff
 button.primary{background:#0645ad;color:#fff;border-color:#0645ad}
 .error{color:#7a0b0b;background:#fde0e0;padding:.5rem;border-radius:.25rem}
 .note{color:#444}
+.facts{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem}.facts dt{font-weight:600}.facts dd{margin:0}
+.nic-section{border-top:1px solid #ddd;margin-top:1rem}
+form.nic{display:grid;gap:.5rem;max-width:40rem}
+fieldset{display:grid;gap:.25rem;border:1px solid #ccc;border-radius:.25rem}
+textarea{font:inherit;padding:.4rem .6rem}
 @media (max-width:40rem){main{padding:.5rem}th,td{padding:.3rem}}
 `;
 

@@ -10,6 +10,7 @@ import { signSessionToken } from '../../service/users/sessions.js';
 import { SessionCookie } from '../../service/portal/security.js';
 import { MaxFailuresPerUser } from '../../service/users/sign-in-limit.js';
 import type { PortalWorld } from './harness.js';
+import { operator } from '../service/helpers.js';
 import { expectAccessible, newPage, Password, portalWorld, screenshot, signIn } from './harness.js';
 
 let world: PortalWorld;
@@ -20,6 +21,10 @@ beforeAll(async () => {
   alpha = await world.vm('acme', 'web01');
   await world.vm('acme', 'db01');
   await world.vm('globex', 'secret-vm');
+  const nics = await operator(world.svc, 'PUT', '/v1/tenants/acme/vms/web01/nics', {
+    nics: [{ mac: '52:54:00:12:34:56', reportedAddresses: ['192.168.1.10/24'], test: { mode: 'static', addresses: ['10.9.0.5/24'], gateway4: '10.9.0.1' } }],
+  });
+  expect(nics.status).toBe(200);
 }, 180_000);
 afterAll(async () => {
   await world?.close();
@@ -153,5 +158,58 @@ describe('portal in Chromium', () => {
     expect(new URL(page.url()).pathname).toBe('/portal/t/acme');
     expect((await page.goto(world.url(link.path)))?.status()).toBe(404);
     await page.close();
+  });
+
+  it('shows a VM\'s health, disks, points and NICs, and edits a NIC as the API validates it', async () => {
+    const user = await world.user('tenant-admin', 'acme');
+    const page = await newPage(world);
+    await signIn(page, world, user);
+    await page.getByRole('link', { name: 'web01' }).click();
+    await page.waitForURL(/\/portal\/t\/acme\/vms\/web01$/);
+    expect(await page.getByRole('heading', { level: 1 }).textContent()).toBe('web01');
+    expect(await page.locator('tr[data-point="latest"] th').textContent()).toBe('Latest');
+    await expectAccessible(page, 'VM page');
+    await screenshot(page, 'vm');
+    const nic = page.getByRole('region', { name: 'NIC 52:54:00:12:34:56' });
+    await nic.getByLabel('Addresses (CIDR, one per line)').first().fill('10.9.0.300/24');
+    await nic.getByRole('button', { name: 'Save NIC 52:54:00:12:34:56' }).click();
+    await page.waitForLoadState('load');
+    const alert = await nic.getByRole('alert').textContent();
+    expect(alert).toMatch(/^vm web01 nic 52:54:00:12:34:56 test\.addresses\[0\]: /);
+    expect(await nic.getByLabel('Addresses (CIDR, one per line)').first().inputValue()).toBe('10.9.0.300/24');
+    await expectAccessible(page, 'VM page with a refused NIC');
+    await screenshot(page, 'vm-nic-refused');
+    const stored = await operator<{ test: { addresses: string[] } }>(world.svc, 'GET', '/v1/tenants/acme/vms/web01/nics/52:54:00:12:34:56');
+    expect(stored.body.test.addresses).toEqual(['10.9.0.5/24']);
+    await nic.getByLabel('Addresses (CIDR, one per line)').first().fill('10.9.0.7/24');
+    await nic.getByRole('button', { name: 'Save NIC 52:54:00:12:34:56' }).click();
+    await page.waitForURL(/#nic-525400123456$/);
+    expect(await page.getByRole('region', { name: 'NIC 52:54:00:12:34:56' }).textContent()).toContain('Test failover: 10.9.0.7/24 via 10.9.0.1');
+    await page.close();
+  });
+
+  it('refuses a NIC form from a viewer, without the CSRF token, or with another session\'s', async () => {
+    const path = world.url('/portal/t/acme/vms/web01/nics/52:54:00:12:34:56');
+    const form = { 'test.mode': 'static', 'test.addresses': '10.9.0.99/24' };
+    const viewer = await newPage(world);
+    await signIn(viewer, world, await world.user('tenant-viewer', 'acme'));
+    await viewer.goto(world.url('/portal/t/acme/vms/web01'));
+    expect(await viewer.locator('form.nic').count()).toBe(0);
+    const viewerCsrf = await viewer.locator('input[name="_csrf"]').first().inputValue();
+    expect((await viewer.request.post(path, { form: { ...form, _csrf: viewerCsrf }, maxRedirects: 0 })).status()).toBe(403);
+    const admin = await newPage(world);
+    await signIn(admin, world, await world.user('tenant-admin', 'acme'));
+    expect((await admin.request.post(path, { form, maxRedirects: 0 })).status()).toBe(403);
+    expect((await admin.request.post(path, { form: { ...form, _csrf: viewerCsrf }, maxRedirects: 0 })).status()).toBe(403);
+    const stored = await operator<{ test: { addresses: string[] } }>(world.svc, 'GET', '/v1/tenants/acme/vms/web01/nics/52:54:00:12:34:56');
+    expect(stored.body.test.addresses).not.toContain('10.9.0.99/24');
+    // Another tenant's user, with a valid session and token, gets 404 for this VM's page and form.
+    const other = await newPage(world);
+    await signIn(other, world, await world.user('tenant-admin', 'globex'));
+    const otherCsrf = await other.locator('input[name="_csrf"]').first().inputValue();
+    expect((await other.request.post(path, { form: { ...form, _csrf: otherCsrf }, maxRedirects: 0 })).status()).toBe(404);
+    const page = await other.goto(world.url('/portal/t/acme/vms/web01'));
+    expect(page?.status()).toBe(404);
+    expect(await other.content()).not.toContain('52:54:00:12:34:56');
   });
 });
