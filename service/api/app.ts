@@ -21,7 +21,7 @@ import type { RunningHost } from '../failover/host.js';
 import type { FailoverQueues } from '../failover/queue.js';
 import { apiKeyRoutes } from './api-keys.js';
 import { rateLimit } from './rate-limit.js';
-import { auditRoutes } from './audit.js';
+import { audited, auditRoutes } from './audit.js';
 import { exportDisk, exportSchema } from './export.js';
 import { failoverRoutes } from './failovers.js';
 import { importMedia, importMediaSchema } from './import-media.js';
@@ -110,7 +110,8 @@ export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: Enqu
   v1.route('/', userRoutes(ctx, () => portal.sessions));
   v1.post('/tenants', async (c) => {
     hoster(c, mayAdminister);
-    return c.json(await createTenant(ctx, (await readJson(c, tenantCreateSchema)).name), 201);
+    const { name } = await readJson(c, tenantCreateSchema);
+    return c.json(await audited(ctx, c, { action: 'tenant.create', target: `tenant ${name}`, tenant: name }, (tx) => createTenant(ctx, name, tx)), 201);
   });
   v1.get('/tenants', async (c) => {
     hoster(c, mayRead);

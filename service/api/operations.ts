@@ -2,6 +2,7 @@
  * Operator operations behind the API (and so the CLI): tenants, authorization entries, enrollment
  * tokens, revocation, VM listing and recovery points. Each validates its input and speaks the catalog.
  */
+import type { Queryable } from '../catalog/db.js';
 import { resolve } from 'node:path';
 import { LifeboatError } from '../../shared/errors.js';
 import { parseDuration } from '../../shared/units.js';
@@ -30,10 +31,11 @@ export function checkTenantName(name: string): string {
   return name;
 }
 
-export async function createTenant(ctx: ServiceContext, name: string) {
+/** Creates a tenant with its replica key pair; `db` is the caller's transaction when it audits the change. */
+export async function createTenant(ctx: ServiceContext, name: string, db: Queryable = ctx.db) {
   checkTenantName(name);
   const keys = await newReplicaKeyPair(ctx.masterKey);
-  const t = await insertTenant(ctx.db, { name, replicaPublicJwk: keys.publicJwk, replicaPrivateWrapped: keys.wrappedPrivate });
+  const t = await insertTenant(db, { name, replicaPublicJwk: keys.publicJwk, replicaPrivateWrapped: keys.wrappedPrivate });
   return { name: t.name, createdAt: t.createdAt.toISOString(), replicaKey: t.replicaPublicJwk };
 }
 

@@ -120,6 +120,16 @@ describe('audit', () => {
     expect(refused).toMatchObject([{ action: 'api-key.create', result: 'not_found' }]);
   });
 
+  it('has a row per tenant creation, in the transaction of the tenant, and one for a refused duplicate', async () => {
+    expect((await operator(svc, 'POST', '/v1/tenants', { name: 'initech' })).status).toBe(201);
+    expect((await operator(svc, 'POST', '/v1/tenants', { name: 'initech' })).status).toBe(409);
+    const { entries } = (await operator<{ entries: Audit[] }>(svc, 'GET', '/v1/audit?tenant=initech')).body;
+    expect(entries.map((e) => [e.action, e.target, e.actor, e.actorRole, e.result])).toEqual([
+      ['tenant.create', 'tenant initech', 'admin', 'hoster-admin', 'already_exists'],
+      ['tenant.create', 'tenant initech', 'admin', 'hoster-admin', 'ok'],
+    ]);
+  });
+
   it('shows tenant roles only their own tenant and pages by cursor', async () => {
     const mine = (await operator<{ entries: Audit[] }>(svc, 'GET', '/v1/audit', undefined, acmeAdmin)).body.entries;
     expect(mine.length).toBeGreaterThan(0);
