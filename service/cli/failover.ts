@@ -161,8 +161,9 @@ export function registerFailover(program: Command): void {
       const { planRunExtension } = await import('../plans/job.js');
       const ctx = await openContext(config, { log });
       const host = await startFailoverHost(ctx, { extensions: [planRunExtension()] });
+      const signalled = waitForSignal(); // before saying ready: a SIGTERM right after must find the handler
       process.stdout.write(`lifeboat-service failover-host ready: ${host.name} (${config.failover.host.dir})\n`);
-      await waitForSignal();
+      await signalled;
       await host.stop();
       await ctx.close();
     });

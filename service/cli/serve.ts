@@ -22,8 +22,9 @@ export function registerServe(program: Command): void {
         apiPort: parsePort(opts.apiPort, '--api-port'), agentPort: parsePort(opts.agentPort, '--agent-port'),
         workers: opts.workers ? undefined : false, failoverHost: opts.failoverHost ? undefined : false, log,
       });
+      const signalled = waitForSignal(); // before saying ready: a SIGTERM right after must find the handler
       process.stdout.write(`lifeboat-service ready: api ${svc.apiUrl} agents ${svc.agentUrl}\n`);
-      await waitForSignal();
+      await signalled;
       log.info('stopping');
       await svc.stop();
     });

@@ -29,8 +29,9 @@ export function registerWorker(program: Command): void {
       const { startMergeWorkers } = await import('../workers/run.js');
       const ctx = await openContext(config, { log });
       const workers = await startMergeWorkers(ctx, { redisUrl: config.redis.url, concurrency });
+      const signalled = waitForSignal(); // before saying ready: a SIGTERM right after must find the handler
       process.stdout.write(`lifeboat-service worker ready: queue merge on ${config.redis.url.replace(/\/\/[^@]*@/, '//')}\n`);
-      await waitForSignal();
+      await signalled;
       await workers.stop();
       await ctx.close();
     });

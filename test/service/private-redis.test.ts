@@ -53,9 +53,10 @@ function start(args: string[], ready: RegExp): Promise<{ child: ChildProcess; ou
 
 const serve = () => start(['serve', '--api-port', '0', '--no-failover-host'], /lifeboat-service ready/);
 
-function closed(child: ChildProcess): Promise<number | null> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
-  return new Promise((r) => child.once('close', (code) => r(code)));
+/** The child's exit code, or the signal that ended it. */
+function closed(child: ChildProcess): Promise<number | string | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode ?? child.signalCode);
+  return new Promise((r) => child.once('close', (code, signal) => r(code ?? signal)));
 }
 
 /** The redis-server among pid's children. */
