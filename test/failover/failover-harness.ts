@@ -28,6 +28,7 @@ import { Merger } from '../../service/workers/merger.js';
 import { GuestAgentClient } from '../../shared/qmp/client.js';
 import type { HttpResult, TestEnv } from '../service/helpers.js';
 import { claimRedisDb, operator, testEnv } from '../service/helpers.js';
+import { killLeftQemus } from './qemu-helpers.js';
 
 const serviceBin = join(import.meta.dirname, '..', '..', 'bin', 'lifeboat-service.js');
 
@@ -42,6 +43,9 @@ export class FailoverScenario {
     private readonly redisDb: { url: string; drop(): Promise<void> },
     private readonly options: { externalHost: boolean },
   ) {}
+
+  /** The failover-host processes this scenario started (stop ends any still running). */
+  private readonly hostProcesses: ChildProcess[] = [];
 
   static async start(options: { tenant?: string; externalHost?: boolean; configure?: (failover: Record<string, unknown>) => void } = {}): Promise<FailoverScenario> {
     const tenant = options.tenant ?? 'acme';
@@ -84,6 +88,7 @@ export class FailoverScenario {
   /** Starts `lifeboat-service failover-host` on this scenario's config; resolves once it says ready. */
   startHostProcess(): Promise<ChildProcess> {
     const child = spawn(process.execPath, [serviceBin, 'failover-host', '--config', this.env.config.path], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.hostProcesses.push(child);
     let err = '';
     child.stderr!.on('data', (d: Buffer) => { err = (err + d.toString()).slice(-4000); });
     return new Promise((resolve, reject) => {
@@ -93,6 +98,10 @@ export class FailoverScenario {
   }
 
   async stop(): Promise<void> {
+    // A test that failed half-way leaves its host processes and their detached guests: end them, or
+    // they take the CPU of every test after (a guest outlives its host by design).
+    for (const child of this.hostProcesses) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await killLeftQemus(join(this.hostDir, 'vms')).catch(() => undefined);
     this.redis.disconnect();
     await this.svc.stop();
     await this.env.cleanup();
