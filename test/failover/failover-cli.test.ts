@@ -12,6 +12,7 @@ import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FailoverReport } from '../../service/failover/report.js';
 import { referee, runBin } from '../helpers.js';
+import { refused } from '../cli-expect.js';
 import type { CommandOutput } from '../helpers.js';
 import { FailoverScenario, qemuAvailable } from './failover-harness.js';
 
@@ -21,14 +22,6 @@ let config: string;
 
 const cli = (...args: string[]): Promise<CommandOutput> => runBin('service', [...args, '--config', config]);
 
-/** exit 1 and one line on stderr, matching pattern, no stack trace. */
-async function refused(run: Promise<CommandOutput>, pattern: RegExp): Promise<void> {
-  const r = await run;
-  expect(r.code, r.stderr).toBe(1);
-  expect(r.stderr.trim().split('\n'), r.stderr).toHaveLength(1);
-  expect(r.stderr).toMatch(pattern);
-  expect(r.stderr).not.toMatch(/\bat .*\.ts:\d+/);
-}
 
 describe.skipIf(!hasQemu)('lifeboat-service failover', () => {
   // Each run of the binary loads the TypeScript sources afresh: seconds apiece on a busy machine.

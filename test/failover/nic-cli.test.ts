@@ -7,6 +7,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { referee, runBin } from '../helpers.js';
+import { refused } from '../cli-expect.js';
 import type { CommandOutput } from '../helpers.js';
 import { FailoverScenario } from './failover-harness.js';
 
@@ -32,14 +33,6 @@ afterAll(async () => {
 
 const cli = (...args: string[]): Promise<CommandOutput> => runBin('service', [...args, '--config', config]);
 
-/** exit 1 and one line on stderr, matching pattern. */
-async function refused(run: Promise<CommandOutput>, pattern: RegExp): Promise<void> {
-  const r = await run;
-  expect(r.code, r.stderr).toBe(1);
-  expect(r.stderr.trim().split('\n'), r.stderr).toHaveLength(1);
-  expect(r.stderr).toMatch(pattern);
-  expect(r.stderr).not.toMatch(/\bat .*\.ts:\d+/);
-}
 
 describe('lifeboat-service network, vm nic, failover plan-ip', () => {
   // Each run of the binary loads the TypeScript sources afresh: seconds apiece on a busy machine.

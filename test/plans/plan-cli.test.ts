@@ -8,6 +8,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PlanRunReport } from '../../service/plans/report.js';
+import { refused } from '../cli-expect.js';
 import { runBin } from '../helpers.js';
 import type { CommandOutput } from '../helpers.js';
 import { PlanScenario } from './plan-harness.js';
@@ -16,13 +17,6 @@ let p: PlanScenario;
 let config: string;
 const cli = (...args: string[]): Promise<CommandOutput> => runBin('service', [...args, '--config', config]);
 
-async function refused(run: Promise<CommandOutput>, pattern: RegExp): Promise<void> {
-  const r = await run;
-  expect(r.code, r.stderr).toBe(1);
-  expect(r.stderr.trim().split('\n'), r.stderr).toHaveLength(1);
-  expect(r.stderr).toMatch(pattern);
-  expect(r.stderr).not.toMatch(/\bat .*\.ts:\d+/);
-}
 
 describe('lifeboat-service plan', () => {
   // Each run of the binary loads the TypeScript sources afresh: seconds apiece on a busy machine.
