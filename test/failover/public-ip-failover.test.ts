@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FailoverReport } from '../../service/failover/report.js';
 import { referee } from '../helpers.js';
 import { FailoverScenario, must, qemuAvailable } from './failover-harness.js';
-import { Client4, Namespaces, netnsUnavailable } from './public-ip-netns.js';
+import { Answered, Client4, Namespaces, netnsUnavailable } from './public-ip-netns.js';
 
 const why = netnsUnavailable() ?? (qemuAvailable('the public address failover tests') ? undefined : 'qemu is not installed');
 if (why && process.env.CI) throw new Error(`public address failover tests cannot run: ${why}`);
@@ -83,7 +83,7 @@ describe.skipIf(why !== undefined)('public addresses through the failover engine
     expect(f.publicIps).toMatchObject([{ address: Public4, drAddress: '192.0.2.20', mac, allow: ['tcp/80'], removedAt: null }]);
     expect(ns.tables(ns.router)).toEqual([tableOf(f)]);
     expect(rules(f)).toContain(`iifname "up0" ip daddr ${Public4} tcp dport 80 dnat ip to 192.0.2.20`);
-    expect(ns.connect(ns.client, 'tcp', Public4, 80)).toEqual({ ok: true, text: `vm ${Client4}` });
+    expect(ns.connect(ns.client, 'tcp', Public4, 80, Answered)).toEqual({ ok: true, text: `vm ${Client4}` });
     expect(ns.connect(ns.client, 'tcp', Public4, 443)).toEqual({ ok: false, error: 'no answer' });
 
     // The tick changes nothing that is right: still one table, one rule, no new step.
@@ -96,7 +96,7 @@ describe.skipIf(why !== undefined)('public addresses through the failover engine
     must(await s.api('PUT', `/v1/tenants/acme/public-ip-mappings/${Public4}`, { vm: 'db01', mac, allow: ['tcp/80', 'tcp/443'] }), 'change');
     await s.svc.failoverHost!.tick();
     expect(ns.tables(ns.router)).toEqual([tableOf(f)]);
-    expect(ns.connect(ns.client, 'tcp', Public4, 443)).toEqual({ ok: true, text: `vm ${Client4}` });
+    expect(ns.connect(ns.client, 'tcp', Public4, 443, Answered)).toEqual({ ok: true, text: `vm ${Client4}` });
     let now = must(await s.api('GET', `/v1/failovers/${f.id}`), 'report').body;
     expect(now.publicIps).toMatchObject([{ address: Public4, allow: ['tcp/80', 'tcp/443'], removedAt: null }]);
     expect(steps(now)).toHaveLength(2);
@@ -105,7 +105,7 @@ describe.skipIf(why !== undefined)('public addresses through the failover engine
     ns.exec(ns.router, ['nft', 'delete', 'table', 'inet', tableOf(f)]);
     await s.svc.failoverHost!.tick();
     expect(ns.tables(ns.router)).toEqual([tableOf(f)]);
-    expect(ns.connect(ns.client, 'tcp', Public4, 80)).toEqual({ ok: true, text: `vm ${Client4}` });
+    expect(ns.connect(ns.client, 'tcp', Public4, 80, Answered)).toEqual({ ok: true, text: `vm ${Client4}` });
 
     const ended = await end(f);
     expect(ended.state).toBe('reverted');
@@ -128,7 +128,7 @@ describe.skipIf(why !== undefined)('public addresses through the failover engine
     expect(ns.tables(ns.router)).toEqual([tableOf(f)]);
     expect(rules(f)).toContain('dnat ip to 192.0.2.10');
     // The stand-in holds the test address too, so the rules carry the traffic there.
-    expect(ns.connect(ns.client, 'tcp', Public4, 80)).toEqual({ ok: true, text: `vm ${Client4}` });
+    expect(ns.connect(ns.client, 'tcp', Public4, 80, Answered)).toEqual({ ok: true, text: `vm ${Client4}` });
     const ended = await end(f);
     expect(ended.publicIps).toMatchObject([{ address: Public4, drAddress: '192.0.2.10', allow: ['tcp/80'] }]);
     expect(ended.publicIps[0]!.removedAt).not.toBeNull();

@@ -12,7 +12,7 @@ import { LifeboatError } from '../../shared/errors.js';
 import { failoverOfTable, natTableName, parseAllow, renderNatDelete, renderNatTable } from '../../service/failover/network/nat.js';
 import { expandPoolAddresses } from '../../service/failover/network/pool.js';
 import { Nft } from '../../service/failover/nft.js';
-import { Client4, Client6, Namespaces, netnsUnavailable, Vm4, Vm6 } from './public-ip-netns.js';
+import { Answered, Client4, Client6, Namespaces, netnsUnavailable, Vm4, Vm6 } from './public-ip-netns.js';
 
 const why = netnsUnavailable();
 // CI installs nftables (.ci/run): there the namespaces must be made, never skipped.
@@ -98,8 +98,8 @@ describe.skipIf(why !== undefined)('public addresses in network namespaces', () 
 
   it('without rules the public address reaches nothing, and the VM is reached only by its DR address', () => {
     expect(ns.connect(ns.client, 'tcp', Public4, 80)).toMatchObject({ ok: false });
-    expect(ns.connect(ns.client, 'tcp', Vm4, 80)).toEqual({ ok: true, text: `vm ${Client4}` });
-    expect(ns.connect(ns.vm, 'tcp', Client4, 7000)).toEqual({ ok: true, text: `client ${Vm4}` });
+    expect(ns.connect(ns.client, 'tcp', Vm4, 80, Answered)).toEqual({ ok: true, text: `vm ${Client4}` });
+    expect(ns.connect(ns.vm, 'tcp', Client4, 7000, Answered)).toEqual({ ok: true, text: `client ${Vm4}` });
   });
 
   it('maps the public address 1:1 to the VM for the allowed ports, both families, and nothing else', async () => {
@@ -111,9 +111,9 @@ describe.skipIf(why !== undefined)('public addresses in network namespaces', () 
     expect(listed.match(/dnat ip to 192\.0\.2\.10/g)).toHaveLength(3);
 
     // Allowed: lands on the VM, which sees the client's own address (DNAT keeps the source).
-    expect(ns.connect(ns.client, 'tcp', Public4, 80)).toEqual({ ok: true, text: `vm ${Client4}` });
-    expect(ns.connect(ns.client, 'udp', Public4, 5353)).toEqual({ ok: true, text: `vm ${Client4}` });
-    expect(ns.connect(ns.client, 'tcp', Public6, 80)).toEqual({ ok: true, text: `vm ${Client6}` });
+    expect(ns.connect(ns.client, 'tcp', Public4, 80, Answered)).toEqual({ ok: true, text: `vm ${Client4}` });
+    expect(ns.connect(ns.client, 'udp', Public4, 5353, Answered)).toEqual({ ok: true, text: `vm ${Client4}` });
+    expect(ns.connect(ns.client, 'tcp', Public6, 80, Answered)).toEqual({ ok: true, text: `vm ${Client6}` });
     expect(ns.exec(ns.client, ['ping', '-c', '1', '-W', '2', Public4])).toMatch(/1 received/);
 
     // Off the list: dropped (no answer at all), and counted by the guard.
@@ -129,14 +129,14 @@ describe.skipIf(why !== undefined)('public addresses in network namespaces', () 
     expect(ns.connect(ns.client, 'tcp', Vm6, 80)).toEqual({ ok: false, error: 'no answer' });
 
     // The VM's own connections leave from the public address (SNAT), and their answers come back.
-    expect(ns.connect(ns.vm, 'tcp', Client4, 7000)).toEqual({ ok: true, text: `client ${Public4}` });
-    expect(ns.connect(ns.vm, 'tcp', Client6, 7000)).toEqual({ ok: true, text: `client ${Public6}` });
+    expect(ns.connect(ns.vm, 'tcp', Client4, 7000, Answered)).toEqual({ ok: true, text: `client ${Public4}` });
+    expect(ns.connect(ns.vm, 'tcp', Client6, 7000, Answered)).toEqual({ ok: true, text: `client ${Public6}` });
   });
 
   it('changes the allow-list in one transaction and removes the table without a trace', async () => {
     await nft.apply(renderNatTable(table, [{ ...rules[0]!, allow: ['tcp/8080'] }], { uplink: 'up0' }));
     expect(ns.tables(ns.router)).toEqual([table]);
-    expect(ns.connect(ns.client, 'tcp', Public4, 8080)).toEqual({ ok: true, text: `vm ${Client4}` });
+    expect(ns.connect(ns.client, 'tcp', Public4, 8080, Answered)).toEqual({ ok: true, text: `vm ${Client4}` });
     expect(ns.connect(ns.client, 'tcp', Public4, 80)).toEqual({ ok: false, error: 'no answer' });
     expect(ns.connect(ns.client, 'tcp', Public6, 80)).toMatchObject({ ok: false });
 
@@ -145,13 +145,13 @@ describe.skipIf(why !== undefined)('public addresses in network namespaces', () 
     expect(ns.exec(ns.router, ['nft', 'list', 'tables']).trim()).toBe('');
     expect(ns.exec(ns.router, ['nft', 'list', 'ruleset']).trim()).toBe('');
     expect(ns.connect(ns.client, 'tcp', Public4, 8080)).toMatchObject({ ok: false });
-    expect(ns.connect(ns.client, 'tcp', Vm4, 80)).toEqual({ ok: true, text: `vm ${Client4}` });
-    expect(ns.connect(ns.vm, 'tcp', Client4, 7000)).toEqual({ ok: true, text: `client ${Vm4}` });
+    expect(ns.connect(ns.client, 'tcp', Vm4, 80, Answered)).toEqual({ ok: true, text: `vm ${Client4}` });
+    expect(ns.connect(ns.vm, 'tcp', Client4, 7000, Answered)).toEqual({ ok: true, text: `client ${Vm4}` });
   });
 
   it('without an uplink SNATs whatever the VM sends through the host, and names nft\'s refusal in one line', async () => {
     await nft.apply(renderNatTable(table, [{ ...rules[0]!, allow: [] }]));
-    expect(ns.connect(ns.vm, 'tcp', Client4, 7000)).toEqual({ ok: true, text: `client ${Public4}` });
+    expect(ns.connect(ns.vm, 'tcp', Client4, 7000, Answered)).toEqual({ ok: true, text: `client ${Public4}` });
     expect(ns.connect(ns.client, 'tcp', Public4, 80)).toEqual({ ok: false, error: 'no answer' });
     await nft.apply(renderNatDelete(table));
     expect(ns.tables(ns.router)).toEqual([]);

@@ -16,6 +16,9 @@ import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 
+/** How long a connection that must be answered may wait (the first packet of a family waits for neighbour discovery; a loaded machine is slow). */
+export const Answered = 10_000;
+
 export const Client4 = '198.51.100.2';
 export const Client6 = '2001:db8:c::2';
 export const Vm4 = '192.0.2.10';

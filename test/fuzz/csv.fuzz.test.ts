@@ -7,16 +7,20 @@
  * rows; then the text itself cut or a character changed. Each file is imported (dry run or for real)
  * by the function the route calls: it imports, or refuses with its bad rows (each one line, with its
  * line number), or throws a LifeboatError below 500. A share goes through the HTTP route as well: a
- * success or a 4xx with the JSON error body.
+ * success or a 4xx with a problem body.
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import { importNicCsv } from '../../service/api/networks.js';
+import { ProblemTypeBase } from '../../service/http/problem.js';
 import { isLifeboatError } from '../../shared/errors.js';
-import { errorResponseSchema } from '../../shared/protocol/schemas.js';
 import { enrolledAgent, httpsJson, operator, testEnv, testService, type TestEnv } from '../service/helpers.js';
 import { fuzz, testTimeout } from './harness.js';
 import { mutateText, textMutationArb } from './json-mutate.js';
+
+/** An API refusal: a 4xx RFC 9457 problem (service/http/problem.ts). */
+const problemBody = z.object({ type: z.string().startsWith(ProblemTypeBase), title: z.string(), status: z.number().int().min(400).max(499), detail: z.string().min(1), code: z.string() });
 
 let env: TestEnv;
 let svc: Awaited<ReturnType<typeof testService>>;
@@ -128,7 +132,7 @@ describe('NIC settings CSV import under mutation', () => {
         outcomes.http++;
         const r = await operator(svc, 'POST', `/v1/tenants/${Tenant}/nic-settings/import`, { csv, dryRun: i.dryRun });
         if (r.status >= 500) throw new Error(`HTTP ${r.status}: ${JSON.stringify(r.body).slice(0, 300)}`);
-        if (r.status >= 400 && !errorResponseSchema.safeParse(r.body).success) throw new Error(`HTTP ${r.status} without the JSON error body`);
+        if (r.status >= 400 && !problemBody.safeParse(r.body).success) throw new Error(`HTTP ${r.status} without a problem body: ${JSON.stringify(r.body).slice(0, 300)}`);
         return;
       }
       try {
