@@ -35,6 +35,10 @@ export const serviceCommands: readonly LazyCommand[] = [
     command: 'import-media', description: 'load the initial copies an agent wrote to external media (--initial media:DIR) into the replicas',
     load: async () => (await import('./import-media.js')).registerImportMedia,
   },
+  {
+    command: 'catalog', description: 'the catalog itself: rebuild it from replica storage and the object store',
+    load: async () => (await import('./catalog.js')).registerCatalog,
+  },
   { command: 'usage', description: 'metered usage per tenant and UTC day', load: async () => (await import('./usage.js')).registerUsage },
   { command: 'guest', description: 'test guest images', load: async () => (await import('./guest.js')).registerGuest },
   { command: 'failover', description: 'start, inspect and end failovers (test, planned, unplanned)', load: loadFailover },
