@@ -38,7 +38,7 @@ export const apiKeyCreateSchema = z.strictObject({
   tenant: z.string().max(64).optional(),
   expiresIn: z.string().max(16).default(DefaultKeyLifetime).describe('30m, 12h, 90d …, at most 3650d; "never" for no expiry'),
 });
-const listQuery = z.strictObject({ tenant: z.string().max(64).optional() });
+export const apiKeyListQuery = z.strictObject({ tenant: z.string().max(64).optional() });
 
 export function presentKey(k: ApiKeyRow) {
   const iso = (d: Date | null) => (d ? new Date(d).toISOString() : null);
@@ -87,7 +87,7 @@ export function apiKeyRoutes(ctx: ServiceContext): Hono<Env> {
   });
   r.get('/api-keys', async (c) => {
     const claims = c.get('operator');
-    const q = check(listQuery, c.req.query(), 'query');
+    const q = check(apiKeyListQuery, c.req.query(), 'query');
     const tenant = q.tenant ?? (isHosterRole(claims.role) ? undefined : claims.tenant);
     mayManageAccess(claims, tenant);
     return c.json({ keys: (await listApiKeys(ctx.db, tenant)).map(presentKey) });

@@ -68,7 +68,7 @@ export async function audited<T>(ctx: ServiceContext, c: Context<Env>, change: A
 }
 
 const MaxAuditPage = 500;
-const auditQuery = z.strictObject({
+export const auditQuery = z.strictObject({
   tenant: z.string().max(64).optional(),
   actor: z.string().max(200).optional(),
   from: z.iso.datetime({ offset: true }).optional(),

@@ -87,7 +87,7 @@ async function importNvram(vm: VmRow, path: string) {
   return { tenant: vm.tenant, vm: vm.name, path: dest, bytes: info.size };
 }
 
-const listQuery = z.strictObject({ tenant: z.string().optional(), active: z.enum(['true', 'false']).optional() });
+export const failoverListQuery = z.strictObject({ tenant: z.string().optional(), active: z.enum(['true', 'false']).optional() });
 
 type Env = { Variables: { operator: ApiClaims } };
 const screenshotPath = (f: FailoverRow) => `/v1/tenants/${f.tenant}/failovers/${f.id}/screenshot.png`;
@@ -127,7 +127,7 @@ export function failoverRoutes(ctx: ServiceContext, queues: () => FailoverQueues
   });
   r.get('/tenants/:tenant/failovers', async (c) => {
     const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
-    const q = check(listQuery.omit({ tenant: true }), c.req.query(), 'query');
+    const q = check(failoverListQuery.omit({ tenant: true }), c.req.query(), 'query');
     return c.json({ failovers: (await listFailovers(ctx.db, { tenant, active: q.active === 'true' })).map(summary) });
   });
   r.get('/tenants/:tenant/failovers/:id', async (c) => {
@@ -180,7 +180,7 @@ export function failoverRoutes(ctx: ServiceContext, queues: () => FailoverQueues
 
   r.get('/failovers', async (c) => {
     mayRead(c.get('operator'), undefined);
-    const q = check(listQuery, c.req.query(), 'query');
+    const q = check(failoverListQuery, c.req.query(), 'query');
     return c.json({ failovers: (await listFailovers(ctx.db, { tenant: q.tenant, active: q.active === 'true' })).map(summary) });
   });
   r.get('/failovers/:id', async (c) => {

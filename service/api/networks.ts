@@ -59,8 +59,8 @@ export const networkCreateSchema = z.strictObject({
 export const grantSchema = z.strictObject({ tenant: z.string().max(64) });
 export const mappingsPutSchema = z.strictObject({ mappings: z.array(z.unknown()).max(MaxMappingsPerTenant) });
 export const nicImportSchema = z.strictObject({ csv: z.string(), dryRun: z.boolean().default(false) });
-const listQuery = z.strictObject({ tenant: z.string().max(64).optional() });
-const mappingDeleteQuery = z.strictObject({ kind: kind.optional(), source: z.string().max(100).optional() });
+export const networkListQuery = z.strictObject({ tenant: z.string().max(64).optional() });
+export const mappingDeleteQuery = z.strictObject({ kind: kind.optional(), source: z.string().max(100).optional() });
 
 
 function networkName(name: string, what = 'network'): string {
@@ -103,7 +103,7 @@ export function networkRoutes(ctx: ServiceContext): Hono<Env> {
 
   r.get('/networks', async (c) => {
     mayRead(c.get('operator'), undefined);
-    const q = check(listQuery, c.req.query(), 'query');
+    const q = check(networkListQuery, c.req.query(), 'query');
     return c.json({ networks: (await listNetworks(ctx.db, q.tenant)).map(presentNetwork) });
   });
   r.post('/networks', async (c) => {

@@ -47,7 +47,7 @@ export const nicBodySchema = z.strictObject({
   reportedAddresses: z.array(z.string().max(64)).max(MaxAddressesPerNic).optional(),
 });
 export const nicsPutSchema = z.strictObject({ nics: z.array(nicBodySchema.extend({ mac: z.string().max(64) })).max(64) });
-const planQuery = z.strictObject({ kind: z.enum(['production', 'test']).default('production') });
+export const planQuery = z.strictObject({ kind: z.enum(['production', 'test']).default('production') });
 
 /** A NIC as a caller gives it: settings not yet checked. */
 export interface NicInput {

@@ -61,9 +61,9 @@ const mappingFields = {
 };
 export const mappingCreateSchema = z.strictObject({ address: z.string().max(64), ...mappingFields });
 export const mappingPutSchema = z.strictObject(mappingFields);
-const listQuery = z.strictObject({ tenant: z.string().max(64).optional() });
-const mappingListQuery = z.strictObject({ vm: z.string().max(64).optional() });
-const revokeQuery = z.strictObject({ address: z.string().max(64).optional() });
+export const poolListQuery = z.strictObject({ tenant: z.string().max(64).optional() });
+export const mappingListQuery = z.strictObject({ vm: z.string().max(64).optional() });
+export const revokeQuery = z.strictObject({ address: z.string().max(64).optional() });
 
 
 function poolName(name: string, what = 'pool'): string {
@@ -153,7 +153,7 @@ export function publicIpRoutes(ctx: ServiceContext): Hono<Env> {
 
   r.get('/public-ip-pools', async (c) => {
     mayRead(c.get('operator'), undefined);
-    const q = check(listQuery, c.req.query(), 'query');
+    const q = check(poolListQuery, c.req.query(), 'query');
     return c.json({ pools: (await listPools(ctx.db, q.tenant)).map(presentPool) });
   });
   r.post('/public-ip-pools', async (c) => {

@@ -34,9 +34,9 @@ const UsernamePattern = /^[a-z0-9][a-z0-9._@+-]{0,127}$/;
 export const userCreateSchema = z.strictObject({
   username: z.string().max(200), role: z.enum(Roles), tenant: z.string().max(200).optional(), password: z.string().max(2048).optional(),
 });
-const userPatchSchema = z.strictObject({ role: z.enum(Roles) });
-const resetSchema = z.strictObject({ ttl: z.string().max(20).optional() });
-const listQuery = z.strictObject({ tenant: z.string().max(200).optional() });
+export const userPatchSchema = z.strictObject({ role: z.enum(Roles) });
+export const resetSchema = z.strictObject({ ttl: z.string().max(20).optional() });
+export const userListQuery = z.strictObject({ tenant: z.string().max(200).optional() });
 
 export function checkUsername(name: string): string {
   const n = name.trim().toLowerCase();
@@ -130,7 +130,7 @@ export async function checkCredentials(ctx: ServiceContext, username: string, pa
 /** The routes; the caller mounts them behind the manage-access check (trust/roles.ts). */
 export function userRoutes(ctx: ServiceContext, sessions: () => SessionStore | undefined): Hono {
   const app = new Hono();
-  app.get('/users', async (c) => c.json({ users: await userList(ctx, check(listQuery, c.req.query(), 'query').tenant) }));
+  app.get('/users', async (c) => c.json({ users: await userList(ctx, check(userListQuery, c.req.query(), 'query').tenant) }));
   app.post('/users', async (c) => c.json(await createUser(ctx, await readJson(c, userCreateSchema)), 201));
   app.patch('/users/:username', async (c) => c.json(await changeRole(ctx, sessions(), c.req.param('username'), (await readJson(c, userPatchSchema)).role)));
   app.delete('/users/:username', async (c) => c.json(await removeUser(ctx, sessions(), c.req.param('username'))));

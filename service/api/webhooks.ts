@@ -57,9 +57,9 @@ export const webhookChangeSchema = z.strictObject({
   rotateSecret: z.boolean().optional(),
 });
 
-const deliveriesQuery = z.strictObject({ status: z.enum(['pending', 'succeeded', 'failed']).optional(), limit: z.coerce.number().int().min(1).max(1000).default(100) });
-const eventsQuery = z.strictObject({ type: z.enum(EventTypes).optional(), limit: z.coerce.number().int().min(1).max(1000).default(100) });
-const hosterListQuery = z.strictObject({ tenant: z.string().max(64).optional(), scope: z.enum(['hoster']).optional() });
+export const deliveriesQuery = z.strictObject({ status: z.enum(['pending', 'succeeded', 'failed']).optional(), limit: z.coerce.number().int().min(1).max(1000).default(100) });
+export const eventsQuery = z.strictObject({ type: z.enum(EventTypes).optional(), limit: z.coerce.number().int().min(1).max(1000).default(100) });
+export const hosterListQuery = z.strictObject({ tenant: z.string().max(64).optional(), scope: z.enum(['hoster']).optional() });
 
 /** Who a request acts for: a tenant (its subscriptions only) or the hoster (all). */
 type Scope = { tenant: string } | { hoster: true };

@@ -11,16 +11,9 @@ import type { Role } from '../../service/trust/roles.js';
 import { Roles } from '../../service/trust/roles.js';
 import type { TestEnv } from '../service/helpers.js';
 import { operator, testEnv, testService } from '../service/helpers.js';
+import { concrete } from './probes.js';
 
 interface Row { method: string; path: string; roles: Role[] }
-
-/** Values for path parameters: ids of objects that do not exist, in each parameter's valid form. */
-const ProbeValues: Record<string, string> = {
-  tenant: 'acme', vm: 'web01', id: 'fo-probe', action: 'stop', mac: '52:54:00:00:00:01', name: 'probe-net',
-  address: '192.0.2.1', delivery: 'msg_probe', plan: 'probe-plan', run: 'run-probe', username: 'probe-user',
-};
-/** Ids whose form differs by resource. */
-const IdByPrefix: [RegExp, string][] = [[/^\/v1\/api-keys\//, '0000000000000000'], [/webhooks\/\{id\}/, 'whs_probe']];
 
 async function tableRows(): Promise<Row[]> {
   const doc = await readFile(join(import.meta.dirname, '..', '..', 'docs', 'api.md'), 'utf8');
@@ -34,16 +27,6 @@ async function tableRows(): Promise<Row[]> {
     rows.push({ method: m[1]!, path: m[2]!, roles: roles as Role[] });
   }
   return rows;
-}
-
-function concrete(path: string): string {
-  let p = path;
-  for (const [re, id] of IdByPrefix) if (re.test(p)) p = p.replace('{id}', id);
-  return p.replace(/\{(\w+)\}/g, (_, name: string) => {
-    const v = ProbeValues[name];
-    if (v === undefined) throw new Error(`no probe value for path parameter {${name}}: add it to ProbeValues`);
-    return encodeURIComponent(v);
-  });
 }
 
 let env: TestEnv;
