@@ -118,6 +118,8 @@ export const configSchema = z.strictObject({
       /** DR network name → Hyper-V virtual switch. */
       switches: z.record(z.string(), z.string().min(1).max(100)).default({}),
       vmPath: z.string().min(1).optional(),
+      /** The host's NAT (New-NetNat) that carries public addresses as static mappings. */
+      nat: z.string().min(1).max(100).optional(),
     }).optional(),
     /** The webhook driver (docs/failover-drivers.md): the hoster's orchestrator. */
     webhook: z.strictObject({

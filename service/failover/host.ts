@@ -186,7 +186,7 @@ export async function makeDriver(config: Config, log: Logger): Promise<FailoverD
         ...(h.identityFile ? { identityFile: absolute('hyperv.identityFile', h.identityFile)! } : {}),
         ...(h.knownHostsFile ? { knownHostsFile: absolute('hyperv.knownHostsFile', h.knownHostsFile)! } : {}),
       });
-      return new HypervDriver({ runner, childDir: absolute('hyperv.childDir', h.childDir)!, paths: h.paths, switches: h.switches, ...(h.vmPath ? { vmPath: h.vmPath } : {}), log });
+      return new HypervDriver({ runner, childDir: absolute('hyperv.childDir', h.childDir)!, paths: h.paths, switches: h.switches, ...(h.vmPath ? { vmPath: h.vmPath } : {}), ...(h.nat ? { nat: h.nat } : {}), log });
     }
     case 'webhook': {
       const w = cfg.webhook;

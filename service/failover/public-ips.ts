@@ -13,8 +13,9 @@
  * a failed failover (the VM is up; the tick tries again). Removal that fails throws: the teardown is
  * retried. Idempotent: the table is replaced in one nft transaction, so a job run again or a tick
  * never duplicates a rule.
- * Only qemu hosts apply rules (their VMs' NICs are on this machine's bridges); hyperv and webhook
- * hosts do not (docs: not yet).
+ * Where the rules go: a qemu host applies them itself with nftables (its VMs' NICs are on this
+ * machine's bridges); a hyperv or webhook host hands them to its driver (driver.publicIps: the Hyper-V
+ * host's NAT, the orchestrator), the same set at the same moments.
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -33,23 +34,54 @@ import { natTableName, renderNatDelete, renderNatTable } from './network/nat.js'
 import { Nft } from './nft.js';
 import { NetworkPlanFile } from './seed.js';
 
-type Host = Pick<HostRuntime, 'ctx' | 'hostName' | 'dir' | 'log'>;
+type Host = Pick<HostRuntime, 'ctx' | 'hostName' | 'dir' | 'log'> & Partial<Pick<HostRuntime, 'driver'>>;
 type Applied = PublicIpRule & { mac: string | null };
 
 /** States in which a failover's VM has been started and its rules belong on the host. */
 const StartedStates = new Set(['booting', 'ready', 'running', 'committing', 'committed']);
 
-function enabled(rt: Host): boolean {
-  return rt.ctx.config.failover.host.driver === 'qemu';
+/** Where a failover's rules are put in force. */
+interface Applier {
+  /** How the step names the place, e.g. `nftables table lifeboat_…`. */
+  where(id: string): string;
+  /** Puts exactly these rules in force; notes on what could not be carried. */
+  apply(id: string, rules: readonly Applied[]): Promise<string[]>;
+  remove(id: string): Promise<void>;
+  /** Which failovers' rules are there now, when the place can be listed (nftables); else undefined. */
+  present(): Promise<((id: string) => boolean) | undefined>;
+  /** A test failover's NICs are on an isolated network this place does not route to. */
+  isolatesTests: boolean;
 }
 
-function nftOf(rt: Host): Nft {
-  const p = rt.ctx.config.failover.publicIps;
-  return new Nft({ binary: p.nft, netns: p.netns });
+function applierOf(rt: Host): Applier | undefined {
+  if (rt.ctx.config.failover.host.driver === 'qemu') {
+    const p = rt.ctx.config.failover.publicIps;
+    const nft = new Nft({ binary: p.nft, netns: p.netns });
+    return {
+      where: (id) => `nftables table ${natTableName(id)}`,
+      apply: async (id, rules) => { await nft.apply(renderNatTable(natTableName(id), rules, { uplink: p.uplink })); return []; },
+      remove: (id) => nft.apply(renderNatDelete(natTableName(id))),
+      present: async () => {
+        const tables = new Set((await nft.tables()).filter((t) => t.family === 'inet').map((t) => t.name));
+        return (id) => tables.has(natTableName(id));
+      },
+      isolatesTests: true,
+    };
+  }
+  const { driver } = rt;
+  if (!driver?.publicIps) return undefined;
+  const publicIps = driver.publicIps.bind(driver);
+  return {
+    where: () => `${driver.kind} driver`,
+    apply: (id, rules) => publicIps(join(rt.dir, 'vms', id), rules),
+    remove: async (id) => { await publicIps(join(rt.dir, 'vms', id), []); },
+    present: async () => undefined,
+    isolatesTests: driver.kind === 'hyperv',
+  };
 }
 
 /** What the failover's table should hold now, and why a mapping of its VM is left out. */
-export async function desiredPublicIps(db: Queryable, f: Pick<FailoverRow, 'id' | 'tenant' | 'vm' | 'kind'>, plan: readonly NicPlan[]): Promise<{ rules: Applied[]; notes: string[] }> {
+export async function desiredPublicIps(db: Queryable, f: Pick<FailoverRow, 'id' | 'tenant' | 'vm' | 'kind'>, plan: readonly NicPlan[], isolatesTests = true): Promise<{ rules: Applied[]; notes: string[] }> {
   const all = await listPublicMappings(db, f.tenant, f.vm);
   const mappings = f.kind === 'test' ? all.filter((m) => m.test) : all;
   const notes: string[] = [];
@@ -85,7 +117,7 @@ export async function desiredPublicIps(db: Queryable, f: Pick<FailoverRow, 'id' 
     if (rules.some((r) => r.drAddress === drIp.value.toString())) { skip(`${dr} already has public address ${rules.find((r) => r.drAddress === drIp.value.toString())!.address}`); continue; }
     rules.push({ address: m.address, drAddress: drIp.value.toString(), allow: m.allow, mac });
   }
-  if (f.kind === 'test' && rules.length > 0) notes.push('a test failover\'s NICs are on its run\'s isolated network, which this host does not route: the rules are in place, but reach the VM only where its NIC is on a bridge of this host');
+  if (f.kind === 'test' && rules.length > 0 && isolatesTests) notes.push('a test failover\'s NICs are on its run\'s isolated network, which this host does not route: the rules are in place, but reach the VM only where its NIC is on a bridge of this host');
   return { rules, notes };
 }
 
@@ -116,8 +148,8 @@ const written = new WeakMap<object, Set<string>>();
  * stray, or this process has not written it yet (a crash between the record and nft), and records a
  * step only then. `present` is whether the table is there (the tick lists them; the job does not look).
  */
-async function sync(rt: Host, f: FailoverRow, nft: Nft, announce: boolean, present?: boolean): Promise<void> {
-  await serialised(f.id, () => syncNow(rt, f, nft, announce, present));
+async function sync(rt: Host, f: FailoverRow, applier: Applier, announce: boolean, present?: boolean): Promise<void> {
+  await serialised(f.id, () => syncNow(rt, f, applier, announce, present));
 }
 
 /** One change at a time per failover in this process (the job's start and the tick may meet). */
@@ -134,12 +166,12 @@ async function serialised(id: string, fn: () => Promise<void>): Promise<void> {
   }
 }
 
-async function syncNow(rt: Host, listed: FailoverRow, nft: Nft, announce: boolean, present?: boolean): Promise<void> {
+async function syncNow(rt: Host, listed: FailoverRow, applier: Applier, announce: boolean, present?: boolean): Promise<void> {
   const { db } = rt.ctx;
   // Read again now that it is this failover's turn: a teardown may have begun since the tick listed it.
   const f = await getFailover(db, listed.id);
   if (!f || f.endedAt || !StartedStates.has(f.state) || f.goal === 'stopped' || f.goal === 'reverted') return;
-  const { rules, notes } = await desiredPublicIps(db, f, await readPlan(rt, f.id));
+  const { rules, notes } = await desiredPublicIps(db, f, await readPlan(rt, f.id), applier.isolatesTests);
   const applied = await listAppliedPublicIps(db, f.id, true);
   // A booting VM gets its rules from the job's start step, once qemu runs; the tick only keeps them.
   if (!announce && f.state === 'booting' && applied.length === 0) return;
@@ -152,12 +184,12 @@ async function syncNow(rt: Host, listed: FailoverRow, nft: Nft, announce: boolea
     if (announce) await addStep(db, f.id, 'public-ips', 'skipped', notes.length ? notes.join('; ') : `no public address is mapped to ${f.vm}`);
     return;
   }
-  const table = natTableName(f.id);
+  const where = applier.where(f.id);
   await db.transaction((tx) => recordApplied(tx, f.id, rules));
   try {
-    await nft.apply(renderNatTable(table, rules, { uplink: rt.ctx.config.failover.publicIps.uplink }));
+    notes.push(...await applier.apply(f.id, rules));
   } catch (err) {
-    // nft changed nothing (one transaction): the record goes back to what the host still holds.
+    // nft changed nothing (one transaction), nor did a driver that refused: the record goes back to what the host still holds.
     await db.transaction((tx) => recordApplied(tx, f.id, applied));
     const reason = userMessage(err) ?? (err as Error).message;
     rt.log.error({ failover: f.id, err }, 'public addresses not applied');
@@ -168,7 +200,7 @@ async function syncNow(rt: Host, listed: FailoverRow, nft: Nft, announce: boolea
     return;
   }
   mine.add(f.id);
-  const detail = rules.length > 0 ? `nftables table ${table}: ${describe(rules)}` : `nftables table ${table} removed: no mapping applies now`;
+  const detail = rules.length > 0 ? `${where}: ${describe(rules)}` : `${where} removed: no mapping applies now`;
   // Warnings first: the step is what a caller waiting for this one watches.
   if (announce && notes.length > 0) await appendWarnings(db, f.id, notes);
   await addStep(db, f.id, 'public-ips', 'done', notes.length ? `${detail}; ${notes.join('; ')}` : detail);
@@ -176,8 +208,9 @@ async function syncNow(rt: Host, listed: FailoverRow, nft: Nft, announce: boolea
 
 /** The failover job's hook when the VM has started. Never throws for nft: the VM is up either way. */
 export async function applyPublicIps(rt: Host, f: FailoverRow): Promise<void> {
-  if (!enabled(rt)) return;
-  await sync(rt, f, nftOf(rt), true);
+  const applier = applierOf(rt);
+  if (!applier) return;
+  await sync(rt, f, applier, true);
 }
 
 /** The failover job's hook at teardown: the table goes before the VM stops. Throws when nft fails. */
@@ -187,16 +220,17 @@ export async function removePublicIps(rt: Host, f: Pick<FailoverRow, 'id'>): Pro
 
 async function removeNow(rt: Host, id: string): Promise<void> {
   const applied = await listAppliedPublicIps(rt.ctx.db, id, true);
-  if (applied.length === 0) return;
-  const table = natTableName(id);
-  await nftOf(rt).apply(renderNatDelete(table));
+  const applier = applierOf(rt);
+  if (applied.length === 0 || !applier) return;
+  await applier.remove(id);
   await markRemoved(rt.ctx.db, id);
-  await addStep(rt.ctx.db, id, 'public-ips', 'done', `nftables table ${table} removed: ${applied.map((a) => a.address).join(', ')} released`);
+  await addStep(rt.ctx.db, id, 'public-ips', 'done', `${applier.where(id)} removed: ${applied.map((a) => a.address).join(', ')} released`);
 }
 
 /** The host's tick: every started failover's table as its mappings say; ended failovers' tables gone. */
 export async function reconcilePublicIps(rt: Host): Promise<void> {
-  if (!enabled(rt)) return;
+  const applier = applierOf(rt);
+  if (!applier) return;
   const { db } = rt.ctx;
   const active = (await listFailovers(db, { host: rt.hostName, active: true })).filter((f) => StartedStates.has(f.state));
   const ended = await endedWithPublicIps(db, rt.hostName);
@@ -206,11 +240,10 @@ export async function reconcilePublicIps(rt: Host): Promise<void> {
     anything = (await listPublicMappings(db, f.tenant, f.vm)).length > 0 || (await listAppliedPublicIps(db, f.id, true)).length > 0;
   }
   if (!anything) return;
-  const nft = nftOf(rt);
-  const tables = new Set((await nft.tables()).filter((t) => t.family === 'inet').map((t) => t.name));
+  const present = await applier.present();
   for (const f of active) {
     try {
-      await sync(rt, f, nft, false, tables.has(natTableName(f.id)));
+      await sync(rt, f, applier, false, present?.(f.id));
     } catch (err) {
       rt.log.error({ failover: f.id, err }, 'public addresses: reconcile');
     }

@@ -3,7 +3,9 @@
  * hands every step of a test failover to the hoster's orchestrator, here a real HTTP receiver on
  * loopback that checks each request's Standard Webhooks signature with its own node:crypto code and
  * answers at once. The steps arrive in order with the point's NBD export, the replica layer and the
- * NIC's resolved settings; the failover becomes ready and stopping it reaches the orchestrator.
+ * NIC's resolved settings; the VM's public address (a mapping that asks for test failovers) is handed
+ * over in its own signed step once the VM started, and taken back before it stops; the failover
+ * becomes ready and stopping it reaches the orchestrator.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { mkdtemp, writeFile } from 'node:fs/promises';
@@ -61,6 +63,9 @@ describe('failover through the webhook driver', () => {
       mac: '52:54:00:aa:bb:cc', position: 0, model: 'virtio', reportedAddresses: [],
       settings: { test: { mode: 'static', addresses: ['192.0.2.40/24'], gateway4: '192.0.2.1', dns: ['192.0.2.53'], search: [] } },
     });
+    must(await s.api('POST', '/v1/public-ip-pools', { name: 'edge', addresses: ['203.0.113.10'] }), 'pool');
+    must(await s.api('POST', '/v1/public-ip-pools/edge/grants', { tenant: 'acme', count: 1 }), 'grant');
+    must(await s.api('POST', '/v1/tenants/acme/public-ip-mappings', { address: '203.0.113.10', vm: 'app01', mac: '52:54:00:aa:bb:cc', allow: ['tcp/443', 'icmp'], test: true }), 'map');
   }, 120_000);
 
   afterAll(async () => {
@@ -76,6 +81,17 @@ describe('failover through the webhook driver', () => {
     expect(text).toContain(`acme/app01/disk0/${ready.point.id}/${ready.id}`);
     expect(text).toContain('192.0.2.40/24');
     expect(text).toMatch(/replicaPath/);
+    // The public address, resolved to the NIC's test address, in a signed step of its own after start.
+    const pub = received.filter((x) => x.step === 'public-ips');
+    expect(pub.map((x) => x.body.publicIps)).toEqual([[{ address: '203.0.113.10', drAddress: '192.0.2.40', mac: '52:54:00:aa:bb:cc', allow: ['tcp/443', 'icmp'] }]]);
+    expect(pub[0]!.body).toMatchObject({ type: 'failover.public-ips', failoverId: ready.id, vm: 'app01', kind: 'test' });
+    expect(received.findIndex((x) => x.step === 'start')).toBeLessThan(received.indexOf(pub[0]!));
+    expect(ready.steps.find((x) => x.step === 'public-ips')).toMatchObject({ status: 'done', detail: 'webhook driver: 203.0.113.10 → 192.0.2.40 (tcp/443, icmp)' });
+    // A mapping changed while the VM runs reaches the orchestrator at the next tick, once.
+    must(await s.api('PUT', '/v1/tenants/acme/public-ip-mappings/203.0.113.10', { vm: 'app01', mac: '52:54:00:aa:bb:cc', allow: ['tcp/443', 'tcp/80'], test: true }), 'change');
+    await s.svc.failoverHost!.tick();
+    await s.svc.failoverHost!.tick();
+    expect(received.filter((x) => x.step === 'public-ips').map((x) => (x.body.publicIps as { allow: string[] }[])[0]?.allow)).toEqual([['tcp/443', 'icmp'], ['tcp/443', 'tcp/80']]);
     must(await s.api('POST', `/v1/failovers/${ready.id}/stop`, {}), 'stop');
     const done = await s.waitFor(ready.id, (x) => x.endedAt !== null, 60_000);
     expect(done.state).toBe('stopped');
@@ -83,5 +99,10 @@ describe('failover through the webhook driver', () => {
     expect(steps.indexOf('prepare')).toBeLessThan(steps.indexOf('start'));
     expect(steps).toEqual(expect.arrayContaining(['prepare', 'start', 'status', 'stop', 'cleanup']));
     expect(steps.lastIndexOf('stop')).toBeLessThan(steps.lastIndexOf('cleanup'));
+    // Taken back before the VM stops; the report says it was released.
+    expect(received.filter((x) => x.step === 'public-ips').at(-1)!.body.publicIps).toEqual([]);
+    expect(steps.lastIndexOf('public-ips')).toBeLessThan(steps.lastIndexOf('stop'));
+    expect(done.publicIps).toMatchObject([{ address: '203.0.113.10', drAddress: '192.0.2.40' }]);
+    expect(done.publicIps[0]!.removedAt).not.toBeNull();
   }, 180_000);
 });

@@ -258,6 +258,57 @@ describe('hyperv driver against a fake Hyper-V host', () => {
     expect(await new HypervDriver(config(off)).waitReady(inp.workDir, [{ kind: 'guest-agent' }], 5_000)).toMatchObject({ ready: false, detail: 'the guest is off' });
   });
 
+  it('applies a failover\'s public addresses as static mappings of the host\'s NAT, replaces them when they change, and removes them (golden scripts)', async () => {
+    // Prepared and started as the real failover's goldens show; from here on the scripts are recorded.
+    const vm = new FakeHypervHost(undefined).answer('prepare', { json: { created: true, state: 'Off' } }).answer('start', { json: { state: 'Running' } });
+    const inp = await input('fo-pub-1', 'production');
+    await new HypervDriver(config(vm)).prepare(inp);
+    await new HypervDriver(config(vm)).start(inp.workDir);
+    const host = new FakeHypervHost('public-ips').answer('public-ips', { json: { mappings: 5 } }, { json: { mappings: 1 } }, { json: { mappings: 0 } });
+    const driver = new HypervDriver(config(host, { nat: 'lifeboat-dr' }));
+    const notes = await driver.publicIps(inp.workDir, [
+      { address: '203.0.113.10', drAddress: '10.50.10.7', mac: '00:15:5d:00:00:01', allow: ['tcp/80', 'tcp/443', 'udp/5000-5002', 'icmp'] },
+      { address: '203.0.113.11', drAddress: '10.50.10.8', mac: '00:15:5d:00:00:01', allow: [] },
+      { address: '2001:db8:f::10', drAddress: '2001:db8:50::7', mac: '00:15:5d:00:00:01', allow: ['tcp/80'] },
+    ]);
+    expect(notes).toEqual([
+      'public address 203.0.113.10: icmp is not carried by WinNAT static mappings (TCP and UDP only); not applied',
+      'public address 203.0.113.11: outbound only; WinNAT chooses the source address of the VM\'s own connections, so nothing is mapped',
+      'public address 2001:db8:f::10: the Hyper-V host\'s NAT (WinNAT) is IPv4 only; not applied',
+    ]);
+    const first = host.scripts[0]!;
+    expect(first).toContain("$ours = @('203.0.113.10', '203.0.113.11')");
+    expect(first).toContain("Add-NetNatStaticMapping -NatName $nat -Protocol TCP -ExternalIPAddress '203.0.113.10' -ExternalPort 443 -InternalIPAddress '10.50.10.7' -InternalPort 443 | Out-Null");
+    expect(first.match(/Add-NetNatStaticMapping .* -Protocol UDP /g)).toHaveLength(3);
+    // A change replaces the set: the address no longer mapped is among those whose mappings go.
+    expect(await driver.publicIps(inp.workDir, [{ address: '203.0.113.10', drAddress: '10.50.10.7', mac: null, allow: ['tcp/22'] }])).toEqual([]);
+    expect(host.scripts[1]!).toContain("$ours = @('203.0.113.10', '203.0.113.11')");
+    expect(host.scripts[1]!.match(/Add-NetNatStaticMapping/g)).toHaveLength(1);
+    // Removal: only the addresses held now, nothing added.
+    expect(await driver.publicIps(inp.workDir, [])).toEqual([]);
+    expect(host.scripts[2]!).toContain("$ours = @('203.0.113.10')");
+    expect(host.scripts[2]!).not.toContain('Add-NetNatStaticMapping');
+    expect(host.steps()).toEqual(['public-ips', 'public-ips', 'public-ips']);
+  });
+
+  it('refuses public addresses without a NAT, a range past the mapping limit, and surfaces the host\'s refusal', async () => {
+    const plain = new FakeHypervHost(undefined).answer('prepare', { json: { created: true, state: 'Off' } });
+    const inp = await input('fo-pub-2', 'test');
+    await new HypervDriver(config(plain)).prepare(inp);
+    const none = await new HypervDriver(config(plain)).publicIps(inp.workDir, [{ address: '203.0.113.10', drAddress: '10.50.10.7', mac: null, allow: ['tcp/80'] }]).catch((e: unknown) => e);
+    expect(isLifeboatError(none) && none.code).toBe('unsupported');
+    expect((none as Error).message).toBe('hyperv host hv-fake.test: no NAT is configured (failover.hyperv.nat: the name of a New-NetNat whose internal prefix is the DR network), so public addresses cannot be applied');
+    expect(plain.steps()).toEqual(['prepare']);
+    const refusing = new FakeHypervHost(undefined).answer('public-ips', { exitCode: 1, stdout: '', stderr: 'NAT lifeboat-dr does not exist on this host (New-NetNat -Name lifeboat-dr -InternalIPInterfaceAddressPrefix <the DR network>)\r\n' });
+    const driver = new HypervDriver(config(refusing, { nat: 'lifeboat-dr' }));
+    const wide = [{ address: '203.0.113.10', drAddress: '10.50.10.7', mac: null, allow: ['tcp/1000-2000', 'tcp/80'] }];
+    const err = await driver.publicIps(inp.workDir, wide).catch((e: unknown) => e);
+    expect((err as Error).message).toBe('hyperv host hv-fake.test: public-ips lifeboat-fo-pub-2-web1: NAT lifeboat-dr does not exist on this host (New-NetNat -Name lifeboat-dr -InternalIPInterfaceAddressPrefix <the DR network>)');
+    // The range was left out (one mapping per port would pass the limit), the single port kept.
+    expect(refusing.scripts[0]!.match(/Add-NetNatStaticMapping/g)).toHaveLength(1);
+    expect(() => new HypervDriver(config(refusing, { nat: "dr'; Remove-NetNat -Confirm:$false; '" }))).toThrow(/hyperv nat/);
+  });
+
   it('surfaces a host error as a failed step with the host\'s message', async () => {
     const host = new FakeHypervHost(undefined)
       .answer('prepare', {})

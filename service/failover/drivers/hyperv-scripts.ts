@@ -182,3 +182,28 @@ export function screenshotScript(plan: Pick<HypervVmPlan, 'vmName' | 'marker'>, 
     .result({ width: String(width), height: String(height), rgb565: '[Convert]::ToBase64String($r.ImageData)' })
     .render();
 }
+
+/** One WinNAT static mapping: TCP or UDP, a public IPv4 address and port to the VM's DR address, port kept. */
+export interface HypervNatMapping {
+  protocol: 'TCP' | 'UDP';
+  external: string;
+  internal: string;
+  port: number;
+}
+
+/**
+ * The failover's public addresses as static mappings of the host's NAT (New-NetNat, made by the
+ * hoster with the DR network as its internal prefix): every mapping on `addresses` (this failover's,
+ * now and before) is removed, then `mappings` are added. An empty list only removes.
+ */
+export function publicIpsScript(plan: Pick<HypervVmPlan, 'vmName'>, nat: string, addresses: readonly string[], mappings: readonly HypervNatMapping[]): string {
+  const s = new Script('public-ips', plan.vmName);
+  s.add(`$nat = ${q(nat, 'nat name')}`)
+    .add("if ($null -eq (Get-NetNat -Name $nat -ErrorAction SilentlyContinue)) { throw ('NAT ' + $nat + ' does not exist on this host (New-NetNat -Name ' + $nat + ' -InternalIPInterfaceAddressPrefix <the DR network>)') }")
+    .add(`$ours = @(${addresses.map((a) => q(a, 'public address')).join(', ')})`)
+    .add('Get-NetNatStaticMapping -NatName $nat -ErrorAction SilentlyContinue | Where-Object { $ours -contains $_.ExternalIPAddress } | Remove-NetNatStaticMapping -Confirm:$false');
+  for (const m of mappings) {
+    s.add(`Add-NetNatStaticMapping -NatName $nat -Protocol ${m.protocol} -ExternalIPAddress ${q(m.external, 'public address')} -ExternalPort ${m.port} -InternalIPAddress ${q(m.internal, 'dr address')} -InternalPort ${m.port} | Out-Null`);
+  }
+  return s.result({ mappings: '@(Get-NetNatStaticMapping -NatName $nat -ErrorAction SilentlyContinue | Where-Object { $ours -contains $_.ExternalIPAddress }).Count' }).render();
+}

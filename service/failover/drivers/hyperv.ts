@@ -25,9 +25,10 @@ import { createChildDisk } from '../../../shared/disk/index.js';
 import { ErrInvalidArgument, LifeboatError } from '../../../shared/errors.js';
 import { netmaskOf } from '../network/address.js';
 import type { NicPlan } from '../network/mappings.js';
+import { parseAllowEntry, type PublicIpRule } from '../network/nat.js';
 import { dnsNameReason } from '../network/names.js';
 import { checkCidr, checkInt, checkIp, checkName, checkWindowsPath, hypervMac, IdPattern, psQuote, SwitchNamePattern, VmNamePattern } from './hyperv-ps.js';
-import { commitScript, type HypervNicPlan, type HypervVmPlan, prepareScript, removeScript, screenshotScript, startScript, statusScript, stopScript } from './hyperv-scripts.js';
+import { commitScript, type HypervNatMapping, type HypervNicPlan, type HypervVmPlan, prepareScript, publicIpsScript, removeScript, screenshotScript, startScript, statusScript, stopScript } from './hyperv-scripts.js';
 import { exists, readJson, sleep, writeJsonAtomic } from './qemu-files.js';
 import type { HypervRunner } from './runner.js';
 import type { FailoverDisk, FailoverDriver, PrepareInput, ReadyProbe, ReadyResult, VmStatus } from './types.js';
@@ -46,6 +47,11 @@ export interface HypervDriverConfig {
   secureBootTemplates?: { windows?: string; linux?: string; other?: string };
   /** Status polling while waiting for readiness (default 2 s). */
   pollMs?: number;
+  /**
+   * The host's NAT (New-NetNat, made by the hoster; its internal prefix is the DR network) that carries
+   * public addresses as static mappings; without it public addresses are refused with the reason.
+   */
+  nat?: string;
   log?: Logger;
 }
 
@@ -68,7 +74,12 @@ interface HypervState {
   children: string[];
   seeds: string[];
   notes: string[];
+  /** The public addresses whose NAT mappings this failover holds on the host now. */
+  publicIps?: string[];
 }
+
+/** Static mappings per failover at most: WinNAT has one per port, so a wide range is refused. */
+export const MaxNatMappings = 256;
 
 const StateFile = 'hyperv.json';
 const RunFile = 'hyperv-run.json';
@@ -89,6 +100,7 @@ export class HypervDriver implements FailoverDriver {
     for (const [net, sw] of Object.entries(config.switches)) checkName(sw, SwitchNamePattern, `hyperv switches.${net}`);
     for (const p of config.paths) checkWindowsPath(p.windows, 'hyperv paths.windows');
     if (config.vmPath !== undefined) checkWindowsPath(config.vmPath, 'hyperv vmPath');
+    if (config.nat !== undefined) checkName(config.nat, SwitchNamePattern, 'hyperv nat');
   }
 
   /**
@@ -211,6 +223,49 @@ export class HypervDriver implements FailoverDriver {
     await this.run('cleanup', st.plan.vmName, removeScript(st.plan));
     await rm(join(this.config.childDir, st.failoverId), { recursive: true, force: true });
     for (const f of [StateFile, RunFile, 'committed']) await rm(join(workDir, f), { force: true });
+  }
+
+  /**
+   * Public addresses as static mappings of the host's NAT (WinNAT): per allowed TCP or UDP port, the
+   * public address and port to the DR address and the same port. What WinNAT cannot carry is left out
+   * and named: IPv6 (WinNAT is IPv4 only), icmp, an outbound-only mapping (WinNAT picks the source
+   * address of the VM's own connections), ports past MaxNatMappings. Mappings of this failover's
+   * addresses (now and before) are replaced as a whole; an empty list removes them.
+   */
+  async publicIps(workDir: string, rules: readonly (PublicIpRule & { mac: string | null })[]): Promise<string[]> {
+    const st = await readJson<HypervState>(join(workDir, StateFile));
+    if (!st) {
+      if (rules.length === 0) return [];
+      throw new LifeboatError('not_found', `${workDir}: no hyperv failover was prepared here`);
+    }
+    const host = this.config.runner.host;
+    const nat = this.config.nat;
+    if (nat === undefined) {
+      if (rules.length === 0 && !st.publicIps?.length) return [];
+      throw new LifeboatError('unsupported', `hyperv host ${host}: no NAT is configured (failover.hyperv.nat: the name of a New-NetNat whose internal prefix is the DR network), so public addresses cannot be applied`);
+    }
+    const notes: string[] = [];
+    const mappings: HypervNatMapping[] = [];
+    const addresses: string[] = [];
+    rules.forEach((r, i) => {
+      if (r.address.includes(':')) { notes.push(`public address ${r.address}: the Hyper-V host's NAT (WinNAT) is IPv4 only; not applied`); return; }
+      const external = checkIp(r.address, 4, `publicIps[${i}].address`);
+      const internal = checkIp(r.drAddress, 4, `publicIps[${i}].drAddress`);
+      addresses.push(external);
+      if (r.allow.length === 0) notes.push(`public address ${external}: outbound only; WinNAT chooses the source address of the VM's own connections, so nothing is mapped`);
+      r.allow.forEach((text, j) => {
+        const e = parseAllowEntry(text, `publicIps[${i}].allow[${j}]`);
+        if (e.proto === 'icmp') { notes.push(`public address ${external}: icmp is not carried by WinNAT static mappings (TCP and UDP only); not applied`); return; }
+        const count = e.to - e.from + 1;
+        if (mappings.length + count > MaxNatMappings) { notes.push(`public address ${external}: ${text} would pass ${MaxNatMappings} static mappings (one per port); not applied`); return; }
+        for (let port = e.from; port <= e.to; port++) mappings.push({ protocol: e.proto === 'tcp' ? 'TCP' : 'UDP', external, internal, port });
+      });
+    });
+    if (st.plan.kind === 'test' && mappings.length > 0) notes.push('the NICs of a test failover are on its run\'s Private switch, which the NAT does not reach');
+    const all = [...new Set([...(st.publicIps ?? []), ...addresses])];
+    await this.run('public-ips', st.plan.vmName, publicIpsScript(st.plan, nat, all, mappings));
+    await writeJsonAtomic(join(workDir, StateFile), { ...st, publicIps: addresses });
+    return notes;
   }
 
   /** What the failover's guest gets differently from its plan (extra addresses, search domains). */

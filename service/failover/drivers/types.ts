@@ -8,6 +8,7 @@
  * Steps, in order: prepare → start → waitReady → (screenshot) → commit? → stop → cleanup.
  */
 
+import type { PublicIpRule } from '../network/nat.js';
 import type { GuestNetworkTexts } from '../network/readback.js';
 
 /** How the primary VM is built; recorded per VM at protect, editable by the operator. */
@@ -118,6 +119,15 @@ export interface FailoverDriver {
    * guest agent's interfaces; undefined when the guest says nothing.
    */
   guestNetwork?(workDir: string, timeoutMs: number): Promise<GuestNetworkReport | undefined>;
+  /**
+   * Public addresses (docs/failover-public-ips.md) where the VM runs, for drivers whose VMs are not on
+   * this machine's bridges (qemu's are: the host applies nftables itself). Puts exactly these 1:1
+   * mappings in force for the failover (hyperv: the Hyper-V host's NAT; webhook: handed to the
+   * orchestrator); an empty list takes them all away. The whole set each time, so it is idempotent.
+   * Returns notes for the step: what of the set could not be carried there and why. Throws when
+   * nothing could be applied.
+   */
+  publicIps?(workDir: string, rules: readonly (PublicIpRule & { mac: string | null })[]): Promise<string[]>;
   /** Lets go of this process's connections to the VMs (they keep running), so another host can attach. */
   close?(): Promise<void>;
 }

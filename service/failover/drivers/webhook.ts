@@ -19,6 +19,7 @@ import type { Logger } from 'pino';
 import ipaddr from 'ipaddr.js';
 import { ErrInvalidArgument, ErrUnsupported, LifeboatError } from '../../../shared/errors.js';
 import type { NicPlan } from '../network/mappings.js';
+import type { PublicIpRule } from '../network/nat.js';
 import { readJson, sleep, writeJsonAtomic } from './qemu-files.js';
 import type { FailoverDriver, PrepareInput, ReadyProbe, ReadyResult, VmStatus } from './types.js';
 import { DefaultToleranceSec, MemoryReplayGuard, newMessageId, parseSecret, type ReplayGuard, signHeaders, verifySignature } from '../../../shared/protocol/standard-webhooks.js';
@@ -73,7 +74,7 @@ export interface OrchestratorAnswer {
   png?: string;
 }
 
-export type WebhookStep = 'prepare' | 'start' | 'status' | 'screenshot' | 'commit' | 'stop' | 'cleanup';
+export type WebhookStep = 'prepare' | 'start' | 'status' | 'screenshot' | 'commit' | 'stop' | 'cleanup' | 'public-ips';
 
 interface Stored { failoverId: string; vm: string; name: string; kind: string }
 
@@ -152,6 +153,21 @@ export class WebhookDriver implements FailoverDriver {
   async stop(workDir: string, options: { graceful?: boolean; timeoutMs?: number } = {}): Promise<void> {
     const st = await readJson<Stored>(join(workDir, StateFile));
     if (st) await this.step(st, 'stop', { graceful: options.graceful === true, ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}) });
+  }
+
+  /**
+   * Hands the failover's public addresses to the orchestrator, which puts them in force on its own
+   * network: `failover.public-ips` with `publicIps: [{address, drAddress, mac, allow}]`, the whole set
+   * each time (an empty list: none any more). Sent when the VM has started, whenever a tenant changes
+   * a mapping while it runs, and empty before it stops. After cleanup (no state left) an empty set has
+   * nothing to tell.
+   */
+  async publicIps(workDir: string, rules: readonly (PublicIpRule & { mac: string | null })[]): Promise<string[]> {
+    const st = await readJson<Stored>(join(workDir, StateFile));
+    if (!st && rules.length === 0) return [];
+    if (!st) throw new LifeboatError('not_found', `${workDir}: no webhook failover was prepared here`);
+    await this.step(st, 'public-ips', { publicIps: rules.map((r) => ({ address: r.address, drAddress: r.drAddress, mac: r.mac, allow: [...r.allow] })) });
+    return [];
   }
 
   async cleanup(workDir: string): Promise<void> {
