@@ -21,7 +21,9 @@ import type { RunningHost } from '../failover/host.js';
 import type { FailoverQueues } from '../failover/queue.js';
 import { apiKeyRoutes } from './api-keys.js';
 import { rateLimit } from './rate-limit.js';
-import { audited, auditRoutes } from './audit.js';
+import { apiActor, audited, auditRoutes } from './audit.js';
+import type { Mutation } from './mutations.js';
+import { mutations } from './mutations.js';
 import { exportDisk, exportSchema } from './export.js';
 import { failoverRoutes } from './failovers.js';
 import { importMedia, importMediaSchema } from './import-media.js';
@@ -38,7 +40,7 @@ import type { RedisSource } from '../users/sessions.js';
 import { allowSchema, revokeSchema, tenantCreateSchema, tenantSettingsSchema, tokenSchema, vmListQuery } from './schemas.js';
 import { allow, createEnrollToken, createTenant, points, revoke, setTenant, tenantList, vmList } from './operations.js';
 
-type ApiEnv = { Variables: { operator: ApiClaims } };
+type ApiEnv = { Variables: { operator: ApiClaims; mutation: Mutation } };
 
 
 /**
@@ -86,6 +88,8 @@ export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: Enqu
   const v1 = new Hono<ApiEnv>();
   v1.use('*', authenticate(ctx), bodySizeLimit());
   if (limiterRedis) v1.use('*', rateLimit(limiterRedis, { perMinute: ctx.config.api.rateLimitPerMinute, log: ctx.log }));
+  // Every mutation: one transaction with its audit row and its Idempotency-Key's answer.
+  v1.use('*', mutations<ApiEnv>(ctx, (c) => apiActor(c.get('operator'))));
   const queues = () => {
     if (!failoverQueues) throw new LifeboatError('unavailable', 'this service process runs without Redis, so it cannot start failovers');
     return failoverQueues;

@@ -7,64 +7,40 @@
  * Hoster roles read every row (hoster-wide rows have no tenant); tenant roles only their tenant's,
  * whatever they ask (another tenant: 404). No route changes or removes rows, and the table refuses it.
  */
-import { getConnInfo } from '@hono/node-server/conninfo';
 import type { Context } from 'hono';
 import { Hono } from 'hono';
 import { z } from 'zod';
-import { isLifeboatError } from '../../shared/errors.js';
 import type { AuditRow } from '../catalog/audit.js';
-import { insertAudit, listAudit } from '../catalog/audit.js';
+import { listAudit } from '../catalog/audit.js';
 import type { Queryable } from '../catalog/db.js';
 import type { ServiceContext } from '../context.js';
 import { check } from '../http/json.js';
-import { requestIdOf } from '../http/problem.js';
 import { isHosterRole, mayRead } from '../trust/roles.js';
 import type { ApiClaims } from '../trust/tokens.js';
+import type { Actor, AuditedChange, Mutation, MutationEnv } from './mutations.js';
 
 type Env = { Variables: { operator: ApiClaims } };
 
-export interface AuditedChange {
-  /** resource.verb: api-key.create, failover.request, … */
-  action: string;
-  /** What was changed, in words a reader finds it by (a key id, tenant/vm). */
-  target: string;
-  /** The tenant the change is about; null for hoster-wide objects. */
-  tenant: string | null;
-}
+export type { AuditedChange };
 
-function sourceOf(c: Context): string | null {
-  try {
-    return getConnInfo(c).remote.address ?? null;
-  } catch {
-    return null;
-  }
-}
-
-function row(c: Context<Env>, change: AuditedChange, result: string) {
-  const who = c.get('operator');
-  return {
-    actor: who.sub, actorKey: who.keyId ?? null, actorRole: who.role, actorTenant: who.tenant ?? null,
-    ...change, source: sourceOf(c), requestId: requestIdOf(c) ?? null, result,
-  };
+/** The audit row's actor of an API caller. */
+export function apiActor(who: ApiClaims): Actor {
+  return { actor: who.sub, actorKey: who.keyId ?? null, actorRole: who.role, actorTenant: who.tenant ?? null };
 }
 
 /**
- * Runs `change` in one transaction with its audit row (result ok): both are committed or neither.
- * When the change throws a LifeboatError (refused, not found, conflict), a row with that code is
- * written after the rollback, and the error goes on. `describe` may look at the change's result to
- * name the target (a new key's id).
+ * Names the change a route makes (its audit row's action, target and tenant) and runs it in one
+ * savepoint of the request's transaction (mutations.ts), which writes the row. `describe` may look at
+ * the change's result to name the target (a new key's id). A route that does not call this still gets
+ * its row, described from its route and path.
  */
-export async function audited<T>(ctx: ServiceContext, c: Context<Env>, change: AuditedChange | ((result: T) => AuditedChange), fn: (tx: Queryable) => Promise<T>): Promise<T> {
-  try {
-    return await ctx.db.transaction(async (tx) => {
-      const result = await fn(tx);
-      await insertAudit(tx, row(c, typeof change === 'function' ? change(result) : change, 'ok'));
-      return result;
-    });
-  } catch (err) {
-    if (isLifeboatError(err) && typeof change !== 'function') await insertAudit(ctx.db, row(c, change, err.code));
-    throw err;
-  }
+export async function audited<T>(ctx: ServiceContext, c: Context, change: AuditedChange | ((result: T) => AuditedChange), fn: (tx: Queryable) => Promise<T>): Promise<T> {
+  const m = (c as Context<MutationEnv>).get('mutation') as Mutation | undefined;
+  if (!m) throw new Error('audited() outside the mutations middleware');
+  if (typeof change !== 'function') m.described = change;
+  const result = await ctx.db.transaction(fn);
+  if (typeof change === 'function') m.described = change(result);
+  return result;
 }
 
 const MaxAuditPage = 500;

@@ -1,5 +1,6 @@
 /** The catalog on a PostgreSQL server through a `pg` pool; optionally confined to one schema. */
 import pg from 'pg';
+import { scopedDb } from './scope.js';
 import type { Db, Queryable } from './types.js';
 
 const Int8Oid = 20;
@@ -19,7 +20,7 @@ export async function openPg(url: string, schema?: string): Promise<Db> {
     throw err;
   }
   const run = async <T>(q: Queryable | pg.Pool | pg.PoolClient, sql: string, params?: unknown[]) => (await (q as pg.Pool).query(sql, params)).rows as T[];
-  return {
+  return scopedDb({
     query: (sql, params) => run(pool, sql, params),
     async transaction(fn) {
       const client = await pool.connect();
@@ -39,5 +40,5 @@ export async function openPg(url: string, schema?: string): Promise<Db> {
       await pool.query(sql);
     },
     close: () => pool.end(),
-  };
+  });
 }

@@ -13,6 +13,7 @@ import { PGlite } from '@electric-sql/pglite';
 import { LifeboatError } from '../../shared/errors.js';
 import { lockDir, DirLockFileName } from '../workers/dir-lock.js';
 import type { DirLock } from '../workers/dir-lock.js';
+import { scopedDb } from './scope.js';
 import type { Db } from './types.js';
 
 /** Opens (creating when empty) the database under dir, or in memory when dir is 'memory://'. */
@@ -27,7 +28,7 @@ export async function openPglite(dir: string): Promise<Db> {
     const first = (err instanceof Error ? err.message : String(err)).split('\n')[0]!.slice(0, 300);
     throw new LifeboatError('unavailable', `the embedded catalog in ${dir} did not open: ${first} (restore it from a backup, or see docs/service.md)`, { cause: err });
   }
-  return {
+  return scopedDb({
     query: async (sql, params) => (await pg.query(sql, params)).rows as never[],
     transaction: (fn) => pg.transaction((tx) => fn({ query: async (sql, params) => (await tx.query(sql, params)).rows as never[] })),
     async exec(sql) {
@@ -40,7 +41,7 @@ export async function openPglite(dir: string): Promise<Db> {
         await lock?.release();
       }
     },
-  };
+  });
 }
 
 async function holdCatalog(dir: string): Promise<DirLock> {

@@ -8,6 +8,7 @@
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { FailoverRow } from '../catalog/failovers.js';
+import { afterCommit } from '../catalog/scope.js';
 
 export const FailoverQueuePrefix = 'failover-';
 
@@ -37,7 +38,10 @@ export function createFailoverQueues(connection: Redis, prefix?: string): Failov
     return q;
   };
   const enqueueJob = async (host: string, name: string, jobId: string, data: { id: string }) => {
-    await queueOf(host).add(name, data, { jobId, removeOnComplete: true, removeOnFail: true, attempts: 50, backoff: { type: 'exponential', delay: 1000 } });
+    // After the request's transaction commits: the job's worker reads the row the request wrote.
+    await afterCommit(async () => {
+      await queueOf(host).add(name, data, { jobId, removeOnComplete: true, removeOnFail: true, attempts: 50, backoff: { type: 'exponential', delay: 1000 } });
+    });
   };
   return {
     async enqueue(f) {

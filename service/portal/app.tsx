@@ -23,6 +23,14 @@ import type { PortalEnv } from './security.js';
 import { requireCsrf, requireSession, securityHeaders } from './security.js';
 import { signInRoutes } from './sign-in.js';
 import { vmRoutes } from './vm.js';
+import { mutations } from '../api/mutations.js';
+import type { Actor } from '../api/mutations.js';
+import type { Session } from '../users/sessions.js';
+
+/** The audit row's actor of a portal user. */
+function sessionActor(s: Session): Actor {
+  return { actor: `user:${s.username}`, actorKey: null, actorRole: s.role, actorTenant: s.tenant };
+}
 
 export const MaxFormBytes = 64 * 1024;
 
@@ -43,7 +51,8 @@ export function portalApp(ctx: ServiceContext, options: PortalOptions): { app: H
   app.route('/', resetRoutes(ctx, sessions));
 
   const signedIn = new Hono<PortalEnv>();
-  signedIn.use('*', requireSession(sessions), requireCsrf());
+  // A form's change, like the API's: one transaction with its audit row (api/mutations.ts).
+  signedIn.use('*', requireSession(sessions), requireCsrf(), mutations<PortalEnv>(ctx, (c) => sessionActor(c.get('session'))));
   signedIn.onError((err, c) => errorPage(ctx, err, c));
   signedIn.get('/', async (c) => {
     const s = c.get('session');

@@ -11,8 +11,9 @@ import type { Access } from '../trust/roles.js';
 import { roleHas } from '../trust/roles.js';
 import type { Session, SessionStore } from '../users/sessions.js';
 import { sameToken } from '../users/sessions.js';
+import type { Mutation } from '../api/mutations.js';
 
-export type PortalEnv = { Variables: { session: Session } };
+export type PortalEnv = { Variables: { session: Session; mutation: Mutation } };
 
 export const SessionCookie = 'lifeboat_session';
 export const ContentSecurityPolicy = [
