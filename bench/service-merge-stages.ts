@@ -18,8 +18,8 @@ import { generateKeyPair } from '../shared/crypto/index.js';
 import type { PrivateJwk } from '../shared/crypto/keys.js';
 import { createDisk } from '../shared/disk/index.js';
 import { readLog, writeLogFile } from '../shared/log/index.js';
-import { applyStaged, discardStaged, stageLog } from '../service/workers/stage.js';
-import type { StagedLog } from '../service/workers/stage.js';
+import { applyStaged, discardStaged, stageLog } from '../shared/log/stage.js';
+import type { StagedLog } from '../shared/log/stage.js';
 import { mbps, runCommand, timeIt, type Benchmark, type BenchRow } from './lib.js';
 
 const MiB = 1 << 20;

@@ -10,7 +10,7 @@ import { ErrInvalidArgument } from '../../shared/errors.js';
 import { formatBytes } from '../../shared/units.js';
 import type { DiskConfig, HardwareConfig, NicConfig, SourceConfig, VmConfig } from '../state/schema.js';
 import { blockDisks, machineConfig, type BlockDisk } from '../sources/qemu-machine.js';
-import { QemuSource } from '../sources/qemu.js';
+import { QemuSource } from '../../shared/qemu/source.js';
 import { connectVmQmp } from '../sources/qemu-view.js';
 
 export interface QemuProtectOptions {

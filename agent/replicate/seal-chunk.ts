@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import type { PublicJwk } from '../../shared/crypto/keys.js';
 import type { DiskImage } from '../../shared/disk/index.js';
-import { openSourceDisk } from '../sources/nbd-disk.js';
+import { openSourceDisk } from '../../shared/qemu/nbd-disk.js';
 import type { LogHeaderInit } from '../../shared/log/index.js';
 import { writeLog } from '../../shared/log/index.js';
 import { DefaultFrameSize, FixedHeaderBytes, MaxJweBytes, TagBytes } from '../../shared/crypto/format.js';

@@ -15,9 +15,9 @@ import { mkdir } from 'node:fs/promises';
 import { LifeboatError, userMessage } from '../../shared/errors.js';
 import type { DiskImage } from '../../shared/disk/index.js';
 import { GuestAgentClient, QmpClient } from '../../shared/qmp/client.js';
-import { NbdDisk } from './nbd-disk.js';
+import { NbdDisk } from '../../shared/qemu/nbd-disk.js';
 import { machineConfig, type MachineConfig } from './qemu-machine.js';
-import { QemuSource, beginCyclesAt, type QemuCycle, type Quiescer } from './qemu.js';
+import { QemuSource, beginCyclesAt, type QemuCycle, type Quiescer } from '../../shared/qemu/source.js';
 
 /** How long the guest may stay frozen: the thaw is sent by then whatever the transaction does. */
 export const MaxFrozenMs = 10_000;

@@ -158,12 +158,17 @@ function unreachable(url: URL, err: unknown): Error {
 export async function sendOk(req: HttpRequest): Promise<HttpResponse> {
   const res = await send(req);
   if (res.status >= 200 && res.status < 300) return res;
-  let code: ErrorCode = res.status >= 500 ? 'unavailable' : 'invalid_argument';
-  let message = `HTTP ${res.status}`;
+  throw serviceError(req, res.status, res.body);
+}
+
+/** The error an answer other than 2xx stands for: the service's code, reason and message when it sent them. */
+function serviceError(req: HttpRequest, status: number, bodyBytes: Buffer): ServiceError {
+  let code: ErrorCode = status >= 500 ? 'unavailable' : 'invalid_argument';
+  let message = `HTTP ${status}`;
   let reason: string | undefined;
   let body: unknown;
   try {
-    body = JSON.parse(res.body.toString('utf8'));
+    body = JSON.parse(bodyBytes.toString('utf8'));
   } catch {
     // not JSON: keep the status line
   }
@@ -173,9 +178,39 @@ export async function sendOk(req: HttpRequest): Promise<HttpResponse> {
     if (parsed.data.error.message) message = parsed.data.error.message;
     reason = parsed.data.error.reason;
   }
-  if (res.status === 401 && code === 'invalid_argument') code = 'unauthenticated';
+  if (status === 401 && code === 'invalid_argument') code = 'unauthenticated';
   const where = new URL(req.url);
-  throw new ServiceError(code, `service ${where.origin}: ${message}`, reason, res.status);
+  return new ServiceError(code, `service ${where.origin}: ${message}`, reason, status);
+}
+
+/**
+ * A download of any size (no body): resolves with the 2xx answer's body as a stream once its headers
+ * came; any other answer is read (bounded) and rejected as sendOk does. The caller reads or destroys it.
+ */
+export function openStream(req: Omit<HttpRequest, 'body'>): Promise<Readable> {
+  const url = new URL(req.url);
+  const isHttps = url.protocol === 'https:';
+  const tls = req.tls ?? {};
+  return new Promise<Readable>((resolve, reject) => {
+    const r = (isHttps ? httpsRequest : httpRequest)(url, {
+      method: req.method, headers: req.headers ?? {}, ...(isHttps ? { agent: httpsPool(tls) } : { agent: httpPool }),
+    }, (res) => {
+      const status = res.statusCode ?? 0;
+      if (status >= 200 && status < 300) {
+        r.setTimeout(0);
+        resolve(res);
+        return;
+      }
+      const chunks: Buffer[] = [];
+      let total = 0;
+      res.on('data', (c: Buffer) => { total += c.length; if (total <= MaxResponseBytes) chunks.push(c); });
+      res.on('error', (err) => reject(unreachable(url, err)));
+      res.on('end', () => reject(serviceError(req, status, Buffer.concat(chunks))));
+    });
+    r.setTimeout(req.timeoutMs ?? DefaultTimeoutMs, () => r.destroy(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })));
+    r.on('error', (err) => reject(unreachable(url, err)));
+    r.end();
+  });
 }
 
 type JsonRequest = Omit<HttpRequest, 'body'> & { json?: unknown };

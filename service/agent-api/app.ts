@@ -20,6 +20,7 @@ import { enroll, renew } from '../trust/enroll.js';
 import type { AgentEnv } from './auth.js';
 import { requireAgent } from './auth.js';
 import { registerCommandRoutes } from './commands.js';
+import { registerReverseRoutes } from './reverse.js';
 import type { FailoverQueues } from '../failover/queue.js';
 import { MaxLogBytes, chunkSchema, commitSchema, digestsQuerySchema, enrollSchema, grantSchema, initialSchema, registerSchema, renewSchema } from '../../shared/protocol/schemas.js';
 
@@ -69,6 +70,7 @@ export function agentApp(ctx: ServiceContext, enqueue: EnqueueMerge, failoverQue
     return c.json(await blockDigests(disk, q));
   });
   registerCommandRoutes(agent, ctx, failoverQueues);
+  registerReverseRoutes(agent, ctx);
   agent.all('*', (c) => {
     throw ErrNotFoundHere(`no route ${c.req.method} ${c.req.path}`);
   });

@@ -182,7 +182,7 @@ async function objectsOf(store: ObjectStore, vm: FoundVm): Promise<Map<string, S
       } catch {
         continue;
       }
-      if (k.kind === 'manifest') continue;
+      if (k.kind === 'manifest' || k.kind === 'reverse-log') continue; // reverse logs are never under a disk's prefix
       list.push({ key: o.key, kind: k.kind, disk: d.id, generation: k.generation, sequence: k.kind === 'log' ? k.sequence : k.index, size: o.size });
     }
     out.set(d.id, list);

@@ -24,8 +24,8 @@ import { logColumns } from '../catalog/logs.js';
 import type { ServiceContext } from '../context.js';
 import type { DiskRef } from '../queue.js';
 import type { AppliedState } from '../replication/replica.js';
-import type { StagedLog } from './stage.js';
-import { applyStaged, discardStaged, stageLog } from './stage.js';
+import type { StagedLog } from '../../shared/log/stage.js';
+import { applyStaged, discardStaged, stageLog } from '../../shared/log/stage.js';
 
 /** Chunks of a full base staged ahead of the one being written into the new layer. */
 export const BaseStageAhead = 2;

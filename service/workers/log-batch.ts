@@ -29,10 +29,10 @@ import type { DiskRef } from '../queue.js';
 import type { AppliedState } from '../replication/replica.js';
 import { commitState, LockLostError } from './commit-state.js';
 import type { MergeFence } from './commit-state.js';
-import { applyStaged, discardStaged, stageLog } from './stage.js';
+import { applyStaged, discardStaged, stageLog } from '../../shared/log/stage.js';
 import type { Barrier } from './barrier.js';
 import { noBarrier } from './barrier.js';
-import type { DirectSink } from './stage.js';
+import type { DirectSink } from '../../shared/log/stage.js';
 
 /** Logs applied between two durable state writes: bounds what a crash makes the next run redo. */
 export const MaxBatchLogs = 32;

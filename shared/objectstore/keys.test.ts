@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { assertValidKey, chunkKey, diskPrefix, logKey, logsPrefix, manifestKey, parseKey, tenantPrefix } from './keys.js';
+import { assertValidKey, chunkKey, diskPrefix, logKey, logsPrefix, manifestKey, parseKey, reverseLogKey, reversePrefix, tenantPrefix } from './keys.js';
 
 const ref = { tenant: 'acme', vm: 'vm-01', disk: 'd0' };
 
@@ -10,12 +10,16 @@ describe('object keys', () => {
     expect(chunkKey(ref, 0, 2)).toBe('tenants/acme/vms/vm-01/disks/d0/initial/0000000000000000/0000000000000002.chunk');
     expect(manifestKey(ref, 0)).toBe('tenants/acme/vms/vm-01/disks/d0/initial/0000000000000000/manifest.json');
     expect(logsPrefix(ref)).toBe('tenants/acme/vms/vm-01/disks/d0/logs/');
+    expect(reverseLogKey(ref, 1, 2)).toBe('tenants/acme/reverse/vms/vm-01/disks/d0/logs/0000000000000001/0000000000000002.hrl');
+    expect(reversePrefix(ref)).toBe('tenants/acme/reverse/vms/vm-01/disks/d0/logs/');
   });
 
   it('parses what it builds', () => {
     expect(parseKey(logKey(ref, 7, 300))).toEqual({ kind: 'log', ...ref, generation: 7, sequence: 300 });
     expect(parseKey(chunkKey(ref, 2, 9))).toEqual({ kind: 'chunk', ...ref, generation: 2, index: 9 });
     expect(parseKey(manifestKey(ref, 3))).toEqual({ kind: 'manifest', ...ref, generation: 3 });
+    expect(parseKey(reverseLogKey(ref, 4, 5))).toEqual({ kind: 'reverse-log', ...ref, generation: 4, sequence: 5 });
+    expect(() => parseKey('tenants/acme/reverse/vms/vm-01/disks/d0/initial/0000000000000001/0000000000000002.hrl')).toThrow(/not a lifeboat object key/);
   });
 
   it('sorts log keys by sequence as strings', () => {

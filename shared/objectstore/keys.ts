@@ -115,8 +115,25 @@ export function manifestKey(ref: DiskRef, generation: number): string {
   return `${initialPrefix(ref, generation)}manifest.json`;
 }
 
+/**
+ * The tenant's reverse prefix (docs/reverse.md): logs of what a failed-over VM wrote at the hoster,
+ * sealed to the VM's agent. tenants/<t>/reverse/vms/<vm>/disks/<d>/, and one generation's.
+ */
+export function reversePrefix(ref: DiskRef, generation?: number): string {
+  assertValidId('vm', ref.vm);
+  assertValidId('disk', ref.disk);
+  const base = `${tenantPrefix(ref.tenant)}reverse/vms/${ref.vm}/disks/${ref.disk}/logs/`;
+  return generation === undefined ? base : `${base}${hex16('generation', generation)}/`;
+}
+
+/** tenants/<t>/reverse/vms/<vm>/disks/<d>/logs/<generation 016x>/<sequence 016x>.hrl */
+export function reverseLogKey(ref: DiskRef, generation: number, sequence: number): string {
+  return `${reversePrefix(ref, generation)}${hex16('sequence', sequence)}.hrl`;
+}
+
 export type ParsedKey =
   | (DiskRef & { kind: 'log'; generation: number; sequence: number })
+  | (DiskRef & { kind: 'reverse-log'; generation: number; sequence: number })
   | (DiskRef & { kind: 'chunk'; generation: number; index: number })
   | (DiskRef & { kind: 'manifest'; generation: number });
 
@@ -124,6 +141,13 @@ export type ParsedKey =
 export function parseKey(key: string): ParsedKey {
   assertValidKey(key);
   const p = key.split('/');
+  if (p.length === 10 && p[0] === 'tenants' && p[2] === 'reverse' && p[3] === 'vms' && p[5] === 'disks' && p[7] === 'logs' && p[9]!.endsWith('.hrl')) {
+    const [, tenant, , , vm, , disk, , gen, name] = p as [string, string, string, string, string, string, string, string, string, string];
+    assertValidId('tenant', tenant);
+    assertValidId('vm', vm);
+    assertValidId('disk', disk);
+    return { kind: 'reverse-log', tenant, vm, disk, generation: parseHex16('generation', gen), sequence: parseHex16('sequence', name.slice(0, -4)) };
+  }
   if (p.length !== 9 || p[0] !== 'tenants' || p[2] !== 'vms' || p[4] !== 'disks') {
     throw ErrInvalidArgument(`not a lifeboat object key: ${key}`);
   }

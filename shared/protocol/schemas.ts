@@ -262,3 +262,66 @@ export const agentFailoverResponseSchema = z.object({
   steps: z.array(z.object({ step: z.string(), status: z.string(), detail: z.string().nullable(), at: time })),
 });
 export type AgentFailoverResponse = z.infer<typeof agentFailoverResponseSchema>;
+
+// Envelope keys (§14): the agent's own recipient key, so the service can seal reverse logs to it.
+
+/** RFC 7638 thumbprints are 43 base64url characters (SHA-256). */
+const kid = z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'must be the key\'s RFC 7638 SHA-256 thumbprint (43 base64url characters)');
+const b64u = z.string().min(1).max(256).regex(/^[A-Za-z0-9_-]+$/, 'must be base64url');
+/** A recipient public key: X25519 (OKP) or P-256 (EC), no private part. */
+export const envelopePublicJwkSchema = z.union([
+  z.strictObject({ kty: z.literal('OKP'), crv: z.literal('X25519'), x: b64u, kid: kid.optional() }),
+  z.strictObject({ kty: z.literal('EC'), crv: z.literal('P-256'), x: b64u, y: b64u, kid: kid.optional() }),
+]);
+/** §14.1 PUT /v1/envelope-keys */
+export const envelopeKeySchema = z.strictObject({ jwk: envelopePublicJwkSchema });
+/** §14.1 the answer: the key's id and whether it is the newest (the one the service seals to). */
+export const envelopeKeyResponseSchema = z.object({ kid, registeredAt: time, newest: z.boolean() });
+/** §14.2 GET /v1/envelope-keys */
+export const envelopeKeysResponseSchema = z.object({ keys: z.array(z.object({ kid, registeredAt: time, newest: z.boolean() })) });
+
+// Reverse replication (§15): logs of what a failed-over VM wrote at the hoster, for its agent.
+
+export const MaxReverseLogsPerPage = 1000;
+/** §15.2 GET /v1/vms/{vm}/disks/{disk}/reverse/logs query: logs after (generation, sequence). */
+export const reverseLogsQuerySchema = z.strictObject({
+  generation: z.coerce.number().int().min(0).max(MaxGeneration).default(0),
+  after: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(0),
+  limit: z.coerce.number().int().min(1).max(MaxReverseLogsPerPage).default(100),
+});
+/** §15.3 POST /v1/vms/{vm}/disks/{disk}/reverse/applied */
+export const reverseAppliedSchema = z.strictObject({ generation, sequence: seq.min(1) });
+
+/** §15.1 one disk's reverse replication as the service sees it. */
+export const reverseDiskSchema = z.object({
+  disk: id,
+  failover: z.string().min(1),
+  generation,
+  latestSequence: seq,
+  appliedGeneration: z.number().int().min(0).max(MaxGeneration),
+  appliedSequence: seq,
+  appliedAt: time.nullable(),
+  pendingLogs: seq,
+  pendingBytes: size,
+  lastCapturedAt: time.nullable(),
+});
+export type ReverseDisk = z.infer<typeof reverseDiskSchema>;
+/** §15.1 GET /v1/vms/{vm}/reverse */
+export const reverseStatusResponseSchema = z.object({ vm: id, disks: z.array(reverseDiskSchema) });
+export type ReverseStatusResponse = z.infer<typeof reverseStatusResponseSchema>;
+/** §15.2 a reverse log and a grant to download it. */
+export const reverseLogSchema = z.object({
+  generation,
+  sequence: seq.min(1),
+  kind: z.enum(['delta', 'incremental']),
+  key,
+  size,
+  sha256,
+  kid,
+  cycle: seq.min(1),
+  capturedAt: time,
+  dataBytes: size,
+  get: z.object({ url: z.string().url(), method: z.literal('GET'), headers: z.record(z.string(), z.string()), expiresAt: time }),
+});
+export type ReverseLog = z.infer<typeof reverseLogSchema>;
+export const reverseLogsResponseSchema = z.object({ disk: id, logs: z.array(reverseLogSchema) });

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger, type EngineContext } from '../../agent/replicate/context.js';
 import { Replicator } from '../../agent/replicate/engine.js';
 import { qemuWorkDir } from '../../agent/replicate/live.js';
-import { QemuSource } from '../../agent/sources/qemu.js';
+import { QemuSource } from '../../shared/qemu/source.js';
 import type { VmConfig } from '../../agent/state/schema.js';
 import { AgentState } from '../../agent/state/store.js';
 import { generateKeyPair } from '../../shared/crypto/keys.js';

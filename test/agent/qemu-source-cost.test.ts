@@ -11,7 +11,7 @@ import { existsSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { QemuSource } from '../../agent/sources/qemu.js';
+import { QemuSource } from '../../shared/qemu/source.js';
 import { ScanTracker } from '../../agent/tracker/scan.js';
 import { openDisk, type Extent } from '../../shared/disk/index.js';
 import { QmpClient } from '../../shared/qmp/client.js';

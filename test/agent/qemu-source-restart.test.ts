@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { QemuSource } from '../../agent/sources/qemu.js';
+import { QemuSource } from '../../shared/qemu/source.js';
 import type { Extent } from '../../shared/disk/index.js';
 import { QmpClient } from '../../shared/qmp/client.js';
 import { execFileP, scratchDir } from '../helpers.js';

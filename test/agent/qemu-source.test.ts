@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { QemuSource, type QemuCycle } from '../../agent/sources/qemu.js';
+import { QemuSource, type QemuCycle } from '../../shared/qemu/source.js';
 import type { Extent } from '../../shared/disk/index.js';
 import { QmpClient } from '../../shared/qmp/client.js';
 import { execFileP, scratchDir } from '../helpers.js';

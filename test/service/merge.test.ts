@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BaseStageAhead } from '../../service/workers/base-job.js';
 import type { Merger } from '../../service/workers/merger.js';
-import { stageBudget } from '../../service/workers/stage.js';
+import { stageBudget } from '../../shared/log/stage.js';
 import { referee } from '../helpers.js';
 import { SimAgent, scribble } from './agent-sim.js';
 import type { MergeHarness, TestEnv } from './helpers.js';

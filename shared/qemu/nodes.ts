@@ -4,8 +4,8 @@
  * plain values. Failure: a node qemu does not have is a LifeboatError 'not_found' naming it and the
  * nodes there are.
  */
-import { LifeboatError } from '../../shared/errors.js';
-import type { QmpClient } from '../../shared/qmp/client.js';
+import { LifeboatError } from '../errors.js';
+import type { QmpClient } from '../qmp/client.js';
 
 export interface BitmapInfo {
   name: string;

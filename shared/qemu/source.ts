@@ -27,13 +27,12 @@ import { execFile } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import type { Extent } from '../../shared/disk/index.js';
-import { BaseAllocation, NBD_STATE_ZERO } from '../../shared/nbd/protocol.js';
-import { NbdClient } from '../../shared/nbd/client.js';
-import type { QmpClient } from '../../shared/qmp/client.js';
-import type { TrackedCycle } from '../tracker/types.js';
+import type { Extent } from '../disk/index.js';
+import { BaseAllocation, NBD_STATE_ZERO } from '../nbd/protocol.js';
+import { NbdClient } from '../nbd/client.js';
+import type { QmpClient } from '../qmp/client.js';
 import { nbdUri } from './nbd-disk.js';
-import { listBitmaps, nodeInfo, type BitmapInfo } from './qemu-qmp.js';
+import { listBitmaps, nodeInfo, type BitmapInfo } from './nodes.js';
 
 const execFileP = promisify(execFile);
 export const BitmapPrefix = 'lifeboat-';
@@ -63,21 +62,27 @@ export interface QemuSourceOptions {
    * Smaller granules cost a bigger bitmap but cut what scattered small writes make a cycle read.
    */
   granularity?: number;
+  /**
+   * The names of this tracker's bitmaps: `<prefix><n>` (default `lifeboat-`). The service's reverse
+   * cycles use `lifeboat-rv-` on a failed-over VM's overlays, beside the driver's `lifeboat-fo`.
+   */
+  prefix?: string;
 }
 
-const generationOf = (name: string) => Number(name.slice(BitmapPrefix.length));
-const isOurs = (b: BitmapInfo) => b.name.startsWith(BitmapPrefix) && Number.isInteger(generationOf(b.name));
+const generationOf = (prefix: string, name: string) => Number(name.slice(prefix.length));
+const isOurs = (prefix: string, b: BitmapInfo) => b.name.startsWith(prefix) && /^\d+$/.test(b.name.slice(prefix.length));
 
 export class QemuSource {
   constructor(private readonly options: QemuSourceOptions) {}
 
   private get qmp(): QmpClient { return this.options.qmp; }
+  private get prefix(): string { return this.options.prefix ?? BitmapPrefix; }
   get qmpClient(): QmpClient { return this.options.qmp; }
   get node(): string { return this.options.node; }
 
   /** Our bitmaps on the node, oldest first. */
   async bitmaps(): Promise<BitmapInfo[]> {
-    return (await listBitmaps(this.qmp, this.options.node)).filter(isOurs).sort((a, b) => generationOf(a.name) - generationOf(b.name));
+    return (await listBitmaps(this.qmp, this.options.node)).filter((b) => isOurs(this.prefix, b)).sort((a, b) => generationOf(this.prefix, a.name) - generationOf(this.prefix, b.name));
   }
 
   /** The bitmap recording now, or undefined when none of ours is there (lost). */
@@ -89,7 +94,7 @@ export class QemuSource {
   async protect(): Promise<void> {
     if (await this.liveBitmap()) return;
     const { driver } = await nodeInfo(this.qmp, this.options.node);
-    await this.qmp.execute('block-dirty-bitmap-add', { node: this.options.node, name: `${BitmapPrefix}0`, ...this.bitmapArgs(driver) });
+    await this.qmp.execute('block-dirty-bitmap-add', { node: this.options.node, name: `${this.prefix}0`, ...this.bitmapArgs(driver) });
   }
 
   /** Persistent where the format can store it (qcow2), unless the options say otherwise. */
@@ -119,8 +124,8 @@ export class QemuSource {
     const { node, workDir } = this.options;
     const info = await nodeInfo(this.qmp, node);
     const live = await this.liveBitmap();
-    const generation = live ? generationOf(live.name) + 1 : Date.now();
-    const next = `${BitmapPrefix}${generation}`;
+    const generation = live ? generationOf(this.prefix, live.name) + 1 : Date.now();
+    const next = `${this.prefix}${generation}`;
     const overlay = join(workDir, `${viewNode(node)}.qcow2`);
     await rm(overlay, { force: true });
     await execFileP('qemu-img', ['create', '-q', '-f', 'qcow2', overlay, String(info.size)]);
@@ -213,7 +218,7 @@ export async function beginCyclesAt(sources: QemuSource[], quiescer?: Quiescer):
 }
 
 /** One cycle: its dirty extents, reads of the frozen view, and the bitmap's fate. */
-export class QemuCycle implements TrackedCycle {
+export class QemuCycle {
   changedBytes = 0;
   /** Bytes READ from the view through NBD. */
   get readBytes(): number { return this.nbd.bytesRead; }

@@ -9,11 +9,11 @@
  * `base:allocation` (a range with NBD_STATE_ZERO is a 'zero' extent; a hole without it is data). Failure: writes are refused as on a
  * read-only file ('read_only'); a view ended under a reader fails its reads ('unavailable' or 'io').
  */
-import { LifeboatError } from '../../shared/errors.js';
-import type { DiskImage, DiskInfo, Extent, ExtentQuery } from '../../shared/disk/index.js';
-import { openDisk } from '../../shared/disk/index.js';
-import { NbdClient } from '../../shared/nbd/client.js';
-import { BaseAllocation, NBD_STATE_ZERO } from '../../shared/nbd/protocol.js';
+import { LifeboatError } from '../errors.js';
+import type { DiskImage, DiskInfo, Extent, ExtentQuery } from '../disk/index.js';
+import { openDisk } from '../disk/index.js';
+import { NbdClient } from '../nbd/client.js';
+import { BaseAllocation, NBD_STATE_ZERO } from '../nbd/protocol.js';
 
 /** Bytes in one READ. */
 const ReadSlice = 4 << 20;

@@ -19,7 +19,7 @@
  */
 import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
-import { adoptPooled, isPooled } from '../../shared/buffer-pool.js';
+import { adoptPooled, isPooled } from './buffer-pool.js';
 
 const SlotBytes = 4 << 20;
 /** Slots per hash: bounds how far the hashing may fall behind. */

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { givePooled, isPooled, takePooled } from '../../shared/buffer-pool.js';
+import { givePooled, isPooled, takePooled } from './buffer-pool.js';
 import { Sha256 } from './hash-thread.js';
 
 describe('Sha256 on the helper thread', () => {

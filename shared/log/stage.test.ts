@@ -4,12 +4,12 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generateKeyPair } from '../../shared/crypto/index.js';
-import type { PrivateJwk } from '../../shared/crypto/keys.js';
-import { createDisk } from '../../shared/disk/index.js';
-import type { Extent } from '../../shared/disk/types.js';
-import { writeLogFile } from '../../shared/log/index.js';
-import { memorySource } from '../../shared/log/testing.js';
+import { generateKeyPair } from '../crypto/index.js';
+import type { PrivateJwk } from '../crypto/keys.js';
+import { createDisk } from '../disk/index.js';
+import type { Extent } from '../disk/types.js';
+import { writeLogFile } from './index.js';
+import { memorySource } from './testing.js';
 import { applyStaged, discardStaged, stageBudget, stageLog } from './stage.js';
 
 const MiB = 1 << 20;

@@ -1,0 +1,214 @@
+/**
+ * Reverse replication end to end with real parts: the service (PostgreSQL, its agent endpoint, the
+ * file object store), a failed-over VM under the qemu driver (TCG) whose overlay reads the point from
+ * qemu-nbd, writes made at the hoster with qemu-io through HMP, reverse cycles, and the agent's
+ * applier on an on-premises copy of the point. qemu-img compare is the referee at each stage: the
+ * hoster's disk (the overlay over the point, then the committed overlay alone) against the on-premises
+ * disk. Then tampering, truncation, replay and another tenant's agent.
+ */
+import { execFileSync } from 'node:child_process';
+import { copyFile, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ReverseClient } from '../../agent/reverse/client.js';
+import { applyReverse, readReverseState } from '../../agent/reverse/apply.js';
+import { registerNewEnvelopeKey } from '../../agent/reverse/keys.js';
+import { AgentState } from '../../agent/state/store.js';
+import type { IdentityFiles } from '../../agent/state/store.js';
+import { QemuDriver } from '../../service/failover/drivers/qemu.js';
+import { reverseCycle } from '../../service/reverse/cycle.js';
+import type { RunningService } from '../../service/runner.js';
+import type { ReverseLog } from '../../shared/protocol/schemas.js';
+import { execFileP, scratchDir } from '../helpers.js';
+import { killLeftQemus, serveNbd, type NbdServer } from '../failover/qemu-helpers.js';
+import { enrolledAgent, httpsJson, testEnv, testService, type TestEnv } from '../service/helpers.js';
+
+const hasQemu = (() => { try { execFileSync('qemu-system-x86_64', ['--version']); return true; } catch { return false; } })();
+const Size = 16 << 20;
+const vm = 'vm1';
+
+/** Deterministic non-trivial content: every 64 KiB block a different byte pattern, some blocks zero. */
+function pointImage(): Buffer {
+  const b = Buffer.alloc(Size);
+  for (let i = 0; i < Size / 65536; i++) if (i % 5 !== 0) b.fill((i * 37) & 0xff, i * 65536, (i + 1) * 65536);
+  return b;
+}
+
+async function compare(hoster: string[], onPrem: string): Promise<string> {
+  const r = await execFileP('qemu-img', ['compare', '-U', ...hoster, onPrem]).catch((e: { stdout: string; stderr: string }) => e);
+  return (r.stdout + r.stderr).trim();
+}
+
+describe.skipIf(!hasQemu)('reverse replication (skipped only when qemu-system-x86_64 is missing)', () => {
+  let env: TestEnv;
+  let svc: RunningService;
+  let dir: Awaited<ReturnType<typeof scratchDir>>;
+  let nbd: NbdServer;
+  let driver: QemuDriver;
+  let files: IdentityFiles;
+  let state: AgentState;
+  const workDir = () => join(dir.path, 'fo1');
+  const point = () => join(dir.path, 'point.raw');
+  const onPrem = () => join(dir.path, 'onprem.raw');
+  const overlay = () => join(workDir(), 'disk0.qcow2');
+  const failover = { id: 'fo-1', tenant: 'acme', vm, fork: [{ disk: 'disk0', replicaDir: '', layer: '', virtualSize: Size, bus: 'ide' }] };
+  // The hoster's disk before commit: the overlay over the point (its header names no backing).
+  const hosterUncommitted = () => [`json:${JSON.stringify({ driver: 'qcow2', file: { driver: 'file', filename: overlay() }, backing: { driver: 'raw', file: { driver: 'file', filename: point() } } })}`];
+
+  beforeAll(async () => {
+    env = await testEnv();
+    svc = await testService(env);
+    dir = await scratchDir('lifeboat-rv-');
+    await writeFile(point(), pointImage());
+    await copyFile(point(), onPrem());
+    const id = await enrolledAgent(svc, 'acme', '*.acme.test', 'hv1.acme.test');
+    const reg = await httpsJson(`${svc.agentUrl}/v1/vms/${vm}`, {
+      method: 'PUT', caPem: svc.ctx.ca.certPem, identity: id,
+      body: { disks: [{ id: 'disk0', virtualSize: Size, format: 'raw' }], frequency: '5m', history: 0, appConsistentEvery: 0, compression: 'zstd' },
+    });
+    expect(reg.status).toBe(201);
+    files = {
+      keyPem: id.keyPem, certPem: id.certPem, caPem: svc.ctx.ca.certPem, tenantKeyJwk: JSON.stringify(id.replicaKey),
+      identity: { version: 1, serviceUrl: svc.agentUrl, name: 'hv1.acme.test', tenant: 'acme', caFingerprint: svc.ctx.ca.fingerprint, certNotAfter: new Date(Date.now() + 86_400_000).toISOString(), enrolledAt: new Date().toISOString() },
+    };
+    state = new AgentState(join(dir.path, 'agent-state'));
+    await state.init();
+    nbd = await serveNbd(point(), dir.path, 'point');
+    driver = new QemuDriver({ stateDir: join(dir.path, 'host'), accel: 'tcg' });
+    await driver.prepare({
+      failoverId: failover.id, workDir: workDir(), name: 'lifeboat-rv-test', hardware: { firmware: 'bios', secureBoot: false, cpus: 1, memoryMiB: 64, guestOs: 'other' },
+      disks: [{ id: 'disk0', bus: 'ide', virtualSize: Size, nbd: { socket: nbd.socket, exportName: nbd.exportName } }],
+      nics: [], seeds: [], vmGenerationId: '8f2a1c3e-1b2d-4c5e-9f00-112233445566',
+    });
+    await driver.start(workDir());
+  }, 120_000);
+
+  afterAll(async () => {
+    await driver?.stop(workDir()).catch(() => undefined);
+    await driver?.close();
+    if (dir) await killLeftQemus(dir.path);
+    await nbd?.stop();
+    await svc?.stop();
+    await env?.cleanup();
+    await dir?.remove();
+  });
+
+  const cycle = async () => reverseCycle({ db: svc.ctx.db, store: svc.ctx.store }, { failover, workDir: workDir(), qmp: await driver.qmp(workDir()) });
+  const apply = () => applyReverse({ state, files, client: new ReverseClient(files), vm, disks: [onPrem()] });
+  const hmp = async (cmd: string) => (await driver.qmp(workDir())).hmp(`qemu-io -d disk0 "${cmd}"`);
+
+  it('refuses a cycle until the agent registered an envelope key', async () => {
+    await expect(cycle()).rejects.toThrow(/registered no envelope key/);
+  });
+
+  it('ships the hoster\'s writes cycle by cycle; the on-premises disk equals the hoster\'s at each stage', async () => {
+    const first = await registerNewEnvelopeKey(state.dir, files);
+    expect(first.newest).toBe(true);
+
+    // Writes at the hoster before the first reverse cycle: all of them go in its delta.
+    await hmp('write -P 0xa1 1M 64k');
+    await hmp('write -P 0xa2 5M 200k');
+    await hmp('write -z 8M 128k');
+    await hmp('flush');
+    const c1 = await cycle();
+    expect(c1.disks).toEqual([expect.objectContaining({ generation: 1, sequence: 1, kind: 'delta' })]);
+    // The bitmap's granule is 64 KiB: 64 K + 256 K (200 K from 5 M spans 4 granules) + 128 K.
+    expect(c1.disks[0]!.changedBytes).toBe((64 + 256 + 128) << 10);
+    expect(await compare(hosterUncommitted(), onPrem())).not.toBe('Images are identical.');
+    const applied1 = await apply();
+    expect(applied1).toEqual([expect.objectContaining({ disk: 'disk0', generation: 1, sequence: 1, appliedLogs: 1, pendingLogs: 0 })]);
+    expect(await compare(hosterUncommitted(), onPrem())).toBe('Images are identical.');
+
+    // A cycle with nothing written is an empty incremental log.
+    const c2 = await cycle();
+    expect(c2.disks[0]).toMatchObject({ sequence: 2, kind: 'incremental', changedBytes: 0, dataBytes: 0 });
+
+    // Commit (block-stream): the overlay stands alone; later writes go on shipping.
+    await driver.commit(workDir());
+    await hmp('write -P 0xb3 3M 4k');
+    await hmp('write -P 0xb4 15M 1M');
+    await hmp('flush');
+    const c3 = await cycle();
+    expect(c3.disks[0]).toMatchObject({ sequence: 3, kind: 'incremental', changedBytes: (64 << 10) + (1 << 20) });
+    // The agent catches up with two logs in one pass.
+    const applied2 = await apply();
+    expect(applied2[0]).toMatchObject({ generation: 1, sequence: 3, appliedLogs: 2 });
+    expect(await compare([overlay()], onPrem())).toBe('Images are identical.');
+    // A second pass finds nothing to do.
+    expect((await apply())[0]).toMatchObject({ sequence: 3, appliedLogs: 0 });
+
+    // The service knows what the agent applied: no lag.
+    const status = await new ReverseClient(files).status(vm);
+    expect(status.disks).toEqual([expect.objectContaining({ disk: 'disk0', generation: 1, latestSequence: 3, appliedSequence: 3, pendingLogs: 0, pendingBytes: 0 })]);
+  }, 300_000);
+
+  it('rotation: new logs are sealed to the newest key and the old key still opens the logs sealed to it', async () => {
+    await hmp('write -P 0xc5 2M 64k');
+    await hmp('flush');
+    const before = await cycle();
+    const second = await registerNewEnvelopeKey(state.dir, files);
+    expect(second.kid).not.toBe(before.kid);
+    await hmp('write -P 0xc6 6M 64k');
+    await hmp('flush');
+    const after = await cycle();
+    expect(after.kid).toBe(second.kid);
+    const applied = await apply();
+    expect(applied[0]).toMatchObject({ sequence: 5, appliedLogs: 2 });
+    expect(await compare([overlay()], onPrem())).toBe('Images are identical.');
+  }, 300_000);
+
+  it('a tampered, truncated or replayed reverse log is refused with nothing applied', async () => {
+    await hmp('write -P 0xd7 9M 64k');
+    await hmp('flush');
+    const c = await cycle();
+    const real = new ReverseClient(files);
+    const { logs } = await real.logs(vm, 'disk0', { generation: 1, sequence: 5 });
+    const log = logs[0]!;
+    expect(log.sequence).toBe(c.disks[0]!.sequence);
+    const parts: Buffer[] = [];
+    for await (const chunk of await real.download(log)) parts.push(chunk as Buffer);
+    const bytes = Buffer.concat(parts);
+    const onPremBefore = await readFile(onPrem());
+    const attempt = (serve: (l: ReverseLog) => Buffer, list: (l: ReverseLog) => ReverseLog = (l) => l) => applyReverse({
+      state, files, vm, disks: [onPrem()],
+      client: {
+        status: (v) => real.status(v),
+        applied: (v, d, g, s) => real.applied(v, d, g, s),
+        logs: async (v, d, after) => ({ disk: d, logs: (await real.logs(v, d, after)).logs.map(list) }),
+        download: async (l) => Readable.from([serve(l)]),
+      },
+    });
+    // One bit flipped in the middle of the object.
+    const flipped = Buffer.from(bytes);
+    flipped[Math.floor(flipped.length / 2)]! ^= 0x10;
+    await expect(attempt(() => flipped)).rejects.toThrow(/refused, nothing of it applied/);
+    // Cut short by 100 bytes.
+    await expect(attempt(() => bytes.subarray(0, bytes.length - 100))).rejects.toThrow(/refused, nothing of it applied/);
+    // An older log of this disk (sequence 1, listed with its own key, size and digest) served in place of this one.
+    const older = (await real.logs(vm, 'disk0', { generation: 1, sequence: 1 })).logs[0]!;
+    const olderBytes: Buffer[] = [];
+    for await (const chunk of await real.download(older)) olderBytes.push(chunk as Buffer);
+    await expect(attempt(() => Buffer.concat(olderBytes), (l) => ({ ...l, kid: older.kid, size: older.size, sha256: older.sha256 }))).rejects.toThrow(/replayed under another name/);
+    // Nothing reached the disk, nothing was recorded.
+    expect((await readFile(onPrem())).equals(onPremBefore)).toBe(true);
+    expect((await readReverseState(state, vm)).disks['disk0']).toMatchObject({ generation: 1, sequence: 5 });
+    // The real log then applies.
+    expect((await apply())[0]).toMatchObject({ sequence: 6, appliedLogs: 1 });
+    expect(await compare([overlay()], onPrem())).toBe('Images are identical.');
+  }, 300_000);
+
+  it('an agent of another tenant can neither list nor fetch reverse logs', async () => {
+    const other = await enrolledAgent(svc, 'globex', '*.globex.test', 'hv1.globex.test');
+    const ca = svc.ctx.ca.certPem;
+    for (const path of [`/v1/vms/${vm}/reverse`, `/v1/vms/${vm}/disks/disk0/reverse/logs`]) {
+      const r = await httpsJson(`${svc.agentUrl}${path}`, { caPem: ca, identity: other });
+      expect(r.status, path).toBe(404);
+    }
+    const r = await httpsJson(`${svc.agentUrl}/v1/vms/${vm}/disks/disk0/reverse/applied`, { method: 'POST', body: { generation: 1, sequence: 1 }, caPem: ca, identity: other });
+    expect(r.status).toBe(404);
+    // Its own envelope key does not make the service seal acme's logs to it.
+    const keys = await httpsJson<{ keys: unknown[] }>(`${svc.agentUrl}/v1/envelope-keys`, { caPem: ca, identity: other });
+    expect(keys.body.keys).toEqual([]);
+  });
+});
