@@ -1,7 +1,7 @@
 /**
  * The operator API (default port 8080, docs/api.md): every /v1 route needs a bearer credential and
- * asks service/trust/roles.ts for the access it needs; /healthz, /metrics and the OpenAPI document
- * need none. The CLI's admin subcommands are clients of these routes.
+ * asks service/trust/roles.ts for the access it needs; /healthz, /metrics, the OpenAPI document and
+ * its reference page (/api-docs) need none. The CLI's admin subcommands are clients of these routes.
  */
 import { Hono } from 'hono';
 import type { Context, MiddlewareHandler } from 'hono';
@@ -31,6 +31,7 @@ import { networkRoutes } from './networks.js';
 import { nicRoutes } from './nics.js';
 import { openApiDocument } from './openapi.js';
 import { planRoutes } from './plans.js';
+import { referenceRoutes } from './reference.js';
 import { publicIpRoutes } from './public-ips.js';
 import { webhookRoutes } from './webhooks.js';
 import { usageRoutes } from './usage.js';
@@ -73,6 +74,7 @@ export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: Enqu
   app.get('/healthz', (c) => (ready() ? c.json({ status: 'ok' }) : c.json({ status: 'starting' }, 503)));
   app.get('/metrics', async (c) => c.text(await metrics.registry.metrics(), 200, { 'content-type': metrics.registry.contentType }));
   app.get('/v1/openapi.json', (c) => c.json(openApiDocument));
+  referenceRoutes(app);
   // The webhook driver's orchestrator answers here; the Standard Webhooks signature is its credential.
   app.post('/v1/failover-callbacks/:host', bodySizeLimit(1 << 20), async (c) => {
     const driver = failoverHost?.name === c.req.param('host') ? failoverHost.runtime.driver : undefined;
