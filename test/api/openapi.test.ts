@@ -230,6 +230,12 @@ describe('the OpenAPI document', () => {
     await made('GET', '/v1/api-keys');
     await made('GET', `/v1/api-keys/${key.id}`);
     await made('DELETE', `/v1/api-keys/${key.id}`);
+    // A repeat of a mutation with its Idempotency-Key is the kept answer; the key on another request, a 422 problem.
+    const once = { name: 'walk once', role: 'hoster-operator' };
+    const first = await call<{ id: string }>('POST', '/v1/api-keys', once, { 'idempotency-key': 'walk-key-1' });
+    const again = await call<{ id: string }>('POST', '/v1/api-keys', once, { 'idempotency-key': 'walk-key-1' });
+    expect([first.status, again.status, again.body.id]).toEqual([201, 201, first.body.id]);
+    expect((await call('POST', '/v1/api-keys', { ...once, name: 'walk twice' }, { 'idempotency-key': 'walk-key-1' })).status).toBe(422);
     await made('POST', '/v1/users', { username: 'ops@acme.example', role: 'tenant-viewer', tenant: 'acme' });
     await made('GET', '/v1/users?tenant=acme');
     await made('PATCH', '/v1/users/ops@acme.example', { role: 'tenant-operator' });

@@ -29,7 +29,6 @@ export const failoverReport = z.object({
   warnings: z.array(z.string()), error: z.string().nullable(), ...etag,
 }).describe('the drill report');
 
-const idempotency = { 'Idempotency-Key': { schema: z.string().max(200), description: 'a repeated request with the same key answers the first failover (200), never a second one' } };
 const hardware = z.object({
   firmware: z.string(), secureBoot: z.boolean(), cpus: z.number().int(), memoryMiB: z.number().int(), guestOs: z.string(),
   disks: z.record(z.string(), z.object({ bus: z.string(), order: z.number().int() })), readyProbes: z.array(z.looseObject({ kind: z.string() })),
@@ -38,8 +37,8 @@ const hardware = z.object({
 
 export const failoverRoutes: RouteDoc[] = [
   {
-    method: 'post', path: '/v1/tenants/{tenant}/vms/{vm}/failovers', tag, headers: idempotency, body: failoverRequestSchema, errors: [409, 503],
-    summary: 'start a failover (test, planned, unplanned) from a point', ok: { 202: failoverReport, 200: failoverReport.describe('the first failover of this Idempotency-Key') },
+    method: 'post', path: '/v1/tenants/{tenant}/vms/{vm}/failovers', tag, body: failoverRequestSchema, errors: [409, 503],
+    summary: 'start a failover (test, planned, unplanned) from a point; a repeat with the same Idempotency-Key answers the first failover, never a second one', ok: { 202: failoverReport, 200: failoverReport.describe('the first failover of this Idempotency-Key') },
   },
   { method: 'get', path: '/v1/tenants/{tenant}/vms/{vm}/failovers', tag, summary: 'the VM\'s failovers', ok: { 200: list } },
   { method: 'get', path: '/v1/tenants/{tenant}/failovers', tag, query: failoverListQuery.omit({ tenant: true }), summary: 'the tenant\'s failovers (active=true: those not ended)', ok: { 200: list } },

@@ -51,7 +51,7 @@ const Common = [400, 401, 403, 404, 429, 500];
 const ProblemText: Record<number, string> = {
   400: 'bad input (path, query or body)', 401: 'no, malformed, expired or revoked credential', 403: 'the role may not do this',
   404: 'no such object, or a tenant that is not the caller\'s', 409: 'conflicts with the state of the object', 413: 'body over the size limit',
-  429: 'over the API key\'s rate limit (Retry-After)', 500: 'internal error (the log holds the rest, by request id)', 503: 'unavailable now (busy, no capacity, no Redis)',
+  422: 'the Idempotency-Key was used for another request', 429: 'over the API key\'s rate limit (Retry-After)', 500: 'internal error (the log holds the rest, by request id)', 503: 'unavailable now (busy, no capacity, no Redis)',
 };
 
 /** Path parameters shared by many routes. */
@@ -77,14 +77,22 @@ function operation(route: RouteDoc) {
     const q = jsonSchema(route.query, 'input') as { properties?: Record<string, object>; required?: string[] };
     for (const [name, schema] of Object.entries(q.properties ?? {})) parameters.push({ name, in: 'query', required: q.required?.includes(name) ?? false, schema });
   }
+  const mutation = route.method !== 'get' && !route.open;
+  if (mutation) {
+    parameters.push({
+      name: 'Idempotency-Key', in: 'header', required: false, schema: { type: 'string', minLength: 1, maxLength: 200 },
+      description: 'the first answer to this key is kept 24 hours: a repeat of the same request gets it again (Idempotent-Replayed: true) and changes nothing; another request with the key: 422',
+    });
+  }
   for (const [name, h] of Object.entries(route.headers ?? {})) parameters.push({ name, in: 'header', required: false, description: h.description, schema: jsonSchema(h.schema, 'input') });
   const responses: Record<string, object> = {};
   for (const [status, answer] of Object.entries(route.ok)) {
+    const replayed = mutation ? { headers: { 'Idempotent-Replayed': { description: 'true: the kept answer to a repeat of this request\'s Idempotency-Key', schema: { type: 'string', enum: ['true'] } } } } : {};
     responses[status] = answer instanceof z.ZodType
-      ? { description: answer.description ?? 'success', content: { 'application/json': { schema: jsonSchema(answer, 'output') } } }
-      : answer;
+      ? { description: answer.description ?? 'success', ...replayed, content: { 'application/json': { schema: jsonSchema(answer, 'output') } } }
+      : { ...replayed, ...answer };
   }
-  const statuses = route.open ? [...(route.errors ?? [])] : [...Common, ...(route.body ? [413] : []), ...(route.errors ?? [])];
+  const statuses = route.open ? [...(route.errors ?? [])] : [...Common, ...(route.body ? [413] : []), ...(mutation ? [409, 422] : []), ...(route.errors ?? [])];
   for (const s of [...new Set(statuses)].sort()) responses[String(s)] = { description: ProblemText[s] ?? 'problem', content: { 'application/problem+json': { schema: problemRef } } };
   const body = route.body && jsonSchema(route.body, 'input');
   return {
