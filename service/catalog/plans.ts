@@ -103,6 +103,22 @@ export async function setRun(db: Queryable, id: string, set: Partial<Pick<PlanRu
   await db.query(`UPDATE plan_runs SET ${sets.join(', ')} WHERE id = $1`, params);
 }
 
+/**
+ * Moves the live runs of failover hosts silent for longer than staleMs (or no longer registered) to
+ * host, each run once (rows another host is taking are skipped); the runs taken, with the host each
+ * came from and its last heartbeat.
+ */
+export async function takeStrandedRuns(db: Queryable, host: string, staleMs: number): Promise<Array<Pick<PlanRunRow, 'id' | 'tenant' | 'plan' | 'mode'> & { from: string; heartbeatAt: Date | null }>> {
+  return db.query(
+    `WITH stranded AS (
+       SELECT r.id, r.host AS from_host, h.heartbeat_at FROM plan_runs r LEFT JOIN failover_hosts h ON h.name = r.host
+       WHERE r.ended_at IS NULL AND r.host <> $1 AND (h.name IS NULL OR h.heartbeat_at < now() - make_interval(secs => $2::float8 / 1000))
+       FOR UPDATE OF r SKIP LOCKED)
+     UPDATE plan_runs p SET host = $1, updated_at = now() FROM stranded s WHERE p.id = s.id
+     RETURNING p.id, p.tenant, p.plan, p.mode, s.from_host AS "from", s.heartbeat_at AS "heartbeatAt"`,
+    [host, staleMs]);
+}
+
 // ---- steps ----
 
 export interface RunStepRow {

@@ -24,7 +24,7 @@ import type { FailoverRow } from '../catalog/failovers.js';
 import { listFailovers } from '../catalog/failovers.js';
 import { pinPoint, unpinPoint } from '../catalog/pins.js';
 import type { PlanRunRow, RunStepRow, RunVmRow } from '../catalog/plans.js';
-import { addRunStep, getRun, listRunVms, listRuns, planWebhookSecret, setRun, setRunVm, stepStartedAt } from '../catalog/plans.js';
+import { addRunStep, getRun, listRunVms, listRuns, planWebhookSecret, setRun, setRunVm, stepStartedAt, takeStrandedRuns } from '../catalog/plans.js';
 import { awaitFinalCycle, cancelFinalCycle, finalCycleCommand } from '../commands/planned.js';
 import { changeGoal, requestFailover } from '../failover/engine.js';
 import type { HostExtension } from '../failover/host.js';
@@ -59,6 +59,7 @@ export function planRunExtension(): HostExtension {
     jobName: PlanRunJobName,
     run: (rt, queues, id) => runPlanRunJob(rt, queues, id, () => closing),
     async reconcile(rt, queues, running) {
+      await adoptStrandedRuns(rt);
       for (const run of await listRuns(rt.ctx.db, { host: rt.hostName, live: true })) {
         if (!running.has(run.id) && (run.state !== 'waiting' || run.goal === 'cancelled')) await enqueueRun(queues, run);
       }
@@ -67,6 +68,28 @@ export function planRunExtension(): HostExtension {
       closing = true;
     },
   };
+}
+
+/** A failover host silent this long (its heartbeat: every 5 s) has died: its live runs move to a host that is alive. */
+export const StrandedAfterMs = 5 * 60_000;
+
+/**
+ * Takes the live runs of hosts whose heartbeat is older than StrandedAfterMs (or that are gone from
+ * the catalog), each with a run step and a plan_run.step_changed event (step `host`, status `moved`)
+ * in the same transaction; the loop after it queues them here. A run resumes where its cursor is:
+ * its steps are idempotent, as after any restart.
+ */
+export async function adoptStrandedRuns(rt: HostRuntime, staleMs = StrandedAfterMs): Promise<number> {
+  return rt.ctx.db.transaction(async (tx) => {
+    const taken = await takeStrandedRuns(tx, rt.hostName, staleMs);
+    for (const r of taken) {
+      const detail = `failover host ${r.from} ${r.heartbeatAt ? `silent since ${new Date(r.heartbeatAt).toISOString()}` : 'is gone'}; the run moved to host ${rt.hostName}`;
+      await addRunStep(tx, r.id, null, 'host', 'done', detail);
+      await emitPlanRunEvent(tx, { type: 'plan_run.step_changed', tenant: r.tenant, plan: r.plan, run: r.id, mode: r.mode, stepIndex: null, step: 'host', status: 'moved', detail });
+      rt.log.warn({ run: r.id, from: r.from }, detail);
+    }
+    return taken.length;
+  });
 }
 
 const holder = (runId: string) => `plan-run:${runId}`;

@@ -199,6 +199,33 @@ describe('recovery plans', () => {
     expect((await api('POST', `/v1/tenants/acme/plans/cancel-me/runs/${run.id}/cancel`, {})).status).toBe(409);
   }, 5 * MinuteMs);
 
+  it('moves a run stranded on a failover host that never comes back to a live one, with a step and an event', async () => {
+    must(await api('POST', '/v1/tenants/acme/plans', plan('stranded', [{ vms: ['app02'], before: [{ kind: 'manual', message: 'go on?', approver: 'hoster' }] }])), 'create');
+    const run = must(await api<PlanRunReport>('POST', '/v1/tenants/acme/plans/stranded/runs', { mode: 'test' }), 'run').body;
+    await p.waitRun('acme', 'stranded', run.id, (r) => r.state === 'waiting', 2 * MinuteMs);
+    const db = p.s.svc.ctx.db;
+    const hostOf = async () => (await db.query<{ host: string }>('SELECT host FROM plan_runs WHERE id = $1', [run.id]))[0]!.host;
+    const live = await hostOf();
+    // A host that died ten minutes ago (its heartbeat is every 5 s), holding the run.
+    await db.query(`INSERT INTO failover_hosts (name, cpus, memory_mib, storage_bytes, started_at, heartbeat_at) VALUES ('ghost', 4, 4096, 0, now() - interval '1 hour', now() - interval '10 minutes')`);
+    await db.query(`UPDATE plan_runs SET host = 'ghost' WHERE id = $1`, [run.id]);
+    const deadline = Date.now() + 2 * MinuteMs;
+    while ((await hostOf()) !== live) {
+      if (Date.now() > deadline) throw new Error(`run ${run.id} still on ${await hostOf()}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const moved = must(await api<PlanRunReport>('GET', `/v1/tenants/acme/plans/stranded/runs/${run.id}`), 'run').body;
+    expect(JSON.stringify(moved.steps)).toMatch(new RegExp(`failover host ghost silent since [^"]+; the run moved to host ${live}`));
+    const events = must(await api<{ events: { data: Record<string, unknown> }[] }>('GET', '/v1/tenants/acme/events?type=plan_run.step_changed'), 'events').body.events;
+    expect(events.filter((e) => e.data.run === run.id && e.data.step === 'host' && e.data.status === 'moved')).toHaveLength(1);
+    // It goes on from where it was on the live host.
+    must(await api('POST', `/v1/tenants/acme/plans/stranded/runs/${run.id}/approve`, {}), 'approve');
+    const ended = await p.waitRun('acme', 'stranded', run.id, (r) => r.endedAt !== null, 2 * MinuteMs);
+    expect(ended.state).toBe('completed');
+    must(await api('POST', `/v1/tenants/acme/plans/stranded/runs/${run.id}/stop`, {}), 'stop');
+    await db.query(`DELETE FROM failover_hosts WHERE name = 'ghost'`);
+  }, 5 * MinuteMs);
+
   it('a failing group stops the run under stop, and the run goes on under continue', async () => {
     // A point captured before anything was replicated: no VM has one, so the group fails at its start.
     const groups = (policy: string) => [{ vms: ['web01'], onFailure: policy }, { vms: ['app01'], onFailure: 'continue' }];
