@@ -35,4 +35,9 @@ export const agentCommands: readonly LazyCommand[] = [
     command: 'failover <vm>', description: 'fail a VM over to the hoster: --planned shuts it down here, ships a final cycle and hands it over (no data loss)',
     load: async () => (await import('./failover.js')).registerFailover,
   },
+  {
+    command: 'reverse <vm>', description: 'apply what a failed-over VM writes at the hoster to its disks here (reverse replication)',
+    load: async () => (await import('./reverse.js')).registerReverse,
+  },
+  { command: 'envelope-key', description: 'the keys reverse logs are sealed to: register a new one', group: true, load: async () => (await import('./envelope-key.js')).registerEnvelopeKeyCommands },
 ];

@@ -39,6 +39,6 @@ export function registerEnroll(program: Command): void {
       // Loaded here, not at start-up: X.509 and its polyfills cost every other command ~0.3 s.
       const { enroll } = await import('../enroll/enroll.js');
       const r = await enroll(state, { serviceUrl: url.origin, token, serverName: opts.name.toLowerCase(), force: opts.force === true });
-      process.stdout.write(`enrolled ${r.serverName} with tenant ${r.tenant}; certificate valid until ${r.notAfter}; state in ${state.dir}\n`);
+      process.stdout.write(`enrolled ${r.serverName} with tenant ${r.tenant}; certificate valid until ${r.notAfter}; envelope key ${r.envelopeKey}; state in ${state.dir}\n`);
     });
 }

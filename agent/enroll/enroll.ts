@@ -3,7 +3,7 @@
  * token, keep the certificate, key, CA chain and the tenant's replica key in the state directory.
  * Nothing is written unless the service issued a certificate.
  */
-import { LifeboatError } from '../../shared/errors.js';
+import { LifeboatError, userMessage } from '../../shared/errors.js';
 import { caResponseSchema, enrollResponseSchema } from '../../shared/protocol/schemas.js';
 import { StateVersion } from '../state/schema.js';
 import { takeRunLock } from '../state/lock.js';
@@ -11,6 +11,7 @@ import type { AgentState } from '../state/store.js';
 import { send, sendParsed } from '../transport/http-client.js';
 import { certificateFingerprint, certificateNotAfter, makeKeyAndCsr } from './csr.js';
 import { readEnrollmentToken } from './token.js';
+import { registerNewEnvelopeKey } from '../reverse/keys.js';
 
 export interface EnrollOptions {
   serviceUrl: string;
@@ -69,7 +70,7 @@ function notTls(serviceUrl: string, err: unknown): LifeboatError | undefined {
   return undefined;
 }
 
-export async function enroll(state: AgentState, options: EnrollOptions): Promise<{ tenant: string; serverName: string; notAfter: string }> {
+export async function enroll(state: AgentState, options: EnrollOptions): Promise<{ tenant: string; serverName: string; notAfter: string; envelopeKey: string }> {
   const claims = readEnrollmentToken(options.token);
   const replacing = await checkNotEnrolled(state, options.force === true);
   // While an identity and the VMs' progress are replaced, no engine may run on this state directory
@@ -95,7 +96,9 @@ export async function enroll(state: AgentState, options: EnrollOptions): Promise
     });
     // Every VM starts over, so none ships under the old identity's generations or key.
     if (replacing) for (const vm of await state.listVms()) await state.restartVm(vm);
-    return { tenant: res.tenant, serverName: res.serverName, notAfter: res.notAfter };
+    // The envelope key reverse logs are sealed to (protocol §14); registered again at each renewal.
+    const envelopeKey = await registerNewEnvelopeKey(state.dir, await state.readIdentity()).then((r) => r.kid, (err: unknown) => `not registered (${userMessage(err) ?? String(err)}; run: lifeboat-agent envelope-key register)`);
+    return { tenant: res.tenant, serverName: res.serverName, notAfter: res.notAfter, envelopeKey };
   } finally {
     await release();
   }

@@ -8,6 +8,7 @@ import { enrollResponseSchema } from '../../shared/protocol/schemas.js';
 import type { AgentState, IdentityFiles } from '../state/store.js';
 import { sendParsed } from '../transport/http-client.js';
 import { certificateNotAfter, makeKeyAndCsr } from './csr.js';
+import { registerNewEnvelopeKey } from '../reverse/keys.js';
 
 /** When the certificate should be renewed: two thirds into its validity. */
 export function renewAfter(certPem: string): Date {
@@ -27,5 +28,9 @@ export async function renewIfDue(state: AgentState, files: IdentityFiles, now = 
   });
   const renewed: IdentityFiles = { ...files, keyPem, certPem: res.certificate, identity: { ...files.identity, certNotAfter: certificateNotAfter(res.certificate) } };
   await state.writeIdentity(renewed);
+  // A new envelope key with every new certificate (protocol §14): older keys stay for logs sealed to
+  // them. Not registered (the service did not answer): the last registered key stays the one sealed
+  // to, and the next renewal or `envelope-key register` registers one.
+  await registerNewEnvelopeKey(state.dir, renewed).catch(() => undefined);
   return renewed;
 }

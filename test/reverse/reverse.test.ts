@@ -20,7 +20,7 @@ import { QemuDriver } from '../../service/failover/drivers/qemu.js';
 import { reverseCycle } from '../../service/reverse/cycle.js';
 import type { RunningService } from '../../service/runner.js';
 import type { ReverseLog } from '../../shared/protocol/schemas.js';
-import { execFileP, scratchDir } from '../helpers.js';
+import { execFileP, runBin, scratchDir } from '../helpers.js';
 import { killLeftQemus, serveNbd, type NbdServer } from '../failover/qemu-helpers.js';
 import { enrolledAgent, httpsJson, testEnv, testService, type TestEnv } from '../service/helpers.js';
 
@@ -74,6 +74,7 @@ describe.skipIf(!hasQemu)('reverse replication (skipped only when qemu-system-x8
     };
     state = new AgentState(join(dir.path, 'agent-state'));
     await state.init();
+    await state.writeIdentity(files);
     nbd = await serveNbd(point(), dir.path, 'point');
     driver = new QemuDriver({ stateDir: join(dir.path, 'host'), accel: 'tcg' });
     await driver.prepare({
@@ -196,6 +197,22 @@ describe.skipIf(!hasQemu)('reverse replication (skipped only when qemu-system-x8
     // The real log then applies.
     expect((await apply())[0]).toMatchObject({ sequence: 6, appliedLogs: 1 });
     expect(await compare([overlay()], onPrem())).toBe('Images are identical.');
+  }, 300_000);
+
+  it('lifeboat-agent reverse applies the next log (--json), and refuses bad input in one line', async () => {
+    await hmp('write -P 0xe8 12M 128k');
+    await hmp('flush');
+    await cycle();
+    const r = await runBin('agent', ['reverse', vm, '--disk', onPrem(), '--once', '--json', '--state-dir', state.dir]);
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { vm: string; disks: { disk: string; sequence: number; appliedLogs: number }[] };
+    expect(out).toMatchObject({ vm, disks: [{ disk: 'disk0', sequence: 7, appliedLogs: 1 }] });
+    expect(await compare([overlay()], onPrem())).toBe('Images are identical.');
+    const two = await runBin('agent', ['reverse', vm, '--disk', onPrem(), onPrem(), '--once', '--state-dir', state.dir]);
+    expect(two.code).toBe(1);
+    expect(two.stderr.trim().split('\n')).toEqual([expect.stringMatching(/VM vm1 has 1 disk\(s\) \(disk0\); 2 --disk given/)]);
+    const help = await runBin('agent', ['reverse', '--help']);
+    expect(help.stdout).toMatch(/--target-dir/);
   }, 300_000);
 
   it('an agent of another tenant can neither list nor fetch reverse logs', async () => {
