@@ -89,6 +89,11 @@ function describeErrno(code: string): string {
 export function wrap(op: string, err: unknown): Error {
   if (isLifeboatError(err)) return new LifeboatError(err.code, `${op}: ${err.message}`, { cause: err, status: err.status });
   const msg = userMessage(err);
-  if (msg !== undefined) return new LifeboatError('io', `${op}: ${msg}`, { cause: err });
+  if (msg !== undefined) {
+    // "open /a/b: /a/b: no such file" says the path twice: name it once, where op already does.
+    const path = (err as NodeJS.ErrnoException).path;
+    const text = path && op.includes(path) && msg.startsWith(`${path}: `) ? msg.slice(path.length + 2) : msg;
+    return new LifeboatError('io', `${op}: ${text}`, { cause: err });
+  }
   return err instanceof Error ? err : new Error(String(err));
 }

@@ -43,6 +43,10 @@ describe('lifeboat-agent disk (raw)', () => {
     expect(await agent('disk', 'compare', 'a.raw', 'b.raw')).toMatchObject({ code: 0, stdout: 'identical\n' });
     await referee('qemu-io', ['-f', 'raw', '-c', 'write -P 0x01 2000003 1', join(dir.path, 'b.raw')]);
     expect(await agent('disk', 'compare', 'a.raw', 'b.raw')).toMatchObject({ code: 1, stdout: 'differ at offset 2000003\n' });
+    const json = await agent('disk', 'compare', 'a.raw', 'b.raw', '--json');
+    expect(json.code).toBe(1);
+    expect(JSON.parse(json.stdout)).toEqual({ identical: false, offset: 2000003 });
+    expect(JSON.parse((await agent('disk', 'compare', 'a.raw', 'a.raw', '--json')).stdout)).toEqual({ identical: true, offset: null });
   });
 
   it('gives one line and a non-zero exit for each bad input, leaving no output behind', async () => {
@@ -56,6 +60,8 @@ describe('lifeboat-agent disk (raw)', () => {
       [['disk', 'convert', 'missing.raw', 'd.raw'], /missing.raw: no such file/],
       [['disk', 'convert', 'exists.raw', 'exists.raw'], /already exists/],
       [['disk', 'create', 'e.raw', '--parent', 'missing.vhdx'], /missing.vhdx: no such file/],
+      // The missing folder is named, not the temporary file that would have been made in it.
+      [['disk', 'create', 'nofolder/f.vhdx', '--size', '1M'], /^lifeboat-agent: nofolder\/f\.vhdx: folder nofolder does not exist$/],
     ];
     const results = await Promise.all(cases.map(([args]) => agent(...args)));
     results.forEach((r, i) => expectOneLineError(r, cases[i]![1]));

@@ -7,7 +7,7 @@ import { rm } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { LifeboatError } from '../../shared/errors.js';
 import { createChildDisk, createDisk, type DiskImage } from '../../shared/disk/index.js';
-import { refuseExisting } from '../../shared/disk/ops/convert.js';
+import { checkOutputDir, refuseExisting } from '../../shared/disk/ops/convert.js';
 import { about, outputFormat, outputType, requireFile, sizeOption } from './disk-common.js';
 
 interface CreateFlags { size?: string; format?: string; blockSize?: string; type?: string; parent?: string }
@@ -42,6 +42,7 @@ async function create(file: string, flags: CreateFlags): Promise<DiskImage> {
   const format = outputFormat(flags.format, file);
   const type = outputType(flags.type, file);
   await refuseExisting(file);
+  await checkOutputDir(file);
   try {
     if (flags.parent !== undefined) return await createChildDisk(file, flags.parent, { blockSize });
     return await createDisk(file, format, { virtualSize: size!, type, blockSize });

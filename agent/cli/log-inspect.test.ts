@@ -65,6 +65,7 @@ describe('lifeboat-agent log inspect', () => {
       [['not-a-log.hrl', '--key', key], /^lifeboat-agent: not-a-log.hrl: not a sealed lifeboat object/],
       [['missing.hrl', '--key', key], /^lifeboat-agent: missing.hrl: no such file or directory$/],
       [[join(vectors, 'tiny.hrl'), '--key', join(vectors, 'tiny.json')], /^lifeboat-agent: .*tiny.json: not an X25519 or P-256 JWK$/],
+      [[join(vectors, 'tiny.hrl'), '--key', vectors], /^lifeboat-agent: .*vectors: is a directory, not a key file/],
     ];
     const results = await Promise.all(cases.map(([args]) => agent('log', 'inspect', ...args)));
     results.forEach((r, i) => expectFailure(r, cases[i]![1]));

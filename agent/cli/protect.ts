@@ -97,8 +97,10 @@ export function registerProtect(program: Command): void {
         described = q.describe;
         machine = { hardware: q.hardware, nics: q.nics };
       } else {
-        if (!opts.disk || opts.disk.length === 0) throw ErrInvalidArgument('protect needs --disk PATH (or --source qemu --qmp SOCKET)');
-        config = await buildConfig(checkVmName(vm), opts, existing, await fileDisks(opts.disk, existing));
+        // On a protected VM, no --disk keeps its disks: protect VM --bandwidth 10M changes that alone.
+        const given = opts.disk && opts.disk.length > 0 ? opts.disk : existing?.disks.map((d) => d.path);
+        if (!given) throw ErrInvalidArgument('protect needs --disk PATH (or --source qemu --qmp SOCKET)');
+        config = await buildConfig(checkVmName(vm), opts, existing, await fileDisks(given, existing));
         const sizes = await Promise.all(config.disks.map((d) => probeDisk(d.path)));
         described = config.disks.map((d, i) => `${d.id} ${d.path} (${sizes[i]!.format}, ${formatBytes(sizes[i]!.virtualSize)})`);
       }
@@ -109,7 +111,9 @@ export function registerProtect(program: Command): void {
       if (opts.json) return printJson(machine ? { ...config, machine } : config);
       const disks = described.join(', ');
       const seen = machine ? `; qemu says: ${describeMachine({ ...config, hardware: machine.hardware, nics: machine.nics }).slice(2)}` : '';
-      process.stdout.write(`protected ${vm}: ${disks}; every ${Object.entries(Frequencies).find(([, ms]) => ms === config.frequencyMs)?.[0]}; initial copy: ${config.initial.mode}${describeMachine(config)}${seen}. Replication starts with the next 'lifeboat-agent run'.\n`);
+      const when = (await state.hasIdentity()) ? 'Replication starts with the next \'lifeboat-agent run\'.'
+        : 'This agent is not enrolled yet: replication starts once it is (lifeboat-agent enroll TOKEN) and runs.';
+      process.stdout.write(`protected ${vm}: ${disks}; every ${Object.entries(Frequencies).find(([, ms]) => ms === config.frequencyMs)?.[0]}; initial copy: ${config.initial.mode}${describeMachine(config)}${seen}. ${when}\n`);
     });
 }
 

@@ -30,6 +30,8 @@ export function registerRun(program: Command): void {
     .option('--once', 'ship pending initial copies and one cycle for every VM, wait for the acknowledgements, exit'))
     .action(async (opts: StateDirOption & { once?: boolean }) => {
       const state = agentState(opts);
+      // Not enrolled: say so before making anything (a mistyped --state-dir leaves no skeleton behind).
+      await state.readIdentity();
       await state.init();
       const release = await takeRunLock(state.dir);
       try {

@@ -32,6 +32,10 @@ export interface VmStatusReport {
   rpoLagSeconds: number | null;
   pendingBytes: number;
   initialProgress: { bytesDone: number; bytesTotal: number; percent: number };
+  /** Cycles since protect, by outcome. */
+  counts: { ok: number; missed: number; failed: number };
+  /** Set while the last cycle failed: what failed, when, and what to do about it. */
+  problem: { error: string; at: string; todo: string } | null;
 }
 
 export function registerStatus(program: Command): void {
@@ -43,8 +47,10 @@ export function registerStatus(program: Command): void {
       const state = agentState(opts);
       const reports: VmStatusReport[] = [];
       for (const vm of await state.listVms()) reports.push(report(await state.readConfig(vm), await state.readProgress(vm), Date.now(), await readFailedOver(state, vm)));
-      if (opts.json) printJson({ stateDir: state.dir, enrolled: await state.hasIdentity(), vms: reports });
-      else process.stdout.write(reports.length === 0 ? 'no VM is protected\n' : reports.map(describe).join(''));
+      const enrolled = await state.hasIdentity();
+      if (opts.json) return printJson({ stateDir: state.dir, enrolled, vms: reports });
+      if (!enrolled) process.stdout.write(`not enrolled: nothing replicates until this agent is (lifeboat-agent enroll TOKEN; state in ${state.dir})\n`);
+      process.stdout.write(reports.length === 0 ? 'no VM is protected\n' : reports.map(describe).join(''));
     });
 }
 
@@ -78,19 +84,34 @@ export function report(config: VmConfig, progress: VmProgress, now = Date.now(),
     rpoLagSeconds: progress.lastCapturedAt ? Math.max(0, Math.round((now - Date.parse(progress.lastCapturedAt)) / 1000)) : null,
     pendingBytes: progress.pendingBytes,
     initialProgress: { bytesDone, bytesTotal, percent: bytesTotal === 0 ? (allDone ? 100 : 0) : Math.floor((bytesDone / bytesTotal) * 1000) / 10 },
+    counts: progress.counts,
+    problem: progress.lastCycle?.outcome === 'failed'
+      ? { error: progress.lastCycle.error ?? 'unknown error', at: progress.lastCycle.finishedAt, todo: whatToDo(progress.lastCycle.error ?? '') }
+      : null,
   };
+}
+
+/** What an operator can do about a failed cycle, from its error. */
+export function whatToDo(error: string): string {
+  if (/does not answer|connection refused|timed out|not with TLS|ENOTFOUND|EHOSTUNREACH/i.test(error)) return 'the service is unreachable: check the network and that the service runs; the next cycle retries';
+  if (/revoked|certificate|unauthenticated|not enrolled/i.test(error)) return 'the service no longer accepts this agent: enroll it again (lifeboat-agent enroll TOKEN --force)';
+  if (/no such file|not found|is a directory|permission denied/i.test(error)) return 'a disk cannot be read: restore it at its path, or protect the VM again with the disk where it is now';
+  if (/shrink|shrunk/i.test(error)) return 'a disk shrank, which a replica cannot: unprotect the VM and protect it again (a new base)';
+  if (/quota|no space|ENOSPC/i.test(error)) return 'the service or this host is out of room: ask the hoster, or free space here; the next cycle retries';
+  return 'the next cycle retries; lifeboat-agent run --once shows the error as it happens';
 }
 
 function describe(r: VmStatusReport): string {
   const c = r.lastCycle;
   const last = c ? `${c.outcome} at ${c.finishedAt} (${c.consistency}, changed ${formatBytes(c.changedBytes)}, sent ${formatBytes(c.sentBytes)}${c.error ? `: ${c.error}` : ''})` : 'none yet';
   return [
-    r.failedOver ? `${r.name}: ${describeFailedOver(r.failedOver)}; no forward cycles` : `${r.name}: ${r.state}, every ${r.frequency}`,
+    r.failedOver ? `${r.name}: ${describeFailedOver(r.failedOver)}; no forward cycles` : `${r.name}: ${r.state}${r.problem ? ' (last cycle FAILED)' : ''}, every ${r.frequency}`,
     `  last cycle:  ${last}`,
     `  RPO lag:     ${r.rpoLagSeconds === null ? '-' : `${r.rpoLagSeconds} s`}`,
     `  pending:     ${formatBytes(r.pendingBytes)}`,
     `  initial:     ${r.initialProgress.percent}% (${formatBytes(r.initialProgress.bytesDone)} of ${formatBytes(r.initialProgress.bytesTotal)})`,
     `  consistency: ${r.lastConsistency ?? '-'} (last application-consistent: ${r.lastAppConsistentAt ?? 'never'})`,
+    ...(r.problem ? [`  FAILING:     the cycle at ${r.problem.at} failed (${r.counts.failed} of ${r.counts.ok + r.counts.missed + r.counts.failed} cycles so far): ${r.problem.error}`, `  to do:       ${r.problem.todo}`] : []),
     ...r.disks.map((d) => `  ${d.id}: ${d.path} (${describeSource(d)}) generation ${d.generation}, next log ${d.nextSequence}, initial ${d.initial}`),
     '',
   ].join('\n');

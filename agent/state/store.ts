@@ -70,7 +70,7 @@ export class AgentState {
   async readIdentity(): Promise<IdentityFiles> {
     const path = join(this.identityDir, 'agent.json');
     const raw = await readJsonFile(path);
-    if (raw === undefined) throw ErrNotFound(`this agent is not enrolled (no ${path}); run: lifeboat-agent enroll --service URL --token TOKEN`);
+    if (raw === undefined) throw ErrNotFound(`this agent is not enrolled (no ${path}); run: lifeboat-agent enroll TOKEN`);
     const identity = parseState(Identity, raw, path);
     const read = async (name: string) => {
       try {

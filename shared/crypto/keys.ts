@@ -81,7 +81,9 @@ export async function loadPublicKey(path: string): Promise<PublicJwk> {
 async function readJwkFile(path: string): Promise<unknown> {
   const handle = await open(path, 'r');
   try {
-    const { size } = await handle.stat();
+    const st = await handle.stat();
+    const size = st.size;
+    if (st.isDirectory()) throw ErrInvalidArgument(`${path}: is a directory, not a key file (give the JWK file in it)`);
     if (size > MaxKeyFileBytes) throw ErrInvalidArgument(`${path}: not a key file (${size} bytes; a JWK is under ${MaxKeyFileBytes})`);
   } finally {
     await handle.close();

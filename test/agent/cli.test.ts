@@ -6,6 +6,7 @@ import { link, mkdir, readFile, readdir, symlink, writeFile } from 'node:fs/prom
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AgentState } from '../../agent/state/store.js';
 import { scratchDir } from '../helpers.js';
 
 const bin = resolve(import.meta.dirname, '../../bin/lifeboat-agent.js');
@@ -112,6 +113,52 @@ describe('lifeboat-agent on bad input', () => {
       expectOneLine(state, ['protect', 'vm1', '--disk', disk, '--disk', join(dir, 'again-hard.raw')], /are the same file|given twice/),
       expectOneLine(state, ['protect', 'vm2', '--disk', join(dir, 'again-link.raw')], /again\.raw is already protected as disk0 of VM vm1/),
     ]);
+  });
+
+  it('without enrollment: protect and status say so, run --once on a missing state directory leaves nothing', async () => {
+    const state = join(dir, 'unenrolled');
+    const disk = join(dir, 'unenrolled.raw');
+    await writeFile(disk, Buffer.alloc(1 << 20));
+    const p = await agent(state, 'protect', 'vm1', '--disk', disk);
+    expect(p.code).toBe(0);
+    expect(p.stdout).toMatch(/This agent is not enrolled yet: replication starts once it is \(lifeboat-agent enroll TOKEN\)/);
+    expect((await agent(state, 'status')).stdout).toMatch(/^not enrolled: nothing replicates until this agent is \(lifeboat-agent enroll TOKEN/);
+    expect(JSON.parse((await agent(state, 'status', '--json')).stdout)).toMatchObject({ enrolled: false });
+    const missing = join(dir, 'no-such-state');
+    await expectOneLine(missing, ['run', '--once'], /^lifeboat-agent: this agent is not enrolled \(no .*no-such-state\/identity\/agent\.json\); run: lifeboat-agent enroll TOKEN\n$/);
+    await expect(readdir(missing)).rejects.toThrow(/ENOENT/);
+  });
+
+  it('protect again without --disk keeps the disks and changes the one setting named', async () => {
+    const state = join(dir, 'one-setting');
+    const disk = join(dir, 'one-setting.raw');
+    await writeFile(disk, Buffer.alloc(1 << 20));
+    expect((await agent(state, 'protect', 'vm1', '--disk', disk, '--frequency', '30s', '--history', '6', '--compression', 'lz4')).code).toBe(0);
+    const again = await agent(state, 'protect', 'vm1', '--bandwidth', '10M');
+    expect(again.code, again.stderr).toBe(0);
+    const config = JSON.parse(await readFile(join(state, 'vms', 'vm1', 'config.json'), 'utf8')) as Record<string, unknown>;
+    expect(config).toMatchObject({ disks: [{ id: 'disk0', path: disk }], frequencyMs: 30_000, history: 6, compression: 'lz4', bandwidthBytesPerSec: 10 << 20 });
+    await expectOneLine(state, ['protect', 'vm2', '--bandwidth', '10M'], /protect needs --disk PATH/);
+  });
+
+  it('status says when the last cycle failed, what failed and what to do', async () => {
+    const stateDir = join(dir, 'failing');
+    const disk = join(dir, 'failing.raw');
+    await writeFile(disk, Buffer.alloc(1 << 20));
+    expect((await agent(stateDir, 'protect', 'vm1', '--disk', disk)).code).toBe(0);
+    // The record a failed cycle leaves (agent/replicate/engine.ts), as a down service leaves it.
+    const store = new AgentState(stateDir);
+    const at = '2026-12-01T10:00:05.000Z';
+    await store.writeProgress('vm1', {
+      ...(await store.readProgress('vm1')), counts: { ok: 3, missed: 0, failed: 2 },
+      lastCycle: { startedAt: '2026-12-01T10:00:00.000Z', finishedAt: at, consistency: 'crash', changedBytes: 0, sentBytes: 0, logs: 0, outcome: 'failed', error: 'service https://dr.example:9443 does not answer: connection refused', warnings: [] },
+    });
+    const text = (await agent(stateDir, 'status')).stdout;
+    expect(text).toMatch(/^vm1: \w+ \(last cycle FAILED\), every/m);
+    expect(text).toContain(`FAILING:     the cycle at ${at} failed (2 of 5 cycles so far): service https://dr.example:9443 does not answer: connection refused`);
+    expect(text).toMatch(/to do: +the service is unreachable/);
+    const json = JSON.parse((await agent(stateDir, 'status', '--json')).stdout) as { vms: { counts: unknown; problem: unknown }[] };
+    expect(json.vms[0]).toMatchObject({ counts: { ok: 3, missed: 0, failed: 2 }, problem: { at, error: expect.stringMatching(/does not answer/), todo: expect.stringMatching(/unreachable/) } });
   });
 
   it('reports corrupt state as one line naming the file', async () => {

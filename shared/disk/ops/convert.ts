@@ -40,7 +40,7 @@ export function partialPathFor(dstPath: string, token: string = `${process.pid}`
 }
 
 /** Refuses an output whose directory is missing, naming the directory rather than a file inside it. */
-async function checkOutputDir(dstPath: string): Promise<void> {
+export async function checkOutputDir(dstPath: string): Promise<void> {
   const dir = dirname(dstPath);
   const isDir = await stat(dir).then((s) => s.isDirectory(), (err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return false;
