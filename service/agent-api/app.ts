@@ -15,7 +15,7 @@ import { blockDigests } from '../replication/digests.js';
 import { vmForAgent, diskForAgent } from '../replication/scope.js';
 import { vmStatus } from '../replication/status.js';
 import type { EnqueueMerge } from '../replication/uploads.js';
-import { commitChunk, commitLog, completeInitial, grantUpload } from '../replication/uploads.js';
+import { commitChunk, commitLog, completeInitial, grantUpload, refuseCommittedObject } from '../replication/uploads.js';
 import { enroll, renew } from '../trust/enroll.js';
 import type { AgentEnv } from './auth.js';
 import { requireAgent } from './auth.js';
@@ -32,7 +32,7 @@ export function agentApp(ctx: ServiceContext, enqueue: EnqueueMerge, failoverQue
 
   app.get('/v1/ca', (c) => c.json({ certificate: ctx.ca.certPem, fingerprint: ctx.ca.fingerprint }));
   app.post('/v1/enroll', bodySizeLimit(), async (c) => c.json(await enroll(ctx, await readJson(c, enrollSchema))));
-  const grants = fileGrantHandler(ctx.store, ctx.fileGrantKey);
+  const grants = fileGrantHandler(ctx.store, ctx.fileGrantKey, { beforePut: (key) => refuseCommittedObject(ctx.db, key) });
   // The grant is the credential; the size bound is the largest object a grant is ever made for.
   app.on(['PUT', 'GET'], FileGrantPath, bodySizeLimit(MaxLogBytes), (c) => grants(c.req.raw));
 

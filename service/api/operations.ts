@@ -121,7 +121,10 @@ export async function vmList(ctx: ServiceContext, tenant?: string) {
  */
 export async function points(ctx: ServiceContext, tenant: string, vm: string) {
   const v = await getVm(ctx.db, checkTenantName(tenant), vm);
-  if (!v) throw new LifeboatError('not_found', `tenant ${tenant} has no VM ${vm}`);
+  if (!v) {
+    await requireTenant(ctx.db, tenant); // "no tenant X", as vm list words it
+    throw new LifeboatError('not_found', `tenant ${tenant} has no VM ${vm}`);
+  }
   const rows = await ctx.db.query<{ id: number; createdAt: Date; consistency: string; cycle: number | null; capturedAt: Date | null }>(
     'SELECT id, created_at AS "createdAt", consistency, cycle, captured_at AS "capturedAt" FROM recovery_points WHERE tenant = $1 AND vm = $2 ORDER BY created_at', [tenant, vm]);
   const s = await vmStatus(ctx.db, v);

@@ -4,7 +4,7 @@
  * A file that does not parse or validate is a user's mistake: one clear line naming the field.
  */
 import { readFile } from 'node:fs/promises';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { ErrInvalidArgument, LifeboatError } from '../../shared/errors.js';
 
@@ -176,6 +176,7 @@ export async function loadConfig(option: string | undefined): Promise<Config> {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw ErrInvalidArgument(`${path}: no such configuration file (lifeboat-service init makes one)`);
+    if (code === 'EISDIR') throw ErrInvalidArgument(`${path}: is a directory; --config names the configuration file (${join(path, 'lifeboat.json')} where init made it)`);
     throw err;
   }
   if (text.length > MaxConfigBytes) throw new LifeboatError('too_large', `${path}: configuration larger than ${MaxConfigBytes} bytes`);

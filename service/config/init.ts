@@ -5,9 +5,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import { access, mkdir, writeFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
-import { LifeboatError } from '../../shared/errors.js';
+import { ErrInvalidArgument, LifeboatError } from '../../shared/errors.js';
+import { checkObjectStoreUrl } from '../../shared/objectstore/index.js';
 import { createCa } from '../trust/ca.js';
 import { loadSigner, newSigningJwk, signApiToken } from '../trust/tokens.js';
 import type { ConfigFile } from './config.js';
@@ -28,11 +30,20 @@ export interface InitResult {
   made: { what: string; path: string }[];
 }
 
+/** A DNS name (labels of letters, digits and inner hyphens) or an IP address; anything else is one line naming where it came from. */
+function checkPublicHost(host: string, given: boolean): string {
+  const label = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+  if (isIP(host) || (host.length <= 253 && host.split('.').every((l) => label.test(l)))) return host;
+  throw ErrInvalidArgument(given ? `--public-host ${JSON.stringify(host)} is not a host name or IP address`
+    : `this machine's host name ${JSON.stringify(host)} is not one agents can use; give --public-host NAME`);
+}
+
 export async function initDataDir(options: InitOptions): Promise<InitResult> {
   const dir = resolve(options.dataDir);
   const configPath = join(dir, ConfigFileName);
   if (await exists(configPath)) throw new LifeboatError('already_exists', `${configPath} already exists; init makes a new data directory and never overwrites one`);
-  const host = (options.publicHost ?? hostname()).toLowerCase();
+  const host = checkPublicHost((options.publicHost ?? hostname()).toLowerCase(), options.publicHost !== undefined);
+  if (options.objectStore !== undefined) checkObjectStoreUrl(options.objectStore);
   const serverNames = [...new Set([host, 'localhost', '127.0.0.1'])];
   const file: ConfigFile = {
     version: 1,
@@ -42,7 +53,7 @@ export async function initDataDir(options: InitOptions): Promise<InitResult> {
     objectStore: { url: options.objectStore ?? 'file:objects' },
     replicaRoot: 'replicas',
     api: { host: '127.0.0.1', port: DefaultApiPort, rateLimitPerMinute: DefaultApiRateLimitPerMinute },
-    agentEndpoint: { host: '0.0.0.0', port: DefaultAgentPort, serverNames, publicUrl: `https://${host}:${DefaultAgentPort}` },
+    agentEndpoint: { host: '0.0.0.0', port: DefaultAgentPort, serverNames, publicUrl: `https://${isIP(host) === 6 ? `[${host}]` : host}:${DefaultAgentPort}` },
     trust: { caKeyFile: 'keys/ca.key', caCertFile: 'keys/ca.crt', signingKeyFile: 'keys/signing.jwk', masterKeyFile: 'keys/master.key', certValidityDays: DefaultCertValidityDays },
     adminTokenFile: 'keys/admin.token',
     grantSeconds: DefaultGrantSeconds,

@@ -85,7 +85,7 @@ export async function writeState(dir: string, state: AppliedState): Promise<void
 export async function prepareState(dir: string, state: AppliedState): Promise<string> {
   await mkdir(dir, { recursive: true });
   const tmp = join(dir, `${StateFileName}.tmp-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`);
-  const fh = await open(tmp, 'w', 0o644);
+  const fh = await open(tmp, 'w', 0o600);
   try {
     await fh.writeFile(`${JSON.stringify({ ...state, updatedAt: new Date().toISOString() }, null, 2)}\n`);
     await fh.sync();

@@ -4,13 +4,13 @@
  * key the service would grant. A commit is recorded once (a repeat is a harmless duplicate) and a
  * merge of its disk is enqueued.
  */
-import { chunkKey, logKey, manifestKey } from '../../shared/objectstore/keys.js';
+import { chunkKey, logKey, manifestKey, parseKey } from '../../shared/objectstore/keys.js';
 import { LifeboatError, isLifeboatError } from '../../shared/errors.js';
 import type { AgentIdentity } from '../agent-api/auth.js';
 import type { ChunkBody, CommitBody, GrantBody, InitialBody } from '../../shared/protocol/schemas.js';
 import { MaxChunkBytes, MaxLogBytes, MaxManifestBytes } from '../../shared/protocol/schemas.js';
 import type { Queryable } from '../catalog/db.js';
-import { insertLog } from '../catalog/logs.js';
+import { getLog, insertLog } from '../catalog/logs.js';
 import { checkReplicaQuota } from '../usage/quotas.js';
 import type { DiskRow } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';
@@ -24,6 +24,18 @@ function staleCheck(disk: DiskRow, generation: number): void {
   if (disk.baseComplete && generation < disk.generation) {
     throw ErrConflict('stale_generation', `generation ${generation} is older than generation ${disk.generation}, whose base is complete`);
   }
+}
+
+/**
+ * The upload route's check before it stores a granted object: a log or chunk already committed is
+ * never overwritten (agent protocol §7.1: objects are write-once), even through a grant still valid.
+ * 409 conflict, reason already_committed: an agent re-shipping after a lost answer goes on to commit.
+ */
+export async function refuseCommittedObject(db: Queryable, key: string): Promise<void> {
+  const k = parseKey(key);
+  if (k.kind === 'manifest') return;
+  const row = await getLog(db, k.tenant, k.vm, k.disk, k.kind, k.generation, k.kind === 'log' ? k.sequence : k.index);
+  if (row) throw ErrConflict('already_committed', `${k.kind} ${k.kind === 'log' ? k.sequence : k.index} of generation ${k.generation} is committed; a committed object is never overwritten`);
 }
 
 export async function grantUpload(ctx: ServiceContext, agent: AgentIdentity, vm: string, diskId: string, body: GrantBody) {

@@ -199,7 +199,7 @@ export const rawDriver: DiskFormatDriver = {
     if (!Number.isSafeInteger(size) || size < 0) throw ErrInvalidArgument(`virtual size ${size} is not a byte count`);
     if (options.type === 'fixed') throw ErrUnsupported('raw images are always sparse; use --type dynamic or no --type');
     if (options.blockSize !== undefined) throw ErrInvalidArgument('raw images have no block size');
-    const fh = await open(path, 'wx+');
+    const fh = await open(path, 'wx+', 0o600);
     try {
       await fh.truncate(size);
     } catch (err) {

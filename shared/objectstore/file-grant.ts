@@ -80,13 +80,18 @@ export function verifyFileGrant(requestUrl: string | URL, operation: GrantOperat
  * PUT stores the request body under the granted key (Content-Length required, at most maxBytes),
  * GET streams the object. Errors become their HTTP status with a one-line text body.
  */
-export function fileGrantHandler(store: ObjectStore, signingKey: Buffer, options: { maxBytes?: number } = {}): (req: Request) => Promise<Response> {
+export function fileGrantHandler(store: ObjectStore, signingKey: Buffer, options: {
+  maxBytes?: number;
+  /** Called with a verified grant's key before anything is stored; throws to refuse the upload (a committed object). */
+  beforePut?: (key: string) => Promise<void>;
+} = {}): (req: Request) => Promise<Response> {
   assertSigningKey(signingKey);
   const maxBytes = options.maxBytes ?? DefaultMaxGrantPutBytes;
   return async (req) => {
     try {
       if (req.method === 'PUT') {
         const key = verifyFileGrant(req.url, 'put', { signingKey });
+        await options.beforePut?.(key);
         // A declared length bounds the upload before any byte is stored (the put checks it exactly).
         const length = req.headers.get('content-length');
         if (length === null || !/^\d{1,16}$/.test(length)) throw new LifeboatError('invalid_argument', 'a grant upload needs a Content-Length', { status: 411 });
@@ -101,10 +106,16 @@ export function fileGrantHandler(store: ObjectStore, signingKey: Buffer, options
         const stream = await store.get(key);
         return new Response(Readable.toWeb(stream) as ReadableStream, { status: 200, headers: { 'content-length': String(info.size) } });
       }
-      return new Response('method not allowed\n', { status: 405 });
+      return errorResponse(405, 'invalid_argument', `method ${req.method} not allowed (PUT or GET)`);
     } catch (err) {
       if (!isLifeboatError(err)) throw err;
-      return new Response(`${err.message}\n`, { status: err.status });
+      const reason = (err as { reason?: unknown }).reason;
+      return errorResponse(err.status, err.code, err.message, typeof reason === 'string' ? reason : undefined);
     }
   };
+}
+
+/** An error as the agent endpoint answers every error (agent protocol §11): {error: {code, reason?, message}}. */
+function errorResponse(status: number, code: string, message: string, reason?: string): Response {
+  return new Response(JSON.stringify({ error: { code, ...(reason ? { reason } : {}), message } }), { status, headers: { 'content-type': 'application/json' } });
 }

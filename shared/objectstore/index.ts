@@ -30,13 +30,20 @@ export interface OpenObjectStoreOptions {
   env?: NodeJS.ProcessEnv;
 }
 
-export async function openObjectStore(url: string, options: OpenObjectStoreOptions = {}): Promise<ObjectStore> {
+/** The URL parsed, refused in one line when it is not a URL or names a scheme no store has; opens nothing. */
+export function checkObjectStoreUrl(url: string): URL {
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
     throw ErrInvalidArgument(`invalid object store URL ${JSON.stringify(redactUrl(url))}`);
   }
+  if (!['file:', 's3:', 'azure:'].includes(parsed.protocol)) throw ErrUnsupported(`object store URL scheme ${parsed.protocol} is not supported (file:, s3:, azure:)`);
+  return parsed;
+}
+
+export async function openObjectStore(url: string, options: OpenObjectStoreOptions = {}): Promise<ObjectStore> {
+  const parsed = checkObjectStoreUrl(url);
   switch (parsed.protocol) {
     case 'file:':
       return new FileStore(fileURLToPath(parsed), { grant: options.grant });

@@ -4,7 +4,7 @@
  * nothing of this tenant's.
  */
 import { createHash } from 'node:crypto';
-import { access, readFile } from 'node:fs/promises';
+import { access, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TestEnv, TlsIdentity } from './helpers.js';
@@ -52,6 +52,8 @@ describe('replication routes', () => {
     const dir = join(env.config.replicaRoot, 'alpha', 'web', 'disk0');
     await access(join(dir, 'base.raw'));
     expect(JSON.parse(await readFile(join(dir, 'state.json'), 'utf8'))).toMatchObject({ generation: 0, appliedSequence: 0 });
+    // Tenant data and its state are the service's user's alone.
+    for (const f of ['base.raw', 'state.json']) expect((await stat(join(dir, f))).mode & 0o777, f).toBe(0o600);
     const again = await call(alpha, 'PUT', '/v1/vms/web', { ...registration, history: 4 });
     expect(again.status).toBe(200);
     expect(again.body.history).toBe(4);
@@ -76,6 +78,13 @@ describe('replication routes', () => {
     expect(wrongKey.status).toBe(400);
     const status = await call(alpha, 'GET', '/v1/vms/web');
     expect((status.body.disks as { pendingLogs: number }[])[0]!.pendingLogs).toBe(1);
+    // A committed log is write-once: its grant, still valid, cannot overwrite it (409 already_committed, as JSON).
+    const g = await call(alpha, 'POST', '/v1/vms/web/disks/disk0/grants', { kind: 'log', generation: 1, sequence: 1 });
+    const grant = g.body as { url: string; method: string };
+    const overwrite = await httpsJson<Json>(grant.url, { method: grant.method, rawBody: Buffer.from('tampered'), caPem });
+    expect(overwrite.status).toBe(409);
+    expect(overwrite.body.error).toMatchObject({ code: 'conflict', reason: 'already_committed' });
+    expect(Buffer.concat(await (await svc.ctx.store.get(obj.key)).toArray() as Buffer[])).toEqual(Buffer.from('log one'));
   });
 
   it('refuses bad input with a 4xx and a message naming the field', async () => {
@@ -138,7 +147,9 @@ describe('another tenant\'s certificate', () => {
     const g = await call(beta, 'POST', '/v1/vms/web/disks/disk0/grants', { kind: 'log', generation: 1, sequence: 2 });
     const url = String(g.body.url).replace('tenants%2Fbeta', 'tenants%2Falpha');
     expect(url).toContain('alpha');
-    const put = await httpsJson(url, { method: 'PUT', rawBody: 'evil', caPem });
+    const put = await httpsJson<Json>(url, { method: 'PUT', rawBody: 'evil', caPem });
     expect(put.status).toBe(403);
+    // The upload route answers errors as every agent route does (agent protocol §11), not in plain text.
+    expect(put.body.error).toMatchObject({ code: 'forbidden', message: 'object grant refused: bad signature' });
   });
 });

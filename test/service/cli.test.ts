@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runBin, scratchDir } from '../helpers.js';
 import type { CommandOutput } from '../helpers.js';
+import { refused } from '../cli-expect.js';
 import { freePort } from './helpers.js';
 
 const bin = join(import.meta.dirname, '..', '..', 'bin', 'lifeboat-service.js');
@@ -63,6 +64,17 @@ describe('lifeboat-service', () => {
     expect(again.stderr).toMatch(/already exists/);
   });
 
+  it('init refuses a bad public host and object store in one line, making nothing', async () => {
+    const dir = join(scratch.path, 'bad-init');
+    await refused(run(['init', '--data-dir', dir, '--public-host', 'bad host!']), /^lifeboat-service: --public-host "bad host!" is not a host name or IP address$/m);
+    await refused(run(['init', '--data-dir', dir, '--object-store', 'bogus://x']), /^lifeboat-service: object store URL scheme bogus: is not supported/);
+    await expect(stat(dir)).rejects.toThrow(/ENOENT/);
+  });
+
+  it('a directory given as --config is named with the file it should be', async () => {
+    await refused(run(['serve', '--config', join(scratch.path, 'data')]), /^lifeboat-service: \S+\/data: is a directory; --config names the configuration file \(\S+\/data\/lifeboat\.json/);
+  });
+
   it('serve prints one ready line with its URLs', () => {
     expect(ready).toMatch(/^lifeboat-service ready: api http:\/\/127\.0\.0\.1:\d+ agents https:\/\/127\.0\.0\.1:\d+\n$/);
   });
@@ -91,6 +103,9 @@ describe('lifeboat-service', () => {
     const points = await run(['points', 'nope', '--tenant', 'acme', '--config', config]);
     expect(points.code).toBe(1);
     expect(points.stderr).toBe('lifeboat-service: tenant acme has no VM nope\n');
+    // A missing tenant is worded as vm list words it.
+    expect((await run(['points', 'nope', '--tenant', 'nosuch', '--config', config])).stderr).toBe('lifeboat-service: no tenant nosuch\n');
+    expect((await run(['vm', 'list', '--tenant', 'nosuch', '--config', config])).stderr).toBe('lifeboat-service: no tenant nosuch\n');
     // export takes its format from OUT's name, and says so when the name gives none.
     const byName = await run(['export', join(scratch.path, 'out.vhdx'), '--tenant', 'acme', '--vm', 'nope', '--disk', 'disk0', '--config', config]);
     expect(byName.stderr).toMatch(/^lifeboat-service: .*no VM nope/);

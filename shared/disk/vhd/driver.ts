@@ -67,7 +67,7 @@ async function createVhd(path: string, options: CreateOptions): Promise<DiskImag
   checkBlockSize(blockSize);
   const layout = type === 'fixed' ? fixedLayout(virtualSize) : dynamicLayout(virtualSize, blockSize);
 
-  const fh = await open(path, 'wx+');
+  const fh = await open(path, 'wx+', 0o600);
   try {
     for (const [offset, bytes] of layout.writes) await writeFull(fh, bytes, offset);
     await fh.truncate(layout.fileSize);

@@ -35,7 +35,7 @@ export class VhdxFile {
 
   /** Creates a new file; refuses to overwrite (EEXIST). */
   static async create(path: string): Promise<VhdxFile> {
-    return new VhdxFile(await open(path, 'wx+'), 0, false);
+    return new VhdxFile(await open(path, 'wx+', 0o600), 0, false);
   }
 
   /** Makes the logged writes visible to reads without touching the file (read-only replay). */
