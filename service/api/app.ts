@@ -84,7 +84,7 @@ export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: Enqu
   });
 
   // The tenant portal (docs/portal.md): its sessions and sign-in limits live in Redis.
-  const portal = portalApp(ctx, { redis: redis ?? (() => Promise.reject(new LifeboatError('unavailable', 'this service process runs without Redis, so the portal cannot sign anyone in'))) });
+  const portal = portalApp(ctx, { redis: redis ?? (() => Promise.reject(new LifeboatError('unavailable', 'this service process runs without Redis, so the portal cannot sign anyone in'))), failoverQueues });
   app.route('/portal', portal.app);
 
   const v1 = new Hono<ApiEnv>();

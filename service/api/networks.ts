@@ -85,7 +85,7 @@ async function checkMappingNetworks(db: Queryable, tenant: string, mappings: rea
 }
 
 /** Validates the tenant's whole new set (built from the stored one) and stores it, under the tenant's lock. */
-async function saveMappings(ctx: ServiceContext, tenant: string, change: (stored: NetworkMapping[]) => unknown[]): Promise<NetworkMapping[]> {
+export async function saveMappings(ctx: ServiceContext, tenant: string, change: (stored: NetworkMapping[]) => unknown[]): Promise<NetworkMapping[]> {
   return ctx.db.transaction(async (tx) => {
     if (!(await lockTenantNetworking(tx, tenant))) throw ErrNotFoundHere(`no tenant ${tenant}`);
     const mappings = parseMappings(change(await listMappings(tx, tenant)));

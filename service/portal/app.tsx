@@ -8,15 +8,24 @@
 import { Hono } from 'hono';
 import type { Context } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { isLifeboatError } from '../../shared/errors.js';
+import { isLifeboatError, LifeboatError } from '../../shared/errors.js';
 import { listTenants } from '../catalog/tenants.js';
 import type { ServiceContext } from '../context.js';
+import type { FailoverQueues } from '../failover/queue.js';
 import { bodySizeLimit } from '../http/json.js';
 import type { RedisSource } from '../users/sessions.js';
 import { portalKeyPrefix, SessionStore } from '../users/sessions.js';
 import { SignInLimit } from '../users/sign-in-limit.js';
 import { assetRoutes } from './assets.js';
 import { dashboardRoutes, tenantPath } from './dashboard.js';
+import { drillReportRoutes } from './drill-report.js';
+import { failoverRoutes } from './failover.js';
+import { failoverWizardRoutes } from './failover-wizard.js';
+import { auditRoutes } from './audit.js';
+import { mappingRoutes } from './mappings.js';
+import { planRoutes } from './plans.js';
+import { usageRoutes } from './usage.js';
+import { userRoutes } from './users.js';
 import { ErrorPage, Page } from './layout.js';
 import { resetRoutes } from './reset.js';
 import type { PortalEnv } from './security.js';
@@ -38,6 +47,8 @@ export interface PortalOptions {
   redis: RedisSource;
   /** Session lifetime (default users/sessions.ts DefaultSessionSeconds). */
   sessionSeconds?: number | undefined;
+  /** The failover queues the API uses (the wizard and the failover pages start and change failovers through them). */
+  failoverQueues?: FailoverQueues | undefined;
 }
 
 export function portalApp(ctx: ServiceContext, options: PortalOptions): { app: Hono; sessions: SessionStore } {
@@ -63,6 +74,12 @@ export function portalApp(ctx: ServiceContext, options: PortalOptions): { app: H
   });
   signedIn.route('/', dashboardRoutes(ctx));
   signedIn.route('/', vmRoutes(ctx));
+  const queues = () => {
+    if (!options.failoverQueues) throw new LifeboatError('unavailable', 'this service process runs without Redis, so it cannot start or change failovers');
+    return options.failoverQueues;
+  };
+  signedIn.route('/', failoverWizardRoutes(ctx, queues)).route('/', drillReportRoutes(ctx)).route('/', failoverRoutes(ctx, queues));
+  signedIn.route('/', planRoutes(ctx, queues)).route('/', mappingRoutes(ctx)).route('/', usageRoutes(ctx)).route('/', userRoutes(ctx, sessions)).route('/', auditRoutes(ctx));
   signedIn.all('*', (c) => c.html(<ErrorPage title="Not found" message="There is no such page, or it is not yours to see." session={c.get('session')} />, 404));
   app.route('/', signedIn);
   return { app, sessions };

@@ -45,6 +45,16 @@ button.primary{background:#0645ad;color:#fff;border-color:#0645ad}
 form.nic{display:grid;gap:.5rem;max-width:40rem}
 fieldset{display:grid;gap:.25rem;border:1px solid #ccc;border-radius:.25rem}
 textarea{font:inherit;padding:.4rem .6rem}
+code.wrap{word-break:break-all}
+.visually-hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
+td.actions{display:flex;flex-wrap:wrap;gap:.25rem}td.actions form{margin:0;display:flex;gap:.25rem;align-items:center}
+label.check{display:block;font-weight:400}
+form.wide{max-width:48rem}
+.actions{display:flex;flex-wrap:wrap;gap:.5rem;margin:1rem 0}.actions form{margin:0}
+img.shot{max-width:100%;height:auto;border:1px solid #ccc}
+td.wrap{white-space:normal}
+nav.sections{display:flex;flex-wrap:wrap;gap:.25rem 1rem;padding:.25rem 1rem;border-bottom:1px solid #ddd}
+@media print{header,nav.sections,.no-print,.skip,form{display:none}main{max-width:none}}
 @media (max-width:40rem){main{padding:.5rem}th,td{padding:.3rem}}
 `;
 

@@ -34,6 +34,7 @@ export function Page(p: PageProps) {
           <a class="brand" href="/portal">lifeboat</a>
           {p.session ? <Account session={p.session} tenant={p.tenant} tenants={p.tenants} /> : null}
         </header>
+        {p.session && p.tenant ? <Sections tenant={p.tenant} /> : null}
         <main id="main">
           {p.children}
         </main>
@@ -61,6 +62,13 @@ function Account(p: { session: Session; tenant?: string | undefined; tenants?: s
       </form>
     </nav>
   );
+}
+
+/** The tenant's pages, under the header. */
+function Sections(p: { tenant: string }) {
+  const base = `/portal/t/${encodeURIComponent(p.tenant)}`;
+  const links: [string, string][] = [['', 'VMs'], ['/failovers', 'Failovers'], ['/plans', 'Plans'], ['/mappings', 'Network mappings'], ['/usage', 'Usage'], ['/users', 'Users'], ['/audit', 'Audit log']];
+  return <nav class="sections" aria-label="Tenant">{links.map(([path, label]) => <a href={`${base}${path}`}>{label}</a>)}</nav>;
 }
 
 /** A page saying what went wrong, with nothing of the object asked for. */

@@ -24,7 +24,8 @@ export const ContentSecurityPolicy = [
 export function securityHeaders(): MiddlewareHandler {
   return async function portalHeaders(c, next) {
     await next();
-    c.header('Content-Security-Policy', ContentSecurityPolicy);
+    // A page may narrow the policy by hashes of its own (the plan run's self-contained report); none widens it elsewhere.
+    if (!c.res.headers.has('Content-Security-Policy')) c.header('Content-Security-Policy', ContentSecurityPolicy);
     c.header('X-Content-Type-Options', 'nosniff');
     c.header('X-Frame-Options', 'DENY');
     // Reset links carry their secret in the path: no page sends its address anywhere.

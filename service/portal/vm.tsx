@@ -101,6 +101,7 @@ async function vmPage(ctx: ServiceContext, tenant: string, name: string, session
     <Page title={`${vm.displayName ?? vm.name} · ${tenant}`} session={session} tenant={tenant}>
       <p><a href={tenantPath(tenant)}>All VMs of {tenant}</a></p>
       <h1>{vm.displayName ?? vm.name}</h1>
+      {sessionMay(session, 'operate') ? <p><a href={`${tenantPath(tenant, '/failover')}?vm=${encodeURIComponent(name)}&kind=test`}>Test failover</a> · <a href={`${tenantPath(tenant, '/failover')}?vm=${encodeURIComponent(name)}`}>Failover</a> · <a href={tenantPath(tenant, '/failovers')}>Failovers</a></p> : null}
       <h2>Replication health</h2>
       <dl class="facts">
         <dt>Health</dt><dd><span class={`badge health-${status.health}`}>{healthLabel(status.health)}</span></dd>
