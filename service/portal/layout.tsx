@@ -68,7 +68,7 @@ function Account(p: { session: Session; tenant?: string | undefined; tenants?: s
 function Sections(p: { tenant: string }) {
   const base = `/portal/t/${encodeURIComponent(p.tenant)}`;
   const links: [string, string][] = [['', 'VMs'], ['/failovers', 'Failovers'], ['/plans', 'Plans'], ['/mappings', 'Network mappings'], ['/usage', 'Usage'], ['/users', 'Users'], ['/audit', 'Audit log']];
-  return <nav class="sections" aria-label="Tenant">{links.map(([path, label]) => <a href={`${base}${path}`}>{label}</a>)}</nav>;
+  return <nav class="sections" aria-label="Sections">{links.map(([path, label]) => <a href={`${base}${path}`}>{label}</a>)}</nav>;
 }
 
 /** A page saying what went wrong, with nothing of the object asked for. */
