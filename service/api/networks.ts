@@ -35,8 +35,8 @@ import type { NetworkMapping } from '../failover/network/mappings.js';
 import { MaxMappingsPerTenant, parseMappings } from '../failover/network/mappings.js';
 import { networkNameReason } from '../failover/network/names.js';
 import { parseIp } from '../failover/network/address.js';
-import type { FailoverKind, NicConfig } from '../failover/network/settings.js';
-import { normaliseMac, parseNicConfig } from '../failover/network/settings.js';
+import type { NicConfig, SettingsKind } from '../failover/network/settings.js';
+import { SettingsKinds, normaliseMac, parseNicConfig } from '../failover/network/settings.js';
 import { idPattern } from '../http/json.js';
 import { check, pathId, readJson } from '../http/json.js';
 import { problem, problemResponse, requestIdOf } from '../http/problem.js';
@@ -222,14 +222,14 @@ export const MaxImportRows = 4096;
 interface CsvRefusal { line: number; message: string }
 type ImportResult = { dryRun: boolean; rows: number; vms: string[]; nics: number } | { refused: CsvRefusal[]; summary: string };
 
-interface CsvRow { line: number; vm: string; mac: string; kind: FailoverKind; config: NicConfig | undefined; model: NicModelName | undefined }
+interface CsvRow { line: number; vm: string; mac: string; kind: SettingsKind; config: NicConfig | undefined; model: NicModelName | undefined }
 
 const list = (v: string) => v.split(/[\s;]+/).filter((x) => x.length > 0);
 
 /**
  * Reads a CSV of NIC settings and applies it whole or not at all: every row is checked on its own
  * (each bad row one line with its line number), then each VM's resulting NIC set as a whole against
- * the tenant's other VMs and grants. A row sets one kind of one NIC; the NIC's other kind, and NICs
+ * the tenant's other VMs and grants. A row sets one kind of one NIC (production, test or home); the NIC's other kinds, and NICs
  * the file does not name, stay as stored.
  */
 export async function importNicCsv(db: ServiceContext['db'], tenant: string, csv: string, dryRun: boolean): Promise<ImportResult> {
@@ -313,7 +313,7 @@ function csvRow(line: number, field: (name: string) => string): CsvRow {
   const m = normaliseMac(field('mac'));
   if (!m.ok) throw ErrInvalidArgument(`mac: ${m.reason}`);
   const kind = field('kind').toLowerCase();
-  if (kind !== 'production' && kind !== 'test') throw ErrInvalidArgument(`kind ${JSON.stringify(field('kind').slice(0, 40))}: expected production or test`);
+  if (kind !== 'production' && kind !== 'test' && kind !== 'home') throw ErrInvalidArgument(`kind ${JSON.stringify(field('kind').slice(0, 40))}: expected production, test or home`);
   const model = field('model').toLowerCase();
   if (model !== '' && !(NicModels as readonly string[]).includes(model)) throw ErrInvalidArgument(`model ${JSON.stringify(model.slice(0, 40))}: expected ${NicModels.join(', ')}`);
   const where = `vm ${vm} nic ${m.mac} ${kind}`;
@@ -333,7 +333,7 @@ function csvRow(line: number, field: (name: string) => string): CsvRow {
     if (gateways.length || dns.length || search.length || network || mtu !== undefined) throw ErrInvalidArgument(`${where}: a row without addresses leaves the kind blank (mappings fill it in) and takes no gateway, dns, search, network or mtu`);
   } else if (addresses.length === 1 && (addresses[0] === 'dhcp' || addresses[0] === 'dhcp6')) {
     if (gateways.length || dns.length || search.length) throw ErrInvalidArgument(`${where}: a DHCP row takes no gateway, dns or search (the DHCP server gives them)`);
-    config = parseNicConfig({ mode: 'dhcp', ...(addresses[0] === 'dhcp6' ? { dhcp6: true } : {}), ...common }, where);
+    config = parseNicConfig({ mode: 'dhcp', ...(addresses[0] === 'dhcp6' ? { dhcp6: true } : {}), ...common }, where, kind);
   } else {
     const gw: { gateway4?: string; gateway6?: string } = {};
     for (const g of gateways) {
@@ -343,7 +343,7 @@ function csvRow(line: number, field: (name: string) => string): CsvRow {
       if (gw[key] !== undefined) throw ErrInvalidArgument(`${where}.gateway: at most one IPv4 and one IPv6 gateway (got ${gw[key]} and ${g})`);
       gw[key] = g;
     }
-    config = parseNicConfig({ mode: 'static', addresses, ...gw, dns, search, ...common }, where);
+    config = parseNicConfig({ mode: 'static', addresses, ...gw, dns, search, ...common }, where, kind);
   }
   return { ...base, kind, config };
 }
@@ -352,7 +352,7 @@ function csvRow(line: number, field: (name: string) => string): CsvRow {
 export async function exportNicCsv(db: Queryable, tenant: string): Promise<string> {
   const lines = [[...CsvColumns, ...CsvOptionalColumns].join(',')];
   for (const n of (await listTenantNics(db, tenant)).map((x) => ({ vm: x.vm, ...presentNic(x) }))) {
-    const kinds = (['production', 'test'] as const).filter((k) => n[k] !== undefined);
+    const kinds = SettingsKinds.filter((k) => n[k] !== undefined);
     for (const k of kinds.length ? kinds : ['production' as const]) {
       const c = n[k] as NicConfig | undefined;
       const cells = !c ? ['', '', '', '', '', '']

@@ -3,12 +3,15 @@
  * (write), the tenant's admins (write, own tenant) and viewers (read, own tenant). Another tenant's
  * VM or NIC answers 404, exactly as one that does not exist.
  *
- *   GET    /v1/tenants/{t}/vms/{vm}/nics                   {nics: [{mac, position, model, production?, test?, reportedAddresses}]}
- *   PUT    /v1/tenants/{t}/vms/{vm}/nics                   {nics: [{mac, model?, production?, test?, reportedAddresses?}]}: the whole set
+ *   GET    /v1/tenants/{t}/vms/{vm}/nics                   {nics: [{mac, position, model, production?, test?, home?, reportedAddresses}]}
+ *   PUT    /v1/tenants/{t}/vms/{vm}/nics                   {nics: [{mac, model?, production?, test?, home?, reportedAddresses?}]}: the whole set
  *   GET    /v1/tenants/{t}/vms/{vm}/nics/{mac}
- *   PUT    /v1/tenants/{t}/vms/{vm}/nics/{mac}             {model?, production?, test?, reportedAddresses?}: one NIC, whole
+ *   PUT    /v1/tenants/{t}/vms/{vm}/nics/{mac}             {model?, production?, test?, home?, reportedAddresses?}: one NIC, whole
  *   DELETE /v1/tenants/{t}/vms/{vm}/nics/{mac}
- *   GET    /v1/tenants/{t}/vms/{vm}/ip-plan?kind=production|test   the dry run: each NIC's settings and their origins
+ *   GET    /v1/tenants/{t}/vms/{vm}/ip-plan?kind=production|test|home   the dry run: each NIC's settings and their origins
+ *
+ * `home` is the NIC's normal configuration on the tenant's own site, which failback reinstates
+ * (service/failback/home.ts); it is validated as the other kinds are and names no DR network.
  *
  * Input is validated whole before anything is stored (the library's validateVmNics with the tenant's
  * other VMs' addresses in the same DR network; a network must be granted to the tenant and of the
@@ -28,9 +31,10 @@ import { addressesInNetworks, deleteVmNic, grantedKinds, listTenantNics, lockTen
 import { getVm } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';
 import { ErrNotFoundHere } from '../errors.js';
-import type { FailoverKind, NicSettings } from '../failover/network/settings.js';
-import { MaxAddressesPerNic, normaliseMac, validateVmNics } from '../failover/network/settings.js';
+import type { FailoverKind, NicSettings, SettingsKind } from '../failover/network/settings.js';
+import { MaxAddressesPerNic, SettingsKinds, normaliseMac, validateVmNics } from '../failover/network/settings.js';
 import { canonicalSourceAddress, nicChanged } from '../failover/recorded-config.js';
+import { homePlanFromCatalog } from '../failback/home.js';
 import { planVmIp } from '../failover/seed.js';
 import { check, pathId, readJson } from '../http/json.js';
 import { mayAdminister, mayRead } from '../trust/roles.js';
@@ -43,11 +47,12 @@ export const nicBodySchema = z.strictObject({
   model: z.enum(NicModels).optional(),
   production: z.unknown().optional(),
   test: z.unknown().optional(),
+  home: z.unknown().optional(),
   /** The addresses the NIC has on the tenant's site (an operator's record; the agent reports them too). */
   reportedAddresses: z.array(z.string().max(64)).max(MaxAddressesPerNic).optional(),
 });
 export const nicsPutSchema = z.strictObject({ nics: z.array(nicBodySchema.extend({ mac: z.string().max(64) })).max(64) });
-export const planQuery = z.strictObject({ kind: z.enum(['production', 'test']).default('production') });
+export const planQuery = z.strictObject({ kind: z.enum(SettingsKinds).default('production') });
 
 /** A NIC as a caller gives it: settings not yet checked. */
 export interface NicInput {
@@ -55,6 +60,7 @@ export interface NicInput {
   model?: NicModelName | undefined;
   production?: unknown;
   test?: unknown;
+  home?: unknown;
   reportedAddresses?: string[] | undefined;
 }
 
@@ -70,7 +76,7 @@ export interface StoredNic {
 export interface NicRefusal {
   vm: string;
   mac?: string | undefined;
-  kind?: FailoverKind | undefined;
+  kind?: SettingsKind | undefined;
   /** The field inside the NIC's kind (`addresses[1]`, `gateway4`, `network`), or the whole path. */
   field: string;
   reason: string;
@@ -106,7 +112,8 @@ export async function checkTenantNics(tx: Queryable, tenant: string, wanted: Rea
 function checkVmNics(vm: string, inputs: readonly NicInput[], granted: ReadonlyMap<string, FailoverKind>, tenant: string, others: ReturnType<typeof addressesInNetworks>): { nics: StoredNic[] } | { refusal: NicRefusal } {
   let settings: NicSettings[];
   try {
-    settings = validateVmNics(inputs.map((n) => ({ mac: n.mac, ...(n.production === undefined ? {} : { production: n.production }), ...(n.test === undefined ? {} : { test: n.test }) })),
+    settings = validateVmNics(inputs.map((n) => ({ mac: n.mac, ...(n.production === undefined ? {} : { production: n.production }), ...(n.test === undefined ? {} : { test: n.test }),
+      ...(n.home === undefined ? {} : { home: n.home }) })),
       { otherAddressesInNetwork: others });
   } catch (err) {
     if (!(err instanceof LifeboatError)) throw err;
@@ -138,7 +145,7 @@ function attribute(vm: string, inputs: readonly NicInput[], message: string): Ni
   const colon = message.indexOf(': ');
   const path = colon < 0 ? '' : message.slice(0, colon);
   const reason = colon < 0 ? message : message.slice(colon + 2);
-  const m = /^nics\[(\d+)\](?:\.(production|test))?(?:\.(.*))?$/.exec(path);
+  const m = /^nics\[(\d+)\](?:\.(production|test|home))?(?:\.(.*))?$/.exec(path);
   if (!m) return { vm, field: path === 'nics' ? '' : path, reason };
   const macAt = (i: number) => {
     const input = inputs[i];
@@ -152,7 +159,7 @@ function attribute(vm: string, inputs: readonly NicInput[], message: string): Ni
     const other = macAt(Number(i));
     return other !== undefined && other !== mac ? `nic ${other}${rest ? ` ${rest}` : ''}` : `the NIC at position ${i}${rest ? ` (${rest})` : ''}`;
   });
-  return { vm, mac, kind: m[2] as FailoverKind | undefined, field: m[3] ?? (m[2] ? '' : 'mac'), reason: told };
+  return { vm, mac, kind: m[2] as SettingsKind | undefined, field: m[3] ?? (m[2] ? '' : 'mac'), reason: told };
 }
 
 /**
@@ -180,6 +187,7 @@ export function presentNic(n: Pick<VmNicRow, 'mac' | 'position' | 'model' | 'set
   const s = n.settings as Omit<NicSettings, 'mac'>;
   return {
     mac: n.mac, position: n.position, model: n.model, ...(s.production ? { production: s.production } : {}), ...(s.test ? { test: s.test } : {}),
+    ...(s.home ? { home: s.home } : {}),
     reportedAddresses: n.reportedAddresses, ...(n.source === undefined ? {} : { source: n.source, agentAddresses: n.agentAddresses ?? [] }),
   };
 }
@@ -269,7 +277,7 @@ export function nicRoutes(ctx: ServiceContext): Hono<Env> {
     const vm = pathId(c, 'vm');
     await vmOf(tenant, vm);
     const { kind } = check(planQuery, c.req.query(), 'query');
-    return c.json({ tenant, vm, kind, nics: await planVmIp(ctx.db, tenant, vm, kind) });
+    return c.json({ tenant, vm, kind, nics: kind === 'home' ? await homePlanFromCatalog(ctx.db, tenant, vm) : await planVmIp(ctx.db, tenant, vm, kind) });
   });
   return r;
 }

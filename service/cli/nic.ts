@@ -1,18 +1,20 @@
 /**
  * A VM's NICs and their failover settings, through the running service's API:
- *   vm nic set VM --tenant T --mac M [--production|--test] (--dhcp | --ip A/P … [--gateway G] [--gateway6 G]
+ *   vm nic set VM --tenant T --mac M [--production|--test|--home] (--dhcp | --ip A/P … [--gateway G] [--gateway6 G]
  *       [--dns IP …] [--search D …] | --clear) [--mtu N] [--network NAME] [--model virtio|e1000|rtl8139] [--reported-ip A …]
  *   vm nic list VM --tenant T [--json]
  *   vm nic remove VM --tenant T --mac M
- *   failover plan-ip VM --tenant T [--test|--production] [--json]   the dry run: what each NIC will get, and from where
- * `set` changes one kind of one NIC (the other kind stays); the service validates the whole VM
- * before it stores anything, and a refusal is one line.
+ *   failover plan-ip VM --tenant T [--test|--production|--home] [--json]   the dry run: what each NIC will get, and from where
+ * `set` changes one kind of one NIC (the other kinds stay); the service validates the whole VM
+ * before it stores anything, and a refusal is one line. `--home` is the NIC's normal configuration
+ * on the tenant's own site, which failback reinstates.
  */
 import type { Command } from 'commander';
 import { printJson } from '../../shared/cli/run.js';
 import { ErrInvalidArgument } from '../../shared/errors.js';
 import type { NicPlan } from '../failover/network/mappings.js';
-import { normaliseMac } from '../failover/network/settings.js';
+import type { SettingsKind } from '../failover/network/settings.js';
+import { SettingsKinds, normaliseMac } from '../failover/network/settings.js';
 import type { ApiClient } from './common.js';
 import { apiClient, withConfig } from './common.js';
 
@@ -26,6 +28,7 @@ interface Nic {
   model: string;
   production?: Record<string, unknown>;
   test?: Record<string, unknown>;
+  home?: Record<string, unknown>;
   reportedAddresses: string[];
 }
 
@@ -34,10 +37,11 @@ export function callDelete<T>(api: ApiClient, path: string): Promise<T> {
   return (api.call.bind(api) as (method: string, path: string) => Promise<T>)('DELETE', path);
 }
 
-/** `--production` or `--test` (production when neither). */
-export function kindOf(opts: { production?: boolean; test?: boolean }): 'production' | 'test' {
-  if (opts.production && opts.test) throw ErrInvalidArgument('give --production or --test, not both');
-  return opts.test ? 'test' : 'production';
+/** `--production`, `--test` or `--home` (production when none). */
+export function kindOf(opts: { production?: boolean; test?: boolean; home?: boolean }): SettingsKind {
+  const given = SettingsKinds.filter((k) => opts[k]);
+  if (given.length > 1) throw ErrInvalidArgument(`give one of --production, --test or --home (got ${given.map((k) => `--${k}`).join(' and ')})`);
+  return given[0] ?? 'production';
 }
 
 function describeConfig(c: Record<string, unknown> | undefined): string {
@@ -53,11 +57,12 @@ function describeConfig(c: Record<string, unknown> | undefined): string {
 
 function printNic(n: Nic): void {
   process.stdout.write(`${n.mac}\t${n.model}\n  production  ${describeConfig(n.production)}\n  test        ${describeConfig(n.test)}\n`);
+  if (n.home) process.stdout.write(`  home        ${describeConfig(n.home)}\n`);
   if (n.reportedAddresses.length) process.stdout.write(`  reported    ${n.reportedAddresses.join(' ')}\n`);
 }
 
 type SetOpts = Opts & {
-  mac: string; production?: boolean; test?: boolean; dhcp?: boolean; dhcp6?: boolean; clear?: boolean; ip: string[]; gateway?: string; gateway6?: string;
+  mac: string; production?: boolean; test?: boolean; home?: boolean; dhcp?: boolean; dhcp6?: boolean; clear?: boolean; ip: string[]; gateway?: string; gateway6?: string;
   dns: string[]; search: string[]; mtu?: string; network?: string; model?: string; reportedIp: string[];
 };
 
@@ -83,11 +88,12 @@ function configFrom(o: SetOpts): Record<string, unknown> | null | undefined {
 }
 
 export function registerNic(vm: Command): void {
-  const nic = vm.command('nic').description('a VM\'s NICs and their failover settings (production and test)');
+  const nic = vm.command('nic').description('a VM\'s NICs and their settings: production and test failovers, and home (failback)');
 
-  withConfig(nic.command('set <vm>').description('set one NIC\'s production or test failover settings (validated before anything is stored)'))
+  withConfig(nic.command('set <vm>').description('set one NIC\'s production, test or home settings (validated before anything is stored)'))
     .requiredOption('--tenant <name>', 'the VM\'s tenant').requiredOption('--mac <mac>', 'the NIC\'s MAC address')
     .option('--production', 'set the production settings (the default)').option('--test', 'set the test-failover settings')
+    .option('--home', 'set the NIC\'s normal configuration on the tenant\'s own site, reinstated at failback')
     .option('--dhcp', 'the NIC asks DHCP').option('--dhcp6', 'the NIC asks DHCP and DHCPv6').option('--clear', 'leave the kind blank: mappings fill it in at failover, else DHCP')
     .option('--ip <address/prefix>', 'a static address with its prefix (repeatable; IPv4 and IPv6)', many, [] as string[])
     .option('--gateway <ip>', 'the IPv4 gateway (on-link)').option('--gateway6 <ip>', 'the IPv6 gateway (on-link or fe80::…)')
@@ -109,6 +115,7 @@ export function registerNic(vm: Command): void {
         ...(o.model ?? current?.model ? { model: o.model ?? current?.model } : {}),
         ...(current?.production ? { production: current.production } : {}),
         ...(current?.test ? { test: current.test } : {}),
+        ...(current?.home ? { home: current.home } : {}),
         reportedAddresses: o.reportedIp.length ? o.reportedIp : current?.reportedAddresses ?? [],
       };
       if (config === null) delete body[kind]; else if (config !== undefined) body[kind] = config;
@@ -117,7 +124,7 @@ export function registerNic(vm: Command): void {
       printNic(saved);
     });
 
-  withConfig(nic.command('list <vm>').description('a VM\'s NICs with their production and test settings'))
+  withConfig(nic.command('list <vm>').description('a VM\'s NICs with their production, test and home settings'))
     .requiredOption('--tenant <name>', 'the VM\'s tenant').option('--json', 'print JSON')
     .action(async (vmName: string, o: Opts) => {
       const { nics } = await (await apiClient(o.config)).call<{ nics: Nic[] }>('GET', `/v1/tenants/${seg(o.tenant)}/vms/${seg(vmName)}/nics`);
@@ -142,8 +149,9 @@ export function registerPlanIp(program: Command): void {
   if (!failover) throw new Error('registerPlanIp runs after registerFailover');
   withConfig(failover.command('plan-ip <vm>').description('dry run: the exact settings each NIC would get in a failover, and where each value comes from (explicit, mapping, DHCP)'))
     .requiredOption('--tenant <name>', 'the VM\'s tenant')
-    .option('--production', 'a production (planned or unplanned) failover: the default').option('--test', 'a test failover').option('--json', 'print JSON')
-    .action(async (vmName: string, o: Opts & { production?: boolean; test?: boolean }) => {
+    .option('--production', 'a production (planned or unplanned) failover: the default').option('--test', 'a test failover')
+    .option('--home', 'failback: the home settings each NIC gets on the tenant\'s site').option('--json', 'print JSON')
+    .action(async (vmName: string, o: Opts & { production?: boolean; test?: boolean; home?: boolean }) => {
       const kind = kindOf(o);
       const plan = await (await apiClient(o.config)).call<{ nics: NicPlan[] }>('GET', `/v1/tenants/${seg(o.tenant)}/vms/${seg(vmName)}/ip-plan?kind=${kind}`);
       if (o.json) return printJson(plan);

@@ -9,9 +9,9 @@
 import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Redis } from 'ioredis';
 import pino from 'pino';
 import { enroll } from '../../agent/enroll/enroll.js';
@@ -126,6 +126,18 @@ export class FailoverScenario {
 
   api<T = FailoverReport>(method: string, path: string, body?: unknown, token?: string): Promise<HttpResult<T>> {
     return operator<T>(this.svc, method, path, body, token);
+  }
+
+  /**
+   * A config file for the CLI beside the service's: the CLI finds the service by the config's
+   * api.port, and the test service listens on a port of its own.
+   */
+  async cliConfig(): Promise<string> {
+    const file = JSON.parse(await readFile(this.env.config.path, 'utf8')) as { api: { port: number } };
+    file.api.port = Number(new URL(this.svc.apiUrl).port);
+    const path = join(dirname(this.env.config.path), 'cli.json');
+    await writeFile(path, JSON.stringify(file));
+    return path;
   }
 
   /** A token of a tenant role. */

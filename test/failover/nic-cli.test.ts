@@ -4,7 +4,7 @@
  * on stderr with exit 1 and nothing stored.
  */
 import { readFile, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { referee, runBin } from '../helpers.js';
 import { refused } from '../cli-expect.js';
@@ -20,11 +20,7 @@ beforeAll(async () => {
   await referee('qemu-img', ['create', '-q', '-f', 'vhdx', disk, '4M']);
   await s.protect('web1', [disk]);
   await s.replicate();
-  // The CLI finds the service by the config's api.port; the test service listens on a port of its own.
-  const file = JSON.parse(await readFile(s.env.config.path, 'utf8')) as { api: { port: number } };
-  file.api.port = Number(new URL(s.svc.apiUrl).port);
-  config = join(dirname(s.env.config.path), 'cli.json');
-  await writeFile(config, JSON.stringify(file));
+  config = await s.cliConfig();
 }, 180_000);
 
 afterAll(async () => {
@@ -78,7 +74,7 @@ describe('lifeboat-service network, vm nic, failover plan-ip', () => {
       refused(cli('vm', 'nic', 'set', "we'b1", ...mac, '--dhcp'), /^lifeboat-service: vm "we'b1" is not a valid id/),
       refused(cli('vm', 'nic', 'set', 'web"1', ...mac, '--dhcp'), /^lifeboat-service: vm "web\\"1" is not a valid id/),
       refused(cli('vm', 'nic', 'set', 'web1', ...mac, '--dhcp', '--ip', '10.20.30.41/24'), /^lifeboat-service: give one of --dhcp, --ip or --clear \(got --dhcp and --ip\)\n$/),
-      refused(cli('vm', 'nic', 'set', 'web1', ...mac, '--test', '--production', '--dhcp'), /^lifeboat-service: give --production or --test, not both\n$/),
+      refused(cli('vm', 'nic', 'set', 'web1', ...mac, '--test', '--production', '--dhcp'), /^lifeboat-service: give one of --production, --test or --home \(got --production and --test\)\n$/),
       refused(cli('vm', 'nic', 'set', 'web1', ...mac, '--model', 'ne2000'), /^lifeboat-service: model\b/),
       refused(cli('vm', 'nic', 'set', 'web9', ...mac, '--dhcp'), /^lifeboat-service: tenant acme has no VM web9\n$/),
     ]);

@@ -1,6 +1,7 @@
 /** DR networks, a tenant's network mappings and NIC settings in CSV (service/api/networks.ts), and NICs (nics.ts). */
 import { z } from 'zod';
 import { NetworkMappingSchema } from '../../failover/network/mappings.js';
+import { SettingsKinds } from '../../failover/network/settings.js';
 import { grantSchema, mappingDeleteQuery, mappingsPutSchema, networkCreateSchema, networkListQuery, nicImportSchema } from '../networks.js';
 import { nicBodySchema, nicsPutSchema, planQuery } from '../nics.js';
 import { deleted, etag, page, time } from './common.js';
@@ -12,7 +13,7 @@ const network = z.object({ name: z.string(), kind, bridge: z.string(), vlan: z.n
 const mappings = z.object({ mappings: z.array(NetworkMappingSchema), ...page });
 const config = z.looseObject({ mode: z.enum(['dhcp', 'static']) });
 const nic = z.object({
-  mac: z.string(), position: z.number().int(), model: z.string(), production: config.optional(), test: config.optional(), reportedAddresses: z.array(z.string()),
+  mac: z.string(), position: z.number().int(), model: z.string(), production: config.optional(), test: config.optional(), home: config.optional(), reportedAddresses: z.array(z.string()),
   source: z.string().optional(), agentAddresses: z.array(z.string()).optional(), ...etag,
 });
 const nics = z.object({ nics: z.array(nic), ...page });
@@ -40,7 +41,7 @@ export const networkRoutes: RouteDoc[] = [
   { method: 'put', path: '/v1/tenants/{tenant}/vms/{vm}/nics/{mac}', tag: 'nics', body: nicBodySchema, errors: [409], summary: 'one NIC, whole', ok: { 200: nic } },
   { method: 'delete', path: '/v1/tenants/{tenant}/vms/{vm}/nics/{mac}', tag: 'nics', summary: 'remove one NIC', ok: { 200: deleted('NIC') } },
   {
-    method: 'get', path: '/v1/tenants/{tenant}/vms/{vm}/ip-plan', tag: 'nics', query: planQuery, summary: 'the IP plan a failover of this kind would apply (dry run), each value with its origin',
-    ok: { 200: z.object({ tenant: z.string(), vm: z.string(), kind, nics: z.array(z.object({ mac: z.string(), name: z.string(), config, values: z.array(z.object({ field: z.string(), value: z.string(), from: z.string() })), notes: z.array(z.string()) })) }) },
+    method: 'get', path: '/v1/tenants/{tenant}/vms/{vm}/ip-plan', tag: 'nics', query: planQuery, summary: 'the IP plan a failover of this kind would apply, or failback (home), as a dry run: each value with its origin',
+    ok: { 200: z.object({ tenant: z.string(), vm: z.string(), kind: z.enum(SettingsKinds), nics: z.array(z.object({ mac: z.string(), name: z.string(), config, values: z.array(z.object({ field: z.string(), value: z.string(), from: z.string() })), notes: z.array(z.string()) })) }) },
   },
 ];

@@ -10,7 +10,8 @@
  * e.g. `nics[0].test.addresses[1]: 10.0.0.255/24 is the broadcast address of 10.0.0.0/24`.
  *
  * A kind left out (no `production` or no `test`) is blank: network mappings fill it in at failover,
- * else the NIC asks DHCP (mappings.ts).
+ * else the NIC asks DHCP (mappings.ts). `home` is the NIC's normal configuration on the tenant's own
+ * site (no DR network), reinstated at failback; left out, the NIC asks DHCP at home.
  */
 import { z } from 'zod';
 import { ErrInvalidArgument } from '../../../shared/errors.js';
@@ -28,6 +29,12 @@ export const MinMtuIpv6 = 1280;
 export const MaxMtu = 9216;
 
 export type FailoverKind = 'production' | 'test';
+/**
+ * The kinds of settings a NIC holds: one per kind of failover, and `home`, the NIC's normal
+ * configuration on the tenant's own site, which failback reinstates (service/failback/home.ts).
+ */
+export const SettingsKinds = ['production', 'test', 'home'] as const;
+export type SettingsKind = typeof SettingsKinds[number];
 
 const text = z.string().max(300);
 const shared = { network: text.optional(), mtu: z.number().optional() };
@@ -55,6 +62,8 @@ export const NicSettingsSchema = z.object({
   mac: text,
   production: NicConfigSchema.optional(),
   test: NicConfigSchema.optional(),
+  /** The NIC's own configuration on the tenant's site (no DR network), reinstated at failback. */
+  home: NicConfigSchema.optional(),
 }).strict();
 
 export type DhcpConfig = z.infer<typeof DhcpConfigSchema>;
@@ -79,14 +88,21 @@ export function parseNicSettings(input: unknown, path = 'nic'): NicSettings {
   const out: NicSettings = { mac: checkMac(s.mac, `${path}.mac`) };
   if (s.production) out.production = checkNicConfig(s.production, `${path}.production`);
   if (s.test) out.test = checkNicConfig(s.test, `${path}.test`);
+  if (s.home) out.home = checkHomeConfig(s.home, `${path}.home`);
   return out;
 }
 
-/** Parses one kind's configuration alone (the CLI's `vm nic set --test …`). */
-export function parseNicConfig(input: unknown, path: string): NicConfig {
+/** Parses one kind's configuration alone (the CLI's `vm nic set --test …`); `home` names no DR network. */
+export function parseNicConfig(input: unknown, path: string, kind: SettingsKind = 'production'): NicConfig {
   const parsed = NicConfigSchema.safeParse(input);
   if (!parsed.success) throw zodRefusal(parsed.error, path);
-  return checkNicConfig(parsed.data, path);
+  return kind === 'home' ? checkHomeConfig(parsed.data, path) : checkNicConfig(parsed.data, path);
+}
+
+/** Home settings: the same checks, and no `network` (they are the tenant's own site, not a DR network). */
+export function checkHomeConfig(cfg: NicConfig, path: string): NicConfig {
+  if (cfg.network !== undefined) throw ErrInvalidArgument(`${path}.network: home settings are the NIC's own site and name no DR network`);
+  return checkNicConfig(cfg, path);
 }
 
 /**
@@ -107,14 +123,14 @@ export function validateVmNics(nics: unknown, options: { otherAddressesInNetwork
     macs.set(n.mac, i);
   });
 
-  // One VM's NIC may use one address in production and in test: the two never run at once.
+  // One VM's NIC may use one address in production, in test and at home: they never run at once.
   const taken = new Map<string, { owner: string; nic: number }>();
   for (const other of options.otherAddressesInNetwork ?? []) {
     const ip = parseIp(other.address.split('/')[0] ?? '');
     if (ip.ok) taken.set(`${other.network}\u0000${ipText(ip.value)}`, { owner: other.owner, nic: -1 });
   }
   out.forEach((n, i) => {
-    for (const kind of ['production', 'test'] as const) {
+    for (const kind of SettingsKinds) {
       const cfg = n[kind];
       if (!cfg || cfg.mode !== 'static') continue;
       const net = cfg.network ?? `\u0001unnamed ${kind}`;
