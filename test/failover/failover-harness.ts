@@ -16,6 +16,7 @@ import { Redis } from 'ioredis';
 import pino from 'pino';
 import { enroll } from '../../agent/enroll/enroll.js';
 import { silentLogger } from '../../agent/replicate/context.js';
+import type { VmCycleResult } from '../../agent/replicate/engine.js';
 import { Replicator } from '../../agent/replicate/engine.js';
 import { engineContext } from '../../agent/replicate/from-state.js';
 import type { VmConfig } from '../../agent/state/schema.js';
@@ -39,7 +40,7 @@ export class FailoverScenario {
     public merger: Merger,
     readonly state: AgentState,
     readonly hostDir: string,
-    private readonly redis: Redis,
+    readonly redis: Redis,
     private readonly redisDb: { url: string; drop(): Promise<void> },
     private readonly options: { externalHost: boolean },
   ) {}
@@ -117,11 +118,12 @@ export class FailoverScenario {
     });
   }
 
-  /** One agent cycle over every VM, then every merge it made due. */
-  async replicate(): Promise<void> {
+  /** One agent cycle over every VM, then every merge it made due; the agent's results. */
+  async replicate(): Promise<VmCycleResult[]> {
     const results = await new Replicator({ ...(await engineContext(this.state, silentLogger)) }).runOnce();
     for (const r of results) if (r.outcome === 'failed') throw new Error(`agent cycle of ${r.vm}: ${r.outcome} ${r.error ?? ''}`);
     while ((await this.merger.merge()) > 0) { /* until nothing is pending */ }
+    return results;
   }
 
   api<T = FailoverReport>(method: string, path: string, body?: unknown, token?: string): Promise<HttpResult<T>> {
