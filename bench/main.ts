@@ -17,6 +17,7 @@ import { nbdBench } from './nbd.js';
 import { failoverBench } from './failover.js';
 import { plansBench } from './plans.js';
 import { startupBench } from './startup.js';
+import { rebuildBench } from './rebuild.js';
 
 const benchmarks: Benchmark[] = [
   cryptoBench,
@@ -32,6 +33,7 @@ const benchmarks: Benchmark[] = [
   failoverBench,
   plansBench,
   startupBench,
+  rebuildBench,
 ];
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');

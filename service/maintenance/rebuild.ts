@@ -31,6 +31,9 @@ import { bestMatch } from '../trust/patterns.js';
 /** Settings a VM gets until its agent registers it again (each cycle's registration sets its own). */
 export const RebuiltVmDefaults = { frequencySeconds: 300, appConsistentEvery: 0, compression: 'zstd', historyWithPoints: 24 } as const;
 
+/** VMs rebuilt at once. */
+const Concurrency = 8;
+
 /** Bytes read from the front of an object for its envelope context (the .hrl header). */
 const HeadBytes = FixedHeaderBytes + 1024;
 
@@ -88,7 +91,7 @@ export async function rebuildCatalog(deps: RebuildDeps, options: { onProgress?: 
 
   const report: RebuildReport = { storageRoots: roots, vms: 0, disks: 0, points: 0, pending: 0, kept: 0, skipped, seconds: 0 };
   let done = 0;
-  for (const vm of found) {
+  const one = async (vm: FoundVm) => {
     const exists = await deps.db.query('SELECT 1 FROM vms WHERE tenant = $1 AND name = $2', [vm.tenant, vm.name]);
     if (exists.length > 0) {
       report.kept++;
@@ -106,7 +109,12 @@ export async function rebuildCatalog(deps: RebuildDeps, options: { onProgress?: 
       }
     }
     options.onProgress?.({ vmsDone: ++done, vmsTotal: found.length });
-  }
+  };
+  // A few VMs at once: most of a VM's time is waiting on the object store and the catalog.
+  const queue = [...found];
+  await Promise.all(Array.from({ length: Concurrency }, async () => {
+    for (let vm = queue.shift(); vm; vm = queue.shift()) await one(vm);
+  }));
   report.seconds = Number(process.hrtime.bigint() - started) / 1e9;
   return report;
 }
