@@ -44,6 +44,36 @@ export async function openPglite(dir: string): Promise<Db> {
   });
 }
 
+/**
+ * The embedded catalog's files as one gzipped tarball (PGlite's dumpDataDir), taken while this
+ * process holds the catalog, so no serve writes to it meanwhile: the dump is of a closed, consistent
+ * catalog. Refused in one line while another process has it open.
+ */
+export async function dumpPglite(dir: string): Promise<Buffer> {
+  const lock = await holdCatalog(dir);
+  try {
+    const pg = await PGlite.create(dir);
+    try {
+      return Buffer.from(await (await pg.dumpDataDir('gzip')).arrayBuffer());
+    } finally {
+      await pg.close();
+    }
+  } finally {
+    await lock.release();
+  }
+}
+
+/** Makes the embedded catalog in dir, which must hold none yet, from a dumpPglite tarball. */
+export async function loadPglite(dir: string, dump: Buffer): Promise<void> {
+  const lock = await holdCatalog(dir);
+  try {
+    const pg = await PGlite.create({ dataDir: dir, loadDataDir: new Blob([new Uint8Array(dump)]) });
+    await pg.close();
+  } finally {
+    await lock.release();
+  }
+}
+
 async function holdCatalog(dir: string): Promise<DirLock> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const lock = await lockDir(dir);

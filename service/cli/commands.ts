@@ -39,6 +39,16 @@ export const serviceCommands: readonly LazyCommand[] = [
     command: 'catalog', description: 'the catalog itself: rebuild it from replica storage and the object store',
     load: async () => (await import('./catalog.js')).registerCatalog,
   },
+  {
+    command: 'backup <out>',
+    description: 'write the keys, the configuration and a consistent dump of the catalog to OUT, encrypted under a passphrase (the embedded catalog: with serve stopped)',
+    load: async () => (await import('./backup.js')).registerBackup,
+  },
+  {
+    command: 'restore <in>',
+    description: 'make a new data directory from a backup: keys, configuration and catalog (replica storage and the object store as the backup names them)',
+    load: async () => (await import('./backup.js')).registerRestore,
+  },
   { command: 'usage', description: 'metered usage per tenant and UTC day', load: async () => (await import('./usage.js')).registerUsage },
   { command: 'guest', description: 'test guest images', load: async () => (await import('./guest.js')).registerGuest },
   { command: 'failover', description: 'start, inspect and end failovers (test, planned, unplanned)', load: loadFailover },
