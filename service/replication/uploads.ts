@@ -33,7 +33,8 @@ function staleCheck(disk: DiskRow, generation: number): void {
  */
 export async function refuseCommittedObject(db: Queryable, key: string): Promise<void> {
   const k = parseKey(key);
-  if (k.kind === 'manifest') return;
+  // Manifests are rewritten by design; reverse logs are written by the service itself, never granted.
+  if (k.kind !== 'log' && k.kind !== 'chunk') return;
   const row = await getLog(db, k.tenant, k.vm, k.disk, k.kind, k.generation, k.kind === 'log' ? k.sequence : k.index);
   if (row) throw ErrConflict('already_committed', `${k.kind} ${k.kind === 'log' ? k.sequence : k.index} of generation ${k.generation} is committed; a committed object is never overwritten`);
 }
