@@ -33,7 +33,7 @@ import { listBitmaps } from '../../shared/qemu/nodes.js';
 import { QemuSource, beginCyclesAt, type QemuCycle } from '../../shared/qemu/source.js';
 import type { Db, Queryable } from '../catalog/db.js';
 import type { FailoverRow } from '../catalog/failovers.js';
-import { getReverseDisk, insertReverseLog, listEnvelopeKeys, newReverseGeneration, startReverseDisk } from '../catalog/reverse.js';
+import { getReverseDisk, insertReverseLog, listEnvelopeKeys, newReverseGeneration, startReverseDisk, type ReverseLogRow } from '../catalog/reverse.js';
 import { getVm } from '../catalog/vms.js';
 import { ErrConflict } from '../errors.js';
 import { FailoverBitmap } from '../failover/drivers/qemu.js';
@@ -60,14 +60,8 @@ export interface ReverseCycleInput {
   compression?: Compression;
 }
 
-export interface ReverseDiskResult {
-  disk: string;
-  generation: number;
-  sequence: number;
-  kind: 'delta' | 'incremental';
-  key: string;
-  /** Bytes of the sealed object. */
-  size: number;
+/** The disk's new log as the catalog records it (size: bytes of the sealed object), and its data. */
+export interface ReverseDiskResult extends Pick<ReverseLogRow, 'disk' | 'generation' | 'sequence' | 'kind' | 'key' | 'size'> {
   /** Bytes the bitmap marked changed (what the VM wrote), and data bytes in the log. */
   changedBytes: number;
   dataBytes: number;
