@@ -18,6 +18,7 @@ import { failoverBench } from './failover.js';
 import { plansBench } from './plans.js';
 import { startupBench } from './startup.js';
 import { rebuildBench } from './rebuild.js';
+import { qemuSourceBench } from './qemu-source.js';
 
 const benchmarks: Benchmark[] = [
   cryptoBench,
@@ -34,6 +35,7 @@ const benchmarks: Benchmark[] = [
   plansBench,
   startupBench,
   rebuildBench,
+  qemuSourceBench,
 ];
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
