@@ -21,7 +21,7 @@ import type { Logger } from 'pino';
 import { ErrInvalidArgument, LifeboatError, userMessage } from '../../shared/errors.js';
 import type { Config } from '../config/config.js';
 import { HypervDriver } from './drivers/hyperv.js';
-import { SshHypervRunner } from './drivers/runner.js';
+import { SshHypervRunner } from '../../shared/hyperv/runner.js';
 import { WebhookDriver } from './drivers/webhook.js';
 import { getFailover, heartbeatHost, listFailovers, setFailoverGoal, setFailoverState, upsertHost } from '../catalog/failovers.js';
 import { addStep } from './steps.js';

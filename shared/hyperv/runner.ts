@@ -1,8 +1,8 @@
 /**
- * Runs PowerShell on a Windows Server Hyper-V host: the runner the hyperv failover driver (and later
- * the agent's hyperv source) hands its scripts to.
+ * Runs PowerShell on a Windows Server Hyper-V host: the runner the service's hyperv failover driver
+ * and the agent's hyperv source hand their scripts to.
  *
- * Input: a whole script (the caller quotes every value in it: hyperv-ps.ts).
+ * Input: a whole script (the caller quotes every value in it: ps.ts).
  * Output: the host's exit code, stdout and stderr, as text; a non-zero exit is an answer, not a throw.
  * Failure: only when the script could not be delivered (ssh missing, the connection refused or timed
  * out) as LifeboatError('unavailable') naming the host.
@@ -14,7 +14,7 @@
  * stdin instead, read by a short encoded bootstrap.
  */
 import { spawn } from 'node:child_process';
-import { LifeboatError, ErrInvalidArgument } from '../../../shared/errors.js';
+import { LifeboatError, ErrInvalidArgument } from '../errors.js';
 
 export interface RunResult {
   exitCode: number;

@@ -15,7 +15,7 @@ import { flatten } from '../../shared/disk/ops/index.js';
 import { isLifeboatError } from '../../shared/errors.js';
 import { HypervDriver, type HypervDriverConfig, type HypervPrepareInput } from '../../service/failover/drivers/hyperv.js';
 import { psQuote, scriptStep } from '../../service/failover/drivers/hyperv-ps.js';
-import { encodePowerShell, type HypervRunner, type RunResult, SshHypervRunner } from '../../service/failover/drivers/runner.js';
+import { encodePowerShell, type HypervRunner, type RunResult, SshHypervRunner } from '../../shared/hyperv/runner.js';
 import { resolveNicPlan } from '../../service/failover/network/mappings.js';
 import { parseNicSettings } from '../../service/failover/network/settings.js';
 import { referee, scratchDir } from '../helpers.js';

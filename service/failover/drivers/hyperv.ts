@@ -30,7 +30,7 @@ import { dnsNameReason } from '../network/names.js';
 import { checkCidr, checkInt, checkIp, checkName, checkWindowsPath, hypervMac, IdPattern, psQuote, SwitchNamePattern, VmNamePattern } from './hyperv-ps.js';
 import { commitScript, type HypervNatMapping, type HypervNicPlan, type HypervVmPlan, prepareScript, publicIpsScript, removeScript, screenshotScript, startScript, statusScript, stopScript } from './hyperv-scripts.js';
 import { exists, readJson, sleep, writeJsonAtomic } from './qemu-files.js';
-import type { HypervRunner } from './runner.js';
+import type { HypervRunner } from '../../../shared/hyperv/runner.js';
 import type { FailoverDisk, FailoverDriver, PrepareInput, ReadyProbe, ReadyResult, VmStatus } from './types.js';
 
 export interface HypervDriverConfig {
