@@ -1,5 +1,5 @@
 /**
- * lifeboat-agent protect VM --disk PATH… | --source qemu --qmp SOCKET: starts protecting a VM, or changes its settings and adds
+ * lifeboat-agent protect VM --disk PATH… | --source qemu --qmp SOCKET | --source hyperv --vm-name NAME --host HOST: starts protecting a VM, or changes its settings and adds
  * disks when it is already protected (a disk added later replicates without re-protecting). Writes
  * only the VM's config; the engine (run) registers it with the service and ships the initial copy.
  * The VM's hardware and NICs at the source (--firmware … --nic) go with its registration, for the
@@ -24,6 +24,7 @@ import {
 import type { StateDirOption } from './agent-options.js';
 import type { HardwareOptions } from './hardware-options.js';
 import { mergeHardware, parseNics } from './hardware-options.js';
+import { protectHyperv } from './protect-hyperv.js';
 import { protectQemu } from './protect-qemu.js';
 
 interface ProtectOptions extends StateDirOption, HardwareOptions {
@@ -32,6 +33,13 @@ interface ProtectOptions extends StateDirOption, HardwareOptions {
   qmp?: string;
   guestAgent?: string;
   granularity?: string;
+  vmName?: string;
+  host?: string;
+  sshUser?: string;
+  sshKey?: string;
+  sshPort?: string;
+  knownHosts?: string;
+  pathMap?: string[];
   frequency?: string;
   history?: string;
   appConsistentEvery?: string;
@@ -52,11 +60,18 @@ export function registerProtect(program: Command): void {
     .command('protect')
     .description('protect a VM: replicate its disks to the hoster every cycle (again on a protected VM: change settings, add disks)')
     .argument('<vm>', 'VM name: lower-case letters, digits, _ and -')
-    .option('--source <kind>', 'where the disks are read: file (images at rest, the default) or qemu (a running QEMU through --qmp)')
+    .option('--source <kind>', 'where the disks are read: file (images at rest, the default), qemu (a running QEMU through --qmp) or hyperv (a Hyper-V VM through --host)')
     .option('--disk <path>', 'a virtual disk of the VM (raw, vhd, vhdx); repeat for several. With --source qemu: a drive id or node name (default: every writable disk)', collect)
     .option('--qmp <socket>', 'with --source qemu: the VM\'s QMP socket, for the agent alone')
     .option('--guest-agent <socket>', 'with --source qemu: qemu-guest-agent\'s socket; points are then application-consistent (guest-fsfreeze)')
     .option('--granularity <size>', 'with --source qemu: dirty bitmap granularity, a power of two from 4K (default: qemu\'s, the qcow2 cluster size)')
+    .option('--vm-name <name>', 'with --source hyperv: the VM\'s name on the Hyper-V host')
+    .option('--host <host>', 'with --source hyperv: the Hyper-V host, reached by OpenSSH (PowerShell runs there)')
+    .option('--ssh-user <user>', 'with --source hyperv: the account on the host (a member of Hyper-V Administrators; default: this user\'s name)')
+    .option('--ssh-key <file>', 'with --source hyperv: the private key for it')
+    .option('--ssh-port <port>', 'with --source hyperv: the host\'s SSH port (default 22)')
+    .option('--known-hosts <file>', 'with --source hyperv: known_hosts holding the host\'s key (checked strictly)')
+    .option('--path-map <windows=local>', 'with --source hyperv: a directory of the host and where the agent reads it, e.g. \'D:\\VMs=/mnt/hv01/VMs\'; repeatable (default: the host\'s paths as they are, for an agent on the host)', collect)
     .option('--frequency <f>', 'replication frequency: 30s, 5m or 15m (default 5m; kept when not given again)')
     .option('--history <n>', 'hourly recovery points to keep besides the latest, 0-24 (default 0; kept when not given again)')
     .option('--app-consistent-every <hours>', 'application-consistent point every N hours, e.g. 4h (needs --pre-snapshot/--post-snapshot)')
@@ -81,9 +96,10 @@ export function registerProtect(program: Command): void {
       const state = agentState(opts);
       const existing = await state.findConfig(checkVmName(vm));
       const kind = opts.source ?? existing?.source?.kind ?? 'file';
-      if (kind !== 'file' && kind !== 'qemu') throw ErrInvalidArgument(`--source "${kind.slice(0, 40)}" must be file or qemu (libvirt and hyperv are not built yet)`);
+      if (kind !== 'file' && kind !== 'qemu' && kind !== 'hyperv') throw ErrInvalidArgument(`--source "${kind.slice(0, 40)}" must be file, qemu or hyperv (libvirt is not built yet)`);
       if (existing && kind !== (existing.source?.kind ?? 'file')) throw ErrInvalidArgument(`${vm} is protected with --source ${existing.source?.kind ?? 'file'}; unprotect it to change the source`);
-      if (kind === 'file' && (opts.qmp || opts.guestAgent || opts.granularity)) throw ErrInvalidArgument('--qmp, --guest-agent and --granularity need --source qemu');
+      if (kind !== 'qemu' && (opts.qmp || opts.guestAgent || opts.granularity)) throw ErrInvalidArgument('--qmp, --guest-agent and --granularity need --source qemu');
+      if (kind !== 'hyperv' && (opts.vmName || opts.host || opts.sshUser || opts.sshKey || opts.sshPort || opts.knownHosts || opts.pathMap)) throw ErrInvalidArgument('--vm-name, --host, --ssh-user, --ssh-key, --ssh-port, --known-hosts and --path-map need --source hyperv');
       let config: VmConfig;
       let described: string[];
       let machine: { hardware: HardwareConfig; nics: NicConfig[] } | undefined;
@@ -96,6 +112,13 @@ export function registerProtect(program: Command): void {
         config.source = q.source;
         described = q.describe;
         machine = { hardware: q.hardware, nics: q.nics };
+      } else if (kind === 'hyperv') {
+        if (opts.disk) throw ErrInvalidArgument('--source hyperv takes every virtual hard disk of the VM; give no --disk');
+        const h = await protectHyperv(vm, opts, existing);
+        config = await buildConfig(checkVmName(vm), opts, existing, h.disks);
+        config.source = h.source;
+        described = h.describe;
+        machine = { hardware: h.hardware, nics: h.nics };
       } else {
         // On a protected VM, no --disk keeps its disks: protect VM --bandwidth 10M changes that alone.
         const given = opts.disk && opts.disk.length > 0 ? opts.disk : existing?.disks.map((d) => d.path);
@@ -110,7 +133,7 @@ export function registerProtect(program: Command): void {
       await state.writeConfig(config);
       if (opts.json) return printJson(machine ? { ...config, machine } : config);
       const disks = described.join(', ');
-      const seen = machine ? `; qemu says: ${describeMachine({ ...config, hardware: machine.hardware, nics: machine.nics }).slice(2)}` : '';
+      const seen = machine ? `; ${kind === 'hyperv' ? 'Hyper-V' : 'qemu'} says: ${describeMachine({ ...config, hardware: machine.hardware, nics: machine.nics }).slice(2)}` : '';
       const when = (await state.hasIdentity()) ? 'Replication starts with the next \'lifeboat-agent run\'.'
         : 'This agent is not enrolled yet: replication starts once it is (lifeboat-agent enroll TOKEN) and runs.';
       process.stdout.write(`protected ${vm}: ${disks}; every ${Object.entries(Frequencies).find(([, ms]) => ms === config.frequencyMs)?.[0]}; initial copy: ${config.initial.mode}${describeMachine(config)}${seen}. ${when}\n`);
@@ -149,7 +172,9 @@ async function buildConfig(name: string, opts: ProtectOptions, existing: VmConfi
   const preSnapshot = opts.preSnapshot ?? existing?.preSnapshot ?? null;
   const postSnapshot = opts.postSnapshot ?? existing?.postSnapshot ?? null;
   const guestAgent = opts.guestAgent ?? (existing?.source?.kind === 'qemu' ? existing.source.guestAgent : null);
-  if (appEvery !== null && !preSnapshot && !postSnapshot && !guestAgent) throw ErrInvalidArgument('--app-consistent-every needs --pre-snapshot and/or --post-snapshot (or --guest-agent with --source qemu)');
+  // A hyperv source's checkpoints are production ones: the guest's VSS writers quiesce it.
+  const quiesces = guestAgent !== null || (opts.source ?? existing?.source?.kind) === 'hyperv';
+  if (appEvery !== null && !preSnapshot && !postSnapshot && !quiesces) throw ErrInvalidArgument('--app-consistent-every needs --pre-snapshot and/or --post-snapshot (or --guest-agent with --source qemu, or --source hyperv)');
   const hardware = mergeHardware(opts, existing?.hardware);
   const nics = opts.nic === undefined ? existing?.nics : parseNics(opts.nic);
   return {

@@ -20,8 +20,12 @@ export interface VmStatusReport {
   frequency: string;
   disks: {
     id: string; path: string; generation: number; nextSequence: number; initial: string;
-    /** Where the disk is read: file (the scan tracker) or qemu (its node, the bitmap recording, its granularity, when it was last found lost). */
-    source: 'file' | 'qemu';
+    /**
+     * Where the disk is read: file (the scan tracker), qemu (its node, the bitmap recording, its
+     * granularity, when it was last found lost) or hyperv (its slot, the reference point changes are
+     * counted from, when tracking was last found lost).
+     */
+    source: 'file' | 'qemu' | 'hyperv';
     tracking?: { node: string; bitmap: string; granularity: number; lostAt: string | null };
   }[];
   /** The consistency of the last application- or crash-consistent point (the last cycle's), and the last application-consistent one. */
@@ -120,6 +124,7 @@ function describe(r: VmStatusReport): string {
 function describeSource(d: VmStatusReport['disks'][number]): string {
   if (d.source === 'file') return 'file, scan';
   const t = d.tracking;
-  if (!t) return 'qemu, no cycle yet';
+  if (!t) return `${d.source}, no cycle yet`;
+  if (d.source === 'hyperv') return `hyperv ${t.node}, reference point ${t.bitmap || '(none yet)'}${t.lostAt ? `, last found lost ${t.lostAt}` : ''}`;
   return `qemu node ${t.node}, bitmap ${t.bitmap}${t.granularity ? ` of ${formatBytes(t.granularity)} granules` : ''}${t.lostAt ? `, last found lost ${t.lostAt}` : ''}`;
 }

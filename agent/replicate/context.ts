@@ -7,6 +7,7 @@ import type { VmProgress } from '../state/schema.js';
 import type { AgentState } from '../state/store.js';
 import type { AgentTransport } from '../transport/types.js';
 import type { RetryOptions } from './retry.js';
+import type { HypervRunnerFactory } from './live.js';
 
 /** The part of a pino logger the engine uses. */
 export interface EngineLogger {
@@ -35,6 +36,8 @@ export interface EngineContext {
   boundBases?: boolean;
   /** Interval of the periodic verification against the service's digests (default 7 days). */
   verifyEveryMs?: number;
+  /** Makes the runner of a hyperv source's host (default: OpenSSH); tests give a recording one. */
+  hypervRunner?: HypervRunnerFactory;
   /** Called as an initial copy advances (a progress bar on a terminal). */
   onInitialProgress?: (vm: string, disk: string, done: number, total: number) => void;
 }

@@ -19,8 +19,8 @@ import { runHook } from './hooks.js';
 import { DefaultChunkSize, recoverAdoptedBase, runBase, startBase } from './initial.js';
 import { registrationDigest, vmRegistration } from './registration.js';
 import { withRetry } from './retry.js';
-import { isLive, noteMachine, noteTracking, openLiveView } from './live.js';
-import type { QemuVmView } from '../sources/qemu-view.js';
+import { isLive, noteMachine, noteTracking, openLiveView, sourceQuiesces } from './live.js';
+import type { LiveView } from '../sources/live-view.js';
 
 /** How often each disk is compared with its replica through the service's digests. */
 export const DefaultVerifyEveryMs = 7 * 24 * 3_600_000;
@@ -84,7 +84,7 @@ export class Replicator {
     const started = ctx.now();
     const book = await ProgressBook.load(ctx.state, vm);
     const disks = new Map<string, DiskImage>();
-    let live: QemuVmView | undefined;
+    let live: LiveView | undefined;
     try {
       const warnings: string[] = [];
       // A live source: one point-in-time view of every disk, quiesced when an application-consistent point is due.
@@ -92,7 +92,7 @@ export class Replicator {
       if (isLive(config)) {
         const hooked = await this.quiesce(config, book, warnings);
         try {
-          live = await openLiveView(ctx.state, config, config.source.guestAgent !== null && this.appDue(config, book));
+          live = await openLiveView(ctx.state, config, sourceQuiesces(config) && this.appDue(config, book), ctx.hypervRunner);
         } finally {
           if (hooked === 'application' && config.postSnapshot) {
             const why = await runHook(config.postSnapshot, { LIFEBOAT_VM: vm });
@@ -108,7 +108,7 @@ export class Replicator {
       if (live && isLive(config)) await noteMachine(book, live, config, started.toISOString());
       const service = await this.register(book, config, disks);
       if (live) {
-        for (const id of await noteTracking(book, live, started.toISOString())) ctx.logger.warn({ vm, disk: id }, 'dirty bitmap lost: resynchronizing against the replica');
+        for (const id of await noteTracking(book, live, started.toISOString())) ctx.logger.warn({ vm, disk: id }, 'change tracking lost: resynchronizing against the replica');
       }
       const cycleId = await takeCycleId(book, started);
       let changedBytes = 0;

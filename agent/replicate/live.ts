@@ -1,28 +1,46 @@
 /**
- * The engine's side of a live source (docs/agent.md "Sources"): for a VM read through the qemu
- * source, one point-in-time view of all its disks per cycle (agent/sources/qemu-view.ts), the
- * consistency it was taken with, and what the engine records of each disk's tracking for status.
- * A bitmap found lost puts its disk back to a delta base against the service's digests.
+ * The engine's side of a live source (docs/agent.md "Sources"): for a VM read through the qemu or the
+ * hyperv source, one point-in-time view of all its disks per cycle (agent/sources/qemu-view.ts,
+ * hyperv-view.ts), the consistency it was taken with, and what the engine records of each disk's
+ * tracking for status. A disk whose tracking was lost goes back to a delta base against the service's
+ * digests.
  */
 import { join } from 'node:path';
 import { userMessage } from '../../shared/errors.js';
-import type { VmConfig } from '../state/schema.js';
+import type { HypervRunner } from '../../shared/hyperv/runner.js';
+import type { SourceConfig, VmConfig } from '../state/schema.js';
 import type { AgentState } from '../state/store.js';
+import { HypervVmView, hypervStateFile, sshRunner, type HypervSource } from '../sources/hyperv-view.js';
+import type { LiveView } from '../sources/live-view.js';
 import { QemuVmView } from '../sources/qemu-view.js';
 import type { ProgressBook } from './context.js';
+
+export type LiveConfig = VmConfig & { source: SourceConfig & { kind: 'qemu' | 'hyperv' } };
 
 /** The VM's qemu work directory: the fleecing overlays and qemu's NBD socket while a cycle runs. */
 export function qemuWorkDir(state: AgentState, vm: string): string {
   return join(state.vmDir(vm), 'qemu');
 }
 
-export function isLive(config: VmConfig): config is VmConfig & { source: { kind: 'qemu' } } {
-  return config.source?.kind === 'qemu';
+export function isLive(config: VmConfig): config is LiveConfig {
+  return config.source?.kind === 'qemu' || config.source?.kind === 'hyperv';
 }
 
-/** Opens the VM's view for this cycle; freeze: an application-consistent point is due. */
-export async function openLiveView(state: AgentState, config: VmConfig & { source: { kind: 'qemu' } }, freeze: boolean): Promise<QemuVmView> {
+/** Makes the runner of a hyperv source (tests give a recording one). */
+export type HypervRunnerFactory = (source: HypervSource) => HypervRunner;
+
+/**
+ * Opens the VM's view for this cycle; freeze: an application-consistent point is due (qemu: through
+ * the guest agent; a hyperv checkpoint is a production one whenever the guest can give it).
+ */
+export async function openLiveView(state: AgentState, config: LiveConfig, freeze: boolean, hypervRunner: HypervRunnerFactory = sshRunner): Promise<LiveView> {
   const { source } = config;
+  if (source.kind === 'hyperv') {
+    return HypervVmView.open({
+      vm: config.name, source, runner: hypervRunner(source), stateFile: hypervStateFile(state.vmDir(config.name)),
+      disks: config.disks.map((d) => ({ id: d.id, slot: d.node ?? d.id })),
+    });
+  }
   return QemuVmView.open({
     vm: config.name, qmpSocket: source.qmp, ...(source.guestAgent ? { guestAgentSocket: source.guestAgent } : {}), freeze,
     disks: config.disks.map((d) => ({ id: d.id, node: d.node ?? d.id })), workDir: qemuWorkDir(state, config.name),
@@ -30,23 +48,35 @@ export async function openLiveView(state: AgentState, config: VmConfig & { sourc
   });
 }
 
+/** Whether an application-consistent point through the source itself can be asked for. */
+export function sourceQuiesces(config: LiveConfig): boolean {
+  return config.source.kind === 'hyperv' || config.source.guestAgent !== null;
+}
+
 /**
- * Records each disk's tracking and sends a disk whose bitmap was lost (qemu restarted without it, a
- * raw disk's bitmap after a restart, a VM restored from backup) back to a delta base: only blocks
- * that differ from the replica move. Returns the disks so sent.
+ * Records each disk's tracking and sends a disk whose tracking was lost (qemu restarted without its
+ * bitmap, a raw disk's bitmap after a restart, a VM restored from backup; a Hyper-V reference point
+ * that is gone or does not know the disk) back to a delta base: only blocks that differ from the
+ * replica move. Returns the disks so sent.
  */
-export async function noteTracking(book: ProgressBook, view: QemuVmView, nowIso: string): Promise<string[]> {
+export async function noteTracking(book: ProgressBook, view: LiveView, nowIso: string): Promise<string[]> {
   const lost: string[] = [];
   await book.update((p) => {
     for (const [id, d] of view.disks) {
       const disk = p.disks[id];
       if (!disk) continue;
       const wasLost = d.cycle.bitmapLost;
-      disk.tracking = { node: d.source.node, bitmap: d.cycle.liveBitmap, granularity: d.cycle.granularity || disk.tracking?.granularity || 0, lostAt: wasLost ? nowIso : disk.tracking?.lostAt ?? null };
+      disk.tracking = { node: d.tracking.node, bitmap: d.tracking.bitmap, granularity: d.tracking.granularity || disk.tracking?.granularity || 0, lostAt: wasLost ? nowIso : disk.tracking?.lostAt ?? null };
       if (wasLost && disk.initial.state === 'done') {
-        disk.resyncReason = `qemu dirty bitmap of node ${d.source.node} lost (qemu restarted without it, or the VM was restored): comparing with the replica`;
+        disk.resyncReason = view.kind === 'qemu'
+          ? `qemu dirty bitmap of node ${d.tracking.node} lost (qemu restarted without it, or the VM was restored): comparing with the replica`
+          : `Hyper-V reference point ${d.tracking.bitmap || '(none)'} is gone or does not track ${d.tracking.node}: comparing with the replica`;
         disk.initial.state = 'pending';
         lost.push(id);
+      } else if (wasLost && view.kind === 'hyperv' && disk.initial.state === 'running') {
+        // A base begun from an earlier checkpoint that no reference point covers: its chunks so far
+        // are as of that checkpoint and no log can bring them forward, so it starts again from this one.
+        disk.initial.state = 'pending';
       }
     }
   });
@@ -54,16 +84,17 @@ export async function noteTracking(book: ProgressBook, view: QemuVmView, nowIso:
 }
 
 /**
- * Reads the VM's machine through the view's QMP connection (and the guest's addresses when its agent
- * answered this cycle) and records it when it changed: the registration built from it differs, so the
- * engine registers the VM again and the service hears the change. A read that fails is a warning.
+ * Reads the VM's machine through the view (qemu: its QMP connection, and the guest's addresses when
+ * its agent answered this cycle; hyperv: Get-VM and KVP) and records it when it changed: the
+ * registration built from it differs, so the engine registers the VM again and the service hears the
+ * change. A read that fails is a warning.
  */
-export async function noteMachine(book: ProgressBook, view: QemuVmView, config: VmConfig & { source: { kind: 'qemu' } }, nowIso: string): Promise<void> {
+export async function noteMachine(book: ProgressBook, view: LiveView, config: LiveConfig, nowIso: string): Promise<void> {
   let machine;
   try {
-    machine = await view.machine(view.guestAgentAnswered ? config.source.guestAgent : null);
+    machine = await view.machine();
   } catch (err) {
-    view.warnings.push(`VM ${config.name}: reading its configuration over QMP: ${userMessage(err) ?? String(err)}`);
+    view.warnings.push(`VM ${config.name}: reading its configuration from the ${config.source.kind === 'qemu' ? 'QMP socket' : 'Hyper-V host'}: ${userMessage(err) ?? String(err)}`);
     return;
   }
   const old = book.progress.machine;

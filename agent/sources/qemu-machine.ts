@@ -10,7 +10,8 @@
  */
 import type { GuestInterface } from '../../shared/qmp/client.js';
 import { GuestAgentClient, type QmpClient } from '../../shared/qmp/client.js';
-import type { HardwareConfig, NicConfig } from '../state/schema.js';
+import type { NicConfig } from '../state/schema.js';
+import type { MachineConfig } from './live-view.js';
 
 export interface BlockDisk {
   /** The drive's id (-drive id=), or its qdev path for -blockdev disks. */
@@ -56,10 +57,7 @@ export function parseInfoNetwork(text: string): Array<{ mac: string; model: NicC
   return out;
 }
 
-export interface MachineConfig {
-  hardware: HardwareConfig;
-  nics: NicConfig[];
-}
+export type { MachineConfig } from './live-view.js';
 
 /** vCPUs, memory, firmware and NICs of the running VM; the guest's addresses per NIC when its agent answers. */
 export async function machineConfig(qmp: QmpClient, guestAgentSocket?: string | null): Promise<MachineConfig> {

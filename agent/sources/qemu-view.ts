@@ -16,7 +16,8 @@ import { LifeboatError, userMessage } from '../../shared/errors.js';
 import type { DiskImage } from '../../shared/disk/index.js';
 import { GuestAgentClient, QmpClient } from '../../shared/qmp/client.js';
 import { NbdDisk } from '../../shared/qemu/nbd-disk.js';
-import { machineConfig, type MachineConfig } from './qemu-machine.js';
+import { machineConfig } from './qemu-machine.js';
+import type { LiveDiskView, LiveView, MachineConfig } from './live-view.js';
 import { QemuSource, beginCyclesAt, type QemuCycle, type Quiescer } from '../../shared/qemu/source.js';
 
 /** How long the guest may stay frozen: the thaw is sent by then whatever the transaction does. */
@@ -37,8 +38,7 @@ export interface QemuVmViewOptions {
   granularity?: number;
 }
 
-export interface QemuDiskView {
-  image: DiskImage;
+export interface QemuDiskView extends LiveDiskView {
   cycle: QemuCycle;
   source: QemuSource;
 }
@@ -52,7 +52,8 @@ export async function connectVmQmp(vm: string, socket: string): Promise<QmpClien
   }
 }
 
-export class QemuVmView {
+export class QemuVmView implements LiveView {
+  readonly kind = 'qemu';
   private closed = false;
   private constructor(
     private readonly qmp: QmpClient,
@@ -60,13 +61,16 @@ export class QemuVmView {
     readonly consistency: 'crash' | 'application',
     readonly capturedMs: number,
     readonly warnings: string[],
-    /** The guest agent answered this cycle (its freeze was asked). */
-    readonly guestAgentAnswered: boolean,
+    /** The guest agent's socket when it answered this cycle (its freeze was asked), else null. */
+    private readonly answeringGuestAgent: string | null,
   ) {}
 
-  /** The VM's machine as qemu says it now (and the guest's addresses through its agent, when given). */
-  machine(guestAgentSocket: string | null): Promise<MachineConfig> {
-    return machineConfig(this.qmp, guestAgentSocket);
+  /** The guest agent answered this cycle (its freeze was asked). */
+  get guestAgentAnswered(): boolean { return this.answeringGuestAgent !== null; }
+
+  /** The VM's machine as qemu says it now (and the guest's addresses through its agent when it answered this cycle). */
+  machine(): Promise<MachineConfig> {
+    return machineConfig(this.qmp, this.answeringGuestAgent);
   }
 
   static async open(o: QemuVmViewOptions): Promise<QemuVmView> {
@@ -87,9 +91,10 @@ export class QemuVmView {
       for (const [i, d] of o.disks.entries()) {
         const image = await NbdDisk.open(sources[i]!.viewUri());
         opened.push(image);
-        disks.set(d.id, { image, cycle: cycles[i]!, source: sources[i]! });
+        const cycle = cycles[i]!;
+        disks.set(d.id, { image, cycle, source: sources[i]!, tracking: { node: d.node, bitmap: cycle.liveBitmap, granularity: cycle.granularity } });
       }
-      return new QemuVmView(qmp, disks, begun.frozen ? 'application' : 'crash', begun.capturedMs, warnings, quiescer !== undefined);
+      return new QemuVmView(qmp, disks, begun.frozen ? 'application' : 'crash', begun.capturedMs, warnings, quiescer !== undefined ? o.guestAgentSocket! : null);
     } catch (err) {
       for (const image of opened) await image.close();
       for (const c of cycles) await c.abandon().catch(() => undefined);

@@ -28,7 +28,11 @@ export const DiskConfig = z.object({
   id: z.string().regex(DiskIdPattern),
   /** The image file (the file source), or the file qemu has open for the node (the qemu source, for messages). */
   path: z.string().min(1),
-  /** The qemu source: the disk's format node in the VM's block graph (query-named-block-nodes). */
+  /**
+   * The qemu source: the disk's format node in the VM's block graph (query-named-block-nodes). The
+   * hyperv source: the disk's controller slot (`SCSI:0:1`), which stays when checkpoints move the
+   * VM onto differencing disks.
+   */
   node: z.string().min(1).optional(),
 });
 export type DiskConfig = z.infer<typeof DiskConfig>;
@@ -59,7 +63,8 @@ export type NicConfig = z.infer<typeof NicConfig>;
 /**
  * Where the disks are read (docs/agent.md "Sources"): `file` images at rest (or frozen by the hooks),
  * read whole by the scan tracker; `qemu` a running QEMU through its QMP socket, its dirty bitmaps and
- * point-in-time views exported over NBD. Absent: file.
+ * point-in-time views exported over NBD; `hyperv` a Hyper-V VM through PowerShell on its host,
+ * production checkpoints and resilient change tracking. Absent: file.
  */
 export const SourceConfig = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('file') }),
@@ -71,6 +76,19 @@ export const SourceConfig = z.discriminatedUnion('kind', [
     guestAgent: z.string().min(1).nullable(),
     /** Dirty bitmap granularity in bytes (absent: qemu's, the qcow2 cluster size). */
     granularity: z.number().int().positive().optional(),
+  }),
+  z.object({
+    kind: z.literal('hyperv'),
+    /** The VM's name on the Hyper-V host (any text Hyper-V allows; quoted in every script). */
+    vmName: z.string().min(1).max(100),
+    /** The host, reached by OpenSSH (shared/hyperv/runner.ts). */
+    host: z.string().min(1),
+    user: z.string().min(1),
+    port: z.number().int().positive().max(65535).optional(),
+    identityFile: z.string().min(1).optional(),
+    knownHostsFile: z.string().min(1).optional(),
+    /** Where the agent reads the host's disk files: a Windows directory and the same directory here (an SMB mount); none: the paths as the host names them. */
+    paths: z.array(z.object({ windows: z.string().min(3), local: z.string().min(1) })).default([]),
   }),
 ]);
 export type SourceConfig = z.infer<typeof SourceConfig>;
@@ -166,7 +184,10 @@ export const DiskProgress = z.object({
   /** Set when the replica must be resynchronized (digest comparison) before cycles resume. */
   resyncReason: z.string().nullable(),
   inflight: z.array(InflightObject),
-  /** The qemu source's tracking as of the last cycle (for status): its node, the bitmap recording, its granularity. */
+  /**
+   * A live source's tracking as of the last cycle (for status): qemu, its node, the bitmap recording
+   * and its granularity; hyperv, the disk's slot, the reference point changes are counted from, 0.
+   */
   tracking: z.object({ node: z.string(), bitmap: z.string(), granularity: z.number().int().nonnegative(), lostAt: z.iso.datetime().nullable() }).optional(),
 });
 export type DiskProgress = z.infer<typeof DiskProgress>;

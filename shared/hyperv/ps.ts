@@ -74,10 +74,14 @@ export class Script {
     return this;
   }
 
-  /** Ends with `[pscustomobject]@{…} | ConvertTo-Json -Compress` for a hashtable body of PowerShell expressions. */
-  result(fields: Record<string, string>): this {
+  /**
+   * Ends with `[pscustomobject]@{…} | ConvertTo-Json -Compress` for a hashtable body of PowerShell
+   * expressions; `depth` for answers nested deeper than ConvertTo-Json's default of 2 levels (beyond
+   * it, objects are written as their type name).
+   */
+  result(fields: Record<string, string>, depth?: number): this {
     const body = Object.entries(fields).map(([k, v]) => `${k} = ${v}`).join('; ');
-    return this.add(`[pscustomobject]@{ ${body} } | ConvertTo-Json -Compress`);
+    return this.add(`[pscustomobject]@{ ${body} } | ConvertTo-Json -Compress${depth === undefined ? '' : ` -Depth ${depth}`}`);
   }
 
   render(): string {
