@@ -66,7 +66,9 @@ export async function noteTracking(book: ProgressBook, view: LiveView, nowIso: s
       const disk = p.disks[id];
       if (!disk) continue;
       const wasLost = d.cycle.bitmapLost;
-      disk.tracking = { node: d.tracking.node, bitmap: d.tracking.bitmap, granularity: d.tracking.granularity || disk.tracking?.granularity || 0, lostAt: wasLost ? nowIso : disk.tracking?.lostAt ?? null };
+      // A hyperv VM's first cycle has no reference point yet: nothing was lost.
+      const found = wasLost && (view.kind === 'qemu' || d.tracking.bitmap !== '');
+      disk.tracking = { node: d.tracking.node, bitmap: d.tracking.bitmap, granularity: d.tracking.granularity || disk.tracking?.granularity || 0, lostAt: found ? nowIso : disk.tracking?.lostAt ?? null };
       if (wasLost && disk.initial.state === 'done') {
         disk.resyncReason = view.kind === 'qemu'
           ? `qemu dirty bitmap of node ${d.tracking.node} lost (qemu restarted without it, or the VM was restored): comparing with the replica`

@@ -25,7 +25,7 @@ import { isLifeboatError } from '../../shared/errors.js';
 import { scriptStep } from '../../shared/hyperv/ps.js';
 import type { HypervRunner, RunResult } from '../../shared/hyperv/runner.js';
 import { FileStore } from '../../shared/objectstore/file.js';
-import { execFileP, scratchDir } from '../helpers.js';
+import { execFileP, runBin, scratchDir } from '../helpers.js';
 import { LocalService } from './local-service.js';
 
 const GoldenDir = join(dirname(fileURLToPath(import.meta.url)), 'golden', 'hyperv-source');
@@ -199,6 +199,7 @@ describe('the hyperv source against a fake Hyper-V host', () => {
     expect([...rps]).toEqual(['Microsoft:RP-2']);
     expect(JSON.parse(await readFile(join(state.vmDir('web01'), 'hyperv.json'), 'utf8'))).toEqual({ referencePoint: 'Microsoft:RP-2', checkpoint: null, release: [] });
     const p = await state.readProgress('web01');
+    expect(p.disks.disk0!.tracking).toEqual({ node: 'SCSI:0:0', bitmap: '', granularity: 0, lostAt: null }); // no reference point yet: nothing lost
     expect(p.machine).toMatchObject({ hardware: { firmware: 'uefi', cpus: 4 }, nics: [{ mac: '00:15:5d:0a:00:01' }] });
   }, 60_000);
 
@@ -212,6 +213,11 @@ describe('the hyperv source against a fake Hyper-V host', () => {
     expect(r.stats).toMatchObject({ logs: 1, changedBytes: 72 * KiB, consistency: 'application' });
     expect(await replicaEqual()).toBe(true);
     expect([...rps]).toEqual(['Microsoft:RP-4']);
+    // status: the disk's source, slot and the reference point this cycle counted from.
+    const status = await runBin('agent', ['status', '--json'], { env: { LIFEBOAT_AGENT_STATE: state.dir } });
+    const vm = (JSON.parse(status.stdout) as { vms: Array<{ lastConsistency: string; disks: Array<{ source: string; tracking: { node: string; bitmap: string } }> }> }).vms[0]!;
+    expect([vm.lastConsistency, vm.disks[0]!.source, vm.disks[0]!.tracking.node, vm.disks[0]!.tracking.bitmap]).toEqual(['application', 'hyperv', 'SCSI:0:0', 'Microsoft:RP-2']);
+    expect((await runBin('agent', ['status'], { env: { LIFEBOAT_AGENT_STATE: state.dir } })).stdout).toContain('(hyperv SCSI:0:0, reference point Microsoft:RP-2)');
     // A write RCT does not report is not shipped: the replica differs until a resync.
     await write(14 * MiB, Buffer.alloc(4 * KiB, 0x55));
     ranges = [];
