@@ -256,6 +256,24 @@ describe('the hyperv source against a fake Hyper-V host', () => {
     expect(await replicaEqual()).toBe(true);
   }, 60_000);
 
+  it('what a killed agent left (a checkpoint not settled, a replaced reference point not destroyed) is destroyed by the next cycle first', async () => {
+    const current = [...rps][0]!;
+    rps.add('Microsoft:RP-OLD');
+    const file = join(state.vmDir('web01'), 'hyperv.json');
+    await writeFile(file, JSON.stringify({ referencePoint: current, checkpoint: 'Microsoft:CHECKPOINT-LEFT', release: ['Microsoft:RP-OLD'] }));
+    ranges = [];
+    host.startScenario('killed');
+    const r = await replicator.cycle('web01');
+    expect(r.outcome).toBe('ok');
+    const [release, checkpoint] = host.scripts.slice(-5, -3);
+    expect(scriptStep(release!)).toBe('rct-release');
+    expect(release).toContain("Where-Object InstanceID -eq 'Microsoft:RP-OLD'");
+    expect(checkpoint).toContain("$old = @(& $snaps | Where-Object InstanceID -eq 'Microsoft:CHECKPOINT-LEFT')");
+    expect(rps.has('Microsoft:RP-OLD')).toBe(false);
+    expect(JSON.parse(await readFile(file, 'utf8'))).toMatchObject({ checkpoint: null, release: [] });
+    expect(await replicaEqual()).toBe(true);
+  }, 60_000);
+
   it('every script quotes the hostile VM name so that PowerShell reads it back whole', () => {
     for (const s of host.scripts) {
       const at = s.indexOf('$name = ');
