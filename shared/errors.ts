@@ -16,7 +16,8 @@ export type ErrorCode =
   | 'tampered'
   | 'unavailable'
   | 'too_large'
-  | 'rate_limited';
+  | 'rate_limited'
+  | 'precondition_failed';
 
 const statusByCode: Record<ErrorCode, number> = {
   invalid_argument: 400,
@@ -32,6 +33,7 @@ const statusByCode: Record<ErrorCode, number> = {
   unavailable: 503,
   too_large: 413,
   rate_limited: 429,
+  precondition_failed: 412,
 };
 
 export class LifeboatError extends Error {

@@ -21,6 +21,8 @@ import { requireTenant } from '../catalog/tenants.js';
 import type { ServiceContext } from '../context.js';
 import { ErrForbidden, ErrNotFoundHere } from '../errors.js';
 import { check, readJson } from '../http/json.js';
+import { ifMatch, single, withEtag } from './etag.js';
+import { listQuery, msOf, pageOf } from './lists.js';
 import { newApiKey } from '../trust/api-keys.js';
 import type { Principal } from '../trust/roles.js';
 import { isHosterRole, mayManageAccess, Roles } from '../trust/roles.js';
@@ -38,7 +40,7 @@ export const apiKeyCreateSchema = z.strictObject({
   tenant: z.string().max(64).optional(),
   expiresIn: z.string().max(16).default(DefaultKeyLifetime).describe('30m, 12h, 90d …, at most 3650d; "never" for no expiry'),
 });
-export const apiKeyListQuery = z.strictObject({ tenant: z.string().max(64).optional() });
+export const apiKeyListQuery = listQuery({ tenant: z.string().max(64).optional(), role: z.enum(Roles).optional() });
 
 export function presentKey(k: ApiKeyRow) {
   const iso = (d: Date | null) => (d ? new Date(d).toISOString() : null);
@@ -83,21 +85,26 @@ export function apiKeyRoutes(ctx: ServiceContext): Hono<Env> {
       if (tenant !== undefined) await requireTenant(tx, tenant);
       return insertApiKey(tx, { id: key.id, name: body.name, role: body.role, tenant: tenant ?? null, secretSha256: key.secretSha256, createdBy: claims.sub, expiresAt });
     });
-    return c.json({ ...presentKey(row), key: key.text }, 201);
+    return single(c, presentKey(row), 201, { key: key.text });
   });
   r.get('/api-keys', async (c) => {
     const claims = c.get('operator');
     const q = check(apiKeyListQuery, c.req.query(), 'query');
     const tenant = q.tenant ?? (isHosterRole(claims.role) ? undefined : claims.tenant);
     mayManageAccess(claims, tenant);
-    return c.json({ keys: (await listApiKeys(ctx.db, tenant)).map(presentKey) });
+    const page = pageOf(c, q, (await listApiKeys(ctx.db, tenant)).map(presentKey), { key: (k) => [msOf(k.createdAt!), k.id], match: { role: (k) => k.role } });
+    return c.json({ keys: page.items.map(withEtag), nextCursor: page.nextCursor });
   });
-  r.get('/api-keys/:id', async (c) => c.json(presentKey(await keyFor(ctx, c.get('operator'), c.req.param('id')))));
+  r.get('/api-keys/:id', async (c) => single(c, presentKey(await keyFor(ctx, c.get('operator'), c.req.param('id')))));
   r.delete('/api-keys/:id', async (c) => {
     const claims = c.get('operator');
     const row = await keyFor(ctx, claims, c.req.param('id'));
+    await ifMatch(c, ctx.db, `api-key:${row.id}`, async () => {
+      const now = await getApiKey(ctx.db, row.id);
+      return now && presentKey(now);
+    });
     const after = await audited(ctx, c, { action: 'api-key.revoke', target: `api-key ${row.id}`, tenant: row.tenant }, async (tx) => revokeApiKey(tx, row.id, claims.sub));
-    return c.json(presentKey(after!));
+    return single(c, presentKey(after!));
   });
   return r;
 }

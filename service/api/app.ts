@@ -38,8 +38,10 @@ import { usageRoutes } from './usage.js';
 import { userRoutes } from './users.js';
 import { portalApp } from '../portal/app.js';
 import type { RedisSource } from '../users/sessions.js';
-import { allowSchema, revokeSchema, tenantCreateSchema, tenantSettingsSchema, tokenSchema, vmListQuery } from './schemas.js';
-import { allow, createEnrollToken, createTenant, points, revoke, setTenant, tenantList, vmList } from './operations.js';
+import { allowSchema, pointListQuery, revokeSchema, tenantCreateSchema, tenantListQuery, tenantSettingsSchema, tokenSchema, vmListQuery } from './schemas.js';
+import { ifMatch, single, withEtag } from './etag.js';
+import { msOf, pageOf } from './lists.js';
+import { allow, createEnrollToken, createTenant, points, revoke, setTenant, tenantList, tenantOf, vmList } from './operations.js';
 
 type ApiEnv = { Variables: { operator: ApiClaims; mutation: Mutation } };
 
@@ -117,15 +119,21 @@ export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: Enqu
   v1.post('/tenants', async (c) => {
     hoster(c, mayAdminister);
     const { name } = await readJson(c, tenantCreateSchema);
-    return c.json(await audited(ctx, c, { action: 'tenant.create', target: `tenant ${name}`, tenant: name }, (tx) => createTenant(ctx, name, tx)), 201);
+    const made = await audited(ctx, c, { action: 'tenant.create', target: `tenant ${name}`, tenant: name }, (tx) => createTenant(ctx, name, tx));
+    return single(c, (await tenantOf(ctx, name))!, 201, { replicaKey: made.replicaKey });
   });
   v1.get('/tenants', async (c) => {
     hoster(c, mayRead);
-    return c.json({ tenants: await tenantList(ctx) });
+    const page = pageOf(c, check(tenantListQuery, c.req.query(), 'query'), await tenantList(ctx), { key: (t) => [t.name] });
+    return c.json({ tenants: page.items.map(withEtag), nextCursor: page.nextCursor });
   });
   v1.patch('/tenants/:tenant', async (c) => {
     hoster(c, mayAdminister);
-    return c.json(await setTenant(ctx, c.req.param('tenant'), await readJson(c, tenantSettingsSchema)));
+    const name = pathId(c, 'tenant');
+    const body = await readJson(c, tenantSettingsSchema);
+    await ifMatch(c, ctx.db, `tenant:${name}`, () => tenantOf(ctx, name));
+    const { tenant, warnings } = await setTenant(ctx, name, body);
+    return single(c, tenant, 200, { warnings });
   });
   v1.post('/tenants/:tenant/authorizations', async (c) => {
     hoster(c, mayAdminister);
@@ -141,11 +149,16 @@ export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: Enqu
   });
   v1.get('/vms', async (c) => {
     hoster(c, mayRead);
-    return c.json({ vms: await vmList(ctx, check(vmListQuery, c.req.query(), 'query').tenant) });
+    const q = check(vmListQuery, c.req.query(), 'query');
+    const page = pageOf(c, q, await vmList(ctx, q.tenant), { key: (v) => [v.tenant, v.name], match: { state: (v) => v.state, health: (v) => v.health } });
+    return c.json({ vms: page.items, nextCursor: page.nextCursor });
   });
   v1.get('/tenants/:tenant/vms/:vm/points', async (c) => {
     const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
-    return c.json({ points: await points(ctx, tenant, c.req.param('vm')) });
+    const q = check(pointListQuery, c.req.query(), 'query');
+    // The latest applied state is last whatever its time: it is always the newest point.
+    const page = pageOf(c, q, await points(ctx, tenant, c.req.param('vm')), { key: (p) => [p.latest ? 1 : 0, msOf(p.createdAt), p.id], at: (p) => p.createdAt });
+    return c.json({ points: page.items, nextCursor: page.nextCursor });
   });
   v1.post('/tenants/:tenant/vms/:vm/exports', async (c) => {
     hoster(c, mayAdminister);

@@ -15,6 +15,7 @@ import { listAudit } from '../catalog/audit.js';
 import type { Queryable } from '../catalog/db.js';
 import type { ServiceContext } from '../context.js';
 import { check } from '../http/json.js';
+import { cursorKey, ErrBadCursor, listQuery, pageOfRows, timeRange } from './lists.js';
 import { isHosterRole, mayRead } from '../trust/roles.js';
 import type { ApiClaims } from '../trust/tokens.js';
 import type { Actor, AuditedChange, Mutation, MutationEnv } from './mutations.js';
@@ -43,15 +44,7 @@ export async function audited<T>(ctx: ServiceContext, c: Context, change: Audite
   return result;
 }
 
-const MaxAuditPage = 500;
-export const auditQuery = z.strictObject({
-  tenant: z.string().max(64).optional(),
-  actor: z.string().max(200).optional(),
-  from: z.iso.datetime({ offset: true }).optional(),
-  to: z.iso.datetime({ offset: true }).optional(),
-  limit: z.coerce.number().int().min(1).max(MaxAuditPage).default(100),
-  cursor: z.string().regex(/^\d{1,18}$/, 'must be the nextCursor of a previous page').optional(),
-});
+export const auditQuery = listQuery({ tenant: z.string().max(64).optional(), actor: z.string().max(200).optional(), ...timeRange });
 
 function present(r: AuditRow) {
   return {
@@ -67,11 +60,14 @@ export function auditRoutes(ctx: ServiceContext): Hono<Env> {
     const q = check(auditQuery, c.req.query(), 'query');
     // Tenant roles read their own tenant's rows; naming another is a 404 like any other tenant route.
     const tenant = isHosterRole(claims.role) ? (q.tenant === undefined ? undefined : mayRead(claims, q.tenant)) : mayRead(claims, q.tenant ?? claims.tenant ?? '');
+    const after = cursorKey(c, q);
+    if (after !== undefined && typeof after[0] !== 'number') throw ErrBadCursor();
     const rows = await listAudit(ctx.db, {
       tenant, actor: q.actor, from: q.from ? new Date(q.from) : undefined, to: q.to ? new Date(q.to) : undefined,
-      before: q.cursor ? Number(q.cursor) : undefined, limit: q.limit,
+      before: after?.[0] as number | undefined, limit: q.limit + 1,
     });
-    return c.json({ entries: rows.map(present), nextCursor: rows.length === q.limit ? String(rows[rows.length - 1]!.id) : null });
+    const page = pageOfRows(c, q, rows, (r) => [Number(r.id)]);
+    return c.json({ entries: page.items.map(present), nextCursor: page.nextCursor });
   });
   return r;
 }

@@ -33,6 +33,8 @@ import { failoverReport } from '../failover/report.js';
 import { operatorHardware } from '../failover/recorded-config.js';
 import { defaultHardware, vmNvramPath } from '../failover/spec.js';
 import { check, pathId, readJson } from '../http/json.js';
+import { ifMatch, single } from './etag.js';
+import { listQuery, msOf, pageOf, timeRange } from './lists.js';
 import { mayAdminister, mayOperate, mayRead } from '../trust/roles.js';
 import type { ApiClaims } from '../trust/tokens.js';
 
@@ -59,6 +61,8 @@ export const hardwareSchema = z.strictObject({
   // ignored; a field named "operator" in `sources` becomes the operator's even when its value is unchanged.
   source: z.string().max(16).optional(),
   sources: z.record(z.string().max(16), z.string().max(16)).optional(),
+  // The GET's etag, taken back and ignored (If-Match is the precondition).
+  etag: z.string().max(100).optional(),
 }).refine((h) => h.firmware === 'uefi' || !h.secureBoot, { message: 'secureBoot needs firmware uefi', path: ['secureBoot'] });
 
 export const nvramSchema = z.strictObject({
@@ -87,7 +91,13 @@ async function importNvram(vm: VmRow, path: string) {
   return { tenant: vm.tenant, vm: vm.name, path: dest, bytes: info.size };
 }
 
-export const failoverListQuery = z.strictObject({ tenant: z.string().optional(), active: z.enum(['true', 'false']).optional() });
+/** The filters of the failover lists (the tenant's drop `tenant`, the VM's `tenant` and `vm`). */
+export const failoverListQuery = listQuery({
+  tenant: z.string().max(64).optional(), vm: z.string().max(64).optional(), state: z.string().max(32).optional(), kind: z.enum(['test', 'planned', 'unplanned']).optional(),
+  active: z.enum(['true', 'false']).optional().describe('true: only failovers not ended'), ...timeRange,
+});
+export const vmFailoverListQuery = failoverListQuery.omit({ tenant: true, vm: true });
+export const tenantFailoverListQuery = failoverListQuery.omit({ tenant: true });
 
 type Env = { Variables: { operator: ApiClaims } };
 const screenshotPath = (f: FailoverRow) => `/v1/tenants/${f.tenant}/failovers/${f.id}/screenshot.png`;
@@ -117,22 +127,23 @@ export function failoverRoutes(ctx: ServiceContext, queues: () => FailoverQueues
     const key = c.req.header('idempotency-key');
     if (key !== undefined && !/^[\x21-\x7e]{1,200}$/.test(key)) throw new LifeboatError('invalid_argument', 'Idempotency-Key must be 1 to 200 visible ASCII characters');
     const { failover, repeated } = await requestFailover(ctx, queues(), { tenant, vm: pathId(c, 'vm'), kind: body.kind, point: body.point, idempotencyKey: key, requestedBy: who(c) });
-    return c.json(await failoverReport(ctx.db, failover, screenshotPath(failover)), repeated ? 200 : 202);
+    return single(c, await failoverReport(ctx.db, failover, screenshotPath(failover)), repeated ? 200 : 202);
   });
   r.get('/tenants/:tenant/vms/:vm/failovers', async (c) => {
     const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
     const vm = pathId(c, 'vm');
     await vmOf(tenant, vm);
-    return c.json({ failovers: (await listFailovers(ctx.db, { tenant, vm })).map(summary) });
+    const q = check(vmFailoverListQuery, c.req.query(), 'query');
+    return c.json(failoverPage(c, q, await listFailovers(ctx.db, { tenant, vm, active: q.active === 'true' })));
   });
   r.get('/tenants/:tenant/failovers', async (c) => {
     const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
-    const q = check(failoverListQuery.omit({ tenant: true }), c.req.query(), 'query');
-    return c.json({ failovers: (await listFailovers(ctx.db, { tenant, active: q.active === 'true' })).map(summary) });
+    const q = check(tenantFailoverListQuery, c.req.query(), 'query');
+    return c.json(failoverPage(c, q, await listFailovers(ctx.db, { tenant, vm: q.vm, active: q.active === 'true' })));
   });
   r.get('/tenants/:tenant/failovers/:id', async (c) => {
     const f = await failoverOf(c, mayRead(c.get('operator'), pathId(c, 'tenant')));
-    return c.json(await failoverReport(ctx.db, f, screenshotPath(f)));
+    return single(c, await failoverReport(ctx.db, f, screenshotPath(f)));
   });
   r.get('/tenants/:tenant/failovers/:id/screenshot.png', async (c) => {
     const f = await failoverOf(c, mayRead(c.get('operator'), pathId(c, 'tenant')));
@@ -144,27 +155,28 @@ export function failoverRoutes(ctx: ServiceContext, queues: () => FailoverQueues
     const tenant = mayOperate(c.get('operator'), pathId(c, 'tenant'));
     const goal = action(c.req.param('action'));
     const f = await changeGoal(ctx, queues(), tenant, (await failoverOf(c, tenant)).id, goal, who(c));
-    return c.json(await failoverReport(ctx.db, f, screenshotPath(f)), 202);
+    return single(c, await failoverReport(ctx.db, f, screenshotPath(f)), 202);
   });
   r.get('/tenants/:tenant/vms/:vm/hardware', async (c) => {
     const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
     const vm = pathId(c, 'vm');
     await vmOf(tenant, vm);
-    return c.json((await getVmHardware(ctx.db, tenant, vm)) ?? defaultHardware());
+    return single(c, (await getVmHardware(ctx.db, tenant, vm)) ?? defaultHardware());
   });
   r.put('/tenants/:tenant/vms/:vm/hardware', async (c) => {
     const tenant = mayAdminister(c.get('operator'), pathId(c, 'tenant'));
     const vm = pathId(c, 'vm');
     await vmOf(tenant, vm);
     const body = await readJson(c, hardwareSchema);
+    await ifMatch(c, ctx.db, `hardware:${tenant}/${vm}`, async () => (await getVmHardware(ctx.db, tenant, vm)) ?? defaultHardware());
     const disks = new Set((await listDisks(ctx.db, tenant, vm)).map((d) => d.id));
     for (const id of Object.keys(body.disks)) if (!disks.has(id)) throw new LifeboatError('invalid_argument', `body.disks.${id}: VM ${vm} has no disk ${id}`);
-    const { source: _source, sources, ...wanted } = body;
+    const { source: _source, sources, etag: _etag, ...wanted } = body;
     // The values this write changes (or names operator's in sources) become the operator's; a later report from the agent leaves them.
     await ctx.db.transaction(async (tx) => {
       await putVmHardware(tx, tenant, vm, operatorHardware((await getVmHardware(tx, tenant, vm, true)) ?? defaultHardware(), wanted, sources));
     });
-    return c.json((await getVmHardware(ctx.db, tenant, vm))!);
+    return single(c, (await getVmHardware(ctx.db, tenant, vm))!);
   });
 
   r.post('/tenants/:tenant/vms/:vm/nvram', async (c) => {
@@ -181,20 +193,28 @@ export function failoverRoutes(ctx: ServiceContext, queues: () => FailoverQueues
   r.get('/failovers', async (c) => {
     mayRead(c.get('operator'), undefined);
     const q = check(failoverListQuery, c.req.query(), 'query');
-    return c.json({ failovers: (await listFailovers(ctx.db, { tenant: q.tenant, active: q.active === 'true' })).map(summary) });
+    return c.json(failoverPage(c, q, await listFailovers(ctx.db, { tenant: q.tenant, vm: q.vm, active: q.active === 'true' })));
   });
   r.get('/failovers/:id', async (c) => {
     mayRead(c.get('operator'), undefined);
     const f = await failoverOf(c, undefined);
-    return c.json(await failoverReport(ctx.db, f, screenshotPath(f)));
+    return single(c, await failoverReport(ctx.db, f, screenshotPath(f)));
   });
   r.post('/failovers/:id/:action', async (c) => {
     mayOperate(c.get('operator'), undefined);
     const goal = action(c.req.param('action'));
     const f = await changeGoal(ctx, queues(), undefined, (await failoverOf(c, undefined)).id, goal, who(c));
-    return c.json(await failoverReport(ctx.db, f, screenshotPath(f)), 202);
+    return single(c, await failoverReport(ctx.db, f, screenshotPath(f)), 202);
   });
   return r;
+}
+
+/** A page of failovers, oldest request first, filtered by state, kind and the time requested. */
+function failoverPage(c: Context, q: z.infer<typeof failoverListQuery> | z.infer<typeof vmFailoverListQuery>, rows: FailoverRow[]) {
+  const page = pageOf(c, q, rows.map(summary), {
+    key: (f) => [msOf(f.requestedAt), f.id], at: (f) => f.requestedAt, match: { state: (f) => f.state, kind: (f) => f.kind },
+  });
+  return { failovers: page.items, nextCursor: page.nextCursor };
 }
 
 /** One line of a list. */

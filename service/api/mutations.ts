@@ -103,6 +103,17 @@ function resultOf(err: unknown): string {
   return isLifeboatError(err) ? err.code : 'internal';
 }
 
+/** The ETag a kept answer had: its body's etag field (api/etag.ts puts the same string in both). */
+function etagIn(contentType: string | null, body: string | null): string | undefined {
+  if (!contentType?.startsWith('application/json') || body === null || !body.includes('"etag"')) return undefined;
+  try {
+    const etag = (JSON.parse(body) as { etag?: unknown }).etag;
+    return typeof etag === 'string' ? etag : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 async function answerOf(res: Response): Promise<{ status: number; contentType: string | null; body: string }> {
   return { status: res.status, contentType: res.headers.get('content-type'), body: await res.clone().text() };
 }
@@ -148,7 +159,10 @@ export function mutations<E extends MutationEnv>(ctx: ServiceContext, actorOf: (
         throw new ServiceError('invalid_argument', `Idempotency-Key ${key} was used for another request (another method, path or body) in the last 24 hours`, 'idempotency_key_reused', undefined, { status: 422 });
       }
       if (first.status === null) throw ErrConflict('idempotency_key_busy', `the request with Idempotency-Key ${key} is still running`);
-      return new Response([204, 205, 304].includes(first.status) ? null : first.body, { status: first.status, headers: { ...(first.contentType ? { 'content-type': first.contentType } : {}), 'idempotent-replayed': 'true' } });
+      const etag = etagIn(first.contentType, first.body);
+      return new Response([204, 205, 304].includes(first.status) ? null : first.body, {
+        status: first.status, headers: { ...(first.contentType ? { 'content-type': first.contentType } : {}), ...(etag ? { etag } : {}), 'idempotent-replayed': 'true' },
+      });
     };
 
     if (OutsideTransaction.has(route)) {

@@ -39,6 +39,8 @@ import type { NicConfig, SettingsKind } from '../failover/network/settings.js';
 import { SettingsKinds, normaliseMac, parseNicConfig } from '../failover/network/settings.js';
 import { idPattern } from '../http/json.js';
 import { check, pathId, readJson } from '../http/json.js';
+import { ifMatch, single, withEtag } from './etag.js';
+import { listQuery, pageOf } from './lists.js';
 import { problem, problemResponse, requestIdOf } from '../http/problem.js';
 import { mayAdminister, mayRead } from '../trust/roles.js';
 import type { ApiClaims } from '../trust/tokens.js';
@@ -59,7 +61,9 @@ export const networkCreateSchema = z.strictObject({
 export const grantSchema = z.strictObject({ tenant: z.string().max(64) });
 export const mappingsPutSchema = z.strictObject({ mappings: z.array(z.unknown()).max(MaxMappingsPerTenant) });
 export const nicImportSchema = z.strictObject({ csv: z.string(), dryRun: z.boolean().default(false) });
-export const networkListQuery = z.strictObject({ tenant: z.string().max(64).optional() });
+export const networkListQuery = listQuery({ tenant: z.string().max(64).optional(), kind: kind.optional() });
+export const tenantNetworkListQuery = listQuery({ kind: kind.optional() });
+export const mappingListQuery = listQuery({ kind: kind.optional() });
 export const mappingDeleteQuery = z.strictObject({ kind: kind.optional(), source: z.string().max(100).optional() });
 
 
@@ -104,7 +108,8 @@ export function networkRoutes(ctx: ServiceContext): Hono<Env> {
   r.get('/networks', async (c) => {
     mayRead(c.get('operator'), undefined);
     const q = check(networkListQuery, c.req.query(), 'query');
-    return c.json({ networks: (await listNetworks(ctx.db, q.tenant)).map(presentNetwork) });
+    const page = pageOf(c, q, (await listNetworks(ctx.db, q.tenant)).map(presentNetwork), { key: (n) => [n.name], match: { kind: (n) => n.kind } });
+    return c.json({ networks: page.items.map(withEtag), nextCursor: page.nextCursor });
   });
   r.post('/networks', async (c) => {
     mayAdminister(c.get('operator'), undefined);
@@ -113,18 +118,22 @@ export function networkRoutes(ctx: ServiceContext): Hono<Env> {
     if (!(await insertNetwork(ctx.db, { name, kind: body.kind, bridge: body.bridge, vlan: body.vlan ?? null, hosts: body.hosts }))) {
       throw new LifeboatError('already_exists', `network ${name} already exists`);
     }
-    return c.json(presentNetwork((await getNetwork(ctx.db, name))!), 201);
+    return single(c, presentNetwork((await getNetwork(ctx.db, name))!), 201);
   });
   r.get('/networks/:name', async (c) => {
     mayRead(c.get('operator'), undefined);
     const name = networkName(c.req.param('name'));
     const n = await getNetwork(ctx.db, name);
     if (!n) throw ErrNotFoundHere(`no network ${name}`);
-    return c.json(presentNetwork(n));
+    return single(c, presentNetwork(n));
   });
   r.delete('/networks/:name', async (c) => {
     mayAdminister(c.get('operator'), undefined);
     const name = networkName(c.req.param('name'));
+    await ifMatch(c, ctx.db, `network:${name}`, async () => {
+      const now = await getNetwork(ctx.db, name);
+      return now && presentNetwork(now);
+    });
     const n = await getNetwork(ctx.db, name);
     if (!n) throw ErrNotFoundHere(`no network ${name}`);
     if (n.tenants.length > 0 || !(await deleteNetwork(ctx.db, name))) {
@@ -139,7 +148,7 @@ export function networkRoutes(ctx: ServiceContext): Hono<Env> {
     if (!(await getNetwork(ctx.db, name))) throw ErrNotFoundHere(`no network ${name}`);
     await tenantExists(tenant);
     const created = await grantNetwork(ctx.db, name, tenant);
-    return c.json(presentNetwork((await getNetwork(ctx.db, name))!), created ? 201 : 200);
+    return single(c, presentNetwork((await getNetwork(ctx.db, name))!), created ? 201 : 200);
   });
   r.delete('/networks/:name/grants/:tenant', async (c) => {
     mayAdminister(c.get('operator'), undefined);
@@ -151,19 +160,25 @@ export function networkRoutes(ctx: ServiceContext): Hono<Env> {
       if (users.length > 0) throw ErrConflict('network_in_use', `network ${name} is still used by tenant ${tenant}: ${users.join(', ')}`);
       if (!(await revokeNetwork(tx, name, tenant))) throw ErrNotFoundHere(`network ${name} is not granted to tenant ${tenant}`);
     });
-    return c.json(presentNetwork((await getNetwork(ctx.db, name))!));
+    return single(c, presentNetwork((await getNetwork(ctx.db, name))!));
   });
 
   r.get('/tenants/:tenant/networks', async (c) => {
     const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
     await tenantExists(tenant);
-    return c.json({ networks: (await listNetworks(ctx.db, tenant)).map((n) => ({ name: n.name, kind: n.kind })) });
+    const q = check(tenantNetworkListQuery, c.req.query(), 'query');
+    const page = pageOf(c, q, (await listNetworks(ctx.db, tenant)).map((n) => ({ name: n.name, kind: n.kind })), { key: (n) => [n.name], match: { kind: (n) => n.kind } });
+    return c.json({ networks: page.items, nextCursor: page.nextCursor });
   });
 
   r.get('/tenants/:tenant/network-mappings', async (c) => {
     const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
     await tenantExists(tenant);
-    return c.json({ mappings: await listMappings(ctx.db, tenant) });
+    const q = check(mappingListQuery, c.req.query(), 'query');
+    const all = await listMappings(ctx.db, tenant);
+    const position = new Map(all.map((m, i) => [m, i]));
+    const page = pageOf(c, q, all, { key: (m) => [position.get(m)!], match: { kind: (m) => m.kind } });
+    return c.json({ mappings: page.items, nextCursor: page.nextCursor });
   });
   r.put('/tenants/:tenant/network-mappings', async (c) => {
     const tenant = mayAdminister(c.get('operator'), pathId(c, 'tenant'));

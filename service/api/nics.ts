@@ -37,6 +37,8 @@ import { canonicalSourceAddress, nicChanged } from '../failover/recorded-config.
 import { homePlanFromCatalog } from '../failback/home.js';
 import { planVmIp } from '../failover/seed.js';
 import { check, pathId, readJson } from '../http/json.js';
+import { ifMatch, single, withEtag } from './etag.js';
+import { listQuery, pageOf } from './lists.js';
 import { mayAdminister, mayRead } from '../trust/roles.js';
 import type { ApiClaims } from '../trust/tokens.js';
 
@@ -52,6 +54,7 @@ export const nicBodySchema = z.strictObject({
   reportedAddresses: z.array(z.string().max(64)).max(MaxAddressesPerNic).optional(),
 });
 export const nicsPutSchema = z.strictObject({ nics: z.array(nicBodySchema.extend({ mac: z.string().max(64) })).max(64) });
+export const nicListQuery = listQuery({});
 export const planQuery = z.strictObject({ kind: z.enum(SettingsKinds).default('production') });
 
 /** A NIC as a caller gives it: settings not yet checked. */
@@ -235,40 +238,49 @@ export function nicRoutes(ctx: ServiceContext): Hono<Env> {
   const vmOf = async (tenant: string, vm: string) => {
     if (!(await getVm(ctx.db, tenant, vm))) throw ErrNotFoundHere(`tenant ${tenant} has no VM ${vm}`);
   };
+  const nicOf = async (tenant: string, vm: string, mac: string) => {
+    const nic = (await listVmNics(ctx.db, tenant, vm)).find((n) => n.mac === mac);
+    return nic && presentNic(nic);
+  };
+  /** A change of one NIC waits for its lock and checks If-Match against what it is now. */
+  const unchanged = (c: Context, tenant: string, vm: string, mac: string, creates = false) => ifMatch(c, ctx.db, `nic:${tenant}/${vm}/${mac}`, () => nicOf(tenant, vm, mac), { creates });
 
   r.get('/tenants/:tenant/vms/:vm/nics', async (c) => {
     const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
     const vm = pathId(c, 'vm');
     await vmOf(tenant, vm);
-    return c.json({ nics: (await listVmNics(ctx.db, tenant, vm)).map(presentNic) });
+    const page = pageOf(c, check(nicListQuery, c.req.query(), 'query'), (await listVmNics(ctx.db, tenant, vm)).map(presentNic), { key: (n) => [n.position, n.mac] });
+    return c.json({ nics: page.items.map(withEtag), nextCursor: page.nextCursor });
   });
   r.put('/tenants/:tenant/vms/:vm/nics', async (c) => {
     const tenant = mayAdminister(c.get('operator'), pathId(c, 'tenant'));
     const vm = pathId(c, 'vm');
     await vmOf(tenant, vm);
     const body = await readJson(c, nicsPutSchema);
-    return c.json({ nics: await saveVmNics(ctx, tenant, vm, () => body.nics) });
+    return c.json({ nics: (await saveVmNics(ctx, tenant, vm, () => body.nics)).map(withEtag) });
   });
   r.get('/tenants/:tenant/vms/:vm/nics/:mac', async (c) => {
     const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
     const vm = pathId(c, 'vm');
     await vmOf(tenant, vm);
-    const mac = macParam(c);
-    const nic = (await listVmNics(ctx.db, tenant, vm)).find((n) => n.mac === mac);
-    if (!nic) throw ErrNotFoundHere(`VM ${vm} has no NIC ${mac}`);
-    return c.json(presentNic(nic));
+    const nic = await nicOf(tenant, vm, macParam(c));
+    if (!nic) throw ErrNotFoundHere(`VM ${vm} has no NIC ${macParam(c)}`);
+    return single(c, nic);
   });
   r.put('/tenants/:tenant/vms/:vm/nics/:mac', async (c) => {
     const tenant = mayAdminister(c.get('operator'), pathId(c, 'tenant'));
     const vm = pathId(c, 'vm');
     await vmOf(tenant, vm);
-    return c.json(await putNic(ctx, tenant, vm, macParam(c), await readJson(c, nicBodySchema)));
+    const body = await readJson(c, nicBodySchema);
+    await unchanged(c, tenant, vm, macParam(c), true);
+    return single(c, await putNic(ctx, tenant, vm, macParam(c), body));
   });
   r.delete('/tenants/:tenant/vms/:vm/nics/:mac', async (c) => {
     const tenant = mayAdminister(c.get('operator'), pathId(c, 'tenant'));
     const vm = pathId(c, 'vm');
     await vmOf(tenant, vm);
     const mac = macParam(c);
+    await unchanged(c, tenant, vm, mac);
     if (!(await deleteVmNic(ctx.db, tenant, vm, mac))) throw ErrNotFoundHere(`VM ${vm} has no NIC ${mac}`);
     return c.json({ deleted: mac });
   });

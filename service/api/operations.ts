@@ -8,7 +8,7 @@ import { LifeboatError } from '../../shared/errors.js';
 import { parseDuration } from '../../shared/units.js';
 import { revokeServer } from '../catalog/servers.js';
 import type { TenantRow } from '../catalog/tenants.js';
-import { insertTenant, listAuthorizations, listTenants, requireTenant, setTenantSettings, upsertAuthorization } from '../catalog/tenants.js';
+import { getTenant, insertTenant, listAuthorizations, listTenants, requireTenant, setTenantSettings, upsertAuthorization } from '../catalog/tenants.js';
 import { getTenantLimits, setTenantLimits } from '../catalog/usage.js';
 import { getVm, listVms } from '../catalog/vms.js';
 import type { QuotasInput, ReservationInput } from '../usage/limits.js';
@@ -40,14 +40,24 @@ export async function createTenant(ctx: ServiceContext, name: string, db: Querya
 }
 
 export async function tenantList(ctx: ServiceContext) {
-  const tenants = await listTenants(ctx.db);
-  return Promise.all(tenants.map(async (t) => ({
+  return Promise.all((await listTenants(ctx.db)).map((t) => presentTenant(ctx, t)));
+}
+
+/** A tenant as the API shows it: settings, quotas, hardware plan, authorization entries (its etag's representation). */
+export async function presentTenant(ctx: ServiceContext, t: TenantRow) {
+  return {
     name: t.name,
     createdAt: t.createdAt.toISOString(),
     ...tenantSettings(ctx, t),
     ...presentLimits((await getTenantLimits(ctx.db, t.name))!),
     authorizations: (await listAuthorizations(ctx.db, t.name)).map((a) => ({ pattern: a.pattern, storage: a.storage, trustGroup: a.trustGroup })),
-  })));
+  };
+}
+
+/** The tenant's representation, or undefined when there is none of that name. */
+export async function tenantOf(ctx: ServiceContext, name: string) {
+  const t = await getTenant(ctx.db, name);
+  return t && presentTenant(ctx, t);
 }
 
 /** A tenant's settings as the API shows them: the value in force, and whether it is the default. */
@@ -62,7 +72,7 @@ export async function setTenant(ctx: ServiceContext, name: string, settings: { t
   if (!found) throw new LifeboatError('not_found', `no tenant ${name}`);
   // A quota lowered below what the tenant uses refuses only what is new; what replicates goes on, with a warning.
   const limits = (await getTenantLimits(ctx.db, name))!;
-  return { name, ...tenantSettings(ctx, await requireTenant(ctx.db, name)), ...presentLimits(limits), warnings: await quotaWarnings(ctx.db, name, limits) };
+  return { tenant: await presentTenant(ctx, await requireTenant(ctx.db, name)), warnings: await quotaWarnings(ctx.db, name, limits) };
 }
 
 export async function allow(ctx: ServiceContext, tenant: string, a: { pattern: string; storage?: string | undefined; trustGroup?: string | undefined }) {

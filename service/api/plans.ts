@@ -32,7 +32,9 @@ import type { PlanDefinition } from '../plans/definition.js';
 import { planBodySchema, planCreateSchema } from '../plans/definition.js';
 import { planRunReport, renderReportHtml, reportScreenshots } from '../plans/report.js';
 import { approveStep, cancelRun, requestRun, runOf, stopRunVms } from '../plans/runs.js';
-import { pathId, readJson } from '../http/json.js';
+import { check, pathId, readJson } from '../http/json.js';
+import { ifMatch, single, withEtag } from './etag.js';
+import { listQuery, msOf, pageOf, timeRange } from './lists.js';
 import { isHosterRole, mayOperate, mayRead } from '../trust/roles.js';
 import type { ApiClaims } from '../trust/tokens.js';
 
@@ -45,6 +47,8 @@ function tenantFor(c: Context<Env>, tenant: string, access: 'read' | 'operate'):
 
 export const runRequestSchema = z.strictObject({ mode: z.enum(['test', 'planned', 'unplanned']) });
 export const approveSchema = z.strictObject({ note: z.string().max(500).optional() });
+export const planListQuery = listQuery({});
+export const runListQuery = listQuery({ state: z.string().max(32).optional(), mode: z.enum(['test', 'planned', 'unplanned']).optional(), ...timeRange });
 
 export function planRoutes(ctx: ServiceContext, queues: () => FailoverQueues): Hono<Env> {
   const r = new Hono<Env>();
@@ -69,10 +73,17 @@ export function planRoutes(ctx: ServiceContext, queues: () => FailoverQueues): H
     }));
   };
   const report = async (run: PlanRunRow) => planRunReport(ctx.db, run);
+  /** A change of the plan waits for the plan's lock and checks If-Match against what it is now. */
+  const unchanged = (c: Context<Env>, plan: PlanRow) => ifMatch(c, ctx.db, `plan:${plan.tenant}/${plan.name}`, async () => {
+    const now = await getPlan(ctx.db, plan.tenant, plan.name);
+    return now && present(now);
+  });
 
   r.get('/tenants/:tenant/plans', async (c) => {
     const tenant = tenantFor(c, pathId(c, 'tenant'), 'read');
-    return c.json({ plans: (await listPlans(ctx.db, tenant)).map(present) });
+    const q = check(planListQuery, c.req.query(), 'query');
+    const page = pageOf(c, q, (await listPlans(ctx.db, tenant)).map(present), { key: (p) => [p.name] });
+    return c.json({ plans: page.items.map(withEtag), nextCursor: page.nextCursor });
   });
   r.post('/tenants/:tenant/plans', async (c) => {
     const tenant = tenantFor(c, pathId(c, 'tenant'), 'operate');
@@ -81,17 +92,19 @@ export function planRoutes(ctx: ServiceContext, queues: () => FailoverQueues): H
     if (await getPlan(ctx.db, tenant, name)) throw ErrConflict('exists', `tenant ${tenant} already has a plan ${name} (PUT changes it)`);
     const webhookSecret = newSecret();
     const plan = await insertPlan(ctx.db, { tenant, name, definition: def as unknown as Record<string, unknown>, createdBy: who(c), webhookSecret });
-    return c.json({ ...present(plan), webhookSecret }, 201);
+    return single(c, present(plan), 201, { webhookSecret });
   });
-  r.get('/tenants/:tenant/plans/:plan', async (c) => c.json(present(await planOf(c, 'read'))));
+  r.get('/tenants/:tenant/plans/:plan', async (c) => single(c, present(await planOf(c, 'read'))));
   r.put('/tenants/:tenant/plans/:plan', async (c) => {
     const plan = await planOf(c, 'operate');
     const def = await readJson(c, planBodySchema);
+    await unchanged(c, plan);
     await checkVms(plan.tenant, def);
-    return c.json(present((await updatePlan(ctx.db, plan.tenant, plan.name, def as unknown as Record<string, unknown>))!));
+    return single(c, present((await updatePlan(ctx.db, plan.tenant, plan.name, def as unknown as Record<string, unknown>))!));
   });
   r.delete('/tenants/:tenant/plans/:plan', async (c) => {
     const plan = await planOf(c, 'operate');
+    await unchanged(c, plan);
     const live = (await listRuns(ctx.db, { tenant: plan.tenant, plan: plan.name, live: true }))[0];
     if (live) throw ErrConflict('run_in_progress', `plan ${plan.name} has run ${live.id} in state ${live.state}; cancel it first`);
     await deletePlan(ctx.db, plan.tenant, plan.name);
@@ -102,14 +115,18 @@ export function planRoutes(ctx: ServiceContext, queues: () => FailoverQueues): H
     const plan = await planOf(c, 'operate');
     const { mode } = await readJson(c, runRequestSchema);
     const run = await requestRun(ctx, queues(), { tenant: plan.tenant, plan: plan.name, mode, requestedBy: who(c) });
-    return c.json(await report(run), 202);
+    return single(c, await report(run), 202);
   });
   r.get('/tenants/:tenant/plans/:plan/runs', async (c) => {
     const plan = await planOf(c, 'read');
-    return c.json({ runs: (await listRuns(ctx.db, { tenant: plan.tenant, plan: plan.name })).map(runSummary) });
+    const q = check(runListQuery, c.req.query(), 'query');
+    const page = pageOf(c, q, (await listRuns(ctx.db, { tenant: plan.tenant, plan: plan.name })).map(runSummary), {
+      key: (r) => [msOf(r.requestedAt), r.id], at: (r) => r.requestedAt, match: { state: (r) => r.state, mode: (r) => r.mode },
+    });
+    return c.json({ runs: page.items, nextCursor: page.nextCursor });
   });
-  r.get('/tenants/:tenant/plans/:plan/runs/:run', async (c) => c.json(await report(await runIn(c, 'read'))));
-  r.get('/tenants/:tenant/plans/:plan/runs/:run/report', async (c) => c.json(await report(await runIn(c, 'read'))));
+  r.get('/tenants/:tenant/plans/:plan/runs/:run', async (c) => single(c, await report(await runIn(c, 'read'))));
+  r.get('/tenants/:tenant/plans/:plan/runs/:run/report', async (c) => single(c, await report(await runIn(c, 'read'))));
   r.get('/tenants/:tenant/plans/:plan/runs/:run/report.html', async (c) => {
     const rep = await report(await runIn(c, 'read'));
     return c.html(renderReportHtml(rep, await reportScreenshots(ctx.db, rep)), 200, { 'cache-control': 'private, no-store' });
@@ -117,18 +134,18 @@ export function planRoutes(ctx: ServiceContext, queues: () => FailoverQueues): H
   // The run (and so the caller's access) first: queues() refuses with 503 in a process without Redis.
   r.post('/tenants/:tenant/plans/:plan/runs/:run/cancel', async (c) => {
     const run = await runIn(c, 'operate');
-    return c.json(await report(await cancelRun(ctx, queues(), run, who(c))), 202);
+    return single(c, await report(await cancelRun(ctx, queues(), run, who(c))), 202);
   });
   r.post('/tenants/:tenant/plans/:plan/runs/:run/approve', async (c) => {
     const run = await runIn(c, 'operate');
     const { note } = await readJson(c, approveSchema);
     const hoster = isHosterRole(c.get('operator').role);
-    return c.json(await report(await approveStep(ctx, queues(), run, { hoster, who: who(c) }, note)), 202);
+    return single(c, await report(await approveStep(ctx, queues(), run, { hoster, who: who(c) }, note)), 202);
   });
   r.post('/tenants/:tenant/plans/:plan/runs/:run/stop', async (c) => {
     const asked = await runIn(c, 'operate');
     const { run, stopping } = await stopRunVms(ctx, queues(), asked, who(c));
-    return c.json({ ...(await report(run)), stopping }, 202);
+    return single(c, await report(run), 202, { stopping });
   });
   return r;
 }

@@ -40,6 +40,8 @@ import { networkNameReason } from '../failover/network/names.js';
 import { expandPoolAddresses, MaxPoolAddresses } from '../failover/network/pool.js';
 import { normaliseMac } from '../failover/network/settings.js';
 import { check, idPattern, pathId, readJson } from '../http/json.js';
+import { ifMatch, single, withEtag } from './etag.js';
+import { listQuery, pageOf } from './lists.js';
 import { mayAdminister, mayRead } from '../trust/roles.js';
 import type { ApiClaims } from '../trust/tokens.js';
 
@@ -61,8 +63,9 @@ const mappingFields = {
 };
 export const mappingCreateSchema = z.strictObject({ address: z.string().max(64), ...mappingFields });
 export const mappingPutSchema = z.strictObject(mappingFields);
-export const poolListQuery = z.strictObject({ tenant: z.string().max(64).optional() });
-export const mappingListQuery = z.strictObject({ vm: z.string().max(64).optional() });
+export const poolListQuery = listQuery({ tenant: z.string().max(64).optional() });
+export const mappingListQuery = listQuery({ vm: z.string().max(64).optional() });
+export const addressListQuery = listQuery({ vm: z.string().max(64).optional(), pool: z.string().max(100).optional() });
 export const revokeQuery = z.strictObject({ address: z.string().max(64).optional() });
 
 
@@ -154,7 +157,8 @@ export function publicIpRoutes(ctx: ServiceContext): Hono<Env> {
   r.get('/public-ip-pools', async (c) => {
     mayRead(c.get('operator'), undefined);
     const q = check(poolListQuery, c.req.query(), 'query');
-    return c.json({ pools: (await listPools(ctx.db, q.tenant)).map(presentPool) });
+    const page = pageOf(c, q, (await listPools(ctx.db, q.tenant)).map(presentPool), { key: (p) => [p.name] });
+    return c.json({ pools: page.items.map(withEtag), nextCursor: page.nextCursor });
   });
   r.post('/public-ip-pools', async (c) => {
     mayAdminister(c.get('operator'), undefined);
@@ -167,15 +171,20 @@ export function publicIpRoutes(ctx: ServiceContext): Hono<Env> {
       if (first) throw ErrConflict('public_ip_pooled', `${first[0]} is already in pool ${first[1]}${held.size > 1 ? ` (and ${held.size - 1} more address(es) are in pools)` : ''}`);
       if (!(await insertPool(tx, name, addresses))) throw new LifeboatError('already_exists', `public address pool ${name} already exists`);
     });
-    return c.json(presentPool((await getPool(ctx.db, name))!), 201);
+    return single(c, presentPool((await getPool(ctx.db, name))!), 201);
   });
   r.get('/public-ip-pools/:name', async (c) => {
     mayRead(c.get('operator'), undefined);
-    return c.json(presentPool(await poolOrNotFound(poolName(c.req.param('name')))));
+    return single(c, presentPool(await poolOrNotFound(poolName(c.req.param('name')))));
   });
   r.delete('/public-ip-pools/:name', async (c) => {
     mayAdminister(c.get('operator'), undefined);
-    const p = await poolOrNotFound(poolName(c.req.param('name')));
+    const name = poolName(c.req.param('name'));
+    await ifMatch(c, ctx.db, `public-ip-pool:${name}`, async () => {
+      const now = await getPool(ctx.db, name);
+      return now && presentPool(now);
+    });
+    const p = await poolOrNotFound(name);
     if (!(await deletePool(ctx.db, p.name))) {
       const tenants = [...new Set(p.addresses.flatMap((a) => (a.tenant ? [a.tenant] : [])))];
       throw ErrConflict('public_ip_granted', `pool ${p.name} has addresses granted to tenant${tenants.length === 1 ? '' : 's'} ${tenants.join(', ') || '(one just granted)'}: revoke them first`);
@@ -234,13 +243,17 @@ export function publicIpRoutes(ctx: ServiceContext): Hono<Env> {
   r.get('/tenants/:tenant/public-ips', async (c) => {
     const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
     await tenantExists(tenant);
-    return c.json({ addresses: (await tenantAddresses(ctx.db, tenant)).map((a) => ({ address: a.address, pool: a.pool, vm: a.vm })) });
+    const q = check(addressListQuery, c.req.query(), 'query');
+    const all = (await tenantAddresses(ctx.db, tenant)).map((a) => ({ address: a.address, pool: a.pool, vm: a.vm }));
+    const page = pageOf(c, q, all, { key: (a) => [a.pool, a.address], match: { vm: (a) => a.vm, pool: (a) => a.pool } });
+    return c.json({ addresses: page.items, nextCursor: page.nextCursor });
   });
   r.get('/tenants/:tenant/public-ip-mappings', async (c) => {
     const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
     await tenantExists(tenant);
     const q = check(mappingListQuery, c.req.query(), 'query');
-    return c.json({ mappings: (await listPublicMappings(ctx.db, tenant, q.vm)).map(presentMapping) });
+    const page = pageOf(c, q, (await listPublicMappings(ctx.db, tenant, q.vm)).map(presentMapping), { key: (m) => [m.address] });
+    return c.json({ mappings: page.items.map(withEtag), nextCursor: page.nextCursor });
   });
   /** Checks the body, then that the address is the tenant's and the VM and NIC exist; stores it whole or not at all. */
   const save = async (c: Context<Env>, tenant: string, addressText: string, body: z.infer<typeof mappingPutSchema>, create: boolean) => {
@@ -259,26 +272,33 @@ export function publicIpRoutes(ctx: ServiceContext): Hono<Env> {
       return row;
     });
   };
+  /** A change of one mapping waits for its lock and checks If-Match against what it is now. */
+  const unchanged = (c: Context<Env>, tenant: string, a: string) => ifMatch(c, ctx.db, `public-ip-mapping:${tenant}/${a}`, async () => {
+    const now = await getPublicMapping(ctx.db, tenant, a);
+    return now && presentMapping(now);
+  });
   r.post('/tenants/:tenant/public-ip-mappings', async (c) => {
     const tenant = mayAdminister(c.get('operator'), pathId(c, 'tenant'));
     const body = await readJson(c, mappingCreateSchema);
-    return c.json(presentMapping(await save(c, tenant, body.address, body, true)), 201);
+    return single(c, presentMapping(await save(c, tenant, body.address, body, true)), 201);
   });
   r.get('/tenants/:tenant/public-ip-mappings/:address', async (c) => {
     const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
     const a = address(c.req.param('address'), 'address');
     const m = await getPublicMapping(ctx.db, tenant, a);
     if (!m) throw ErrNotFoundHere(`tenant ${tenant} has no mapping of ${a}`);
-    return c.json(presentMapping(m));
+    return single(c, presentMapping(m));
   });
   r.put('/tenants/:tenant/public-ip-mappings/:address', async (c) => {
     const tenant = mayAdminister(c.get('operator'), pathId(c, 'tenant'));
     const body = await readJson(c, mappingPutSchema);
-    return c.json(presentMapping(await save(c, tenant, c.req.param('address'), body, false)));
+    await unchanged(c, tenant, address(c.req.param('address'), 'address'));
+    return single(c, presentMapping(await save(c, tenant, c.req.param('address'), body, false)));
   });
   r.delete('/tenants/:tenant/public-ip-mappings/:address', async (c) => {
     const tenant = mayAdminister(c.get('operator'), pathId(c, 'tenant'));
     const a = address(c.req.param('address'), 'address');
+    await unchanged(c, tenant, a);
     if (!(await deletePublicMapping(ctx.db, tenant, a))) throw ErrNotFoundHere(`tenant ${tenant} has no mapping of ${a}`);
     return c.json({ deleted: a });
   });

@@ -11,6 +11,7 @@
  *   POST   /v1/users/{username}/reset-links        {ttl?} → {path, url, expiresAt}
  */
 import { createHash, randomBytes } from 'node:crypto';
+import type { Context } from 'hono';
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { LifeboatError } from '../../shared/errors.js';
@@ -22,6 +23,8 @@ import { HosterRoles, isHosterRole, Roles, TenantRoles } from '../trust/roles.js
 import type { ServiceContext } from '../context.js';
 import { ErrConflict } from '../errors.js';
 import { check, readJson } from '../http/json.js';
+import { ifMatch, single, withEtag } from './etag.js';
+import { listQuery, pageOf } from './lists.js';
 import { hashPassword, verifyPassword } from '../users/passwords.js';
 import type { SessionStore } from '../users/sessions.js';
 import { checkTenantName } from './operations.js';
@@ -36,7 +39,7 @@ export const userCreateSchema = z.strictObject({
 });
 export const userPatchSchema = z.strictObject({ role: z.enum(Roles) });
 export const resetSchema = z.strictObject({ ttl: z.string().max(20).optional() });
-export const userListQuery = z.strictObject({ tenant: z.string().max(200).optional() });
+export const userListQuery = listQuery({ tenant: z.string().max(200).optional(), role: z.enum(Roles).optional() });
 
 export function checkUsername(name: string): string {
   const n = name.trim().toLowerCase();
@@ -130,10 +133,29 @@ export async function checkCredentials(ctx: ServiceContext, username: string, pa
 /** The routes; the caller mounts them behind the manage-access check (trust/roles.ts). */
 export function userRoutes(ctx: ServiceContext, sessions: () => SessionStore | undefined): Hono {
   const app = new Hono();
-  app.get('/users', async (c) => c.json({ users: await userList(ctx, check(userListQuery, c.req.query(), 'query').tenant) }));
-  app.post('/users', async (c) => c.json(await createUser(ctx, await readJson(c, userCreateSchema)), 201));
-  app.patch('/users/:username', async (c) => c.json(await changeRole(ctx, sessions(), c.req.param('username'), (await readJson(c, userPatchSchema)).role)));
-  app.delete('/users/:username', async (c) => c.json(await removeUser(ctx, sessions(), c.req.param('username'))));
+  /** A change of one user waits for its lock and checks If-Match against what it is now. */
+  const unchanged = async (c: Context) => {
+    const username = checkUsername(c.req.param('username') ?? '');
+    await ifMatch(c, ctx.db, `user:${username}`, async () => {
+      const now = await getUserByName(ctx.db, username);
+      return now && presentUser(now);
+    });
+  };
+  app.get('/users', async (c) => {
+    const q = check(userListQuery, c.req.query(), 'query');
+    const page = pageOf(c, q, await userList(ctx, q.tenant), { key: (u) => [u.username], match: { role: (u) => u.role } });
+    return c.json({ users: page.items.map(withEtag), nextCursor: page.nextCursor });
+  });
+  app.post('/users', async (c) => single(c, await createUser(ctx, await readJson(c, userCreateSchema)), 201));
+  app.patch('/users/:username', async (c) => {
+    const { role } = await readJson(c, userPatchSchema);
+    await unchanged(c);
+    return single(c, await changeRole(ctx, sessions(), c.req.param('username'), role));
+  });
+  app.delete('/users/:username', async (c) => {
+    await unchanged(c);
+    return c.json(await removeUser(ctx, sessions(), c.req.param('username')));
+  });
   app.post('/users/:username/reset-links', async (c) => {
     const link = await issueResetLink(ctx, c.req.param('username'), (await readJson(c, resetSchema)).ttl);
     return c.json({ ...link, url: new URL(link.path, c.req.url).toString() }, 201);

@@ -32,6 +32,9 @@ import { ErrNotFoundHere } from '../errors.js';
 import { changeSubscription, createSubscription, MaxUrlLength, presentAttempt, presentDelivery, presentEvent, presentSubscription, redeliver, removeSubscription, sendTestEvent } from '../events/subscriptions.js';
 import { AllTypes, EventTypes } from '../events/types.js';
 import { check, pathId, readJson } from '../http/json.js';
+import { ifMatch, single, withEtag } from './etag.js';
+import type { Paging } from './lists.js';
+import { cursorKey, ErrBadCursor, listQuery, msOf, pageOf, pageOfRows, timeRange } from './lists.js';
 import type { ApiClaims } from '../trust/tokens.js';
 import type { Principal } from '../trust/roles.js';
 import { mayAdminister, mayOperate, mayRead } from '../trust/roles.js';
@@ -57,9 +60,24 @@ export const webhookChangeSchema = z.strictObject({
   rotateSecret: z.boolean().optional(),
 });
 
-export const deliveriesQuery = z.strictObject({ status: z.enum(['pending', 'succeeded', 'failed']).optional(), limit: z.coerce.number().int().min(1).max(1000).default(100) });
-export const eventsQuery = z.strictObject({ type: z.enum(EventTypes).optional(), limit: z.coerce.number().int().min(1).max(1000).default(100) });
-export const hosterListQuery = z.strictObject({ tenant: z.string().max(64).optional(), scope: z.enum(['hoster']).optional() });
+export const deliveriesQuery = listQuery({ status: z.enum(['pending', 'succeeded', 'failed']).optional(), ...timeRange });
+export const attemptsQuery = listQuery({});
+export const eventsQuery = listQuery({ type: z.enum(EventTypes).optional(), ...timeRange });
+export const hosterEventsQuery = eventsQuery.extend({ tenant: z.string().max(64).optional() });
+const enabledFilter = { enabled: z.enum(['true', 'false']).optional().describe('true: only enabled subscriptions; false: only disabled ones') };
+export const tenantListQuery = listQuery(enabledFilter);
+export const hosterListQuery = listQuery({ tenant: z.string().max(64).optional(), scope: z.enum(['hoster']).optional().describe('hoster: only the hoster-wide subscriptions'), ...enabledFilter });
+
+/** The catalog's page of a newest-first list: the cursor's position, one row more than the page. */
+function newestFirstPage(c: Context, q: Paging & { from?: string | undefined; to?: string | undefined }) {
+  const after = cursorKey(c, q);
+  if (after !== undefined && (typeof after[0] !== 'number' || typeof after[1] !== 'string')) throw ErrBadCursor();
+  return {
+    from: q.from === undefined ? undefined : new Date(q.from), to: q.to === undefined ? undefined : new Date(q.to),
+    after: after && { us: after[0] as number, id: after[1] as string }, limit: q.limit + 1,
+  };
+}
+const positionOf = (row: { keyUs: number; id: string }) => [row.keyUs, row.id];
 
 /** Who a request acts for: a tenant (its subscriptions only) or the hoster (all). */
 type Scope = { tenant: string } | { hoster: true };
@@ -87,6 +105,12 @@ export function webhookRoutes(ctx: ServiceContext): Hono<Env> {
     return d;
   };
 
+  /** A change of one subscription waits for its lock and checks If-Match against what it is now (another scope's: none). */
+  const unchanged = (c: Context<Env>, scope: Scope) => ifMatch(c, ctx.db, `webhook:${c.req.param('id') ?? ''}`, async () => {
+    const now = await subOf(c, scope).catch(() => undefined);
+    return now && presentSubscription(now);
+  });
+
   type Scoped = (c: Context<Env>) => Scope;
   /** read: GETs; administer: the subscription's configuration; operate: a test event, a redelivery. */
   const mount = (base: string, read: Scoped, administer: Scoped, operate: Scoped) => {
@@ -95,22 +119,28 @@ export function webhookRoutes(ctx: ServiceContext): Hono<Env> {
       const body = await readJson(c, webhookCreateSchema);
       const tenant = 'tenant' in scope ? scope.tenant : null;
       const { subscription, secret } = await createSubscription(ctx.db, ctx.masterKey, { tenant, ...body, createdBy: who(c), publicOnly: publicOnly(tenant) });
-      return c.json({ ...presentSubscription(subscription), secret }, 201);
+      return single(c, presentSubscription(subscription), 201, { secret });
     });
     r.get(base, async (c) => {
       const scope = read(c);
-      if ('tenant' in scope) return c.json({ webhooks: (await listSubscriptions(ctx.db, scope.tenant)).map(presentSubscription) });
-      const q = check(hosterListQuery, c.req.query(), 'query');
-      return c.json({ webhooks: (await listSubscriptions(ctx.db, q.scope === 'hoster' ? null : q.tenant)).map(presentSubscription) });
+      const q = 'tenant' in scope ? { ...check(tenantListQuery, c.req.query(), 'query'), scope: undefined, tenant: undefined } : check(hosterListQuery, c.req.query(), 'query');
+      const rows = await listSubscriptions(ctx.db, 'tenant' in scope ? scope.tenant : q.scope === 'hoster' ? null : q.tenant);
+      const page = pageOf(c, q, rows.map(presentSubscription), { key: (s) => [msOf(s.createdAt!), s.id], match: { enabled: (s) => s.enabled } });
+      return c.json({ webhooks: page.items.map(withEtag), nextCursor: page.nextCursor });
     });
-    r.get(`${base}/:id`, async (c) => c.json(presentSubscription(await subOf(c, read(c)))));
+    r.get(`${base}/:id`, async (c) => single(c, presentSubscription(await subOf(c, read(c)))));
     r.patch(`${base}/:id`, async (c) => {
-      const sub = await subOf(c, administer(c));
-      const { subscription, secret } = await changeSubscription(ctx.db, ctx.masterKey, sub, await readJson(c, webhookChangeSchema), publicOnly(sub.tenant));
-      return c.json({ ...presentSubscription(subscription), ...(secret ? { secret } : {}) });
+      const scope = administer(c);
+      const body = await readJson(c, webhookChangeSchema);
+      await unchanged(c, scope);
+      const sub = await subOf(c, scope);
+      const { subscription, secret } = await changeSubscription(ctx.db, ctx.masterKey, sub, body, publicOnly(sub.tenant));
+      return single(c, presentSubscription(subscription), 200, secret ? { secret } : {});
     });
     r.delete(`${base}/:id`, async (c) => {
-      const { id } = await subOf(c, administer(c));
+      const scope = administer(c);
+      await unchanged(c, scope);
+      const { id } = await subOf(c, scope);
       await removeSubscription(ctx.db, id);
       return c.json({ deleted: id });
     });
@@ -122,21 +152,23 @@ export function webhookRoutes(ctx: ServiceContext): Hono<Env> {
     r.get(`${base}/:id/deliveries`, async (c) => {
       const sub = await subOf(c, read(c));
       const q = check(deliveriesQuery, c.req.query(), 'query');
-      return c.json({ deliveries: (await listDeliveries(ctx.db, { subscriptionId: sub.id, status: q.status, limit: q.limit })).map((d) => presentDelivery(d)) });
+      const page = pageOfRows(c, q, await listDeliveries(ctx.db, { subscriptionId: sub.id, status: q.status, ...newestFirstPage(c, q) }), positionOf);
+      return c.json({ deliveries: page.items.map((d) => presentDelivery(d)), nextCursor: page.nextCursor });
     });
     r.get(`${base}/:id/deliveries/:delivery`, async (c) => {
       const d = await deliveryOf(c, await subOf(c, read(c)));
       const event = (await getEvent(ctx.db, d.eventId))!;
-      return c.json({ ...presentDelivery(d, event), payload: presentEvent(event), attemptLog: (await listAttempts(ctx.db, d.id)).map(presentAttempt) });
+      return single(c, { ...presentDelivery(d, event), payload: presentEvent(event), attemptLog: (await listAttempts(ctx.db, d.id)).map(presentAttempt) });
     });
     r.get(`${base}/:id/deliveries/:delivery/attempts`, async (c) => {
       const d = await deliveryOf(c, await subOf(c, read(c)));
-      return c.json({ attempts: (await listAttempts(ctx.db, d.id)).map(presentAttempt) });
+      const page = pageOf(c, check(attemptsQuery, c.req.query(), 'query'), (await listAttempts(ctx.db, d.id)).map(presentAttempt), { key: (a) => [a.attempt] });
+      return c.json({ attempts: page.items, nextCursor: page.nextCursor });
     });
     r.post(`${base}/:id/deliveries/:delivery/redeliver`, async (c) => {
       const sub = await subOf(c, operate(c));
       const d = await deliveryOf(c, sub);
-      return c.json(presentDelivery(await redeliver(ctx.db, sub, d.id)), 202);
+      return single(c, presentDelivery(await redeliver(ctx.db, sub, d.id)), 202);
     });
   };
   mount('/tenants/:tenant/webhooks', tenantScope(mayRead), tenantScope(mayAdminister), tenantScope(mayOperate));
@@ -145,12 +177,14 @@ export function webhookRoutes(ctx: ServiceContext): Hono<Env> {
   r.get('/tenants/:tenant/events', async (c) => {
     const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
     const q = check(eventsQuery, c.req.query(), 'query');
-    return c.json({ events: (await listEvents(ctx.db, { tenant, type: q.type, limit: q.limit })).map(presentEvent) });
+    const page = pageOfRows(c, q, await listEvents(ctx.db, { tenant, type: q.type, ...newestFirstPage(c, q) }), positionOf);
+    return c.json({ events: page.items.map(presentEvent), nextCursor: page.nextCursor });
   });
   r.get('/events', async (c) => {
     mayRead(c.get('operator'), undefined);
-    const q = check(eventsQuery.extend({ tenant: z.string().max(64).optional() }), c.req.query(), 'query');
-    return c.json({ events: (await listEvents(ctx.db, { tenant: q.tenant, type: q.type, limit: q.limit })).map(presentEvent) });
+    const q = check(hosterEventsQuery, c.req.query(), 'query');
+    const page = pageOfRows(c, q, await listEvents(ctx.db, { tenant: q.tenant, type: q.type, ...newestFirstPage(c, q) }), positionOf);
+    return c.json({ events: page.items.map(presentEvent), nextCursor: page.nextCursor });
   });
   return r;
 }

@@ -96,12 +96,30 @@ export async function getEvent(db: Queryable, id: string): Promise<EventRow | un
   return (await db.query<EventRow>(`SELECT ${eventCols} FROM events WHERE id = $1`, [id]))[0];
 }
 
-export async function listEvents(db: Queryable, filter: { tenant?: string | null | undefined; type?: string | undefined; limit: number }): Promise<EventRow[]> {
+/**
+ * A page of a newest-first list (events, deliveries): rows made in [from, to), past `after` (the
+ * position of the previous page's last row: its time in microseconds and its id).
+ */
+export interface NewestFirst { from?: Date | undefined; to?: Date | undefined; after?: { us: number; id: string } | undefined; limit: number }
+
+/** A row's position in a newest-first list: created_at in microseconds (exact in a double), then id. */
+const keyUs = 'floor(extract(epoch from created_at) * 1000000)::float8';
+
+/** The WHERE terms of a NewestFirst page, numbering their parameters after those in params. */
+function newestFirst(q: NewestFirst, where: string[], params: unknown[]): void {
+  if (q.from !== undefined) where.push(`created_at >= $${params.push(q.from)}`);
+  if (q.to !== undefined) where.push(`created_at < $${params.push(q.to)}`);
+  if (q.after !== undefined) where.push(`(${keyUs} < $${params.push(q.after.us)} OR (${keyUs} = $${params.length} AND id > $${params.push(q.after.id)}))`);
+}
+
+export async function listEvents(db: Queryable, filter: { tenant?: string | null | undefined; type?: string | undefined } & NewestFirst): Promise<(EventRow & { keyUs: number })[]> {
   const where: string[] = [];
   const params: unknown[] = [];
   if (filter.tenant !== undefined) where.push(filter.tenant === null ? 'tenant IS NULL' : `tenant = $${params.push(filter.tenant)}`);
   if (filter.type !== undefined) where.push(`type = $${params.push(filter.type)}`);
-  return db.query<EventRow>(`SELECT ${eventCols} FROM events ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC, id LIMIT $${params.push(filter.limit)}`, params);
+  newestFirst(filter, where, params);
+  return db.query(`SELECT ${eventCols}, ${keyUs} AS "keyUs" FROM events ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+    ORDER BY ${keyUs} DESC, id LIMIT $${params.push(filter.limit)}`, params);
 }
 
 // ---- subscriptions
@@ -139,14 +157,15 @@ export async function getDelivery(db: Queryable, id: string): Promise<DeliveryRo
   return (await db.query<DeliveryRow>(`SELECT ${deliveryCols} FROM webhook_deliveries WHERE id = $1`, [id]))[0];
 }
 
-export async function listDeliveries(db: Queryable, filter: { subscriptionId?: string | undefined; tenant?: string | undefined; status?: DeliveryStatus | undefined; limit: number }): Promise<DeliveryRow[]> {
+export async function listDeliveries(db: Queryable, filter: { subscriptionId?: string | undefined; tenant?: string | undefined; status?: DeliveryStatus | undefined } & NewestFirst): Promise<(DeliveryRow & { keyUs: number })[]> {
   const where: string[] = [];
   const params: unknown[] = [];
   if (filter.subscriptionId !== undefined) where.push(`subscription_id = $${params.push(filter.subscriptionId)}`);
   if (filter.tenant !== undefined) where.push(`tenant = $${params.push(filter.tenant)}`);
   if (filter.status !== undefined) where.push(`status = $${params.push(filter.status)}`);
-  return db.query<DeliveryRow>(`SELECT ${deliveryCols} FROM webhook_deliveries ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
-    ORDER BY created_at DESC, id LIMIT $${params.push(filter.limit)}`, params);
+  newestFirst(filter, where, params);
+  return db.query(`SELECT ${deliveryCols}, ${keyUs} AS "keyUs" FROM webhook_deliveries ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+    ORDER BY ${keyUs} DESC, id LIMIT $${params.push(filter.limit)}`, params);
 }
 
 /**

@@ -34,6 +34,7 @@ const titles: Record<string, string> = {
   unavailable: 'Unavailable',
   too_large: 'Too large',
   rate_limited: 'Too many requests',
+  precondition_failed: 'Precondition failed',
   internal: 'Internal error',
 };
 

@@ -75,7 +75,7 @@ const seen: Seen[] = [];
 const wrong: string[] = [];
 
 /** Calls a route and checks its answer against the document; returns the parsed body. */
-async function call<T = Record<string, unknown>>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: T }> {
+async function call<T = Record<string, unknown>>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: T; etag?: string | null }> {
   const m = method.toLowerCase();
   const template = templateOf(m, path.split('?')[0]!);
   const res = await fetch(`${svc.apiUrl}${path}`, {
@@ -101,14 +101,40 @@ async function call<T = Record<string, unknown>>(method: string, path: string, b
     const validate = validatorFor(answer.content[type].schema);
     if (!validate(parsed)) wrong.push(`${where}: body does not match: ${ajv.errorsText(validate.errors)} in ${text.slice(0, 300)}`);
   }
-  return { status: res.status, body: parsed };
+  // One object's answer carries its etag twice: the header and the body's field, the same string.
+  const etag = (parsed as { etag?: unknown } | undefined)?.etag;
+  if (res.status < 300 && typeof parsed === 'object' && parsed !== null && (etag !== undefined || res.headers.has('etag')) && etag !== res.headers.get('etag')) {
+    wrong.push(`${where}: ETag header ${res.headers.get('etag')} is not the body's etag ${String(etag)}`);
+  }
+  return { status: res.status, body: parsed, etag: res.headers.get('etag') };
 }
 
-/** A call that must succeed (what the walk needs to reach the next route). */
+/**
+ * A call that must succeed (what the walk needs to reach the next route). A GET of one object is
+ * asked again with its etag in If-None-Match: a 304 the document lists; a list is walked to its end
+ * a page of one item at a time, each page checked too, unless it is one page already.
+ */
 async function made<T = Record<string, unknown>>(method: string, path: string, body?: unknown): Promise<T> {
   const r = await call<T>(method, path, body);
   expect(r.status, `${method} ${path}: ${JSON.stringify(r.body)}`).toBeLessThan(300);
+  if (method === 'GET' && r.etag) expect((await call(method, path, undefined, { 'if-none-match': r.etag })).status, `${path} with If-None-Match`).toBe(304);
+  if (method === 'GET' && typeof r.body === 'object' && r.body !== null && 'nextCursor' in r.body && !/[?&](limit|cursor)=/.test(path)) await pages(path);
   return r.body;
+}
+
+/** Walks a list one item a page: every item of the whole list once, in the same order. */
+async function pages(path: string): Promise<void> {
+  const whole = (await call<Record<string, unknown>>('GET', path)).body;
+  const field = Object.keys(whole).find((k) => Array.isArray(whole[k]))!;
+  const items: unknown[] = [];
+  let cursor: string | null = null;
+  const sep = path.includes('?') ? '&' : '?';
+  do {
+    const page: Record<string, unknown> = (await call<Record<string, unknown>>('GET', `${path}${sep}limit=1${cursor ? `&cursor=${cursor}` : ''}`)).body;
+    items.push(...(page[field] as unknown[]));
+    cursor = page.nextCursor as string | null;
+  } while (cursor !== null && items.length <= (whole[field] as unknown[]).length);
+  expect(items, `${path} a page of one at a time`).toEqual(whole[field]);
 }
 
 const operations = () => Object.entries(doc.paths).flatMap(([path, item]) => Object.keys(item).map((method) => `${method.toUpperCase()} ${path}`));
@@ -192,6 +218,13 @@ describe('the OpenAPI document', () => {
     await made('PUT', `${t}/plans/site`, { description: 'the whole site', groups: [{ name: 'web', vms: ['web01'] }] });
     await call('POST', `${t}/plans/site/runs`, { mode: 'test' });
     await made('GET', `${t}/plans/site/runs`);
+    // A change with a stale If-Match is a 412 the document lists; with the current etag it goes through.
+    const site = await made<{ etag: string }>('GET', `${t}/plans/site`);
+    await made('PUT', `${t}/plans/site`, { description: 'changed under the next one', groups: [{ name: 'web', vms: ['web01'] }] });
+    expect((await call('PUT', `${t}/plans/site`, { groups: [{ vms: ['web01'] }] }, { 'if-match': site.etag })).status).toBe(412);
+    const now = await made<{ etag: string }>('GET', `${t}/plans/site`);
+    expect((await call('PUT', `${t}/plans/site`, { groups: [{ name: 'web', vms: ['web01'] }] }, { 'if-match': now.etag })).status).toBe(200);
+    expect((await call('GET', `${t}/plans?cursor=not-ours`)).status).toBe(400);
     await made('POST', `${t}/plans`, { name: 'gone', groups: [{ vms: ['web01'] }] });
     await made('DELETE', `${t}/plans/gone`);
 

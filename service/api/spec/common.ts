@@ -12,8 +12,9 @@ export const limitsFields = {
 /** The quotas a tenant is over: it goes on replicating, and says so. */
 export const quotaWarnings = z.array(z.looseObject({ quota: z.string() }));
 
-/** Fields the single objects and lists of every resource may carry (docs/api.md): an etag, a next page. */
-export const etag = { etag: z.string().optional() };
-export const page = { nextCursor: z.string().nullable().optional() };
+/** The etag of one object (docs/api.md, ETags): the same string as its answer's ETag header. */
+export const etag = { etag: z.string().regex(/^"[A-Za-z0-9_-]{22}"$/).describe('the object\'s strong etag (as the ETag header); send it back in If-Match or If-None-Match') };
+/** Every list's answer: the cursor of the next page (docs/api.md, Lists). */
+export { nextCursorField as page } from '../lists.js';
 
 export { time };

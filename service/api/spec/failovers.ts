@@ -1,6 +1,6 @@
 /** Failovers, their drill reports, and the hardware a failed-over VM gets (service/api/failovers.ts). */
 import { z } from 'zod';
-import { failoverListQuery, failoverRequestSchema, hardwareSchema, nvramSchema } from '../failovers.js';
+import { failoverListQuery, failoverRequestSchema, hardwareSchema, nvramSchema, tenantFailoverListQuery, vmFailoverListQuery } from '../failovers.js';
 import { etag, page, time } from './common.js';
 import type { RouteDoc } from './registry.js';
 
@@ -11,7 +11,7 @@ const kind = z.enum(['test', 'planned', 'unplanned']);
 
 const summary = z.object({
   id: z.string(), tenant: z.string(), vm: z.string(), kind, state: z.string(), goal: z.string(), host: z.string().nullable(), pointId: z.number().int().nullable(),
-  requestedAt: time(), readyAt: time().nullable(), endedAt: time().nullable(), error: z.string().nullable(), ...etag,
+  requestedAt: time(), readyAt: time().nullable(), endedAt: time().nullable(), error: z.string().nullable(),
 });
 const list = z.object({ failovers: z.array(summary), ...page });
 
@@ -40,8 +40,8 @@ export const failoverRoutes: RouteDoc[] = [
     method: 'post', path: '/v1/tenants/{tenant}/vms/{vm}/failovers', tag, body: failoverRequestSchema, errors: [409, 503],
     summary: 'start a failover (test, planned, unplanned) from a point; a repeat with the same Idempotency-Key answers the first failover, never a second one', ok: { 202: failoverReport, 200: failoverReport.describe('the first failover of this Idempotency-Key') },
   },
-  { method: 'get', path: '/v1/tenants/{tenant}/vms/{vm}/failovers', tag, summary: 'the VM\'s failovers', ok: { 200: list } },
-  { method: 'get', path: '/v1/tenants/{tenant}/failovers', tag, query: failoverListQuery.omit({ tenant: true }), summary: 'the tenant\'s failovers (active=true: those not ended)', ok: { 200: list } },
+  { method: 'get', path: '/v1/tenants/{tenant}/vms/{vm}/failovers', tag, query: vmFailoverListQuery, summary: 'the VM\'s failovers', ok: { 200: list } },
+  { method: 'get', path: '/v1/tenants/{tenant}/failovers', tag, query: tenantFailoverListQuery, summary: 'the tenant\'s failovers, oldest request first (active=true: those not ended)', ok: { 200: list } },
   { method: 'get', path: '/v1/tenants/{tenant}/failovers/{id}', tag, params: { id }, summary: 'a failover\'s drill report', ok: { 200: failoverReport } },
   {
     method: 'get', path: '/v1/tenants/{tenant}/failovers/{id}/screenshot.png', tag, params: { id }, summary: 'the console screenshot taken at ready',
@@ -49,7 +49,7 @@ export const failoverRoutes: RouteDoc[] = [
   },
   { method: 'post', path: '/v1/tenants/{tenant}/failovers/{id}/{action}', tag, params: { id, action }, errors: [409, 503], summary: 'stop (a test failover), commit or revert (a real one)', ok: { 202: failoverReport } },
   { method: 'get', path: '/v1/tenants/{tenant}/vms/{vm}/hardware', tag, summary: 'the configuration a failed-over VM gets', ok: { 200: hardware } },
-  { method: 'put', path: '/v1/tenants/{tenant}/vms/{vm}/hardware', tag, body: hardwareSchema, summary: 'set it (a GET\'s body may be PUT again)', ok: { 200: hardware } },
+  { method: 'put', path: '/v1/tenants/{tenant}/vms/{vm}/hardware', tag, body: hardwareSchema, ifMatch: true, summary: 'set it (a GET\'s body may be PUT again)', ok: { 200: hardware } },
   { method: 'post', path: '/v1/tenants/{tenant}/vms/{vm}/nvram', tag, body: nvramSchema, summary: 'import the VM\'s UEFI NVRAM from a file on the service host', ok: { 201: z.object({ tenant: z.string(), vm: z.string(), path: z.string(), bytes: z.number().int() }) } },
   { method: 'get', path: '/v1/failovers', tag, query: failoverListQuery, summary: 'every failover (?tenant=, ?active=true)', ok: { 200: list } },
   { method: 'get', path: '/v1/failovers/{id}', tag, params: { id }, summary: 'a failover\'s drill report', ok: { 200: failoverReport } },

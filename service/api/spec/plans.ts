@@ -1,6 +1,6 @@
 /** Recovery plans and their runs (service/api/plans.ts; docs/plans.md). */
 import { z } from 'zod';
-import { approveSchema, runRequestSchema } from '../plans.js';
+import { approveSchema, planListQuery, runListQuery, runRequestSchema } from '../plans.js';
 import { planBodySchema, planCreateSchema } from '../../plans/definition.js';
 import { etag, page, time } from './common.js';
 import type { RouteDoc } from './registry.js';
@@ -35,13 +35,13 @@ const runSummary = z.object({
 
 const base = '/v1/tenants/{tenant}/plans';
 export const planRoutes: RouteDoc[] = [
-  { method: 'get', path: base, tag, summary: 'the tenant\'s recovery plans', ok: { 200: z.object({ plans: z.array(plan), ...page }) } },
+  { method: 'get', path: base, tag, query: planListQuery, summary: 'the tenant\'s recovery plans', ok: { 200: z.object({ plans: z.array(plan), ...page }) } },
   { method: 'post', path: base, tag, body: planCreateSchema, errors: [409], summary: 'create a plan: ordered groups of VMs, actions before and after each; the answer holds the secret of its webhook actions, shown only here', ok: { 201: plan.safeExtend({ webhookSecret: z.string() }) } },
   { method: 'get', path: `${base}/{plan}`, tag, summary: 'one plan', ok: { 200: plan } },
-  { method: 'put', path: `${base}/{plan}`, tag, body: planBodySchema, summary: 'change a plan (its whole definition)', ok: { 200: plan } },
-  { method: 'delete', path: `${base}/{plan}`, tag, errors: [409], summary: 'delete a plan without a run in progress', ok: { 204: { description: 'deleted' } } },
+  { method: 'put', path: `${base}/{plan}`, tag, body: planBodySchema, ifMatch: true, summary: 'change a plan (its whole definition)', ok: { 200: plan } },
+  { method: 'delete', path: `${base}/{plan}`, tag, errors: [409], ifMatch: true, summary: 'delete a plan without a run in progress', ok: { 204: { description: 'deleted' } } },
   { method: 'post', path: `${base}/{plan}/runs`, tag, body: runRequestSchema, errors: [409, 503], summary: 'run the plan (test, planned, unplanned)', ok: { 202: runReport } },
-  { method: 'get', path: `${base}/{plan}/runs`, tag, summary: 'the plan\'s runs', ok: { 200: z.object({ runs: z.array(runSummary), ...page }) } },
+  { method: 'get', path: `${base}/{plan}/runs`, tag, query: runListQuery, summary: 'the plan\'s runs', ok: { 200: z.object({ runs: z.array(runSummary), ...page }) } },
   { method: 'get', path: `${base}/{plan}/runs/{run}`, tag, summary: 'one run', ok: { 200: runReport } },
   { method: 'get', path: `${base}/{plan}/runs/{run}/report`, tag, summary: 'the run\'s report (JSON)', ok: { 200: runReport } },
   { method: 'get', path: `${base}/{plan}/runs/{run}/report.html`, tag, summary: 'the run\'s report as a printable page', ok: { 200: { description: 'HTML', content: { 'text/html': { schema: { type: 'string' } } } } } },

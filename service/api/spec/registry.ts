@@ -32,6 +32,8 @@ export interface RouteDoc {
   errors?: number[];
   /** No bearer credential needed. */
   open?: boolean;
+  /** A change of one object that honours If-Match (412 when it names another etag; docs/api.md). */
+  ifMatch?: boolean;
 }
 
 /** RFC 9457 problem details as the API writes them (docs/api.md, Errors). */
@@ -51,7 +53,7 @@ const Common = [400, 401, 403, 404, 429, 500];
 const ProblemText: Record<number, string> = {
   400: 'bad input (path, query or body)', 401: 'no, malformed, expired or revoked credential', 403: 'the role may not do this',
   404: 'no such object, or a tenant that is not the caller\'s', 409: 'conflicts with the state of the object', 413: 'body over the size limit',
-  422: 'the Idempotency-Key was used for another request', 429: 'over the API key\'s rate limit (Retry-After)', 500: 'internal error (the log holds the rest, by request id)', 503: 'unavailable now (busy, no capacity, no Redis)',
+  412: 'If-Match names an etag the object no longer has (or the object is gone): nothing changed', 422: 'the Idempotency-Key was used for another request', 429: 'over the API key\'s rate limit (Retry-After)', 500: 'internal error (the log holds the rest, by request id)', 503: 'unavailable now (busy, no capacity, no Redis)',
 };
 
 /** Path parameters shared by many routes. */
@@ -78,6 +80,14 @@ function operation(route: RouteDoc) {
     for (const [name, schema] of Object.entries(q.properties ?? {})) parameters.push({ name, in: 'query', required: q.required?.includes(name) ?? false, schema });
   }
   const mutation = route.method !== 'get' && !route.open;
+  // One object's answers carry its etag (ETag header and body field); a GET of it honours If-None-Match.
+  const single = Object.values(route.ok).some((a) => a instanceof z.ZodObject && 'etag' in a.shape);
+  if (single && route.method === 'get') {
+    parameters.push({ name: 'If-None-Match', in: 'header', required: false, schema: { type: 'string' }, description: 'etags (or *): 304 without a body when one is the object\'s current etag' });
+  }
+  if (route.ifMatch) {
+    parameters.push({ name: 'If-Match', in: 'header', required: false, schema: { type: 'string' }, description: 'etags (or * for any): the change happens only when one is the object\'s current etag, else 412 and nothing changes; optional' });
+  }
   if (mutation) {
     parameters.push({
       name: 'Idempotency-Key', in: 'header', required: false, schema: { type: 'string', minLength: 1, maxLength: 200 },
@@ -86,13 +96,19 @@ function operation(route: RouteDoc) {
   }
   for (const [name, h] of Object.entries(route.headers ?? {})) parameters.push({ name, in: 'header', required: false, description: h.description, schema: jsonSchema(h.schema, 'input') });
   const responses: Record<string, object> = {};
+  const etagHeader = { ETag: { description: 'the object\'s strong etag, the same as its body\'s etag field', schema: { type: 'string' } } };
   for (const [status, answer] of Object.entries(route.ok)) {
-    const replayed = mutation ? { headers: { 'Idempotent-Replayed': { description: 'true: the kept answer to a repeat of this request\'s Idempotency-Key', schema: { type: 'string', enum: ['true'] } } } } : {};
+    const headers = {
+      ...(mutation ? { 'Idempotent-Replayed': { description: 'true: the kept answer to a repeat of this request\'s Idempotency-Key', schema: { type: 'string', enum: ['true'] } } } : {}),
+      ...(single && answer instanceof z.ZodObject && 'etag' in answer.shape ? etagHeader : {}),
+    };
+    const withHeaders = Object.keys(headers).length ? { headers } : {};
     responses[status] = answer instanceof z.ZodType
-      ? { description: answer.description ?? 'success', ...replayed, content: { 'application/json': { schema: jsonSchema(answer, 'output') } } }
-      : { ...replayed, ...answer };
+      ? { description: answer.description ?? 'success', ...withHeaders, content: { 'application/json': { schema: jsonSchema(answer, 'output') } } }
+      : { ...withHeaders, ...answer };
   }
-  const statuses = route.open ? [...(route.errors ?? [])] : [...Common, ...(route.body ? [413] : []), ...(mutation ? [409, 422] : []), ...(route.errors ?? [])];
+  if (single && route.method === 'get') responses['304'] = { description: 'not modified: If-None-Match names the current etag', headers: etagHeader };
+  const statuses = route.open ? [...(route.errors ?? [])] : [...Common, ...(route.body ? [413] : []), ...(mutation ? [409, 422] : []), ...(route.ifMatch ? [412] : []), ...(route.errors ?? [])];
   for (const s of [...new Set(statuses)].sort()) responses[String(s)] = { description: ProblemText[s] ?? 'problem', content: { 'application/problem+json': { schema: problemRef } } };
   const body = route.body && jsonSchema(route.body, 'input');
   return {

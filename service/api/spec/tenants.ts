@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import { exportSchema } from '../export.js';
 import { importMediaSchema } from '../import-media.js';
-import { allowSchema, revokeSchema, tenantCreateSchema, tenantSettingsSchema, tokenSchema, vmListQuery } from '../schemas.js';
+import { allowSchema, pointListQuery, revokeSchema, tenantCreateSchema, tenantListQuery, tenantSettingsSchema, tokenSchema, vmListQuery } from '../schemas.js';
 import { etag, limitsFields, page, quotaWarnings, time } from './common.js';
 import type { RouteDoc } from './registry.js';
 
@@ -20,12 +20,12 @@ export const tenantRoutes: RouteDoc[] = [
     summary: 'the webhook failover driver\'s orchestrator answers here; its Standard Webhooks signature is the credential (docs/failover.md)',
     ok: { 204: { description: 'taken' } }, errors: [400, 401, 404, 409, 413, 500],
   },
-  { method: 'post', path: '/v1/tenants', tag, summary: 'create a tenant (and its replica key pair)', body: tenantCreateSchema, errors: [409], ok: { 201: z.object({ name: z.string(), createdAt: time(), replicaKey: z.looseObject({ kty: z.string() }), ...etag }).describe('the tenant') } },
-  { method: 'get', path: '/v1/tenants', tag, summary: 'tenants with their settings, quotas, hardware plan and authorization entries', ok: { 200: z.object({ tenants: z.array(tenant), ...page }) } },
+  { method: 'post', path: '/v1/tenants', tag, summary: 'create a tenant (and its replica key pair)', body: tenantCreateSchema, errors: [409], ok: { 201: tenant.safeExtend({ replicaKey: z.looseObject({ kty: z.string() }) }).describe('the tenant, and its replica public key') } },
+  { method: 'get', path: '/v1/tenants', tag, query: tenantListQuery, summary: 'tenants with their settings, quotas, hardware plan and authorization entries', ok: { 200: z.object({ tenants: z.array(tenant), ...page }) } },
   {
-    method: 'patch', path: '/v1/tenants/{tenant}', tag, body: tenantSettingsSchema,
+    method: 'patch', path: '/v1/tenants/{tenant}', tag, body: tenantSettingsSchema, ifMatch: true,
     summary: 'change a tenant\'s settings (testFailoverMaxHours; quotas; reservation: its hardware plan); null puts one back to the default or no limit',
-    ok: { 200: z.object({ name: z.string(), ...settings, ...limitsFields, warnings: quotaWarnings, ...etag }).describe('the settings in force') },
+    ok: { 200: tenant.safeExtend({ warnings: quotaWarnings }).describe('the tenant with the settings in force, and the quotas it is over') },
   },
   { method: 'post', path: '/v1/tenants/{tenant}/authorizations', tag, summary: 'add or update an authorization entry (server name pattern with at most one *)', body: allowSchema, ok: { 201: authorization.extend({ tenant: z.string() }) } },
   { method: 'post', path: '/v1/tenants/{tenant}/tokens', tag, summary: 'a one-time enrollment token', body: tokenSchema, ok: { 201: z.object({ tenant: z.string(), token: z.string(), expiresAt: time(), endpoint: z.string(), caFingerprint: z.string() }) } },
@@ -38,14 +38,14 @@ export const tenantRoutes: RouteDoc[] = [
           tenant: z.string(), name: z.string(), state: z.string(), health: z.string(), lastAppliedAt: time().nullable(), pendingLogs: z.number().int(),
           failovers: z.array(z.object({ id: z.string(), kind: z.string(), state: z.string() })),
           pinned: z.object({ points: z.number().int(), heldPoints: z.number().int(), bytes: z.number() }).nullable(),
-          disks: z.array(z.looseObject({ id: z.string() })), quotaWarnings, ...etag,
+          disks: z.array(z.looseObject({ id: z.string() })), quotaWarnings,
         })),
         ...page,
       }),
     },
   },
   {
-    method: 'get', path: '/v1/tenants/{tenant}/vms/{vm}/points', tag: 'vms', summary: 'recovery points of a VM; each is one VM cycle, the latest applied state is id "latest"',
+    method: 'get', path: '/v1/tenants/{tenant}/vms/{vm}/points', tag: 'vms', query: pointListQuery, summary: 'recovery points of a VM; each is one VM cycle, the latest applied state is id "latest"',
     ok: { 200: z.object({ points: z.array(z.object({ id: z.string(), createdAt: time(), consistency: z.string(), latest: z.boolean(), cycle: z.number().int().nullable(), capturedAt: time().nullable() })), ...page }) },
   },
   {
