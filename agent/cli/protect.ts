@@ -1,5 +1,6 @@
 /**
- * lifeboat-agent protect VM --disk PATH… | --source qemu --qmp SOCKET | --source hyperv --vm-name NAME --host HOST: starts protecting a VM, or changes its settings and adds
+ * lifeboat-agent protect VM --disk PATH… | --source qemu --qmp SOCKET | --source hyperv --vm-name NAME --host HOST |
+ * --source libvirt --domain NAME: starts protecting a VM, or changes its settings and adds
  * disks when it is already protected (a disk added later replicates without re-protecting). Writes
  * only the VM's config; the engine (run) registers it with the service and ships the initial copy.
  * The VM's hardware and NICs at the source (--firmware … --nic) go with its registration, for the
@@ -13,7 +14,7 @@ import { openDisk } from '../../shared/disk/index.js';
 import { printJson } from '../../shared/cli/run.js';
 import { ErrInvalidArgument, wrap } from '../../shared/errors.js';
 import { formatBytes, parseSize } from '../../shared/units.js';
-import { qemuWorkDir } from '../replicate/live.js';
+import { libvirtWorkDir, qemuWorkDir } from '../replicate/live.js';
 import { Frequencies, StateVersion } from '../state/schema.js';
 import type { DiskConfig, HardwareConfig, NicConfig, VmConfig } from '../state/schema.js';
 import { checkVmName } from '../state/store.js';
@@ -25,6 +26,7 @@ import type { StateDirOption } from './agent-options.js';
 import type { HardwareOptions } from './hardware-options.js';
 import { mergeHardware, parseNics } from './hardware-options.js';
 import { protectHyperv } from './protect-hyperv.js';
+import { protectLibvirt } from './protect-libvirt.js';
 import { protectQemu } from './protect-qemu.js';
 
 interface ProtectOptions extends StateDirOption, HardwareOptions {
@@ -40,6 +42,9 @@ interface ProtectOptions extends StateDirOption, HardwareOptions {
   sshPort?: string;
   knownHosts?: string;
   pathMap?: string[];
+  domain?: string;
+  connect?: string;
+  workDir?: string;
   frequency?: string;
   history?: string;
   appConsistentEvery?: string;
@@ -60,11 +65,14 @@ export function registerProtect(program: Command): void {
     .command('protect')
     .description('protect a VM: replicate its disks to the hoster every cycle (again on a protected VM: change settings, add disks)')
     .argument('<vm>', 'VM name: lower-case letters, digits, _ and -')
-    .option('--source <kind>', 'where the disks are read: file (images at rest, the default), qemu (a running QEMU through --qmp) or hyperv (a Hyper-V VM through --host)')
-    .option('--disk <path>', 'a virtual disk of the VM (raw, vhd, vhdx); repeat for several. With --source qemu: a drive id or node name (default: every writable disk)', collect)
+    .option('--source <kind>', 'where the disks are read: file (images at rest, the default), qemu (a running QEMU through --qmp), hyperv (a Hyper-V VM through --host) or libvirt (a libvirt domain through virsh)')
+    .option('--disk <path>', 'a virtual disk of the VM (raw, vhd, vhdx); repeat for several. With --source qemu: a drive id or node name; with --source libvirt: a target such as vda (default: every writable disk)', collect)
     .option('--qmp <socket>', 'with --source qemu: the VM\'s QMP socket, for the agent alone')
     .option('--guest-agent <socket>', 'with --source qemu: qemu-guest-agent\'s socket; points are then application-consistent (guest-fsfreeze)')
     .option('--granularity <size>', 'with --source qemu: dirty bitmap granularity, a power of two from 4K (default: qemu\'s, the qcow2 cluster size)')
+    .option('--domain <name>', 'with --source libvirt: the libvirt domain')
+    .option('--connect <uri>', 'with --source libvirt: the libvirt connection URI, e.g. qemu:///system (default: virsh\'s)')
+    .option('--work-dir <dir>', 'with --source libvirt: where libvirt puts each cycle\'s scratch files and NBD socket; writable by the libvirt daemon (default: the VM\'s state directory)')
     .option('--vm-name <name>', 'with --source hyperv: the VM\'s name on the Hyper-V host')
     .option('--host <host>', 'with --source hyperv: the Hyper-V host, reached by OpenSSH (PowerShell runs there)')
     .option('--ssh-user <user>', 'with --source hyperv: the account on the host (a member of Hyper-V Administrators; default: this user\'s name)')
@@ -96,10 +104,11 @@ export function registerProtect(program: Command): void {
       const state = agentState(opts);
       const existing = await state.findConfig(checkVmName(vm));
       const kind = opts.source ?? existing?.source?.kind ?? 'file';
-      if (kind !== 'file' && kind !== 'qemu' && kind !== 'hyperv') throw ErrInvalidArgument(`--source "${kind.slice(0, 40)}" must be file, qemu or hyperv (libvirt is not built yet)`);
+      if (kind !== 'file' && kind !== 'qemu' && kind !== 'hyperv' && kind !== 'libvirt') throw ErrInvalidArgument(`--source "${kind.slice(0, 40)}" must be file, qemu, hyperv or libvirt`);
       if (existing && kind !== (existing.source?.kind ?? 'file')) throw ErrInvalidArgument(`${vm} is protected with --source ${existing.source?.kind ?? 'file'}; unprotect it to change the source`);
       if (kind !== 'qemu' && (opts.qmp || opts.guestAgent || opts.granularity)) throw ErrInvalidArgument('--qmp, --guest-agent and --granularity need --source qemu');
       if (kind !== 'hyperv' && (opts.vmName || opts.host || opts.sshUser || opts.sshKey || opts.sshPort || opts.knownHosts || opts.pathMap)) throw ErrInvalidArgument('--vm-name, --host, --ssh-user, --ssh-key, --ssh-port, --known-hosts and --path-map need --source hyperv');
+      if (kind !== 'libvirt' && (opts.domain || opts.connect || opts.workDir)) throw ErrInvalidArgument('--domain, --connect and --work-dir need --source libvirt');
       let config: VmConfig;
       let described: string[];
       let machine: { hardware: HardwareConfig; nics: NicConfig[] } | undefined;
@@ -119,10 +128,18 @@ export function registerProtect(program: Command): void {
         config.source = h.source;
         described = h.describe;
         machine = { hardware: h.hardware, nics: h.nics };
+      } else if (kind === 'libvirt') {
+        await state.init();
+        const l = await protectLibvirt(vm, { domain: opts.domain, connect: opts.connect, workDir: opts.workDir, disk: opts.disk }, existing, libvirtWorkDir(state, vm));
+        // What libvirt says of the machine is read again every cycle (progress.json); config keeps what the options say.
+        config = await buildConfig(checkVmName(vm), opts, existing, l.disks);
+        config.source = l.source;
+        described = l.describe;
+        machine = { hardware: l.hardware, nics: l.nics };
       } else {
         // On a protected VM, no --disk keeps its disks: protect VM --bandwidth 10M changes that alone.
         const given = opts.disk && opts.disk.length > 0 ? opts.disk : existing?.disks.map((d) => d.path);
-        if (!given) throw ErrInvalidArgument('protect needs --disk PATH (or --source qemu --qmp SOCKET)');
+        if (!given) throw ErrInvalidArgument('protect needs --disk PATH (or --source qemu --qmp SOCKET, --source hyperv --vm-name NAME --host HOST, --source libvirt --domain NAME)');
         config = await buildConfig(checkVmName(vm), opts, existing, await fileDisks(given, existing));
         const sizes = await Promise.all(config.disks.map((d) => probeDisk(d.path)));
         described = config.disks.map((d, i) => `${d.id} ${d.path} (${sizes[i]!.format}, ${formatBytes(sizes[i]!.virtualSize)})`);
@@ -133,7 +150,7 @@ export function registerProtect(program: Command): void {
       await state.writeConfig(config);
       if (opts.json) return printJson(machine ? { ...config, machine } : config);
       const disks = described.join(', ');
-      const seen = machine ? `; ${kind === 'hyperv' ? 'Hyper-V' : 'qemu'} says: ${describeMachine({ ...config, hardware: machine.hardware, nics: machine.nics }).slice(2)}` : '';
+      const seen = machine ? `; ${({ hyperv: 'Hyper-V', libvirt: 'libvirt', qemu: 'qemu' } as Record<string, string>)[kind]} says: ${describeMachine({ ...config, hardware: machine.hardware, nics: machine.nics }).slice(2)}` : '';
       const when = (await state.hasIdentity()) ? 'Replication starts with the next \'lifeboat-agent run\'.'
         : 'This agent is not enrolled yet: replication starts once it is (lifeboat-agent enroll TOKEN) and runs.';
       process.stdout.write(`protected ${vm}: ${disks}; every ${Object.entries(Frequencies).find(([, ms]) => ms === config.frequencyMs)?.[0]}; initial copy: ${config.initial.mode}${describeMachine(config)}${seen}. ${when}\n`);
@@ -173,8 +190,9 @@ async function buildConfig(name: string, opts: ProtectOptions, existing: VmConfi
   const postSnapshot = opts.postSnapshot ?? existing?.postSnapshot ?? null;
   const guestAgent = opts.guestAgent ?? (existing?.source?.kind === 'qemu' ? existing.source.guestAgent : null);
   // A hyperv source's checkpoints are production ones: the guest's VSS writers quiesce it.
-  const quiesces = guestAgent !== null || (opts.source ?? existing?.source?.kind) === 'hyperv';
-  if (appEvery !== null && !preSnapshot && !postSnapshot && !quiesces) throw ErrInvalidArgument('--app-consistent-every needs --pre-snapshot and/or --post-snapshot (or --guest-agent with --source qemu, or --source hyperv)');
+  // A libvirt domain's guest agent freezes it when its channel is there (domfsfreeze).
+  const quiesces = guestAgent !== null || ['hyperv', 'libvirt'].includes(opts.source ?? existing?.source?.kind ?? 'file');
+  if (appEvery !== null && !preSnapshot && !postSnapshot && !quiesces) throw ErrInvalidArgument('--app-consistent-every needs --pre-snapshot and/or --post-snapshot (or --guest-agent with --source qemu, or --source hyperv or libvirt)');
   const hardware = mergeHardware(opts, existing?.hardware);
   const nics = opts.nic === undefined ? existing?.nics : parseNics(opts.nic);
   return {

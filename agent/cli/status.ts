@@ -25,7 +25,7 @@ export interface VmStatusReport {
      * granularity, when it was last found lost) or hyperv (its slot, the reference point changes are
      * counted from, when tracking was last found lost).
      */
-    source: 'file' | 'qemu' | 'hyperv';
+    source: 'file' | 'qemu' | 'hyperv' | 'libvirt';
     tracking?: { node: string; bitmap: string; granularity: number; lostAt: string | null };
   }[];
   /** The consistency of the last application- or crash-consistent point (the last cycle's), and the last application-consistent one. */
@@ -125,6 +125,7 @@ function describeSource(d: VmStatusReport['disks'][number]): string {
   if (d.source === 'file') return 'file, scan';
   const t = d.tracking;
   if (!t) return `${d.source}, no cycle yet`;
+  if (d.source === 'libvirt') return `libvirt disk ${t.node}, checkpoint ${t.bitmap}${t.lostAt ? `, last found lost ${t.lostAt}` : ''}`;
   if (d.source === 'hyperv') return `hyperv ${t.node}, reference point ${t.bitmap || '(none yet)'}${t.lostAt ? `, last found lost ${t.lostAt}` : ''}`;
   return `qemu node ${t.node}, bitmap ${t.bitmap}${t.granularity ? ` of ${formatBytes(t.granularity)} granules` : ''}${t.lostAt ? `, last found lost ${t.lostAt}` : ''}`;
 }

@@ -41,8 +41,8 @@ export async function runFinalCycle(replicator: Replicator, vm: string): Promise
   const config = await ctx.state.readConfig(vm);
   const book = await ProgressBook.load(ctx.state, vm);
   const disks = new Map<string, DiskImage>();
-  // A live source's VM is off but its qemu still up (-no-shutdown): its disks are read through views.
-  const live = isLive(config) ? await openLiveView(ctx.state, config, false, ctx.hypervRunner) : undefined;
+  // A live source's VM is off: its qemu still up (-no-shutdown), a libvirt domain started paused; its disks are read through views.
+  const live = isLive(config) ? await openLiveView(ctx.state, config, false, ctx.hypervRunner, true) : undefined;
   try {
     for (const d of config.disks) disks.set(d.id, live ? live.disks.get(d.id)!.image : await openDisk(d.path, { readOnly: true }));
     for (const d of config.disks) await recoverLogs(ctx, book, config, d.id);

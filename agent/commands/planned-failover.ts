@@ -1,7 +1,8 @@
 /**
  * The agent's half of a planned failover (command `planned-failover`, docs/agent.md "Planned
  * failover"): hold the VM's cycles, shut the VM down with its shutdown hook (without one, a qemu
- * source's VM through QMP system_powerdown, a hyperv source's through Stop-VM; else take the
+ * source's VM through QMP system_powerdown, a hyperv source's through Stop-VM, a libvirt source's
+ * through virsh shutdown; else take the
  * operator's word that it is off), ship one final application-consistent cycle of every disk and
  * wait for the service's acknowledgement, then record the VM as failed over: no forward cycle runs
  * for it any more. The result is the final cycle: { cycle, capturedAt, consistency, shutdown }.
@@ -17,6 +18,7 @@ import type { VmHolds } from '../replicate/daemon.js';
 import type { Replicator } from '../replicate/engine.js';
 import { runHook } from '../replicate/hooks.js';
 import { sshRunner, stopHypervVm } from '../sources/hyperv-view.js';
+import { shutdownLibvirt } from '../sources/libvirt-shutdown.js';
 import { powerdownQemu } from '../sources/qemu-powerdown.js';
 import type { AgentState } from '../state/store.js';
 import { runFinalCycle } from './final-cycle.js';
@@ -53,7 +55,8 @@ export async function runPlannedFailover(env: CommandEnv, record: CommandRecord)
     if (await env.step(record, 'hold', `no new cycle of ${vm} starts`) === 'cancelled') return cancelled(env, record);
     const viaQmp = !config.shutdownHook && config.source?.kind === 'qemu' ? config.source : undefined;
     const viaHyperv = !config.shutdownHook && config.source?.kind === 'hyperv' ? config.source : undefined;
-    const shutdown = config.shutdownHook ? 'hook' : viaQmp ? 'qmp' : viaHyperv ? 'stop-vm' : 'operator';
+    const viaLibvirt = !config.shutdownHook && config.source?.kind === 'libvirt' ? config.source : undefined;
+    const shutdown = config.shutdownHook ? 'hook' : viaQmp ? 'qmp' : viaHyperv ? 'stop-vm' : viaLibvirt ? 'libvirt' : 'operator';
     if (!record.shutdownDone) {
       if (config.shutdownHook) {
         if (await env.step(record, 'shutdown-hook', `running ${config.shutdownHook}`) === 'cancelled') return cancelled(env, record);
@@ -70,6 +73,13 @@ export async function runPlannedFailover(env: CommandEnv, record: CommandRecord)
         if (await env.step(record, 'shutdown-hook', `shutting ${vm} down with Stop-VM on ${viaHyperv.host}; waiting for it to be off`) === 'cancelled') return cancelled(env, record);
         try {
           await stopHypervVm((env.replicator.ctx.hypervRunner ?? sshRunner)(viaHyperv), vm, viaHyperv.vmName, ShutdownHookTimeoutMs);
+        } catch (err) {
+          return finish(env, record, { error: `shutdown failed: ${userMessage(err) ?? String(err)}; ${vm} goes on replicating` });
+        }
+      } else if (viaLibvirt) {
+        if (await env.step(record, 'shutdown-hook', `shutting ${vm} down through virsh shutdown of domain ${viaLibvirt.domain}; waiting for it to be off`) === 'cancelled') return cancelled(env, record);
+        try {
+          await shutdownLibvirt(vm, viaLibvirt, ShutdownHookTimeoutMs);
         } catch (err) {
           return finish(env, record, { error: `shutdown failed: ${userMessage(err) ?? String(err)}; ${vm} goes on replicating` });
         }

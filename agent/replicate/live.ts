@@ -1,7 +1,7 @@
 /**
- * The engine's side of a live source (docs/agent.md "Sources"): for a VM read through the qemu or the
- * hyperv source, one point-in-time view of all its disks per cycle (agent/sources/qemu-view.ts,
- * hyperv-view.ts), the consistency it was taken with, and what the engine records of each disk's
+ * The engine's side of a live source (docs/agent.md "Sources"): for a VM read through the qemu, the
+ * hyperv or the libvirt source, one point-in-time view of all its disks per cycle
+ * (agent/sources/qemu-view.ts, hyperv-view.ts, libvirt-view.ts), the consistency it was taken with, and what the engine records of each disk's
  * tracking for status. A disk whose tracking was lost goes back to a delta base against the service's
  * digests.
  */
@@ -11,19 +11,25 @@ import type { HypervRunner } from '../../shared/hyperv/runner.js';
 import type { SourceConfig, VmConfig } from '../state/schema.js';
 import type { AgentState } from '../state/store.js';
 import { HypervVmView, hypervStateFile, sshRunner, type HypervSource } from '../sources/hyperv-view.js';
+import { LibvirtVmView } from '../sources/libvirt-view.js';
 import type { LiveView } from '../sources/live-view.js';
 import { QemuVmView } from '../sources/qemu-view.js';
 import type { ProgressBook } from './context.js';
 
-export type LiveConfig = VmConfig & { source: SourceConfig & { kind: 'qemu' | 'hyperv' } };
+export type LiveConfig = VmConfig & { source: SourceConfig & { kind: 'qemu' | 'hyperv' | 'libvirt' } };
 
 /** The VM's qemu work directory: the fleecing overlays and qemu's NBD socket while a cycle runs. */
 export function qemuWorkDir(state: AgentState, vm: string): string {
   return join(state.vmDir(vm), 'qemu');
 }
 
+/** The libvirt source's default work directory: each cycle's scratch files and NBD socket. */
+export function libvirtWorkDir(state: AgentState, vm: string): string {
+  return join(state.vmDir(vm), 'libvirt');
+}
+
 export function isLive(config: VmConfig): config is LiveConfig {
-  return config.source?.kind === 'qemu' || config.source?.kind === 'hyperv';
+  return config.source?.kind === 'qemu' || config.source?.kind === 'hyperv' || config.source?.kind === 'libvirt';
 }
 
 /** Makes the runner of a hyperv source (tests give a recording one). */
@@ -31,10 +37,18 @@ export type HypervRunnerFactory = (source: HypervSource) => HypervRunner;
 
 /**
  * Opens the VM's view for this cycle; freeze: an application-consistent point is due (qemu: through
- * the guest agent; a hyperv checkpoint is a production one whenever the guest can give it).
+ * the guest agent; libvirt: domfsfreeze; a hyperv checkpoint is a production one whenever the guest
+ * can give it). startIfOff (the final cycle of a planned failover): a libvirt domain shut off is
+ * started paused to be read, and destroyed after.
  */
-export async function openLiveView(state: AgentState, config: LiveConfig, freeze: boolean, hypervRunner: HypervRunnerFactory = sshRunner): Promise<LiveView> {
+export async function openLiveView(state: AgentState, config: LiveConfig, freeze: boolean, hypervRunner: HypervRunnerFactory = sshRunner, startIfOff = false): Promise<LiveView> {
   const { source } = config;
+  if (source.kind === 'libvirt') {
+    return LibvirtVmView.open({
+      vm: config.name, domain: source.domain, connect: source.connect, workDir: source.workDir, freeze, startIfOff,
+      disks: config.disks.map((d) => ({ id: d.id, target: d.node ?? d.id })),
+    });
+  }
   if (source.kind === 'hyperv') {
     return HypervVmView.open({
       vm: config.name, source, runner: hypervRunner(source), stateFile: hypervStateFile(state.vmDir(config.name)),
@@ -50,6 +64,7 @@ export async function openLiveView(state: AgentState, config: LiveConfig, freeze
 
 /** Whether an application-consistent point through the source itself can be asked for. */
 export function sourceQuiesces(config: LiveConfig): boolean {
+  if (config.source.kind === 'libvirt') return config.source.guestAgent;
   return config.source.kind === 'hyperv' || config.source.guestAgent !== null;
 }
 
@@ -72,6 +87,8 @@ export async function noteTracking(book: ProgressBook, view: LiveView, nowIso: s
       if (wasLost && disk.initial.state === 'done') {
         disk.resyncReason = view.kind === 'qemu'
           ? `qemu dirty bitmap of node ${d.tracking.node} lost (qemu restarted without it, or the VM was restored): comparing with the replica`
+          : view.kind === 'libvirt'
+          ? `no libvirt checkpoint of ours covers disk ${d.tracking.node} (deleted, or the domain was restored or moved): comparing with the replica`
           : `Hyper-V reference point ${d.tracking.bitmap || '(none)'} is gone or does not track ${d.tracking.node}: comparing with the replica`;
         disk.initial.state = 'pending';
         lost.push(id);
@@ -96,7 +113,7 @@ export async function noteMachine(book: ProgressBook, view: LiveView, config: Li
   try {
     machine = await view.machine();
   } catch (err) {
-    view.warnings.push(`VM ${config.name}: reading its configuration from the ${config.source.kind === 'qemu' ? 'QMP socket' : 'Hyper-V host'}: ${userMessage(err) ?? String(err)}`);
+    view.warnings.push(`VM ${config.name}: reading its configuration from the ${({ qemu: 'QMP socket', hyperv: 'Hyper-V host', libvirt: 'libvirt domain' } as const)[config.source.kind]}: ${userMessage(err) ?? String(err)}`);
     return;
   }
   const old = book.progress.machine;

@@ -31,7 +31,7 @@ export const DiskConfig = z.object({
   /**
    * The qemu source: the disk's format node in the VM's block graph (query-named-block-nodes). The
    * hyperv source: the disk's controller slot (`SCSI:0:1`), which stays when checkpoints move the
-   * VM onto differencing disks.
+   * VM onto differencing disks. The libvirt source: the disk's target device in the domain (`vda`).
    */
   node: z.string().min(1).optional(),
 });
@@ -64,7 +64,8 @@ export type NicConfig = z.infer<typeof NicConfig>;
  * Where the disks are read (docs/agent.md "Sources"): `file` images at rest (or frozen by the hooks),
  * read whole by the scan tracker; `qemu` a running QEMU through its QMP socket, its dirty bitmaps and
  * point-in-time views exported over NBD; `hyperv` a Hyper-V VM through PowerShell on its host,
- * production checkpoints and resilient change tracking. Absent: file.
+ * production checkpoints and resilient change tracking; `libvirt` a libvirt domain through virsh, its
+ * checkpoints and backup jobs in pull mode. Absent: file.
  */
 export const SourceConfig = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('file') }),
@@ -89,6 +90,20 @@ export const SourceConfig = z.discriminatedUnion('kind', [
     knownHostsFile: z.string().min(1).optional(),
     /** Where the agent reads the host's disk files: a Windows directory and the same directory here (an SMB mount); none: the paths as the host names them. */
     paths: z.array(z.object({ windows: z.string().min(3), local: z.string().min(1) })).default([]),
+  }),
+  z.object({
+    kind: z.literal('libvirt'),
+    /** The domain's name. */
+    domain: z.string().min(1),
+    /** The libvirt connection URI given to virsh (null: virsh's default). */
+    connect: z.string().min(1).nullable(),
+    /**
+     * Where libvirt puts each cycle's scratch files and NBD socket: writable by the libvirt daemon,
+     * reachable by its qemu.
+     */
+    workDir: z.string().min(1),
+    /** The domain has a qemu-guest-agent channel: points are frozen with domfsfreeze when due. */
+    guestAgent: z.boolean(),
   }),
 ]);
 export type SourceConfig = z.infer<typeof SourceConfig>;
@@ -186,7 +201,8 @@ export const DiskProgress = z.object({
   inflight: z.array(InflightObject),
   /**
    * A live source's tracking as of the last cycle (for status): qemu, its node, the bitmap recording
-   * and its granularity; hyperv, the disk's slot, the reference point changes are counted from, 0.
+   * and its granularity; hyperv, the disk's slot, the reference point changes are counted from, 0;
+   * libvirt, the disk's target, the checkpoint the next cycle reads from, 0.
    */
   tracking: z.object({ node: z.string(), bitmap: z.string(), granularity: z.number().int().nonnegative(), lostAt: z.iso.datetime().nullable() }).optional(),
 });

@@ -27,12 +27,12 @@ import { execFile } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import type { Extent } from '../disk/index.js';
-import { BaseAllocation, NBD_STATE_ZERO } from '../nbd/protocol.js';
+import { BaseAllocation } from '../nbd/protocol.js';
 import { NbdClient } from '../nbd/client.js';
 import type { QmpClient } from '../qmp/client.js';
 import { nbdUri } from './nbd-disk.js';
 import { listBitmaps, nodeInfo, type BitmapInfo } from './nodes.js';
+import { NbdViewCycle } from './view-cycle.js';
 
 const execFileP = promisify(execFile);
 export const BitmapPrefix = 'lifeboat-';
@@ -46,8 +46,6 @@ const exportId = (node: string) => `${ExportPrefix}${node}`;
  * directory (give each VM its own work directory).
  */
 export const NbdSocketName = 'nbd.sock';
-/** Bytes read in one READ of a dirty run. */
-const ReadSlice = 4 << 20;
 
 export interface QemuSourceOptions {
   qmp: QmpClient;
@@ -217,57 +215,21 @@ export async function beginCyclesAt(sources: QemuSource[], quiescer?: Quiescer):
   }
 }
 
-/** One cycle: its dirty extents, reads of the frozen view, and the bitmap's fate. */
-export class QemuCycle {
-  changedBytes = 0;
-  /** Bytes READ from the view through NBD. */
-  get readBytes(): number { return this.nbd.bytesRead; }
-  /** True when none of our bitmaps was found: extents() is every allocated range (a resync). */
-  readonly bitmapLost: boolean;
+/** One cycle: its dirty extents and reads of the frozen view (view-cycle.ts), and the bitmap's fate. */
+export class QemuCycle extends NbdViewCycle {
   private ended = false;
   private settled = false;
 
   constructor(
     private readonly qmp: QmpClient, private readonly node: string, private readonly workDir: string,
-    private readonly nbd: NbdClient,
+    nbd: NbdClient,
     /** The frozen bitmap this cycle ships, or undefined when it was lost. */
     readonly frozenBitmap: string | undefined,
     /** The bitmap recording from the cycle's instant on. */
     readonly liveBitmap: string,
     readonly granularity: number,
   ) {
-    this.bitmapLost = frozenBitmap === undefined;
-  }
-
-  get size(): number { return this.nbd.size; }
-
-  /** Changed extents, ascending and coalesced: the frozen bitmap's dirty runs (all data when lost). */
-  async *extents(): AsyncGenerator<Extent> {
-    if (this.frozenBitmap) {
-      for await (const e of this.nbd.map(`qemu:dirty-bitmap:${this.frozenBitmap}`)) {
-        if (e.flags & 1) { this.changedBytes += e.length; yield { offset: e.offset, length: e.length, kind: 'data' }; }
-      }
-      return;
-    }
-    for await (const e of this.nbd.map(BaseAllocation)) {
-      // A hole without NBD_STATE_ZERO may read as data (the spec): zero only where the server says so.
-      const zero = (e.flags & NBD_STATE_ZERO) !== 0;
-      this.changedBytes += e.length;
-      yield { offset: e.offset, length: e.length, kind: zero ? 'zero' : 'data' };
-    }
-  }
-
-  /** Bytes of the view at the cycle's instant (READs of at most 4 MiB, sent together). */
-  async read(offset: number, length: number): Promise<Buffer> {
-    if (length <= ReadSlice) return this.nbd.read(offset, length);
-    const parts: Promise<Buffer>[] = [];
-    for (let at = 0; at < length; at += ReadSlice) parts.push(this.nbd.read(offset + at, Math.min(ReadSlice, length - at)));
-    return Buffer.concat(await Promise.all(parts));
-  }
-
-  /** The engine's read shape (DiskImage.read): fills buf with the view's bytes at offset. */
-  async readInto(offset: number, buf: Buffer): Promise<void> {
-    (await this.read(offset, buf.length)).copy(buf);
+    super(nbd, frozenBitmap ? `qemu:dirty-bitmap:${frozenBitmap}` : undefined);
   }
 
   /** Ends the point-in-time view (export, NBD server, copy-before-write job, overlay). Idempotent. */
