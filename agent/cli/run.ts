@@ -104,8 +104,12 @@ async function daemon(state: AgentState): Promise<void> {
   const stop = () => controller.abort();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  // Each pass re-reads the identity, renewing the certificate when due.
-  const beforePass = async () => { ctx.transport = (await engineContext(state, logger)).transport; };
+  // Each pass re-reads the identity, renewing the certificate when due and learning a rotated replica key.
+  const beforePass = async () => {
+    const fresh = await engineContext(state, logger);
+    ctx.transport = fresh.transport;
+    ctx.recipient = fresh.recipient;
+  };
   const replicator = new Replicator(ctx);
   const killAfter = process.env[TestCommandKillEnv] || undefined;
   if (killAfter !== undefined) logger.warn({ killAfter }, `${TestCommandKillEnv} is set: this agent kills itself at that point of a command (for tests only)`);

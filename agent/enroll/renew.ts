@@ -9,6 +9,7 @@ import type { AgentState, IdentityFiles } from '../state/store.js';
 import { sendParsed } from '../transport/http-client.js';
 import { certificateNotAfter, makeKeyAndCsr } from './csr.js';
 import { registerNewEnvelopeKey } from '../reverse/keys.js';
+import { keepReplicaKey } from './replica-key.js';
 
 /** When the certificate should be renewed: two thirds into its validity. */
 export function renewAfter(certPem: string): Date {
@@ -26,8 +27,12 @@ export async function renewIfDue(state: AgentState, files: IdentityFiles, now = 
     method: 'POST', url: new URL('/v1/renew', files.identity.serviceUrl).toString(),
     tls: { ca: files.caPem, key: files.keyPem, cert: files.certPem }, json: { csr: csrPem },
   });
-  const renewed: IdentityFiles = { ...files, keyPem, certPem: res.certificate, identity: { ...files.identity, certNotAfter: certificateNotAfter(res.certificate) } };
+  // The CAs the service trusts now (after a CA rotation: the new one, and the previous one while its
+  // overlap lasts) replace the ones held: the answer came over TLS verified with those (docs/security.md).
+  const caPem = res.caChain.length > 0 ? res.caChain.join('') : files.caPem;
+  const renewed: IdentityFiles = { ...files, keyPem, certPem: res.certificate, caPem, identity: { ...files.identity, certNotAfter: certificateNotAfter(res.certificate) } };
   await state.writeIdentity(renewed);
+  await keepReplicaKey(state, renewed, res.tenantReplicaKey).then((f) => Object.assign(renewed, f));
   // A new envelope key with every new certificate (protocol §14): older keys stay for logs sealed to
   // them. Not registered (the service did not answer): the last registered key stays the one sealed
   // to, and the next renewal or `envelope-key register` registers one.

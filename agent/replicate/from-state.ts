@@ -2,6 +2,7 @@
 import { checkJwk } from '../../shared/crypto/keys.js';
 import { LifeboatError } from '../../shared/errors.js';
 import { renewIfDue } from '../enroll/renew.js';
+import { refreshReplicaKey } from '../enroll/replica-key.js';
 import type { AgentState } from '../state/store.js';
 import { HttpTransport } from '../transport/http.js';
 import type { EngineContext, EngineLogger } from './context.js';
@@ -25,6 +26,11 @@ export async function engineContext(state: AgentState, logger: EngineLogger, now
   }
   if (Date.parse(files.identity.certNotAfter) <= now().getTime()) {
     throw new LifeboatError('unauthenticated', `this agent's certificate expired at ${files.identity.certNotAfter}; enroll again with a new token`);
+  }
+  try {
+    files = await refreshReplicaKey(state, files);
+  } catch (err) {
+    logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'could not ask the service for the tenant replica key; sealing to the one held');
   }
   let recipient;
   try {

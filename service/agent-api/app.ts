@@ -22,6 +22,7 @@ import { requireAgent } from './auth.js';
 import { registerCommandRoutes } from './commands.js';
 import { registerReverseRoutes } from './reverse.js';
 import type { FailoverQueues } from '../failover/queue.js';
+import { requireTenant } from '../catalog/tenants.js';
 import { MaxLogBytes, chunkSchema, commitSchema, digestsQuerySchema, enrollSchema, grantSchema, initialSchema, registerSchema, renewSchema } from '../../shared/protocol/schemas.js';
 
 export function agentApp(ctx: ServiceContext, enqueue: EnqueueMerge, failoverQueues?: FailoverQueues): Hono<AgentEnv> {
@@ -39,6 +40,8 @@ export function agentApp(ctx: ServiceContext, enqueue: EnqueueMerge, failoverQue
   const agent = new Hono<AgentEnv>();
   agent.use('*', requireAgent(ctx), bodySizeLimit());
   agent.post('/renew', async (c) => c.json(await renew(ctx, c.var.agent.cert, (await readJson(c, renewSchema)).csr)));
+  // §3.4: the tenant's current replica key, asked for each pass (a rotation reaches agents this way).
+  agent.get('/replica-key', async (c) => c.json({ tenantReplicaKey: (await requireTenant(ctx.db, c.var.agent.tenant)).replicaPublicJwk }));
 
   agent.get('/vms', async (c) => {
     const vms = await listVms(ctx.db, c.var.agent.tenant);

@@ -11,6 +11,7 @@ import { getServerCert } from '../catalog/servers.js';
 import type { ServerCertRow } from '../catalog/servers.js';
 import type { ServiceContext } from '../context.js';
 import { ErrUnauthenticated } from '../errors.js';
+import { liveCas } from '../trust/enroll.js';
 
 export interface AgentIdentity {
   serial: string;
@@ -21,20 +22,33 @@ export interface AgentIdentity {
 
 export type AgentEnv = { Bindings: HttpBindings; Variables: { agent: AgentIdentity } };
 
-/** The verified client certificate's serial (lower-case hex), or undefined when none was verified. */
-export function peerSerial(incoming: HttpBindings['incoming']): string | undefined {
+/**
+ * The verified client certificate's serial (lower-case hex) and its issuer's fingerprint (SHA-256,
+ * lower-case hex), or undefined when none was verified.
+ */
+export function peerCertificate(incoming: HttpBindings['incoming']): { serial: string; issuer: string | undefined } | undefined {
   const socket = incoming.socket as TLSSocket;
   if (typeof socket.getPeerCertificate !== 'function' || !socket.authorized) return undefined;
-  const cert = socket.getPeerCertificate();
+  const cert = socket.getPeerCertificate(true);
   if (!cert || !cert.serialNumber) return undefined;
-  return cert.serialNumber.toLowerCase().replace(/^0+/, '');
+  const issuer = cert.issuerCertificate?.fingerprint256?.replace(/:/g, '').toLowerCase();
+  return { serial: cert.serialNumber.toLowerCase().replace(/^0+/, ''), issuer };
+}
+
+/** Whether a certificate of this issuer is accepted now: the current CA, or a previous one in its overlap. */
+function issuerAccepted(ctx: ServiceContext, issuer: string | undefined): boolean {
+  return issuer === ctx.ca.fingerprint || liveCas(ctx).some((p) => p.id === issuer);
 }
 
 /** Requires a live client certificate; sets c.var.agent. */
 export function requireAgent(ctx: ServiceContext): MiddlewareHandler<AgentEnv> {
   return async function agentAuth(c, next) {
-    const serial = peerSerial(c.env.incoming);
-    if (serial === undefined) throw ErrUnauthenticated('certificate_required', 'a client certificate issued by this service is required (enroll first)');
+    const peer = peerCertificate(c.env.incoming);
+    if (peer === undefined) throw ErrUnauthenticated('certificate_required', 'a client certificate issued by this service is required (enroll first)');
+    // TLS trusts the CAs it was given when the connection began; a CA retired since (or whose overlap
+    // ended) is refused here, at the next request.
+    if (!issuerAccepted(ctx, peer.issuer)) throw ErrUnauthenticated('certificate_ca_retired', 'client certificate was issued by a CA this service no longer trusts; enroll again');
+    const { serial } = peer;
     const row = await getServerCert(ctx.db, serial);
     if (!row) throw ErrUnauthenticated('certificate_unknown', 'client certificate is not known to this service');
     if (row.revokedAt !== null) throw ErrUnauthenticated('certificate_revoked', `certificate of ${row.fqdn} was revoked`);

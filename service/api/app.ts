@@ -20,6 +20,7 @@ import { WebhookDriver } from '../failover/drivers/webhook.js';
 import type { RunningHost } from '../failover/host.js';
 import type { FailoverQueues } from '../failover/queue.js';
 import { apiKeyRoutes } from './api-keys.js';
+import { keyRoutes } from './keys.js';
 import { rateLimit } from './rate-limit.js';
 import { apiActor, audited, auditRoutes } from './audit.js';
 import type { Mutation } from './mutations.js';
@@ -104,6 +105,7 @@ export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: Enqu
   v1.route('/', webhookRoutes(ctx));
   v1.route('/', usageRoutes(ctx));
   v1.route('/', apiKeyRoutes(ctx)).route('/', auditRoutes(ctx));
+  v1.route('/', keyRoutes(ctx));
   // The hoster's own routes (tenants, enrollment, files on the service host); points are a tenant's.
   const hoster = (c: Context<ApiEnv>, check: typeof mayRead) => check(c.get('operator'), undefined);
   // The portal's users, every tenant's: the hoster's access managers (docs/portal.md).

@@ -4,6 +4,7 @@
  * test/api/openapi.test.ts holds every route's real answers to.
  */
 import { accessRoutes } from './spec/access.js';
+import { keyRoutes } from './spec/keys.js';
 import { failoverRoutes } from './spec/failovers.js';
 import { networkRoutes } from './spec/networks.js';
 import { planRoutes } from './spec/plans.js';
@@ -15,7 +16,7 @@ import { usageRoutes } from './spec/usage.js';
 import { webhookRoutes } from './spec/webhooks.js';
 
 export const apiRoutes: readonly RouteDoc[] = [
-  ...tenantRoutes, ...failoverRoutes, ...networkRoutes, ...publicIpRoutes, ...planRoutes, ...webhookRoutes, ...usageRoutes, ...accessRoutes,
+  ...tenantRoutes, ...failoverRoutes, ...networkRoutes, ...publicIpRoutes, ...planRoutes, ...webhookRoutes, ...usageRoutes, ...accessRoutes, ...keyRoutes,
 ];
 
 export const openApiDocument = buildDocument(apiRoutes);

@@ -34,7 +34,7 @@ export function checkTenantName(name: string): string {
 /** Creates a tenant with its replica key pair; `db` is the caller's transaction when it audits the change. */
 export async function createTenant(ctx: ServiceContext, name: string, db: Queryable = ctx.db) {
   checkTenantName(name);
-  const keys = await newReplicaKeyPair(ctx.masterKey);
+  const keys = await newReplicaKeyPair(ctx.master);
   const t = await insertTenant(db, { name, replicaPublicJwk: keys.publicJwk, replicaPrivateWrapped: keys.wrappedPrivate });
   return { name: t.name, createdAt: t.createdAt.toISOString(), replicaKey: t.replicaPublicJwk };
 }

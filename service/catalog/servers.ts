@@ -24,9 +24,10 @@ export async function useEnrollmentToken(db: Queryable, jti: string, tenant: str
   }
 }
 
-export async function insertServerCert(db: Queryable, c: Omit<ServerCertRow, 'revokedAt'>): Promise<void> {
-  await db.query('INSERT INTO servers (serial, tenant, fqdn, not_before, not_after) VALUES ($1, $2, $3, $4, $5)',
-    [c.serial, c.tenant, c.fqdn, c.notBefore, c.notAfter]);
+/** caId: the fingerprint of the CA that issued it (null: unknown, counted as not the current CA). */
+export async function insertServerCert(db: Queryable, c: Omit<ServerCertRow, 'revokedAt'> & { caId?: string | null }): Promise<void> {
+  await db.query('INSERT INTO servers (serial, tenant, fqdn, not_before, not_after, ca_id) VALUES ($1, $2, $3, $4, $5, $6)',
+    [c.serial, c.tenant, c.fqdn, c.notBefore, c.notAfter, c.caId ?? null]);
 }
 
 export async function getServerCert(db: Queryable, serial: string): Promise<ServerCertRow | undefined> {

@@ -49,6 +49,10 @@ export const serviceCommands: readonly LazyCommand[] = [
     description: 'make a new data directory from a backup: keys, configuration and catalog (replica storage and the object store as the backup names them)',
     load: async () => (await import('./backup.js')).registerRestore,
   },
+  {
+    command: 'keys', description: 'rotate and retire the service\'s keys without downtime (CA, signing, master, a tenant\'s replica key)',
+    load: async () => (await import('./keys.js')).registerKeys,
+  },
   { command: 'usage', description: 'metered usage per tenant and UTC day', load: async () => (await import('./usage.js')).registerUsage },
   { command: 'guest', description: 'test guest images', load: async () => (await import('./guest.js')).registerGuest },
   { command: 'failover', description: 'start, inspect and end failovers (test, planned, unplanned)', load: loadFailover },

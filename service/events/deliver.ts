@@ -77,7 +77,7 @@ export class Deliverer {
     const event = (await getEvent(db, d.eventId))!;
     const payload: EventPayload = { id: event.id, type: event.type as EventType, timestamp: event.createdAt.toISOString(), tenant: event.tenant, data: event.data };
     const body = JSON.stringify(payload);
-    const key = parseSecret(openSecret(this.ctx.masterKey, sub.id, sub.secretSealed), `subscription ${sub.id} secret`);
+    const key = parseSecret(await this.ctx.master.withKeys((keys) => openSecret(keys, sub.id, sub.secretSealed)), `subscription ${sub.id} secret`);
     const headers = { 'content-type': 'application/json', 'user-agent': 'lifeboat-webhooks/1', ...signHeaders(key, body, d.id, startedAt.getTime()) };
     // A tenant's receiver may reach only public addresses, unless the hoster allows more (a lab).
     const publicOnly = sub.tenant !== null && !this.ctx.config.webhooks.allowPrivateTargets;

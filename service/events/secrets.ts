@@ -23,15 +23,24 @@ export function sealSecret(masterKey: Buffer, subscriptionId: string, secret: st
   return `v1.${Buffer.concat([nonce, ct, cipher.getAuthTag()]).toString('base64')}`;
 }
 
-export function openSecret(masterKey: Buffer, subscriptionId: string, sealed: string): string {
+/**
+ * Opens a sealed secret with the master key, or with each key of a ring (the current first): during a
+ * master key rotation a secret may still be sealed under the previous key (GCM refuses a wrong one).
+ */
+export function openSecret(masterKey: Buffer | Buffer[], subscriptionId: string, sealed: string): string {
   const raw = Buffer.from(sealed.replace(/^v1\./, ''), 'base64');
-  try {
-    if (!sealed.startsWith('v1.') || raw.length < NonceBytes + TagBytes) throw new Error('malformed');
-    const decipher = createDecipheriv('aes-256-gcm', keyOf(masterKey), raw.subarray(0, NonceBytes), { authTagLength: TagBytes });
-    decipher.setAAD(Buffer.from(subscriptionId));
-    decipher.setAuthTag(raw.subarray(raw.length - TagBytes));
-    return Buffer.concat([decipher.update(raw.subarray(NonceBytes, raw.length - TagBytes)), decipher.final()]).toString('utf8');
-  } catch (err) {
-    throw new LifeboatError('corrupt', `webhook subscription ${subscriptionId}: its secret does not open with this service's master key`, { cause: err });
+  let failure: unknown = new Error('malformed');
+  if (sealed.startsWith('v1.') && raw.length >= NonceBytes + TagBytes) {
+    for (const key of Array.isArray(masterKey) ? masterKey : [masterKey]) {
+      try {
+        const decipher = createDecipheriv('aes-256-gcm', keyOf(key), raw.subarray(0, NonceBytes), { authTagLength: TagBytes });
+        decipher.setAAD(Buffer.from(subscriptionId));
+        decipher.setAuthTag(raw.subarray(raw.length - TagBytes));
+        return Buffer.concat([decipher.update(raw.subarray(NonceBytes, raw.length - TagBytes)), decipher.final()]).toString('utf8');
+      } catch (err) {
+        failure = err;
+      }
+    }
   }
+  throw new LifeboatError('corrupt', `webhook subscription ${subscriptionId}: its secret does not open with this service's master key`, { cause: failure });
 }

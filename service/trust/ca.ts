@@ -66,6 +66,11 @@ export async function createCa(name: string): Promise<{ keyPem: string; certPem:
   return { keyPem: pkcs8Pem(keys.privateKey), certPem: pemOf(cert) };
 }
 
+/** The file that holds the previous CA's key between a CA rotation and its retirement. */
+export function previousCaKeyFile(caKeyFile: string): string {
+  return `${caKeyFile}.previous`;
+}
+
 /** PEM text ending in a newline, so certificates concatenate into a chain. */
 function pemOf(cert: x509.X509Certificate): string {
   return `${cert.toString('pem').trimEnd()}\n`;
@@ -80,6 +85,12 @@ export async function loadCa(keyPem: string, certPem: string): Promise<ServiceCa
   const cert = new x509.X509Certificate(certPem);
   const der = Buffer.from(keyPem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, ''), 'base64');
   const privateKey = await webcrypto.subtle.importKey('pkcs8', der, ecdsa, false, ['sign']);
+  // The key must be the certificate's (a CA rotation interrupted between its two files is not).
+  const probe = randomBytes(32);
+  const signature = await webcrypto.subtle.sign(ecdsa, privateKey, probe);
+  if (!(await webcrypto.subtle.verify(ecdsa, await cert.publicKey.export(ecdsa, ['verify']), signature, probe))) {
+    throw new Error('the CA key does not match the CA certificate (an interrupted CA rotation: see docs/security.md)');
+  }
   return { cert, certPem: pemOf(cert), privateKey, fingerprint: certFingerprint(cert) };
 }
 

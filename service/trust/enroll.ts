@@ -14,6 +14,12 @@ import type { AuthorizationRow } from '../catalog/tenants.js';
 import { issueClientCert, parseCsr } from './ca.js';
 import { bestMatch, normalizeServerName } from './patterns.js';
 import { verifyEnrollToken } from './tokens.js';
+import type { PreviousCa } from '../context.js';
+
+/** The previous CAs still in their overlap now. */
+export function liveCas(ctx: ServiceContext, now = new Date()): PreviousCa[] {
+  return ctx.previousCas.filter((p) => p.until > now && p.id !== ctx.ca.fingerprint);
+}
 
 export interface EnrollResponse {
   certificate: string;
@@ -60,11 +66,12 @@ export async function renew(ctx: ServiceContext, presenting: ServerCertRow, csrP
 
 async function issueAndRecord(ctx: ServiceContext, tx: Queryable, csr: Awaited<ReturnType<typeof parseCsr>>, tenant: string, serverName: string, replicaKey: JWK): Promise<EnrollResponse> {
   const cert = await issueClientCert(ctx.ca, csr, serverName, ctx.config.trust.certValidityDays);
-  await insertServerCert(tx, { serial: cert.serial, tenant, fqdn: serverName, notBefore: cert.notBefore, notAfter: cert.notAfter });
+  await insertServerCert(tx, { serial: cert.serial, tenant, fqdn: serverName, notBefore: cert.notBefore, notAfter: cert.notAfter, caId: ctx.ca.fingerprint });
   const span = cert.notAfter.getTime() - cert.notBefore.getTime();
   return {
     certificate: cert.pem,
-    caChain: [ctx.ca.certPem],
+    // The issuing CA, then any previous CA still in its overlap (the agent trusts each, docs/security.md).
+    caChain: [ctx.ca.certPem, ...liveCas(ctx).map((p) => p.certPem)],
     tenant,
     serverName,
     serial: cert.serial,

@@ -6,7 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { webcrypto } from 'node:crypto';
-import { CompactEncrypt, compactDecrypt, errors as joseErrors, exportJWK, generateKeyPair, importJWK, jwtVerify, SignJWT } from 'jose';
+import { calculateJwkThumbprint, decodeProtectedHeader, errors as joseErrors, exportJWK, generateKeyPair, importJWK, jwtVerify, SignJWT } from 'jose';
 import { checkJwk, generateKeyPair as generateRecipientKeyPair } from '../../shared/crypto/keys.js';
 import type { PrivateJwk, PublicJwk } from '../../shared/crypto/keys.js';
 import type { JWK, JWTPayload } from 'jose';
@@ -14,6 +14,7 @@ import { ErrUnauthenticated } from '../errors.js';
 import { MaxTokenLength } from '../../shared/protocol/schemas.js';
 import type { Principal } from './roles.js';
 import { isHosterRole, isRole } from './roles.js';
+import type { MasterKeys } from './master.js';
 
 export const AudEnroll = 'lifeboat-enroll';
 export const AudApi = 'lifeboat-api';
@@ -24,9 +25,22 @@ type CryptoKey = webcrypto.CryptoKey;
 
 export type { Role } from './roles.js';
 
+/** A signing key that was replaced: tokens it signed still verify until `until` (docs/security.md). */
+export interface PreviousVerifier {
+  kid: string;
+  publicKey: CryptoKey;
+  until: Date;
+}
+
 export interface Signer {
   privateKey: CryptoKey;
   publicKey: CryptoKey;
+  /** RFC 7638 thumbprint of the public key, in every token's header. */
+  kid: string;
+  /** Replaced keys still in their overlap (read from the catalog; the rotation sets them). */
+  previous: PreviousVerifier[];
+  /** Reads the current key and the previous ones again (another process rotated); rate-limited by the caller. */
+  refresh?: () => Promise<void>;
 }
 
 /** A new ES256 signing key as a private JWK, for init. */
@@ -35,16 +49,51 @@ export async function newSigningJwk(): Promise<JWK> {
   return { ...(await exportJWK(privateKey)), alg: 'ES256' };
 }
 
-export async function loadSigner(jwk: JWK): Promise<Signer> {
+/** The public half of a signing JWK and its kid. */
+export async function signingPublicJwk(jwk: JWK): Promise<{ kid: string; publicJwk: JWK }> {
+  const { kty, crv, x, y } = jwk;
+  const publicJwk: JWK = { kty, crv, x, y, alg: 'ES256' };
+  return { kid: await calculateJwkThumbprint({ kty, crv, x, y } as JWK), publicJwk };
+}
+
+export async function loadSigner(jwk: JWK, previous: PreviousVerifier[] = []): Promise<Signer> {
   const privateKey = await importJWK(jwk, 'ES256') as CryptoKey;
-  const { d: _d, ...pub } = jwk;
-  const publicKey = await importJWK(pub, 'ES256') as CryptoKey;
-  return { privateKey, publicKey };
+  const { kid, publicJwk } = await signingPublicJwk(jwk);
+  const publicKey = await importJWK(publicJwk, 'ES256') as CryptoKey;
+  return { privateKey, publicKey, kid, previous };
+}
+
+/** A previous signing key's verifier from its public JWK. */
+export async function previousVerifier(kid: string, publicJwk: JWK, until: Date): Promise<PreviousVerifier> {
+  return { kid, publicKey: await importJWK(publicJwk, 'ES256') as CryptoKey, until };
+}
+
+/**
+ * The keys a token may have been signed with: the one its header names (the current, or a previous
+ * one in its overlap), or for a token without kid (signed before rotation existed) every key held.
+ */
+async function verifyingKeys(signer: Signer, token: string, now: Date): Promise<CryptoKey[]> {
+  let kid: unknown;
+  try {
+    kid = decodeProtectedHeader(token).kid;
+  } catch {
+    return [signer.publicKey]; // jwtVerify says what is malformed
+  }
+  const live = () => signer.previous.filter((p) => p.until > now);
+  if (kid === undefined) return [signer.publicKey, ...live().map((p) => p.publicKey)];
+  if (kid === signer.kid) return [signer.publicKey];
+  let found = live().find((p) => p.kid === kid);
+  if (!found && signer.refresh) {
+    await signer.refresh();
+    if (kid === signer.kid) return [signer.publicKey];
+    found = live().find((p) => p.kid === kid);
+  }
+  return found ? [found.publicKey] : [];
 }
 
 async function sign(signer: Signer, audience: string, claims: JWTPayload, ttlSeconds: number, now = new Date()): Promise<string> {
   const iat = Math.floor(now.getTime() / 1000);
-  return new SignJWT(claims).setProtectedHeader({ alg: 'ES256', typ: 'JWT' }).setIssuer(Issuer).setAudience(audience)
+  return new SignJWT(claims).setProtectedHeader({ alg: 'ES256', typ: 'JWT', kid: signer.kid }).setIssuer(Issuer).setAudience(audience)
     .setIssuedAt(iat).setExpirationTime(iat + ttlSeconds).setJti(claims.jti ?? randomUUID()).sign(signer.privateKey);
 }
 
@@ -54,13 +103,19 @@ async function sign(signer: Signer, audience: string, claims: JWTPayload, ttlSec
  */
 async function verify(signer: Signer, token: string, audience: string, what: string, now?: Date): Promise<JWTPayload> {
   if (typeof token !== 'string' || token.length === 0 || token.length > MaxTokenLength) throw unauthenticated('token_invalid', `${what} is malformed`);
-  try {
-    const { payload } = await jwtVerify(token, signer.publicKey, { issuer: Issuer, audience, algorithms: ['ES256'], ...(now ? { currentDate: now } : {}) });
-    return payload;
-  } catch (err) {
-    if (err instanceof joseErrors.JWTExpired) throw unauthenticated('token_expired', `${what} has expired`);
-    throw unauthenticated('token_invalid', `${what} is not valid (${err instanceof joseErrors.JOSEError ? err.code : 'malformed'})`);
+  const keys = await verifyingKeys(signer, token, now ?? new Date());
+  if (keys.length === 0) throw unauthenticated('token_invalid', `${what} is signed with a key this service does not accept (retired or unknown)`);
+  let failure: unknown;
+  for (const key of keys) {
+    try {
+      const { payload } = await jwtVerify(token, key, { issuer: Issuer, audience, algorithms: ['ES256'], ...(now ? { currentDate: now } : {}) });
+      return payload;
+    } catch (err) {
+      if (err instanceof joseErrors.JWTExpired) throw unauthenticated('token_expired', `${what} has expired`);
+      failure = err;
+    }
   }
+  throw unauthenticated('token_invalid', `${what} is not valid (${failure instanceof joseErrors.JOSEError ? failure.code : 'malformed'})`);
 }
 
 const unauthenticated = ErrUnauthenticated;
@@ -125,16 +180,15 @@ export async function verifyUploadGrant(signer: Signer, token: string): Promise<
  * A tenant's replica key pair (the envelope's default curve, shared/crypto): the public JWK goes to
  * agents, the private one is kept wrapped under the master key.
  */
-export async function newReplicaKeyPair(masterKey: Uint8Array): Promise<{ publicJwk: PublicJwk; wrappedPrivate: string }> {
+export async function newReplicaKeyPair(master: MasterKeys): Promise<{ publicJwk: PublicJwk; wrappedPrivate: string }> {
   const pair = await generateRecipientKeyPair();
   const kid = randomUUID();
-  const wrappedPrivate = await new CompactEncrypt(new TextEncoder().encode(JSON.stringify({ ...pair.privateKey, kid })))
-    .setProtectedHeader({ alg: 'dir', enc: 'A256GCM' }).encrypt(masterKey);
+  const wrappedPrivate = await master.wrap(new TextEncoder().encode(JSON.stringify({ ...pair.privateKey, kid })));
   return { publicJwk: { ...pair.publicKey, kid }, wrappedPrivate };
 }
 
 /** The private JWK of a tenant's replica key. */
-export async function unwrapReplicaKey(masterKey: Uint8Array, wrapped: string): Promise<PrivateJwk> {
-  const { plaintext } = await compactDecrypt(wrapped, masterKey);
+export async function unwrapReplicaKey(master: MasterKeys, wrapped: string): Promise<PrivateJwk> {
+  const plaintext = await master.unwrap(wrapped, 'a tenant replica key');
   return checkJwk(JSON.parse(new TextDecoder().decode(plaintext)), 'private', 'replica key') as PrivateJwk;
 }

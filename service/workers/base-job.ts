@@ -16,7 +16,7 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createDisk, openDisk } from '../../shared/disk/index.js';
-import type { PrivateJwk } from '../../shared/crypto/keys.js';
+import type { RecipientKeys } from '../../shared/crypto/keys.js';
 import { ErrTampered, isLifeboatError } from '../../shared/errors.js';
 import type { Queryable } from '../catalog/db.js';
 import type { LogRow } from '../catalog/logs.js';
@@ -58,7 +58,7 @@ export type BaseOutcome = { ok: true; state: AppliedState; capturedMs: number | 
  * Applies base to the replica in dir; returns the state to commit, or the reason it was refused. The
  * caller commits the state (fenced) and marks rows.
  */
-export async function applyBase(ctx: ServiceContext, ref: DiskRef, dir: string, state: AppliedState, base: BaseRow, key: PrivateJwk, staging: string, format: 'vhdx' | 'raw', virtualSize: number): Promise<BaseOutcome> {
+export async function applyBase(ctx: ServiceContext, ref: DiskRef, dir: string, state: AppliedState, base: BaseRow, key: RecipientKeys, staging: string, format: 'vhdx' | 'raw', virtualSize: number): Promise<BaseOutcome> {
   const rows = await chunks(ctx.db, ref, base);
   // The cycle the base started in, on every chunk (docs/formats/hrl.md "Cycle"); chunks that disagree,
   // or carry none (an older agent's), leave the disk at no known cycle until its next log.

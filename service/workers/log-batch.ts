@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { openDisk } from '../../shared/disk/index.js';
 import type { DiskImage } from '../../shared/disk/index.js';
 import type { LogHeader } from '../../shared/log/index.js';
-import type { PrivateJwk } from '../../shared/crypto/keys.js';
+import type { RecipientKeys } from '../../shared/crypto/keys.js';
 import { isLifeboatError } from '../../shared/errors.js';
 import type { LogRow } from '../catalog/logs.js';
 import { markLogsApplied, pendingLogs, setLogStatus } from '../catalog/logs.js';
@@ -50,7 +50,7 @@ export interface LogCounts {
  * catalog after a run so commits that landed meanwhile are merged by this job; returns the state
  * last committed.
  */
-export async function mergeLogs(ctx: ServiceContext, ref: DiskRef, dir: string, start: AppliedState, key: () => Promise<PrivateJwk>, staging: string, lock: MergeFence, counts: LogCounts, barrier: Barrier = noBarrier): Promise<AppliedState> {
+export async function mergeLogs(ctx: ServiceContext, ref: DiskRef, dir: string, start: AppliedState, key: () => Promise<RecipientKeys>, staging: string, lock: MergeFence, counts: LogCounts, barrier: Barrier = noBarrier): Promise<AppliedState> {
   let state = start;
   let batch: LogRow[] = [];
   let image: DiskImage | undefined;

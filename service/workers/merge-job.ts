@@ -22,7 +22,8 @@ import { randomUUID } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { PrivateJwk } from '../../shared/crypto/keys.js';
+import type { PrivateJwk, RecipientKeys } from '../../shared/crypto/keys.js';
+import { tenantPreviousKeys } from '../catalog/keys.js';
 import { requireTenant } from '../catalog/tenants.js';
 import { getDisk } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';
@@ -50,19 +51,28 @@ export interface MergeResult {
   state: AppliedState['state'];
 }
 
-/** Tenants' unwrapped replica keys, per context: a key never changes for a tenant within v1. */
+/** Unwrapped replica keys, per context, by their wrapped text (a re-wrap or a rotation is a new entry). */
 const replicaKeys = new WeakMap<ServiceContext, Map<string, Promise<PrivateJwk>>>();
 
-function replicaKey(ctx: ServiceContext, tenant: string): Promise<PrivateJwk> {
+function unwrapCached(ctx: ServiceContext, wrapped: string): Promise<PrivateJwk> {
   let cache = replicaKeys.get(ctx);
   if (!cache) replicaKeys.set(ctx, (cache = new Map()));
-  let key = cache.get(tenant);
+  let key = cache.get(wrapped);
   if (!key) {
-    key = requireTenant(ctx.db, tenant).then((t) => unwrapReplicaKey(ctx.masterKey, t.replicaPrivateWrapped));
-    key.catch(() => cache.delete(tenant));
-    cache.set(tenant, key);
+    key = unwrapReplicaKey(ctx.master, wrapped);
+    key.catch(() => cache.delete(wrapped));
+    cache.set(wrapped, key);
   }
   return key;
+}
+
+/**
+ * The tenant's replica keys: the current one first, then those a rotation replaced and not yet
+ * retired, whose logs (sealed before the agents learned the new key) still open until merged.
+ */
+export async function replicaKeyRing(ctx: ServiceContext, tenant: string): Promise<PrivateJwk[]> {
+  const [t, previous] = await Promise.all([requireTenant(ctx.db, tenant), tenantPreviousKeys(ctx.db, tenant)]);
+  return Promise.all([t.replicaPrivateWrapped, ...previous.map((p) => p.privateWrapped)].map((w) => unwrapCached(ctx, w)));
 }
 
 /** barrier: the cycle the disk's merge must not pass while a point is being cut (barrier.ts). */
@@ -76,8 +86,8 @@ export async function mergeDisk(ctx: ServiceContext, ref: DiskRef, lock: MergeFe
   }
   const swept = await sweepUnreferencedLayers(disk.replicaDir, state);
   if (swept.length > 0) ctx.log.info({ ...ref, swept }, 'deleted layer files no state names (left by a killed worker)');
-  let key: PrivateJwk | undefined;
-  const tenantKey = async (): Promise<PrivateJwk> => (key ??= await replicaKey(ctx, ref.tenant));
+  let key: RecipientKeys | undefined;
+  const tenantKey = async (): Promise<RecipientKeys> => (key ??= await replicaKeyRing(ctx, ref.tenant));
   // Created only if a log spills out of the memory budget (stage.ts): most merges touch no file here.
   const staging = join(tmpdir(), `lifeboat-merge-${randomUUID()}`);
   try {
@@ -101,7 +111,7 @@ export async function mergeDisk(ctx: ServiceContext, ref: DiskRef, lock: MergeFe
   return result;
 }
 
-async function mergeBase(ctx: ServiceContext, ref: DiskRef, dir: string, state: AppliedState, base: BaseRow, key: PrivateJwk, staging: string, lock: MergeFence, virtualSize: number): Promise<AppliedState> {
+async function mergeBase(ctx: ServiceContext, ref: DiskRef, dir: string, state: AppliedState, base: BaseRow, key: RecipientKeys, staging: string, lock: MergeFence, virtualSize: number): Promise<AppliedState> {
   const format = state.layers[0]!.endsWith('.raw') ? 'raw' : 'vhdx';
   const outcome = await applyBase(ctx, ref, dir, state, base, key, staging, format, virtualSize);
   const where = [ref.tenant, ref.vm, ref.disk, base.generation];

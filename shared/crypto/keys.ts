@@ -19,6 +19,11 @@ const MaxKeyFileBytes = 16 * 1024;
 export type PublicJwk = JWK & { kty: string; crv: string; x: string };
 /** A recipient's private key (JWK with `d`). */
 export type PrivateJwk = PublicJwk & { d: string };
+/**
+ * What opens an object: one private key, or a ring of them (a tenant's current replica key and those
+ * it replaced): the wrap's `kid` picks the key, and a wrap without kid is tried with each.
+ */
+export type RecipientKeys = PrivateJwk | readonly PrivateJwk[];
 
 export interface KeyPair {
   publicKey: PublicJwk;

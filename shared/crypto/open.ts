@@ -7,12 +7,12 @@ import { ErrTampered } from '../errors.js';
 import { ByteReader, type ByteSource } from './byte-reader.js';
 import { givePooled, takePooled } from '../buffer-pool.js';
 import { FixedHeaderBytes, MaxFrames, TagBytes, headerDigest, openFrame, openFrameAsync, parseFixedHeader } from './format.js';
-import type { PrivateJwk } from './keys.js';
+import type { RecipientKeys } from './keys.js';
 import { unwrapDataKey } from './wrap.js';
 
 export interface OpenOptions {
   /** The recipient's private key. */
-  key: PrivateJwk;
+  key: RecipientKeys;
   /**
    * Called with each chunk of the sealed source once it has been read through and opened: the source
    * may reuse that chunk's memory for a later one (a file read into a few recycled buffers). The

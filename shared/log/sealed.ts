@@ -6,7 +6,7 @@
 import { open, rm } from 'node:fs/promises';
 import { giveWholePooled, pooledFileChunks } from '../buffer-pool.js';
 import { ByteReader, type ByteSource } from '../crypto/byte-reader.js';
-import type { PrivateJwk, PublicJwk } from '../crypto/keys.js';
+import type { PublicJwk, RecipientKeys } from '../crypto/keys.js';
 import { openFrames } from '../crypto/open.js';
 import { DefaultFrameSize } from '../crypto/format.js';
 import { FrameSealer } from '../crypto/seal.js';
@@ -32,7 +32,7 @@ export interface WriteLogOptions extends EncodeOptions {
 export type LogIdentity = Pick<LogHeader, 'tenant' | 'vm' | 'disk' | 'generation' | 'sequence'> & { cycle: number | null };
 
 export interface ReadLogOptions {
-  key: PrivateJwk;
+  key: RecipientKeys;
   /** See OpenOptions.recycle: the source's chunks are handed back once opened. */
   recycle?: (chunk: Uint8Array) => void;
   /**

@@ -23,7 +23,7 @@ import { mkdir, open, rm } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Readable } from 'node:stream';
-import type { PrivateJwk } from '../crypto/keys.js';
+import type { RecipientKeys } from '../crypto/keys.js';
 import { ErrTampered } from '../errors.js';
 import type { LogHeader } from './index.js';
 import { readLog } from './index.js';
@@ -69,7 +69,7 @@ export interface StagedLog {
 export interface StageInput {
   /** The sealed object's bytes. */
   object: Readable;
-  key: PrivateJwk;
+  key: RecipientKeys;
   expect: { tenant: string; vm: string; disk: string; generation: number; sequence: number; cycle?: number | null };
   sha256: string;
   size: number;

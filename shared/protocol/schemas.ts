@@ -143,6 +143,9 @@ export const enrollResponseSchema = z.object({
 });
 export type EnrollResponse = z.infer<typeof enrollResponseSchema>;
 
+/** §3.4 GET /v1/replica-key: the tenant's current replica public key. */
+export const replicaKeyResponseSchema = z.object({ tenantReplicaKey: z.looseObject({ kty: z.string() }) });
+
 export const diskStates = ['initial_required', 'initial_in_progress', 'replicating', 'resync_required', 'unprotected'] as const;
 export type DiskState = (typeof diskStates)[number];
 

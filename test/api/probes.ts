@@ -4,6 +4,8 @@
 export const ProbeValues: Record<string, string> = {
   tenant: 'acme', vm: 'web01', id: 'fo-probe', action: 'stop', mac: '52:54:00:00:00:01', name: 'probe-net',
   address: '192.0.2.1', delivery: 'msg_probe', plan: 'probe-plan', run: 'run-probe', username: 'probe-user', host: 'probe-host',
+  // A kind whose rotation needs a tenant the walks do not give: a probe never rotates a real key.
+  kind: 'tenant',
 };
 /** Ids whose form differs by resource. */
 const IdByPrefix: [RegExp, string][] = [[/^\/v1\/api-keys\//, '0000000000000000'], [/webhooks\/\{id\}/, 'whs_probe']];
