@@ -9,7 +9,7 @@
  * agent, a lost checkpoint (a delta resync), a missing or refusing libvirt socket (one line naming
  * the VM; the other VMs go on), and the final cycle of a planned failover on a domain shut off.
  */
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runFinalCycle } from '../../agent/commands/final-cycle.js';
@@ -21,7 +21,7 @@ import { LibvirtVmView } from '../../agent/sources/libvirt-view.js';
 import type { VmConfig } from '../../agent/state/schema.js';
 import { AgentState } from '../../agent/state/store.js';
 import { cutPoint } from '../../service/workers/cut-point.js';
-import { execFileP, referee } from '../helpers.js';
+import { execFileP, referee, until } from '../helpers.js';
 import type { MergeHarness } from '../service/helpers.js';
 import { mergeHarness, operator } from '../service/helpers.js';
 import { hmpWrite, libvirtMissing, LibvirtSession } from './libvirt-daemon.js';
@@ -95,6 +95,8 @@ beforeAll(async () => {
     ...tracked.map((d) => `<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='${disk(d.file)}'/><target dev='${d.target}' bus='virtio'/></disk>`),
     `<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='${disk('d2.raw')}'/><target dev='vdc' bus='virtio'/></disk>`,
     "<interface type='user'><mac address='52:54:00:aa:bb:01'/><model type='virtio'/></interface>",
+    // A guest agent channel with no agent behind it (no OS): every freeze fails, the points are crash-consistent.
+    "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>",
     '</devices></domain>',
   ].join('');
   await writeFile(join(lv.dir, 'web01.xml'), domain);
@@ -125,7 +127,7 @@ describe.skipIf(skip !== undefined)('the libvirt source against a private libvir
     const r = await agent('protect', 'web01', '--source', 'libvirt', '--domain', 'web01', '--connect', lv.uri, '--work-dir', work(), '--disk', 'vda', '--disk', 'vdb', '--frequency', '30s', '--json');
     expect(r.stderr).toBe('');
     const config = JSON.parse(r.stdout) as VmConfig & { machine: { hardware: unknown; nics: unknown } };
-    expect(config.source).toEqual({ kind: 'libvirt', domain: 'web01', connect: lv.uri, workDir: work(), guestAgent: false });
+    expect(config.source).toEqual({ kind: 'libvirt', domain: 'web01', connect: lv.uri, workDir: work(), guestAgent: true });
     expect(config.disks).toEqual(tracked.map((d, i) => ({ id: `disk${i}`, path: disk(d.file), node: d.target })));
     expect(config.machine).toEqual({ hardware: { firmware: 'bios', cpus: 2, memoryMiB: 64, diskBus: 'virtio' }, nics: [{ mac: '52:54:00:aa:bb:01', model: 'virtio', addresses: [] }] });
     const cps = await checkpoints();
@@ -143,6 +145,9 @@ describe.skipIf(skip !== undefined)('the libvirt source against a private libvir
   it('the first cycle copies the disks from the backup export; the next reads only the dirty extents', async () => {
     const first = await cycle();
     expect(first.outcome, first.error).toBe('ok');
+    // The domain has a guest agent channel, so a freeze was asked; nothing answers it (paused, no OS).
+    expect(first.stats?.consistency).toBe('crash');
+    expect(first.stats?.warnings.some((w) => /^VM web01: domfsfreeze: .*: this point is crash-consistent$/.test(w))).toBe(true);
     await expectPointEqualsDisks();
     const after = await checkpoints();
     expect(after).toHaveLength(1); // the protect checkpoint deleted once both disks were acknowledged
@@ -215,6 +220,26 @@ describe.skipIf(skip !== undefined)('the libvirt source against a private libvir
     expect(p.disks.disk0!.tracking?.lostAt).not.toBeNull();
     expect(p.disks.disk0!.initial).toMatchObject({ state: 'done', mode: 'delta' });
     await hmpWrite(lv, 'web01', 'virtio-disk1', 0x67, 4 * MiB, 4 * KiB);
+    const after = await cycle();
+    expect(after.baseBytes).toBe(0);
+    expect(after.stats?.changedBytes).toBe(64 * KiB);
+    await expectPointEqualsDisks();
+  }, 300_000);
+
+  it('a qemu killed with SIGKILL leaves a checkpoint whose bitmap is broken: forgotten, and the disks compared with their replicas', async () => {
+    await hmpWrite(lv, 'web01', 'virtio-disk0', 0x68, 10 * MiB, 64 * KiB);
+    for (const d of tracked) await lv.virsh('qemu-monitor-command', 'web01', '--hmp', `qemu-io -d /machine/peripheral/${d.alias}/virtio-backend flush`);
+    const pid = Number((await readFile(join(lv.dir, 'run', 'libvirt', 'qemu', 'run', 'web01.pid'), 'utf8')).trim());
+    process.kill(pid, 'SIGKILL'); // the domain's qemu: started by the test's own daemon
+    await until(async () => (await lv.virsh('domstate', 'web01')).trim() === 'shut off', 'libvirt to see its qemu gone');
+    await lv.virsh('start', 'web01', '--paused');
+    expect(await checkpoints()).toHaveLength(1); // libvirt still lists it; qemu has no consistent bitmap for it
+    const r = await cycle();
+    expect(r.outcome, r.error).toBe('ok');
+    expect(r.stats?.warnings.some((w) => /missing or broken bitmap .*: the checkpoints' bitmaps are gone; comparing every disk with its replica/.test(w))).toBe(true);
+    expect(r.baseBytes).toBe(24 * MiB);
+    await expectPointEqualsDisks();
+    await hmpWrite(lv, 'web01', 'virtio-disk1', 0x69, 5 * MiB, 4 * KiB);
     const after = await cycle();
     expect(after.baseBytes).toBe(0);
     expect(after.stats?.changedBytes).toBe(64 * KiB);
