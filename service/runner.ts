@@ -20,6 +20,7 @@ import type { EnqueueMerge } from './replication/uploads.js';
 import type { RunningHost } from './failover/host.js';
 import { startFailoverHost } from './failover/host.js';
 import { planRunExtension } from './plans/job.js';
+import { failbackExtension } from './failback/job.js';
 import type { FailoverQueues } from './failover/queue.js';
 import { registerFailoverMetrics } from './failover/metrics.js';
 import { createFailoverQueues } from './failover/queue.js';
@@ -89,7 +90,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     let failoverHost: RunningHost | undefined;
     if (wantHost) {
       try {
-        failoverHost = await startFailoverHost(ctx, { extensions: [planRunExtension()] });
+        failoverHost = await startFailoverHost(ctx, { extensions: [planRunExtension(), failbackExtension()] });
         closers.push(() => failoverHost!.stop());
       } catch (err) {
         // Replication goes on without failover on a machine without qemu; the reason is logged once.

@@ -51,6 +51,7 @@ interface ProtectOptions extends StateDirOption, HardwareOptions {
   preSnapshot?: string;
   postSnapshot?: string;
   shutdownHook?: string;
+  startHook?: string;
   compression?: string;
   initial?: string;
   startAt?: string;
@@ -86,6 +87,7 @@ export function registerProtect(program: Command): void {
     .option('--pre-snapshot <cmd>', 'shell command run before an application-consistent cycle (quiesce)')
     .option('--post-snapshot <cmd>', 'shell command run after it (thaw)')
     .option('--shutdown-hook <cmd>', 'shell command that shuts the VM down for a planned failover (kept when not given again)')
+    .option('--start-hook <cmd>', 'shell command that starts the VM here when it fails back (kept when not given again)')
     .option('--compression <c>', 'log compression: zstd, lz4 or none (default zstd; kept when not given again)')
     .option('--initial <how>', 'initial copy: network (default), media:DIR (write to a directory for shipping) or existing (the hoster has a copy)')
     .option('--start-at <time>', 'start the initial copy at HH:MM or an ISO time')
@@ -205,6 +207,7 @@ async function buildConfig(name: string, opts: ProtectOptions, existing: VmConfi
     preSnapshot,
     postSnapshot,
     shutdownHook: opts.shutdownHook ?? existing?.shutdownHook ?? null,
+    startHook: opts.startHook ?? existing?.startHook ?? null,
     compression: opts.compression === undefined ? existing?.compression ?? 'zstd' : parseCompression(opts.compression),
     initial: existing?.initial ?? withAbsoluteDir(parseInitial(opts.initial ?? 'network')),
     startAt: opts.startAt === undefined ? existing?.startAt ?? null : parseStartAt(opts.startAt),

@@ -18,6 +18,7 @@ import type { Replicator } from '../replicate/engine.js';
 import { backoffDelay } from '../replicate/retry.js';
 import type { AgentState } from '../state/store.js';
 import type { CommandClient } from './client.js';
+import { runFailbackApply, runFailbackResume, runFailbackStart } from './failback.js';
 import type { CommandEnv } from './planned-failover.js';
 import { runPlannedFailover } from './planned-failover.js';
 import type { CommandRecord } from './records.js';
@@ -107,7 +108,10 @@ async function receive(env: CommandEnv, options: ChannelOptions, cmd: AgentComma
 async function execute(env: CommandEnv, options: ChannelOptions, record: CommandRecord, signal: AbortSignal): Promise<void> {
   if (record.state === 'running') {
     if (record.steps.length === 0) await env.step(record, 'received', `by ${options.state.dir}`);
-    record = await runPlannedFailover(env, record);
+    record = record.kind === 'failback-apply' ? await runFailbackApply(env, record)
+      : record.kind === 'failback-start' ? await runFailbackStart(env, record)
+        : record.kind === 'failback-resume' ? await runFailbackResume(env, record)
+        : await runPlannedFailover(env, record);
   }
   if (!record.reported) await report(options, record, signal);
 }

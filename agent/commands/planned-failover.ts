@@ -118,14 +118,14 @@ async function cancelled(env: CommandEnv, record: CommandRecord): Promise<Comman
   return record;
 }
 
-async function finish(env: CommandEnv, record: CommandRecord, outcome: { result: Record<string, unknown> } | { error: string }): Promise<CommandRecord> {
+export async function finish(env: CommandEnv, record: CommandRecord, outcome: { result: Record<string, unknown> } | { error: string }): Promise<CommandRecord> {
   if ('result' in outcome) {
     record.state = 'done';
     record.result = outcome.result;
   } else {
     record.state = 'failed';
     record.error = outcome.error;
-    env.logger.error({ command: record.id, vm: record.vm, err: outcome.error }, 'planned failover failed');
+    env.logger.error({ command: record.id, kind: record.kind, vm: record.vm, err: outcome.error }, 'command failed');
   }
   await env.save(record, 'done');
   return record;

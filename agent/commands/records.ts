@@ -6,7 +6,7 @@
  * `vms/<vm>/failover.json`: no forward cycle runs for that VM any more. Both are written by the
  * daemon (`lifeboat-agent run`) alone, atomically.
  */
-import { mkdir, readdir } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { ErrCorrupt } from '../../shared/errors.js';
@@ -97,6 +97,11 @@ export async function readFailedOver(state: AgentState, vm: string): Promise<Fai
 
 export async function writeFailedOver(state: AgentState, vm: string, record: FailedOverRecord): Promise<void> {
   await writeJsonAtomic(failedOverPath(state, vm), FailedOverRecord.parse(record));
+}
+
+/** The VM replicates forward again (failback): its failed-over record goes. */
+export async function removeFailedOver(state: AgentState, vm: string): Promise<void> {
+  await rm(failedOverPath(state, vm), { force: true });
 }
 
 /** For status: "failed over (planned), final cycle N (captured T)". */

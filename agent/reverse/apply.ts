@@ -40,6 +40,11 @@ const reverseStateSchema = z.strictObject({
     sequence: z.number().int().min(0),
     appliedAt: z.string().nullable(),
     appliedBytes: z.number().int().min(0),
+    /**
+     * Every range the logs of this generation wrote or zeroed, merged, as [offset, length] (absent in a
+     * state written before failback existed: read as none). Failback's equality check digests them.
+     */
+    ranges: z.array(z.tuple([z.number().int().min(0), z.number().int().min(1)])).optional(),
   })),
 });
 export type ReverseState = z.infer<typeof reverseStateSchema>;
@@ -144,7 +149,10 @@ export async function applyReverse(o: ReverseApplyOptions): Promise<ReverseDiskP
         }
         keys ??= await loadEnvelopeKeys(o.state.dir);
         image ??= await openDisk(path);
-        await applyOne(o, disk, next, image, keys);
+        // A new generation's delta covers every write since the failover: its ranges start afresh.
+        const ranges = next.generation === at.generation ? [...(at.ranges ?? [])] : [];
+        await applyOne(o, disk, next, image, keys, (offset, length) => addRange(ranges, offset, length));
+        at.ranges = ranges;
         at.generation = next.generation;
         at.sequence = next.sequence;
         at.appliedAt = new Date().toISOString();
@@ -166,7 +174,8 @@ export async function applyReverse(o: ReverseApplyOptions): Promise<ReverseDiskP
 }
 
 /** Downloads, verifies whole, then writes one log and flushes the disk. */
-async function applyOne(o: ReverseApplyOptions, disk: string, log: ReverseLog, image: DiskImage, keys: Map<string, PrivateJwk>): Promise<void> {
+async function applyOne(o: ReverseApplyOptions, disk: string, log: ReverseLog, image: DiskImage, keys: Map<string, PrivateJwk>,
+  onRange: (offset: number, length: number) => void): Promise<void> {
   const name = `reverse log ${o.vm}/${disk} ${log.generation}/${log.sequence}`;
   const key = keys.get(log.kid);
   if (!key) throw new LifeboatError('not_found', `${name} is sealed to envelope key ${log.kid}, which this agent does not hold (state ${o.state.dir}); it cannot be opened`);
@@ -188,9 +197,24 @@ async function applyOne(o: ReverseApplyOptions, disk: string, log: ReverseLog, i
     if (staged.header.virtualSize > image.virtualSize) {
       throw ErrInvalidArgument(`${name}: the disk at the hoster is ${staged.header.virtualSize} bytes, ${basename(image.path)} only ${image.virtualSize}: grow it first`);
     }
-    await applyStaged(staged, image);
+    await applyStaged(staged, image, undefined, onRange);
     await image.flush();
   } finally {
     await discardStaged(staged);
   }
+}
+
+/** Adds [offset, offset+length) to a sorted list of disjoint ranges, merging what it overlaps or touches. */
+export function addRange(ranges: [number, number][], offset: number, length: number): void {
+  let start = offset;
+  let end = offset + length;
+  let i = 0;
+  while (i < ranges.length && ranges[i]![0] + ranges[i]![1] < start) i++;
+  let j = i;
+  while (j < ranges.length && ranges[j]![0] <= end) {
+    start = Math.min(start, ranges[j]![0]);
+    end = Math.max(end, ranges[j]![0] + ranges[j]![1]);
+    j++;
+  }
+  ranges.splice(i, j - i, [start, end - start]);
 }

@@ -119,6 +119,8 @@ export const VmConfig = z.object({
   postSnapshot: z.string().nullable(),
   /** Shuts the VM down at the source for a planned failover (agent/commands/planned-failover.ts); null: the operator does. */
   shutdownHook: z.string().nullable().optional(),
+  /** Starts the VM here when it fails back (agent/commands/failback.ts); null: the operator does. */
+  startHook: z.string().nullable().optional(),
   compression: Compression,
   initial: InitialMode,
   startAt: z.iso.datetime().nullable(),

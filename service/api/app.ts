@@ -26,6 +26,7 @@ import { apiActor, audited, auditRoutes } from './audit.js';
 import type { Mutation } from './mutations.js';
 import { mutations } from './mutations.js';
 import { exportDisk, exportSchema } from './export.js';
+import { failbackRoutes } from './failbacks.js';
 import { failoverRoutes } from './failovers.js';
 import { importMedia, importMediaSchema } from './import-media.js';
 import { networkRoutes } from './networks.js';
@@ -99,6 +100,8 @@ export function apiApp(ctx: ServiceContext, ready: () => boolean, enqueue?: Enqu
     if (!failoverQueues) throw new LifeboatError('unavailable', 'this service process runs without Redis, so it cannot start failovers');
     return failoverQueues;
   };
+  // Before the failover routes, whose POST /failovers/:id/:action would take `failback` as an action.
+  v1.route('/', failbackRoutes(ctx, queues));
   v1.route('/', failoverRoutes(ctx, queues));
   v1.route('/', planRoutes(ctx, queues));
   v1.route('/', nicRoutes(ctx)).route('/', networkRoutes(ctx)).route('/', publicIpRoutes(ctx));

@@ -4,8 +4,9 @@
  * test/api/openapi.test.ts holds every route's real answers to.
  */
 import { accessRoutes } from './spec/access.js';
-import { keyRoutes } from './spec/keys.js';
+import { failbackRoutes } from './spec/failbacks.js';
 import { failoverRoutes } from './spec/failovers.js';
+import { keyRoutes } from './spec/keys.js';
 import { networkRoutes } from './spec/networks.js';
 import { planRoutes } from './spec/plans.js';
 import { publicIpRoutes } from './spec/public-ips.js';
@@ -16,7 +17,7 @@ import { usageRoutes } from './spec/usage.js';
 import { webhookRoutes } from './spec/webhooks.js';
 
 export const apiRoutes: readonly RouteDoc[] = [
-  ...tenantRoutes, ...failoverRoutes, ...networkRoutes, ...publicIpRoutes, ...planRoutes, ...webhookRoutes, ...usageRoutes, ...accessRoutes, ...keyRoutes,
+  ...tenantRoutes, ...failoverRoutes, ...failbackRoutes, ...networkRoutes, ...publicIpRoutes, ...planRoutes, ...webhookRoutes, ...usageRoutes, ...accessRoutes, ...keyRoutes,
 ];
 
 export const openApiDocument = buildDocument(apiRoutes);

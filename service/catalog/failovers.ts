@@ -9,9 +9,11 @@ export type FailoverKind = 'test' | 'planned' | 'unplanned';
 /**
  * requested → preparing → booting → ready (test) | running (planned, unplanned)
  *   → committing → committed (real) ; → stopping → stopped (test) | reverted (real) ; failed
+ *   committed → failing-back → failed-back (docs/failback.md; a failback that fails before the VM is
+ *   removed puts it back to committed)
  */
 export type FailoverState = 'requested' | 'preparing' | 'booting' | 'ready' | 'running' | 'committing' | 'committed'
-  | 'stopping' | 'stopped' | 'reverted' | 'failed';
+  | 'stopping' | 'stopped' | 'reverted' | 'failed' | 'failing-back' | 'failed-back';
 export type FailoverGoal = 'ready' | 'committed' | 'stopped' | 'reverted';
 
 export interface ForkedDisk {

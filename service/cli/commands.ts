@@ -61,6 +61,10 @@ export const serviceCommands: readonly LazyCommand[] = [
     load: loadFailover,
   },
   {
+    command: 'failback <failover>', description: 'bring a committed failover\'s VM home: stop it here, ship its last writes, the agent confirms equality and starts it',
+    load: async () => (await import('./failback.js')).registerFailback,
+  },
+  {
     command: 'plan', description: 'recovery plans: ordered groups of VMs with actions between them, run as a test, planned or unplanned failover',
     load: async () => (await import('./plan.js')).registerPlan,
   },

@@ -159,8 +159,9 @@ export function registerFailover(program: Command): void {
       const { openContext } = await import('../context.js');
       const { startFailoverHost } = await import('../failover/host.js');
       const { planRunExtension } = await import('../plans/job.js');
+      const { failbackExtension } = await import('../failback/job.js');
       const ctx = await openContext(config, { log });
-      const host = await startFailoverHost(ctx, { extensions: [planRunExtension()] });
+      const host = await startFailoverHost(ctx, { extensions: [planRunExtension(), failbackExtension()] });
       const signalled = waitForSignal(); // before saying ready: a SIGTERM right after must find the handler
       process.stdout.write(`lifeboat-service failover-host ready: ${host.name} (${config.failover.host.dir})\n`);
       await signalled;

@@ -26,7 +26,7 @@ export interface FailoverReport {
   kind: FailoverRow['kind'];
   state: FailoverRow['state'];
   goal: FailoverRow['goal'];
-  result: 'in progress' | 'ready' | 'running' | 'committed' | 'stopped' | 'reverted' | 'failed';
+  result: 'in progress' | 'ready' | 'running' | 'committed' | 'stopped' | 'reverted' | 'failed' | 'failed back';
   host: string | null;
   point: { requested: string; id: number | null; cycle: number | null; capturedAt: string | null };
   /** Seconds from the point's capture time to the request: the data a real failover would lose. */
@@ -73,7 +73,7 @@ export async function failoverReport(db: Queryable, f: FailoverRow, screenshotPa
   }
   const shot = await latestScreenshot(db, f.id);
   const requestedAt = new Date(f.requestedAt);
-  const result: FailoverReport['result'] = f.state === 'failed' ? 'failed'
+  const result: FailoverReport['result'] = f.state === 'failed' ? 'failed' : f.state === 'failed-back' ? 'failed back'
     : (['ready', 'running', 'committed', 'stopped', 'reverted'] as const).find((s) => s === f.state) ?? 'in progress';
   return {
     id: f.id, tenant: f.tenant, vm: f.vm, kind: f.kind, state: f.state, goal: f.goal, result, host: f.host,

@@ -2,7 +2,9 @@
  * A tenant's failovers: the list, and one failover's live progress page (its steps, the console
  * screenshot once ready, the result), refreshed by htmx every ProgressSeconds until it ends, with the
  * actions its kind and state allow (stop a test failover; commit or revert a real one) for the roles
- * that operate. The actions call changeGoal, the operation behind the API's POST …/failovers/{id}/{action}.
+ * that operate. The actions call changeGoal, the operation behind the API's POST …/failovers/{id}/{action};
+ * "Fail back" on a committed real failover calls requestFailback, the operation behind POST
+ * /v1/failovers/{id}/failback (docs/failback.md).
  */
 import type { Context } from 'hono';
 import { Hono } from 'hono';
@@ -10,6 +12,7 @@ import { LifeboatError } from '../../shared/errors.js';
 import type { FailoverRow } from '../catalog/failovers.js';
 import { getFailover, latestScreenshot, listFailovers } from '../catalog/failovers.js';
 import type { ServiceContext } from '../context.js';
+import { DefaultShutdownTimeoutSeconds, requestFailback } from '../failback/request.js';
 import { changeGoal } from '../failover/engine.js';
 import type { FailoverQueues } from '../failover/queue.js';
 import type { FailoverReport } from '../failover/report.js';
@@ -95,6 +98,13 @@ function Progress(p: { r: FailoverReport; session: Session }) {
           </form>
         ))}</div>
       ) : null}
+      {sessionMay(p.session, 'operate') && r.kind !== 'test' && r.state === 'committed' && !ended ? (
+        <form method="post" action={failoverPath(r.tenant, r.id, '/failback')} class="actions">
+          <input type="hidden" name="_csrf" value={p.session.csrf} />
+          <button type="submit">Fail back</button>
+          <span class="note"> Stops {r.vm} here, ships its last writes home, checks both disks are equal, starts it at home.</span>
+        </form>
+      ) : null}
       <Steps r={r} />
       {r.warnings.length > 0 ? <><h2>Warnings</h2><ul>{r.warnings.map((w) => <li>{w}</li>)}</ul></> : null}
       {r.screenshot ? (
@@ -151,6 +161,14 @@ export function failoverRoutes(ctx: ServiceContext, queues: () => FailoverQueues
     const shot = await latestScreenshot(ctx.db, (await failoverIn(ctx, c)).id);
     if (!shot) throw new LifeboatError('not_found', 'no such page');
     return c.body(new Uint8Array(shot.png), 200, { 'content-type': 'image/png', 'cache-control': 'private, no-store' });
+  });
+
+  app.post('/t/:tenant/failovers/:id/failback', async (c) => {
+    const f = await failoverIn(ctx, c);
+    const session = c.get('session');
+    if (!sessionMay(session, 'operate')) throw new LifeboatError('forbidden', `role ${session.role} may not fail back failovers`);
+    await requestFailback(ctx, queues(), { tenant: f.tenant, failoverId: f.id, shutdownTimeoutSeconds: DefaultShutdownTimeoutSeconds, requestedBy: portalActor(session) });
+    return c.redirect(failoverPath(f.tenant, f.id), 303);
   });
 
   app.post('/t/:tenant/failovers/:id/:action{stop|commit|revert}', async (c) => {

@@ -83,3 +83,16 @@ export const mayAdminister = <T extends string | undefined>(claims: Principal, t
 /** Create, list and revoke API keys; delete tenants. */
 export const mayManageAccess = <T extends string | undefined>(claims: Principal, tenant: T): T => need(claims, tenant, 'manage-access');
 
+
+/**
+ * A route that names a tenant's object by its id alone (POST /v1/failovers/{id}/failback): the role
+ * must have the access; the answer is the scope to look the object up in, the caller's tenant for a
+ * tenant role (an object of another tenant is then answered 404, as one that does not exist) or
+ * undefined for a hoster role.
+ */
+export function objectScope(claims: Principal, access: Access): string | undefined {
+  if (!roleHas(claims.role, access)) throw ErrForbidden('role', `role ${claims.role} may not ${access === 'manage-access' ? 'manage access' : access} here`);
+  if (isHosterRole(claims.role)) return undefined;
+  if (claims.tenant === undefined) throw ErrForbidden('role', `role ${claims.role} names no tenant`);
+  return claims.tenant;
+}

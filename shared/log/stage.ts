@@ -267,14 +267,17 @@ export async function discardStaged(staged: StagedLog): Promise<void> {
 
 /**
  * Writes a staged log's extents into the disk (the top layer of a replica): publishes what went
- * there directly, then writes the staged runs.
+ * there directly, then writes the staged runs. onRange hears every range written or zeroed from the
+ * staged runs (the reverse applier keeps them for failback's equality check; a log staged with a
+ * direct sink is a merge's, which does not ask).
  */
-export async function applyStaged(staged: StagedLog, disk: DiskImage, bufferBytes = 1 << 20): Promise<void> {
+export async function applyStaged(staged: StagedLog, disk: DiskImage, bufferBytes = 1 << 20, onRange?: (offset: number, length: number) => void): Promise<void> {
   await staged.direct?.publish();
   if (staged.runs) {
     for (const r of staged.runs) {
       if (r.kind === 'zero') await disk.zero(r.offset, r.length);
       else await disk.write(r.offset, r.data);
+      onRange?.(r.offset, r.kind === 'zero' ? r.length : r.data.length);
     }
     return;
   }
@@ -291,6 +294,7 @@ export async function applyStaged(staged: StagedLog, disk: DiskImage, bufferByte
       const length = Number(head.readBigUInt64LE(9));
       if (head[0] === KindZero) {
         await disk.zero(offset, length);
+        onRange?.(offset, length);
         continue;
       }
       if (length > buf.length) buf = Buffer.alloc(length);
@@ -298,6 +302,7 @@ export async function applyStaged(staged: StagedLog, disk: DiskImage, bufferByte
       await fh.read(view, 0, length, at);
       at += length;
       await disk.write(offset, view);
+      onRange?.(offset, length);
     }
   } finally {
     await fh.close();

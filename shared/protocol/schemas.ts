@@ -213,7 +213,7 @@ export const errorResponseSchema = z.object({
 
 /** The longest a GET /v1/commands may wait for a command (seconds). */
 export const MaxCommandWaitSeconds = 25;
-export const commandKinds = ['planned-failover'] as const;
+export const commandKinds = ['planned-failover', 'failback-apply', 'failback-start', 'failback-resume'] as const;
 export type CommandKind = (typeof commandKinds)[number];
 export const commandStates = ['queued', 'delivered', 'running', 'done', 'failed', 'cancelled'] as const;
 export type CommandState = (typeof commandStates)[number];
@@ -237,6 +237,22 @@ export type CommandResultBody = z.infer<typeof commandResultSchema>;
 /** §13.4 the result of a planned-failover command: the final cycle, shipped and acknowledged. */
 export const plannedFailoverResultSchema = z.object({ cycle: seq.min(1), capturedAt: time, consistency, shutdown: z.enum(['hook', 'operator']) });
 export type PlannedFailoverResult = z.infer<typeof plannedFailoverResultSchema>;
+/** §13.7 the payload of a failback-apply command: the last reverse log of each disk the agent must apply. */
+export const failbackApplyPayloadSchema = z.object({
+  failback: z.string().min(1),
+  until: z.record(z.string(), z.object({ generation: seq.min(1), sequence: seq.min(1) })),
+});
+export type FailbackApplyPayload = z.infer<typeof failbackApplyPayloadSchema>;
+/** §13.7 a range the agent received in reverse logs, and the SHA-256 of what its disk holds there after applying. */
+export const receivedRangeSchema = z.object({ offset: seq, length: seq.min(1), sha256 });
+/** §13.7 the result of a failback-apply command: per disk, where it stands and its received ranges' digests. */
+export const failbackApplyResultSchema = z.object({
+  disks: z.array(z.object({ disk: z.string().min(1), generation: seq, sequence: seq, ranges: z.array(receivedRangeSchema) })),
+});
+export type FailbackApplyResult = z.infer<typeof failbackApplyResultSchema>;
+/** §13.8 the result of a failback-start command: how the VM was started here. */
+export const failbackStartResultSchema = z.object({ start: z.enum(['hook', 'none']) });
+export type FailbackStartResult = z.infer<typeof failbackStartResultSchema>;
 /** §13.5 POST /v1/vms/{vm}/failovers */
 export const agentFailoverSchema = z.strictObject({ kind: z.literal('planned') });
 

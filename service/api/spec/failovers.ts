@@ -18,7 +18,7 @@ const list = z.object({ failovers: z.array(summary), ...page });
 /** The drill report (service/failover/report.ts). */
 export const failoverReport = z.object({
   id: z.string(), tenant: z.string(), vm: z.string(), kind, state: z.string(), goal: z.string(),
-  result: z.enum(['in progress', 'ready', 'running', 'committed', 'stopped', 'reverted', 'failed']), host: z.string().nullable(),
+  result: z.enum(['in progress', 'ready', 'running', 'committed', 'stopped', 'reverted', 'failed', 'failed back']), host: z.string().nullable(),
   point: z.object({ requested: z.string(), id: z.number().int().nullable(), cycle: z.number().int().nullable(), capturedAt: time().nullable() }),
   rpoSeconds: z.number().nullable(), requestedAt: time(), readyAt: time().nullable(), endedAt: time().nullable(), expiresAt: time().nullable(), rtoSeconds: z.number().nullable(),
   vmGenerationId: z.string(), hardware: z.unknown(),
