@@ -35,7 +35,9 @@ export async function runFailbackApply(env: CommandEnv, record: CommandRecord): 
     const payload = failbackApplyPayloadSchema.parse(record.payload);
     const config = await env.state.findConfig(vm);
     if (!config) return await finish(env, record, { error: `VM ${vm} is not protected on this server` });
-    if (config.source?.kind === 'qemu') return await finish(env, record, { error: `VM ${vm} is read from a running qemu: apply its reverse logs to its disk files with lifeboat-agent reverse ${vm} --disk PATH…` });
+    if (config.source && config.source.kind !== 'file') {
+      return await finish(env, record, { error: `VM ${vm} is read through its ${config.source.kind} host, not from disk files here: apply its reverse logs to its disk files with lifeboat-agent reverse ${vm} --disk PATH…` });
+    }
     const files = await env.state.readIdentity();
     await env.step(record, 'apply', `the reverse logs of ${vm} up to ${Object.entries(payload.until).map(([d, u]) => `${d} ${u.generation}/${u.sequence}`).join(', ')}`);
     const passes = await applyReverse({ state: env.state, files, client: new ReverseClient(files), vm, disks: config.disks.map((d) => d.path) });
