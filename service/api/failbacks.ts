@@ -17,6 +17,7 @@ import type { FailoverQueues } from '../failover/queue.js';
 import { failbackReport } from '../failback/report.js';
 import { DefaultShutdownTimeoutSeconds, requestFailback, visibleFailover } from '../failback/request.js';
 import { readJson } from '../http/json.js';
+import { single } from './etag.js';
 import { objectScope } from '../trust/roles.js';
 import type { ApiClaims } from '../trust/tokens.js';
 
@@ -35,13 +36,13 @@ export function failbackRoutes(ctx: ServiceContext, queues: () => FailoverQueues
     await visibleFailover(ctx, tenant, c.req.param('id'));
     const body = await readJson(c, failbackRequestSchema);
     const { failback, repeated } = await requestFailback(ctx, queues(), { tenant, failoverId: c.req.param('id'), shutdownTimeoutSeconds: body.shutdownTimeoutSeconds, requestedBy: who(c) });
-    return c.json(failbackReport(failback), repeated ? 200 : 202);
+    return single(c, failbackReport(failback), repeated ? 200 : 202);
   });
   r.get('/failovers/:id/failback', async (c) => {
     const f = await visibleFailover(ctx, objectScope(c.get('operator'), 'read'), c.req.param('id'));
     const fb = await latestFailbackOf(ctx.db, f.id);
     if (!fb) throw ErrNotFoundHere(`failover ${f.id} was never failed back`);
-    return c.json(failbackReport(fb));
+    return single(c, failbackReport(fb));
   });
   return r;
 }

@@ -1,7 +1,7 @@
 /** Failbacks of failovers and their reports (service/api/failbacks.ts). */
 import { z } from 'zod';
 import { failbackRequestSchema } from '../failbacks.js';
-import { time } from './common.js';
+import { etag, time } from './common.js';
 import type { RouteDoc } from './registry.js';
 
 const tag = 'failbacks';
@@ -20,7 +20,7 @@ export const failbackReport = z.object({
   equality: z.unknown().describe('per disk: ranges and bytes compared, bytes written at the hoster, equal'),
   start: z.string().nullable().describe('hook (the start hook started the VM at home) or none'),
   adopted: z.unknown().describe('per disk: the replica\'s new generation made of the hoster\'s disk'),
-  error: z.string().nullable(),
+  error: z.string().nullable(), ...etag,
 }).describe('the failback report');
 
 export const failbackRoutes: RouteDoc[] = [
