@@ -88,7 +88,7 @@ const StateFile = z.object({
 });
 type StateFile = z.infer<typeof StateFile>;
 
-/** The VM as Hyper-V describes it: generation as firmware, vCPUs, startup memory, NICs with the guest's addresses (KVP). */
+/** The VM as Hyper-V describes it: generation as firmware, vCPUs, startup memory, the boot disk's bus, NICs with the guest's addresses (KVP). */
 export function machineOf(d: DescribeAnswer): MachineConfig {
   const nics: MachineConfig['nics'] = [];
   for (const n of d.nics) {
@@ -97,8 +97,11 @@ export function machineOf(d: DescribeAnswer): MachineConfig {
     const addresses = n.addresses.filter((a) => parseSourceAddress(a).ok && !a.toLowerCase().startsWith('fe80')).map((a) => a.toLowerCase());
     nics.push({ mac: mac.mac, addresses });
   }
+  // One bus stands for every disk (HardwareConfig): the boot disk's, the first in controller order.
+  const bus = d.disks[0]?.slot.split(':')[0]?.toUpperCase();
+  const diskBus = bus === 'SCSI' ? 'scsi' as const : bus === 'IDE' ? 'ide' as const : undefined;
   return {
-    hardware: { firmware: d.generation === 2 ? 'uefi' : 'bios', secureBoot: d.secureBoot, cpus: d.cpus, memoryMiB: Math.floor(d.memoryBytes / (1 << 20)) },
+    hardware: { firmware: d.generation === 2 ? 'uefi' : 'bios', secureBoot: d.secureBoot, cpus: d.cpus, memoryMiB: Math.floor(d.memoryBytes / (1 << 20)), ...(diskBus ? { diskBus } : {}) },
     nics,
   };
 }

@@ -171,7 +171,7 @@ describe('the hyperv source against a fake Hyper-V host', () => {
     const p = await protectHyperv('web01', { vmName: HostileName, host: 'hv01.example.net', sshUser: 'lifeboat', pathMap: [`D:\\Hyper-V=${join(dir.path, 'share')}`] }, undefined, () => host);
     expect(p.disks).toEqual([{ id: 'disk0', path: windowsFile, node: 'SCSI:0:0' }]);
     expect(p.describe).toEqual([`disk0 SCSI:0:0 ${windowsFile} (vhdx, 16.0 MiB)`]);
-    expect(p.hardware).toEqual({ firmware: 'uefi', secureBoot: true, cpus: 4, memoryMiB: 4096 });
+    expect(p.hardware).toEqual({ firmware: 'uefi', secureBoot: true, cpus: 4, memoryMiB: 4096, diskBus: 'scsi' });
     expect(p.nics).toEqual([{ mac: '00:15:5d:0a:00:01', addresses: ['10.20.0.7', '2001:db8::7'] }]);
     expect(p.source).toMatchObject({ kind: 'hyperv', vmName: HostileName, host: 'hv01.example.net', user: 'lifeboat', paths: [{ windows: 'D:\\Hyper-V', local: join(dir.path, 'share') }] });
     const config: VmConfig = {
