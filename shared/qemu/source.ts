@@ -6,7 +6,8 @@
  * - protect(): a persistent dirty bitmap `lifeboat-<n>` on the disk's format node (qcow2 stores it
  *   across restarts; on raw it cannot be persistent and is lost with the process).
  * - begin(): one QMP `transaction` starts a fleecing view (a qcow2 overlay backed by the disk node,
- *   filled by `blockdev-backup sync=none` copy-before-write), adds bitmap n+1 and disables bitmap n.
+ *   filled by `blockdev-backup sync=none` copy-before-write, never flushed: it is thrown away after
+ *   the cycle), adds bitmap n+1 and disables bitmap n.
  *   The view is exported by qemu's NBD server (one per qemu, shared by the VM's disks) on
  *   `<workDir>/nbd.sock` with bitmap n; the cycle
  *   reads only its dirty extents (BLOCK_STATUS `qemu:dirty-bitmap:lifeboat-<n>`, then READ).
@@ -127,7 +128,8 @@ export class QemuSource {
     const overlay = join(workDir, `${viewNode(node)}.qcow2`);
     await rm(overlay, { force: true });
     await execFileP('qemu-img', ['create', '-q', '-f', 'qcow2', overlay, String(info.size)]);
-    await this.qmp.execute('blockdev-add', { driver: 'qcow2', 'node-name': viewNode(node), file: { driver: 'file', filename: overlay }, backing: node });
+    // The overlay lives for one cycle and is thrown away: no flush is ever needed for it.
+    await this.qmp.execute('blockdev-add', { driver: 'qcow2', 'node-name': viewNode(node), cache: { 'no-flush': true }, file: { driver: 'file', filename: overlay, cache: { 'no-flush': true } }, backing: node });
     const actions: TransactionAction[] = [
       { type: 'block-dirty-bitmap-add', data: { node, name: next, ...this.bitmapArgs(info.driver, live?.granularity ?? this.options.granularity) } },
     ];
