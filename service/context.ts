@@ -90,8 +90,8 @@ const RefreshEveryMs = 5_000;
 export async function refreshKeys(ctx: ServiceContext): Promise<void> {
   const [keys, signing, cas] = await Promise.all([loadKeys(ctx.config), livePreviousKeys(ctx.db, 'signing'), livePreviousKeys(ctx.db, 'ca')]);
   ctx.ca = keys.ca;
-  const refresh = ctx.signer.refresh;
-  ctx.signer = { ...keys.signer, previous: await Promise.all(signing.map((k) => previousVerifier(k.id, JSON.parse(k.material) as JWK, k.retireAfter))), ...(refresh ? { refresh } : {}) };
+  // In place: a verification under way holds this object, and its refresh must show it the new keys.
+  Object.assign(ctx.signer, keys.signer, { previous: await Promise.all(signing.map((k) => previousVerifier(k.id, JSON.parse(k.material) as JWK, k.retireAfter))) });
   ctx.previousCas = await Promise.all(cas.map(async (k) => ({ id: k.id, certPem: k.material, ca: await previousCaWithKey(ctx.config, k.material), until: k.retireAfter })));
   ctx.master.current = keys.master.current;
   ctx.master.previous = keys.master.previous;

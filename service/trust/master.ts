@@ -40,7 +40,8 @@ async function readOptional(file: string): Promise<string | undefined> {
 }
 
 export class MasterKeys {
-  private loadedAt = Date.now();
+  /** When a key not held last made this process read the files again (rate limit, not load time). */
+  private missedAt = 0;
 
   constructor(readonly file: string, public current: Buffer, public previous: Buffer | undefined) {}
 
@@ -69,7 +70,14 @@ export class MasterKeys {
     const [cur, prev] = await Promise.all([readFile(this.file, 'utf8'), readOptional(prevFile)]);
     this.current = parseMasterKey(cur, this.file);
     this.previous = prev === undefined ? undefined : parseMasterKey(prev, prevFile);
-    this.loadedAt = Date.now();
+  }
+
+  /** Reads the files again for a key not held, at most every few seconds; false when it did not. */
+  private async reloadForMiss(): Promise<boolean> {
+    if (Date.now() - this.missedAt <= ReloadEveryMs) return false;
+    this.missedAt = Date.now();
+    await this.reload();
+    return true;
   }
 
   /**
@@ -80,8 +88,7 @@ export class MasterKeys {
     try {
       return open(this.all());
     } catch (err) {
-      if (Date.now() - this.loadedAt <= ReloadEveryMs) throw err;
-      await this.reload();
+      if (!(await this.reloadForMiss())) throw err;
       return open(this.all());
     }
   }
@@ -100,7 +107,7 @@ export class MasterKeys {
   /** Unwraps a secret wrapped under any master key held (reading the files again for an unknown one). */
   async unwrap(wrapped: string, what: string): Promise<Uint8Array> {
     const kid = MasterKeys.wrappedWith(wrapped);
-    if (kid !== undefined && !this.all().some((k) => masterKeyId(k) === kid) && Date.now() - this.loadedAt > ReloadEveryMs) await this.reload();
+    if (kid !== undefined && !this.all().some((k) => masterKeyId(k) === kid)) await this.reloadForMiss();
     const candidates = kid === undefined ? this.all() : this.all().filter((k) => masterKeyId(k) === kid);
     for (const key of candidates) {
       try {

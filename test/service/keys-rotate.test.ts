@@ -24,6 +24,9 @@ import type { Queryable } from '../../service/catalog/db.js';
 import { rotateMaster } from '../../service/keys/master.js';
 import { MasterKeys, previousMasterKeyFile } from '../../service/trust/master.js';
 import { replicaKeyRing } from '../../service/workers/merge-job.js';
+import pino from 'pino';
+import { openContext } from '../../service/context.js';
+import { verifyApiToken } from '../../service/trust/tokens.js';
 import { runBin, scratchDir } from '../helpers.js';
 import type { TestEnv } from './helpers.js';
 import { enrolledAgent, httpsJson, operator, testEnv, testService } from './helpers.js';
@@ -273,6 +276,30 @@ describe('lifeboat-service keys', () => {
       expect(r.code, args.join(' ')).not.toBe(0);
       expect(r.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
       expect(r.stderr).toContain(says);
+    }
+  });
+});
+
+describe('another process on the same data directory and catalog', () => {
+  it('accepts tokens of a signing key and opens keys wrapped under a master key rotated by the serving process', async () => {
+    const other = await openContext(env.config, { log: pino({ level: 'silent' }) });
+    try {
+      await operator(svc, 'POST', '/v1/tenants', { name: 'adatum' });
+      const signing = await operator<{ current: string }>(svc, 'POST', '/v1/keys/signing/rotations', {});
+      expect(signing.status).toBe(201);
+      expect(other.signer.kid).not.toBe(signing.body.current);
+      const token = (await readFile(env.config.adminTokenFile, 'utf8')).trim();
+      expect(await verifyApiToken(other.signer, token)).toMatchObject({ role: 'hoster-admin' });
+      expect(other.signer.kid).toBe(signing.body.current);
+
+      const master = await operator<{ current: string }>(svc, 'POST', '/v1/keys/master/rotations', {});
+      expect(master.status).toBe(201);
+      const ring = await replicaKeyRing(other, 'adatum');
+      expect(ring[0]!.d).toBe((await replicaKeyRing(svc.ctx, 'adatum'))[0]!.d);
+      expect(other.master.currentId).toBe(master.body.current);
+      expect((await operator(svc, 'POST', '/v1/keys/master/retirements', {})).status).toBe(200);
+    } finally {
+      await other.close();
     }
   });
 });
