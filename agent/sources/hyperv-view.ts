@@ -42,7 +42,13 @@ export function sshRunner(source: HypervSource): HypervRunner {
 
 /** Runs one step; a failed script is one line naming the VM, the host and the step. */
 export async function runStep<T>(runner: HypervRunner, vm: string, step: string, script: string, answer: z.ZodType<T>): Promise<T> {
-  const r = await runner.run(script);
+  let r;
+  try {
+    r = await runner.run(script);
+  } catch (err) {
+    // The host did not answer (ssh could not connect, a timeout): one line naming the VM and the host.
+    throw new LifeboatError('unavailable', `VM ${vm}: ${userMessage(err) ?? String(err)}`, { cause: err });
+  }
   const last = r.stdout.trim().split(/\r?\n/).pop() ?? '';
   if (r.exitCode !== 0) {
     const why = r.stderr.trim().split(/\r?\n/).pop() || `exit ${r.exitCode}`;

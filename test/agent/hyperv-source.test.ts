@@ -21,7 +21,7 @@ import { StateVersion, type VmConfig } from '../../agent/state/schema.js';
 import { AgentState } from '../../agent/state/store.js';
 import { generateKeyPair } from '../../shared/crypto/keys.js';
 import { createDisk, openDisk } from '../../shared/disk/index.js';
-import { isLifeboatError } from '../../shared/errors.js';
+import { isLifeboatError, LifeboatError } from '../../shared/errors.js';
 import { scriptStep } from '../../shared/hyperv/ps.js';
 import type { HypervRunner, RunResult } from '../../shared/hyperv/runner.js';
 import { FileStore } from '../../shared/objectstore/file.js';
@@ -290,5 +290,7 @@ describe('the hyperv source against a fake Hyper-V host', () => {
     await expect(stopHypervVm(stuck, 'web01', HostileName, 60_000)).rejects.toThrow('VM web01: still Running 60 s after Stop-VM (are its integration services running?)');
     const refusing = new FakeHypervHost(() => ({ exitCode: 1, stderr: 'Access is denied.\r\n' }));
     await expect(stopHypervVm(refusing, 'web01', HostileName, 60_000)).rejects.toThrow('VM web01: hyperv host hv-fake.test: rct-stop: Access is denied.');
+    const unreachable: HypervRunner = { host: 'hv-gone.test', run: () => Promise.reject(new LifeboatError('unavailable', 'hyperv host hv-gone.test: ssh: connect to host hv-gone.test port 22: Connection refused')) };
+    await expect(stopHypervVm(unreachable, 'web01', HostileName, 60_000)).rejects.toThrow(/^VM web01: hyperv host hv-gone\.test: ssh: connect to host hv-gone\.test port 22: Connection refused$/);
   });
 });
