@@ -19,6 +19,7 @@ import { plansBench } from './plans.js';
 import { startupBench } from './startup.js';
 import { rebuildBench } from './rebuild.js';
 import { qemuSourceBench } from './qemu-source.js';
+import { keysBench } from './keys.js';
 
 const benchmarks: Benchmark[] = [
   cryptoBench,
@@ -36,6 +37,7 @@ const benchmarks: Benchmark[] = [
   startupBench,
   rebuildBench,
   qemuSourceBench,
+  keysBench,
 ];
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
