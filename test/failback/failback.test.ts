@@ -4,14 +4,17 @@
  * driver under TCG), the agent daemon (`lifeboat-agent run`: planned failover, then the failback
  * commands) on a raw disk. A planned failover is committed; the VM writes at the hoster (qemu-io
  * through its monitor); the failback is asked through the API and the failover host running it is
- * killed once its final reverse cycle is stored; a new host resumes it: the agent applies and
- * confirms equality, the hoster VM goes, its disk becomes the replica and forward replication resumes
- * with a delta base. qemu-img compare is the referee: the on-premises disk against the hoster's disk
+ * killed once its final reverse cycle is stored; a new host resumes it, the agent applies and
+ * confirms equality, and the VM's start hook fails: the VM is given back to the hoster. Asked again
+ * with a working hook, the failback runs to the end: the hoster VM goes, its disk becomes the replica
+ * and forward replication resumes with a delta base. qemu-img compare is the referee: the on-premises disk against the hoster's disk
  * (the adopted replica layer), then against the replica after the next cycle.
  * The VM boots nothing: its ready probe is a TCP port this test listens on.
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import type { Server } from 'node:net';
 import { join } from 'node:path';
@@ -71,7 +74,7 @@ afterAll(async () => {
 }, 180_000);
 
 describe.skipIf(!hasQemu)('failback (skipped only when qemu-system-x86_64 is missing)', () => {
-  it('planned failover, writes at the hoster, failback with a killed host resumed: equal disks, forward replication resumes with a delta', async () => {
+  it('planned failover, writes at the hoster, a failback killed and resumed then given back by a failing start hook, a second to the end: equal disks, forward replication resumes with a delta', async () => {
     await s.protect('web1', [source]);
     const first = await s.replicate();
     expect(first[0]!.baseBytes).toBe(DiskMiB * MiB);
@@ -129,7 +132,10 @@ describe.skipIf(!hasQemu)('failback (skipped only when qemu-system-x86_64 is mis
     expect(viewer.status).toBe(403);
     expect((await s.api('GET', `/v1/failovers/${id}/failback`, undefined, await s.tenantToken('tenant-viewer', 'acme'))).status).toBe(404);
 
-    // The failback, by this tenant's admin; the host running it is killed once its final cycle is stored.
+    // The first failback, by this tenant's admin: the host running it is killed once its final cycle
+    // is stored, and the VM's start hook fails, so the VM is given back to the hoster.
+    const started = join(s.env.dir, 'started-at-home');
+    await s.state.writeConfig({ ...(await s.state.readConfig('web1')), startHook: 'echo not today >&2; exit 3' });
     host = await startHost({ LIFEBOAT_TEST_FAILBACK_KILL: 'final-cycle' });
     const asked = await s.api<FailbackReport>('POST', `/v1/failovers/${id}/failback`, { shutdownTimeoutSeconds: 2 }, await s.tenantToken('tenant-admin', 'acme'));
     expect(asked.status, JSON.stringify(asked.body)).toBe(202);
@@ -143,21 +149,37 @@ describe.skipIf(!hasQemu)('failback (skipped only when qemu-system-x86_64 is mis
     expect(logsAtKill[0]!.n).toBeGreaterThan(0);
 
     host = await startHost();
-    let report: FailbackReport;
-    for (const deadline = Date.now() + 20 * MinuteMs; ;) {
-      report = must(await s.api<FailbackReport>('GET', `/v1/failovers/${id}/failback`), 'report').body;
-      if (report.endedAt !== null) break;
-      if (Date.now() > deadline) throw new Error(`failback still ${report.state}: ${JSON.stringify(report.steps)}`);
-      await new Promise((r) => setTimeout(r, 1000));
-    }
+    const ended = async (): Promise<FailbackReport> => {
+      for (const deadline = Date.now() + 20 * MinuteMs; ;) {
+        const r = must(await s.api<FailbackReport>('GET', `/v1/failovers/${id}/failback`), 'report').body;
+        if (r.endedAt !== null) return r;
+        if (Date.now() > deadline) throw new Error(`failback still ${r.state}: ${JSON.stringify(r.steps)}`);
+        await new Promise((res) => setTimeout(res, 1000));
+      }
+    };
+    const refused = await ended();
+    expect(refused.id).toBe(asked.body.id);
+    expect(refused.result, JSON.stringify(refused)).toBe('failed');
+    expect(refused.error).toMatch(/starting: .*start hook failed: .*exited 3: not today/);
+    expect(refused.steps.filter((x) => x.step === 'final-cycle').map((x) => x.status)).toEqual(['started', 'done']);
+    expect(refused.steps.at(-1)).toMatchObject({ step: 'failed', detail: 'the VM runs at the hoster again' });
+    expect(must(await s.api(`GET`, `/v1/failovers/${id}`), 'failover').body.state).toBe('committed');
+    const pid = Number((await readFile(join(s.workDir(id), 'qemu.pid'), 'utf8')).trim());
+    expect(() => process.kill(pid, 0)).not.toThrow();
+
+    // Asked again with a start hook that works: it runs to the end.
+    await s.state.writeConfig({ ...(await s.state.readConfig('web1')), startHook: `touch ${started}` });
+    expect((await s.api('POST', `/v1/failovers/${id}/failback`, { shutdownTimeoutSeconds: 2 })).status).toBe(202);
+    const report = await ended();
     expect(report.result, JSON.stringify(report)).toBe('done');
+    expect(report.id).not.toBe(refused.id);
     console.log(`failback report: ${JSON.stringify({ window: report.windowSeconds, steps: report.steps.map((x) => [x.step, x.status, x.seconds]), reverse: report.reverse, equality: report.equality })}`);
-    expect(report.steps.filter((x) => x.step === 'final-cycle').map((x) => x.status)).toEqual(['started', 'done']);
     const eq = report.equality as { equal: boolean; disks: { disk: string; writtenBytes: number; bytesCompared: number }[] };
     expect(eq.equal).toBe(true);
     expect(eq.disks[0]!.writtenBytes).toBeGreaterThan(0);
     expect(eq.disks[0]!.bytesCompared).toBeGreaterThanOrEqual(eq.disks[0]!.writtenBytes);
-    expect(report.start).toBe('none');
+    expect(report.start).toBe('hook');
+    expect(existsSync(started)).toBe(true);
     const failover = must(await s.api(`GET`, `/v1/failovers/${id}`), 'failover').body;
     expect(failover.state).toBe('failed-back');
     expect(failover.endedAt).not.toBeNull();
