@@ -13,6 +13,8 @@
  * Commands run through bin/ (the bundle when `npm run build` made a current one, as a user gets it).
  * LIFEBOAT_BENCH_AGENT_NODE_ARGS and LIFEBOAT_BENCH_SERVICE_NODE_ARGS add node options to run --once and
  * serve (profiling: "--cpu-prof --cpu-prof-dir=DIR").
+ * LIFEBOAT_BENCH_AGENT_WRAP and LIFEBOAT_BENCH_SERVICE_WRAP run run --once and serve under a command
+ * (counting syscalls: "strace -f -c -o FILE"; the CPU figures then include the wrapper's).
  * LIFEBOAT_BENCH_ROUNDS=N repeats the agent and restic pair N times (a fresh service each time) and
  * prints every round: the machine is shared, compare the ratios within a round.
  */
@@ -30,11 +32,17 @@ const serviceBin = join(root, 'bin', 'lifeboat-service.js');
 
 /** Node options for profiling the timed processes: LIFEBOAT_BENCH_AGENT_NODE_ARGS / LIFEBOAT_BENCH_SERVICE_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=DIR"). */
 const nodeArgs = (who: 'AGENT' | 'SERVICE') => (process.env[`LIFEBOAT_BENCH_${who}_NODE_ARGS`] ?? '').split(' ').filter(Boolean);
+/** The command line of a timed process: node with its options, under LIFEBOAT_BENCH_<who>_WRAP when set. */
+function commandOf(who: 'AGENT' | 'SERVICE', args: string[]): [string, string[]] {
+  const wrap = (process.env[`LIFEBOAT_BENCH_${who}_WRAP`] ?? '').split(' ').filter(Boolean);
+  const line = [...wrap, process.execPath, ...nodeArgs(who), ...args];
+  return [line[0]!, line.slice(1)];
+}
 
 /** Starts serve and resolves once it printed its ready line. */
 function serve(config: string): Promise<ChildProcess> {
   return new Promise((res, reject) => {
-    const child = spawn(process.execPath, [...nodeArgs('SERVICE'), serviceBin, 'serve', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(...commandOf('SERVICE', [serviceBin, 'serve', '--config', config]), { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     const onData = (d: Buffer) => {
       out += d.toString();
@@ -108,7 +116,7 @@ async function ours(dir: string, disk: string): Promise<Ours> {
         await new Promise((r) => setTimeout(r, agentDone ? 50 : 250));
       }
     })();
-    const agentRun = await runTimed(process.execPath, [...nodeArgs('AGENT'), agentBin, 'run', '--once', '--state-dir', state]);
+    const agentRun = await runTimed(...commandOf('AGENT', [agentBin, 'run', '--once', '--state-dir', state]));
     const ack = since();
     agentDone = true;
     const serviceCpuAck = await cpuOf(service.pid!) - serviceCpu0;

@@ -64,7 +64,7 @@ export function agentApp(ctx: ServiceContext, enqueue: EnqueueMerge, failoverQue
   agent.post('/vms/:vm/disks/:disk/commits', async (c) =>
     c.json(await commitLog(ctx, enqueue, c.var.agent, pathId(c, 'vm'), pathId(c, 'disk'), await readJson(c, commitSchema)), 202));
   agent.post('/vms/:vm/disks/:disk/chunks', async (c) =>
-    c.json(await commitChunk(ctx, c.var.agent, pathId(c, 'vm'), pathId(c, 'disk'), await readJson(c, chunkSchema)), 202));
+    c.json(await commitChunk(ctx, enqueue, c.var.agent, pathId(c, 'vm'), pathId(c, 'disk'), await readJson(c, chunkSchema)), 202));
   agent.post('/vms/:vm/disks/:disk/initial', async (c) =>
     c.json(await completeInitial(ctx, enqueue, c.var.agent, pathId(c, 'vm'), pathId(c, 'disk'), await readJson(c, initialSchema)), 202));
   agent.get('/vms/:vm/disks/:disk/digests', async (c) => {

@@ -112,17 +112,29 @@ const LayerFile = /^(base|base-g\d+|p\d+)\.(vhdx|raw)$/;
 /** A state file prepared and never installed (prepareState's names). */
 const PreparedStateFile = /^state\.json\.tmp-[0-9a-z-]+$/;
 
+/** The record beside a full base's layer whose chunks are written ahead of its completion (workers/base-ahead.ts), and its temporary file. */
+const AheadFile = /^(base-g(\d+)\.(vhdx|raw))\.ahead(\.tmp)?$/;
+
 /**
  * Deletes the layer files in a replica directory that state.json does not name: left by a worker
  * killed after making a layer and before state.json named it (a point's new top, a base being
  * built), or after state.json dropped one and before it was deleted (a prune, a new base). Also the
- * state files a killed worker prepared and never installed. Only with the disk's lock held (the
- * directory's kernel lock with it), before anything new is made: every layer and prepared state is
- * made and dropped under it, so none of them belongs to a live holder. Returns the names deleted.
+ * state files a killed worker prepared and never installed. Kept: the layer of a full base still
+ * arriving that has its record (`base-g<N>.<fmt>.ahead`, N newer than the state's generation): its
+ * chunks so far are in it and the base goes on from there. Records whose layer is not kept go too.
+ * Only with the disk's lock held (the directory's kernel lock with it), before anything new is made:
+ * every layer and prepared state is made and dropped under it, so none of them belongs to a live
+ * holder. Returns the names deleted.
  */
 export async function sweepUnreferencedLayers(dir: string, state: AppliedState): Promise<string[]> {
   const named = new Set(state.layers);
-  const stray = (await readdir(dir)).filter((f) => (LayerFile.test(f) && !named.has(f)) || PreparedStateFile.test(f));
+  const files = await readdir(dir);
+  const ahead = new Set(files.flatMap((f) => {
+    const m = AheadFile.exec(f);
+    const generation = m ? Number(m[2]) : -1;
+    return m && !m[4] && !named.has(m[1]!) && files.includes(m[1]!) && (generation > state.generation || (generation === state.generation && !state.baseComplete)) ? [m[1]!] : [];
+  }));
+  const stray = files.filter((f) => (LayerFile.test(f) && !named.has(f) && !ahead.has(f)) || PreparedStateFile.test(f) || (AheadFile.test(f) && !ahead.has(AheadFile.exec(f)![1]!)));
   for (const f of stray) await rm(join(dir, f), { force: true });
   return stray;
 }

@@ -1,8 +1,8 @@
 /**
  * Upload grants and commits (agent protocol §7, §8, §10). Keys are made by
  * shared/objectstore/keys.ts from validated ids, never taken from the agent; a commit must name the
- * key the service would grant. A commit is recorded once (a repeat is a harmless duplicate) and a
- * merge of its disk is enqueued.
+ * key the service would grant. A commit (of a log or a base's chunk) is recorded once (a repeat is a
+ * harmless duplicate) and a merge of its disk is enqueued.
  */
 import { chunkKey, logKey, manifestKey, parseKey } from '../../shared/objectstore/keys.js';
 import { LifeboatError, isLifeboatError } from '../../shared/errors.js';
@@ -17,8 +17,12 @@ import type { ServiceContext } from '../context.js';
 import { ErrConflict, ServiceError } from '../errors.js';
 import { diskForAgent } from './scope.js';
 
-/** Enqueues the merge of one disk (BullMQ in the service; tests may call merge directly). */
-export type EnqueueMerge = (ref: { tenant: string; vm: string; disk: string }) => Promise<void>;
+/**
+ * Enqueues the merge of one disk (BullMQ in the service; tests may call merge directly). cause says
+ * what was just committed: a log, a base's chunk (its layer is built while the rest arrive) or a
+ * completed base; the queue does not care, tests that act on a commit may.
+ */
+export type EnqueueMerge = (ref: { tenant: string; vm: string; disk: string }, cause?: 'log' | 'chunk' | 'base') => Promise<void>;
 
 function staleCheck(disk: DiskRow, generation: number): void {
   if (disk.baseComplete && generation < disk.generation) {
@@ -84,7 +88,7 @@ export async function commitLog(ctx: ServiceContext, enqueue: EnqueueMerge, agen
   return { status, generation: body.generation, sequence: body.sequence };
 }
 
-export async function commitChunk(ctx: ServiceContext, agent: AgentIdentity, vm: string, diskId: string, body: ChunkBody) {
+export async function commitChunk(ctx: ServiceContext, enqueue: EnqueueMerge, agent: AgentIdentity, vm: string, diskId: string, body: ChunkBody) {
   const ref = { tenant: agent.tenant, vm, disk: diskId };
   const { disk } = await diskForAgent(ctx.db, agent, vm, diskId);
   staleCheck(disk, body.generation);
@@ -93,6 +97,8 @@ export async function commitChunk(ctx: ServiceContext, agent: AgentIdentity, vm:
   // A replica that never had a complete base is a new one: over the storage quota its copy is refused.
   await checkReplicaQuota(ctx.db, ctx.log, agent.tenant, !disk.baseComplete);
   const status = await record(ctx.db, { ...ref, kind: 'chunk', generation: body.generation, sequence: body.index, key: body.key, size: body.size, sha256: body.sha256, consistency: 'crash', createdAt: new Date(body.createdAt) });
+  // A full base's chunks are written into its new layer as they come (workers/base-ahead.ts).
+  await enqueue(ref, 'chunk');
   return { status, generation: body.generation, index: body.index };
 }
 

@@ -10,14 +10,14 @@
  * Failure codes: any chunk failing its checks (envelope, .hrl, digest, names, kind ≠ mode) → nothing
  *   applied (full: the new layer is deleted; delta: every chunk is staged and verified before the
  *   first is applied), base row `rejected`, disk `resync_required` with the reason.
- * Idempotent: the new base layer has a name per generation and is recreated from scratch on a
- *   retry; state.json switches to it in one atomic write; a retried delta writes the same bytes.
+ * Idempotent: the new base layer has a name per generation; chunks written into it ahead of the
+ *   base's completion (base-ahead.ts) are kept and the rest written after them, else it is recreated
+ *   from scratch; state.json switches to it in one atomic write; a retried delta writes the same bytes.
  */
-import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createDisk, openDisk } from '../../shared/disk/index.js';
+import type { DiskImage } from '../../shared/disk/index.js';
 import type { RecipientKeys } from '../../shared/crypto/keys.js';
-import { ErrTampered, isLifeboatError } from '../../shared/errors.js';
 import type { Queryable } from '../catalog/db.js';
 import type { LogRow } from '../catalog/logs.js';
 import { logColumns } from '../catalog/logs.js';
@@ -25,10 +25,10 @@ import type { ServiceContext } from '../context.js';
 import type { DiskRef } from '../queue.js';
 import type { AppliedState } from '../replication/replica.js';
 import type { StagedLog } from '../../shared/log/stage.js';
-import { applyStaged, discardStaged, stageLog } from '../../shared/log/stage.js';
+import { applyStaged, discardStaged } from '../../shared/log/stage.js';
+import { ChunkStager, dropAhead, dropAheadRecord, isRefusal, readAhead, writeChunksInOrder } from './base-ahead.js';
 
-/** Chunks of a full base staged ahead of the one being written into the new layer. */
-export const BaseStageAhead = 2;
+export { BaseStageAhead } from './base-ahead.js';
 
 export interface BaseRow {
   generation: number;
@@ -62,27 +62,20 @@ export async function applyBase(ctx: ServiceContext, ref: DiskRef, dir: string, 
   const rows = await chunks(ctx.db, ref, base);
   // The cycle the base started in, on every chunk (docs/formats/hrl.md "Cycle"); chunks that disagree,
   // or carry none (an older agent's), leave the disk at no known cycle until its next log.
-  let cycle: number | null | undefined;
-  let capturedMs: number | null = null;
-  const stage = async (row: LogRow): Promise<StagedLog> => {
-    const staged = await stageLog({ object: await ctx.store.get(row.key), key, sha256: row.sha256, size: row.size, expect: { ...ref, generation: base.generation, sequence: row.sequence } }, join(staging, `chunk-${row.sequence}`));
-    if (staged.header.kind !== base.mode) throw ErrTampered(`chunk ${row.sequence} is a ${staged.header.kind} log, not ${base.mode}`);
-    const chunkCycle = staged.header.cycle ?? null;
-    cycle = cycle === undefined || cycle === chunkCycle ? chunkCycle : null;
-    capturedMs ??= staged.header.capturedMs ?? null;
-    return staged;
-  };
+  const stager = new ChunkStager(ctx, ref, base.generation, base.mode, key, staging);
   const refused = (err: unknown): BaseOutcome => {
-    if (isLifeboatError(err) && ['tampered', 'corrupt', 'not_found', 'invalid_argument', 'unsupported'].includes(err.code)) {
-      return { ok: false, reason: `base of generation ${base.generation} refused: ${err.message}` };
-    }
+    if (isRefusal(err)) return { ok: false, reason: `base of generation ${base.generation} refused: ${(err as Error).message}` };
     throw err;
   };
+  const done = (next: Partial<AppliedState>): BaseOutcome => ({
+    ok: true, state: { ...state, generation: base.generation, baseComplete: true, appliedSequence: 0, appliedCycle: stager.cycle ?? null, state: 'replicating', resyncReason: null, ...next },
+    capturedMs: stager.cycle ? stager.capturedMs : null,
+  });
   if (base.mode === 'delta') {
     const staged: StagedLog[] = [];
     try {
       try {
-        for (const row of rows) staged.push(await stage(row));
+        for (const row of rows) staged.push(await stager.stage(row));
       } catch (err) {
         return refused(err);
       }
@@ -99,41 +92,42 @@ export async function applyBase(ctx: ServiceContext, ref: DiskRef, dir: string, 
     } finally {
       for (const s of staged) await discardStaged(s);
     }
-    return { ok: true, state: { ...state, generation: base.generation, baseComplete: true, appliedSequence: 0, appliedCycle: cycle ?? null, state: 'replicating', resyncReason: null }, capturedMs: cycle ? capturedMs : null };
+    return done({});
   }
   const layer = `base-g${base.generation}.${format}`;
-  await rm(join(dir, layer), { force: true });
-  const image = await createDisk(join(dir, layer), format, { virtualSize, type: 'dynamic' });
-  // The next chunks are staged (read, digested, opened, decompressed: mostly CPU) while one is
-  // written into the layer (mostly waiting for the device), in chunk order.
-  const ahead: Promise<StagedLog>[] = [];
-  let next = 0;
-  const stageAhead = () => {
-    while (ahead.length < BaseStageAhead && next < rows.length) {
-      const p = stage(rows[next++]!);
-      p.catch(() => undefined); // awaited in turn below, or discarded after a failure
-      ahead.push(p);
-    }
-  };
+  const { image, from } = await openBaseLayer(ctx, ref, dir, layer, base, virtualSize, stager, format);
   try {
-    stageAhead();
-    while (ahead.length > 0) {
-      const staged = await ahead.shift()!;
-      stageAhead();
-      try {
-        await applyStaged(staged, image);
-      } finally {
-        await discardStaged(staged);
-      }
-    }
+    await writeChunksInOrder(rows.slice(from), stager, image);
     await image.flush();
   } catch (err) {
-    // Chunks staged ahead of the failure release their memory (and staging files).
-    for (const p of ahead.splice(0)) await p.then(discardStaged, () => undefined);
     await image.close();
-    await rm(join(dir, layer), { force: true });
+    await dropAhead(dir, layer);
     return refused(err);
   }
   await image.close();
-  return { ok: true, state: { ...state, generation: base.generation, baseComplete: true, appliedSequence: 0, appliedCycle: cycle ?? null, state: 'replicating', resyncReason: null, layers: [layer], points: [] }, capturedMs: cycle ? capturedMs : null };
+  // The layer is whole: its record goes before state.json names it (a crash in between leaves a
+  // layer with no record, swept, and the base is applied again from chunk 0).
+  await dropAheadRecord(dir, layer);
+  return done({ layers: [layer], points: [] });
+}
+
+/**
+ * The new layer of a full base: the one its chunks were written into ahead of its completion
+ * (base-ahead.ts) when its record fits this base, opened to go on from the record's chunk; else a
+ * new one from chunk 0. A record fits when it is of this generation and size, and no chunk at or past
+ * chunkCount was committed (chunks written ahead are always below the count the agent completes with;
+ * this says so rather than trusting it).
+ */
+async function openBaseLayer(ctx: ServiceContext, ref: DiskRef, dir: string, layer: string, base: BaseRow, virtualSize: number, stager: ChunkStager, format: 'vhdx' | 'raw'): Promise<{ image: DiskImage; from: number }> {
+  const record = await readAhead(dir, layer);
+  if (record && record.generation === base.generation && record.virtualSize === virtualSize && record.chunks > 0 && record.chunks <= base.chunkCount) {
+    const beyond = await ctx.db.query<{ n: number }>(`SELECT count(*)::int8 AS n FROM logs WHERE tenant = $1 AND vm = $2 AND disk = $3 AND kind = 'chunk' AND generation = $4 AND sequence >= $5`,
+      [ref.tenant, ref.vm, ref.disk, base.generation, base.chunkCount]);
+    if (Number(beyond[0]!.n) === 0) {
+      stager.resume(record);
+      return { image: await openDisk(join(dir, layer)), from: record.chunks };
+    }
+  }
+  await dropAhead(dir, layer);
+  return { image: await createDisk(join(dir, layer), format, { virtualSize, type: 'dynamic' }), from: 0 };
 }

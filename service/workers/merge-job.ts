@@ -5,7 +5,8 @@
  * Output: every committed log of the disk's current generation that follows the applied sequence
  *   without a gap is applied to the top layer of the replica, in sequence order, in batches
  *   (log-batch.ts); state.json beside the replica and then the catalog record the new applied
- *   sequence after each batch.
+ *   sequence after each batch. While a full base of a newer generation is still arriving, its
+ *   committed chunks are written ahead into its layer (base-ahead.ts) instead.
  *   Logs of a cycle after the VM's merge barrier (barrier.ts) wait while a point is being cut. A full
  *   base waits while a point of the VM is pinned (it would replace the pinned point's chain).
  * Failure codes: a log that fails the envelope, the .hrl checks, the committed size/digest or names
@@ -33,8 +34,9 @@ import { readState, sweepUnreferencedLayers } from '../replication/replica.js';
 import { unwrapReplicaKey } from '../trust/tokens.js';
 import type { BaseRow } from './base-job.js';
 import { applyBase, pendingBase } from './base-job.js';
+import { applyBaseAhead } from './base-ahead.js';
 import type { MergeFence } from './commit-state.js';
-import { commitState, follow } from './commit-state.js';
+import { LockLostError, commitState, follow } from './commit-state.js';
 import { mergeLogs } from './log-batch.js';
 import type { Barrier } from './barrier.js';
 import { noBarrier } from './barrier.js';
@@ -91,12 +93,23 @@ export async function mergeDisk(ctx: ServiceContext, ref: DiskRef, lock: MergeFe
   // Created only if a log spills out of the memory budget (stage.ts): most merges touch no file here.
   const staging = join(tmpdir(), `lifeboat-merge-${randomUUID()}`);
   try {
-    let base = await pendingBase(ctx.db, ref, state);
-    if (base?.mode === 'full' && (await vmHasPins(ctx.db, ref.tenant, ref.vm))) {
-      // A full base replaces the chain and every point of the VM: not while a point is pinned (a
-      // failover reads its layers). The base waits, pending, until the last pin is released.
-      ctx.log.warn({ ...ref, generation: base.generation }, 'full base waits: a recovery point of the VM is pinned');
-      base = undefined;
+    const unpinnedBase = async (): Promise<BaseRow | undefined> => {
+      const base = await pendingBase(ctx.db, ref, state);
+      if (base?.mode === 'full' && (await vmHasPins(ctx.db, ref.tenant, ref.vm))) {
+        // A full base replaces the chain and every point of the VM: not while a point is pinned (a
+        // failover reads its layers). The base waits, pending, until the last pin is released.
+        ctx.log.warn({ ...ref, generation: base.generation }, 'full base waits: a recovery point of the VM is pinned');
+        return undefined;
+      }
+      return base;
+    };
+    let base = await unpinnedBase();
+    // A full base still arriving: its committed chunks go into its layer as they come (base-ahead.ts),
+    // this job going on while more are ready (their commits' jobs are swallowed by this one), and
+    // applying the base once it is complete.
+    while (!base && (await applyBaseAhead(ctx, ref, disk.replicaDir, state, tenantKey, staging, disk.virtualSize)) > 0) {
+      if (!(await lock.stillHeld())) throw new LockLostError(`merge of ${ref.tenant}/${ref.vm}/${ref.disk}: the lock lapsed (fencing token ${lock.fence})`);
+      base = await unpinnedBase();
     }
     if (base) state = await mergeBase(ctx, ref, disk.replicaDir, state, base, await tenantKey(), staging, lock, disk.virtualSize);
     result.appliedSequence = state.appliedSequence;

@@ -95,9 +95,11 @@ export class Scenario {
         c.replicaFormat = 'vhdx';
         if (emulator) c.objectStore = { url: emulator.url };
       });
-      // The service calls enqueue once it has recorded a commit of a log or a base, before it answers.
+      // The service calls enqueue once it has recorded a commit of a log or a base, before it answers
+      // (and after each chunk of a base, which is not what the listeners wait for).
       const commitListeners = new Set<() => Promise<void>>();
-      const svc = await testService(env, async () => {
+      const svc = await testService(env, async (_ref, cause) => {
+        if (cause === 'chunk') return;
         for (const listener of commitListeners) await listener();
       });
       const redis = new Redis(TestRedisUrl, { maxRetriesPerRequest: null });

@@ -58,11 +58,19 @@ export class SimAgent {
 
   /** Ships chunks as a base of generation and completes it. */
   async commitBase(disk: string, generation: number, mode: 'full' | 'delta', source: Buffer, chunks: Extent[][]): Promise<void> {
-    for (const [index, ext] of chunks.entries()) {
-      const obj = await this.upload(disk, { kind: 'chunk', generation, index }, await this.sealed(disk, generation, index, source, ext, mode));
-      expect((await this.call('POST', `/v1/vms/${this.vm}/disks/${disk}/chunks`, { generation, index, ...obj })).status).toBe(202);
-    }
-    const done = await this.call('POST', `/v1/vms/${this.vm}/disks/${disk}/initial`, { generation, mode, chunkCount: chunks.length, consistency: 'crash', createdAt: new Date().toISOString() });
+    for (const [index, ext] of chunks.entries()) await this.commitChunk(disk, generation, mode, index, source, ext);
+    await this.completeBase(disk, generation, mode, chunks.length);
+  }
+
+  /** Ships one chunk of a base of generation (sealed over source as it is now). */
+  async commitChunk(disk: string, generation: number, mode: 'full' | 'delta', index: number, source: Buffer, extents: Extent[]): Promise<void> {
+    const obj = await this.upload(disk, { kind: 'chunk', generation, index }, await this.sealed(disk, generation, index, source, extents, mode));
+    expect((await this.call('POST', `/v1/vms/${this.vm}/disks/${disk}/chunks`, { generation, index, ...obj })).status).toBe(202);
+  }
+
+  /** Tells the service the base of generation is complete with chunkCount chunks. */
+  async completeBase(disk: string, generation: number, mode: 'full' | 'delta', chunkCount: number): Promise<void> {
+    const done = await this.call('POST', `/v1/vms/${this.vm}/disks/${disk}/initial`, { generation, mode, chunkCount, consistency: 'crash', createdAt: new Date().toISOString() });
     expect(done.status).toBe(202);
   }
 
