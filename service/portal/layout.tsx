@@ -14,6 +14,9 @@ export interface PageProps {
   tenant?: string | undefined;
   /** For the hoster's users: every tenant, for the switcher. */
   tenants?: string[] | undefined;
+  /** Further scripts and style sheets of this page (our own origin's assets only). */
+  scripts?: string[] | undefined;
+  styles?: string[] | undefined;
   children?: Child;
 }
 
@@ -26,7 +29,9 @@ export function Page(p: PageProps) {
         <meta name="htmx-config" content={HtmxConfig} />
         <title>{`${p.title} · lifeboat`}</title>
         <link rel="stylesheet" href={AssetPaths.css} />
+        {(p.styles ?? []).map((href) => <link rel="stylesheet" href={href} />)}
         <script src={AssetPaths.htmx} defer></script>
+        {(p.scripts ?? []).map((src) => <script src={src} defer></script>)}
       </head>
       <body>
         <a class="skip" href="#main">Skip to content</a>

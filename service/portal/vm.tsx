@@ -15,10 +15,13 @@ import { getVm } from '../catalog/vms.js';
 import type { ServiceContext } from '../context.js';
 import type { NicConfig } from '../failover/network/settings.js';
 import { normaliseMac } from '../failover/network/settings.js';
+import type { VmHistory } from '../replication/history.js';
+import { coarsen, vmHistory } from '../replication/history.js';
 import { vmStatus } from '../replication/status.js';
 import type { Session } from '../users/sessions.js';
 import { tenantPath } from './dashboard.js';
 import { age, bytes, healthLabel, stateLabel, when } from './format.js';
+import { AssetPaths } from './assets.js';
 import { Page } from './layout.js';
 import type { PortalEnv } from './security.js';
 import { sessionMay, tenantOf } from './security.js';
@@ -85,6 +88,26 @@ function NicForm(p: { tenant: string; vm: string; nic: Nic; session: Session; dr
   );
 }
 
+/** The last 24 hours: the chart (drawn by the history-chart asset) and the same figures by hour. */
+function HistorySection(p: { history: VmHistory }) {
+  const hours = coarsen(p.history, 3600);
+  const hour = (t: number) => new Date(t * 1000).toISOString().slice(0, 16).replace('T', ' ');
+  return (
+    <section aria-labelledby="history-title">
+      <h2 id="history-title">Last 24 hours</h2>
+      <p class="note">Lag: the longest time a cycle's changes took to reach the replica (capture to applied). Shipped: the bytes of the logs closed in each {p.history.bucketSeconds / 60} minutes.</p>
+      <div id="history-chart" class="chart" data-history={JSON.stringify(p.history)} role="img" aria-label="Replication lag and bytes shipped over the last 24 hours; the table below gives the same figures by hour"><p class="note">The chart needs JavaScript; the table below has its figures.</p></div>
+      <details>
+        <summary>The figures by hour</summary>
+        <div class="table-wrap"><table id="history-table">
+          <thead><tr><th scope="col">Hour (UTC)</th><th scope="col">Largest lag</th><th scope="col">Shipped</th></tr></thead>
+          <tbody>{hours.t.map((t, i) => <tr><th scope="row">{hour(t)}</th><td>{hours.lagSeconds[i] == null ? 'no cycle' : `${hours.lagSeconds[i]} s`}</td><td>{bytes(hours.bytes[i]!)}</td></tr>)}</tbody>
+        </table></div>
+      </details>
+    </section>
+  );
+}
+
 function settingsText(c: NicConfig | undefined): string {
   if (!c) return 'as at the source';
   if (c.mode === 'dhcp') return `DHCP${c.network ? ` in ${c.network}` : ''}`;
@@ -94,11 +117,11 @@ function settingsText(c: NicConfig | undefined): string {
 async function vmPage(ctx: ServiceContext, tenant: string, name: string, session: Session, edit?: { mac: string; draft: Record<Kind, Form>; error: string }) {
   const vm = await getVm(ctx.db, tenant, name);
   if (!vm) throw new LifeboatError('not_found', 'no such page');
-  const [status, pts, nics] = await Promise.all([vmStatus(ctx.db, vm), points(ctx, tenant, name), listVmNics(ctx.db, tenant, name)]);
   const now = new Date();
+  const [status, pts, nics, history] = await Promise.all([vmStatus(ctx.db, vm, now), points(ctx, tenant, name), listVmNics(ctx.db, tenant, name), vmHistory(ctx.db, tenant, name, { now })]);
   const mayEdit = sessionMay(session, 'administer');
   return (
-    <Page title={`${vm.displayName ?? vm.name} · ${tenant}`} session={session} tenant={tenant}>
+    <Page title={`${vm.displayName ?? vm.name} · ${tenant}`} session={session} tenant={tenant} scripts={[AssetPaths.uplot, AssetPaths.historyChart]} styles={[AssetPaths.uplotCss]}>
       <p><a href={tenantPath(tenant)}>All VMs of {tenant}</a></p>
       <h1>{vm.displayName ?? vm.name}</h1>
       {sessionMay(session, 'operate') ? <p><a href={`${tenantPath(tenant, '/failover')}?vm=${encodeURIComponent(name)}&kind=test`}>Test failover</a> · <a href={`${tenantPath(tenant, '/failover')}?vm=${encodeURIComponent(name)}`}>Failover</a> · <a href={tenantPath(tenant, '/failovers')}>Failovers</a></p> : null}
@@ -113,6 +136,7 @@ async function vmPage(ctx: ServiceContext, tenant: string, name: string, session
         <dt>Pending</dt><dd>{status.pendingLogs} logs, {bytes(status.pendingBytes)}</dd>
         <dt>Last error</dt><dd>{status.lastError ?? 'none'}</dd>
       </dl>
+      <HistorySection history={history} />
       <h2>Disks</h2>
       <div class="table-wrap"><table>
         <thead><tr><th scope="col">Disk</th><th scope="col">Size</th><th scope="col">State</th><th scope="col">Last applied</th><th scope="col">Pending</th></tr></thead>

@@ -163,11 +163,25 @@ describe('portal in Chromium', () => {
   it('shows a VM\'s health, disks, points and NICs, and edits a NIC as the API validates it', async () => {
     const user = await world.user('tenant-admin', 'acme');
     const page = await newPage(world);
+    const problems: string[] = [];
+    page.on('console', (m) => { if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(m.text()); });
+    page.on('response', (r) => { if (r.status() >= 400) problems.push(`${r.status()} ${new URL(r.url()).pathname}`); });
+    page.on('pageerror', (e) => problems.push(e.message));
+    await alpha.ship();
     await signIn(page, world, user);
     await page.getByRole('link', { name: 'web01' }).click();
     await page.waitForURL(/\/portal\/t\/acme\/vms\/web01$/);
     expect(await page.getByRole('heading', { level: 1 }).textContent()).toBe('web01');
     expect(await page.locator('tr[data-point="latest"] th').textContent()).toBe('Latest');
+    // The last 24 hours drawn by uPlot from our own origin (the CSP allows nothing else), 288 buckets
+    // of 5 minutes; the table beside it has this hour's shipped cycles.
+    await expect.poll(() => page.locator('#history-chart').getAttribute('data-drawn')).toBe('288');
+    expect(await page.locator('#history-chart canvas').count()).toBe(1);
+    expect(await page.locator('#history-chart .u-legend').textContent()).toMatch(/Lag.*Shipped/);
+    const lastHour = page.locator('#history-table tbody tr').last();
+    expect(await lastHour.locator('td').first().textContent()).toMatch(/^\d+ s$/);
+    expect(await lastHour.locator('td').last().textContent()).not.toBe('0 B');
+    expect(problems).toEqual([]);
     await expectAccessible(page, 'VM page');
     await screenshot(page, 'vm');
     const nic = page.getByRole('region', { name: 'NIC 52:54:00:12:34:56' });
