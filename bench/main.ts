@@ -20,6 +20,7 @@ import { startupBench } from './startup.js';
 import { rebuildBench } from './rebuild.js';
 import { qemuSourceBench } from './qemu-source.js';
 import { keysBench } from './keys.js';
+import { portalBench } from './portal.js';
 
 const benchmarks: Benchmark[] = [
   cryptoBench,
@@ -38,6 +39,7 @@ const benchmarks: Benchmark[] = [
   rebuildBench,
   qemuSourceBench,
   keysBench,
+  portalBench,
 ];
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');

@@ -7,7 +7,7 @@
 import type { Queryable } from '../catalog/db.js';
 import type { DiskState } from '../catalog/vms.js';
 import type { Health } from './status.js';
-import { computeHealth, hourCycles, stateRank } from './status.js';
+import { computeHealth, hourCycles, hourSpanSql, stateRank } from './status.js';
 
 const HourMs = 3_600_000;
 
@@ -37,19 +37,15 @@ interface Row {
 }
 
 // Per disk: its state, and for the hour's cycles when its generation began (first chunk or log) and
-// its logs of that generation received in the hour, by the logs' primary key as status.ts reads them.
+// its logs of that generation received in the hour, in index probes as status.ts reads them.
 const OverviewSql = `
 SELECT v.name, v.display_name AS "displayName", v.protected, v.frequency_seconds AS "frequencySeconds", v.created_at AS "createdAt",
   d.list AS disks, COALESCE(p.logs, 0)::int8 AS "pendingLogs", COALESCE(p.bytes, 0)::int8 AS "pendingBytes", f.list AS failovers
 FROM vms v
 LEFT JOIN LATERAL (
   SELECT json_agg(json_build_object('state', k.state, 'baseComplete', k.base_complete, 'lastAppliedAt', k.last_applied_at,
-    'received', (SELECT count(*) FROM logs l WHERE l.tenant = k.tenant AND l.vm = k.vm AND l.disk = k.id AND l.kind = 'log' AND l.generation = k.generation AND l.created_at > $2),
-    'began', LEAST(
-      (SELECT committed_at FROM logs l WHERE l.tenant = k.tenant AND l.vm = k.vm AND l.disk = k.id AND l.kind = 'chunk' AND l.generation = k.generation ORDER BY sequence LIMIT 1),
-      (SELECT committed_at FROM logs l WHERE l.tenant = k.tenant AND l.vm = k.vm AND l.disk = k.id AND l.kind = 'log' AND l.generation = k.generation ORDER BY sequence LIMIT 1))
-  ) ORDER BY k.id) AS list
-  FROM disks k WHERE k.tenant = v.tenant AND k.vm = v.name) d ON true
+    'received', h.received, 'began', h.began) ORDER BY k.id) AS list
+  FROM disks k, ${hourSpanSql('k.tenant', 'k.vm', 'k.id', 'k.generation', '$2')} WHERE k.tenant = v.tenant AND k.vm = v.name) d ON true
 LEFT JOIN LATERAL (
   SELECT count(*) AS logs, sum(size) AS bytes FROM logs l WHERE l.tenant = v.tenant AND l.vm = v.name AND l.kind = 'log' AND l.status = 'pending') p ON true
 LEFT JOIN LATERAL (

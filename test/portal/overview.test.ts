@@ -51,9 +51,29 @@ describe('tenant overview', () => {
     expect(Object.fromEntries((await tenantOverview(db, 'acme', new Date(Date.now() + 2 * 3_600_000))).map((o) => [o.name, o.health]))).toEqual({ a1: 'warning', a2: 'warning', a3: 'critical' });
   });
 
+  it('counts an hour of cycles from logs at known instants, in the overview and the status document alike', async () => {
+    // A generation of 130 logs closed every 30 s up to 10 s before \`now\` (an instant of its own, clear
+    // of the logs the other tests ship): the last 120 were closed within the hour. Ten minutes later
+    // only 100 were, and the 20 cycles since are missed.
+    const { db } = world.svc.ctx;
+    await world.vm('acme', 'span');
+    const now = new Date(Date.UTC(2031, 0, 1, 12, 0, 0));
+    const [generation] = (await db.query<{ generation: number }>(`SELECT generation FROM disks WHERE tenant = 'acme' AND vm = 'span'`)).map((r) => Number(r.generation));
+    await db.query(
+      `INSERT INTO logs (tenant, vm, disk, kind, generation, sequence, key, size, sha256, consistency, created_at, committed_at, applied_at, status)
+       SELECT 'acme', 'span', 'd0', 'log', $1, s, 'span/' || s, 100, 'x', 'crash', $2::timestamptz - ((130 - s) * 30 + 10) * interval '1 second',
+              $2::timestamptz - ((130 - s) * 30 + 9) * interval '1 second', $2::timestamptz - ((130 - s) * 30 + 8) * interval '1 second', 'applied'
+       FROM generate_series(1, 130) s`, [generation, now]);
+    const vm = (await listVms(db, 'acme')).find((v) => v.name === 'span')!;
+    for (const [at, cycles] of [[now, { expected: 120, successful: 120, missed: 0 }], [new Date(now.getTime() + 10 * 60_000), { expected: 120, successful: 100, missed: 20 }]] as const) {
+      expect((await tenantOverview(db, 'acme', at)).find((o) => o.name === 'span')!.cycles).toEqual(cycles);
+      expect((await vmStatus(db, vm, at)).cycles).toEqual(cycles);
+    }
+  });
+
   it('shows none of another tenant\'s VMs', async () => {
     await world.vm('globex', 'g1');
-    expect((await tenantOverview(world.svc.ctx.db, 'acme')).map((o) => o.name)).toEqual(['a1', 'a2', 'a3']);
+    expect((await tenantOverview(world.svc.ctx.db, 'acme')).map((o) => o.name)).toEqual(['a1', 'a2', 'a3', 'span']);
     expect((await tenantOverview(world.svc.ctx.db, 'globex')).map((o) => o.name)).toEqual(['g1']);
   });
 });
