@@ -64,6 +64,7 @@ export async function deleteTenantPreviousKey(db: Queryable, tenant: string, kid
   return (await db.query('DELETE FROM tenant_previous_keys WHERE tenant = $1 AND kid = $2 RETURNING kid', [tenant, kid])).length > 0;
 }
 
-export async function setTenantPreviousWrapped(db: Queryable, tenant: string, kid: string, wrapped: string): Promise<void> {
-  await db.query('UPDATE tenant_previous_keys SET private_wrapped = $3 WHERE tenant = $1 AND kid = $2', [tenant, kid, wrapped]);
+/** Sets a kept key's wrap where it still is `was`; the rows changed. */
+export async function setTenantPreviousWrapped(db: Queryable, tenant: string, kid: string, wrapped: string, was: string): Promise<unknown[]> {
+  return db.query('UPDATE tenant_previous_keys SET private_wrapped = $3 WHERE tenant = $1 AND kid = $2 AND private_wrapped = $4 RETURNING kid', [tenant, kid, wrapped, was]);
 }

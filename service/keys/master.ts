@@ -14,7 +14,7 @@ import { LifeboatError } from '../../shared/errors.js';
 import type { Queryable } from '../catalog/db.js';
 import { setTenantPreviousWrapped, tenantPreviousKeys } from '../catalog/keys.js';
 import { listTenants } from '../catalog/tenants.js';
-import { listSubscriptions, updateSubscription } from '../catalog/webhooks.js';
+import { listSubscriptions } from '../catalog/webhooks.js';
 import type { ServiceContext } from '../context.js';
 import { openSecret, sealSecret } from '../events/secrets.js';
 import { MasterKeys, MasterKeyBytes, masterKeyId, previousMasterKeyFile } from '../trust/master.js';
@@ -57,19 +57,25 @@ async function staleSecrets(ring: MasterKeys, db: Queryable): Promise<Stale[]> {
   return stale;
 }
 
+/**
+ * Re-wraps each stale secret only where the row still holds what was read (compare and set): a row
+ * changed meanwhile (a tenant key rotated, a webhook secret changed) was written under the current key
+ * and must not be overwritten with the old value re-wrapped.
+ */
 async function rewrap(ring: MasterKeys, tx: Queryable, stale: Stale[]): Promise<MasterRotation['rewrapped']> {
   const counts = { tenantKeys: 0, webhookSecrets: 0 };
   for (const s of stale) {
     if (s.what === 'webhook') {
       const secret = openSecret(ring.all(), s.id, s.wrapped);
-      await updateSubscription(tx, s.id, { secretSealed: sealSecret(ring.current, s.id, secret) });
-      counts.webhookSecrets++;
+      const rows = await tx.query('UPDATE webhook_subscriptions SET secret_sealed = $2 WHERE id = $1 AND secret_sealed = $3 RETURNING id', [s.id, sealSecret(ring.current, s.id, secret), s.wrapped]);
+      counts.webhookSecrets += rows.length;
       continue;
     }
     const wrapped = await ring.wrap(await ring.unwrap(s.wrapped, `tenant ${s.id}'s replica key`));
-    if (s.what === 'tenant') await tx.query('UPDATE tenants SET replica_private_wrapped = $2 WHERE name = $1', [s.id, wrapped]);
-    else await setTenantPreviousWrapped(tx, s.id, s.kid!, wrapped);
-    counts.tenantKeys++;
+    const rows = s.what === 'tenant'
+      ? await tx.query('UPDATE tenants SET replica_private_wrapped = $2 WHERE name = $1 AND replica_private_wrapped = $3 RETURNING name', [s.id, wrapped, s.wrapped])
+      : await setTenantPreviousWrapped(tx, s.id, s.kid!, wrapped, s.wrapped);
+    counts.tenantKeys += rows.length;
   }
   return counts;
 }
