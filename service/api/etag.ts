@@ -66,13 +66,22 @@ export function single(c: Context, representation: object, status: 200 | 201 | 2
 }
 
 /**
+ * Takes one object's lock until the caller's transaction ends (`kind:id`, as ifMatch names it). The
+ * commands a route and the portal share take it too, so a portal form's change and a conditional
+ * API change of one object run one after the other. Taken again in one transaction, it is held once.
+ */
+export async function lockObject(db: Queryable, identity: string): Promise<void> {
+  await db.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`lifeboat:object:${identity}`]);
+}
+
+/**
  * The precondition of a change to one object: takes the object's lock for the rest of the request's
  * transaction, then checks `If-Match` against the etag of its current representation (`current`
  * presents it as its GET does; undefined when it does not exist). A mismatch is 412 and the request
  * changes nothing. Call it before reading the state the change depends on.
  */
 export async function ifMatch(c: Context, db: Queryable, identity: string, current: () => Promise<object | undefined>, options: { creates?: boolean } = {}): Promise<void> {
-  await db.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`lifeboat:object:${identity}`]);
+  await lockObject(db, identity);
   const header = c.req.header('if-match');
   if (header === undefined) return;
   const now = await current();

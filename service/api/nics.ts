@@ -37,7 +37,7 @@ import { canonicalSourceAddress, nicChanged } from '../failover/recorded-config.
 import { homePlanFromCatalog } from '../failback/home.js';
 import { planVmIp } from '../failover/seed.js';
 import { check, pathId, readJson } from '../http/json.js';
-import { ifMatch, single, withEtag } from './etag.js';
+import { ifMatch, lockObject, single, withEtag } from './etag.js';
 import { listQuery, pageOf } from './lists.js';
 import { mayAdminister, mayRead } from '../trust/roles.js';
 import type { ApiClaims } from '../trust/tokens.js';
@@ -214,6 +214,7 @@ async function saveVmNics(ctx: ServiceContext, tenant: string, vm: string, chang
  * has checked the tenant and the role; a refusal is invalid_argument naming the NIC and field.
  */
 export async function putNic(ctx: ServiceContext, tenant: string, vm: string, mac: string, body: Omit<NicInput, 'mac'>) {
+  await lockObject(ctx.db, `nic:${tenant}/${vm}/${mac}`);
   const nics = await saveVmNics(ctx, tenant, vm, (stored) => {
     const list = stored.map(asInput);
     const i = list.findIndex((n) => n.mac === mac);

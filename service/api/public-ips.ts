@@ -244,9 +244,8 @@ export function publicIpRoutes(ctx: ServiceContext): Hono<Env> {
     const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));
     await tenantExists(tenant);
     const q = check(addressListQuery, c.req.query(), 'query');
-    const all = (await tenantAddresses(ctx.db, tenant)).map((a) => ({ address: a.address, pool: a.pool, vm: a.vm }));
-    const page = pageOf(c, q, all, { key: (a) => [a.pool, a.address], match: { vm: (a) => a.vm, pool: (a) => a.pool } });
-    return c.json({ addresses: page.items, nextCursor: page.nextCursor });
+    const page = pageOf(c, q, await tenantAddresses(ctx.db, tenant), { key: (a) => [a.pool, Number(a.position)], match: { vm: (a) => a.vm, pool: (a) => a.pool } });
+    return c.json({ addresses: page.items.map((a) => ({ address: a.address, pool: a.pool, vm: a.vm })), nextCursor: page.nextCursor });
   });
   r.get('/tenants/:tenant/public-ip-mappings', async (c) => {
     const tenant = mayRead(c.get('operator'), pathId(c, 'tenant'));

@@ -23,7 +23,7 @@ import { HosterRoles, isHosterRole, Roles, TenantRoles } from '../trust/roles.js
 import type { ServiceContext } from '../context.js';
 import { ErrConflict } from '../errors.js';
 import { check, readJson } from '../http/json.js';
-import { ifMatch, single, withEtag } from './etag.js';
+import { ifMatch, lockObject, single, withEtag } from './etag.js';
 import { listQuery, pageOf } from './lists.js';
 import { hashPassword, verifyPassword } from '../users/passwords.js';
 import type { SessionStore } from '../users/sessions.js';
@@ -76,6 +76,7 @@ export async function userList(ctx: ServiceContext, tenant?: string) {
 
 /** A tenant's user keeps a tenant role and a hoster's user a hoster role. */
 export async function changeRole(ctx: ServiceContext, sessions: SessionStore | undefined, username: string, role: UserRole) {
+  await lockObject(ctx.db, `user:${checkUsername(username)}`);
   const u = await requireUser(ctx, username);
   if (isHosterRole(role) !== isHosterRole(u.role)) {
     throw ErrConflict('role_scope', `user ${u.username} is ${u.tenant ? `a user of tenant ${u.tenant}` : 'the hoster\'s'}: role ${role} is not one of ${(u.tenant ? TenantRoles : HosterRoles).join(', ')}`);
@@ -86,6 +87,7 @@ export async function changeRole(ctx: ServiceContext, sessions: SessionStore | u
 }
 
 export async function removeUser(ctx: ServiceContext, sessions: SessionStore | undefined, username: string) {
+  await lockObject(ctx.db, `user:${checkUsername(username)}`);
   const u = await requireUser(ctx, username);
   await deleteUser(ctx.db, u.id);
   await sessions?.endAllOf(u.id);

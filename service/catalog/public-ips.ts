@@ -97,9 +97,9 @@ export async function revokeAddresses(tx: Queryable, pool: string, tenant: strin
   return (await tx.query('UPDATE public_ips SET tenant = NULL, granted_at = NULL WHERE pool = $1 AND tenant = $2 AND address = ANY($3::text[]) RETURNING address', [pool, tenant, addresses])).length;
 }
 
-/** The addresses granted to a tenant (from every pool), with the VM each is mapped to. */
-export async function tenantAddresses(db: Queryable, tenant: string): Promise<PublicAddressRow[]> {
-  return db.query<PublicAddressRow>(`SELECT ${addressCols} FROM ${addressFrom} WHERE p.tenant = $1 ORDER BY p.pool, p.position`, [tenant]);
+/** The addresses granted to a tenant (from every pool), with the VM each is mapped to and its position in its pool. */
+export async function tenantAddresses(db: Queryable, tenant: string): Promise<(PublicAddressRow & { position: number })[]> {
+  return db.query(`SELECT ${addressCols}, p.position FROM ${addressFrom} WHERE p.tenant = $1 ORDER BY p.pool, p.position`, [tenant]);
 }
 
 export async function getPublicAddress(db: Queryable, address: string): Promise<PublicAddressRow | undefined> {

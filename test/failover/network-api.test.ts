@@ -98,7 +98,7 @@ describe('NIC settings', () => {
   it('are stored normalised when valid, for the hoster and the tenant admin', async () => {
     const r = await s.api('PUT', `/v1/tenants/acme/vms/web1/nics/52-54-00-00-00-01`, { production: prod, model: 'e1000' }, admin);
     expect(r.status, JSON.stringify(r.body)).toBe(200);
-    expect(r.body).toEqual({ mac: mac1, position: 0, model: 'e1000', production: { ...prod, search: [] }, reportedAddresses: [], source: 'operator', agentAddresses: [] });
+    expect(r.body).toEqual({ mac: mac1, position: 0, model: 'e1000', production: { ...prod, search: [] }, reportedAddresses: [], source: 'operator', agentAddresses: [], etag: expect.stringMatching(/^"[\w-]{22}"$/) });
     const t = await s.api('PUT', `/v1/tenants/acme/vms/web1/nics/${mac1}`, { production: prod, model: 'e1000', test: { mode: 'dhcp', network: 'dr-test' } });
     expect(t.status, JSON.stringify(t.body)).toBe(200);
     expect(await nicsOf('web1')).toHaveLength(1);
@@ -220,8 +220,8 @@ describe('CSV import and export', () => {
     expect(r.body).toEqual({ dryRun: false, rows: 2, vms: ['web2'], nics: 2 });
     const web2 = await s.api<{ nics: { mac: string; test?: unknown; production?: unknown; reportedAddresses: string[] }[] }>('GET', '/v1/tenants/acme/vms/web2/nics');
     expect(web2.body.nics).toEqual([
-      { mac: mac2, position: 0, model: 'virtio', test: { mode: 'static', addresses: ['10.50.10.8/24', 'fd00::8/64'], gateway4: '10.50.10.1', gateway6: 'fd00::1', dns: ['10.50.0.53', '10.50.0.54'], search: [], network: 'dr-test' }, reportedAddresses: ['192.168.10.7/24'], source: 'operator', agentAddresses: [] },
-      { mac: '52:54:00:00:00:03', position: 1, model: 'virtio', production: { mode: 'dhcp', network: 'dr-prod' }, reportedAddresses: [], source: 'operator', agentAddresses: [] },
+      { mac: mac2, position: 0, model: 'virtio', test: { mode: 'static', addresses: ['10.50.10.8/24', 'fd00::8/64'], gateway4: '10.50.10.1', gateway6: 'fd00::1', dns: ['10.50.0.53', '10.50.0.54'], search: [], network: 'dr-test' }, reportedAddresses: ['192.168.10.7/24'], source: 'operator', agentAddresses: [], etag: expect.any(String) },
+      { mac: '52:54:00:00:00:03', position: 1, model: 'virtio', production: { mode: 'dhcp', network: 'dr-prod' }, reportedAddresses: [], source: 'operator', agentAddresses: [], etag: expect.any(String) },
     ]);
   });
 
