@@ -75,6 +75,28 @@ export async function getDisk(db: Queryable, tenant: string, vm: string, id: str
   return (await db.query<DiskRow>(`SELECT ${diskCols} FROM disks WHERE tenant = $1 AND vm = $2 AND id = $3${forUpdate ? ' FOR UPDATE' : ''}`, [tenant, vm, id]))[0];
 }
 
+/** The columns of cols (as vmCols and diskCols list them) read from table alias t, named `<t>.<name>`. */
+function prefixed(cols: string, t: string): string {
+  return cols.split(',').map((c) => {
+    const [column, alias] = c.trim().split(/\s+AS\s+/);
+    return `${t}.${column} AS "${t}.${alias ? alias.replace(/"/g, '') : column}"`;
+  }).join(', ');
+}
+const vmDiskCols = `${prefixed(vmCols, 'v')}, ${prefixed(diskCols, 'd')}`;
+
+/**
+ * A VM and one of its disks in one query (an agent's every grant and commit asks for both); undefined
+ * when either is missing. forUpdate locks the disk's row only, as getDisk does.
+ */
+export async function getVmDisk(db: Queryable, tenant: string, vm: string, id: string, forUpdate = false): Promise<{ vm: VmRow; disk: DiskRow } | undefined> {
+  const rows = await db.query<Record<string, unknown>>(`SELECT ${vmDiskCols} FROM vms v JOIN disks d ON d.tenant = v.tenant AND d.vm = v.name
+    WHERE v.tenant = $1 AND v.name = $2 AND d.id = $3${forUpdate ? ' FOR UPDATE OF d' : ''}`, [tenant, vm, id]);
+  const row = rows[0];
+  if (!row) return undefined;
+  const part = (t: string) => Object.fromEntries(Object.entries(row).filter(([k]) => k.startsWith(`${t}.`)).map(([k, v]) => [k.slice(2), v]));
+  return { vm: part('v') as unknown as VmRow, disk: part('d') as unknown as DiskRow };
+}
+
 export async function insertDisk(db: Queryable, d: Pick<DiskRow, 'tenant' | 'vm' | 'id' | 'virtualSize' | 'sourceFormat' | 'replicaDir'>): Promise<void> {
   await db.query('INSERT INTO disks (tenant, vm, id, virtual_size, source_format, replica_dir) VALUES ($1,$2,$3,$4,$5,$6)',
     [d.tenant, d.vm, d.id, d.virtualSize, d.sourceFormat, d.replicaDir]);

@@ -6,7 +6,7 @@
 import type { AgentIdentity } from '../agent-api/auth.js';
 import type { Queryable } from '../catalog/db.js';
 import type { DiskRow, VmRow } from '../catalog/vms.js';
-import { getDisk, getVm } from '../catalog/vms.js';
+import { getVm, getVmDisk } from '../catalog/vms.js';
 import { ErrConflict, ErrForbidden, ErrNotFoundHere } from '../errors.js';
 import { authorizationFor } from '../trust/enroll.js';
 
@@ -29,8 +29,14 @@ export async function checkTrustGroup(db: Queryable, agent: AgentIdentity, vm: V
 
 /** The VM's disk for an agent request; 404 when there is none. */
 export async function diskForAgent(db: Queryable, agent: AgentIdentity, vm: string, disk: string, options: { forUpdate?: boolean } = {}): Promise<{ vm: VmRow; disk: DiskRow }> {
-  const v = await vmForAgent(db, agent, vm, { protectedOnly: true });
-  const d = await getDisk(db, agent.tenant, vm, disk, options.forUpdate);
-  if (!d) throw ErrNotFoundHere(`VM ${vm} has no disk ${disk}`);
-  return { vm: v, disk: d };
+  // One query for both (every grant and commit of an agent comes here); the VM's checks and its
+  // 404 come from vmForAgent when the pair is missing, as before.
+  const both = await getVmDisk(db, agent.tenant, vm, disk, options.forUpdate);
+  if (!both) {
+    await vmForAgent(db, agent, vm, { protectedOnly: true });
+    throw ErrNotFoundHere(`VM ${vm} has no disk ${disk}`);
+  }
+  await checkTrustGroup(db, agent, both.vm);
+  if (!both.vm.protected) throw ErrConflict('vm_unprotected', `VM ${vm} is not protected; register it again first`);
+  return both;
 }
