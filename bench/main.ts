@@ -21,6 +21,7 @@ import { rebuildBench } from './rebuild.js';
 import { qemuSourceBench } from './qemu-source.js';
 import { keysBench } from './keys.js';
 import { portalBench } from './portal.js';
+import { reverseBench } from './reverse.js';
 
 const benchmarks: Benchmark[] = [
   cryptoBench,
@@ -40,6 +41,7 @@ const benchmarks: Benchmark[] = [
   qemuSourceBench,
   keysBench,
   portalBench,
+  reverseBench,
 ];
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');

@@ -8,25 +8,20 @@
  */
 import { execFileSync } from 'node:child_process';
 import { copyFile, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ReverseClient } from '../../agent/reverse/client.js';
 import { applyReverse, readReverseState } from '../../agent/reverse/apply.js';
 import { registerNewEnvelopeKey } from '../../agent/reverse/keys.js';
-import { AgentState } from '../../agent/state/store.js';
-import type { IdentityFiles } from '../../agent/state/store.js';
-import { QemuDriver } from '../../service/failover/drivers/qemu.js';
-import { reverseCycle } from '../../service/reverse/cycle.js';
-import type { RunningService } from '../../service/runner.js';
+import type { AgentState, IdentityFiles } from '../../agent/state/store.js';
 import type { ReverseLog } from '../../shared/protocol/schemas.js';
-import { execFileP, runBin, scratchDir } from '../helpers.js';
-import { killLeftQemus, serveNbd, type NbdServer } from '../failover/qemu-helpers.js';
-import { enrolledAgent, httpsJson, testEnv, testService, type TestEnv } from '../service/helpers.js';
+import { execFileP, runBin } from '../helpers.js';
+import { enrolledAgent, httpsJson } from '../service/helpers.js';
+import { ReverseVm, startReverseRig, type ReverseRig } from './harness.js';
 
 const hasQemu = (() => { try { execFileSync('qemu-system-x86_64', ['--version']); return true; } catch { return false; } })();
 const Size = 16 << 20;
-const vm = 'vm1';
+const vm = ReverseVm;
 
 /** Deterministic non-trivial content: every 64 KiB block a different byte pattern, some blocks zero. */
 function pointImage(): Buffer {
@@ -41,63 +36,28 @@ async function compare(hoster: string[], onPrem: string): Promise<string> {
 }
 
 describe.skipIf(!hasQemu)('reverse replication (skipped only when qemu-system-x86_64 is missing)', () => {
-  let env: TestEnv;
-  let svc: RunningService;
-  let dir: Awaited<ReturnType<typeof scratchDir>>;
-  let nbd: NbdServer;
-  let driver: QemuDriver;
+  let rig: ReverseRig;
   let files: IdentityFiles;
   let state: AgentState;
-  const workDir = () => join(dir.path, 'fo1');
-  const point = () => join(dir.path, 'point.raw');
-  const onPrem = () => join(dir.path, 'onprem.raw');
-  const overlay = () => join(workDir(), 'disk0.qcow2');
-  const failover = { id: 'fo-1', tenant: 'acme', vm, fork: [{ disk: 'disk0', replicaDir: '', layer: '', virtualSize: Size, bus: 'ide' }] };
-  // The hoster's disk before commit: the overlay over the point (its header names no backing).
-  const hosterUncommitted = () => [`json:${JSON.stringify({ driver: 'qcow2', file: { driver: 'file', filename: overlay() }, backing: { driver: 'raw', file: { driver: 'file', filename: point() } } })}`];
+  const onPrem = () => rig.onPrem;
+  const overlay = () => rig.overlay;
+  const hosterUncommitted = () => rig.hosterUncommitted();
 
   beforeAll(async () => {
-    env = await testEnv();
-    svc = await testService(env);
-    dir = await scratchDir('lifeboat-rv-');
-    await writeFile(point(), pointImage());
-    await copyFile(point(), onPrem());
-    const id = await enrolledAgent(svc, 'acme', '*.acme.test', 'hv1.acme.test');
-    const reg = await httpsJson(`${svc.agentUrl}/v1/vms/${vm}`, {
-      method: 'PUT', caPem: svc.ctx.ca.certPem, identity: id,
-      body: { disks: [{ id: 'disk0', virtualSize: Size, format: 'raw' }], frequency: '5m', history: 0, appConsistentEvery: 0, compression: 'zstd' },
+    rig = await startReverseRig(Size, async (point, onPremPath) => {
+      await writeFile(point, pointImage());
+      await copyFile(point, onPremPath);
     });
-    expect(reg.status).toBe(201);
-    files = {
-      keyPem: id.keyPem, certPem: id.certPem, caPem: svc.ctx.ca.certPem, tenantKeyJwk: JSON.stringify(id.replicaKey),
-      identity: { version: 1, serviceUrl: svc.agentUrl, name: 'hv1.acme.test', tenant: 'acme', caFingerprint: svc.ctx.ca.fingerprint, certNotAfter: new Date(Date.now() + 86_400_000).toISOString(), enrolledAt: new Date().toISOString() },
-    };
-    state = new AgentState(join(dir.path, 'agent-state'));
-    await state.init();
-    await state.writeIdentity(files);
-    nbd = await serveNbd(point(), dir.path, 'point');
-    driver = new QemuDriver({ stateDir: join(dir.path, 'host'), accel: 'tcg' });
-    await driver.prepare({
-      failoverId: failover.id, workDir: workDir(), name: 'lifeboat-rv-test', hardware: { firmware: 'bios', secureBoot: false, cpus: 1, memoryMiB: 64, guestOs: 'other' },
-      disks: [{ id: 'disk0', bus: 'ide', virtualSize: Size, nbd: { socket: nbd.socket, exportName: nbd.exportName } }],
-      nics: [], seeds: [], vmGenerationId: '8f2a1c3e-1b2d-4c5e-9f00-112233445566',
-    });
-    await driver.start(workDir());
+    ({ files, state } = rig);
   }, 120_000);
 
   afterAll(async () => {
-    await driver?.stop(workDir()).catch(() => undefined);
-    await driver?.close();
-    if (dir) await killLeftQemus(dir.path);
-    await nbd?.stop();
-    await svc?.stop();
-    await env?.cleanup();
-    await dir?.remove();
+    await rig?.stop();
   });
 
-  const cycle = async () => reverseCycle({ db: svc.ctx.db, store: svc.ctx.store }, { failover, workDir: workDir(), qmp: await driver.qmp(workDir()) });
-  const apply = () => applyReverse({ state, files, client: new ReverseClient(files), vm, disks: [onPrem()] });
-  const hmp = async (cmd: string) => (await driver.qmp(workDir())).hmp(`qemu-io -d disk0 "${cmd}"`);
+  const cycle = () => rig.cycle();
+  const apply = () => rig.apply();
+  const hmp = (cmd: string) => rig.hmp(cmd);
 
   it('refuses a cycle until the agent registered an envelope key', async () => {
     await expect(cycle()).rejects.toThrow(/registered no envelope key/);
@@ -126,7 +86,7 @@ describe.skipIf(!hasQemu)('reverse replication (skipped only when qemu-system-x8
     expect(c2.disks[0]).toMatchObject({ sequence: 2, kind: 'incremental', changedBytes: 0, dataBytes: 0 });
 
     // Commit (block-stream): the overlay stands alone; later writes go on shipping.
-    await driver.commit(workDir());
+    await rig.driver.commit(rig.workDir);
     await hmp('write -P 0xb3 3M 4k');
     await hmp('write -P 0xb4 15M 1M');
     await hmp('flush');
@@ -216,6 +176,7 @@ describe.skipIf(!hasQemu)('reverse replication (skipped only when qemu-system-x8
   }, 300_000);
 
   it('an agent of another tenant can neither list nor fetch reverse logs', async () => {
+    const svc = rig.svc;
     const other = await enrolledAgent(svc, 'globex', '*.globex.test', 'hv1.globex.test');
     const ca = svc.ctx.ca.certPem;
     for (const path of [`/v1/vms/${vm}/reverse`, `/v1/vms/${vm}/disks/disk0/reverse/logs`]) {
