@@ -3,7 +3,8 @@
  * CD-ROMs and read-only disks left out, or those named by --disk as targets such as vda), a
  * checkpoint with a bitmap on each (libvirt keeps the bitmaps in the qcow2 images, so only qcow2
  * disks can be tracked: any other is refused with what to do), and the domain's vCPUs, memory,
- * firmware and NICs read to show what the engine will report (it reads them again every cycle).
+ * firmware and NICs (with the guest's addresses when its agent answers) read to show what the engine
+ * will report (it reads them again every cycle).
  */
 import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
@@ -54,9 +55,10 @@ export async function protectLibvirt(vm: string, opts: LibvirtProtectOptions, ex
   await mkdir(workDir, { recursive: true });
   const targets = disks.map((d) => d.node!);
   await dom.protect(targets, info.disks.map((d) => d.target).filter((t) => !targets.includes(t)), workDir);
+  const addresses = info.guestAgent ? await dom.guestAddresses() : new Map<string, string[]>();
   return {
     source: { kind: 'libvirt', domain, connect, workDir, guestAgent: info.guestAgent },
-    disks, hardware: info.hardware, nics: info.nics,
+    disks, hardware: info.hardware, nics: info.nics.map((n) => ({ ...n, addresses: addresses.get(n.mac) ?? [] })),
     describe: disks.map((d) => { const w = writable.find((x) => x.target === d.node)!; return `${d.id} disk ${w.target} ${w.file} (${w.format})`; }),
   };
 }

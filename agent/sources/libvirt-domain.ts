@@ -1,7 +1,8 @@
 /**
  * A libvirt domain as the libvirt source uses it, through virsh (virsh.ts): its description
  * (dumpxml), its run state, our checkpoints (`lifeboat-<n>`, each with a bitmap on the protected disks),
- * and a backup job of ours left by an agent killed mid-cycle.
+ * a backup job of ours left by an agent killed mid-cycle, and the guest's addresses as its guest agent
+ * reports them (`domifaddr --source agent`).
  *
  * Checkpoints: libvirt keeps every checkpoint's bitmap recording from the checkpoint's instant on, so a
  * backup `incremental` from our oldest checkpoint that covers a disk reads everything changed since
@@ -17,6 +18,27 @@ import type { Virsh } from './virsh.js';
 export const CheckpointPrefix = 'lifeboat-';
 const isOurs = (name: string) => name.startsWith(CheckpointPrefix) && /^\d+$/.test(name.slice(CheckpointPrefix.length));
 const numberOf = (name: string) => Number(name.slice(CheckpointPrefix.length));
+
+/** How long domifaddr may wait on the guest agent before the addresses are left out of this report. */
+const GuestAgentTimeoutMs = 15_000;
+
+/**
+ * `virsh domifaddr --full` as addresses by MAC: a table of name, MAC, protocol and ADDR/PREFIX, one
+ * line per address (--full repeats the name and MAC on each). Loopback (MAC all zeros), link-local
+ * IPv6 and anything not in the table's shape are left out.
+ */
+export function parseDomifaddr(text: string): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const line of text.split(/\r?\n/)) {
+    const m = /^\s*\S+\s+([0-9a-f]{2}(?::[0-9a-f]{2}){5})\s+(ipv4|ipv6)\s+(\S+\/\d+)\s*$/i.exec(line);
+    if (!m) continue;
+    const mac = m[1]!.toLowerCase();
+    const address = m[3]!;
+    if (mac === '00:00:00:00:00:00' || (m[2] === 'ipv6' && /^fe[89ab][0-9a-f]:/i.test(address))) continue;
+    out.set(mac, [...(out.get(mac) ?? []), address]);
+  }
+  return out;
+}
 
 export interface Checkpoint {
   name: string;
@@ -68,6 +90,21 @@ export class LibvirtDomain {
     } finally {
       await rm(file, { force: true });
     }
+  }
+
+  /**
+   * The guest's addresses by MAC (ADDR/PREFIX, link-local IPv6 and loopback left out), from
+   * `domifaddr --source agent --full`; none when the guest agent does not answer (not running yet, or
+   * no agent channel): the machine is still reported, as the qemu source does.
+   */
+  async guestAddresses(): Promise<Map<string, string[]>> {
+    let out: string;
+    try {
+      out = await this.virsh.run(['domifaddr', '--domain', this.name, '--source', 'agent', '--full'], GuestAgentTimeoutMs);
+    } catch {
+      return new Map();
+    }
+    return parseDomifaddr(out);
   }
 
   /** Deletes a checkpoint (its bitmaps too; metadataOnly: libvirt's record alone, for one whose bitmap is gone). */

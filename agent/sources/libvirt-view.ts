@@ -87,8 +87,10 @@ export class LibvirtVmView implements LiveView {
     private readonly startedPaused: boolean,
   ) {}
 
+  /** The domain's machine from dumpxml, with the guest's addresses per NIC when its agent answers. */
   async machine(): Promise<MachineConfig> {
-    return { hardware: this.info.hardware, nics: this.info.nics };
+    const addresses = this.info.guestAgent ? await this.dom.guestAddresses() : new Map<string, string[]>();
+    return { hardware: this.info.hardware, nics: this.info.nics.map((n) => ({ ...n, addresses: addresses.get(n.mac) ?? [] })) };
   }
 
   static async open(o: LibvirtVmViewOptions): Promise<LibvirtVmView> {

@@ -12,7 +12,6 @@
  * shut down as a planned failover does it (QMP system_powerdown) and the final cycle is checked too.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -26,33 +25,13 @@ import { AgentState } from '../../agent/state/store.js';
 import { generateKeyPair } from '../../shared/crypto/keys.js';
 import { FileStore } from '../../shared/objectstore/file.js';
 import { GuestAgentClient } from '../../shared/qmp/client.js';
-import { rootPartitionOffset } from '../guest/guest-files.js';
 import { guestSkipReason, testGuest } from '../guest/test-guest.js';
 import { execFileP, scratchDir } from '../helpers.js';
+import { checkPoint, LastRecordCommand, proofPoints, Writer } from './guest-writer.js';
 import { LocalService } from './local-service.js';
 
 const skip = guestSkipReason();
 if (skip) console.warn(`skipping the qemu source's proof with a real guest: ${skip}`);
-
-const WriterDir = '/var/lib/lifeboat-writer';
-/** The writer: record i is `record i <pad> <sha256 of "record i <pad>">`, fsynced; every 5th record the state file is rewritten whole (64 lines of one version) and renamed over the old. */
-const Writer = `
-d=${WriterDir}; mkdir -p $d; cd $d || exit 1
-pad=$(printf '%0150d' 0)
-i=0
-while :; do
-  i=$((i+1))
-  body="record $i $pad"
-  sum=$(printf '%s' "$body" | sha256sum); sum=\${sum%% *}
-  printf '%s %s\\n' "$body" "$sum" >> journal
-  sync journal
-  if [ $((i % 5)) -eq 0 ]; then
-    k=0; : > state.tmp
-    while [ $k -lt 64 ]; do k=$((k+1)); printf 'version %s line %s %s\\n' $i $k $pad >> state.tmp; done
-    sync state.tmp; mv state.tmp state
-  fi
-done
-`;
 
 let dir: Awaited<ReturnType<typeof scratchDir>>;
 let qemu: ChildProcess | undefined;
@@ -66,56 +45,8 @@ async function guestAgent<T>(socket: string, fn: (ga: GuestAgentClient) => Promi
 
 /** The number of the last complete record the guest has written (its predecessors are fsynced). */
 async function lastRecord(qga: string): Promise<number> {
-  const r = await guestAgent(qga, (ga) => ga.exec('/bin/sh', ['-c', `tail -n 1 ${WriterDir}/journal | cut -d' ' -f2`], { timeoutMs: 60_000 }));
+  const r = await guestAgent(qga, (ga) => ga.exec('/bin/sh', ['-c', LastRecordCommand], { timeoutMs: 60_000 }));
   return Number(r.stdout.toString().trim() || 0);
-}
-
-interface PointCheck { records: number; partialTail: boolean; stateVersion: number | undefined; fsck: string }
-
-/** A file of the guest's root filesystem (debugfs dump), or undefined when it has none. */
-async function dumpFile(fs: string, path: string): Promise<Buffer | undefined> {
-  const out = `${fs}.dump`;
-  await execFileP('rm', ['-f', out]);
-  await execFileP('debugfs', ['-R', `dump ${path} ${out}`, fs]);
-  return readFile(out).catch(() => undefined);
-}
-
-/**
- * Copies the root filesystem of the replica as it is now (the cycle's recovery point) into a file of
- * its own (e2fsck re-opens a filesystem after replaying its journal and loses a `?offset=`), then
- * checks it offline; throws with what was wrong.
- */
-async function checkPoint(replica: string, fs: string): Promise<PointCheck> {
-  const offset = await rootPartitionOffset(replica);
-  await execFileP('dd', [`if=${replica}`, `of=${fs}`, `skip=${offset}`, 'bs=4M', 'iflag=skip_bytes', 'conv=sparse', 'status=none']);
-  // Replay the journal as a mount would (exit 0: nothing to do, 1: replayed/fixed what recovery fixes).
-  const replayed = (out: string) => (/recovering journal/.test(out) ? 'replayed' : 'clean');
-  const replay = await execFileP('e2fsck', ['-E', 'journal_only', '-y', fs]).then((r) => replayed(r.stdout + r.stderr), async (err: { code?: number; stdout?: string; stderr?: string }) => {
-    if (err.code === 1) return replayed(`${err.stdout}${err.stderr}`);
-    const full = await execFileP('e2fsck', ['-fn', fs]).then((r) => r.stdout, (e: { stdout?: string }) => e.stdout ?? '');
-    throw new Error(`e2fsck -E journal_only exited ${err.code}: ${err.stdout}${err.stderr}\ne2fsck -fn then says:\n${full.slice(0, 3000)}`);
-  });
-  const fsck = await execFileP('e2fsck', ['-fn', fs]).then((r) => r.stdout, (err: { code?: number; stdout?: string }) => {
-    throw new Error(`e2fsck -fn exited ${err.code} after the journal (${replay}):\n${(err.stdout ?? '').slice(0, 3000)}`);
-  });
-  const journal = (await dumpFile(fs, `${WriterDir}/journal`)) ?? Buffer.alloc(0);
-  const lines = journal.toString('latin1').split('\n');
-  const tail = lines.pop()!; // after the last newline: empty, or a record not wholly written at the instant
-  lines.forEach((line, i) => {
-    const m = /^(record (\d+) 0{150}) ([0-9a-f]{64})$/.exec(line);
-    if (!m) throw new Error(`journal line ${i + 1} is not a whole record: ${JSON.stringify(line.slice(0, 80))}`);
-    if (Number(m[2]) !== i + 1) throw new Error(`journal line ${i + 1} holds record ${m[2]}`);
-    if (createHash('sha256').update(m[1]!).digest('hex') !== m[3]) throw new Error(`record ${i + 1}: checksum differs`);
-  });
-  const state = await dumpFile(fs, `${WriterDir}/state`);
-  let stateVersion: number | undefined;
-  if (state !== undefined) {
-    const versions = new Set(state.toString('latin1').split('\n').filter(Boolean).map((l) => /^version (\d+) line \d+ 0{150}$/.exec(l)?.[1] ?? 'torn'));
-    const count = state.toString('latin1').split('\n').filter(Boolean).length;
-    if (versions.size !== 1 || versions.has('torn') || count !== 64) throw new Error(`the renamed file is a mix: versions ${[...versions].join(',')}, ${count} lines`);
-    stateVersion = Number([...versions][0]);
-  }
-  return { records: lines.length, partialTail: tail.length > 0, stateVersion, fsck: `journal ${replay}; ${fsck.trim().split('\n').at(-1) ?? ''}` };
 }
 
 describe.skipIf(skip !== undefined)('the qemu source with a real guest writing through replication', () => {
@@ -164,31 +95,11 @@ describe.skipIf(skip !== undefined)('the qemu source with a real guest writing t
     };
     const ctx: EngineContext = { state, transport: service, tenant: 'acme', recipient: keys.publicKey, logger: silentLogger, now: () => new Date(), retry: { attempts: 1 } };
     const replicator = new Replicator(ctx);
-    const seen: Record<string, number> = { application: 0, crash: 0 };
-    let lastRecords = 0;
-    // Point 0 is the base; then logs, alternating application- and crash-consistent.
-    for (let i = 0; i < 4; i++) {
-      await new Promise((r) => setTimeout(r, 5000)); // the writer goes on between points
-      const application = i % 2 === 0;
-      await state.writeConfig({ ...config, source: { kind: 'qemu', qmp: qmpSock, guestAgent: application ? qga : null } });
-      const fsynced = (await lastRecord(qga)) - 1; // the record before the last one seen was fsynced before the point
-      const t = Date.now();
-      const r = await replicator.cycle('web01');
-      const cycleSeconds = (Date.now() - t) / 1000;
-      expect(r.outcome, r.error).not.toBe('failed');
-      expect(r.stats!.consistency).toBe(application ? 'application' : 'crash');
-      const copy = join(dir.path, `point-${i}.ext4`);
-      const check = await checkPoint(service.replicaPath('web01', 'disk0'), copy).catch((err: Error) => { throw new Error(`point ${i} (${r.stats!.consistency}): ${err.message}`); });
-      expect(check.records, `point ${i}: records the guest had fsynced before it`).toBeGreaterThanOrEqual(fsynced);
-      expect(check.records).toBeGreaterThanOrEqual(lastRecords);
-      lastRecords = check.records;
-      seen[r.stats!.consistency]!++;
-      figures.push(`point ${i} ${r.stats!.consistency}: cycle ${cycleSeconds.toFixed(1)} s, changed ${(r.stats!.changedBytes / 1024).toFixed(0)} KiB, sent ${(r.stats!.sentBytes / 1024).toFixed(0)} KiB${r.baseBytes ? `, base of ${Math.round(r.baseBytes / (1 << 20))} MiB` : ''}; ${check.records} records (${fsynced} fsynced before)${check.partialTail ? ' and a partial one' : ''}, state version ${check.stateVersion ?? '-'}; e2fsck: ${check.fsck}${r.stats!.warnings.length ? `; warnings: ${r.stats!.warnings.join(' | ')}` : ''}`);
-      await execFileP('rm', ['-f', copy, `${copy}.dump`]);
-    }
-    expect(seen.application).toBeGreaterThanOrEqual(2);
-    expect(seen.crash).toBeGreaterThanOrEqual(2);
-    expect(lastRecords).toBeGreaterThan(0);
+    await proofPoints({
+      cycle: () => replicator.cycle('web01'),
+      consistency: async (application) => { await state.writeConfig({ ...config, source: { kind: 'qemu', qmp: qmpSock, guestAgent: application ? qga : null } }); },
+      lastRecord: () => lastRecord(qga), replica: service.replicaPath('web01', 'disk0'), scratch: dir.path, figures,
+    });
 
     // A planned failover's end: the guest shut down, then the final cycle through a view (qemu stays
     // up with -no-shutdown): a clean filesystem with every record. This guest heeds neither
