@@ -21,6 +21,7 @@ import type { RunningHost } from './failover/host.js';
 import { startFailoverHost } from './failover/host.js';
 import { planRunExtension } from './plans/job.js';
 import { failbackExtension } from './failback/job.js';
+import { reverseCycleExtension } from './reverse/schedule.js';
 import type { FailoverQueues } from './failover/queue.js';
 import { registerFailoverMetrics } from './failover/metrics.js';
 import { createFailoverQueues } from './failover/queue.js';
@@ -90,7 +91,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     let failoverHost: RunningHost | undefined;
     if (wantHost) {
       try {
-        failoverHost = await startFailoverHost(ctx, { extensions: [planRunExtension(), failbackExtension()] });
+        failoverHost = await startFailoverHost(ctx, { extensions: [planRunExtension(), failbackExtension(), reverseCycleExtension()] });
         closers.push(() => failoverHost!.stop());
       } catch (err) {
         // Replication goes on without failover on a machine without qemu; the reason is logged once.

@@ -1,13 +1,16 @@
 /**
  * lifeboat-agent status [--json]: per VM its state, last cycle, RPO lag (how far the replica is
  * behind now), pending bytes and initial-replication progress, from the local state alone (it works
- * when the service does not answer).
+ * when the service does not answer). Then each VM whose reverse logs are applied here (`reverse`): per
+ * disk the last applied log, its lag (now − its capture time at the hoster), bytes received and the
+ * logs pending when the last pass ended.
  */
 import type { Command } from 'commander';
 import { printJson } from '../../shared/cli/run.js';
 import { formatBytes } from '../../shared/units.js';
 import { describeFailedOver, readFailedOver } from '../commands/records.js';
 import type { FailedOverRecord } from '../commands/records.js';
+import { readReverseState, ReverseStateFile, type ReverseState } from '../reverse/apply.js';
 import type { CycleStats, VmConfig, VmProgress } from '../state/schema.js';
 import { agentState, withStateDir } from './agent-options.js';
 import type { StateDirOption } from './agent-options.js';
@@ -42,6 +45,31 @@ export interface VmStatusReport {
   problem: { error: string; at: string; todo: string } | null;
 }
 
+/** A VM reverse logs are applied for here (lifeboat-agent reverse), from vms/<vm>/reverse.json. */
+export interface ReverseVmStatus {
+  vm: string;
+  disks: ReverseDiskStatus[];
+}
+
+export interface ReverseDiskStatus {
+  disk: string;
+  /** Where the logs go. */
+  path: string;
+  /** The last applied reverse log (0/0: none yet), when it was applied and when the hoster captured it. */
+  generation: number;
+  sequence: number;
+  appliedAt: string | null;
+  capturedAt: string | null;
+  /** Seconds between now and the capture time of the last applied log; null before the first. */
+  lagSeconds: number | null;
+  /** Bytes of the logs received (sealed objects) and of the data they wrote. */
+  receivedBytes: number;
+  appliedBytes: number;
+  /** Logs the service listed after the last applied one when the last pass ended (checkedAt). */
+  pendingLogs: number | null;
+  checkedAt: string | null;
+}
+
 export function registerStatus(program: Command): void {
   withStateDir(program
     .command('status')
@@ -51,10 +79,13 @@ export function registerStatus(program: Command): void {
       const state = agentState(opts);
       const reports: VmStatusReport[] = [];
       for (const vm of await state.listVms()) reports.push(report(await state.readConfig(vm), await state.readProgress(vm), Date.now(), await readFailedOver(state, vm)));
+      const reverse: ReverseVmStatus[] = [];
+      for (const vm of await state.listVmsWith(ReverseStateFile)) reverse.push({ vm, disks: reverseReport(await readReverseState(state, vm)) });
       const enrolled = await state.hasIdentity();
-      if (opts.json) return printJson({ stateDir: state.dir, enrolled, vms: reports });
+      if (opts.json) return printJson({ stateDir: state.dir, enrolled, vms: reports, reverse });
       if (!enrolled) process.stdout.write(`not enrolled: nothing replicates until this agent is (lifeboat-agent enroll TOKEN; state in ${state.dir})\n`);
       process.stdout.write(reports.length === 0 ? 'no VM is protected\n' : reports.map(describe).join(''));
+      for (const r of reverse) process.stdout.write([`${r.vm}: reverse (writes at the hoster applied here)`, ...r.disks.map(describeReverse), ''].join('\n'));
     });
 }
 
@@ -95,6 +126,15 @@ export function report(config: VmConfig, progress: VmProgress, now = Date.now(),
   };
 }
 
+/** The reverse side of a VM's status: per disk the last applied log, its lag, bytes received, logs pending. */
+export function reverseReport(reverse: ReverseState, now = Date.now()): ReverseDiskStatus[] {
+  return Object.entries(reverse.disks).map(([disk, d]) => ({
+    disk, path: d.path, generation: d.generation, sequence: d.sequence, appliedAt: d.appliedAt, capturedAt: d.capturedAt ?? null,
+    lagSeconds: d.capturedAt ? Math.max(0, Math.round((now - Date.parse(d.capturedAt)) / 1000)) : null,
+    receivedBytes: d.receivedBytes ?? 0, appliedBytes: d.appliedBytes, pendingLogs: d.pendingLogs ?? null, checkedAt: d.checkedAt ?? null,
+  }));
+}
+
 /** What an operator can do about a failed cycle, from its error. */
 export function whatToDo(error: string): string {
   if (/does not answer|connection refused|timed out|not with TLS|ENOTFOUND|EHOSTUNREACH/i.test(error)) return 'the service is unreachable: check the network and that the service runs; the next cycle retries';
@@ -128,4 +168,11 @@ function describeSource(d: VmStatusReport['disks'][number]): string {
   if (d.source === 'libvirt') return `libvirt disk ${t.node}, checkpoint ${t.bitmap}${t.lostAt ? `, last found lost ${t.lostAt}` : ''}`;
   if (d.source === 'hyperv') return `hyperv ${t.node}, reference point ${t.bitmap || '(none yet)'}${t.lostAt ? `, last found lost ${t.lostAt}` : ''}`;
   return `qemu node ${t.node}, bitmap ${t.bitmap}${t.granularity ? ` of ${formatBytes(t.granularity)} granules` : ''}${t.lostAt ? `, last found lost ${t.lostAt}` : ''}`;
+}
+
+function describeReverse(d: ReverseDiskStatus): string {
+  const last = d.sequence === 0 ? 'no log applied yet' : `log ${d.generation}/${d.sequence} applied ${d.appliedAt ?? '-'}, captured ${d.capturedAt ?? '(unknown)'}`;
+  const lag = d.lagSeconds === null ? '-' : `${d.lagSeconds} s`;
+  const pending = d.pendingLogs === null ? 'pending unknown' : `${d.pendingLogs} log(s) pending at ${d.checkedAt ?? '-'}`;
+  return `  ${d.disk}: ${d.path}: ${last}; lag ${lag}; received ${formatBytes(d.receivedBytes)} (${formatBytes(d.appliedBytes)} of data); ${pending}`;
 }

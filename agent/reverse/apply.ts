@@ -28,7 +28,7 @@ import type { AgentState, IdentityFiles } from '../state/store.js';
 import type { ReverseClient } from './client.js';
 import { loadEnvelopeKeys } from './keys.js';
 
-const ReverseStateFile = 'reverse.json';
+export const ReverseStateFile = 'reverse.json';
 const reverseStateSchema = z.strictObject({
   version: z.literal(1),
   disks: z.record(z.string(), z.strictObject({
@@ -45,6 +45,13 @@ const reverseStateSchema = z.strictObject({
      * state written before failback existed: read as none). Failback's equality check digests them.
      */
     ranges: z.array(z.tuple([z.number().int().min(0), z.number().int().min(1)])).optional(),
+    /** The capture time at the hoster of the last applied log (status: reverse lag = now − it). Absent before the first, or in an older state. */
+    capturedAt: z.string().optional(),
+    /** Bytes of the log objects received and applied (sealed, compressed: what came over the network). */
+    receivedBytes: z.number().int().min(0).optional(),
+    /** Logs the service listed after what was applied, at the end of the last pass, and when that pass ended. */
+    pendingLogs: z.number().int().min(0).optional(),
+    checkedAt: z.string().optional(),
   })),
 });
 export type ReverseState = z.infer<typeof reverseStateSchema>;
@@ -157,6 +164,8 @@ export async function applyReverse(o: ReverseApplyOptions): Promise<ReverseDiskP
         at.sequence = next.sequence;
         at.appliedAt = new Date().toISOString();
         at.appliedBytes += next.dataBytes;
+        at.capturedAt = next.capturedAt;
+        at.receivedBytes = (at.receivedBytes ?? 0) + next.size;
         await writeReverseState(o.state, o.vm, s);
         pass.appliedLogs++;
         pass.appliedBytes += next.dataBytes;
@@ -166,8 +175,12 @@ export async function applyReverse(o: ReverseApplyOptions): Promise<ReverseDiskP
     } finally {
       await image?.close();
     }
-    pass.generation = s.disks[disk]!.generation;
-    pass.sequence = s.disks[disk]!.sequence;
+    const at = s.disks[disk]!;
+    pass.generation = at.generation;
+    pass.sequence = at.sequence;
+    at.pendingLogs = pass.pendingLogs;
+    at.checkedAt = new Date().toISOString();
+    await writeReverseState(o.state, o.vm, s);
     passes.push(pass);
   }
   return passes;

@@ -95,6 +95,11 @@ export class AgentState {
   // ── VMs ─────────────────────────────────────────────────────────────────────
 
   async listVms(): Promise<string[]> {
+    return this.listVmsWith('config.json');
+  }
+
+  /** The VMs whose directory holds the file (config.json: protected VMs; reverse.json: VMs reverse logs were applied for). */
+  async listVmsWith(file: string): Promise<string[]> {
     let names: string[];
     try {
       names = await readdir(join(this.dir, 'vms'));
@@ -104,7 +109,7 @@ export class AgentState {
     }
     const vms: string[] = [];
     for (const n of names.sort()) {
-      if (VmNamePattern.test(n) && (await exists(join(this.dir, 'vms', n, 'config.json')))) vms.push(n);
+      if (VmNamePattern.test(n) && (await exists(join(this.dir, 'vms', n, file)))) vms.push(n);
     }
     return vms;
   }

@@ -160,8 +160,9 @@ export function registerFailover(program: Command): void {
       const { startFailoverHost } = await import('../failover/host.js');
       const { planRunExtension } = await import('../plans/job.js');
       const { failbackExtension } = await import('../failback/job.js');
+      const { reverseCycleExtension } = await import('../reverse/schedule.js');
       const ctx = await openContext(config, { log });
-      const host = await startFailoverHost(ctx, { extensions: [planRunExtension(), failbackExtension()] });
+      const host = await startFailoverHost(ctx, { extensions: [planRunExtension(), failbackExtension(), reverseCycleExtension()] });
       const signalled = waitForSignal(); // before saying ready: a SIGTERM right after must find the handler
       process.stdout.write(`lifeboat-service failover-host ready: ${host.name} (${config.failover.host.dir})\n`);
       await signalled;

@@ -125,8 +125,29 @@ async function ensureBitmaps(deps: ReverseCycleDeps, input: ReverseCycleInput, s
   }
 }
 
-/** Runs one reverse cycle of every disk of the failover's VM. */
+/** The cycle running now per work directory: one qemu's bitmaps see one cycle at a time. */
+const inFlight = new Map<string, Promise<unknown>>();
+
+/**
+ * Runs one reverse cycle of every disk of the failover's VM. Cycles of one VM in this process (the
+ * timer's and a failback's final cycle) run one after the other: the second starts after the first
+ * ended. The failover host that runs the VM is the only process that runs its cycles.
+ */
 export async function reverseCycle(deps: ReverseCycleDeps, input: ReverseCycleInput): Promise<ReverseCycleResult> {
+  const before = inFlight.get(input.workDir);
+  const run = (async () => {
+    if (before) await before.catch(() => undefined);
+    return runCycle(deps, input);
+  })();
+  inFlight.set(input.workDir, run);
+  try {
+    return await run;
+  } finally {
+    if (inFlight.get(input.workDir) === run) inFlight.delete(input.workDir);
+  }
+}
+
+async function runCycle(deps: ReverseCycleDeps, input: ReverseCycleInput): Promise<ReverseCycleResult> {
   const { tenant, vm, id } = input.failover;
   const recipient = await recipientFor(deps.db, tenant, vm);
   const fork = input.failover.fork;

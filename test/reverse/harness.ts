@@ -54,7 +54,8 @@ export async function startReverseRig(size: number, prepare: (point: string, onP
   const vm = ReverseVm;
   const point = join(dir, 'point.raw');
   const onPrem = join(dir, 'onprem.raw');
-  const workDir = join(dir, 'fo1');
+  // Where a failover host with directory dir keeps failover fo-1 (workDirOf: <host dir>/vms/<id>).
+  const workDir = join(dir, 'vms', 'fo-1');
   const overlay = join(workDir, 'disk0.qcow2');
   let nbd: NbdServer | undefined;
   let driver: QemuDriver | undefined;

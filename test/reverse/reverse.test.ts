@@ -17,6 +17,13 @@ import type { AgentState, IdentityFiles } from '../../agent/state/store.js';
 import type { ReverseLog } from '../../shared/protocol/schemas.js';
 import { execFileP, runBin } from '../helpers.js';
 import { enrolledAgent, httpsJson } from '../service/helpers.js';
+import { getFailover, insertFailover, setFailoverState, upsertHost } from '../../service/catalog/failovers.js';
+import { insertFailback } from '../../service/catalog/failbacks.js';
+import type { HostRuntime } from '../../service/failover/job.js';
+import { createFailoverQueues } from '../../service/failover/queue.js';
+import { connectRedis } from '../../service/queue.js';
+import { lastReverseCapture, reconcileReverseCycles, reverseCycleJobId, reverseNotDue, runReverseCycleJob } from '../../service/reverse/schedule.js';
+import { Queue } from 'bullmq';
 import { ReverseVm, startReverseRig, type ReverseRig } from './harness.js';
 
 const hasQemu = (() => { try { execFileSync('qemu-system-x86_64', ['--version']); return true; } catch { return false; } })();
@@ -189,4 +196,74 @@ describe.skipIf(!hasQemu)('reverse replication (skipped only when qemu-system-x8
     const keys = await httpsJson<{ keys: unknown[] }>(`${svc.agentUrl}/v1/envelope-keys`, { caPem: ca, identity: other });
     expect(keys.body.keys).toEqual([]);
   });
+
+  it('the failover host runs a reverse cycle per committed failover at the VM\'s frequency; status shows the reverse lag', async () => {
+    const { svc, driver } = rig;
+    const db = svc.ctx.db;
+    await upsertHost(db, { name: 'rv-host', cpus: 1, memoryMiB: 1024, storageBytes: 1 << 30, networks: [], pid: process.pid });
+    const f = await insertFailover(db, {
+      id: rig.failover.id, tenant: 'acme', vm, kind: 'planned', pointRequest: 'latest', pointId: null, host: 'rv-host', vmGenerationId: '8f2a1c3e-1b2d-4c5e-9f00-112233445566',
+      spec: {}, warnings: [], idempotencyKey: null, requestedBy: 'test', expiresAt: null,
+    });
+    const redis = await connectRedis(svc.ctx.config.redis.url);
+    const prefix = `rvtimer${Date.now()}`;
+    const queues = createFailoverQueues(redis, prefix);
+    const queue = new Queue('failover-rv-host', { connection: redis, prefix });
+    const rt: HostRuntime = { ctx: svc.ctx, redis, hostName: 'rv-host', dir: rig.dir, nbdSocket: '', driver, dropExport: async () => undefined, log: svc.ctx.log };
+    try {
+      // Not committed yet: no reverse cycle, whatever the time.
+      const far = new Date(Date.now() + 86_400_000);
+      expect(await reverseNotDue(rt, f, far)).toMatch(/not committed/);
+      await setFailoverState(db, f.id, 'committed', { fork: rig.failover.fork });
+      const last = (await lastReverseCapture(db, f))!;
+      expect(last).toBeInstanceOf(Date);
+      // The VM's frequency is 5m: just under 300 s after the last capture nothing is due, and a job run then does nothing.
+      const early = new Date(last.getTime() + 299_000);
+      expect(await reconcileReverseCycles(rt, queues, new Set(), early)).toEqual([]);
+      expect(await runReverseCycleJob(rt, f.id, () => early)).toBeUndefined();
+      const due = new Date(last.getTime() + 300_000);
+      // A failback under way: its own final cycle closes the last log, the timer runs none.
+      await insertFailback(db, { id: 'fb-rv', tenant: 'acme', vm, failoverId: f.id, host: 'rv-host', shutdownTimeoutSeconds: 1, requestedBy: 'test' });
+      expect(await reverseNotDue(rt, (await getFailover(db, f.id))!, due)).toBe('a failback is under way');
+      await db.query('DELETE FROM failbacks WHERE id = $1', ['fb-rv']);
+      // Due: the reconciler adds the failover's job to the host's queue, unless this process runs it now.
+      expect(await reconcileReverseCycles(rt, queues, new Set([f.id]), due)).toEqual([]);
+      expect(await reconcileReverseCycles(rt, queues, new Set(), due)).toEqual([f.id]);
+      expect((await queue.getJob(reverseCycleJobId(f.id)))?.name).toBe('reverse-cycle');
+
+      await hmp('write -P 0xf1 2M 64k');
+      await hmp('flush');
+      const r = (await runReverseCycleJob(rt, f.id, () => due))!;
+      expect(r.disks).toEqual([expect.objectContaining({ generation: 1, sequence: 8, kind: 'incremental', changedBytes: 64 << 10 })]);
+      // Run again at the same instant (the job repeated): the new log is younger than the frequency, nothing more is shipped.
+      expect(await runReverseCycleJob(rt, f.id, () => due)).toBeUndefined();
+      expect((await db.query<{ n: number }>('SELECT count(*)::int AS n FROM reverse_logs WHERE tenant = $1 AND vm = $2', ['acme', vm]))[0]!.n).toBe(8);
+
+      // Before the agent applies it, status shows the last applied log (7) and, from the last pass, nothing pending.
+      const before = await runBin('agent', ['status', '--json', '--state-dir', state.dir]);
+      expect(before.code, before.stderr).toBe(0);
+      type Rev = { vm: string; disks: { disk: string; generation: number; sequence: number; capturedAt: string | null; lagSeconds: number | null; receivedBytes: number; appliedBytes: number; pendingLogs: number | null }[] }[];
+      const rev0 = (JSON.parse(before.stdout) as { reverse: Rev }).reverse;
+      expect(rev0).toEqual([{ vm, disks: [expect.objectContaining({ disk: 'disk0', generation: 1, sequence: 7, pendingLogs: 0 })] }]);
+      const received0 = rev0[0]!.disks[0]!.receivedBytes;
+      expect(received0).toBeGreaterThan(0);
+
+      const passes = await apply();
+      expect(passes).toEqual([expect.objectContaining({ sequence: 8, appliedLogs: 1, pendingLogs: 0 })]);
+      expect(await compare([overlay()], onPrem())).toBe('Images are identical.');
+      const after = await runBin('agent', ['status', '--json', '--state-dir', state.dir]);
+      expect(after.code, after.stderr).toBe(0);
+      const d = (JSON.parse(after.stdout) as { reverse: Rev }).reverse[0]!.disks[0]!;
+      expect(d).toMatchObject({ generation: 1, sequence: 8, capturedAt: r.capturedAt.toISOString(), pendingLogs: 0, receivedBytes: received0 + r.disks[0]!.size });
+      expect(d.lagSeconds).toBeGreaterThanOrEqual(0);
+      const text = await runBin('agent', ['status', '--state-dir', state.dir]);
+      expect(text.code, text.stderr).toBe(0);
+      expect(text.stdout).toMatch(new RegExp(`vm1: reverse .*\\n  disk0: .*onprem\\.raw: log 1/8 applied .*, captured ${r.capturedAt.toISOString().replace(/\./g, '\\.')}; lag \\d+ s; received .*; 0 log\\(s\\) pending`));
+    } finally {
+      await queue.obliterate({ force: true }).catch(() => undefined);
+      await queue.close();
+      await queues.close();
+      redis.disconnect();
+    }
+  }, 300_000);
 });
