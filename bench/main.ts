@@ -21,7 +21,7 @@ import { rebuildBench } from './rebuild.js';
 import { qemuSourceBench } from './qemu-source.js';
 import { keysBench } from './keys.js';
 import { portalBench } from './portal.js';
-import { reverseBench } from './reverse.js';
+import { failbackBench, reverseBench } from './reverse.js';
 
 const benchmarks: Benchmark[] = [
   cryptoBench,
@@ -42,6 +42,7 @@ const benchmarks: Benchmark[] = [
   keysBench,
   portalBench,
   reverseBench,
+  failbackBench,
 ];
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');

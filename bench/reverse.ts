@@ -11,11 +11,17 @@
  *   another copy of the point (without those flags a local rsync copies whole files or skips by size
  *   and time): its wall time (goal: ours ≤ 1x) and its literal data.
  * qemu-img compare checks both results before any figure is printed.
+ * `npm run bench -- failback` (below) measures the failback window.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { registerNewEnvelopeKey } from '../agent/reverse/keys.js';
+import type { FailbackReport } from '../service/failback/report.js';
+import { QemuDriver } from '../service/failover/drivers/qemu.js';
+import { FailoverScenario, must } from '../test/failover/failover-harness.js';
 import { execFileP } from '../test/helpers.js';
 import { startReverseRig } from '../test/reverse/harness.js';
 import { runCommand, secs, syntheticDisk, timeIt, type Benchmark, type BenchRow } from './lib.js';
@@ -23,6 +29,8 @@ import { runCommand, secs, syntheticDisk, timeIt, type Benchmark, type BenchRow 
 const MiB = 1 << 20;
 const Block = 64 << 10;
 const note = (m: string) => process.stderr.write(`bench: reverse: ${m}\n`);
+const fbNote = (m: string) => process.stderr.write(`bench: failback: ${m}\n`);
+const agentBin = join(import.meta.dirname, '..', 'bin', 'lifeboat-agent.js');
 
 /** count distinct block indexes below blocks, from a seeded generator (the same blocks every run). */
 function scattered(blocks: number, count: number, seed: number): number[] {
@@ -31,6 +39,24 @@ function scattered(blocks: number, count: number, seed: number): number[] {
   const chosen = new Set<number>();
   while (chosen.size < count) chosen.add(next() % blocks);
   return [...chosen].sort((a, b) => a - b);
+}
+
+/**
+ * The VM writes 1% of the disk's 64 KiB blocks (seeded choice), each with its own random data from a
+ * file under src, through qemu-io (qemuIo runs one qemu-io command on disk0), then flushes.
+ */
+async function writeOnePercent(size: number, seed: number, src: string, qemuIo: (cmd: string) => Promise<string>): Promise<number[]> {
+  const blocks = scattered(size / Block, Math.round(size / Block / 100), seed);
+  await mkdir(src);
+  process.stderr.write(`bench: writing ${blocks.length} random 64 KiB blocks at the hoster\n`);
+  for (const [i, b] of blocks.entries()) {
+    const file = join(src, `${i}.bin`);
+    await writeFile(file, randomBytes(Block));
+    const out = await qemuIo(`write -s ${file} ${b * Block} ${Block}`);
+    if (out.trim() !== '') throw new Error(`qemu-io write: ${out.trim()}`);
+  }
+  await qemuIo('flush');
+  return blocks;
 }
 
 async function identical(a: string[], b: string): Promise<void> {
@@ -53,17 +79,7 @@ export const reverseBench: Benchmark = {
     const rows: BenchRow[] = [];
     try {
       await registerNewEnvelopeKey(rig.state.dir, rig.files);
-      const blocks = scattered(size / Block, Math.round(size / Block / 100), 17);
-      const src = join(rig.dir, 'src');
-      await mkdir(src);
-      note(`writing ${blocks.length} random 64 KiB blocks at the hoster`);
-      for (const [i, b] of blocks.entries()) {
-        const file = join(src, `${i}.bin`);
-        await writeFile(file, randomBytes(Block));
-        const out = await rig.hmp(`write -s ${file} ${b * Block} ${Block}`);
-        if (out.trim() !== '') throw new Error(`qemu-io write: ${out.trim()}`);
-      }
-      await rig.hmp('flush');
+      const blocks = await writeOnePercent(size, 17, join(rig.dir, 'src'), (cmd) => rig.hmp(cmd));
       const changed = blocks.length * Block;
 
       let cycle: Awaited<ReturnType<typeof rig.cycle>> | undefined;
@@ -99,6 +115,87 @@ export const reverseBench: Benchmark = {
       });
     } finally {
       await rig.stop();
+    }
+    return rows;
+  },
+};
+
+/**
+ * The failback window: a planned failover of a VM with the synthetic disk (4 GiB; 512 MiB with --quick)
+ * through the agent daemon, committed; the VM writes 1% of its 64 KiB blocks at the hoster (random
+ * data); then the failback (failover host as a process of its own, the daemon applying and confirming,
+ * a start hook that succeeds). The window is the report's: from the stop at the hoster to started at
+ * home. The failback test's harness (FailoverScenario) runs it; its ready probe is a TCP port this
+ * process listens on (the disk boots nothing).
+ */
+export const failbackBench: Benchmark = {
+  name: 'failback',
+  description: 'the failback window (stop at the hoster to started at home) for 1% of a 4 GiB disk changed since the last reverse cycle',
+  async run(ctx) {
+    const sizeMiB = ctx.quick ? 512 : 4096;
+    const size = sizeMiB * MiB;
+    const synthetic = await syntheticDisk(ctx, sizeMiB, 17);
+    const s = await FailoverScenario.start({ externalHost: true });
+    const probe = createServer((c) => c.end()).listen(0, '127.0.0.1');
+    const rows: BenchRow[] = [];
+    const children: ChildProcess[] = [];
+    const startHost = async () => { const h = await s.startHostProcess(); children.push(h); return h; };
+    try {
+      await new Promise((r) => probe.once('listening', r));
+      const source = join(s.env.dir, 'web1.raw');
+      await runCommand('cp', ['--sparse=always', synthetic, source]);
+      await s.protect('web1', [source]);
+      let t0 = Date.now();
+      await s.replicate();
+      fbNote(`${sizeMiB} MiB replicated in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+      await registerNewEnvelopeKey(s.state.dir, await s.state.readIdentity());
+      const port = (probe.address() as { port: number }).port;
+      must(await s.api('PUT', '/v1/tenants/acme/vms/web1/hardware', { firmware: 'bios', cpus: 1, memoryMiB: 64, guestOs: 'other', disks: { disk0: { bus: 'ide', order: 0 } }, readyProbes: [{ kind: 'tcp', host: '127.0.0.1', port }] }), 'hardware');
+      let host = await startHost();
+      const daemon = spawn(process.execPath, [agentBin, 'run', '--state-dir', s.state.dir], { stdio: 'ignore' });
+      children.push(daemon);
+      const id = await s.whileMerging(async () => {
+        const r = must(await s.api('POST', '/v1/tenants/acme/vms/web1/failovers', { kind: 'planned' }), 'planned failover');
+        await s.waitFor(r.body.id, (x) => x.state === 'running', 30 * 60_000);
+        return r.body.id;
+      });
+      await s.state.writeConfig({ ...(await s.state.readConfig('web1')), paused: true });
+      must(await s.api('POST', `/v1/failovers/${id}/commit`, {}), 'commit');
+      await s.waitFor(id, (x) => x.state === 'committed', 30 * 60_000);
+      fbNote('planned failover committed; the VM writes 1% at the hoster');
+
+      // The host process holds the monitor: it goes while the VM writes.
+      host.kill('SIGKILL');
+      await new Promise((r) => host.once('exit', r));
+      const driver = new QemuDriver({ stateDir: join(s.hostDir, 'test') });
+      const blocks = await writeOnePercent(size, 23, join(s.env.dir, 'src'), async (cmd) => (await driver.qmp(s.workDir(id))).hmp(`qemu-io -d disk0 "${cmd}"`));
+      await driver.close();
+
+      await s.state.writeConfig({ ...(await s.state.readConfig('web1')), startHook: 'true' });
+      host = await startHost();
+      t0 = Date.now();
+      must(await s.api('POST', `/v1/failovers/${id}/failback`, { shutdownTimeoutSeconds: 2 }), 'failback');
+      let report: FailbackReport;
+      for (;;) {
+        report = must(await s.api<FailbackReport>('GET', `/v1/failovers/${id}/failback`), 'report').body;
+        if (report.endedAt !== null) break;
+        if (Date.now() - t0 > 30 * 60_000) throw new Error(`failback still ${report.state}`);
+        await new Promise((res) => setTimeout(res, 500));
+      }
+      if (report.result !== 'done') throw new Error(`failback ${report.result}: ${report.error}`);
+      const eq = report.equality as { equal: boolean; disks: { writtenBytes: number }[] };
+      if (!eq.equal) throw new Error('failback: the agent did not confirm the disks equal');
+      await runCommand('qemu-img', ['compare', '-q', '-U', '-f', 'raw', source, synthetic]).then(() => { throw new Error('failback: the on-premises disk did not change'); }, () => undefined);
+      const steps = report.steps.filter((x) => x.status === 'done' && typeof x.seconds === 'number').map((x) => `${x.step} ${x.seconds!.toFixed(1)}`).join(', ');
+      fbNote(`failback report: window ${report.windowSeconds} s; ${steps}; written ${eq.disks[0]?.writtenBytes} bytes`);
+      rows.push({
+        name: `failback: window, ${sizeMiB} MiB 1% (${(blocks.length * Block / MiB).toFixed(1)} MiB)`, ours: `${report.windowSeconds} s`, peer: '-',
+        ratio: steps, goal: 'report', ok: undefined,
+      });
+    } finally {
+      for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+      probe.close();
+      await s.stop();
     }
     return rows;
   },

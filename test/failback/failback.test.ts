@@ -85,23 +85,12 @@ describe.skipIf(!hasQemu)('failback (skipped only when qemu-system-x86_64 is mis
     // Planned failover through the agent daemon (final cycle), on a host process; then commit.
     let host = await startHost();
     daemon = spawn(process.execPath, [agentBin, 'run', '--state-dir', s.state.dir], { stdio: ['ignore', 'ignore', 'inherit'] });
-    let pumping = true;
-    const pump = (async () => {
-      while (pumping) {
-        while ((await s.merger.merge()) > 0) { /* the final cycle's logs */ }
-        await new Promise((res) => setTimeout(res, 300));
-      }
-    })();
-    let id: string;
-    try {
+    const id = await s.whileMerging(async () => {
       const r = await s.api('POST', '/v1/tenants/acme/vms/web1/failovers', { kind: 'planned' });
       expect(r.status, JSON.stringify(r.body)).toBe(202);
-      id = r.body.id;
-      await s.waitFor(id, (x) => x.state === 'running', 20 * MinuteMs);
-    } finally {
-      pumping = false;
-      await pump;
-    }
+      await s.waitFor(r.body.id, (x) => x.state === 'running', 20 * MinuteMs);
+      return r.body.id;
+    });
     // No forward cycle of the agent from here on: the delta base after failback is measured below.
     await s.state.writeConfig({ ...(await s.state.readConfig('web1')), paused: true });
     must(await s.api('POST', `/v1/failovers/${id}/commit`, {}), 'commit');

@@ -126,6 +126,23 @@ export class FailoverScenario {
     return results;
   }
 
+  /** Runs fn while merging whatever the agent daemon ships (every 300 ms): a planned failover's final cycle. */
+  async whileMerging<T>(fn: () => Promise<T>): Promise<T> {
+    let pumping = true;
+    const pump = (async () => {
+      while (pumping) {
+        while ((await this.merger.merge()) > 0) { /* the final cycle's logs */ }
+        await new Promise((res) => setTimeout(res, 300));
+      }
+    })();
+    try {
+      return await fn();
+    } finally {
+      pumping = false;
+      await pump;
+    }
+  }
+
   api<T = FailoverReport>(method: string, path: string, body?: unknown, token?: string): Promise<HttpResult<T>> {
     return operator<T>(this.svc, method, path, body, token);
   }
