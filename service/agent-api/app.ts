@@ -25,6 +25,10 @@ import type { FailoverQueues } from '../failover/queue.js';
 import { requireTenant } from '../catalog/tenants.js';
 import { MaxLogBytes, chunkSchema, commitSchema, digestsQuerySchema, enrollSchema, grantSchema, initialSchema, registerSchema, renewSchema } from '../../shared/protocol/schemas.js';
 
+/** The largest command result body (agent protocol §13.3). */
+export const MaxCommandResultBytes = 16 << 20;
+const CommandResultPath = /^\/v1\/commands\/[^/]+\/result$/;
+
 export function agentApp(ctx: ServiceContext, enqueue: EnqueueMerge, failoverQueues?: FailoverQueues): Hono<AgentEnv> {
   const app = new Hono<AgentEnv>();
   app.use('*', countRequests(ctx.metrics, 'agent'));
@@ -38,7 +42,11 @@ export function agentApp(ctx: ServiceContext, enqueue: EnqueueMerge, failoverQue
   app.on(['PUT', 'GET'], FileGrantPath, bodySizeLimit(MaxLogBytes), (c) => grants(c.req.raw));
 
   const agent = new Hono<AgentEnv>();
-  agent.use('*', requireAgent(ctx), bodySizeLimit());
+  // A command's result may carry a digest per range (§13.7: 113 bytes each, so a 4 GiB disk's every
+  // 64 KiB block fits); every other route keeps the JSON bound.
+  const jsonLimit = bodySizeLimit();
+  const resultLimit = bodySizeLimit(MaxCommandResultBytes);
+  agent.use('*', requireAgent(ctx), (c, next) => (c.req.method === 'POST' && CommandResultPath.test(c.req.path) ? resultLimit : jsonLimit)(c, next));
   agent.post('/renew', async (c) => c.json(await renew(ctx, c.var.agent.cert, (await readJson(c, renewSchema)).csr)));
   // §3.4: the tenant's current replica key, asked for each pass (a rotation reaches agents this way).
   agent.get('/replica-key', async (c) => c.json({ tenantReplicaKey: (await requireTenant(ctx.db, c.var.agent.tenant)).replicaPublicJwk }));

@@ -81,6 +81,19 @@ describe('command channel', () => {
     expect((await poll(hv01, 'hv01-instance-3')).body.commands).toEqual([]);
   });
 
+  it('takes a result as large as a failback-apply of every 64 KiB block of a 4 GiB disk, and keeps other bodies to 64 KiB', async () => {
+    const cmd = await queue();
+    const ranges = Array.from({ length: 65_536 }, (_, i) => ({ offset: i * 65_536, length: 65_536, sha256: i.toString(16).padStart(64, '0') }));
+    const result = { disks: [{ disk: 'disk0', ranges }] };
+    expect(JSON.stringify({ ok: true, result }).length).toBeGreaterThan(7 << 20);
+    // Any other route still refuses a body over 64 KiB.
+    expect((await call(hv01, 'POST', `/v1/commands/${cmd.id}/progress`, { step: 'x'.repeat(70_000) })).status).toBe(413);
+    expect((await call(hv01, 'POST', `/v1/commands/${cmd.id}/result`, { ok: true, result })).body).toEqual({ state: 'done' });
+    const done = await waitForCommand(svc.ctx.db, cmd.id, 1000);
+    expect((done.result as typeof result).disks[0]!.ranges).toHaveLength(65_536);
+    expect((done.result as typeof result).disks[0]!.ranges[65_535]).toEqual(ranges[65_535]);
+  });
+
   it('answers a waiting long-poll as soon as a command is queued, in this process and from another', async () => {
     const started = Date.now();
     const waiting = poll(hv01, 'hv01-longpoll-1', 20);
