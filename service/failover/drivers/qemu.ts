@@ -149,8 +149,14 @@ export class QemuDriver implements FailoverDriver {
       switch (st.status) {
         case 'running': return { state: 'running', pid };
         case 'shutdown': return { state: 'stopped', pid, reason: 'the guest powered off' };
-        case 'internal-error': case 'guest-panicked': case 'io-error':
-          return { state: 'failed', pid, reason: `qemu reports ${st.status}: ${await logTail(workDir) || 'no message in its log'}` };
+        case 'internal-error': case 'guest-panicked': case 'io-error': {
+          const tail = await logTail(workDir);
+          // Under KVM an internal-error is KVM's: the next start (the reconciler's) uses TCG.
+          if (st.status === 'internal-error' && (this.config.accel ?? 'auto') === 'auto' && (await readJson<RunState>(join(workDir, workFiles.run)).catch(() => undefined))?.accel === 'kvm') {
+            await rememberKvmFailure(this.config.stateDir, `the guest stopped in internal-error under KVM: ${tail}`, this.config.log);
+          }
+          return { state: 'failed', pid, reason: `qemu reports ${st.status}: ${tail || 'no message in its log'}` };
+        }
         default: return { state: 'paused', pid, reason: `qemu status ${st.status}` };
       }
     }
@@ -170,9 +176,15 @@ export class QemuDriver implements FailoverDriver {
     const answered = (detail: string): ReadyResult => ({ ready: true, detail, elapsedMs: Date.now() - from });
     const loops = probes.map((p) => probeUntil(workDir, run.consoleOffset, p, () => done || Date.now() > deadline).then((d: string | undefined) => (d === undefined ? never<ReadyResult>() : answered(d))));
     const watch = (async (): Promise<ReadyResult> => {
+      let tick = 0;
       while (!done) {
-        if (!(await livePid(workDir))) {
-          if (await this.relaunchUnderTcg(workDir, run)) return { ready: false, detail: 'KVM failed the guest: qemu started again under TCG', elapsedMs: Date.now() - from };
+        const alive = await livePid(workDir);
+        // KVM's failure comes two ways: qemu dead with KVM's words in its log, or qemu alive with the
+        // VM stopped in internal-error (what KVM_EXIT_INTERNAL_ERROR leaves); asked every second.
+        const stuck = alive !== undefined && ++tick % 4 === 0 && (await this.kvmInternalError(workDir, run));
+        if (!alive || stuck) {
+          if (await this.relaunchUnderTcg(workDir, run, stuck)) return { ready: false, detail: 'KVM failed the guest: qemu started again under TCG', elapsedMs: Date.now() - from };
+          if (stuck) return { ready: false, detail: (await this.status(workDir)).reason ?? 'qemu reports internal-error', elapsedMs: Date.now() - from };
           return { ready: false, detail: (await this.status(workDir)).reason ?? 'qemu exited', elapsedMs: Date.now() - from };
         }
         if (Date.now() > deadline) return { ready: false, detail: `no probe answered within ${timeoutMs} ms (${probes.map((p) => p.kind).join(', ') || 'no probes'})`, elapsedMs: Date.now() - from };
@@ -308,14 +320,23 @@ export class QemuDriver implements FailoverDriver {
    * now on (rememberKvmFailure), and the VM launched again under it at once. Checked while waiting
    * for readiness, not by a pause in start, so start returns as soon as the guest runs.
    */
-  private async relaunchUnderTcg(workDir: string, run: RunState): Promise<boolean> {
+  private async relaunchUnderTcg(workDir: string, run: RunState, internalError = false): Promise<boolean> {
     if (run.accel !== 'kvm' || (this.config.accel ?? 'auto') !== 'auto' || (await exists(join(workDir, workFiles.stopped)))) return false;
     const tail = await logTail(workDir);
-    if (!/kvm|MSR/i.test(tail)) return false;
-    await rememberKvmFailure(this.config.stateDir, tail, this.config.log);
+    if (!internalError && !/kvm|MSR/i.test(tail)) return false;
+    await rememberKvmFailure(this.config.stateDir, internalError ? `the guest stopped in internal-error under KVM: ${tail}` : tail, this.config.log);
+    // A qemu whose VM stopped in internal-error is alive: it quits (writing its bitmaps) first.
+    if (internalError) await this.stop(workDir);
     await this.dropConnection(workDir);
     await this.launch(workDir, await this.spec(workDir));
     return true;
+  }
+
+  /** qemu alive under KVM (accel auto) with its VM stopped in internal-error: KVM could not run it. */
+  private async kvmInternalError(workDir: string, run: RunState): Promise<boolean> {
+    if (run.accel !== 'kvm' || (this.config.accel ?? 'auto') !== 'auto') return false;
+    const st = await (await this.qmp(workDir)).execute<{ status: string }>('query-status', undefined, { timeoutMs: 5_000 }).catch(() => undefined);
+    return st?.status === 'internal-error';
   }
 
   /** Starts qemu paused, adds the bitmaps, lets the guest run. */
