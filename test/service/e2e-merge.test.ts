@@ -23,20 +23,11 @@ let merger: Merger;
 beforeAll(async () => {
   h = await mergeHarness();
   ({ env, svc, merger } = h);
-  await operator(svc, 'POST', '/v1/tenants', { name: 'acme' });
-  await operator(svc, 'POST', '/v1/tenants/acme/authorizations', { pattern: '*.acme.test' });
+  await h.acme();
 });
 afterAll(async () => {
   await h?.close();
 });
-
-/** The replica's latest state as a raw file, compared by qemu-img with the agent's source disk. */
-async function expectReplicaEquals(source: string, name: string): Promise<void> {
-  const out = join(env.dir, `${name}.raw`);
-  const r = await operator(svc, 'POST', '/v1/tenants/acme/vms/web01/exports', { disk: 'disk0', format: 'raw', path: out });
-  expect(r.status, JSON.stringify(r.body)).toBe(201);
-  await referee('qemu-img', ['compare', '-q', '-f', 'vhdx', '-F', 'raw', source, out]);
-}
 
 describe('agent → service → replica', () => {
   it('merges the real agent\'s initial copy and cycles into a replica equal to the source', async () => {
@@ -53,7 +44,7 @@ describe('agent → service → replica', () => {
     const replicator = new Replicator({ ...(await engineContext(state, silentLogger)), retry: { attempts: 1 } });
     expect((await replicator.runOnce())[0]).toMatchObject({ outcome: 'ok' });
     await merger.merge();
-    await expectReplicaEquals(source, 'after-base');
+    await h!.expectReplicaEquals(source, 'after-base');
 
     await referee('qemu-io', ['-c', 'write -P 0x77 5M 128k', '-c', 'write -z 1M 64k', source]);
     expect((await replicator.runOnce())[0]).toMatchObject({ outcome: 'ok' });
@@ -63,6 +54,6 @@ describe('agent → service → replica', () => {
     const status = await operator<{ vms: { name: string; state: string; health: string; disks: { appliedSequence: number }[] }[] }>(svc, 'GET', '/v1/vms?tenant=acme');
     expect(status.body.vms[0]).toMatchObject({ name: 'web01', state: 'replicating', health: 'normal' });
     expect(status.body.vms[0]!.disks[0]!.appliedSequence).toBeGreaterThanOrEqual(2);
-    await expectReplicaEquals(source, 'after-cycles');
+    await h!.expectReplicaEquals(source, 'after-cycles');
   });
 });

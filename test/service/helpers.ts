@@ -20,7 +20,7 @@ import type { RunningService } from '../../service/runner.js';
 import { startService } from '../../service/runner.js';
 import type { EnqueueMerge } from '../../service/replication/uploads.js';
 import { Merger } from '../../service/workers/merger.js';
-import { freePort, scratchDir, TestPgUrl, TestRedisUrl } from '../helpers.js';
+import { freePort, referee, scratchDir, TestPgUrl, TestRedisUrl } from '../helpers.js';
 
 /** The tests' PostgreSQL database and Redis server (test/global-setup.ts). */
 export const PgUrl = TestPgUrl;
@@ -195,6 +195,10 @@ export interface MergeHarness {
   redis: Redis;
   merger: Merger;
   lockPrefix: string;
+  /** Tenant acme with servers *.acme.test allowed. */
+  acme(): Promise<void>;
+  /** acme's VM web01 disk0 at its latest point exported as raw (named name) and compared by qemu-img with source, a VHDX. */
+  expectReplicaEquals(source: string, name: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -213,6 +217,16 @@ export async function mergeHarness(): Promise<MergeHarness> {
   const lockPrefix = `lifeboat-test-${env.schema}`;
   return {
     env, svc, redis, lockPrefix, merger: new Merger(svc.ctx, redis, lockPrefix),
+    async acme() {
+      await operator(svc, 'POST', '/v1/tenants', { name: 'acme' });
+      await operator(svc, 'POST', '/v1/tenants/acme/authorizations', { pattern: '*.acme.test' });
+    },
+    async expectReplicaEquals(source, name) {
+      const out = join(env.dir, `${name}.raw`);
+      const r = await operator(svc, 'POST', '/v1/tenants/acme/vms/web01/exports', { disk: 'disk0', format: 'raw', path: out });
+      if (r.status !== 201) throw new Error(`export ${name}: ${r.status} ${JSON.stringify(r.body)}`);
+      await referee('qemu-img', ['compare', '-q', '-f', 'vhdx', '-F', 'raw', source, out]);
+    },
     async close() {
       redis.disconnect();
       await svc.stop();

@@ -24,19 +24,11 @@ let merger: Merger;
 beforeAll(async () => {
   h = await mergeHarness();
   ({ env, svc, merger } = h);
-  await operator(svc, 'POST', '/v1/tenants', { name: 'acme' });
-  await operator(svc, 'POST', '/v1/tenants/acme/authorizations', { pattern: '*.acme.test' });
+  await h.acme();
 });
 afterAll(async () => {
   await h?.close();
 });
-
-async function expectReplicaEquals(source: string, name: string): Promise<void> {
-  const out = join(env.dir, `${name}.raw`);
-  const r = await operator(svc, 'POST', '/v1/tenants/acme/vms/web01/exports', { disk: 'disk0', format: 'raw', path: out });
-  expect(r.status, JSON.stringify(r.body)).toBe(201);
-  await referee('qemu-img', ['compare', '-q', '-f', 'vhdx', '-F', 'raw', source, out]);
-}
 
 describe('tenant replica key rotation under replication', () => {
   it('merges a log sealed to the old key and the next one sealed to the new key; retirement waits for the merge', async () => {
@@ -78,7 +70,7 @@ describe('tenant replica key rotation under replication', () => {
     expect(logs.map((l) => `${l.sequence} ${l.status}`)).toEqual(['1 applied', '2 applied', '3 applied']);
     const [disk] = await svc.ctx.db.query<{ state: string }>("SELECT state FROM disks WHERE tenant = 'acme' AND vm = 'web01'");
     expect(disk!.state).toBe('replicating');
-    await expectReplicaEquals(source, 'after-rotation');
+    await h!.expectReplicaEquals(source, 'after-rotation');
     expect((await operator(svc, 'POST', '/v1/keys/tenant/retirements', { tenant: 'acme', id: oldKid })).status).toBe(200);
   });
 });
